@@ -1,0 +1,807 @@
+//! Container image references: parse once, normalise like Docker, print back.
+//!
+//! The grammar is the one of distribution/reference (`name[:tag][@digest]`),
+//! and normalisation follows Docker's `ParseNormalizedNamed`: a first path
+//! component is a registry only if it contains `.` or `:`, is `localhost`, or
+//! has an uppercase letter; otherwise the registry is `docker.io`, and a
+//! one-component Docker Hub name gets `library/`.
+//!
+//! One deliberate difference: the legacy `index.docker.io` and `docker.io`
+//! are recognised in any letter case (DNS ignores case, so `DOCKER.IO/x` is
+//! Docker Hub too), which keeps registry rules from being bypassed by case.
+//!
+//! This module does not decide anything about policy; see `policy.rs`.
+
+use std::fmt;
+
+/// The registry an image without one comes from.
+pub const DOCKER_HUB: &str = "docker.io";
+/// Older spelling of Docker Hub, normalised to [`DOCKER_HUB`].
+const LEGACY_DOCKER_HUB: &str = "index.docker.io";
+/// Docker Hub's namespace for official images (`nginx` -> `library/nginx`).
+const OFFICIAL_NAMESPACE: &str = "library";
+/// Tag used when a reference has neither tag nor digest.
+pub const IMPLICIT_TAG: &str = "latest";
+/// distribution/reference's NameTotalLengthMax: registry plus path.
+const NAME_MAX: usize = 255;
+/// The tag grammar allows `[\w][\w.-]{0,127}`.
+const TAG_MAX: usize = 128;
+/// Longest input we look at; anything longer cannot be a valid reference and
+/// is refused before any work is done on it.
+const INPUT_MAX: usize = 1024;
+
+/// A parsed, normalised image reference.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ImageRef {
+    /// `host[:port]`, as written except that Docker Hub is spelled `docker.io`.
+    domain: String,
+    /// Repository path below the registry, e.g. `library/nginx`.
+    path: String,
+    tag: Option<String>,
+    /// `algorithm:hex`.
+    digest: Option<String>,
+}
+
+/// Why a reference did not parse; `Display` names the part and the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    input: String,
+    kind: ErrorKind,
+}
+
+/// The part of a reference that is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorKind {
+    Empty,
+    TooLong,
+    /// A bare 64-hex string is reserved for image IDs.
+    HexIdentifier,
+    Uppercase(String),
+    NameTooLong(usize),
+    Registry(String),
+    Port(String),
+    PathComponent(String),
+    EmptyPathComponent,
+    Tag(String),
+    Digest(String),
+    DigestAlgorithm(String),
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}: {}", self.input, self.reason())
+    }
+}
+
+impl ParseError {
+    /// The reason without the input, for messages that already quote it.
+    pub fn reason(&self) -> String {
+        Self::describe(&self.kind)
+    }
+
+    /// Explains one kind of error.
+    pub fn describe(kind: &ErrorKind) -> String {
+        match kind {
+            ErrorKind::Empty => "image reference is empty".to_string(),
+            ErrorKind::TooLong => format!("image reference is longer than {INPUT_MAX} characters"),
+            ErrorKind::HexIdentifier => {
+                "a 64-character hexadecimal string is an image ID, not a repository name"
+                    .to_string()
+            }
+            ErrorKind::Uppercase(p) => {
+                format!("repository name must be lowercase (found {p:?})")
+            }
+            ErrorKind::NameTooLong(n) => {
+                format!("repository name is {n} characters, the limit is {NAME_MAX}")
+            }
+            ErrorKind::Registry(r) => {
+                format!("registry host {r:?} is not a valid host name or bracketed IPv6 address")
+            }
+            ErrorKind::Port(p) => format!("registry port {p:?} must be a number"),
+            ErrorKind::PathComponent(c) => format!(
+                "path component {c:?} must be lowercase letters and digits separated by '.', '_', '__' or '-'"
+            ),
+            ErrorKind::EmptyPathComponent => "repository path has an empty component".to_string(),
+            ErrorKind::Tag(t) => format!(
+                "tag {t:?} must be 1 to {TAG_MAX} characters of letters, digits, '_', '.' or '-', not starting with '.' or '-'"
+            ),
+            ErrorKind::Digest(d) => format!(
+                "digest {d:?} must be algorithm:hex (sha256 has 64 lowercase hex digits, sha384 96, sha512 128)"
+            ),
+            ErrorKind::DigestAlgorithm(a) => {
+                format!("digest algorithm {a:?} is not supported (use sha256, sha384 or sha512)")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+impl ParseError {
+    pub fn kind(&self) -> &ErrorKind {
+        &self.kind
+    }
+}
+
+impl ImageRef {
+    /// Parses and normalises a reference as Docker and the kubelet would.
+    pub fn parse(input: &str) -> Result<ImageRef, ParseError> {
+        let err = |kind| ParseError {
+            input: truncate(input),
+            kind,
+        };
+        if input.is_empty() {
+            return Err(err(ErrorKind::Empty));
+        }
+        if input.len() > INPUT_MAX {
+            return Err(err(ErrorKind::TooLong));
+        }
+        if input.len() == 64 && input.bytes().all(is_lower_hex) {
+            return Err(err(ErrorKind::HexIdentifier));
+        }
+
+        let (name_and_tag, digest) = match input.split_once('@') {
+            Some((n, d)) => (n, Some(d)),
+            None => (input, None),
+        };
+        // A ':' after the last '/' starts the tag; one before it is a port.
+        let last_slash = name_and_tag.rfind('/').map_or(0, |i| i + 1);
+        let (name, tag) = match name_and_tag[last_slash..].rfind(':') {
+            Some(i) => (
+                &name_and_tag[..last_slash + i],
+                Some(&name_and_tag[last_slash + i + 1..]),
+            ),
+            None => (name_and_tag, None),
+        };
+
+        let (domain, remainder) = split_domain(name);
+        let domain = if domain.eq_ignore_ascii_case(LEGACY_DOCKER_HUB)
+            || domain.eq_ignore_ascii_case(DOCKER_HUB)
+        {
+            DOCKER_HUB.to_string()
+        } else {
+            validate_domain(domain).map_err(err)?;
+            domain.to_string()
+        };
+        if remainder.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(err(ErrorKind::Uppercase(remainder.to_string())));
+        }
+        let path = if domain == DOCKER_HUB && !remainder.contains('/') {
+            format!("{OFFICIAL_NAMESPACE}/{remainder}")
+        } else {
+            remainder.to_string()
+        };
+        validate_path(&path).map_err(err)?;
+        // The limit applies to the name as written plus Docker's defaults.
+        let name_len = domain.len() + 1 + path.len();
+        if name_len > NAME_MAX {
+            return Err(err(ErrorKind::NameTooLong(name_len)));
+        }
+        if let Some(t) = tag {
+            validate_tag(t).map_err(err)?;
+        }
+        if let Some(d) = digest {
+            validate_digest(d).map_err(err)?;
+        }
+        Ok(ImageRef {
+            domain,
+            path,
+            tag: tag.map(str::to_string),
+            digest: digest.map(str::to_string),
+        })
+    }
+
+    /// `host[:port]`, e.g. `docker.io`, `registry:5000`, `[::1]:5000`.
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+
+    /// The host without a port (IPv6 keeps its brackets).
+    pub fn host(&self) -> &str {
+        split_port(&self.domain).0
+    }
+
+    pub fn port(&self) -> Option<&str> {
+        split_port(&self.domain).1
+    }
+
+    /// Repository path below the registry, e.g. `library/nginx`.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    pub fn tag(&self) -> Option<&str> {
+        self.tag.as_deref()
+    }
+
+    pub fn digest(&self) -> Option<&str> {
+        self.digest.as_deref()
+    }
+
+    /// True when neither tag nor digest was given, so `latest` applies.
+    pub fn is_untagged(&self) -> bool {
+        self.tag.is_none() && self.digest.is_none()
+    }
+
+    /// The tag a runtime would pull: the explicit one, or `latest` when the
+    /// reference has neither tag nor digest.
+    pub fn effective_tag(&self) -> Option<&str> {
+        match (&self.tag, &self.digest) {
+            (Some(t), _) => Some(t),
+            (None, None) => Some(IMPLICIT_TAG),
+            (None, Some(_)) => None,
+        }
+    }
+
+    /// `domain/path`, without tag or digest.
+    pub fn name(&self) -> String {
+        format!("{}/{}", self.domain, self.path)
+    }
+
+    /// The full reference with the implicit `:latest` spelled out: what the
+    /// runtime will actually pull.
+    pub fn normalized(&self) -> String {
+        let mut s = self.to_string();
+        if self.is_untagged() {
+            s.push(':');
+            s.push_str(IMPLICIT_TAG);
+        }
+        s
+    }
+
+    /// The same image on another registry root (`mirror.example.com` or
+    /// `mirror.example.com/prefix`). The Docker Hub `library/` namespace is
+    /// kept, as registry mirrors of Docker Hub expect it.
+    pub fn with_domain_and_prefix(&self, domain: &str, prefix: &str) -> String {
+        let mut s = String::with_capacity(domain.len() + prefix.len() + self.path.len() + 160);
+        s.push_str(domain);
+        if !prefix.is_empty() {
+            s.push('/');
+            s.push_str(prefix);
+        }
+        s.push('/');
+        s.push_str(&self.path);
+        self.push_tag_and_digest(&mut s);
+        s
+    }
+
+    fn push_tag_and_digest(&self, s: &mut String) {
+        if let Some(t) = &self.tag {
+            s.push(':');
+            s.push_str(t);
+        }
+        if let Some(d) = &self.digest {
+            s.push('@');
+            s.push_str(d);
+        }
+    }
+}
+
+impl fmt::Display for ImageRef {
+    /// `domain/path[:tag][@digest]`, exactly what was parsed (no implicit
+    /// tag), so that parsing the output gives the same reference.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = format!("{}/{}", self.domain, self.path);
+        self.push_tag_and_digest(&mut s);
+        f.write_str(&s)
+    }
+}
+
+impl std::str::FromStr for ImageRef {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ImageRef::parse(s)
+    }
+}
+
+/// Splits `name` into registry and remainder by Docker's rule. Shared with
+/// the policy patterns so that `nginx` means the same thing everywhere.
+pub fn split_domain(name: &str) -> (&str, &str) {
+    match name.split_once('/') {
+        Some((first, rest)) if looks_like_registry(first) => (first, rest),
+        _ => (DOCKER_HUB, name),
+    }
+}
+
+/// Docker's rule for "is this first path component a registry".
+pub fn looks_like_registry(first: &str) -> bool {
+    first.contains(['.', ':'])
+        || first == "localhost"
+        || first.bytes().any(|b| b.is_ascii_uppercase())
+}
+
+/// Splits `host[:port]` (with IPv6 in brackets) into host and port.
+pub fn split_port(domain: &str) -> (&str, Option<&str>) {
+    let host_end = if domain.starts_with('[') {
+        domain.find(']').map_or(domain.len(), |i| i + 1)
+    } else {
+        domain.find(':').unwrap_or(domain.len())
+    };
+    match domain[host_end..].strip_prefix(':') {
+        Some(port) => (&domain[..host_end], Some(port)),
+        None => (domain, None),
+    }
+}
+
+/// Checks `host[:port]` against the reference grammar.
+pub fn validate_domain(domain: &str) -> Result<(), ErrorKind> {
+    let (host, port) = split_port(domain);
+    let host_ok = if let Some(inner) = host.strip_prefix('[') {
+        // distribution accepts hex digits and colons only: no zone, no
+        // embedded IPv4.
+        inner.strip_suffix(']').is_some_and(|v6| {
+            !v6.is_empty() && v6.bytes().all(|b| b.is_ascii_hexdigit() || b == b':')
+        })
+    } else {
+        !host.is_empty() && host.split('.').all(is_domain_component)
+    };
+    if !host_ok {
+        return Err(ErrorKind::Registry(host.to_string()));
+    }
+    if let Some(p) = port
+        && (p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(ErrorKind::Port(p.to_string()));
+    }
+    Ok(())
+}
+
+fn is_domain_component(c: &str) -> bool {
+    let b = c.as_bytes();
+    !b.is_empty()
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter().all(|&x| x.is_ascii_alphanumeric() || x == b'-')
+}
+
+/// Checks a repository path: components of `[a-z0-9]+` joined by `.`, `_`,
+/// `__` or runs of `-`, separated by `/`.
+pub fn validate_path(path: &str) -> Result<(), ErrorKind> {
+    for component in path.split('/') {
+        if component.is_empty() {
+            return Err(ErrorKind::EmptyPathComponent);
+        }
+        if !is_path_component(component) {
+            return Err(ErrorKind::PathComponent(component.to_string()));
+        }
+    }
+    Ok(())
+}
+
+fn is_path_component(c: &str) -> bool {
+    let b = c.as_bytes();
+    let alnum = |x: u8| x.is_ascii_lowercase() || x.is_ascii_digit();
+    let mut i = 0;
+    loop {
+        // One run of alphanumerics.
+        let start = i;
+        while i < b.len() && alnum(b[i]) {
+            i += 1;
+        }
+        if i == start {
+            return false;
+        }
+        if i == b.len() {
+            return true;
+        }
+        // One separator: '.', '_', '__', or any run of '-'.
+        match b[i] {
+            b'.' => i += 1,
+            b'_' => {
+                i += 1;
+                if i < b.len() && b[i] == b'_' {
+                    i += 1;
+                }
+            }
+            b'-' => {
+                while i < b.len() && b[i] == b'-' {
+                    i += 1;
+                }
+            }
+            _ => return false,
+        }
+    }
+}
+
+fn validate_tag(tag: &str) -> Result<(), ErrorKind> {
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let b = tag.as_bytes();
+    let ok = !b.is_empty()
+        && b.len() <= TAG_MAX
+        && word(b[0])
+        && b.iter().all(|&x| word(x) || x == b'.' || x == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ErrorKind::Tag(truncate(tag)))
+    }
+}
+
+fn validate_digest(digest: &str) -> Result<(), ErrorKind> {
+    let Some((algorithm, hex)) = digest.split_once(':') else {
+        return Err(ErrorKind::Digest(truncate(digest)));
+    };
+    let len = match algorithm {
+        "sha256" => 64,
+        "sha384" => 96,
+        "sha512" => 128,
+        other => {
+            // Anything that fits the grammar but is unknown gets its own
+            // message; garbage is reported as a bad digest.
+            let grammar_ok = !other.is_empty()
+                && other.as_bytes()[0].is_ascii_alphabetic()
+                && other
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+.-_".contains(&b));
+            if grammar_ok && hex.len() >= 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(ErrorKind::DigestAlgorithm(other.to_string()));
+            }
+            return Err(ErrorKind::Digest(truncate(digest)));
+        }
+    };
+    if hex.len() == len && hex.bytes().all(is_lower_hex) {
+        Ok(())
+    } else {
+        Err(ErrorKind::Digest(truncate(digest)))
+    }
+}
+
+fn is_lower_hex(b: u8) -> bool {
+    b.is_ascii_digit() || (b'a'..=b'f').contains(&b)
+}
+
+/// Keeps error messages short when the input is huge.
+fn truncate(s: &str) -> String {
+    const SHOWN: usize = 200;
+    if s.len() <= SHOWN {
+        return s.to_string();
+    }
+    let mut end = SHOWN;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H64: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    /// Expected outcome: the full reference as displayed, or an error fragment.
+    enum Expect {
+        Ok(&'static str),
+        Err(&'static str),
+    }
+    use Expect::{Err as E, Ok as O};
+
+    const CASES: &[(&str, Expect)] = &[
+        // Docker Hub short names.
+        ("nginx", O("docker.io/library/nginx")),
+        ("nginx:1.27", O("docker.io/library/nginx:1.27")),
+        ("nginx:latest", O("docker.io/library/nginx:latest")),
+        ("library/nginx", O("docker.io/library/nginx")),
+        ("docker/docker", O("docker.io/docker/docker")),
+        ("debian", O("docker.io/library/debian")),
+        ("docker.io/debian", O("docker.io/library/debian")),
+        ("docker.io/library/debian", O("docker.io/library/debian")),
+        ("docker.io/docker/docker", O("docker.io/docker/docker")),
+        ("index.docker.io/debian", O("docker.io/library/debian")),
+        (
+            "index.docker.io/library/debian",
+            O("docker.io/library/debian"),
+        ),
+        (
+            "index.docker.io/docker/docker",
+            O("docker.io/docker/docker"),
+        ),
+        ("INDEX.DOCKER.IO/debian", O("docker.io/library/debian")), // hub in any case
+        ("library/foo/bar", O("docker.io/library/foo/bar")),
+        ("store/foo/bar", O("docker.io/store/foo/bar")),
+        ("other/library", O("docker.io/other/library")),
+        ("test_com/foo", O("docker.io/test_com/foo")), // '_' does not make a host
+        (
+            "ubuntu-12.04-base",
+            O("docker.io/library/ubuntu-12.04-base"),
+        ),
+        ("192.168.0.1", O("docker.io/library/192.168.0.1")), // no slash: a name
+        ("192.168.0.1:80", O("docker.io/library/192.168.0.1:80")), // tag, not port
+        ("localhost:5000", O("docker.io/library/localhost:5000")), // tag, not port
+        ("d/docker", O("docker.io/d/docker")),
+        ("jess/t", O("docker.io/jess/t")),
+        ("docker-rules/docker", O("docker.io/docker-rules/docker")),
+        (
+            "docker---rules/docker",
+            O("docker.io/docker---rules/docker"),
+        ),
+        ("dock__er/docker", O("docker.io/dock__er/docker")),
+        (
+            "thisisthesongthatneverendsitgoesonandonandonthisisthesongthatnev",
+            O("docker.io/library/thisisthesongthatneverendsitgoesonandonandonthisisthesongthatnev"),
+        ),
+        // Registries.
+        ("localhost/debian", O("localhost/debian")),
+        ("localhost/library/debian", O("localhost/library/debian")),
+        ("localhost:5000/app:v1", O("localhost:5000/app:v1")),
+        ("registry:5000/app", O("registry:5000/app")), // ':' makes it a registry
+        ("test.com/foo", O("test.com/foo")),
+        ("test.com:8080/foo", O("test.com:8080/foo")),
+        ("test-com:8080/foo", O("test-com:8080/foo")),
+        ("xn--n3h.com/foo", O("xn--n3h.com/foo")),
+        (
+            "xn--n3h.com:18080/foo:xn--n3h.com",
+            O("xn--n3h.com:18080/foo:xn--n3h.com"),
+        ),
+        (
+            "127.0.0.1:5000/docker/docker",
+            O("127.0.0.1:5000/docker/docker"),
+        ),
+        ("192.168.0.1:8/debian", O("192.168.0.1:8/debian")),
+        ("quay.io/team/app:1", O("quay.io/team/app:1")),
+        (
+            "sub-dom1.foo.com/bar/baz/quux",
+            O("sub-dom1.foo.com/bar/baz/quux"),
+        ),
+        ("Docker/docker", O("Docker/docker")), // uppercase first component = registry
+        ("DOCKER/docker", O("DOCKER/docker")),
+        ("Foo/bar:v1", O("Foo/bar:v1")),
+        ("[fc00::1]:5000/docker", O("[fc00::1]:5000/docker")),
+        (
+            "[fc00::1]:5000/docker/docker",
+            O("[fc00::1]:5000/docker/docker"),
+        ),
+        (
+            "[fc00:1:2:3:4:5:6:7]:5000/library/debian",
+            O("[fc00:1:2:3:4:5:6:7]:5000/library/debian"),
+        ),
+        ("[2001:db8::1]/repo:tag", O("[2001:db8::1]/repo:tag")), // IPv6 without port
+        (
+            "docker.io/1a3f5e7d9c1b3a5f7e9d1c3b5a7f9e1d3c5b7a9f1e3d5d7c9b1a3f5e7d9c1b3a",
+            O("docker.io/library/1a3f5e7d9c1b3a5f7e9d1c3b5a7f9e1d3c5b7a9f1e3d5d7c9b1a3f5e7d9c1b3a"),
+        ),
+        // Tags and digests.
+        (
+            "app:v1.2.3-rc.1_x",
+            O("docker.io/library/app:v1.2.3-rc.1_x"),
+        ),
+        ("app:_under", O("docker.io/library/app:_under")),
+        ("app:UPPER", O("docker.io/library/app:UPPER")), // tags may be uppercase
+        (
+            "busybox:latest@sha256:86e0e091d0da6bde2456dbb48306f3956bbeb2eae1b5b9a43045843f69fe4aaa",
+            O(
+                "docker.io/library/busybox:latest@sha256:86e0e091d0da6bde2456dbb48306f3956bbeb2eae1b5b9a43045843f69fe4aaa",
+            ),
+        ),
+        (
+            "test:5000/repo@sha256:ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+            O(
+                "test:5000/repo@sha256:ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+            ),
+        ),
+        // Invalid: the error names the part.
+        ("", E("empty")),
+        ("NGINX:1.0", E("repository name must be lowercase")),
+        ("docker/Docker", E("must be lowercase")),
+        ("docker.io/docker/Docker", E("must be lowercase")),
+        ("-docker", E("path component \"-docker\"")),
+        ("-docker/docker", E("path component \"-docker\"")),
+        ("docker-/docker", E("path component \"docker-\"")),
+        (
+            "-docker.io/docker/docker",
+            E("registry host \"-docker.io\""),
+        ),
+        ("docker///docker", E("empty component")),
+        ("docker.io/docker///docker", E("empty component")),
+        ("docker/", E("empty component")),
+        ("____/____", E("path component")),
+        ("_docker/_docker", E("path component")),
+        ("dock..er/docker", E("registry host \"dock..er\"")), // a dot makes it a registry
+        ("dock_.er/docker", E("registry host")),
+        ("dock-.er/docker", E("registry host")),
+        ("dock___er/docker", E("path component")), // three underscores
+        ("https://github.com/docker/docker", E("registry port \"\"")),
+        ("[fc00::1]", E("path component")),
+        ("[fc00::1]:5000", E("path component")),
+        ("fc00::1:5000/debian", E("registry port")),
+        ("[fe80::1%eth0]:5000/debian", E("registry host")),
+        ("[2001:db8:3:4::192.0.2.33]:5000/debian", E("registry host")),
+        ("registry:port/app", E("registry port \"port\"")),
+        (
+            "1a3f5e7d9c1b3a5f7e9d1c3b5a7f9e1d3c5b7a9f1e3d5d7c9b1a3f5e7d9c1b3a",
+            E("image ID"),
+        ),
+        ("nginx:", E("tag \"\"")),
+        (":justtag", E("empty component")),
+        ("app:-dash", E("tag \"-dash\"")),
+        ("app:.dot", E("tag \".dot\"")),
+        ("app:tag with space", E("tag")),
+        ("aa/asdf$$^/aa", E("path component \"asdf$$^\"")),
+        (
+            "@sha256:ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+            E("empty component"),
+        ),
+        (
+            "repo@sha256:ffffffffffffffffffffffffffffffffff",
+            E("digest"),
+        ),
+        (
+            "repo@sha256:FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF",
+            E("digest"),
+        ),
+        (
+            "validname@invaliddigest:ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+            E("not supported"),
+        ),
+        ("repo@sha256", E("digest \"sha256\"")),
+        ("repo@sha256:abc@sha256:abc", E("digest")),
+        ("app:tag@", E("digest \"\"")),
+        ("ünïcode/app", E("path component")),
+        ("nginx\n", E("path component")),
+    ];
+
+    #[test]
+    fn reference_table() {
+        let long_tag = format!("app:{}", "a".repeat(129));
+        let long_name = format!("{}/docker", "a".repeat(250));
+        let max_tag = format!("app:{}", "a".repeat(128));
+        let digest512 = format!("app@sha512:{}", "ab".repeat(64));
+        let digest384 = format!("app@sha384:{}", "ab".repeat(48));
+        let extra: Vec<(String, Expect)> = vec![
+            (long_tag, E("tag")),
+            (long_name, E("limit is 255")),
+            (max_tag.clone(), O("")),
+            (digest512, O("")),
+            (digest384, O("")),
+            (format!("app@sha256:{H64}0"), E("digest")),
+            ("x".repeat(2000), E("longer than")),
+        ];
+        let all = CASES
+            .iter()
+            .map(|(i, e)| (i.to_string(), e))
+            .chain(extra.iter().map(|(i, e)| (i.clone(), e)));
+        let mut count = 0;
+        for (input, expect) in all {
+            count += 1;
+            match (ImageRef::parse(&input), expect) {
+                (Ok(r), Expect::Ok(full)) => {
+                    if !full.is_empty() {
+                        assert_eq!(r.to_string(), *full, "input {input:?}");
+                    }
+                }
+                (Err(e), Expect::Err(fragment)) => {
+                    let msg = e.to_string();
+                    assert!(
+                        msg.contains(fragment),
+                        "input {input:?}: {msg:?} lacks {fragment:?}"
+                    );
+                }
+                (Ok(r), Expect::Err(f)) => {
+                    panic!("input {input:?} parsed as {r}, expected error {f:?}")
+                }
+                (Err(e), Expect::Ok(_)) => panic!("input {input:?} failed: {e}"),
+            }
+        }
+        assert!(count >= 60, "only {count} cases");
+    }
+
+    #[test]
+    fn error_message_names_input_and_reason() {
+        let e = ImageRef::parse("NGINX:1.0").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "\"NGINX:1.0\": repository name must be lowercase (found \"NGINX\")"
+        );
+    }
+
+    #[test]
+    fn parts_and_implicit_tag() {
+        let r = ImageRef::parse("[::1]:5000/team/app").unwrap();
+        assert_eq!(r.domain(), "[::1]:5000");
+        assert_eq!(r.host(), "[::1]");
+        assert_eq!(r.port(), Some("5000"));
+        assert_eq!(r.path(), "team/app");
+        assert!(r.is_untagged());
+        assert_eq!(r.effective_tag(), Some("latest"));
+        assert_eq!(r.normalized(), "[::1]:5000/team/app:latest");
+
+        let pinned = ImageRef::parse(&format!("nginx@sha256:{H64}")).unwrap();
+        assert!(!pinned.is_untagged());
+        assert_eq!(pinned.effective_tag(), None);
+        assert_eq!(
+            pinned.normalized(),
+            format!("docker.io/library/nginx@sha256:{H64}")
+        );
+        assert_eq!(pinned.host(), "docker.io");
+        assert_eq!(pinned.port(), None);
+
+        let both = ImageRef::parse(&format!("nginx:latest@sha256:{H64}")).unwrap();
+        assert_eq!(both.tag(), Some("latest"));
+        assert_eq!(both.digest(), Some(format!("sha256:{H64}").as_str()));
+    }
+
+    #[test]
+    fn rewrites_onto_another_registry() {
+        let r = ImageRef::parse("nginx:1.27").unwrap();
+        assert_eq!(
+            r.with_domain_and_prefix("mirror.example.com", ""),
+            "mirror.example.com/library/nginx:1.27"
+        );
+        let r = ImageRef::parse(&format!("ghcr.io/org/app:v1@sha256:{H64}")).unwrap();
+        assert_eq!(
+            r.with_domain_and_prefix("m.example.com", "ghcr"),
+            format!("m.example.com/ghcr/org/app:v1@sha256:{H64}")
+        );
+    }
+
+    /// A small deterministic generator (xorshift) so the property test needs
+    /// no extra crate and never flakes.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+            items[(self.next() % items.len() as u64) as usize]
+        }
+    }
+
+    /// parse(display(parse(x))) == parse(x) for every x that parses, over
+    /// random strings built from the pieces references are made of.
+    #[test]
+    fn display_round_trips() {
+        const PIECES: &[&str] = &[
+            "a",
+            "b",
+            "z9",
+            "nginx",
+            "library",
+            "/",
+            "/",
+            ":",
+            ":",
+            "@",
+            ".",
+            "_",
+            "__",
+            "-",
+            "--",
+            "localhost",
+            "docker.io",
+            "index.docker.io",
+            "INDEX.docker.io",
+            "Docker",
+            "5000",
+            "[::1]",
+            "[fc00::1]",
+            "registry",
+            "latest",
+            "v1.2",
+            "sha256:",
+            H64,
+            "sha512:",
+            "X",
+            "",
+            "%",
+            " ",
+        ];
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let mut parsed = 0;
+        for _ in 0..50_000 {
+            let n = 1 + rng.next() % 8;
+            let s: String = (0..n).map(|_| rng.pick(PIECES)).collect();
+            if let Ok(r) = ImageRef::parse(&s) {
+                parsed += 1;
+                let again = ImageRef::parse(&r.to_string())
+                    .unwrap_or_else(|e| panic!("{s:?} -> {r} does not reparse: {e}"));
+                assert_eq!(again, r, "input {s:?}");
+                assert_eq!(again.to_string(), r.to_string());
+            }
+        }
+        // The generator must actually exercise the success path.
+        assert!(parsed > 1_000, "only {parsed} generated inputs parsed");
+    }
+}

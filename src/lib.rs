@@ -1,0 +1,2 @@
+pub mod image_ref;
+pub mod policy;

@@ -1,0 +1,978 @@
+//! The image policy and the one function that decides: [`Policy::decide`].
+//!
+//! Every endpoint and the `check` command call `decide`; adapters in
+//! `review/` only translate wire formats into a [`Request`] and a
+//! [`Decision`] back. This module is pure: no I/O, no logging, no serde wire
+//! types. Patterns are parsed once, when the policy is built (`config.rs`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::image_ref::{self, ImageRef};
+
+/// Enforce denies; warn only reports (audit mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    #[default]
+    Enforce,
+    Warn,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Warn => "warn",
+        }
+    }
+}
+
+/// A validated policy. Build it with `config::PolicyBuilder`.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub mode: Mode,
+    /// Refuse the `latest` tag and references with neither tag nor digest.
+    pub deny_latest: bool,
+    /// Refuse references without a digest.
+    pub require_digest: bool,
+    /// Empty: every registry is allowed (unless denied).
+    pub allowed_registries: Vec<RegistryPattern>,
+    /// Wins over the allow list.
+    pub denied_registries: Vec<RegistryPattern>,
+    pub exempt_images: Vec<ImagePattern>,
+    pub exempt_namespaces: Vec<NamespacePattern>,
+    /// Honour `*.image-policy.k8s.io/<ticket>: break-glass` annotations.
+    pub break_glass: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            mode: Mode::Enforce,
+            deny_latest: true,
+            require_digest: false,
+            allowed_registries: Vec::new(),
+            denied_registries: Vec::new(),
+            exempt_images: Vec::new(),
+            exempt_namespaces: Vec::new(),
+            break_glass: false,
+        }
+    }
+}
+
+/// The annotation value that asks for break-glass.
+pub const BREAK_GLASS_VALUE: &str = "break-glass";
+/// Break-glass annotation keys are `<something>.image-policy.k8s.io/<name>`.
+const BREAK_GLASS_DOMAIN: &str = ".image-policy.k8s.io";
+
+/// Which list of a pod spec a container is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerKind {
+    Container,
+    Init,
+    Ephemeral,
+}
+
+/// Where an image came from, when known (ImageReview does not name containers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    pub kind: ContainerKind,
+    pub name: String,
+}
+
+impl fmt::Display for Container {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            ContainerKind::Container => "container",
+            ContainerKind::Init => "init container",
+            ContainerKind::Ephemeral => "ephemeral container",
+        };
+        write!(f, "{kind} {:?}", self.name)
+    }
+}
+
+/// One image to judge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageInput {
+    pub image: String,
+    pub container: Option<Container>,
+}
+
+impl ImageInput {
+    pub fn bare(image: impl Into<String>) -> Self {
+        ImageInput {
+            image: image.into(),
+            container: None,
+        }
+    }
+}
+
+/// What `decide` looks at.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    pub namespace: Option<String>,
+    /// Pod annotations (only those that matter are read).
+    pub annotations: BTreeMap<String, String>,
+    pub images: Vec<ImageInput>,
+}
+
+/// The rule an image broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    InvalidReference,
+    DeniedRegistry,
+    RegistryNotAllowed,
+    LatestTag,
+    Untagged,
+    DigestRequired,
+}
+
+impl Rule {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rule::InvalidReference => "invalid-reference",
+            Rule::DeniedRegistry => "denied-registry",
+            Rule::RegistryNotAllowed => "registry-not-allowed",
+            Rule::LatestTag => "latest-tag",
+            Rule::Untagged => "untagged",
+            Rule::DigestRequired => "digest-required",
+        }
+    }
+}
+
+/// A broken rule with the user-facing explanation (what, why, how to fix).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub rule: Rule,
+    pub message: String,
+}
+
+/// The verdict on one image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageVerdict {
+    pub image: String,
+    pub container: Option<Container>,
+    /// Full reference with the implicit tag, `None` if it did not parse.
+    pub normalized: Option<String>,
+    pub violations: Vec<Violation>,
+    /// The `exemptImages` entry that exempted it.
+    pub exempted_by: Option<String>,
+}
+
+/// The decision on a whole request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    pub mode: Mode,
+    pub images: Vec<ImageVerdict>,
+    /// The namespace, when `exemptNamespaces` skipped all checks.
+    pub exempt_namespace: Option<String>,
+    /// The annotation key of an honoured break-glass request.
+    pub break_glass: Option<String>,
+}
+
+impl Policy {
+    /// Judges every image of the request and lists every violation.
+    pub fn decide(&self, req: &Request) -> Decision {
+        if let Some(ns) = req.namespace.as_deref()
+            && self.exempt_namespaces.iter().any(|p| p.matches(ns))
+        {
+            return Decision {
+                allowed: true,
+                mode: self.mode,
+                images: req.images.iter().map(|i| self.unchecked(i)).collect(),
+                exempt_namespace: Some(ns.to_string()),
+                break_glass: None,
+            };
+        }
+        let images: Vec<ImageVerdict> = req.images.iter().map(|i| self.judge(i)).collect();
+        let violated = images.iter().any(|v| !v.violations.is_empty());
+        let break_glass = if self.break_glass {
+            break_glass_key(&req.annotations)
+        } else {
+            None
+        };
+        let enforced = self.mode == Mode::Enforce && break_glass.is_none();
+        Decision {
+            allowed: !(enforced && violated),
+            mode: self.mode,
+            images,
+            exempt_namespace: None,
+            break_glass,
+        }
+    }
+
+    fn unchecked(&self, input: &ImageInput) -> ImageVerdict {
+        ImageVerdict {
+            image: input.image.clone(),
+            container: input.container.clone(),
+            normalized: ImageRef::parse(&input.image).ok().map(|r| r.normalized()),
+            violations: Vec::new(),
+            exempted_by: None,
+        }
+    }
+
+    /// All rules for one image.
+    fn judge(&self, input: &ImageInput) -> ImageVerdict {
+        let who = match &input.container {
+            Some(c) => format!("{c} image {:?}", input.image),
+            None => format!("image {:?}", input.image),
+        };
+        let mut verdict = ImageVerdict {
+            image: input.image.clone(),
+            container: input.container.clone(),
+            normalized: None,
+            violations: Vec::new(),
+            exempted_by: None,
+        };
+        let r = match ImageRef::parse(&input.image) {
+            Ok(r) => r,
+            Err(e) => {
+                verdict.violations.push(Violation {
+                    rule: Rule::InvalidReference,
+                    message: format!("{who} is not a valid image reference: {}", e.reason()),
+                });
+                return verdict;
+            }
+        };
+        let full = r.normalized();
+        verdict.normalized = Some(full.clone());
+        if let Some(p) = self.exempt_images.iter().find(|p| p.matches(&r)) {
+            verdict.exempted_by = Some(p.raw.clone());
+            return verdict;
+        }
+        let mut add = |rule, message| verdict.violations.push(Violation { rule, message });
+
+        if let Some(p) = self.denied_registries.iter().find(|p| p.matches(&r)) {
+            add(
+                Rule::DeniedRegistry,
+                format!(
+                    "{who} resolves to {full}, which matches deniedRegistries entry {:?}; use an image from an allowed registry",
+                    p.raw
+                ),
+            );
+        } else if !self.allowed_registries.is_empty()
+            && !self.allowed_registries.iter().any(|p| p.matches(&r))
+        {
+            let allowed: Vec<&str> = self
+                .allowed_registries
+                .iter()
+                .map(|p| p.raw.as_str())
+                .collect();
+            add(
+                Rule::RegistryNotAllowed,
+                format!(
+                    "{who} resolves to {full}, which is not in allowedRegistries ({}); use an image from one of them",
+                    allowed.join(", ")
+                ),
+            );
+        }
+        if self.deny_latest && r.digest().is_none() {
+            match r.tag() {
+                None => add(
+                    Rule::Untagged,
+                    format!(
+                        "{who} has no tag, so it resolves to {full}; the latest tag is not allowed, pin a version tag or a digest"
+                    ),
+                ),
+                Some(image_ref::IMPLICIT_TAG) => add(
+                    Rule::LatestTag,
+                    format!(
+                        "{who} resolves to {full}; the latest tag is not allowed, pin a version tag or a digest"
+                    ),
+                ),
+                Some(_) => {}
+            }
+        }
+        if self.require_digest && r.digest().is_none() {
+            add(
+                Rule::DigestRequired,
+                format!(
+                    "{who} resolves to {full}, which is not pinned by digest; use name@sha256:<digest>"
+                ),
+            );
+        }
+        verdict
+    }
+}
+
+/// The first (in key order) annotation asking for break-glass, if any.
+fn break_glass_key(annotations: &BTreeMap<String, String>) -> Option<String> {
+    annotations
+        .iter()
+        .find(|(k, v)| v.as_str() == BREAK_GLASS_VALUE && is_break_glass_key(k))
+        .map(|(k, _)| k.clone())
+}
+
+/// `<prefix>.image-policy.k8s.io/<name>` with a non-empty prefix and name.
+pub fn is_break_glass_key(key: &str) -> bool {
+    match key.split_once('/') {
+        Some((domain, name)) => {
+            !name.is_empty()
+                && domain.len() > BREAK_GLASS_DOMAIN.len()
+                && domain.ends_with(BREAK_GLASS_DOMAIN)
+        }
+        None => false,
+    }
+}
+
+impl ImageVerdict {
+    pub fn messages(&self) -> impl Iterator<Item = &str> {
+        self.violations.iter().map(|v| v.message.as_str())
+    }
+
+    /// The name used in audit annotations: normalised, or as given.
+    pub fn audit_name(&self) -> &str {
+        self.normalized.as_deref().unwrap_or(&self.image)
+    }
+}
+
+impl Decision {
+    /// Violations that deny the request (empty when allowed).
+    pub fn reasons(&self) -> Vec<&str> {
+        if self.allowed {
+            return Vec::new();
+        }
+        self.images
+            .iter()
+            .flat_map(ImageVerdict::messages)
+            .collect()
+    }
+
+    /// Everything the user should see although the request is allowed:
+    /// warn-mode and break-glass violations, and the break-glass use itself.
+    pub fn warnings(&self) -> Vec<String> {
+        if !self.allowed {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        if let Some(key) = &self.break_glass {
+            out.push(format!(
+                "image policy bypassed by break-glass annotation {key:?}"
+            ));
+        }
+        let prefix = if self.break_glass.is_some() {
+            "break-glass"
+        } else {
+            "image policy (warn mode)"
+        };
+        for m in self.images.iter().flat_map(ImageVerdict::messages) {
+            out.push(format!("{prefix}: {m}"));
+        }
+        out
+    }
+
+    /// All violation messages joined for a single `reason` field.
+    pub fn reason(&self) -> String {
+        self.reasons().join("; ")
+    }
+
+    fn violators(&self) -> Option<String> {
+        let names: Vec<&str> = self
+            .images
+            .iter()
+            .filter(|v| !v.violations.is_empty())
+            .map(ImageVerdict::audit_name)
+            .collect();
+        (!names.is_empty()).then(|| names.join(","))
+    }
+
+    /// Audit annotations (keys without prefix; the apiserver adds one).
+    pub fn audit_annotations(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        let violators = self.violators();
+        if let Some(key) = &self.break_glass {
+            out.insert("break-glass".to_string(), key.clone());
+            if let Some(v) = violators {
+                out.insert("break-glass-images".to_string(), v);
+            }
+        } else if let Some(v) = violators {
+            let key = if self.allowed {
+                "warn-images"
+            } else {
+                "denied-images"
+            };
+            out.insert(key.to_string(), v);
+        }
+        if let Some(ns) = &self.exempt_namespace {
+            out.insert("exempt-namespace".to_string(), ns.clone());
+        }
+        out
+    }
+}
+
+/// A registry entry: `host[:port]`, `host[:port]/path/prefix` or
+/// `*.domain[...]`, matched at component boundaries only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryPattern {
+    pub raw: String,
+    host: HostPattern,
+    port: Option<String>,
+    /// Empty: the whole registry.
+    path: PathPattern,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HostPattern {
+    /// Lowercase host name or bracketed IPv6.
+    Exact(String),
+    /// Lowercase `.domain`: any host strictly below it.
+    Subdomain(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PathPattern {
+    Any,
+    /// The path itself or anything below it (`acme` matches `acme/app`).
+    Prefix(String),
+    /// A `*` pattern over the whole path (exemptImages only).
+    Glob(String),
+}
+
+/// An `exemptImages` entry: a registry pattern whose path may contain `*`,
+/// optionally with a tag or digest that must then match exactly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImagePattern {
+    pub raw: String,
+    base: RegistryPattern,
+    tag: Option<String>,
+    digest: Option<String>,
+}
+
+/// An `exemptNamespaces` entry: a name, or a `*` pattern (`team-*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespacePattern(String);
+
+impl NamespacePattern {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let ok = !s.is_empty()
+            && s.len() <= 63
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'*');
+        if ok {
+            Ok(NamespacePattern(s.to_string()))
+        } else {
+            Err(format!(
+                "{s:?} is not a namespace name (lowercase letters, digits, '-', optionally '*')"
+            ))
+        }
+    }
+
+    pub fn matches(&self, ns: &str) -> bool {
+        wildmatch::WildMatch::new(&self.0).matches(ns)
+    }
+}
+
+impl RegistryPattern {
+    /// Parses a registry list entry. `nginx` means `docker.io/library/nginx`
+    /// exactly as in an image reference.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        Self::parse_with(s, false)
+    }
+
+    fn parse_with(s: &str, glob: bool) -> Result<Self, String> {
+        let bad = |why: &str| Err(format!("{s:?}: {why}"));
+        if s.is_empty() {
+            return bad("empty registry pattern");
+        }
+        if s.bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        {
+            return bad("contains white space");
+        }
+        if s.contains("://") {
+            return bad("give the registry without a scheme, e.g. \"registry.example.com/team\"");
+        }
+        let (wild, rest) = match s.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, s),
+        };
+        let (domain, path) = match rest.split_once('/') {
+            Some((first, p)) if wild || image_ref::looks_like_registry(first) => (first, Some(p)),
+            Some(_) => (image_ref::DOCKER_HUB, Some(rest)),
+            None if wild || image_ref::looks_like_registry(rest) => (rest, None),
+            // A bare name is a Docker Hub image, as in `docker run nginx`.
+            None => (image_ref::DOCKER_HUB, Some(rest)),
+        };
+        if domain.contains('*') {
+            return bad("'*' is only allowed as a leading \"*.\" in the host");
+        }
+        image_ref::validate_domain(domain).map_err(|e| format!("{s:?}: {}", kind_text(&e)))?;
+        let (host, port) = image_ref::split_port(domain);
+        let mut host = host.to_ascii_lowercase();
+        if host == "index.docker.io" {
+            host = image_ref::DOCKER_HUB.to_string();
+        }
+        if wild && host.starts_with('[') {
+            return bad("a wildcard cannot apply to an IPv6 address");
+        }
+        let path = match path {
+            None => PathPattern::Any,
+            Some(p) => {
+                let p = if host == image_ref::DOCKER_HUB && !p.contains('/') && !p.contains('*') {
+                    format!("library/{p}")
+                } else {
+                    p.to_string()
+                };
+                if glob && p.contains('*') {
+                    let check = p.replace('*', "x");
+                    image_ref::validate_path(&check)
+                        .map_err(|e| format!("{s:?}: {}", kind_text(&e)))?;
+                    PathPattern::Glob(p)
+                } else {
+                    image_ref::validate_path(&p)
+                        .map_err(|e| format!("{s:?}: {}", kind_text(&e)))?;
+                    PathPattern::Prefix(p)
+                }
+            }
+        };
+        Ok(RegistryPattern {
+            raw: s.to_string(),
+            host: if wild {
+                HostPattern::Subdomain(format!(".{host}"))
+            } else {
+                HostPattern::Exact(host)
+            },
+            port: port.map(str::to_string),
+            path,
+        })
+    }
+
+    /// True when the reference is on this registry (and below this path).
+    pub fn matches(&self, r: &ImageRef) -> bool {
+        let host = r.host();
+        let host_ok = match &self.host {
+            HostPattern::Exact(h) => host.eq_ignore_ascii_case(h),
+            HostPattern::Subdomain(suffix) => {
+                host.len() > suffix.len()
+                    && host
+                        .get(host.len() - suffix.len()..)
+                        .is_some_and(|tail| tail.eq_ignore_ascii_case(suffix))
+            }
+        };
+        // An entry without a port covers every port of that host.
+        let port_ok = self.port.is_none() || self.port.as_deref() == r.port();
+        let path_ok = match &self.path {
+            PathPattern::Any => true,
+            PathPattern::Prefix(p) => {
+                r.path() == p
+                    || r.path()
+                        .strip_prefix(p.as_str())
+                        .is_some_and(|rest| rest.starts_with('/'))
+            }
+            PathPattern::Glob(g) => wildmatch::WildMatch::new(g).matches(r.path()),
+        };
+        host_ok && port_ok && path_ok
+    }
+}
+
+impl ImagePattern {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (name_and_tag, digest) = match s.split_once('@') {
+            Some((n, d)) => (n, Some(d)),
+            None => (s, None),
+        };
+        let last_slash = name_and_tag.rfind('/').map_or(0, |i| i + 1);
+        let (name, tag) = match name_and_tag[last_slash..].rfind(':') {
+            Some(i) => (
+                &name_and_tag[..last_slash + i],
+                Some(&name_and_tag[last_slash + i + 1..]),
+            ),
+            None => (name_and_tag, None),
+        };
+        if tag.is_some() || digest.is_some() {
+            // Let the reference parser check tag and digest syntax.
+            let probe = format!(
+                "x{}{}",
+                tag.map(|t| format!(":{t}")).unwrap_or_default(),
+                digest.map(|d| format!("@{d}")).unwrap_or_default()
+            );
+            ImageRef::parse(&probe).map_err(|e| format!("{s:?}: {}", e.reason()))?;
+        }
+        Ok(ImagePattern {
+            raw: s.to_string(),
+            base: RegistryPattern::parse_with(name, true)
+                .map_err(|e| e.replacen(&format!("{name:?}"), &format!("{s:?}"), 1))?,
+            tag: tag.map(str::to_string),
+            digest: digest.map(str::to_string),
+        })
+    }
+
+    pub fn matches(&self, r: &ImageRef) -> bool {
+        self.base.matches(r)
+            && self.tag.as_deref().is_none_or(|t| r.tag() == Some(t))
+            && self.digest.as_deref().is_none_or(|d| r.digest() == Some(d))
+    }
+}
+
+fn kind_text(kind: &image_ref::ErrorKind) -> String {
+    image_ref::ParseError::describe(kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn policy(allow: &[&str], deny: &[&str]) -> Policy {
+        Policy {
+            allowed_registries: allow
+                .iter()
+                .map(|p| RegistryPattern::parse(p).unwrap())
+                .collect(),
+            denied_registries: deny
+                .iter()
+                .map(|p| RegistryPattern::parse(p).unwrap())
+                .collect(),
+            ..Policy::default()
+        }
+    }
+
+    fn decide(p: &Policy, images: &[&str]) -> Decision {
+        p.decide(&Request {
+            images: images.iter().map(|i| ImageInput::bare(*i)).collect(),
+            ..Request::default()
+        })
+    }
+
+    /// (pattern, image, matches?)
+    const MATCHES: &[(&str, &str, bool)] = &[
+        ("docker.io", "nginx:1", true),
+        ("docker.io", "docker.io.evil.com/x:1", false), // not a prefix match on strings
+        ("docker.io", "index.docker.io/library/nginx:1", true),
+        ("docker.io", "DOCKER.IO/library/nginx:1", true),
+        ("index.docker.io", "nginx:1", true),
+        ("ghcr.io/acme", "ghcr.io/acme/app:1", true),
+        ("ghcr.io/acme", "ghcr.io/acme:1", true),
+        ("ghcr.io/acme", "ghcr.io/acme-evil/app:1", false),
+        ("ghcr.io/acme", "ghcr.io/acmeapp:1", false),
+        ("ghcr.io/acme", "GHCR.io/acme/app:1", true), // host ignores case
+        ("ghcr.io/acme/", "ghcr.io/acme/app:1", false), // never parses, see INVALID
+        ("*.gcr.io", "eu.gcr.io/p/a:1", true),
+        ("*.gcr.io", "a.b.gcr.io/p/a:1", true),
+        ("*.gcr.io", "gcr.io/p/a:1", false), // the apex is not a subdomain
+        ("*.gcr.io", "gcr.io.evil.com/p/a:1", false),
+        ("*.gcr.io", "evilgcr.io/p/a:1", false),
+        ("*.gcr.io/proj", "eu.gcr.io/proj/a:1", true),
+        ("*.gcr.io/proj", "eu.gcr.io/other/a:1", false),
+        ("nginx", "nginx:1", true),
+        ("nginx", "docker.io/library/nginx:1", true),
+        ("nginx", "nginx-evil:1", false),
+        ("nginx", "evil.com/library/nginx:1", false),
+        ("library/nginx", "nginx:1", true),
+        ("acme/app", "acme/app:1", true),
+        ("registry:5000", "registry:5000/app:1", true),
+        ("registry:5000", "registry:5001/app:1", false),
+        ("registry:5000", "registry/app:1", false), // 'registry' alone is a Hub name
+        ("registry.local", "registry.local:5000/app:1", true), // no port: any port
+        ("localhost", "localhost:5000/app:1", true),
+        ("localhost", "localhost/app:1", true),
+        ("localhost", "app:1", false),
+        ("[::1]:5000", "[::1]:5000/app:1", true),
+        ("[::1]:5000", "[::2]:5000/app:1", false),
+        ("quay.io", "quay.io:443/team/app:1", true),
+    ];
+
+    #[test]
+    fn registry_matching_respects_boundaries() {
+        for (pattern, image, want) in MATCHES {
+            let Ok(p) = RegistryPattern::parse(pattern) else {
+                assert!(!want, "{pattern} should parse");
+                continue;
+            };
+            let r = ImageRef::parse(image).unwrap();
+            assert_eq!(p.matches(&r), *want, "{pattern} vs {image}");
+        }
+    }
+
+    const INVALID: &[(&str, &str)] = &[
+        ("", "empty"),
+        ("ghcr.io/acme/", "empty component"),
+        ("https://ghcr.io", "without a scheme"),
+        ("gh cr.io", "white space"),
+        ("*.", "registry host"),
+        ("foo.*.io", "only allowed as a leading"),
+        ("*.[::1]", "IPv6"),
+        ("ghcr.io/Acme", "path component"),
+        ("reg:abc", "registry port"),
+    ];
+
+    #[test]
+    fn invalid_patterns_are_explained() {
+        for (pattern, fragment) in INVALID {
+            let e = RegistryPattern::parse(pattern).unwrap_err();
+            assert!(e.contains(fragment), "{pattern:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn deny_latest_and_untagged_but_not_pinned() {
+        let p = Policy::default();
+        let d = decide(
+            &p,
+            &[
+                "nginx",
+                "nginx:latest",
+                "nginx:1.27",
+                &format!("nginx:latest@{D}"),
+                &format!("nginx@{D}"),
+            ],
+        );
+        assert!(!d.allowed);
+        let rules: Vec<Vec<Rule>> = d
+            .images
+            .iter()
+            .map(|v| v.violations.iter().map(|x| x.rule).collect())
+            .collect();
+        assert_eq!(
+            rules,
+            vec![
+                vec![Rule::Untagged],
+                vec![Rule::LatestTag],
+                vec![],
+                vec![],
+                vec![]
+            ]
+        );
+        assert_eq!(
+            d.images[0].normalized.as_deref(),
+            Some("docker.io/library/nginx:latest")
+        );
+        // Every violation is listed, not only the first.
+        assert_eq!(d.reasons().len(), 2);
+        assert!(
+            d.reason().contains("image \"nginx\" has no tag"),
+            "{}",
+            d.reason()
+        );
+        assert_eq!(
+            d.audit_annotations()
+                .get("denied-images")
+                .map(String::as_str),
+            Some("docker.io/library/nginx:latest,docker.io/library/nginx:latest")
+        );
+    }
+
+    #[test]
+    fn allow_latest_when_configured() {
+        let p = Policy {
+            deny_latest: false,
+            ..Policy::default()
+        };
+        assert!(decide(&p, &["nginx"]).allowed);
+    }
+
+    #[test]
+    fn deny_wins_over_allow() {
+        let p = policy(&["ghcr.io"], &["ghcr.io/evil"]);
+        let d = decide(
+            &p,
+            &["ghcr.io/good/app:1", "ghcr.io/evil/app:1", "quay.io/x/y:1"],
+        );
+        assert!(!d.allowed);
+        assert!(d.images[0].violations.is_empty());
+        assert_eq!(d.images[1].violations[0].rule, Rule::DeniedRegistry);
+        assert_eq!(d.images[2].violations[0].rule, Rule::RegistryNotAllowed);
+        assert!(
+            d.images[2].violations[0]
+                .message
+                .contains("not in allowedRegistries (ghcr.io)")
+        );
+    }
+
+    #[test]
+    fn allow_list_bypass_attempts_fail() {
+        let p = policy(&["docker.io", "ghcr.io/acme", "*.gcr.io"], &[]);
+        for image in [
+            "docker.io.evil.com/x:1",
+            "ghcr.io/acme-evil/app:1",
+            "ghcr.io/acmeapp:1",
+            "gcr.io.evil.com/p/a:1",
+            "evil.com/docker.io/x:1",
+            "evil.com:443/ghcr.io/acme/x:1",
+        ] {
+            let d = decide(&p, &[image]);
+            assert!(!d.allowed, "{image} bypassed the allow list");
+            assert_eq!(
+                d.images[0].violations[0].rule,
+                Rule::RegistryNotAllowed,
+                "{image}"
+            );
+        }
+        for image in ["nginx:1", "ghcr.io/acme/app:1", "eu.gcr.io/p/a:1"] {
+            assert!(decide(&p, &[image]).allowed, "{image}");
+        }
+    }
+
+    #[test]
+    fn require_digest() {
+        let p = Policy {
+            require_digest: true,
+            ..Policy::default()
+        };
+        let d = decide(&p, &["nginx:1.27", &format!("nginx@{D}")]);
+        assert!(!d.allowed);
+        assert_eq!(d.images[0].violations[0].rule, Rule::DigestRequired);
+        assert!(d.images[1].violations.is_empty());
+    }
+
+    #[test]
+    fn invalid_reference_is_denied_with_parse_error() {
+        let d = decide(&Policy::default(), &["NGINX:1.0"]);
+        assert!(!d.allowed);
+        let v = &d.images[0].violations[0];
+        assert_eq!(v.rule, Rule::InvalidReference);
+        assert_eq!(
+            v.message,
+            "image \"NGINX:1.0\" is not a valid image reference: repository name must be lowercase (found \"NGINX\")"
+        );
+        assert_eq!(d.images[0].normalized, None);
+        // Even in a namespace that allows everything else, it stays unparsed.
+        assert_eq!(d.audit_annotations()["denied-images"], "NGINX:1.0");
+    }
+
+    #[test]
+    fn container_names_appear_in_reasons() {
+        let d = Policy::default().decide(&Request {
+            images: vec![ImageInput {
+                image: "busybox".into(),
+                container: Some(Container {
+                    kind: ContainerKind::Init,
+                    name: "setup".into(),
+                }),
+            }],
+            ..Request::default()
+        });
+        assert!(
+            d.reason()
+                .starts_with("init container \"setup\" image \"busybox\" has no tag"),
+            "{}",
+            d.reason()
+        );
+    }
+
+    #[test]
+    fn exemptions() {
+        let p = Policy {
+            exempt_images: [
+                "registry.k8s.io/pause:3.9",
+                "ghcr.io/acme/*/debug",
+                "quay.io/tools",
+            ]
+            .iter()
+            .map(|s| ImagePattern::parse(s).unwrap())
+            .collect(),
+            exempt_namespaces: vec![NamespacePattern::parse("kube-*").unwrap()],
+            ..policy(&["docker.io"], &[])
+        };
+        let d = decide(
+            &p,
+            &[
+                "registry.k8s.io/pause:3.9",
+                "ghcr.io/acme/x/debug",
+                "quay.io/tools/jq",
+            ],
+        );
+        assert!(d.allowed, "{:?}", d.reasons());
+        assert_eq!(
+            d.images[0].exempted_by.as_deref(),
+            Some("registry.k8s.io/pause:3.9")
+        );
+        let d = decide(
+            &p,
+            &[
+                "registry.k8s.io/pause:3.10",
+                "ghcr.io/acme/x/prod:1",
+                "quay.io/toolsx:1",
+            ],
+        );
+        assert_eq!(d.reasons().len(), 3);
+
+        let d = p.decide(&Request {
+            namespace: Some("kube-system".into()),
+            images: vec![ImageInput::bare("evil.com/x")],
+            ..Request::default()
+        });
+        assert!(d.allowed);
+        assert_eq!(d.exempt_namespace.as_deref(), Some("kube-system"));
+        assert_eq!(d.audit_annotations()["exempt-namespace"], "kube-system");
+    }
+
+    #[test]
+    fn warn_mode_allows_and_reports() {
+        let p = Policy {
+            mode: Mode::Warn,
+            ..Policy::default()
+        };
+        let d = decide(&p, &["nginx"]);
+        assert!(d.allowed);
+        assert!(d.reasons().is_empty());
+        assert_eq!(d.warnings().len(), 1);
+        assert!(d.warnings()[0].starts_with("image policy (warn mode): image \"nginx\""));
+        assert_eq!(
+            d.audit_annotations()["warn-images"],
+            "docker.io/library/nginx:latest"
+        );
+    }
+
+    #[test]
+    fn break_glass_only_when_enabled() {
+        let annotations: BTreeMap<String, String> = [(
+            "mycluster.image-policy.k8s.io/ticket-1234".to_string(),
+            "break-glass".to_string(),
+        )]
+        .into();
+        let req = Request {
+            annotations: annotations.clone(),
+            images: vec![ImageInput::bare("nginx")],
+            ..Request::default()
+        };
+        assert!(!Policy::default().decide(&req).allowed);
+        let p = Policy {
+            break_glass: true,
+            ..Policy::default()
+        };
+        let d = p.decide(&req);
+        assert!(d.allowed);
+        assert_eq!(
+            d.break_glass.as_deref(),
+            Some("mycluster.image-policy.k8s.io/ticket-1234")
+        );
+        let audit = d.audit_annotations();
+        assert_eq!(
+            audit["break-glass"],
+            "mycluster.image-policy.k8s.io/ticket-1234"
+        );
+        assert_eq!(
+            audit["break-glass-images"],
+            "docker.io/library/nginx:latest"
+        );
+        assert!(d.warnings()[0].contains("break-glass annotation"));
+
+        for (k, v) in [
+            ("image-policy.k8s.io/ticket", "break-glass"), // no cluster prefix
+            ("x.image-policy.k8s.io/", "break-glass"),     // no name
+            ("x.image-policy.k8s.io.evil/t", "break-glass"),
+            ("x.image-policy.k8s.io/t", "Break-Glass"),
+        ] {
+            let req = Request {
+                annotations: [(k.to_string(), v.to_string())].into(),
+                images: vec![ImageInput::bare("nginx")],
+                ..Request::default()
+            };
+            assert!(!p.decide(&req).allowed, "{k}={v}");
+        }
+    }
+
+    #[test]
+    fn image_patterns() {
+        for bad in ["ghcr.io/acme:-x", "ghcr.io/acme@md5:00", "ghcr.io/ACME/*"] {
+            assert!(ImagePattern::parse(bad).is_err(), "{bad}");
+        }
+        let p = ImagePattern::parse(&format!("nginx@{D}")).unwrap();
+        assert!(p.matches(&ImageRef::parse(&format!("nginx@{D}")).unwrap()));
+        assert!(!p.matches(&ImageRef::parse("nginx:1").unwrap()));
+        assert!(NamespacePattern::parse("Kube").is_err());
+    }
+}
