@@ -1,2 +1,115 @@
+//! image-bouncer: a Kubernetes admission webhook that decides which
+//! container images may run.
+//!
+//! `run` dispatches a parsed command line; `policy` decides; `review`
+//! adapts wire formats; `image_ref` parses references.
+
+use std::fmt;
+use std::process::ExitCode;
+
+pub mod check;
+pub mod cli;
+pub mod config;
 pub mod image_ref;
 pub mod policy;
+pub mod review;
+
+/// What can stop a command. Exit status 2 for everything the user can fix
+/// in the invocation or configuration, 1 for runtime failures.
+#[derive(Debug)]
+pub enum Error {
+    Usage(String),
+    Config(config::ConfigError),
+    /// An input document or file could not be read.
+    Input(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Usage(m) | Error::Input(m) => f.write_str(m),
+            Error::Config(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Config(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<config::ConfigError> for Error {
+    fn from(e: config::ConfigError) -> Self {
+        Error::Config(e)
+    }
+}
+
+impl Error {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Error::Usage(_) | Error::Config(_) | Error::Input(_) => ExitCode::from(2),
+        }
+    }
+}
+
+/// Exit status of a denied check.
+const EXIT_DENIED: u8 = 1;
+
+/// Runs the command line (without the program name) and returns the exit
+/// status: 0 ok, 1 denied or runtime failure, 2 usage or configuration.
+pub fn run(args: &[String]) -> ExitCode {
+    let cmd = match cli::parse(args) {
+        Ok(cmd) => cmd,
+        Err(early) if early.ok => {
+            println!("{}", early.output);
+            return ExitCode::SUCCESS;
+        }
+        Err(early) => {
+            eprintln!("{}", early.output);
+            return ExitCode::from(2);
+        }
+    };
+    init_logging();
+    let result = match cmd {
+        cli::Command::Print(text) => {
+            println!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        cli::Command::Check(args) => check::run(&args).map(|allowed| {
+            if allowed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_DENIED)
+            }
+        }),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("error: {}", error_chain(&e));
+        e.exit_code()
+    })
+}
+
+/// `error: cause: cause` in one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// Logs to stderr; `RUST_LOG` overrides the default `info`.
+fn init_logging() {
+    let env = env_logger::Env::default().default_filter_or("info");
+    let _ = env_logger::Builder::from_env(env).try_init();
+}

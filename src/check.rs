@@ -1,0 +1,364 @@
+//! `image-bouncer check`: the policy engine offline, for CI pipelines.
+//!
+//! Images come from arguments and from JSON documents (`-f`): a Pod, any
+//! workload with a pod template, a `List`, an AdmissionReview or an
+//! ImageReview, several concatenated in one stream if need be. Each pod is
+//! judged with its own namespace and annotations, exactly as the webhook
+//! would. YAML is not read: pipe it through `kubectl ... -o json` first.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::Error;
+use crate::cli::CheckArgs;
+use crate::config::{read_limited, type_name};
+use crate::policy::{Decision, ImageInput, Policy, Request};
+use crate::review::workload;
+
+/// Same cap as an HTTP request body: no manifest is bigger.
+const DOCUMENT_MAX: u64 = 7 * 1024 * 1024;
+/// `List` inside `List` deeper than this is not a real manifest.
+const NESTING_MAX: usize = 16;
+
+/// The `--json` output shape.
+#[derive(Serialize, Debug, PartialEq)]
+pub struct Report {
+    pub allowed: bool,
+    pub images: Vec<ImageReport>,
+}
+
+#[derive(Serialize, Debug, PartialEq)]
+pub struct ImageReport {
+    pub image: String,
+    pub normalized: Option<String>,
+    pub allowed: bool,
+    pub reasons: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// Runs the command; `Ok(true)` when every image is allowed.
+pub fn run(args: &CheckArgs) -> Result<bool, Error> {
+    let policy = args.policy_flags().load()?;
+    let mut requests = Vec::new();
+    if !args.images.is_empty() {
+        requests.push(Request {
+            namespace: args.namespace.clone(),
+            annotations: BTreeMap::new(),
+            images: args.images.iter().map(ImageInput::bare).collect(),
+        });
+    }
+    for f in &args.file {
+        let (name, text) = if f == "-" {
+            let mut text = String::new();
+            std::io::stdin()
+                .take(DOCUMENT_MAX + 1)
+                .read_to_string(&mut text)
+                .map_err(|e| Error::Input(format!("stdin: cannot read: {e}")))?;
+            if text.len() as u64 > DOCUMENT_MAX {
+                return Err(Error::Input(format!(
+                    "stdin: larger than {DOCUMENT_MAX} bytes"
+                )));
+            }
+            ("stdin".to_string(), text)
+        } else {
+            let text = read_limited(Path::new(f), DOCUMENT_MAX).map_err(Error::Input)?;
+            (f.clone(), text)
+        };
+        requests.extend(
+            requests_from_text(&text, args.namespace.as_deref())
+                .map_err(|e| Error::Input(format!("{name}: {e}")))?,
+        );
+    }
+    if requests.iter().all(|r| r.images.is_empty()) {
+        if args.file.is_empty() {
+            return Err(Error::Usage(
+                "give images as arguments or a document with -f (see --help)".into(),
+            ));
+        }
+        log::warn!("no container images found in the given documents");
+    }
+    let report = report(&policy, &requests);
+    if args.json {
+        let text = serde_json::to_string_pretty(&report)
+            .map_err(|e| Error::Input(format!("cannot encode the report: {e}")))?;
+        println!("{text}");
+    } else {
+        print!("{}", render_text(&report));
+    }
+    Ok(report.allowed)
+}
+
+/// Judges every request and flattens the verdicts per image.
+pub fn report(policy: &Policy, requests: &[Request]) -> Report {
+    let mut images = Vec::new();
+    let mut allowed = true;
+    for req in requests {
+        let d = policy.decide(req);
+        allowed &= d.allowed;
+        images.extend(image_reports(&d));
+    }
+    Report { allowed, images }
+}
+
+fn image_reports(d: &Decision) -> Vec<ImageReport> {
+    d.images
+        .iter()
+        .map(|v| {
+            let messages: Vec<String> = v.messages().map(str::to_string).collect();
+            let (reasons, mut warnings) = if d.allowed {
+                let prefix = match &d.break_glass {
+                    Some(key) => format!("allowed by break-glass annotation {key:?}: "),
+                    None => "warn mode: ".to_string(),
+                };
+                (
+                    Vec::new(),
+                    messages.iter().map(|m| format!("{prefix}{m}")).collect(),
+                )
+            } else {
+                (messages, Vec::new())
+            };
+            if let Some(ns) = &d.exempt_namespace {
+                warnings.push(format!("not checked: namespace {ns:?} is exempt"));
+            }
+            if let Some(p) = &v.exempted_by {
+                warnings.push(format!("not checked: exempt by exemptImages entry {p:?}"));
+            }
+            ImageReport {
+                image: v.image.clone(),
+                normalized: v.normalized.clone(),
+                allowed: reasons.is_empty(),
+                reasons,
+                warnings,
+            }
+        })
+        .collect()
+}
+
+/// One line per image: verdict, reference as given, normalised, reasons.
+pub fn render_text(report: &Report) -> String {
+    let mut out = String::new();
+    for i in &report.images {
+        let verdict = match (i.allowed, i.warnings.is_empty()) {
+            (false, _) => "DENY ",
+            (true, true) => "ALLOW",
+            (true, false) => "WARN ",
+        };
+        let normalized = i.normalized.as_deref().unwrap_or("(invalid)");
+        out.push_str(&format!("{verdict}  {}  {normalized}", i.image));
+        for r in i.reasons.iter().chain(&i.warnings) {
+            out.push_str("\n       ");
+            out.push_str(r);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Reads every JSON document in `text` (one or several concatenated).
+pub fn requests_from_text(text: &str, namespace: Option<&str>) -> Result<Vec<Request>, String> {
+    let mut out = Vec::new();
+    for (n, doc) in serde_json::Deserializer::from_str(text)
+        .into_iter::<Value>()
+        .enumerate()
+    {
+        let doc = doc.map_err(|e| format!("document {}: not valid JSON: {e}", n + 1))?;
+        collect(&doc, namespace, 0, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// Appends one request per pod found in `doc`.
+fn collect(
+    doc: &Value,
+    namespace: Option<&str>,
+    depth: usize,
+    out: &mut Vec<Request>,
+) -> Result<(), String> {
+    if depth > NESTING_MAX {
+        return Err(format!("lists nested deeper than {NESTING_MAX}"));
+    }
+    if let Value::Array(items) = doc {
+        for item in items {
+            collect(item, namespace, depth + 1, out)?;
+        }
+        return Ok(());
+    }
+    let Some(kind) = doc.get("kind").and_then(Value::as_str) else {
+        return Err(format!(
+            "expected a Kubernetes object with a \"kind\", found {}",
+            type_name(doc)
+        ));
+    };
+    let name = workload::metadata_str(doc, "name").unwrap_or("");
+    let at = |e: String| format!("{kind} {name:?}: {e}");
+    match kind {
+        "ImageReview" => out.push(image_review_request(doc).map_err(at)?),
+        "AdmissionReview" => {
+            let req = doc.get("request").ok_or_else(|| at("no request".into()))?;
+            let kind = req
+                .pointer("/kind/kind")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let ns = req.get("namespace").and_then(Value::as_str).or(namespace);
+            if let Some(object) = req.get("object").filter(|o| o.is_object()) {
+                collect_object(object, kind, ns, out).map_err(at)?;
+            }
+        }
+        k if k.ends_with("List") && doc.get("items").is_some() => match doc.get("items") {
+            Some(Value::Array(items)) => {
+                for item in items {
+                    collect(item, namespace, depth + 1, out)?;
+                }
+            }
+            _ => return Err(at("items: expected an array".into())),
+        },
+        _ => {
+            let ns = workload::metadata_str(doc, "namespace").or(namespace);
+            collect_object(doc, kind, ns, out).map_err(at)?;
+        }
+    }
+    Ok(())
+}
+
+fn collect_object(
+    object: &Value,
+    kind: &str,
+    namespace: Option<&str>,
+    out: &mut Vec<Request>,
+) -> Result<(), String> {
+    if let Some(pod) = workload::pod_of(kind, object)? {
+        out.push(Request {
+            namespace: namespace.map(str::to_string),
+            annotations: workload::annotations(pod),
+            images: workload::pod_images(pod)?,
+        });
+    }
+    Ok(())
+}
+
+/// An ImageReview's spec as a request (containers have no names there).
+fn image_review_request(doc: &Value) -> Result<Request, String> {
+    let spec = doc.get("spec").ok_or("no spec")?;
+    let images = match spec.get("containers") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(cs)) => cs
+            .iter()
+            .enumerate()
+            .map(|(i, c)| match c.get("image") {
+                Some(Value::String(s)) => Ok(ImageInput::bare(s.clone())),
+                _ => Err(format!("spec.containers[{i}].image: expected a string")),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(other) => {
+            return Err(format!(
+                "spec.containers: expected an array, found {}",
+                type_name(other)
+            ));
+        }
+    };
+    let annotations = spec
+        .get("annotations")
+        .and_then(Value::as_object)
+        .map(|a| {
+            a.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Request {
+        namespace: spec
+            .get("namespace")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        annotations,
+        images,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_of_every_shape() {
+        let text = r#"
+            {"kind": "List", "items": [
+                {"kind": "Deployment", "metadata": {"name": "d", "namespace": "prod"},
+                 "spec": {"template": {"spec": {"containers": [{"name": "a", "image": "nginx"}]}}}},
+                {"kind": "Service", "metadata": {"name": "s"}, "spec": {}}
+            ]}
+            {"kind": "ImageReview", "spec": {"containers": [{"image": "x:1"}], "namespace": "ns1"}}
+            [{"kind": "Pod", "spec": {"initContainers": [{"name": "i", "image": "busybox:1"}]}}]
+        "#;
+        let reqs = requests_from_text(text, Some("default")).unwrap();
+        let got: Vec<(Option<&str>, Vec<&str>)> = reqs
+            .iter()
+            .map(|r| {
+                (
+                    r.namespace.as_deref(),
+                    r.images.iter().map(|i| i.image.as_str()).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (Some("prod"), vec!["nginx"]),
+                (Some("ns1"), vec!["x:1"]),
+                (Some("default"), vec!["busybox:1"]),
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_documents_are_explained() {
+        let cases = [
+            ("{", "document 1: not valid JSON"),
+            ("7", "expected a Kubernetes object"),
+            (
+                r#"{"kind":"Pod","metadata":{"name":"p"},"spec":{"containers":{}}}"#,
+                "Pod \"p\": spec.containers: expected an array",
+            ),
+            (
+                r#"{"kind":"ImageReview","spec":{"containers":[{"image":1}]}}"#,
+                "spec.containers[0].image",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = requests_from_text(text, None).unwrap_err();
+            assert!(e.contains(want), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn text_and_json_report() {
+        let policy = Policy::default();
+        let reqs = vec![Request {
+            images: vec![ImageInput::bare("nginx"), ImageInput::bare("nginx:1.27")],
+            ..Request::default()
+        }];
+        let r = report(&policy, &reqs);
+        assert!(!r.allowed);
+        let text = render_text(&r);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "DENY   nginx  docker.io/library/nginx:latest");
+        assert!(
+            lines[1]
+                .trim_start()
+                .starts_with("image \"nginx\" has no tag")
+        );
+        assert_eq!(lines[2], "ALLOW  nginx:1.27  docker.io/library/nginx:1.27");
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            json["images"][1],
+            serde_json::json!({
+                "image": "nginx:1.27", "normalized": "docker.io/library/nginx:1.27",
+                "allowed": true, "reasons": [], "warnings": []
+            })
+        );
+    }
+}

@@ -1,0 +1,255 @@
+//! Command-line flags and subcommands, as raw values.
+//!
+//! argh does the parsing; this module adds what argh lacks: `--flag=value`,
+//! one set of policy flags shared by several subcommands, and the
+//! kube-image-bouncer convention that the binary run with server flags and
+//! no subcommand serves. Validation happens in `config.rs`.
+
+use argh::FromArgs;
+
+use crate::config::{PolicyFlags, split_commas};
+
+/// Defines a subcommand's flag struct with the shared policy flags appended
+/// (argh has no `flatten`).
+macro_rules! with_policy_flags {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident { $($body:tt)* }
+    ) => {
+        $(#[$meta])*
+        #[derive(FromArgs, Debug, Default, PartialEq)]
+        pub struct $name {
+            // Raw tokens, not `ty` fragments: argh inspects field types by
+            // their path, which a captured `ty` would hide.
+            $($body)*
+            /// policy file (JSON); see the README for its keys
+            #[argh(option)]
+            pub policy: Option<String>,
+            /// allow only images from these registries (repeatable, comma lists accepted): host[:port], host/path/prefix or *.domain
+            #[argh(option)]
+            pub allow_registry: Vec<String>,
+            /// alias of --allow-registry, as in kube-image-bouncer
+            #[argh(option)]
+            pub registry_whitelist: Vec<String>,
+            /// deny images from these registries (repeatable, comma lists accepted); wins over the allow list
+            #[argh(option)]
+            pub deny_registry: Vec<String>,
+            /// require every image to be pinned by digest
+            #[argh(switch)]
+            pub require_digest: bool,
+            /// allow the latest tag and untagged images
+            #[argh(switch)]
+            pub allow_latest: bool,
+            /// enforce (default) or warn: report violations but allow
+            #[argh(option)]
+            pub mode: Option<String>,
+            /// skip every check in these namespaces (repeatable, comma lists, '*' patterns)
+            #[argh(option)]
+            pub exempt_namespace: Vec<String>,
+            /// exempt images matching these patterns (repeatable, comma lists, '*' in the path)
+            #[argh(option)]
+            pub exempt_image: Vec<String>,
+            /// honour `<x>.image-policy.k8s.io/<ticket>: break-glass` pod annotations
+            #[argh(switch)]
+            pub break_glass: bool,
+        }
+
+        impl $name {
+            pub fn policy_flags(&self) -> PolicyFlags {
+                let mut allow = split_commas(&self.allow_registry);
+                allow.extend(split_commas(&self.registry_whitelist));
+                PolicyFlags {
+                    file: self.policy.as_ref().map(Into::into),
+                    allow_registries: allow,
+                    deny_registries: split_commas(&self.deny_registry),
+                    require_digest: self.require_digest,
+                    allow_latest: self.allow_latest,
+                    mode: self.mode.clone(),
+                    exempt_namespaces: split_commas(&self.exempt_namespace),
+                    exempt_images: split_commas(&self.exempt_image),
+                    break_glass: self.break_glass,
+                }
+            }
+        }
+    };
+}
+
+with_policy_flags! {
+    /// Judge images offline: exit 0 if all are allowed, 1 if any is denied, 2 on a usage or configuration error.
+    pub struct CheckArgs {
+        /// read a JSON document: a Pod, a workload, a List, an AdmissionReview or an ImageReview ('-' for stdin); repeatable
+        #[argh(option, short = 'f')]
+        pub file: Vec<String>,
+        /// namespace to judge in (documents' own namespace wins)
+        #[argh(option, short = 'n')]
+        pub namespace: Option<String>,
+        /// print the result as JSON
+        #[argh(switch)]
+        pub json: bool,
+        /// images to judge
+        #[argh(positional)]
+        pub images: Vec<String>,
+    }
+}
+
+/// Switches of every subcommand: `--switch=value` is an error, not a value.
+const SWITCHES: &[&str] = &[
+    "--json",
+    "--require-digest",
+    "--allow-latest",
+    "--break-glass",
+    "--help",
+];
+
+/// What the command line asks for.
+#[derive(Debug, PartialEq)]
+pub enum Command {
+    Check(Box<CheckArgs>),
+    /// Top-level help or version: print and exit 0.
+    Print(String),
+}
+
+/// A usage error (exit 2) or a help text (exit 0).
+#[derive(Debug, PartialEq)]
+pub struct Early {
+    pub output: String,
+    pub ok: bool,
+}
+
+const OVERVIEW: &str = "\
+Usage: image-bouncer <command> [<args>]
+
+Kubernetes admission webhook that decides which container images may run.
+
+Commands:
+  check    judge images or manifests offline (for CI pipelines)
+
+Run 'image-bouncer <command> --help' for the flags of a command.";
+
+/// Parses the arguments after the program name.
+pub fn parse(args: &[String]) -> Result<Command, Early> {
+    let usage = |m: String| Early {
+        output: m,
+        ok: false,
+    };
+    let Some(first) = args.first() else {
+        return Err(usage(OVERVIEW.to_string()));
+    };
+    match first.as_str() {
+        "-h" | "--help" | "help" => Ok(Command::Print(OVERVIEW.to_string())),
+        "-V" | "--version" | "version" => Ok(Command::Print(format!(
+            "image-bouncer {}",
+            env!("CARGO_PKG_VERSION")
+        ))),
+        "check" => {
+            let rest = split_equals(&args[1..]).map_err(usage)?;
+            let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+            CheckArgs::from_args(&["image-bouncer check"], &rest)
+                .map(|c| Command::Check(Box::new(c)))
+                .map_err(|e| Early {
+                    output: e.output,
+                    ok: e.status.is_ok(),
+                })
+        }
+        other => Err(usage(format!("unknown command {other:?}\n\n{OVERVIEW}"))),
+    }
+}
+
+/// Turns `--flag=value` into `--flag value` up to a `--`; after `--`
+/// everything is positional.
+pub fn split_equals(args: &[String]) -> Result<Vec<String>, String> {
+    let mut out = Vec::with_capacity(args.len() + 4);
+    let mut options_ended = false;
+    for a in args {
+        if options_ended {
+            out.push(a.clone());
+            continue;
+        }
+        if a == "--" {
+            options_ended = true;
+            out.push(a.clone());
+            continue;
+        }
+        match a.strip_prefix("--").and_then(|rest| rest.split_once('=')) {
+            Some((name, value)) => {
+                let flag = format!("--{name}");
+                if SWITCHES.contains(&flag.as_str()) {
+                    return Err(format!("{flag} is a switch and takes no value (got {a:?})"));
+                }
+                out.push(flag);
+                out.push(value.to_string());
+            }
+            None => out.push(a.clone()),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &[&str]) -> Vec<String> {
+        s.iter().map(|a| a.to_string()).collect()
+    }
+
+    fn check(s: &[&str]) -> CheckArgs {
+        match parse(&args(s)) {
+            Ok(Command::Check(c)) => *c,
+            other => panic!("{s:?} gave {other:?}"),
+        }
+    }
+
+    #[test]
+    fn equals_and_space_forms_are_the_same() {
+        let a = check(&[
+            "check",
+            "--allow-registry=ghcr.io,quay.io",
+            "--namespace=prod",
+            "nginx:1",
+        ]);
+        let b = check(&[
+            "check",
+            "--allow-registry",
+            "ghcr.io,quay.io",
+            "--namespace",
+            "prod",
+            "nginx:1",
+        ]);
+        assert_eq!(a, b);
+        assert_eq!(a.policy_flags().allow_registries, ["ghcr.io", "quay.io"]);
+        assert_eq!(a.namespace.as_deref(), Some("prod"));
+        assert_eq!(a.images, ["nginx:1"]);
+    }
+
+    #[test]
+    fn registry_whitelist_alias() {
+        let c = check(&[
+            "check",
+            "--registry-whitelist=a.io,b.io",
+            "--allow-registry",
+            "c.io",
+        ]);
+        assert_eq!(c.policy_flags().allow_registries, ["c.io", "a.io", "b.io"]);
+    }
+
+    #[test]
+    fn double_dash_ends_options() {
+        let c = check(&["check", "--json", "--", "--allow-latest", "-f", "x=y"]);
+        assert!(c.json);
+        assert!(!c.allow_latest);
+        assert_eq!(c.images, ["--allow-latest", "-f", "x=y"]);
+    }
+
+    #[test]
+    fn usage_errors() {
+        let e = parse(&args(&["check", "--json=yes"])).unwrap_err();
+        assert!(!e.ok && e.output.contains("--json is a switch"), "{e:?}");
+        let e = parse(&args(&["check", "--bogus"])).unwrap_err();
+        assert!(!e.ok && e.output.contains("--bogus"), "{e:?}");
+        let e = parse(&args(&["frobnicate"])).unwrap_err();
+        assert!(!e.ok && e.output.contains("unknown command"), "{e:?}");
+        let help = parse(&args(&["check", "--help"])).unwrap_err();
+        assert!(help.ok && help.output.contains("--allow-registry"));
+    }
+}

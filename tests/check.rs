@@ -1,0 +1,275 @@
+//! `image-bouncer check` end to end: verdicts, output shapes, exit codes.
+
+use serde_json::Value;
+
+use crate::common::{fixtures, run, stderr, stdout, temp_dir};
+
+fn check_json(args: &[&str], stdin: Option<&str>) -> (i32, Value) {
+    let mut all = vec!["check", "--json"];
+    all.extend_from_slice(args);
+    let out = run(&all, stdin);
+    let v: Value = serde_json::from_str(&stdout(&out))
+        .unwrap_or_else(|e| panic!("{e}: {} / {}", stdout(&out), stderr(&out)));
+    (out.status.code().unwrap(), v)
+}
+
+const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+#[test]
+fn tricky_references_get_the_right_verdict() {
+    let pinned = format!("nginx:latest@{DIGEST}");
+    // (image, allowed, normalized or null, fragment of the reason)
+    let cases: Vec<(&str, bool, Option<&str>, &str)> = vec![
+        ("nginx:1.27", true, Some("docker.io/library/nginx:1.27"), ""),
+        (
+            "nginx",
+            false,
+            Some("docker.io/library/nginx:latest"),
+            "has no tag",
+        ),
+        (
+            "nginx:latest",
+            false,
+            Some("docker.io/library/nginx:latest"),
+            "latest tag is not allowed",
+        ),
+        (&pinned, true, None, ""),
+        (
+            "registry:5000/app:v1",
+            true,
+            Some("registry:5000/app:v1"),
+            "",
+        ),
+        (
+            "localhost:5000",
+            true,
+            Some("docker.io/library/localhost:5000"),
+            "",
+        ), // a tag, not a port
+        (
+            "[::1]:5000/app",
+            false,
+            Some("[::1]:5000/app:latest"),
+            "has no tag",
+        ),
+        (
+            "index.docker.io/library/redis:7",
+            true,
+            Some("docker.io/library/redis:7"),
+            "",
+        ),
+        (
+            "NGINX:1.0",
+            false,
+            None,
+            "repository name must be lowercase",
+        ),
+        ("repo@sha256:abc", false, None, "digest \"sha256:abc\""),
+    ];
+    for (image, allowed, normalized, reason) in cases {
+        let (code, v) = check_json(&["--", image], None);
+        let img = &v["images"][0];
+        assert_eq!(img["allowed"], allowed, "{image}: {v}");
+        assert_eq!(code, if allowed { 0 } else { 1 }, "{image}");
+        if let Some(n) = normalized {
+            assert_eq!(img["normalized"], n, "{image}");
+        }
+        if !reason.is_empty() {
+            assert!(
+                img["reasons"][0].as_str().unwrap().contains(reason),
+                "{image}: {v}"
+            );
+        }
+    }
+}
+
+#[test]
+fn allow_list_bypass_attempts_are_denied() {
+    for image in [
+        "docker.io.evil.com/x:1",
+        "ghcr.io/acme-evil/app:1",
+        "ghcr.io/acmeapp:1",
+        "gcr.io.evil.com/p/a:1",
+    ] {
+        let (code, v) = check_json(
+            &[
+                "--allow-registry=docker.io",
+                "--allow-registry",
+                "ghcr.io/acme,*.gcr.io",
+                "--",
+                image,
+            ],
+            None,
+        );
+        assert_eq!(code, 1, "{image}: {v}");
+        assert!(
+            v["images"][0]["reasons"][0]
+                .as_str()
+                .unwrap()
+                .contains("not in allowedRegistries")
+        );
+    }
+    let (code, v) = check_json(
+        &[
+            "--registry-whitelist=docker.io,ghcr.io/acme,*.gcr.io",
+            "nginx:1",
+            "ghcr.io/acme/app:1",
+            "eu.gcr.io/p/a:1",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{v}");
+}
+
+#[test]
+fn json_output_has_exactly_the_documented_shape() {
+    let (code, v) = check_json(&["nginx", "busybox:1.36"], None);
+    assert_eq!(code, 1);
+    assert_eq!(v["allowed"], false);
+    let obj = v.as_object().unwrap();
+    assert_eq!(obj.keys().collect::<Vec<_>>(), ["allowed", "images"]);
+    let img = v["images"][0].as_object().unwrap();
+    let mut keys: Vec<&String> = img.keys().collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["allowed", "image", "normalized", "reasons", "warnings"]
+    );
+    assert_eq!(v["images"][1]["allowed"], true);
+}
+
+#[test]
+fn documents_from_stdin_and_files() {
+    // A Deployment from the apiserver fixtures, wrapped in an AdmissionReview.
+    let review =
+        fixtures().join("apiserver-1.32/admissionreview-deployment-create-latest.request.json");
+    let (code, v) = check_json(&["-f", review.to_str().unwrap()], None);
+    assert_eq!(code, 1, "{v}");
+    assert!(
+        v["images"][0]["reasons"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("container "),
+        "{v}"
+    );
+
+    let review = fixtures().join("apiserver-1.32/imagereview-pod-create-allowed.request.json");
+    let (code, v) = check_json(&["-f", review.to_str().unwrap()], None);
+    assert_eq!(code, 0, "{v}");
+
+    let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},
+        "spec":{"containers":[{"name":"app","image":"nginx:1.27"}],
+                "initContainers":[{"name":"init","image":"busybox"}]}}"#;
+    let out = run(&["check", "-f", "-"], Some(pod));
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(
+        text.contains("ALLOW  nginx:1.27  docker.io/library/nginx:1.27"),
+        "{text}"
+    );
+    assert!(
+        text.contains("init container \"init\" image \"busybox\" has no tag"),
+        "{text}"
+    );
+}
+
+#[test]
+fn namespaces_and_warn_mode() {
+    let (code, v) = check_json(
+        &["--exempt-namespace=kube-*", "-n", "kube-system", "nginx"],
+        None,
+    );
+    assert_eq!(code, 0, "{v}");
+    assert!(
+        v["images"][0]["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("exempt")
+    );
+    let (code, v) = check_json(&["--mode=warn", "nginx"], None);
+    assert_eq!(code, 0);
+    assert_eq!(v["images"][0]["allowed"], true);
+    assert!(
+        v["images"][0]["warnings"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("warn mode: ")
+    );
+}
+
+#[test]
+fn broken_policy_file_lists_every_problem_and_exits_2() {
+    let dir = temp_dir("broken-policy");
+    let file = dir.join("policy.json");
+    std::fs::write(
+        &file,
+        r#"{"mode": "audit", "allowedRegistries": ["ghcr.io/Acme", 3], "denyLatest": "no", "extra": true}"#,
+    )
+    .unwrap();
+    let out = run(
+        &["check", "--policy", file.to_str().unwrap(), "nginx:1"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    for fragment in [
+        "5 problems",
+        "$.mode: mode \"audit\"",
+        "$.allowedRegistries[0]: \"ghcr.io/Acme\"",
+        "$.allowedRegistries[1]: expected a string",
+        "$.denyLatest: expected true or false",
+        "$.extra: unknown key",
+    ] {
+        assert!(err.contains(fragment), "missing {fragment:?} in {err}");
+    }
+    assert!(stdout(&out).is_empty());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn the_example_policy_file_is_valid() {
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/policy.json");
+    let out = run(
+        &[
+            "check",
+            "--policy",
+            file,
+            "ghcr.io/acme/app:1.0",
+            "ghcr.io/acme/experimental/x:1",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("ALLOW  ghcr.io/acme/app:1.0"), "{text}");
+    assert!(
+        text.contains("deniedRegistries entry \"ghcr.io/acme/experimental\""),
+        "{text}"
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        vec!["check"],
+        vec!["check", "--bogus"],
+        vec!["check", "--json=1", "x"],
+        vec!["check", "--mode", "loud", "x:1"],
+        vec!["check", "-f", "/nonexistent/file.json"],
+        vec!["nonsense"],
+    ] {
+        let out = run(&args, None);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(!stderr(&out).is_empty(), "{args:?}");
+    }
+    let out = run(&["check", "-f", "-"], Some("{not json"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("stdin: document 1: not valid JSON"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&["--help"], None);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).contains("check"));
+}

@@ -1,0 +1,5 @@
+//! Integration tests: the real binary, spawned as a user would run it.
+#![allow(clippy::unwrap_used)]
+
+mod check;
+mod common;
