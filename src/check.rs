@@ -10,14 +10,16 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::Error;
 use crate::cli::CheckArgs;
 use crate::config::{read_limited, type_name};
 use crate::policy::{Decision, ImageInput, Policy, Request};
-use crate::review::workload;
+use crate::review::admission::{self, PodObjects};
+use crate::review::imagepolicy;
+use crate::review::workload::{Object, PodPath};
 
 /// Same cap as an HTTP request body: no manifest is bigger.
 const DOCUMENT_MAX: u64 = 7 * 1024 * 1024;
@@ -193,19 +195,24 @@ fn collect(
             type_name(doc)
         ));
     };
-    let name = workload::metadata_str(doc, "name").unwrap_or("");
+    let name = doc
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let at = |e: String| format!("{kind} {name:?}: {e}");
     match kind {
-        "ImageReview" => out.push(image_review_request(doc).map_err(at)?),
-        "AdmissionReview" => {
-            let req = doc.get("request").ok_or_else(|| at("no request".into()))?;
-            let kind = req
-                .pointer("/kind/kind")
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            let ns = req.get("namespace").and_then(Value::as_str).or(namespace);
-            if let Some(object) = req.get("object").filter(|o| o.is_object()) {
-                collect_object(object, kind, ns, out).map_err(at)?;
+        imagepolicy::KIND => {
+            let review =
+                imagepolicy::ImageReview::deserialize(doc).map_err(|e| at(e.to_string()))?;
+            out.push(review.to_request().map_err(at)?);
+        }
+        admission::KIND => {
+            let text = doc.to_string();
+            let review = admission::parse(text.as_bytes()).map_err(|e| at(e.to_string()))?;
+            let req = &review.request;
+            if let PodObjects::Pods { path, object, .. } = req.pod_objects().map_err(at)? {
+                let ns = req.namespace.as_deref().or(namespace);
+                push_pod(&object, path, ns, out);
             }
         }
         k if k.ends_with("List") && doc.get("items").is_some() => match doc.get("items") {
@@ -217,66 +224,24 @@ fn collect(
             _ => return Err(at("items: expected an array".into())),
         },
         _ => {
-            let ns = workload::metadata_str(doc, "namespace").or(namespace);
-            collect_object(doc, kind, ns, out).map_err(at)?;
+            if let Some(path) = PodPath::of_kind(kind) {
+                let object = Object::deserialize(doc).map_err(|e| at(e.to_string()))?;
+                let ns = object.metadata.namespace.clone();
+                push_pod(&object, path, ns.as_deref().or(namespace), out);
+            }
         }
     }
     Ok(())
 }
 
-fn collect_object(
-    object: &Value,
-    kind: &str,
-    namespace: Option<&str>,
-    out: &mut Vec<Request>,
-) -> Result<(), String> {
-    if let Some(pod) = workload::pod_of(kind, object)? {
+fn push_pod(object: &Object, path: PodPath, namespace: Option<&str>, out: &mut Vec<Request>) {
+    if let Some(pod) = object.pod(path) {
         out.push(Request {
             namespace: namespace.map(str::to_string),
-            annotations: workload::annotations(pod),
-            images: workload::pod_images(pod)?,
+            annotations: pod.metadata.annotations.clone(),
+            images: pod.images(),
         });
     }
-    Ok(())
-}
-
-/// An ImageReview's spec as a request (containers have no names there).
-fn image_review_request(doc: &Value) -> Result<Request, String> {
-    let spec = doc.get("spec").ok_or("no spec")?;
-    let images = match spec.get("containers") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(cs)) => cs
-            .iter()
-            .enumerate()
-            .map(|(i, c)| match c.get("image") {
-                Some(Value::String(s)) => Ok(ImageInput::bare(s.clone())),
-                _ => Err(format!("spec.containers[{i}].image: expected a string")),
-            })
-            .collect::<Result<_, _>>()?,
-        Some(other) => {
-            return Err(format!(
-                "spec.containers: expected an array, found {}",
-                type_name(other)
-            ));
-        }
-    };
-    let annotations = spec
-        .get("annotations")
-        .and_then(Value::as_object)
-        .map(|a| {
-            a.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                .collect()
-        })
-        .unwrap_or_default();
-    Ok(Request {
-        namespace: spec
-            .get("namespace")
-            .and_then(Value::as_str)
-            .map(str::to_string),
-        annotations,
-        images,
-    })
 }
 
 #[cfg(test)]
@@ -321,11 +286,11 @@ mod tests {
             ("7", "expected a Kubernetes object"),
             (
                 r#"{"kind":"Pod","metadata":{"name":"p"},"spec":{"containers":{}}}"#,
-                "Pod \"p\": spec.containers: expected an array",
+                "Pod \"p\": invalid type: map, expected a sequence",
             ),
             (
                 r#"{"kind":"ImageReview","spec":{"containers":[{"image":1}]}}"#,
-                "spec.containers[0].image",
+                "invalid type: integer `1`, expected a string",
             ),
         ];
         for (text, want) in cases {

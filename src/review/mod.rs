@@ -3,4 +3,6 @@
 //! Adapters only: they turn requests into `policy::Request`s and decisions
 //! into responses. Nothing here decides.
 
+pub mod admission;
+pub mod imagepolicy;
 pub mod workload;

@@ -1,0 +1,520 @@
+//! AdmissionReview (`admission.k8s.io/v1` and `v1beta1`) for the validating
+//! webhook.
+//!
+//! Replies are built from the request: same apiVersion, same uid. The
+//! object is decoded only for kinds that hold pods, and only after the
+//! review itself was read, so a bad object still gets a proper reply with
+//! the request's uid. This endpoint never returns a patch.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::policy::{Decision, ImageVerdict, Policy, Request};
+use crate::review::workload::{Object, PodPath};
+
+pub const V1: &str = "admission.k8s.io/v1";
+pub const V1BETA1: &str = "admission.k8s.io/v1beta1";
+pub const KIND: &str = "AdmissionReview";
+/// kubectl shows longer warnings, but the apiserver may cut them; keep short.
+const WARNING_MAX: usize = 120;
+
+#[derive(Deserialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmissionReview<'a> {
+    pub api_version: Option<String>,
+    pub kind: Option<String>,
+    #[serde(borrow)]
+    pub request: Option<AdmissionRequest<'a>>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct AdmissionRequest<'a> {
+    pub uid: Option<String>,
+    pub kind: GroupVersionKind,
+    pub sub_resource: Option<String>,
+    pub name: Option<String>,
+    pub namespace: Option<String>,
+    pub operation: Option<String>,
+    pub dry_run: Option<bool>,
+    /// Kept undecoded until we know the kind holds pods.
+    #[serde(borrow)]
+    pub object: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub old_object: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(default)]
+pub struct GroupVersionKind {
+    pub group: String,
+    pub version: String,
+    pub kind: String,
+}
+
+/// Why a review could not be answered at all (HTTP 400).
+#[derive(Debug, PartialEq, Eq)]
+pub enum BadReview {
+    NotJson(String),
+    Invalid(String),
+}
+
+impl std::fmt::Display for BadReview {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BadReview::NotJson(e) => write!(f, "request body is not JSON: {e}"),
+            BadReview::Invalid(e) => write!(f, "invalid AdmissionReview: {e}"),
+        }
+    }
+}
+
+/// A review we can reply to: its version and uid, and the request.
+pub struct Review<'a> {
+    pub api_version: &'static str,
+    pub uid: String,
+    pub request: AdmissionRequest<'a>,
+}
+
+/// Reads the envelope: version, kind, request and uid must be there.
+pub fn parse(body: &[u8]) -> Result<Review<'_>, BadReview> {
+    let review: AdmissionReview<'_> = serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            BadReview::Invalid(e.to_string())
+        } else {
+            BadReview::NotJson(e.to_string())
+        }
+    })?;
+    let api_version = match review.api_version.as_deref() {
+        Some(V1) => V1,
+        Some(V1BETA1) => V1BETA1,
+        other => {
+            return Err(BadReview::Invalid(format!(
+                "apiVersion {other:?} is not {V1} or {V1BETA1}"
+            )));
+        }
+    };
+    if review.kind.as_deref() != Some(KIND) {
+        return Err(BadReview::Invalid(format!(
+            "kind {:?} is not {KIND}",
+            review.kind
+        )));
+    }
+    let request = review
+        .request
+        .ok_or_else(|| BadReview::Invalid("no request".into()))?;
+    let uid = request
+        .uid
+        .clone()
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| BadReview::Invalid("request has no uid".into()))?;
+    Ok(Review {
+        api_version,
+        uid,
+        request,
+    })
+}
+
+/// What happened, for the log line and metrics.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Not judged: another operation or a kind without pods.
+    Skipped(String),
+    Decided {
+        request: Request,
+        decision: Decision,
+    },
+    /// The object could not be read: denied with code 400.
+    Invalid(String),
+}
+
+/// The pod inside a request's object (and old object) decoded, or why not.
+pub enum PodObjects {
+    Skip(String),
+    Pods {
+        path: PodPath,
+        object: Box<Object>,
+        old: Option<Box<Object>>,
+    },
+}
+
+impl AdmissionRequest<'_> {
+    /// Decodes object and oldObject if this request is about pods.
+    pub fn pod_objects(&self) -> Result<PodObjects, String> {
+        let op = self.operation.as_deref().unwrap_or("");
+        if op != "CREATE" && op != "UPDATE" {
+            return Ok(PodObjects::Skip(format!("operation {op:?} is not judged")));
+        }
+        let gvk = &self.kind;
+        let Some(path) = PodPath::of(&gvk.group, &gvk.kind) else {
+            return Ok(PodObjects::Skip(format!(
+                "kind {}/{} has no pods",
+                gvk.group, gvk.kind
+            )));
+        };
+        let decode = |raw: &RawValue, what: &str| {
+            serde_json::from_str::<Object>(raw.get())
+                .map(Box::new)
+                .map_err(|e| format!("could not read the {} {what}: {e}", gvk.kind))
+        };
+        let object = match self.object {
+            Some(raw) => decode(raw, "object")?,
+            None => return Err(format!("{op} request for a {} has no object", gvk.kind)),
+        };
+        let old = match (op, self.old_object) {
+            ("UPDATE", Some(raw)) => Some(decode(raw, "oldObject")?),
+            _ => None,
+        };
+        Ok(PodObjects::Pods { path, object, old })
+    }
+
+    /// `namespace/name` for logs (name may be empty with generateName).
+    pub fn display_name(&self) -> String {
+        let ns = self.namespace.as_deref().unwrap_or("");
+        let name = self.name.as_deref().unwrap_or("");
+        if ns.is_empty() {
+            name.to_string()
+        } else {
+            format!("{ns}/{name}")
+        }
+    }
+}
+
+/// Judges a validating review and returns the reply bytes.
+pub fn validate(policy: &Policy, review: &Review<'_>) -> (Vec<u8>, Outcome) {
+    let outcome = judge(policy, &review.request);
+    let response = match &outcome {
+        Outcome::Skipped(_) => Response::allow(&review.uid),
+        Outcome::Invalid(e) => Response::deny(&review.uid, 400, "BadRequest", e.clone()),
+        Outcome::Decided { decision, .. } => Response::from_decision(&review.uid, decision),
+    };
+    (reply_bytes(review.api_version, response), outcome)
+}
+
+fn judge(policy: &Policy, req: &AdmissionRequest<'_>) -> Outcome {
+    let (path, object, old) = match req.pod_objects() {
+        Ok(PodObjects::Skip(why)) => return Outcome::Skipped(why),
+        Ok(PodObjects::Pods { path, object, old }) => (path, object, old),
+        Err(e) => return Outcome::Invalid(e),
+    };
+    let Some(pod) = object.pod(path) else {
+        return Outcome::Skipped(format!("{} has no pod template", req.kind.kind));
+    };
+    let mut images = pod.images();
+    if let Some(old_pod) = old.as_ref().and_then(|o| o.pod(path)) {
+        // Like the upstream AlwaysPullImages plugin: on UPDATE only images
+        // that were not already in the object are judged, so an old pod can
+        // still be labelled after the policy changed.
+        let before: HashSet<String> = old_pod.images().into_iter().map(|i| i.image).collect();
+        images.retain(|i| !before.contains(&i.image));
+    }
+    let request = Request {
+        namespace: req
+            .namespace
+            .clone()
+            .or_else(|| pod.metadata.namespace.clone()),
+        annotations: pod.metadata.annotations.clone(),
+        images,
+    };
+    let decision = policy.decide(&request);
+    Outcome::Decided { request, decision }
+}
+
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+struct Reply<'a> {
+    api_version: &'a str,
+    kind: &'static str,
+    response: Response<'a>,
+}
+
+/// `response` of an AdmissionReview; also used by the mutating endpoint.
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct Response<'a> {
+    uid: &'a str,
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<Status>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    /// Base64 of the JSON Patch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    audit_annotations: BTreeMap<String, String>,
+}
+
+#[derive(Serialize, Debug)]
+struct Status {
+    code: u16,
+    reason: &'static str,
+    message: String,
+}
+
+impl<'a> Response<'a> {
+    pub fn allow(uid: &'a str) -> Self {
+        Response {
+            uid,
+            allowed: true,
+            status: None,
+            patch_type: None,
+            patch: None,
+            warnings: Vec::new(),
+            audit_annotations: BTreeMap::new(),
+        }
+    }
+
+    /// A deny always carries a message: without one the apiserver answers
+    /// "denied the request without explanation".
+    pub fn deny(uid: &'a str, code: u16, reason: &'static str, message: String) -> Self {
+        Response {
+            allowed: false,
+            status: Some(Status {
+                code,
+                reason,
+                message,
+            }),
+            ..Response::allow(uid)
+        }
+    }
+
+    pub fn from_decision(uid: &'a str, d: &Decision) -> Self {
+        let mut r = if d.allowed {
+            Response::allow(uid)
+        } else {
+            Response::deny(
+                uid,
+                403,
+                "Forbidden",
+                format!("image policy: {}", d.reason()),
+            )
+        };
+        r.warnings = short_warnings(d);
+        r.audit_annotations = d.audit_annotations();
+        r
+    }
+
+    /// Adds a JSON Patch (already base64-encoded).
+    pub fn with_patch(mut self, base64_patch: String) -> Self {
+        self.patch_type = Some("JSONPatch");
+        self.patch = Some(base64_patch);
+        self
+    }
+}
+
+/// Serialises a reply in the request's apiVersion.
+pub fn reply_bytes(api_version: &str, response: Response<'_>) -> Vec<u8> {
+    let reply = Reply {
+        api_version,
+        kind: KIND,
+        response,
+    };
+    // Plain structs with string keys: serialisation cannot fail.
+    serde_json::to_vec(&reply).unwrap_or_default()
+}
+
+/// Warnings kubectl shows: one per violation that did not deny, each short.
+fn short_warnings(d: &Decision) -> Vec<String> {
+    if !d.allowed {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let why = match &d.break_glass {
+        Some(key) => {
+            out.push(clip(format!(
+                "image policy bypassed by break-glass annotation {key}"
+            )));
+            "break-glass"
+        }
+        None => "warn mode",
+    };
+    for v in &d.images {
+        for violation in &v.violations {
+            out.push(clip(format!(
+                "image policy ({why}): {}: {}",
+                who(v),
+                violation.rule.as_str()
+            )));
+        }
+    }
+    out
+}
+
+fn who(v: &ImageVerdict) -> String {
+    match &v.container {
+        Some(c) => format!("{} {:?}", c.name, v.image),
+        None => format!("{:?}", v.image),
+    }
+}
+
+/// Cuts a warning to [`WARNING_MAX`] bytes at a character boundary.
+fn clip(mut s: String) -> String {
+    if s.len() > WARNING_MAX {
+        let mut end = WARNING_MAX - 3;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push_str("...");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Mode;
+    use serde_json::{Value, json};
+
+    fn run(policy: &Policy, review: Value) -> Value {
+        let body = serde_json::to_vec(&review).unwrap();
+        let r = parse(&body).unwrap();
+        let (bytes, _) = validate(policy, &r);
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    fn pod_review(op: &str, images: &[&str], old: Option<&[&str]>) -> Value {
+        let pod = |imgs: &[&str]| json!({"metadata": {"name": "p"}, "spec": {"containers": imgs.iter().enumerate().map(|(i, im)| json!({"name": format!("c{i}"), "image": im})).collect::<Vec<_>>()}});
+        json!({"apiVersion": V1, "kind": KIND, "request": {
+            "uid": "u-1", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "namespace": "default", "operation": op,
+            "object": pod(images), "oldObject": old.map(pod)
+        }})
+    }
+
+    #[test]
+    fn deny_names_container_image_rule_and_fix() {
+        let v = run(
+            &Policy::default(),
+            pod_review("CREATE", &["nginx:1", "busybox"], None),
+        );
+        assert_eq!(v["apiVersion"], V1);
+        assert_eq!(v["kind"], KIND);
+        let r = &v["response"];
+        assert_eq!(r["uid"], "u-1");
+        assert_eq!(r["allowed"], false);
+        assert_eq!(r["status"]["code"], 403);
+        let msg = r["status"]["message"].as_str().unwrap();
+        assert!(
+            msg.starts_with("image policy: container \"c1\" image \"busybox\" has no tag"),
+            "{msg}"
+        );
+        assert!(msg.contains("pin a version tag or a digest"));
+        assert!(r.get("patch").is_none() && r.get("patchType").is_none());
+    }
+
+    #[test]
+    fn update_judges_only_new_images() {
+        let p = Policy::default();
+        let v = run(&p, pod_review("UPDATE", &["busybox"], Some(&["busybox"])));
+        assert_eq!(v["response"]["allowed"], true, "{v}");
+        let v = run(
+            &p,
+            pod_review("UPDATE", &["busybox", "nginx"], Some(&["busybox"])),
+        );
+        assert_eq!(v["response"]["allowed"], false);
+        assert!(
+            !v["response"]["status"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("busybox")
+        );
+    }
+
+    #[test]
+    fn delete_and_other_kinds_are_not_judged() {
+        let mut r = pod_review("DELETE", &["busybox"], None);
+        r["request"]["object"] = Value::Null;
+        assert_eq!(run(&Policy::default(), r)["response"]["allowed"], true);
+        let mut r = pod_review("CREATE", &["busybox"], None);
+        r["request"]["kind"] = json!({"group": "", "version": "v1", "kind": "ConfigMap"});
+        assert_eq!(run(&Policy::default(), r)["response"]["allowed"], true);
+    }
+
+    #[test]
+    fn v1beta1_is_answered_in_v1beta1() {
+        let mut r = pod_review("CREATE", &["nginx:1"], None);
+        r["apiVersion"] = json!(V1BETA1);
+        let v = run(&Policy::default(), r);
+        assert_eq!(v["apiVersion"], V1BETA1);
+        assert_eq!(v["response"]["allowed"], true);
+    }
+
+    #[test]
+    fn unreadable_object_is_a_400_deny_with_the_uid() {
+        let mut r = pod_review("CREATE", &["nginx:1"], None);
+        r["request"]["object"]["spec"]["containers"] = json!("nope");
+        let v = run(&Policy::default(), r);
+        assert_eq!(v["response"]["uid"], "u-1");
+        assert_eq!(v["response"]["allowed"], false);
+        assert_eq!(v["response"]["status"]["code"], 400);
+        assert!(
+            v["response"]["status"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("could not read the Pod object")
+        );
+    }
+
+    #[test]
+    fn envelope_errors() {
+        let cases: &[(&str, &str)] = &[
+            ("{", "not JSON"),
+            ("[]", "invalid AdmissionReview"),
+            (
+                r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#,
+                "no request",
+            ),
+            (
+                r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{}}"#,
+                "no uid",
+            ),
+            (
+                r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":""}}"#,
+                "no uid",
+            ),
+            (
+                r#"{"apiVersion":"admission.k8s.io/v2","kind":"AdmissionReview","request":{"uid":"x"}}"#,
+                "apiVersion",
+            ),
+            (
+                r#"{"apiVersion":"admission.k8s.io/v1","kind":"ImageReview","request":{"uid":"x"}}"#,
+                "kind",
+            ),
+            (
+                r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":5}}"#,
+                "invalid type",
+            ),
+        ];
+        for (body, want) in cases {
+            let e = parse(body.as_bytes()).err().unwrap().to_string();
+            assert!(e.contains(want), "{body}: {e}");
+        }
+    }
+
+    #[test]
+    fn warn_mode_warnings_are_short() {
+        let p = Policy {
+            mode: Mode::Warn,
+            ..Policy::default()
+        };
+        let long = format!("registry.example.com/{}/app", "a".repeat(150));
+        let v = run(&p, pod_review("CREATE", &[&long], None));
+        assert_eq!(v["response"]["allowed"], true);
+        let w = v["response"]["warnings"][0].as_str().unwrap();
+        assert!(
+            w.len() <= WARNING_MAX && w.starts_with("image policy (warn mode): c0 "),
+            "{w}"
+        );
+        assert_eq!(
+            v["response"]["auditAnnotations"]["warn-images"]
+                .as_str()
+                .unwrap(),
+            format!("{long}:latest")
+        );
+    }
+}
