@@ -92,6 +92,60 @@ with_policy_flags! {
     }
 }
 
+with_policy_flags! {
+    /// Serve the webhook: POST /image_policy (ImageReview), /validate and / (AdmissionReview), GET /healthz, /readyz, /metrics.
+    pub struct ServeArgs {
+        /// PEM certificate chain to serve (reloaded when it changes)
+        #[argh(option, short = 'c')]
+        pub cert: Option<String>,
+        /// PEM private key (RSA, ECDSA or Ed25519; PKCS#1, PKCS#8 or SEC1)
+        #[argh(option, short = 'k')]
+        pub key: Option<String>,
+        /// port to listen on, on all addresses (default 1323)
+        #[argh(option, short = 'p')]
+        pub port: Option<u16>,
+        /// address to listen on, e.g. 127.0.0.1:8443 or [::]:8443 (overrides --port)
+        #[argh(option)]
+        pub listen: Option<String>,
+        /// require client certificates signed by this PEM CA (the apiserver's client-certificate)
+        #[argh(option)]
+        pub client_ca: Option<String>,
+        /// accept only client certificates with this subject CN or DNS name (repeatable; needs --client-ca)
+        #[argh(option)]
+        pub client_name: Vec<String>,
+        /// requests decoded and judged at once (default: number of CPUs, at least 2)
+        #[argh(option)]
+        pub workers: Option<usize>,
+        /// connections open at once; more are closed at once (default 4096)
+        #[argh(option)]
+        pub max_connections: Option<usize>,
+        /// time to receive a whole request once it started, e.g. 10s (default 10s)
+        #[argh(option)]
+        pub request_timeout: Option<String>,
+        /// time an idle keep-alive connection stays open (default 120s, above the apiserver's 90s)
+        #[argh(option)]
+        pub idle_timeout: Option<String>,
+        /// time for a TLS handshake (default 5s)
+        #[argh(option)]
+        pub handshake_timeout: Option<String>,
+        /// time to finish requests in flight on SIGTERM (default 10s)
+        #[argh(option)]
+        pub drain_timeout: Option<String>,
+        /// how often certificate and policy files are checked for changes (default 2s)
+        #[argh(option)]
+        pub reload_interval: Option<String>,
+        /// log format: text (default) or json
+        #[argh(option)]
+        pub log_format: Option<String>,
+        /// log at debug level (RUST_LOG overrides)
+        #[argh(switch)]
+        pub debug: bool,
+        /// serve plain HTTP without TLS (testing only; the apiserver requires https)
+        #[argh(switch)]
+        pub insecure_http: bool,
+    }
+}
+
 /// Switches of every subcommand: `--switch=value` is an error, not a value.
 const SWITCHES: &[&str] = &[
     "--json",
@@ -99,12 +153,15 @@ const SWITCHES: &[&str] = &[
     "--allow-latest",
     "--break-glass",
     "--help",
+    "--debug",
+    "--insecure-http",
 ];
 
 /// What the command line asks for.
 #[derive(Debug, PartialEq)]
 pub enum Command {
     Check(Box<CheckArgs>),
+    Serve(Box<ServeArgs>),
     /// Top-level help or version: print and exit 0.
     Print(String),
 }
@@ -122,6 +179,7 @@ Usage: image-bouncer <command> [<args>]
 Kubernetes admission webhook that decides which container images may run.
 
 Commands:
+  serve    run the webhook server (also: image-bouncer --cert F --key F ...)
   check    judge images or manifests offline (for CI pipelines)
 
 Run 'image-bouncer <command> --help' for the flags of a command.";
@@ -141,18 +199,27 @@ pub fn parse(args: &[String]) -> Result<Command, Early> {
             "image-bouncer {}",
             env!("CARGO_PKG_VERSION")
         ))),
-        "check" => {
-            let rest = split_equals(&args[1..]).map_err(usage)?;
-            let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
-            CheckArgs::from_args(&["image-bouncer check"], &rest)
-                .map(|c| Command::Check(Box::new(c)))
-                .map_err(|e| Early {
-                    output: e.output,
-                    ok: e.status.is_ok(),
-                })
+        "check" => sub(&["image-bouncer check"], &args[1..]).map(|c| Command::Check(Box::new(c))),
+        "serve" => sub(&["image-bouncer serve"], &args[1..]).map(|c| Command::Serve(Box::new(c))),
+        // kube-image-bouncer had no subcommands: its flags alone mean serve.
+        flag if flag.starts_with('-') => {
+            sub(&["image-bouncer"], args).map(|c| Command::Serve(Box::new(c)))
         }
         other => Err(usage(format!("unknown command {other:?}\n\n{OVERVIEW}"))),
     }
+}
+
+/// Parses one subcommand's flags with argh, after `--flag=value` splitting.
+fn sub<T: FromArgs>(name: &[&str], args: &[String]) -> Result<T, Early> {
+    let rest = split_equals(args).map_err(|m| Early {
+        output: m,
+        ok: false,
+    })?;
+    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+    T::from_args(name, &rest).map_err(|e| Early {
+        output: e.output,
+        ok: e.status.is_ok(),
+    })
 }
 
 /// Turns `--flag=value` into `--flag value` up to a `--`; after `--`
@@ -239,6 +306,30 @@ mod tests {
         assert!(c.json);
         assert!(!c.allow_latest);
         assert_eq!(c.images, ["--allow-latest", "-f", "x=y"]);
+    }
+
+    #[test]
+    fn kube_image_bouncer_arguments_serve() {
+        let Ok(Command::Serve(s)) = parse(&args(&[
+            "--cert=/tls/tls.crt",
+            "--key=/tls/tls.key",
+            "--debug",
+            "--registry-whitelist=a.io,b.io",
+        ])) else {
+            panic!("not serve");
+        };
+        assert_eq!(s.cert.as_deref(), Some("/tls/tls.crt"));
+        assert_eq!(s.key.as_deref(), Some("/tls/tls.key"));
+        assert!(s.debug);
+        assert_eq!(s.policy_flags().allow_registries, ["a.io", "b.io"]);
+        let Ok(Command::Serve(s)) = parse(&args(&["-k", "k.pem", "-c", "c.pem", "-p", "8443"]))
+        else {
+            panic!("not serve");
+        };
+        assert_eq!(
+            (s.key.as_deref(), s.cert.as_deref(), s.port),
+            (Some("k.pem"), Some("c.pem"), Some(8443))
+        );
     }
 
     #[test]

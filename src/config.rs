@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -314,6 +315,177 @@ pub fn split_commas(values: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// Defaults of `serve`, each with why.
+pub mod defaults {
+    use std::time::Duration;
+    /// kube-image-bouncer's port, so its manifests work unchanged.
+    pub const PORT: u16 = 1323;
+    /// Enough for the apiserver's connection pool and a thousand idle
+    /// clients; each costs a parked thread with a 256 KiB stack.
+    pub const MAX_CONNECTIONS: usize = 4096;
+    /// Reviews are tiny CPU jobs; more workers than cores only queue.
+    pub const MIN_WORKERS: usize = 2;
+    pub const MAX_WORKERS: usize = 1024;
+    /// The apiserver caps objects at about 3 MB and an UPDATE review holds
+    /// two of them.
+    pub const MAX_BODY: usize = 7 * 1024 * 1024;
+    /// The apiserver sends about 500 bytes of headers.
+    pub const MAX_HEAD: usize = 16 * 1024;
+    /// A real request arrives in milliseconds; this only stops trickling.
+    pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Longer than the Go client's 90 s idle timeout, so the client, not
+    /// us, closes idle connections (a request racing our close would fail).
+    pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+    pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+    pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Below Kubernetes' default 30 s termination grace period.
+    pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const RELOAD_INTERVAL: Duration = Duration::from_secs(2);
+}
+
+/// Parses `500ms`, `10s`, `2m` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 500ms, 10s or 2m"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("{s:?}: unit must be ms, s or m")),
+    };
+    if !(0.001..=86_400.0).contains(&secs) {
+        return Err(format!("{s:?} must be between 1ms and 24h"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Checks `serve` flags completely (before any socket is bound) and turns
+/// them into server settings.
+pub fn serve_settings(a: &crate::cli::ServeArgs) -> Result<crate::server::Settings, ConfigError> {
+    use crate::server::http::Limits;
+    use crate::server::tls::TlsFiles;
+    let mut problems = Vec::new();
+    let listen = match (&a.listen, a.port) {
+        (Some(l), _) => l
+            .parse::<std::net::SocketAddr>()
+            .map_err(|_| {
+                problems.push(format!(
+                    "--listen: {l:?} is not an address like 0.0.0.0:8443 or [::]:8443"
+                ))
+            })
+            .ok(),
+        (None, port) => Some(std::net::SocketAddr::from((
+            [0, 0, 0, 0],
+            port.unwrap_or(defaults::PORT),
+        ))),
+    };
+    let tls = match (&a.cert, &a.key, a.insecure_http) {
+        (Some(c), Some(k), false) => Some(TlsFiles {
+            cert: c.into(),
+            key: k.into(),
+            client_ca: a.client_ca.as_ref().map(Into::into),
+        }),
+        (None, None, true) => None,
+        (_, _, true) => {
+            problems.push("--insecure-http cannot be combined with --cert or --key".into());
+            None
+        }
+        (Some(_), None, false) => {
+            problems.push("--cert needs --key".into());
+            None
+        }
+        (None, Some(_), false) => {
+            problems.push("--key needs --cert".into());
+            None
+        }
+        (None, None, false) => {
+            problems.push("TLS is required: give --cert and --key (plain HTTP only with --insecure-http, for testing)".into());
+            None
+        }
+    };
+    if a.client_ca.is_some() && a.insecure_http {
+        problems.push("--client-ca needs TLS, not --insecure-http".into());
+    }
+    if !a.client_name.is_empty() && a.client_ca.is_none() {
+        problems.push("--client-name needs --client-ca".into());
+    }
+    let cpus = std::thread::available_parallelism().map_or(defaults::MIN_WORKERS, usize::from);
+    let workers = a.workers.unwrap_or(cpus.max(defaults::MIN_WORKERS));
+    if !(1..=defaults::MAX_WORKERS).contains(&workers) {
+        problems.push(format!(
+            "--workers must be between 1 and {}",
+            defaults::MAX_WORKERS
+        ));
+    }
+    let max_connections = a.max_connections.unwrap_or(defaults::MAX_CONNECTIONS);
+    if max_connections == 0 {
+        problems.push("--max-connections must be at least 1".into());
+    }
+    if let Some(f) = a
+        .log_format
+        .as_ref()
+        .filter(|f| *f != "text" && *f != "json")
+    {
+        problems.push(format!("--log-format {f:?} is not text or json"));
+    }
+    let mut duration = |flag: &str, v: &Option<String>, default: Duration| match v {
+        None => default,
+        Some(s) => parse_duration(s).unwrap_or_else(|e| {
+            problems.push(format!("{flag}: {e}"));
+            default
+        }),
+    };
+    let request_timeout = duration(
+        "--request-timeout",
+        &a.request_timeout,
+        defaults::REQUEST_TIMEOUT,
+    );
+    let idle_timeout = duration("--idle-timeout", &a.idle_timeout, defaults::IDLE_TIMEOUT);
+    let handshake_timeout = duration(
+        "--handshake-timeout",
+        &a.handshake_timeout,
+        defaults::HANDSHAKE_TIMEOUT,
+    );
+    let drain_timeout = duration("--drain-timeout", &a.drain_timeout, defaults::DRAIN_TIMEOUT);
+    let reload_interval = duration(
+        "--reload-interval",
+        &a.reload_interval,
+        defaults::RELOAD_INTERVAL,
+    );
+    let policy = a.policy_flags();
+    // The policy is checked now too, so every problem shows at once.
+    if let Err(e) = policy.load() {
+        problems.extend(e.problems);
+    }
+    match listen {
+        Some(listen) if problems.is_empty() => Ok(crate::server::Settings {
+            listen,
+            tls,
+            client_names: a.client_name.clone(),
+            policy,
+            workers,
+            max_connections,
+            limits: Limits {
+                max_head: defaults::MAX_HEAD,
+                max_body: defaults::MAX_BODY,
+                request_timeout,
+                idle_timeout,
+                write_timeout: defaults::WRITE_TIMEOUT,
+            },
+            handshake_timeout,
+            drain_timeout,
+            reload_interval,
+        }),
+        _ => Err(ConfigError { problems }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -432,6 +604,49 @@ mod tests {
         assert!(e.problems[0].contains("missing.json: cannot open"));
         assert!(e.problems[1].starts_with("--deny-registry: \"http://x\""));
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        for bad in ["", "s", "10h", "0s", "-1s", "1e9"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn serve_flags_are_all_checked_at_once() {
+        let args = crate::cli::ServeArgs {
+            cert: Some("c.pem".into()),
+            listen: Some("nowhere".into()),
+            client_name: vec!["apiserver".into()],
+            workers: Some(0),
+            log_format: Some("xml".into()),
+            idle_timeout: Some("forever".into()),
+            mode: Some("loud".into()),
+            ..Default::default()
+        };
+        let e = serve_settings(&args).unwrap_err();
+        for want in [
+            "--listen",
+            "--cert needs --key",
+            "--client-name needs --client-ca",
+            "--workers",
+            "--log-format",
+            "--idle-timeout",
+            "--mode: mode \"loud\"",
+        ] {
+            assert!(
+                e.problems.iter().any(|p| p.starts_with(want)),
+                "missing {want} in {e}"
+            );
+        }
+        assert_eq!(e.problems.len(), 7, "{e}");
+        let none = serve_settings(&crate::cli::ServeArgs::default()).unwrap_err();
+        assert!(none.problems[0].starts_with("TLS is required"));
     }
 
     #[test]

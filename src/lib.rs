@@ -11,8 +11,11 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod image_ref;
+pub mod logging;
+pub mod metrics;
 pub mod policy;
 pub mod review;
+pub mod server;
 
 /// What can stop a command. Exit status 2 for everything the user can fix
 /// in the invocation or configuration, 1 for runtime failures.
@@ -22,6 +25,8 @@ pub enum Error {
     Config(config::ConfigError),
     /// An input document or file could not be read.
     Input(String),
+    /// The server could not start (exit status 1).
+    Serve(server::ServeError),
 }
 
 impl fmt::Display for Error {
@@ -29,6 +34,7 @@ impl fmt::Display for Error {
         match self {
             Error::Usage(m) | Error::Input(m) => f.write_str(m),
             Error::Config(e) => e.fmt(f),
+            Error::Serve(e) => e.fmt(f),
         }
     }
 }
@@ -52,6 +58,8 @@ impl Error {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             Error::Usage(_) | Error::Config(_) | Error::Input(_) => ExitCode::from(2),
+            Error::Serve(server::ServeError::Config(_)) => ExitCode::from(2),
+            Error::Serve(_) => ExitCode::from(1),
         }
     }
 }
@@ -73,19 +81,32 @@ pub fn run(args: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging();
     let result = match cmd {
         cli::Command::Print(text) => {
             println!("{text}");
             Ok(ExitCode::SUCCESS)
         }
-        cli::Command::Check(args) => check::run(&args).map(|allowed| {
-            if allowed {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(EXIT_DENIED)
-            }
-        }),
+        cli::Command::Check(args) => {
+            logging::init(logging::Format::Text, false);
+            check::run(&args).map(|allowed| {
+                if allowed {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(EXIT_DENIED)
+                }
+            })
+        }
+        cli::Command::Serve(args) => {
+            let format = match args.log_format.as_deref() {
+                Some("json") => logging::Format::Json,
+                _ => logging::Format::Text,
+            };
+            logging::init(format, args.debug);
+            config::serve_settings(&args)
+                .map_err(Error::Config)
+                .and_then(|settings| server::serve(settings).map_err(Error::Serve))
+                .map(|()| ExitCode::SUCCESS)
+        }
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {}", error_chain(&e));
@@ -106,10 +127,4 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
-}
-
-/// Logs to stderr; `RUST_LOG` overrides the default `info`.
-fn init_logging() {
-    let env = env_logger::Env::default().default_filter_or("info");
-    let _ = env_logger::Builder::from_env(env).try_init();
 }

@@ -1,0 +1,224 @@
+//! Just enough X.509 DER reading for what rustls does not tell us: the
+//! subject common name and DNS names of a client certificate (for
+//! `--client-name`) and a certificate's not-after time (for `/metrics` and
+//! logs). Signature and chain checks are rustls' job, never done here; the
+//! input has already been verified (client) or is our own (serving).
+
+/// What we read out of a certificate.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct CertInfo {
+    pub common_names: Vec<String>,
+    pub dns_names: Vec<String>,
+    /// Unix seconds.
+    pub not_after: i64,
+}
+
+const SEQUENCE: u8 = 0x30;
+const SET: u8 = 0x31;
+const OID: u8 = 0x06;
+const OCTET_STRING: u8 = 0x04;
+const UTC_TIME: u8 = 0x17;
+const GENERALIZED_TIME: u8 = 0x18;
+const EXPLICIT_VERSION: u8 = 0xA0;
+const EXTENSIONS: u8 = 0xA3;
+const DNS_NAME: u8 = 0x82;
+/// id-at-commonName, 2.5.4.3.
+const OID_CN: &[u8] = &[0x55, 0x04, 0x03];
+/// id-ce-subjectAltName, 2.5.29.17.
+const OID_SAN: &[u8] = &[0x55, 0x1D, 0x11];
+
+/// A cursor over DER TLVs.
+struct Der<'a>(&'a [u8]);
+
+impl<'a> Der<'a> {
+    /// Next (tag, contents); `None` at the end or on malformed input.
+    fn next(&mut self) -> Option<(u8, &'a [u8])> {
+        let (&tag, rest) = self.0.split_first()?;
+        let (&first, rest) = rest.split_first()?;
+        let (len, rest) = if first < 0x80 {
+            (usize::from(first), rest)
+        } else {
+            let n = usize::from(first & 0x7F);
+            if n == 0 || n > 4 || rest.len() < n {
+                return None;
+            }
+            let len = rest[..n]
+                .iter()
+                .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+            (len, &rest[n..])
+        };
+        if rest.len() < len {
+            return None;
+        }
+        let (content, rest) = rest.split_at(len);
+        self.0 = rest;
+        Some((tag, content))
+    }
+
+    fn expect(&mut self, tag: u8) -> Option<&'a [u8]> {
+        match self.next()? {
+            (t, c) if t == tag => Some(c),
+            _ => None,
+        }
+    }
+}
+
+/// Reads subject CN, SAN DNS names and not-after; `None` if the DER is not
+/// a certificate we can walk.
+pub fn cert_info(der: &[u8]) -> Option<CertInfo> {
+    let cert = Der(der).expect(SEQUENCE)?;
+    let mut tbs = Der(Der(cert).expect(SEQUENCE)?);
+    if tbs.next()?.0 == EXPLICIT_VERSION {
+        tbs.next()?; // the serial number follows the version
+    }
+    tbs.expect(SEQUENCE)?; // signature algorithm
+    tbs.expect(SEQUENCE)?; // issuer
+    let mut validity = Der(tbs.expect(SEQUENCE)?);
+    validity.next()?; // not before
+    let not_after = match validity.next()? {
+        (UTC_TIME, t) => parse_time(t, false)?,
+        (GENERALIZED_TIME, t) => parse_time(t, true)?,
+        _ => return None,
+    };
+    let subject = tbs.expect(SEQUENCE)?;
+    let mut info = CertInfo {
+        common_names: common_names(subject),
+        dns_names: Vec::new(),
+        not_after,
+    };
+    tbs.expect(SEQUENCE)?; // subject public key info
+    while let Some((tag, content)) = tbs.next() {
+        if tag == EXTENSIONS {
+            info.dns_names = san_dns_names(content);
+        }
+    }
+    Some(info)
+}
+
+fn common_names(name: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rdns = Der(name);
+    while let Some(set) = rdns.expect(SET) {
+        let mut atvs = Der(set);
+        while let Some(atv) = atvs.expect(SEQUENCE) {
+            let mut parts = Der(atv);
+            if parts.expect(OID) == Some(OID_CN) {
+                // UTF8String, PrintableString, IA5String, T61String.
+                if let Some((0x0C | 0x13 | 0x16 | 0x14, v)) = parts.next() {
+                    out.push(String::from_utf8_lossy(v).into_owned());
+                }
+            }
+        }
+    }
+    out
+}
+
+fn san_dns_names(extensions: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    let Some(list) = Der(extensions).expect(SEQUENCE) else {
+        return out;
+    };
+    let mut exts = Der(list);
+    while let Some(ext) = exts.expect(SEQUENCE) {
+        let mut parts = Der(ext);
+        if parts.expect(OID) != Some(OID_SAN) {
+            continue;
+        }
+        // An optional `critical` BOOLEAN comes before the value.
+        let value = loop {
+            match parts.next() {
+                Some((OCTET_STRING, v)) => break Some(v),
+                Some(_) => continue,
+                None => break None,
+            }
+        };
+        let Some(names) = value.and_then(|v| Der(v).expect(SEQUENCE)) else {
+            continue;
+        };
+        let mut names = Der(names);
+        while let Some((tag, v)) = names.next() {
+            if tag == DNS_NAME {
+                out.push(String::from_utf8_lossy(v).into_owned());
+            }
+        }
+    }
+    out
+}
+
+/// `YYMMDDHHMMSSZ` (UTCTime) or `YYYYMMDDHHMMSSZ` (GeneralizedTime) to Unix
+/// seconds.
+fn parse_time(t: &[u8], four_digit_year: bool) -> Option<i64> {
+    let s = std::str::from_utf8(t).ok()?.strip_suffix('Z')?;
+    let (year, rest) = if four_digit_year {
+        (s.get(..4)?.parse::<i64>().ok()?, s.get(4..)?)
+    } else {
+        let yy = s.get(..2)?.parse::<i64>().ok()?;
+        (if yy >= 50 { 1900 + yy } else { 2000 + yy }, s.get(2..)?)
+    };
+    if rest.len() != 10 || !rest.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n = |i: usize| rest[i..i + 2].parse::<i64>().ok();
+    let (month, day, h, m, sec) = (n(0)?, n(2)?, n(4)?, n(6)?, n(8)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    Some(days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + sec)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
+/// algorithm).
+pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_names_and_expiry_from_a_generated_certificate() {
+        let mut params =
+            rcgen::CertificateParams::new(vec!["webhook.example".into(), "localhost".into()])
+                .unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "kube-apiserver");
+        params.not_after = rcgen::date_time_ymd(2031, 3, 4);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let info = cert_info(cert.der()).unwrap();
+        assert_eq!(info.common_names, ["kube-apiserver"]);
+        assert_eq!(info.dns_names, ["webhook.example", "localhost"]);
+        assert_eq!(info.not_after, days_from_civil(2031, 3, 4) * 86_400);
+    }
+
+    #[test]
+    fn times() {
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(parse_time(b"700101000000Z", false), Some(0));
+        assert_eq!(parse_time(b"20380119031408Z", true), Some(2_147_483_648));
+        assert_eq!(parse_time(b"491231235959Z", false), Some(2_524_607_999));
+        assert_eq!(parse_time(b"20381301000000Z", true), None);
+        assert_eq!(parse_time(b"2038", true), None);
+    }
+
+    #[test]
+    fn garbage_is_none_not_a_panic() {
+        for bad in [
+            &b""[..],
+            b"\x30",
+            b"\x30\x84\xff\xff\xff\xff",
+            b"\x30\x03\x30\x01",
+            b"\x30\x80",
+        ] {
+            assert_eq!(cert_info(bad), None);
+        }
+    }
+}

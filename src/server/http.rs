@@ -1,0 +1,637 @@
+//! A small synchronous HTTP/1.1 server side on `httparse`: one connection,
+//! request after request (keep-alive, pipelining), with every limit and
+//! deadline enforced.
+//!
+//! It does what the apiserver needs and refuses the rest with a status
+//! code: `Content-Length` and chunked bodies, `Expect: 100-continue`,
+//! header count and size caps (431), body cap (413), deadlines for an idle
+//! connection and for reading one request (408). It does not do routing
+//! (`routes.rs`), TLS (`tls.rs`) or HTTP/2 (never offered in ALPN).
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rustls::{ServerConnection, StreamOwned};
+
+/// Most headers a request may have; the apiserver sends about eight.
+pub const MAX_HEADERS: usize = 64;
+/// Bytes read from the socket at a time; a typical review fits in one.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Size caps and deadlines of one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Request line plus headers.
+    pub max_head: usize,
+    /// Decoded body.
+    pub max_body: usize,
+    /// From the first byte of a request to its last.
+    pub request_timeout: Duration,
+    /// Between requests on a keep-alive connection.
+    pub idle_timeout: Duration,
+    /// For one response to be written.
+    pub write_timeout: Duration,
+}
+
+/// A byte stream over a TCP socket whose timeouts we can set.
+pub trait Transport: Read + Write {
+    fn socket(&self) -> &TcpStream;
+    /// Ends the session politely before the socket closes.
+    fn finish(&mut self) {}
+}
+
+impl Transport for TcpStream {
+    fn socket(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl Transport for StreamOwned<ServerConnection, TcpStream> {
+    fn socket(&self) -> &TcpStream {
+        &self.sock
+    }
+
+    fn finish(&mut self) {
+        self.conn.send_close_notify();
+        let _ = self.conn.complete_io(&mut self.sock);
+    }
+}
+
+/// A request with its body read.
+#[derive(Debug)]
+pub struct Request {
+    pub method: String,
+    /// Without the query string (the apiserver sends `?timeout=30s`).
+    pub path: String,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+    pub keep_alive: bool,
+}
+
+/// A response; `close` ends the connection after it.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+    pub headers: Vec<(&'static str, String)>,
+    pub close: bool,
+}
+
+impl Response {
+    pub fn new(status: u16, content_type: &'static str, body: impl Into<Vec<u8>>) -> Self {
+        Response {
+            status,
+            content_type,
+            body: body.into(),
+            headers: Vec::new(),
+            close: false,
+        }
+    }
+
+    pub fn json(body: Vec<u8>) -> Self {
+        Response::new(200, "application/json", body)
+    }
+
+    /// A plain-text error message.
+    pub fn text(status: u16, message: impl std::fmt::Display) -> Self {
+        Response::new(status, "text/plain; charset=utf-8", format!("{message}\n"))
+    }
+}
+
+/// Why no request was read.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The client closed, or stayed idle too long, between requests.
+    Closed,
+    /// Answer this and close the connection.
+    Reject(u16, String),
+    /// The connection broke mid-request.
+    Io(io::Error),
+}
+
+/// One HTTP/1.1 connection.
+pub struct Conn<T: Transport> {
+    stream: T,
+    buf: Vec<u8>,
+    limits: Limits,
+}
+
+/// What the request head says about the body and the connection.
+struct Head {
+    method: String,
+    path: String,
+    content_type: Option<String>,
+    len: usize,
+    content_length: Option<usize>,
+    chunked: bool,
+    expect_continue: bool,
+    keep_alive: bool,
+}
+
+impl<T: Transport> Conn<T> {
+    pub fn new(stream: T, limits: Limits) -> io::Result<Self> {
+        stream
+            .socket()
+            .set_write_timeout(Some(limits.write_timeout))?;
+        Ok(Conn {
+            stream,
+            buf: Vec::with_capacity(READ_CHUNK),
+            limits,
+        })
+    }
+
+    pub fn stream_mut(&mut self) -> &mut T {
+        &mut self.stream
+    }
+
+    /// Waits for the next request and reads it whole. `busy` is set once
+    /// its first byte arrived (so shutdown knows not to cut it off).
+    pub fn read_request(&mut self, busy: &AtomicBool) -> Result<Request, ReadError> {
+        if self.buf.is_empty() {
+            let idle_deadline = Instant::now() + self.limits.idle_timeout;
+            match self.read_more(idle_deadline) {
+                Ok(0) | Err(_) => return Err(ReadError::Closed),
+                Ok(_) => {}
+            }
+        }
+        busy.store(true, Ordering::Release);
+        let deadline = Instant::now() + self.limits.request_timeout;
+        let head = self.read_head(deadline)?;
+        let (body, consumed) = if head.chunked {
+            self.send_continue(&head)?;
+            self.read_chunked(head.len, deadline)?
+        } else {
+            let n = head.content_length.unwrap_or(0);
+            if n > self.limits.max_body {
+                return Err(ReadError::Reject(
+                    413,
+                    format!(
+                        "request body of {n} bytes is larger than the limit of {} bytes",
+                        self.limits.max_body
+                    ),
+                ));
+            }
+            if n > 0 {
+                self.send_continue(&head)?;
+            }
+            self.fill_to(head.len + n, deadline)?;
+            (self.buf[head.len..head.len + n].to_vec(), head.len + n)
+        };
+        self.buf.drain(..consumed);
+        Ok(Request {
+            method: head.method,
+            path: head.path,
+            content_type: head.content_type,
+            body,
+            keep_alive: head.keep_alive,
+        })
+    }
+
+    fn send_continue(&mut self, head: &Head) -> Result<(), ReadError> {
+        // Only when the body has not already been sent along.
+        if head.expect_continue && self.buf.len() == head.len {
+            self.stream
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .and_then(|()| self.stream.flush())
+                .map_err(ReadError::Io)?;
+        }
+        Ok(())
+    }
+
+    fn read_head(&mut self, deadline: Instant) -> Result<Head, ReadError> {
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut req = httparse::Request::new(&mut headers);
+            match req.parse(&self.buf) {
+                Ok(httparse::Status::Complete(len)) => {
+                    if len > self.limits.max_head {
+                        return Err(too_large_head(self.limits.max_head));
+                    }
+                    return interpret(&req, len);
+                }
+                Ok(httparse::Status::Partial) => {
+                    if self.buf.len() > self.limits.max_head {
+                        return Err(too_large_head(self.limits.max_head));
+                    }
+                }
+                Err(httparse::Error::TooManyHeaders) => {
+                    return Err(ReadError::Reject(
+                        431,
+                        format!("more than {MAX_HEADERS} header fields"),
+                    ));
+                }
+                Err(e) => return Err(ReadError::Reject(400, format!("malformed request: {e}"))),
+            }
+            self.read_or_fail(deadline)?;
+        }
+    }
+
+    /// Decodes a chunked body that starts at `start`; returns the body and
+    /// the bytes consumed from the buffer.
+    fn read_chunked(
+        &mut self,
+        start: usize,
+        deadline: Instant,
+    ) -> Result<(Vec<u8>, usize), ReadError> {
+        let mut body = Vec::new();
+        let mut pos = start;
+        loop {
+            let (size_len, size) = loop {
+                match httparse::parse_chunk_size(&self.buf[pos..]) {
+                    Ok(httparse::Status::Complete(x)) => break x,
+                    Ok(httparse::Status::Partial) => {
+                        if self.buf.len() - pos > self.limits.max_head {
+                            return Err(ReadError::Reject(400, "chunk size line too long".into()));
+                        }
+                        self.read_or_fail(deadline)?;
+                    }
+                    Err(_) => return Err(ReadError::Reject(400, "malformed chunk size".into())),
+                }
+            };
+            pos += size_len;
+            let size = usize::try_from(size).unwrap_or(usize::MAX);
+            if size > self.limits.max_body.saturating_sub(body.len()) {
+                return Err(ReadError::Reject(
+                    413,
+                    format!(
+                        "chunked request body is larger than the limit of {} bytes",
+                        self.limits.max_body
+                    ),
+                ));
+            }
+            if size == 0 {
+                // Trailer fields, if any, end with an empty line.
+                loop {
+                    match find_crlf(&self.buf[pos..]) {
+                        Some(0) => return Ok((body, pos + 2)),
+                        Some(n) => pos += n + 2,
+                        None => {
+                            if self.buf.len() - pos > self.limits.max_head {
+                                return Err(ReadError::Reject(
+                                    431,
+                                    "trailer fields too large".into(),
+                                ));
+                            }
+                            self.read_or_fail(deadline)?;
+                        }
+                    }
+                }
+            }
+            self.fill_to(pos + size + 2, deadline)?;
+            body.extend_from_slice(&self.buf[pos..pos + size]);
+            if &self.buf[pos + size..pos + size + 2] != b"\r\n" {
+                return Err(ReadError::Reject(400, "chunk not followed by CRLF".into()));
+            }
+            pos += size + 2;
+        }
+    }
+
+    /// Reads until the buffer holds at least `n` bytes.
+    fn fill_to(&mut self, n: usize, deadline: Instant) -> Result<(), ReadError> {
+        while self.buf.len() < n {
+            self.read_or_fail(deadline)?;
+        }
+        Ok(())
+    }
+
+    /// Reads more of a started request: EOF is a broken request, the
+    /// deadline a 408.
+    fn read_or_fail(&mut self, deadline: Instant) -> Result<(), ReadError> {
+        match self.read_more(deadline) {
+            Ok(0) => Err(ReadError::Io(io::ErrorKind::UnexpectedEof.into())),
+            Ok(_) => Ok(()),
+            Err(e) if is_timeout(&e) => Err(ReadError::Reject(
+                408,
+                "request not received in time".into(),
+            )),
+            Err(e) => Err(ReadError::Io(e)),
+        }
+    }
+
+    /// One read into the buffer, waiting at most until `deadline`.
+    fn read_more(&mut self, deadline: Instant) -> io::Result<usize> {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        self.stream.socket().set_read_timeout(Some(remaining))?;
+        let old = self.buf.len();
+        self.buf.resize(old + READ_CHUNK, 0);
+        let result = self.stream.read(&mut self.buf[old..]);
+        let n = *result.as_ref().unwrap_or(&0);
+        self.buf.truncate(old + n);
+        result
+    }
+
+    /// Writes a whole response in one go (one TLS record for small ones).
+    pub fn write_response(&mut self, r: &Response, keep_alive: bool) -> io::Result<()> {
+        let mut out = Vec::with_capacity(r.body.len() + 160);
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(r.status.to_string().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(reason_phrase(r.status).as_bytes());
+        out.extend_from_slice(b"\r\nContent-Type: ");
+        out.extend_from_slice(r.content_type.as_bytes());
+        out.extend_from_slice(b"\r\nContent-Length: ");
+        out.extend_from_slice(r.body.len().to_string().as_bytes());
+        if !keep_alive {
+            out.extend_from_slice(b"\r\nConnection: close");
+        }
+        for (name, value) in &r.headers {
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+        }
+        out.extend_from_slice(b"\r\n\r\n");
+        out.extend_from_slice(&r.body);
+        self.stream.write_all(&out)?;
+        self.stream.flush()
+    }
+}
+
+fn too_large_head(max: usize) -> ReadError {
+    ReadError::Reject(431, format!("request head is larger than {max} bytes"))
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+fn find_crlf(b: &[u8]) -> Option<usize> {
+    b.windows(2).position(|w| w == b"\r\n")
+}
+
+/// Reads what we need from a parsed head, refusing ambiguous framing.
+fn interpret(req: &httparse::Request<'_, '_>, len: usize) -> Result<Head, ReadError> {
+    let bad = |m: &str| Err(ReadError::Reject(400, m.to_string()));
+    let method = req.method.unwrap_or("").to_string();
+    let target = req.path.unwrap_or("");
+    let path = target
+        .split_once('?')
+        .map_or(target, |(p, _)| p)
+        .to_string();
+    let http11 = req.version == Some(1);
+    let mut head = Head {
+        method,
+        path,
+        content_type: None,
+        len,
+        content_length: None,
+        chunked: false,
+        expect_continue: false,
+        keep_alive: http11,
+    };
+    for h in req.headers.iter() {
+        let value = std::str::from_utf8(h.value).map(str::trim);
+        let name = h.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            let digits = value
+                .ok()
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()));
+            let Some(digits) = digits else {
+                return bad("invalid Content-Length");
+            };
+            // Too large to represent is simply too large (413 later).
+            let n = digits.parse::<usize>().unwrap_or(usize::MAX);
+            if head.content_length.is_some_and(|old| old != n) {
+                return bad("conflicting Content-Length headers");
+            }
+            head.content_length = Some(n);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            if !value.is_ok_and(|v| v.eq_ignore_ascii_case("chunked")) || head.chunked {
+                return Err(ReadError::Reject(
+                    501,
+                    "only Transfer-Encoding: chunked is supported".into(),
+                ));
+            }
+            head.chunked = true;
+        } else if name.eq_ignore_ascii_case("expect") {
+            if !value.is_ok_and(|v| v.eq_ignore_ascii_case("100-continue")) {
+                return Err(ReadError::Reject(
+                    417,
+                    "only Expect: 100-continue is supported".into(),
+                ));
+            }
+            head.expect_continue = true;
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in value.unwrap_or("").split(',').map(str::trim) {
+                if token.eq_ignore_ascii_case("close") {
+                    head.keep_alive = false;
+                } else if token.eq_ignore_ascii_case("keep-alive") && !http11 {
+                    head.keep_alive = true;
+                }
+            }
+        } else if name.eq_ignore_ascii_case("content-type") {
+            head.content_type = Some(String::from_utf8_lossy(h.value).trim().to_string());
+        }
+    }
+    if head.chunked && head.content_length.is_some() {
+        // Both framings at once is how requests are smuggled.
+        return bad("both Transfer-Encoding and Content-Length");
+    }
+    Ok(head)
+}
+
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        415 => "Unsupported Media Type",
+        417 => "Expectation Failed",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+    use std::thread;
+
+    const LIMITS: Limits = Limits {
+        max_head: 1024,
+        max_body: 64,
+        request_timeout: Duration::from_millis(300),
+        idle_timeout: Duration::from_millis(300),
+        write_timeout: Duration::from_secs(1),
+    };
+
+    /// Sends `chunks` (with pauses) to a fresh connection and returns what
+    /// the server side read: requests or the error that ended it.
+    fn serve(chunks: Vec<(Vec<u8>, u64)>) -> Vec<Result<Request, String>> {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = thread::spawn(move || {
+            let mut s = TcpStream::connect(addr).unwrap();
+            for (bytes, pause_ms) in chunks {
+                thread::sleep(Duration::from_millis(pause_ms));
+                if s.write_all(&bytes).is_err() {
+                    break;
+                }
+            }
+            let mut out = Vec::new();
+            let _ = s.read_to_end(&mut out);
+            out
+        });
+        let (sock, _) = listener.accept().unwrap();
+        let mut conn = Conn::new(sock, LIMITS).unwrap();
+        let mut got = Vec::new();
+        let busy = AtomicBool::new(false);
+        loop {
+            match conn.read_request(&busy) {
+                Ok(r) => {
+                    let keep = r.keep_alive;
+                    conn.write_response(&Response::text(200, "ok"), keep)
+                        .unwrap();
+                    got.push(Ok(r));
+                    if !keep {
+                        break;
+                    }
+                }
+                Err(ReadError::Closed) => break,
+                Err(ReadError::Reject(code, m)) => {
+                    got.push(Err(format!("{code} {m}")));
+                    break;
+                }
+                Err(ReadError::Io(e)) => {
+                    got.push(Err(format!("io {e}")));
+                    break;
+                }
+            }
+        }
+        drop(conn);
+        client.join().unwrap();
+        got
+    }
+
+    fn one(raw: &str) -> Result<Request, String> {
+        serve(vec![(raw.as_bytes().to_vec(), 0)]).remove(0)
+    }
+
+    #[test]
+    fn content_length_and_query_string() {
+        let r = one("POST /image_policy?timeout=30s HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}").unwrap();
+        assert_eq!(
+            (r.method.as_str(), r.path.as_str(), r.body.as_slice()),
+            ("POST", "/image_policy", &b"{}"[..])
+        );
+        assert_eq!(r.content_type.as_deref(), Some("application/json"));
+        assert!(!r.keep_alive);
+    }
+
+    #[test]
+    fn keep_alive_and_pipelining() {
+        let two = "POST /a HTTP/1.1\r\nContent-Length: 1\r\n\r\nxGET /b HTTP/1.1\r\nConnection: close\r\n\r\n";
+        let got = serve(vec![(two.as_bytes().to_vec(), 0)]);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].as_ref().unwrap().body, b"x");
+        assert_eq!(got[1].as_ref().unwrap().path, "/b");
+    }
+
+    #[test]
+    fn chunked_body_in_pieces() {
+        let got = serve(vec![
+            (b"POST /v HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nab".to_vec(), 0),
+            (b"c\r\n2;ext=1\r\nde\r\n0\r\nX-Trailer: 1\r\n\r\n".to_vec(), 20),
+        ]);
+        assert_eq!(got[0].as_ref().unwrap().body, b"abcde");
+    }
+
+    #[test]
+    fn limits_and_malformed_requests() {
+        let cases = [
+            ("POST / HTTP/1.1\r\nContent-Length: 65\r\n\r\n", "413"),
+            (
+                "POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+                "413",
+            ),
+            (
+                "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n41\r\n",
+                "413",
+            ),
+            (
+                "POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                "400 conflicting",
+            ),
+            (
+                "POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+                "400 invalid Content-Length",
+            ),
+            (
+                "POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "400 both",
+            ),
+            ("POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", "501"),
+            ("POST / HTTP/1.1\r\nExpect: magic\r\n\r\n", "417"),
+            ("GARBAGE\r\n\r\n", "400 malformed"),
+            (
+                "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+                "400 malformed chunk",
+            ),
+        ];
+        for (raw, want) in cases {
+            let got = one(raw).map(|r| r.path).unwrap_err();
+            assert!(got.starts_with(want), "{raw:?}: {got}");
+        }
+        let many: String = (0..MAX_HEADERS + 1)
+            .map(|i| format!("X-{i}: y\r\n"))
+            .collect();
+        assert!(
+            one(&format!("GET / HTTP/1.1\r\n{many}\r\n"))
+                .unwrap_err()
+                .starts_with("431")
+        );
+        let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(2000));
+        assert!(one(&big).unwrap_err().starts_with("431"));
+    }
+
+    #[test]
+    fn slow_request_times_out_and_idle_connection_closes() {
+        let got = serve(vec![
+            (b"POST / HTTP/1.1\r\nContent-Le".to_vec(), 0),
+            (b"ngth: 1\r\n".to_vec(), 500),
+        ]);
+        assert!(got[0].as_ref().unwrap_err().starts_with("408"), "{got:?}");
+        // Nothing sent: closed quietly after the idle timeout.
+        let started = Instant::now();
+        assert!(serve(vec![(Vec::new(), 0)]).is_empty());
+        assert!(started.elapsed() >= LIMITS.idle_timeout);
+    }
+
+    #[test]
+    fn expect_continue_is_answered() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = thread::spawn(move || {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
+                .unwrap();
+            let mut first = [0u8; 25];
+            s.read_exact(&mut first).unwrap();
+            s.write_all(b"{}").unwrap();
+            first
+        });
+        let (sock, _) = listener.accept().unwrap();
+        let mut conn = Conn::new(sock, LIMITS).unwrap();
+        let r = conn.read_request(&AtomicBool::new(false)).unwrap();
+        assert_eq!(r.body, b"{}");
+        assert_eq!(&client.join().unwrap(), b"HTTP/1.1 100 Continue\r\n\r\n");
+    }
+}

@@ -1,0 +1,543 @@
+//! The webhook server: accept loop, connection threads, the worker pool,
+//! reloading and shutdown.
+//!
+//! Threads: one acceptor; one small-stack thread per connection (bounded by
+//! `--max-connections`) that only waits and does I/O — TLS handshake,
+//! reading a request, writing a response — under deadlines, so idle or slow
+//! clients cost a parked thread and never a worker; a fixed pool of
+//! `--workers` permits for decoding and judging; and the main thread, which
+//! watches signals and files. Configuration changes swap an `Arc` that new
+//! requests (policy) or new connections (TLS) pick up.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use log::{debug, error, info, warn};
+use rustls::{ServerConnection, StreamOwned};
+
+use crate::config::{ConfigError, PolicyFlags};
+use crate::metrics::{Metrics, Reloaded};
+use crate::policy::Policy;
+
+pub mod der;
+pub mod http;
+pub mod routes;
+pub mod tls;
+
+use http::{Conn, Limits, ReadError, Response, Transport};
+use tls::{Fingerprint, TlsFiles};
+
+/// Connection threads only parse HTTP and run rustls; 256 KiB is plenty and
+/// keeps a thousand idle connections cheap (untouched stack is not resident).
+const CONNECTION_STACK: usize = 256 * 1024;
+/// How often the main thread looks at signal flags.
+const SIGNAL_POLL: Duration = Duration::from_millis(50);
+/// How often draining checks whether connections are gone.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
+
+/// Validated server settings (built by `config::serve_settings`).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    /// `None` only with `--insecure-http`.
+    pub tls: Option<TlsFiles>,
+    /// Accepted client certificate names (empty: any the CA signed).
+    pub client_names: Vec<String>,
+    pub policy: PolicyFlags,
+    pub workers: usize,
+    pub max_connections: usize,
+    pub limits: Limits,
+    pub handshake_timeout: Duration,
+    pub drain_timeout: Duration,
+    /// How often files are checked for changes.
+    pub reload_interval: Duration,
+}
+
+/// A fixed number of permits to decode and judge requests.
+pub struct Workers {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+/// Held while a worker is busy; gives the permit back when dropped.
+pub struct Permit<'a> {
+    workers: &'a Workers,
+    metrics: &'a Metrics,
+}
+
+impl Workers {
+    fn new(n: usize) -> Self {
+        Workers {
+            free: Mutex::new(n),
+            freed: Condvar::new(),
+        }
+    }
+
+    /// Waits for a free worker.
+    pub fn acquire<'a>(&'a self, metrics: &'a Metrics) -> Permit<'a> {
+        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+        while *free == 0 {
+            free = self
+                .freed
+                .wait(free)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        *free -= 1;
+        metrics.worker_busy(true);
+        Permit {
+            workers: self,
+            metrics,
+        }
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        *self
+            .workers
+            .free
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) += 1;
+        self.workers.freed.notify_one();
+        self.metrics.worker_busy(false);
+    }
+}
+
+/// A connection as the main thread sees it, to close it on shutdown.
+struct Tracked {
+    socket: TcpStream,
+    /// True while a request is being read or answered.
+    busy: Arc<AtomicBool>,
+}
+
+/// State shared by all threads.
+pub struct Shared {
+    policy: RwLock<Arc<Policy>>,
+    tls: RwLock<Option<Arc<rustls::ServerConfig>>>,
+    pub metrics: Metrics,
+    pub workers: Workers,
+    draining: AtomicBool,
+    conns: Mutex<HashMap<u64, Tracked>>,
+    next_id: AtomicU64,
+    settings: Settings,
+}
+
+impl Shared {
+    /// The policy in force now.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn tls_config(&self) -> Option<Arc<rustls::ServerConfig>> {
+        self.tls
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// `None` when ready; otherwise why not (for `/readyz`).
+    pub fn not_ready_reason(&self) -> Option<&'static str> {
+        if self.draining.load(Ordering::Acquire) {
+            Some("shutting down")
+        } else {
+            None
+        }
+    }
+
+    fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+}
+
+/// A server problem that stops it (exit status 1).
+#[derive(Debug)]
+pub enum ServeError {
+    Config(ConfigError),
+    Tls(tls::TlsError),
+    Bind(SocketAddr, std::io::Error),
+    Signals(std::io::Error),
+}
+
+impl std::fmt::Display for ServeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServeError::Config(e) => e.fmt(f),
+            ServeError::Tls(e) => write!(f, "TLS: {e}"),
+            ServeError::Bind(a, e) => write!(f, "cannot listen on {a}: {e}"),
+            ServeError::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ServeError {}
+
+/// Signal flags set by handlers, read by the main thread.
+struct Signals {
+    hup: Arc<AtomicBool>,
+    term: Arc<AtomicBool>,
+}
+
+fn install_signals() -> std::io::Result<Signals> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let s = Signals {
+        hup: Arc::new(AtomicBool::new(false)),
+        term: Arc::new(AtomicBool::new(false)),
+    };
+    signal_hook::flag::register(SIGHUP, s.hup.clone())?;
+    signal_hook::flag::register(SIGTERM, s.term.clone())?;
+    signal_hook::flag::register(SIGINT, s.term.clone())?;
+    Ok(s)
+}
+
+/// Runs the server until SIGTERM or SIGINT, then drains and returns.
+pub fn serve(settings: Settings) -> Result<(), ServeError> {
+    let policy = settings.policy.load().map_err(ServeError::Config)?;
+    let metrics = Metrics::default();
+    let tls_config = match &settings.tls {
+        Some(files) => {
+            let loaded = tls::load(files).map_err(ServeError::Tls)?;
+            metrics.set_cert_not_after(loaded.not_after);
+            log_cert_expiry(loaded.not_after);
+            Some(loaded.config)
+        }
+        None => {
+            warn!(
+                "serving plain HTTP (--insecure-http): the apiserver will not talk to this, and reviews travel unencrypted"
+            );
+            None
+        }
+    };
+    let signals = install_signals().map_err(ServeError::Signals)?;
+    let listener =
+        TcpListener::bind(settings.listen).map_err(|e| ServeError::Bind(settings.listen, e))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| ServeError::Bind(settings.listen, e))?;
+    let shared = Arc::new(Shared {
+        policy: RwLock::new(Arc::new(policy)),
+        tls: RwLock::new(tls_config),
+        metrics,
+        workers: Workers::new(settings.workers),
+        draining: AtomicBool::new(false),
+        conns: Mutex::new(HashMap::new()),
+        next_id: AtomicU64::new(0),
+        settings,
+    });
+    let scheme = if shared.settings.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    info!(
+        "listening on {scheme}://{local} ({} workers, at most {} connections)",
+        shared.settings.workers, shared.settings.max_connections
+    );
+    // Tests and scripts wait for this line on stdout to know the port.
+    println!("listening on {local}");
+    let _ = std::io::stdout().flush();
+
+    let acceptor = {
+        let shared = shared.clone();
+        thread::Builder::new()
+            .name("accept".into())
+            .spawn(move || accept_loop(&shared, &listener))
+            .map_err(|e| ServeError::Bind(local, e))?
+    };
+    watch(&shared, &signals);
+    drain(&shared, local);
+    let _ = acceptor.join();
+    Ok(())
+}
+
+/// The main thread's loop: reload on SIGHUP or file change, return on
+/// SIGTERM/SIGINT.
+fn watch(shared: &Shared, signals: &Signals) {
+    let s = &shared.settings;
+    let policy_path = s.policy.file.clone();
+    let policy_fp = || policy_path.as_deref().map(|p| Fingerprint::of(&[p]));
+    let tls_fp = || s.tls.as_ref().map(|t| Fingerprint::of(&t.paths()));
+    let (mut last_policy, mut last_tls) = (policy_fp(), tls_fp());
+    let mut next_check = Instant::now() + s.reload_interval;
+    while !signals.term.load(Ordering::Acquire) {
+        thread::sleep(SIGNAL_POLL);
+        let hup = signals.hup.swap(false, Ordering::AcqRel);
+        if hup {
+            info!("SIGHUP: reloading certificate and policy");
+        } else if Instant::now() < next_check {
+            continue;
+        }
+        next_check = Instant::now() + s.reload_interval;
+        let (p, t) = (policy_fp(), tls_fp());
+        if hup || p != last_policy {
+            reload_policy(shared);
+            last_policy = p;
+        }
+        if hup || t != last_tls {
+            reload_tls(shared);
+            last_tls = t;
+        }
+    }
+    info!("shutting down: no new connections, finishing requests in flight");
+}
+
+fn reload_policy(shared: &Shared) {
+    match shared.settings.policy.load() {
+        Ok(p) => {
+            *shared
+                .policy
+                .write()
+                .unwrap_or_else(PoisonError::into_inner) = Arc::new(p);
+            shared.metrics.reload(Reloaded::Policy, true);
+            info!("policy reloaded");
+        }
+        Err(e) => {
+            shared.metrics.reload(Reloaded::Policy, false);
+            error!("policy reload failed, the previous policy stays in force: {e}");
+        }
+    }
+}
+
+fn reload_tls(shared: &Shared) {
+    let Some(files) = &shared.settings.tls else {
+        return;
+    };
+    match tls::load(files) {
+        Ok(loaded) => {
+            *shared.tls.write().unwrap_or_else(PoisonError::into_inner) = Some(loaded.config);
+            shared.metrics.set_cert_not_after(loaded.not_after);
+            shared.metrics.reload(Reloaded::Certificate, true);
+            info!("certificate reloaded; new connections use it");
+            log_cert_expiry(loaded.not_after);
+        }
+        Err(e) => {
+            shared.metrics.reload(Reloaded::Certificate, false);
+            error!("certificate reload failed, the previous certificate stays in use: {e}");
+        }
+    }
+}
+
+fn log_cert_expiry(not_after: i64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let days = (not_after - now) / 86_400;
+    if not_after <= now {
+        error!("the serving certificate has expired");
+    } else if days < 14 {
+        warn!("the serving certificate expires in {days} days");
+    } else {
+        info!("the serving certificate is valid for {days} more days");
+    }
+}
+
+/// Stops accepting, closes idle connections, waits for busy ones.
+fn drain(shared: &Shared, local: SocketAddr) {
+    shared.draining.store(true, Ordering::Release);
+    // Wake the acceptor, which blocks in accept().
+    let wake_ip = match local.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    let _ = TcpStream::connect_timeout(
+        &SocketAddr::new(wake_ip, local.port()),
+        Duration::from_secs(1),
+    );
+    let deadline = Instant::now() + shared.settings.drain_timeout;
+    loop {
+        let left = {
+            let conns = shared.conns.lock().unwrap_or_else(PoisonError::into_inner);
+            for c in conns.values() {
+                if !c.busy.load(Ordering::Acquire) {
+                    let _ = c.socket.shutdown(std::net::Shutdown::Both);
+                }
+            }
+            conns.len()
+        };
+        if left == 0 {
+            info!("all connections closed; exiting");
+            return;
+        }
+        if Instant::now() >= deadline {
+            warn!("{left} connections still busy after the drain timeout; exiting anyway");
+            return;
+        }
+        thread::sleep(DRAIN_POLL);
+    }
+}
+
+fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener) {
+    loop {
+        let (socket, peer) = match listener.accept() {
+            Ok(x) => x,
+            Err(e) => {
+                if shared.is_draining() {
+                    return;
+                }
+                // EMFILE and friends: back off instead of spinning.
+                warn!("accept failed: {e}");
+                thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        if shared.is_draining() {
+            return;
+        }
+        if shared.metrics.open_connections() >= shared.settings.max_connections as i64 {
+            shared.metrics.connection_rejected();
+            debug!(
+                "refused {peer}: {} connections open",
+                shared.settings.max_connections
+            );
+            continue;
+        }
+        let _ = socket.set_nodelay(true);
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let busy = Arc::new(AtomicBool::new(false));
+        let tracked = socket.try_clone().map(|s| Tracked {
+            socket: s,
+            busy: busy.clone(),
+        });
+        let Ok(tracked) = tracked else {
+            continue;
+        };
+        shared
+            .conns
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, tracked);
+        shared.metrics.connection_opened();
+        let shared2 = shared.clone();
+        let spawned = thread::Builder::new()
+            .name("conn".into())
+            .stack_size(CONNECTION_STACK)
+            .spawn(move || {
+                let _guard = ConnGuard {
+                    shared: &shared2,
+                    id,
+                };
+                connection(&shared2, socket, peer, &busy);
+            });
+        if let Err(e) = spawned {
+            warn!("cannot start a thread for {peer}: {e}");
+            shared
+                .conns
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&id);
+            shared.metrics.connection_closed();
+        }
+    }
+}
+
+/// Unregisters a connection however its thread ends.
+struct ConnGuard<'a> {
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl Drop for ConnGuard<'_> {
+    fn drop(&mut self) {
+        self.shared
+            .conns
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id);
+        self.shared.metrics.connection_closed();
+    }
+}
+
+/// Serves one connection: handshake, then requests until it closes.
+fn connection(shared: &Shared, socket: TcpStream, peer: SocketAddr, busy: &AtomicBool) {
+    let limits = shared.settings.limits;
+    match shared.tls_config() {
+        None => serve_requests(shared, socket, limits, busy),
+        Some(config) => match handshake(shared, config, socket) {
+            Ok(stream) => serve_requests(shared, stream, limits, busy),
+            Err(e) => {
+                shared.metrics.handshake_failed();
+                debug!("TLS handshake with {peer} failed: {e}");
+            }
+        },
+    }
+}
+
+/// Completes the TLS handshake within the handshake timeout and checks the
+/// client certificate's name.
+fn handshake(
+    shared: &Shared,
+    config: Arc<rustls::ServerConfig>,
+    mut socket: TcpStream,
+) -> Result<StreamOwned<ServerConnection, TcpStream>, String> {
+    let mut tls = ServerConnection::new(config).map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + shared.settings.handshake_timeout;
+    while tls.is_handshaking() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err("timed out".into());
+        }
+        socket
+            .set_read_timeout(Some(left))
+            .map_err(|e| e.to_string())?;
+        match tls.complete_io(&mut socket) {
+            Ok((0, 0)) if tls.is_handshaking() => return Err("connection closed".into()),
+            Ok(_) => {}
+            Err(e) => {
+                // Tell the client why, if we can (e.g. a refused certificate).
+                let _ = tls.write_tls(&mut socket);
+                return Err(e.to_string());
+            }
+        }
+    }
+    if let Some(cert) = tls.peer_certificates().and_then(|c| c.first())
+        && let Err(e) = tls::client_name_allowed(cert, &shared.settings.client_names)
+    {
+        warn!("refused a client: {e}");
+        return Err(e);
+    }
+    Ok(StreamOwned::new(tls, socket))
+}
+
+/// Reads and answers requests until the client closes, an error, or
+/// shutdown.
+fn serve_requests<T: Transport>(shared: &Shared, stream: T, limits: Limits, busy: &AtomicBool) {
+    let Ok(mut conn) = Conn::new(stream, limits) else {
+        return;
+    };
+    loop {
+        let req = match conn.read_request(busy) {
+            Ok(r) => r,
+            Err(ReadError::Closed) => break,
+            Err(ReadError::Io(e)) => {
+                debug!("connection broke mid-request: {e}");
+                break;
+            }
+            Err(ReadError::Reject(status, message)) => {
+                debug!("rejected a request: {status} {message}");
+                shared.metrics.request(
+                    crate::metrics::Endpoint::Other,
+                    crate::metrics::Outcome::Invalid,
+                    Duration::ZERO,
+                );
+                let _ = conn.write_response(&Response::text(status, message), false);
+                break;
+            }
+        };
+        let response = routes::handle(shared, &req);
+        let keep_alive = req.keep_alive && !response.close && !shared.is_draining();
+        let written = conn.write_response(&response, keep_alive);
+        busy.store(false, Ordering::Release);
+        if written.is_err() || !keep_alive {
+            break;
+        }
+    }
+    conn.stream_mut().finish();
+}

@@ -1,0 +1,218 @@
+//! Which path does what, the decision log line, and metrics per request.
+//!
+//! Review endpoints run under a worker permit (the fixed-size pool that
+//! bounds how many requests are decoded and judged at once); health and
+//! metrics do not, so they answer even when every worker is busy.
+
+use std::time::Instant;
+
+use log::{info, log_enabled, trace, warn};
+
+use crate::metrics::{Endpoint, Outcome as Counted};
+use crate::policy::{Decision, Request};
+use crate::review::{admission, imagepolicy};
+use crate::server::Shared;
+use crate::server::http::{Request as HttpRequest, Response};
+
+const JSON: &str = "application/json";
+
+/// Answers one request.
+pub fn handle(shared: &Shared, req: &HttpRequest) -> Response {
+    let started = Instant::now();
+    let (endpoint, allowed_methods) = match req.path.as_str() {
+        "/image_policy" => (Endpoint::ImagePolicy, "POST"),
+        "/validate" | "/" => (Endpoint::Validate, "POST"),
+        "/healthz" => (Endpoint::Healthz, "GET"),
+        "/readyz" => (Endpoint::Readyz, "GET"),
+        "/metrics" => (Endpoint::Metrics, "GET"),
+        _ => {
+            shared
+                .metrics
+                .request(Endpoint::Other, Counted::Invalid, started.elapsed());
+            return Response::text(404, format!("no such path: {}", req.path));
+        }
+    };
+    let (response, outcome) = if req.method != allowed_methods {
+        let mut r = Response::text(
+            405,
+            format!(
+                "{} {} is not supported; use {allowed_methods}",
+                req.method, req.path
+            ),
+        );
+        r.headers.push(("Allow", allowed_methods.to_string()));
+        (r, Counted::Invalid)
+    } else {
+        match endpoint {
+            Endpoint::Healthz => (Response::text(200, "ok"), Counted::Served),
+            Endpoint::Readyz => (readyz(shared), Counted::Served),
+            Endpoint::Metrics => (
+                Response::new(
+                    200,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    shared.metrics.render(),
+                ),
+                Counted::Served,
+            ),
+            _ if !is_json(req.content_type.as_deref()) => (
+                Response::text(
+                    415,
+                    format!(
+                        "Content-Type {:?} is not JSON; send application/json",
+                        req.content_type.as_deref().unwrap_or("")
+                    ),
+                ),
+                Counted::Invalid,
+            ),
+            _ => {
+                let _permit = shared.workers.acquire(&shared.metrics);
+                if log_enabled!(log::Level::Trace) {
+                    trace!(
+                        "{} request body: {}",
+                        req.path,
+                        String::from_utf8_lossy(&req.body)
+                    );
+                }
+                if endpoint == Endpoint::ImagePolicy {
+                    image_policy(shared, &req.body)
+                } else {
+                    validate(shared, &req.body)
+                }
+            }
+        }
+    };
+    shared.metrics.request(endpoint, outcome, started.elapsed());
+    response
+}
+
+/// JSON or unspecified (the apiserver always sends application/json).
+fn is_json(content_type: Option<&str>) -> bool {
+    let Some(ct) = content_type else {
+        return true;
+    };
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == JSON || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+fn readyz(shared: &Shared) -> Response {
+    match shared.not_ready_reason() {
+        None => Response::text(200, "ready"),
+        Some(why) => Response::text(503, why),
+    }
+}
+
+fn image_policy(shared: &Shared, body: &[u8]) -> (Response, Counted) {
+    let policy = shared.policy();
+    match imagepolicy::review(&policy, body) {
+        Err(imagepolicy::NotJson(e)) => (
+            Response::text(400, format!("request body is not JSON: {e}")),
+            Counted::Invalid,
+        ),
+        Ok((reply, outcome)) => {
+            let counted = match &outcome {
+                imagepolicy::Outcome::Decided { request, decision } => {
+                    log_decision("/image_policy", "Pod (ImageReview)", request, decision);
+                    if decision.allowed {
+                        Counted::Allowed
+                    } else {
+                        Counted::Denied
+                    }
+                }
+                imagepolicy::Outcome::Invalid(e) => {
+                    warn!("/image_policy: denied an unreadable ImageReview: {e}");
+                    Counted::Invalid
+                }
+            };
+            (Response::json(reply), counted)
+        }
+    }
+}
+
+fn validate(shared: &Shared, body: &[u8]) -> (Response, Counted) {
+    let review = match admission::parse(body) {
+        Ok(r) => r,
+        Err(e) => {
+            warn!("/validate: {e}");
+            return (Response::text(400, e), Counted::Invalid);
+        }
+    };
+    let policy = shared.policy();
+    let (reply, outcome) = admission::validate(&policy, &review);
+    let req = &review.request;
+    let what = format!(
+        "{} {} {}",
+        req.operation.as_deref().unwrap_or("?"),
+        req.kind.kind,
+        req.display_name()
+    );
+    let counted = match &outcome {
+        admission::Outcome::Skipped(why) => {
+            log::debug!("/validate: {what}: allowed without judgement: {why}");
+            Counted::Allowed
+        }
+        admission::Outcome::Invalid(e) => {
+            warn!("/validate: {what}: denied: {e}");
+            Counted::Invalid
+        }
+        admission::Outcome::Decided { request, decision } => {
+            log_decision("/validate", &what, request, decision);
+            if decision.allowed {
+                Counted::Allowed
+            } else {
+                Counted::Denied
+            }
+        }
+    };
+    (Response::json(reply), counted)
+}
+
+/// One `info` line per decision; break-glass use also at `warn`.
+fn log_decision(endpoint: &str, what: &str, request: &Request, d: &Decision) {
+    let images: Vec<&str> = request.images.iter().map(|i| i.image.as_str()).collect();
+    let ns = request.namespace.as_deref().unwrap_or("");
+    let verdict = if d.allowed { "allowed" } else { "denied" };
+    let mut detail = d.reason();
+    if detail.is_empty() {
+        detail = d.warnings().join("; ");
+    }
+    if let Some(key) = &d.break_glass {
+        warn!(
+            "{endpoint}: break-glass annotation {key:?} used in namespace {ns:?} for images {images:?}"
+        );
+    }
+    if detail.is_empty() {
+        info!("{endpoint}: {verdict}: {what} namespace={ns:?} images={images:?}");
+    } else {
+        info!("{endpoint}: {verdict}: {what} namespace={ns:?} images={images:?}: {detail}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_json;
+
+    #[test]
+    fn json_content_types() {
+        for ok in [
+            None,
+            Some("application/json"),
+            Some("application/json; charset=utf-8"),
+            Some("Application/JSON"),
+            Some("application/merge-patch+json"),
+        ] {
+            assert!(is_json(ok), "{ok:?}");
+        }
+        for bad in [
+            Some("text/plain"),
+            Some("application/x-www-form-urlencoded"),
+            Some(""),
+        ] {
+            assert!(!is_json(bad), "{bad:?}");
+        }
+    }
+}
