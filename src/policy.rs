@@ -138,6 +138,18 @@ impl Rule {
             Rule::DigestRequired => "digest-required",
         }
     }
+
+    /// A few words for places with little room (admission warnings).
+    pub fn summary(self) -> &'static str {
+        match self {
+            Rule::InvalidReference => "not a valid image reference",
+            Rule::DeniedRegistry => "registry is in deniedRegistries",
+            Rule::RegistryNotAllowed => "registry is not in allowedRegistries",
+            Rule::LatestTag => "the latest tag is not allowed",
+            Rule::Untagged => "no tag, so it resolves to :latest",
+            Rule::DigestRequired => "not pinned by digest",
+        }
+    }
 }
 
 /// A broken rule with the user-facing explanation (what, why, how to fix).

@@ -141,8 +141,7 @@ fn json_output_has_exactly_the_documented_shape() {
 #[test]
 fn documents_from_stdin_and_files() {
     // A Deployment from the apiserver fixtures, wrapped in an AdmissionReview.
-    let review =
-        fixtures().join("apiserver-1.32/admissionreview-deployment-create-latest.request.json");
+    let review = fixtures().join("admission/deployment-create-latest.request.json");
     let (code, v) = check_json(&["-f", review.to_str().unwrap()], None);
     assert_eq!(code, 1, "{v}");
     assert!(
@@ -153,7 +152,7 @@ fn documents_from_stdin_and_files() {
         "{v}"
     );
 
-    let review = fixtures().join("apiserver-1.32/imagereview-pod-create-allowed.request.json");
+    let review = fixtures().join("imagereview/pod-create-allowed.request.json");
     let (code, v) = check_json(&["-f", review.to_str().unwrap()], None);
     assert_eq!(code, 0, "{v}");
 

@@ -337,7 +337,7 @@ fn short_warnings(d: &Decision) -> Vec<String> {
             out.push(clip(format!(
                 "image policy ({why}): {}: {}",
                 who(v),
-                violation.rule.as_str()
+                violation.rule.summary()
             )));
         }
     }
@@ -346,7 +346,7 @@ fn short_warnings(d: &Decision) -> Vec<String> {
 
 fn who(v: &ImageVerdict) -> String {
     match &v.container {
-        Some(c) => format!("{} {:?}", c.name, v.image),
+        Some(c) => format!("{c} {:?}", v.image),
         None => format!("{:?}", v.image),
     }
 }
@@ -507,7 +507,7 @@ mod tests {
         assert_eq!(v["response"]["allowed"], true);
         let w = v["response"]["warnings"][0].as_str().unwrap();
         assert!(
-            w.len() <= WARNING_MAX && w.starts_with("image policy (warn mode): c0 "),
+            w.len() <= WARNING_MAX && w.starts_with("image policy (warn mode): container \"c0\" "),
             "{w}"
         );
         assert_eq!(

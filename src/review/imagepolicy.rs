@@ -76,7 +76,8 @@ impl ImageReview {
     pub fn to_request(&self) -> Result<Request, String> {
         match self.kind.as_deref() {
             Some(KIND) => {}
-            other => return Err(format!("kind is {other:?}, expected \"{KIND}\"")),
+            Some(other) => return Err(format!("kind is {other:?}, expected \"{KIND}\"")),
+            None => return Err(format!("kind is missing, expected \"{KIND}\"")),
         }
         // A missing apiVersion is tolerated, as the apiserver tolerates it
         // in replies; another version is not something we can read.
