@@ -58,7 +58,10 @@ impl Error {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             Error::Usage(_) | Error::Config(_) | Error::Input(_) => ExitCode::from(2),
-            Error::Serve(server::ServeError::Config(_)) => ExitCode::from(2),
+            // Unreadable policy, certificate or key files are configuration.
+            Error::Serve(server::ServeError::Config(_) | server::ServeError::Tls(_)) => {
+                ExitCode::from(2)
+            }
             Error::Serve(_) => ExitCode::from(1),
         }
     }

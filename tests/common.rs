@@ -237,6 +237,8 @@ impl<T: Read + std::io::Write + Send> Stream for T {}
 pub struct Client {
     stream: Box<dyn Stream>,
     buf: Vec<u8>,
+    /// The server's certificate (DER), for TLS connections.
+    pub server_cert: Vec<u8>,
 }
 
 pub fn client_config(ca: &Path, identity: Option<(&Path, &Path)>) -> Arc<rustls::ClientConfig> {
@@ -281,9 +283,15 @@ impl Client {
             Some(&b"http/1.1"[..]),
             "the server must not choose h2"
         );
+        let server_cert = conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.to_vec())
+            .unwrap_or_default();
         Ok(Client {
             stream: Box::new(rustls::StreamOwned::new(conn, sock)),
             buf: Vec::new(),
+            server_cert,
         })
     }
 
@@ -295,6 +303,7 @@ impl Client {
         Client {
             stream: Box::new(sock),
             buf: Vec::new(),
+            server_cert: Vec::new(),
         }
     }
 
@@ -308,6 +317,12 @@ impl Client {
 
     pub fn get(&mut self, path: &str) -> std::io::Result<Reply> {
         self.send_raw(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+    }
+
+    /// Sends raw bytes without waiting for a response.
+    pub fn send_raw_nowait(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)?;
+        self.stream.flush()
     }
 
     /// Sends raw bytes and reads one response.

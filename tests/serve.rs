@@ -1,0 +1,479 @@
+//! `image-bouncer serve` end to end: the real binary on 127.0.0.1 with
+//! certificates made here, spoken to over real TLS.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use crate::common::{Client, Pki, Server, client_config, fixtures, run, stderr};
+
+const REVIEW_LATEST: &str = "imagereview/pod-create-latest.request.json";
+const REVIEW_OK: &str = "imagereview/pod-create-allowed.request.json";
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(fixtures().join(name)).unwrap()
+}
+
+/// A server with a fresh PKI; returns both.
+fn tls_server(name: &str, extra: &[&str]) -> (Pki, Server) {
+    let pki = Pki::new(name);
+    let (cert, key) = pki.server("server");
+    let mut args = vec![
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let server = Server::start(&args);
+    (pki, server)
+}
+
+fn allowed(reply: &crate::common::Reply) -> bool {
+    reply.json()["status"]["allowed"].as_bool().unwrap()
+}
+
+#[test]
+fn reviews_health_and_errors_over_one_keep_alive_connection() {
+    let (pki, server) = tls_server("basic", &[]);
+    let mut c = Client::tls(server.addr, client_config(&pki.ca_file, None)).unwrap();
+    let r = c
+        .post("/image_policy?timeout=30s", &fixture(REVIEW_LATEST))
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert!(!allowed(&r));
+    let r = c
+        .post(
+            "/validate?timeout=10s",
+            &fixture("admission/pod-create-allowed.request.json"),
+        )
+        .unwrap();
+    assert_eq!(r.json()["response"]["allowed"], true);
+    let r = c
+        .post("/", &fixture("admission/pod-create-latest.request.json"))
+        .unwrap();
+    assert_eq!(r.json()["response"]["status"]["code"], 403);
+    assert_eq!(c.get("/healthz").unwrap().status, 200);
+    assert_eq!(c.get("/readyz").unwrap().text(), "ready\n");
+    let r = c.get("/image_policy").unwrap();
+    assert_eq!((r.status, r.header("allow")), (405, Some("POST")));
+    assert_eq!(c.get("/nope").unwrap().status, 404);
+    let r = c
+        .send_raw(
+            b"POST /validate HTTP/1.1\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\n{}",
+        )
+        .unwrap();
+    assert_eq!(r.status, 415);
+    let r = c.post("/validate", b"{\"kind\":").unwrap();
+    assert_eq!(r.status, 400);
+    assert!(
+        r.text().starts_with("request body is not JSON"),
+        "{}",
+        r.text()
+    );
+    // Chunked bodies are decoded too.
+    let body = fixture(REVIEW_OK);
+    let (a, b) = body.split_at(40);
+    let chunked = [
+        b"POST /image_policy HTTP/1.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(),
+        format!("{:x}\r\n", a.len()).into_bytes(),
+        a.to_vec(),
+        format!("\r\n{:x}\r\n", b.len()).into_bytes(),
+        b.to_vec(),
+        b"\r\n0\r\n\r\n".to_vec(),
+    ]
+    .concat();
+    assert!(allowed(&c.send_raw(&chunked).unwrap()));
+
+    let metrics = c.get("/metrics").unwrap().text();
+    for line in [
+        "image_bouncer_requests_total{endpoint=\"image_policy\",outcome=\"denied\"} 1",
+        "image_bouncer_requests_total{endpoint=\"image_policy\",outcome=\"allowed\"} 1",
+        "image_bouncer_requests_total{endpoint=\"validate\",outcome=\"allowed\"} 1",
+        "image_bouncer_requests_total{endpoint=\"validate\",outcome=\"denied\"} 1",
+        "image_bouncer_requests_total{endpoint=\"validate\",outcome=\"invalid\"} 2",
+        "image_bouncer_requests_total{endpoint=\"image_policy\",outcome=\"invalid\"} 1",
+        "image_bouncer_open_connections 1",
+    ] {
+        assert!(metrics.contains(line), "missing {line} in\n{metrics}");
+    }
+    let expiry: i64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("image_bouncer_certificate_expiry_timestamp_seconds "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(expiry > 1_900_000_000, "{expiry}");
+    // One info line per decision.
+    server.wait_for_log(
+        "/image_policy: denied: Pod (ImageReview) namespace=\"default\" images=[\"nginx:latest\"]",
+        Duration::from_secs(2),
+    );
+}
+
+#[test]
+fn oversize_body_gets_413_without_being_read() {
+    let (pki, server) = tls_server("oversize", &[]);
+    let mut c = Client::tls(server.addr, client_config(&pki.ca_file, None)).unwrap();
+    let started = Instant::now();
+    let r = c
+        .send_raw(b"POST /validate HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 10485760\r\n\r\n")
+        .unwrap();
+    assert_eq!(r.status, 413);
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // A body just under the cap is read and answered.
+    let mut big = br#"{"apiVersion":"imagepolicy.k8s.io/v1alpha1","kind":"ImageReview","spec":{"containers":[{"image":"nginx:1.27"}],"annotations":{"x":""#.to_vec();
+    big.extend(std::iter::repeat_n(b'a', 7 * 1024 * 1024 - 200));
+    big.extend_from_slice(b"\"}}}");
+    let mut c = Client::tls(server.addr, client_config(&pki.ca_file, None)).unwrap();
+    assert!(allowed(&c.post("/image_policy", &big).unwrap()));
+}
+
+#[test]
+fn client_certificates_are_required_and_checked() {
+    let pki = Pki::new("mtls");
+    let (cert, key) = pki.server("server");
+    let (good_cert, good_key) = pki.issue("apiserver", "kube-apiserver", &[], true);
+    let (other_cert, other_key) = pki.issue("other", "someone-else", &[], true);
+    let stranger = Pki::new("mtls-stranger");
+    let (bad_cert, bad_key) = stranger.issue("stranger", "kube-apiserver", &[], true);
+    let server = Server::start(&[
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--client-ca",
+        pki.ca_file.to_str().unwrap(),
+        "--client-name",
+        "kube-apiserver",
+    ]);
+    let with = |c: &std::path::Path, k: &std::path::Path| client_config(&pki.ca_file, Some((c, k)));
+    let mut ok = Client::tls(server.addr, with(&good_cert, &good_key)).unwrap();
+    assert_eq!(
+        ok.post("/image_policy", &fixture(REVIEW_OK))
+            .unwrap()
+            .status,
+        200
+    );
+    // No certificate, one from another CA, one with another name: refused.
+    for config in [
+        client_config(&pki.ca_file, None),
+        with(&bad_cert, &bad_key),
+        with(&other_cert, &other_key),
+    ] {
+        let refused = Client::tls(server.addr, config)
+            .and_then(|mut c| c.post("/image_policy", &fixture(REVIEW_OK)));
+        assert!(refused.is_err(), "{refused:?}");
+    }
+    server.wait_for_log(
+        "none of which is an accepted --client-name",
+        Duration::from_secs(2),
+    );
+    let metrics = ok.get("/metrics").unwrap().text();
+    assert!(
+        metrics.contains("image_bouncer_tls_handshake_failures_total 3"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn certificate_rotation_is_seen_by_new_connections() {
+    let pki = Pki::new("rotate");
+    let (cert, key) = pki.server("server");
+    let server = Server::start(&[
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--reload-interval",
+        "100ms",
+    ]);
+    let config = client_config(&pki.ca_file, None);
+    let mut old = Client::tls(server.addr, config.clone()).unwrap();
+    let first = old.server_cert.clone();
+    // Rotate in place, as cert-manager or an admin would.
+    let (new_cert, new_key) = pki.server("server2");
+    std::fs::copy(&new_key, &key).unwrap();
+    std::fs::copy(&new_cert, &cert).unwrap();
+    server.wait_for_log("certificate reloaded", Duration::from_secs(5));
+    let fresh = Client::tls(server.addr, config.clone()).unwrap();
+    assert_ne!(
+        fresh.server_cert, first,
+        "a new connection must get the new certificate"
+    );
+    assert_eq!(
+        fresh.server_cert,
+        std::fs::read(&new_cert)
+            .map(|pem| {
+                use rustls::pki_types::{CertificateDer, pem::PemObject};
+                CertificateDer::from_pem_slice(&pem).unwrap().to_vec()
+            })
+            .unwrap()
+    );
+    // The established connection keeps working.
+    assert_eq!(
+        old.post("/image_policy", &fixture(REVIEW_OK))
+            .unwrap()
+            .status,
+        200
+    );
+    // A broken certificate is refused and the current one stays in use.
+    std::fs::write(&cert, "not a certificate").unwrap();
+    server.wait_for_log("certificate reload failed", Duration::from_secs(5));
+    let still = Client::tls(server.addr, config).unwrap();
+    assert_eq!(still.server_cert, fresh.server_cert);
+}
+
+#[test]
+fn policy_reload_and_broken_policy_keeps_the_old_one() {
+    let pki = Pki::new("policy-reload");
+    let (cert, key) = pki.server("server");
+    let policy = pki.dir.join("policy.json");
+    std::fs::write(&policy, r#"{"denyLatest": true}"#).unwrap();
+    let server = Server::start(&[
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--policy",
+        policy.to_str().unwrap(),
+        "--reload-interval",
+        "100ms",
+    ]);
+    let config = client_config(&pki.ca_file, None);
+    let ask = || {
+        allowed(
+            &Client::tls(server.addr, config.clone())
+                .unwrap()
+                .post("/image_policy", &fixture(REVIEW_LATEST))
+                .unwrap(),
+        )
+    };
+    assert!(!ask());
+    std::fs::write(&policy, r#"{"denyLatest": false}"#).unwrap();
+    server.wait_for_log("policy reloaded", Duration::from_secs(5));
+    assert!(ask());
+    // Broken: the previous policy (latest allowed) stays in force.
+    std::fs::write(
+        &policy,
+        r#"{"denyLatest": "maybe", "allowedRegistries": ["x.io/UPPER"]}"#,
+    )
+    .unwrap();
+    server.wait_for_log("policy reload failed", Duration::from_secs(5));
+    assert!(
+        server
+            .log()
+            .contains("$.denyLatest: expected true or false"),
+        "{}",
+        server.log()
+    );
+    assert!(ask());
+    // SIGHUP reloads at once, whatever the file's timestamps say.
+    std::fs::write(&policy, r#"{"denyLatest": true}"#).unwrap();
+    server.signal("HUP");
+    server.wait_for_log("SIGHUP", Duration::from_secs(5));
+    let start = Instant::now();
+    while ask() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "policy not reloaded after SIGHUP"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let metrics = Client::tls(server.addr, config)
+        .unwrap()
+        .get("/metrics")
+        .unwrap()
+        .text();
+    assert!(
+        metrics.contains("image_bouncer_reloads_total{kind=\"policy\",outcome=\"failure\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn slow_and_idle_clients_do_not_starve_others() {
+    let (pki, server) = tls_server("slow", &["--request-timeout", "1s", "--workers", "2"]);
+    let config = client_config(&pki.ca_file, None);
+    // 200 idle TCP connections that never start a handshake, and 20
+    // established TLS connections trickling a request one byte at a time.
+    let idle: Vec<TcpStream> = (0..200)
+        .map(|_| TcpStream::connect(server.addr).unwrap())
+        .collect();
+    let mut trickling: Vec<Client> = (0..20)
+        .map(|_| Client::tls(server.addr, config.clone()).unwrap())
+        .collect();
+    let head = b"POST /validate HTTP/1.1\r\nContent-Length: 100\r\n\r\n{";
+    // A fresh, well-behaved client is served promptly meanwhile.
+    for round in 0..5 {
+        for c in &mut trickling {
+            let _ = c.send_raw_nowait(&head[round..round + 1]);
+        }
+        let started = Instant::now();
+        let mut good = Client::tls(server.addr, config.clone()).unwrap();
+        let r = good.post("/image_policy", &fixture(REVIEW_OK)).unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(good.get("/healthz").unwrap().status, 200);
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "round {round}: {:?}",
+            started.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The trickling clients are cut off by the request deadline with a 408.
+    std::thread::sleep(Duration::from_millis(900));
+    let r = trickling[0].read_reply().unwrap();
+    assert_eq!(r.status, 408);
+    drop(idle);
+}
+
+#[test]
+fn sigterm_drains_in_flight_requests_and_closes_idle_ones() {
+    let (pki, mut server) = tls_server("drain", &[]);
+    let config = client_config(&pki.ca_file, None);
+    let mut idle = Client::tls(server.addr, config.clone()).unwrap();
+    assert_eq!(idle.get("/healthz").unwrap().status, 200);
+    let mut inflight = Client::tls(server.addr, config.clone()).unwrap();
+    let body = fixture(REVIEW_LATEST);
+    let head = format!(
+        "POST /image_policy HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    inflight.send_raw_nowait(head.as_bytes()).unwrap();
+    inflight.send_raw_nowait(&body[..10]).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    server.signal("TERM");
+    server.wait_for_log("shutting down", Duration::from_secs(2));
+    // No new connections once draining.
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        Client::tls(server.addr, config)
+            .and_then(|mut c| c.get("/healthz"))
+            .is_err()
+    );
+    // The idle keep-alive connection was closed.
+    assert!(idle.get("/healthz").is_err());
+    // The request in flight is finished and answered, then the server exits 0.
+    inflight.send_raw_nowait(&body[10..]).unwrap();
+    let r = inflight.read_reply().unwrap();
+    assert_eq!(r.status, 200);
+    assert!(!allowed(&r));
+    assert_eq!(r.header("connection"), Some("close"));
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn startup_errors_exit_2_and_name_the_problem() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["serve"], "TLS is required"),
+        (
+            &[
+                "serve",
+                "--cert",
+                "/nonexistent.crt",
+                "--key",
+                "/nonexistent.key",
+            ],
+            "/nonexistent.crt: cannot open",
+        ),
+        (
+            &["serve", "--insecure-http", "--policy", "/nonexistent.json"],
+            "/nonexistent.json: cannot open",
+        ),
+        (&["serve", "--listen", "localhost"], "--listen"),
+    ];
+    for (args, want) in cases {
+        let out = run(args, None);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(want), "{args:?}: {}", stderr(&out));
+    }
+    // A key that does not belong to the certificate.
+    let pki = Pki::new("mismatch");
+    let (cert, _) = pki.server("a");
+    let (_, other_key) = pki.server("b");
+    let out = run(
+        &[
+            "serve",
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            other_key.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("do they belong together?"),
+        "{}",
+        stderr(&out)
+    );
+    // A port in use is a runtime failure: exit 1.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = run(&["serve", "--insecure-http", "--listen", &addr], None);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot listen on"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn insecure_http_only_when_asked_and_with_a_warning() {
+    let server = Server::start(&["--insecure-http"]);
+    let mut c = Client::plain(server.addr);
+    assert!(allowed(
+        &c.post("/image_policy", &fixture(REVIEW_OK)).unwrap()
+    ));
+    assert!(server.log().contains("serving plain HTTP"));
+}
+
+#[test]
+fn kube_image_bouncer_command_line_serves() {
+    let pki = Pki::new("compat");
+    let (cert, key) = pki.server("server");
+    // No subcommand, its flag spellings, as in its Kubernetes manifest.
+    let mut child = std::process::Command::new(crate::common::BIN)
+        .args([
+            &format!("--cert={}", cert.display()),
+            &format!("--key={}", key.display()),
+            "--debug",
+            "-p",
+            "0",
+            "--registry-whitelist=docker.io",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = [0u8; 64];
+    let n = child.stdout.as_mut().unwrap().read(&mut line).unwrap();
+    let text = String::from_utf8_lossy(&line[..n]).to_string();
+    let port: u16 = text.trim().rsplit(':').next().unwrap().parse().unwrap();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut c = Client::tls(addr, client_config(&pki.ca_file, None)).unwrap();
+    let r = c
+        .post(
+            "/image_policy",
+            &fixture("imagereview/pod-create-multicontainer-annotations.request.json"),
+        )
+        .unwrap();
+    // ghcr.io is not on the whitelist.
+    assert!(!allowed(&r));
+    assert!(
+        r.json()["status"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("ghcr.io/org/sidecar:v2")
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let _ = std::io::stdout().flush();
+}
