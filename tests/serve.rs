@@ -477,3 +477,59 @@ fn kube_image_bouncer_command_line_serves() {
     child.wait().unwrap();
     let _ = std::io::stdout().flush();
 }
+
+#[test]
+fn secret_volume_symlink_swap_is_seen() {
+    // The layout kubelet gives a mounted Secret: files are symlinks into
+    // `..data`, itself a symlink to a timestamped folder that is swapped.
+    let pki = Pki::new("symlink");
+    let vol = pki.dir.join("vol");
+    let gen1 = vol.join("..2026_11_24_01");
+    std::fs::create_dir_all(&gen1).unwrap();
+    let (c1, k1) = pki.server("gen1");
+    std::fs::copy(&c1, gen1.join("tls.crt")).unwrap();
+    std::fs::copy(&k1, gen1.join("tls.key")).unwrap();
+    std::os::unix::fs::symlink("..2026_11_24_01", vol.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/tls.crt", vol.join("tls.crt")).unwrap();
+    std::os::unix::fs::symlink("..data/tls.key", vol.join("tls.key")).unwrap();
+    let server = Server::start(&[
+        "--cert",
+        vol.join("tls.crt").to_str().unwrap(),
+        "--key",
+        vol.join("tls.key").to_str().unwrap(),
+        "--reload-interval",
+        "100ms",
+    ]);
+    let config = client_config(&pki.ca_file, None);
+    let before = Client::tls(server.addr, config.clone())
+        .unwrap()
+        .server_cert;
+    let gen2 = vol.join("..2026_11_24_02");
+    std::fs::create_dir_all(&gen2).unwrap();
+    let (c2, k2) = pki.server("gen2");
+    std::fs::copy(&c2, gen2.join("tls.crt")).unwrap();
+    std::fs::copy(&k2, gen2.join("tls.key")).unwrap();
+    // Atomic swap, as kubelet does it: a new link renamed over ..data.
+    std::os::unix::fs::symlink("..2026_11_24_02", vol.join("..data_tmp")).unwrap();
+    std::fs::rename(vol.join("..data_tmp"), vol.join("..data")).unwrap();
+    std::fs::remove_dir_all(&gen1).unwrap();
+    server.wait_for_log("certificate reloaded", Duration::from_secs(5));
+    let after = Client::tls(server.addr, config).unwrap().server_cert;
+    assert_ne!(before, after);
+}
+
+#[test]
+fn json_log_lines() {
+    let server = Server::start(&["--insecure-http", "--log-format", "json"]);
+    let mut c = Client::plain(server.addr);
+    assert!(!allowed(
+        &c.post("/image_policy", &fixture(REVIEW_LATEST)).unwrap()
+    ));
+    server.wait_for_log("/image_policy: denied", Duration::from_secs(2));
+    for line in server.log().lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["ts"].as_str().unwrap().ends_with('Z'), "{line}");
+        assert!(v["level"].is_string() && v["msg"].is_string(), "{line}");
+    }
+}

@@ -1,0 +1,236 @@
+//! Load generator for image-bouncer: N concurrent HTTPS keep-alive clients
+//! POST one body for a fixed time and check every answer, then print
+//! throughput and latency percentiles as one JSON line.
+//!
+//! cargo run --release --example loadgen -- --addr 127.0.0.1:8443 --ca ca.crt \
+//!   --path /validate --body tests/fixtures/bench/admission-v1-allowed.json -c 8 -d 5
+//!
+//! The expected verdict comes from the body's file name: a name containing
+//! `denied` must be answered `allowed: false`, any other `allowed: true`.
+//! Any other answer, a non-200 status or a broken connection counts as an
+//! error. `--new-connection` makes every request a fresh TLS handshake.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+
+struct Args {
+    addr: SocketAddr,
+    ca: String,
+    path: String,
+    body: String,
+    concurrency: usize,
+    duration: Duration,
+    new_connection: bool,
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: loadgen --addr HOST:PORT --ca FILE --path PATH --body FILE [-c N] [-d SECS] [--new-connection]"
+    );
+    std::process::exit(2);
+}
+
+fn parse_args() -> Args {
+    let mut it = std::env::args().skip(1);
+    let (mut addr, mut ca, mut path, mut body) = (None, None, None, None);
+    let (mut concurrency, mut duration, mut new_connection) = (1, 5.0, false);
+    while let Some(a) = it.next() {
+        let mut val = || it.next().unwrap_or_else(|| usage());
+        match a.as_str() {
+            "--addr" => addr = val().parse().ok(),
+            "--ca" => ca = Some(val()),
+            "--path" => path = Some(val()),
+            "--body" => body = Some(val()),
+            "-c" | "--concurrency" => concurrency = val().parse().unwrap_or_else(|_| usage()),
+            "-d" | "--duration" => duration = val().parse().unwrap_or_else(|_| usage()),
+            "--new-connection" => new_connection = true,
+            _ => usage(),
+        }
+    }
+    match (addr, ca, path, body) {
+        (Some(addr), Some(ca), Some(path), Some(body)) => Args {
+            addr,
+            ca,
+            path,
+            body,
+            concurrency,
+            duration: Duration::from_secs_f64(duration),
+            new_connection,
+        },
+        _ => usage(),
+    }
+}
+
+fn tls_config(ca: &str) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).expect("read CA file") {
+        roots.add(c.expect("CA certificate")).expect("add CA");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+type Conn = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+fn connect(addr: SocketAddr, config: &Arc<rustls::ClientConfig>) -> std::io::Result<Conn> {
+    let sock = TcpStream::connect(addr)?;
+    sock.set_nodelay(true)?;
+    sock.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let name = ServerName::try_from("localhost").expect("static name");
+    let conn =
+        rustls::ClientConnection::new(config.clone(), name).map_err(std::io::Error::other)?;
+    Ok(rustls::StreamOwned::new(conn, sock))
+}
+
+/// Sends one request and reads the response; returns the body.
+fn exchange(conn: &mut Conn, request: &[u8], buf: &mut Vec<u8>) -> std::io::Result<Vec<u8>> {
+    conn.write_all(request)?;
+    conn.flush()?;
+    buf.clear();
+    let mut chunk = [0u8; 16384];
+    loop {
+        let n = conn.read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut resp = httparse::Response::new(&mut headers);
+        if let Ok(httparse::Status::Complete(head)) = resp.parse(buf) {
+            if resp.code != Some(200) {
+                return Err(std::io::Error::other(format!("status {:?}", resp.code)));
+            }
+            let len: usize = resp
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                .and_then(|h| std::str::from_utf8(h.value).ok()?.parse().ok())
+                .ok_or_else(|| std::io::Error::other("no content-length"))?;
+            while buf.len() < head + len {
+                let n = conn.read(&mut chunk)?;
+                if n == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            return Ok(buf[head..head + len].to_vec());
+        }
+    }
+}
+
+fn main() {
+    let args = parse_args();
+    let body = std::fs::read(&args.body).expect("read body");
+    let expect_allowed = !args.body.contains("denied");
+    let needle: &[u8] = if expect_allowed {
+        b"\"allowed\":true"
+    } else {
+        b"\"allowed\":false"
+    };
+    let request: Arc<Vec<u8>> = Arc::new(
+        [
+            format!(
+                "POST {} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                args.path,
+                body.len()
+            )
+            .into_bytes(),
+            body,
+        ]
+        .concat(),
+    );
+    let config = tls_config(&args.ca);
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..args.concurrency)
+        .map(|_| {
+            let (config, request, stop) = (config.clone(), request.clone(), stop.clone());
+            let (addr, fresh) = (args.addr, args.new_connection);
+            std::thread::spawn(move || {
+                let mut latencies: Vec<u32> = Vec::with_capacity(1 << 16);
+                let mut errors = 0u64;
+                let report = |e: &dyn std::fmt::Display, errors: &mut u64| {
+                    if *errors == 0 {
+                        eprintln!("loadgen: first error: {e}");
+                    }
+                    *errors += 1;
+                };
+                let mut buf = Vec::with_capacity(16384);
+                let mut conn: Option<Conn> = None;
+                while !stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    if conn.is_none() || fresh {
+                        match connect(addr, &config) {
+                            Ok(c) => conn = Some(c),
+                            Err(e) => {
+                                report(&e, &mut errors);
+                                continue;
+                            }
+                        }
+                    }
+                    let Some(c) = conn.as_mut() else { continue };
+                    match exchange(c, &request, &mut buf) {
+                        Ok(reply) if reply.windows(needle.len()).any(|w| w == needle) => {
+                            latencies
+                                .push(u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX));
+                        }
+                        Ok(reply) => {
+                            report(
+                                &format!("unexpected verdict: {}", String::from_utf8_lossy(&reply)),
+                                &mut errors,
+                            );
+                            conn = None;
+                        }
+                        Err(e) => {
+                            report(&e, &mut errors);
+                            conn = None;
+                        }
+                    }
+                }
+                (latencies, errors)
+            })
+        })
+        .collect();
+    std::thread::sleep(args.duration);
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for w in workers {
+        let (l, e) = w.join().expect("worker thread");
+        all.extend(l);
+        errors += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if all.is_empty() {
+            return 0.0;
+        }
+        let i = ((all.len() as f64 * p).ceil() as usize).clamp(1, all.len()) - 1;
+        f64::from(all[i]) / 1000.0
+    };
+    println!(
+        "{{\"requests\":{},\"errors\":{errors},\"seconds\":{elapsed:.2},\"rps\":{:.0},\"p50_ms\":{:.3},\"p90_ms\":{:.3},\"p99_ms\":{:.3},\"max_ms\":{:.3}}}",
+        all.len(),
+        all.len() as f64 / elapsed,
+        pct(0.50),
+        pct(0.90),
+        pct(0.99),
+        all.last().map_or(0.0, |m| f64::from(*m) / 1000.0),
+    );
+    if errors > 0 {
+        std::process::exit(1);
+    }
+}
