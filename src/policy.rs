@@ -499,12 +499,17 @@ impl RegistryPattern {
             Some(rest) => (true, rest),
             None => (false, s),
         };
-        let (domain, path) = match rest.split_once('/') {
-            Some((first, p)) if wild || image_ref::looks_like_registry(first) => (first, Some(p)),
-            Some(_) => (image_ref::DOCKER_HUB, Some(rest)),
-            None if wild || image_ref::looks_like_registry(rest) => (rest, None),
-            // A bare name is a Docker Hub image, as in `docker run nginx`.
-            None => (image_ref::DOCKER_HUB, Some(rest)),
+        // A pattern without a registry is normalised like `docker run`
+        // would (`nginx` is docker.io/library/nginx); after an explicit
+        // registry the path is literal (`docker.io/library` is that
+        // namespace).
+        let (domain, path, implicit_hub) = match rest.split_once('/') {
+            Some((first, p)) if wild || image_ref::looks_like_registry(first) => {
+                (first, Some(p), false)
+            }
+            Some(_) => (image_ref::DOCKER_HUB, Some(rest), true),
+            None if wild || image_ref::looks_like_registry(rest) => (rest, None, false),
+            None => (image_ref::DOCKER_HUB, Some(rest), true),
         };
         if domain.contains('*') {
             return bad("'*' is only allowed as a leading \"*.\" in the host");
@@ -521,7 +526,7 @@ impl RegistryPattern {
         let path = match path {
             None => PathPattern::Any,
             Some(p) => {
-                let p = if host == image_ref::DOCKER_HUB && !p.contains('/') && !p.contains('*') {
+                let p = if implicit_hub && !p.contains('/') && !p.contains('*') {
                     format!("library/{p}")
                 } else {
                     p.to_string()
@@ -673,6 +678,10 @@ mod tests {
         ("nginx", "nginx-evil:1", false),
         ("nginx", "evil.com/library/nginx:1", false),
         ("library/nginx", "nginx:1", true),
+        ("docker.io/library", "nginx:1", true), // explicit registry: a literal path
+        ("docker.io/library", "acme/app:1", false),
+        ("docker.io/nginx", "nginx:1", false), // the "nginx" namespace, not library/nginx
+        ("docker.io/nginx", "nginx/nginx-ingress:1", true),
         ("acme/app", "acme/app:1", true),
         ("registry:5000", "registry:5000/app:1", true),
         ("registry:5000", "registry:5001/app:1", false),
