@@ -13,6 +13,7 @@ pub mod config;
 pub mod image_ref;
 pub mod logging;
 pub mod metrics;
+pub mod mutate;
 pub mod policy;
 pub mod review;
 pub mod server;

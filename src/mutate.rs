@@ -1,0 +1,836 @@
+//! Mutations as RFC 6902 JSON Patch operations: registry rewrite, image
+//! pull secrets, image pull policy, default storage class.
+//!
+//! Pure: an object (as JSON) and the configuration in, patch operations
+//! out. The patch is minimal — nothing is emitted for what is already as
+//! wanted — so applying it twice changes nothing. It works on
+//! `serde_json::Value` because presence matters here (an absent
+//! `storageClassName` is not an empty one). The endpoint is in `server/`,
+//! the wire format in `review/admission.rs`.
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::image_ref::{self, ImageRef};
+use crate::policy::{NamespacePattern, RegistryPattern};
+use crate::review::workload::PodPath;
+
+/// The annotation that opts an object out of every mutation.
+pub const SKIP_ANNOTATION: &str = "image-bouncer.io/skip-mutation";
+/// Records the images that were rewritten (`old=new` pairs), for audit.
+pub const REWRITTEN_ANNOTATION: &str = "image-bouncer.io/rewritten-images";
+
+/// `imagePullPolicy` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+impl PullPolicy {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "Always" => Ok(PullPolicy::Always),
+            "IfNotPresent" => Ok(PullPolicy::IfNotPresent),
+            "Never" => Ok(PullPolicy::Never),
+            other => Err(format!("{other:?} is not Always, IfNotPresent or Never")),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "Always",
+            PullPolicy::IfNotPresent => "IfNotPresent",
+            PullPolicy::Never => "Never",
+        }
+    }
+}
+
+/// Where images are moved to: `host[:port]` and an optional path prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub raw: String,
+    domain: String,
+    prefix: String,
+}
+
+impl Target {
+    /// `mirror.example.com` or `mirror.example.com:5000/dockerhub`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (domain, prefix) = s.split_once('/').unwrap_or((s, ""));
+        if !image_ref::looks_like_registry(domain) {
+            return Err(format!(
+                "{s:?}: the target must start with a registry host (with a '.' or ':', or localhost)"
+            ));
+        }
+        image_ref::validate_domain(domain)
+            .map_err(|e| format!("{s:?}: {}", image_ref::ParseError::describe(&e)))?;
+        if !prefix.is_empty() {
+            image_ref::validate_path(prefix)
+                .map_err(|e| format!("{s:?}: {}", image_ref::ParseError::describe(&e)))?;
+        }
+        Ok(Target {
+            raw: s.to_string(),
+            domain: domain.to_string(),
+            prefix: prefix.to_string(),
+        })
+    }
+
+    /// Whether the image already lives under this target.
+    fn holds(&self, r: &ImageRef) -> bool {
+        r.domain().eq_ignore_ascii_case(&self.domain)
+            && (self.prefix.is_empty()
+                || r.path()
+                    .strip_prefix(self.prefix.as_str())
+                    .is_some_and(|rest| rest.starts_with('/')))
+    }
+
+    fn rewrite(&self, r: &ImageRef) -> String {
+        r.with_domain_and_prefix(&self.domain, &self.prefix)
+    }
+}
+
+/// The mutating webhook's configuration, validated.
+#[derive(Debug, Clone, Default)]
+pub struct MutateConfig {
+    /// Move every image here (unless ignored or mirrored elsewhere).
+    pub rewrite_registry: Option<Target>,
+    /// Per source registry (`host[:port]`, lowercase): where its images go.
+    pub registry_mirrors: Vec<(String, Target)>,
+    /// Images never rewritten.
+    pub ignored_registries: Vec<RegistryPattern>,
+    pub image_pull_secrets: Vec<String>,
+    /// Add only missing secrets instead of replacing the list.
+    pub append_pull_secrets: bool,
+    pub image_pull_policy: Option<PullPolicy>,
+    pub default_storage_class: Option<String>,
+    pub exclude_namespaces: Vec<NamespacePattern>,
+    /// Also mutate pod templates of workloads (off: GitOps tools would see
+    /// drift between the stored object and their manifests).
+    pub mutate_templates: bool,
+}
+
+impl MutateConfig {
+    /// True when no mutation is configured at all.
+    pub fn is_empty(&self) -> bool {
+        self.rewrite_registry.is_none()
+            && self.registry_mirrors.is_empty()
+            && self.image_pull_secrets.is_empty()
+            && self.image_pull_policy.is_none()
+            && self.default_storage_class.is_none()
+    }
+}
+
+/// One JSON Patch operation.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct PatchOp {
+    pub op: &'static str,
+    pub path: String,
+    pub value: Value,
+}
+
+/// What to mutate.
+pub struct Subject<'a> {
+    pub group: &'a str,
+    pub kind: &'a str,
+    pub operation: &'a str,
+    pub namespace: Option<&'a str>,
+    pub object: &'a Value,
+    pub old_object: Option<&'a Value>,
+}
+
+/// The result: patch operations and a human summary for the log.
+#[derive(Debug, Default, PartialEq)]
+pub struct Mutation {
+    pub patch: Vec<PatchOp>,
+    /// (old image, new image) for every rewritten container.
+    pub rewrites: Vec<(String, String)>,
+    /// Other changes, in words, for the log.
+    pub notes: Vec<String>,
+    /// Why nothing was looked at, if so.
+    pub skipped: Option<String>,
+}
+
+/// Escapes one JSON Pointer token (RFC 6901): `~` -> `~0`, `/` -> `~1`.
+pub fn pointer_token(s: &str) -> String {
+    s.replace('~', "~0").replace('/', "~1")
+}
+
+/// Computes the patch for an object.
+pub fn mutate(cfg: &MutateConfig, t: &Subject<'_>) -> Mutation {
+    let skip = |why: String| Mutation {
+        skipped: Some(why),
+        ..Mutation::default()
+    };
+    if t.operation != "CREATE" && t.operation != "UPDATE" {
+        return skip(format!("operation {} is not mutated", t.operation));
+    }
+    if let Some(ns) = t.namespace
+        && cfg.exclude_namespaces.iter().any(|p| p.matches(ns))
+    {
+        return skip(format!("namespace {ns:?} is excluded"));
+    }
+    let opted_out = t
+        .object
+        .pointer(&format!(
+            "/metadata/annotations/{}",
+            pointer_token(SKIP_ANNOTATION)
+        ))
+        .and_then(Value::as_str)
+        == Some("true");
+    if opted_out {
+        return skip(format!("annotation {SKIP_ANNOTATION}: \"true\""));
+    }
+    if (t.group, t.kind) == ("", "PersistentVolumeClaim") {
+        return storage_class(cfg, t);
+    }
+    let Some(path) = PodPath::of(t.group, t.kind) else {
+        return skip(format!("kind {}/{} is not mutated", t.group, t.kind));
+    };
+    if path != PodPath::Pod && !cfg.mutate_templates {
+        return skip(format!(
+            "{} templates are not mutated (mutateTemplates is off)",
+            t.kind
+        ));
+    }
+    let base = path.pointer();
+    let Some(pod) = t.object.pointer(base) else {
+        return skip(format!("{} has no pod template", t.kind));
+    };
+    let old_pod = t.old_object.and_then(|o| o.pointer(base));
+    // A running pod's pull policy and pull secrets cannot change; only a
+    // changed image (and a new ephemeral container) may be patched.
+    let running_pod = path == PodPath::Pod && t.operation == "UPDATE";
+    let mut m = Mutation::default();
+    pod_spec(cfg, pod, old_pod, base, running_pod, &mut m);
+    record_rewrites(t.object, base, &mut m);
+    m
+}
+
+fn storage_class(cfg: &MutateConfig, t: &Subject<'_>) -> Mutation {
+    let mut m = Mutation::default();
+    let Some(class) = &cfg.default_storage_class else {
+        return m;
+    };
+    if t.operation != "CREATE" {
+        m.skipped = Some("storage classes are only defaulted on CREATE".into());
+        return m;
+    }
+    // Absent (or null) only: "" asks for static binding, a name is a choice.
+    let current = t.object.pointer("/spec/storageClassName");
+    if current.is_none_or(Value::is_null) && t.object.get("spec").is_some_and(Value::is_object) {
+        m.patch.push(PatchOp {
+            op: "add",
+            path: "/spec/storageClassName".into(),
+            value: json!(class),
+        });
+        m.notes.push(format!("storageClassName set to {class:?}"));
+    }
+    m
+}
+
+/// Container lists of a pod spec, by JSON key.
+const LISTS: [&str; 3] = ["containers", "initContainers", "ephemeralContainers"];
+
+fn pod_spec(
+    cfg: &MutateConfig,
+    pod: &Value,
+    old_pod: Option<&Value>,
+    base: &str,
+    running_pod: bool,
+    m: &mut Mutation,
+) {
+    let old_image = |list: &str, name: Option<&str>| -> Option<String> {
+        let old = old_pod?.pointer(&format!("/spec/{list}"))?.as_array()?;
+        old.iter()
+            .find(|c| c.get("name").and_then(Value::as_str) == name)
+            .and_then(|c| c.get("image")?.as_str().map(str::to_string))
+    };
+    for list in LISTS {
+        let Some(containers) = pod
+            .pointer(&format!("/spec/{list}"))
+            .and_then(Value::as_array)
+        else {
+            continue;
+        };
+        for (i, c) in containers.iter().enumerate() {
+            let at = format!("{base}/spec/{list}/{i}");
+            let name = c.get("name").and_then(Value::as_str);
+            let image = c.get("image").and_then(Value::as_str);
+            let before = old_image(list, name);
+            let is_new = before.is_none();
+            let changed = before.as_deref() != image;
+            if let Some(image) = image
+                && (!running_pod || changed)
+                && let Some(new) = rewrite_image(cfg, image)
+            {
+                m.patch.push(PatchOp {
+                    op: "replace",
+                    path: format!("{at}/image"),
+                    value: json!(new),
+                });
+                m.rewrites.push((image.to_string(), new));
+            }
+            let may_set_policy = !running_pod || (list == "ephemeralContainers" && is_new);
+            if let Some(policy) = cfg.image_pull_policy
+                && may_set_policy
+            {
+                match c.get("imagePullPolicy").and_then(Value::as_str) {
+                    Some(p) if p == policy.as_str() => {}
+                    current => {
+                        m.patch.push(PatchOp {
+                            op: if current.is_some() { "replace" } else { "add" },
+                            path: format!("{at}/imagePullPolicy"),
+                            value: json!(policy.as_str()),
+                        });
+                        m.notes
+                            .push(format!("{list}[{i}].imagePullPolicy = {}", policy.as_str()));
+                    }
+                }
+            }
+        }
+    }
+    if !running_pod {
+        pull_secrets(cfg, pod, base, m);
+    }
+}
+
+/// Where an image should live instead, if anywhere.
+pub fn rewrite_image(cfg: &MutateConfig, image: &str) -> Option<String> {
+    // An invalid reference is left as it is: validation will refuse it
+    // with the parse error, which a rewrite would only obscure.
+    let r = ImageRef::parse(image).ok()?;
+    if cfg.ignored_registries.iter().any(|p| p.matches(&r)) {
+        return None;
+    }
+    let domain = r.domain().to_ascii_lowercase();
+    let target = cfg
+        .registry_mirrors
+        .iter()
+        .find(|(from, _)| *from == domain)
+        .map(|(_, to)| to)
+        .or(cfg.rewrite_registry.as_ref())?;
+    let all_targets = cfg
+        .registry_mirrors
+        .iter()
+        .map(|(_, t)| t)
+        .chain(&cfg.rewrite_registry);
+    if all_targets.into_iter().any(|t| t.holds(&r)) {
+        return None;
+    }
+    Some(target.rewrite(&r))
+}
+
+fn pull_secrets(cfg: &MutateConfig, pod: &Value, base: &str, m: &mut Mutation) {
+    if cfg.image_pull_secrets.is_empty() {
+        return;
+    }
+    let path = format!("{base}/spec/imagePullSecrets");
+    let wanted =
+        |names: &[String]| -> Value { names.iter().map(|n| json!({ "name": n })).collect() };
+    let existing = pod
+        .pointer("/spec/imagePullSecrets")
+        .and_then(Value::as_array);
+    let Some(existing) = existing else {
+        m.patch.push(PatchOp {
+            op: "add",
+            path,
+            value: wanted(&cfg.image_pull_secrets),
+        });
+        m.notes
+            .push(format!("imagePullSecrets {:?}", cfg.image_pull_secrets));
+        return;
+    };
+    let names: Vec<&str> = existing
+        .iter()
+        .filter_map(|s| s.get("name")?.as_str())
+        .collect();
+    if cfg.append_pull_secrets {
+        for n in &cfg.image_pull_secrets {
+            if !names.contains(&n.as_str()) {
+                m.patch.push(PatchOp {
+                    op: "add",
+                    path: format!("{path}/-"),
+                    value: json!({ "name": n }),
+                });
+                m.notes.push(format!("imagePullSecrets += {n:?}"));
+            }
+        }
+    } else if names
+        != cfg
+            .image_pull_secrets
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+        || names.len() != existing.len()
+    {
+        m.patch.push(PatchOp {
+            op: "replace",
+            path,
+            value: wanted(&cfg.image_pull_secrets),
+        });
+        m.notes
+            .push(format!("imagePullSecrets = {:?}", cfg.image_pull_secrets));
+    }
+}
+
+/// Adds the audit annotation listing rewritten images (`old=new,...`) on
+/// the pod or template metadata, where the pods will carry it; on UPDATE
+/// the new pairs are appended to what is recorded already.
+fn record_rewrites(object: &Value, base: &str, m: &mut Mutation) {
+    if m.rewrites.is_empty() {
+        return;
+    }
+    let mut value: Vec<String> = m.rewrites.iter().map(|(a, b)| format!("{a}={b}")).collect();
+    let meta = object.pointer(&format!("{base}/metadata"));
+    let annotations = meta
+        .and_then(|md| md.get("annotations"))
+        .filter(|a| a.is_object());
+    if let Some(before) = annotations
+        .and_then(|a| a.get(REWRITTEN_ANNOTATION))
+        .and_then(Value::as_str)
+    {
+        value.insert(0, before.to_string());
+    }
+    let value = value.join(",");
+    let op = if annotations.is_some() {
+        PatchOp {
+            op: "add",
+            path: format!(
+                "{base}/metadata/annotations/{}",
+                pointer_token(REWRITTEN_ANNOTATION)
+            ),
+            value: json!(value),
+        }
+    } else if meta.is_some_and(Value::is_object) {
+        PatchOp {
+            op: "add",
+            path: format!("{base}/metadata/annotations"),
+            value: json!({ REWRITTEN_ANNOTATION: value }),
+        }
+    } else {
+        PatchOp {
+            op: "add",
+            path: format!("{base}/metadata"),
+            value: json!({ "annotations": { REWRITTEN_ANNOTATION: value } }),
+        }
+    };
+    m.patch.push(op);
+}
+
+/// Standard base64 with padding (RFC 4648), for the `patch` field.
+pub fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18, 12, 6, 0].iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> shift) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn cfg() -> MutateConfig {
+        MutateConfig {
+            rewrite_registry: Some(Target::parse("mirror.example.com").unwrap()),
+            ..MutateConfig::default()
+        }
+    }
+
+    /// Applies our patch with the independent json-patch crate.
+    fn apply(doc: &Value, patch: &[PatchOp]) -> Value {
+        let p: json_patch::Patch =
+            serde_json::from_value(serde_json::to_value(patch).unwrap()).unwrap();
+        let mut out = doc.clone();
+        json_patch::patch(&mut out, &p).unwrap_or_else(|e| panic!("{e}: {patch:#?}"));
+        out
+    }
+
+    fn subject<'a>(
+        kind: (&'a str, &'a str),
+        op: &'a str,
+        object: &'a Value,
+        old: Option<&'a Value>,
+    ) -> Subject<'a> {
+        Subject {
+            group: kind.0,
+            kind: kind.1,
+            operation: op,
+            namespace: Some("default"),
+            object,
+            old_object: old,
+        }
+    }
+
+    const POD: (&str, &str) = ("", "Pod");
+
+    #[test]
+    fn rewrite_table() {
+        let mut c = cfg();
+        c.ignored_registries = vec![RegistryPattern::parse("registry.k8s.io").unwrap()];
+        let digest_ref = format!("ghcr.io/org/app:v1@{D}");
+        let digest_out = format!("mirror.example.com/org/app:v1@{D}");
+        let cases: Vec<(&str, Option<&str>)> = vec![
+            ("nginx:1.27", Some("mirror.example.com/library/nginx:1.27")),
+            ("nginx", Some("mirror.example.com/library/nginx")), // no tag added
+            ("quay.io/team/app:1", Some("mirror.example.com/team/app:1")),
+            ("registry:5000/app", Some("mirror.example.com/app")), // ':' makes it a registry
+            ("localhost/app:2", Some("mirror.example.com/app:2")),
+            ("[::1]:5000/app:2", Some("mirror.example.com/app:2")),
+            (&digest_ref, Some(&digest_out)),
+            ("mirror.example.com/library/nginx:1", None), // already there
+            ("MIRROR.example.com/x:1", None),             // host case ignored
+            ("registry.k8s.io/pause:3.10", None),         // ignored registry
+            ("NGINX:1", None),                            // invalid: left to validation
+        ];
+        for (image, want) in cases {
+            assert_eq!(rewrite_image(&c, image).as_deref(), want, "{image}");
+        }
+    }
+
+    #[test]
+    fn per_registry_mirrors() {
+        let c = MutateConfig {
+            registry_mirrors: vec![
+                (
+                    "docker.io".into(),
+                    Target::parse("mirror.example.com/dockerhub").unwrap(),
+                ),
+                (
+                    "ghcr.io".into(),
+                    Target::parse("mirror.example.com/ghcr").unwrap(),
+                ),
+            ],
+            ..MutateConfig::default()
+        };
+        assert_eq!(
+            rewrite_image(&c, "nginx:1").as_deref(),
+            Some("mirror.example.com/dockerhub/library/nginx:1")
+        );
+        assert_eq!(
+            rewrite_image(&c, "ghcr.io/acme/app:1").as_deref(),
+            Some("mirror.example.com/ghcr/acme/app:1")
+        );
+        assert_eq!(
+            rewrite_image(&c, "quay.io/a/b:1"),
+            None,
+            "unmapped registries stay"
+        );
+        assert_eq!(
+            rewrite_image(&c, "mirror.example.com/ghcr/acme/app:1"),
+            None
+        );
+        // Only at a path boundary: ghcrx is not below ghcr.
+        let t = Target::parse("mirror.example.com/ghcr").unwrap();
+        assert!(!t.holds(&ImageRef::parse("mirror.example.com/ghcrx/a:1").unwrap()));
+    }
+
+    #[test]
+    fn targets_are_validated() {
+        for bad in [
+            "mirror",
+            "https://mirror.example.com",
+            "mirror.example.com/Upper",
+            "-x.io",
+        ] {
+            assert!(Target::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn full_cfg() -> MutateConfig {
+        MutateConfig {
+            image_pull_secrets: vec!["regcred".into()],
+            image_pull_policy: Some(PullPolicy::Always),
+            ..cfg()
+        }
+    }
+
+    #[test]
+    fn pod_create_with_every_container_list() {
+        let pod = json!({"metadata": {"name": "p"}, "spec": {
+            "containers": [{"name": "app", "image": "nginx:1.27", "imagePullPolicy": "IfNotPresent"}],
+            "initContainers": [{"name": "init", "image": "busybox:1.36"}],
+            "ephemeralContainers": [{"name": "dbg", "image": "mirror.example.com/tools/dbg:1", "imagePullPolicy": "Always"}]
+        }});
+        let m = mutate(&full_cfg(), &subject(POD, "CREATE", &pod, None));
+        let out = apply(&pod, &m.patch);
+        assert_eq!(
+            out["spec"]["containers"][0]["image"],
+            "mirror.example.com/library/nginx:1.27"
+        );
+        assert_eq!(out["spec"]["containers"][0]["imagePullPolicy"], "Always");
+        assert_eq!(
+            out["spec"]["initContainers"][0]["image"],
+            "mirror.example.com/library/busybox:1.36"
+        );
+        assert_eq!(
+            out["spec"]["initContainers"][0]["imagePullPolicy"],
+            "Always"
+        );
+        assert_eq!(
+            out["spec"]["ephemeralContainers"][0]["image"],
+            "mirror.example.com/tools/dbg:1"
+        );
+        assert_eq!(
+            out["spec"]["imagePullSecrets"],
+            json!([{"name": "regcred"}])
+        );
+        assert_eq!(
+            out["metadata"]["annotations"][REWRITTEN_ANNOTATION],
+            "nginx:1.27=mirror.example.com/library/nginx:1.27,busybox:1.36=mirror.example.com/library/busybox:1.36"
+        );
+        // Minimal: the ephemeral container needed nothing, so no op names it.
+        assert!(
+            !m.patch
+                .iter()
+                .any(|op| op.path.contains("ephemeralContainers")),
+            "{:#?}",
+            m.patch
+        );
+        // Idempotent: the patched pod needs no further patch.
+        assert_eq!(
+            mutate(&full_cfg(), &subject(POD, "CREATE", &out, None)).patch,
+            vec![]
+        );
+    }
+
+    #[test]
+    fn pod_update_only_rewrites_changed_images() {
+        let old = json!({"metadata": {"annotations": {"a/b~c": "x"}}, "spec": {
+            "containers": [{"name": "app", "image": "nginx:1.27"}, {"name": "side", "image": "envoy:1"}],
+            "ephemeralContainers": [{"name": "dbg1", "image": "busybox:1"}]
+        }});
+        let mut new = old.clone();
+        new["spec"]["containers"][1]["image"] = json!("envoy:2");
+        new["spec"]["ephemeralContainers"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "dbg2", "image": "busybox:2"}));
+        let m = mutate(&full_cfg(), &subject(POD, "UPDATE", &new, Some(&old)));
+        let paths: Vec<&str> = m.patch.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "/spec/containers/1/image",
+                "/spec/ephemeralContainers/1/image",
+                "/spec/ephemeralContainers/1/imagePullPolicy",
+                "/metadata/annotations/image-bouncer.io~1rewritten-images",
+            ]
+        );
+        let out = apply(&new, &m.patch);
+        assert_eq!(
+            out["spec"]["containers"][0]["image"], "nginx:1.27",
+            "unchanged image kept"
+        );
+        assert_eq!(out["metadata"]["annotations"]["a/b~c"], "x");
+        assert_eq!(
+            out["metadata"]["annotations"]["image-bouncer.io/rewritten-images"],
+            "envoy:2=mirror.example.com/library/envoy:2,busybox:2=mirror.example.com/library/busybox:2"
+        );
+        assert!(
+            out["spec"].get("imagePullSecrets").is_none(),
+            "pull secrets are immutable on a pod"
+        );
+    }
+
+    #[test]
+    fn workloads_only_with_mutate_templates() {
+        let deploy = json!({"metadata": {"name": "d"}, "spec": {"template": {"metadata": {"labels": {"app": "d"}}, "spec": {"containers": [{"name": "c", "image": "nginx:1"}]}}}});
+        let kind = ("apps", "Deployment");
+        let m = mutate(&full_cfg(), &subject(kind, "CREATE", &deploy, None));
+        assert!(m.patch.is_empty());
+        assert!(m.skipped.unwrap().contains("mutateTemplates"));
+        let c = MutateConfig {
+            mutate_templates: true,
+            ..full_cfg()
+        };
+        let m = mutate(&c, &subject(kind, "CREATE", &deploy, None));
+        let out = apply(&deploy, &m.patch);
+        let t = &out["spec"]["template"];
+        assert_eq!(
+            t["spec"]["containers"][0]["image"],
+            "mirror.example.com/library/nginx:1"
+        );
+        assert_eq!(t["spec"]["imagePullSecrets"], json!([{"name": "regcred"}]));
+        assert_eq!(
+            t["metadata"]["annotations"][REWRITTEN_ANNOTATION],
+            "nginx:1=mirror.example.com/library/nginx:1"
+        );
+        // Workload templates are mutable: UPDATE is mutated like CREATE.
+        assert_eq!(
+            mutate(&c, &subject(kind, "UPDATE", &deploy, Some(&deploy))).patch,
+            m.patch
+        );
+        // A CronJob's template is deeper.
+        let cj = json!({"spec": {"jobTemplate": {"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "x:1"}]}}}}}});
+        let m = mutate(&c, &subject(("batch", "CronJob"), "CREATE", &cj, None));
+        let out = apply(&cj, &m.patch);
+        assert_eq!(
+            out.pointer("/spec/jobTemplate/spec/template/spec/containers/0/image")
+                .unwrap(),
+            "mirror.example.com/library/x:1"
+        );
+        assert!(
+            out.pointer("/spec/jobTemplate/spec/template/metadata/annotations")
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn pull_secrets_append_and_replace() {
+        let pod = |secrets: Value| json!({"spec": {"containers": [], "imagePullSecrets": secrets}});
+        let base = MutateConfig {
+            image_pull_secrets: vec!["a".into(), "b".into()],
+            ..MutateConfig::default()
+        };
+        let append = MutateConfig {
+            append_pull_secrets: true,
+            ..base.clone()
+        };
+        let cases = [
+            (
+                &append,
+                json!([{"name": "x"}, {"name": "a"}]),
+                json!([{"name": "x"}, {"name": "a"}, {"name": "b"}]),
+            ),
+            (
+                &append,
+                json!([{"name": "a"}, {"name": "b"}]),
+                json!([{"name": "a"}, {"name": "b"}]),
+            ),
+            (&append, json!([]), json!([{"name": "a"}, {"name": "b"}])),
+            (
+                &base,
+                json!([{"name": "x"}]),
+                json!([{"name": "a"}, {"name": "b"}]),
+            ),
+            (
+                &base,
+                json!([{"name": "b"}, {"name": "a"}]),
+                json!([{"name": "a"}, {"name": "b"}]),
+            ),
+        ];
+        for (c, before, after) in cases {
+            let p = pod(before.clone());
+            let m = mutate(c, &subject(POD, "CREATE", &p, None));
+            assert_eq!(
+                apply(&p, &m.patch)["spec"]["imagePullSecrets"],
+                after,
+                "{before}"
+            );
+        }
+        // Already as wanted: no operation at all.
+        let p = pod(json!([{"name": "a"}, {"name": "b"}]));
+        assert!(
+            mutate(&base, &subject(POD, "CREATE", &p, None))
+                .patch
+                .is_empty()
+        );
+        // Absent list: added as a list of objects, never a nested array.
+        let p = json!({"spec": {"containers": []}});
+        let m = mutate(&append, &subject(POD, "CREATE", &p, None));
+        assert_eq!(
+            apply(&p, &m.patch)["spec"]["imagePullSecrets"],
+            json!([{"name": "a"}, {"name": "b"}])
+        );
+    }
+
+    #[test]
+    fn storage_class_only_when_absent() {
+        let c = MutateConfig {
+            default_storage_class: Some("fast".into()),
+            ..MutateConfig::default()
+        };
+        let pvc = |spec: Value| json!({"metadata": {"name": "data"}, "spec": spec});
+        let kind = ("", "PersistentVolumeClaim");
+        let cases = [
+            (json!({"resources": {}}), json!("fast")),
+            (json!({"storageClassName": null}), json!("fast")),
+            (json!({"storageClassName": ""}), json!("")), // static binding kept
+            (json!({"storageClassName": "slow"}), json!("slow")),
+        ];
+        for (spec, want) in cases {
+            let p = pvc(spec.clone());
+            let m = mutate(&c, &subject(kind, "CREATE", &p, None));
+            assert_eq!(
+                apply(&p, &m.patch)["spec"]["storageClassName"],
+                want,
+                "{spec}"
+            );
+        }
+        let p = pvc(json!({}));
+        assert!(
+            mutate(&c, &subject(kind, "UPDATE", &p, Some(&p)))
+                .patch
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn scope_namespace_and_opt_out() {
+        let pod = json!({"metadata": {"annotations": {SKIP_ANNOTATION: "true"}}, "spec": {"containers": [{"name": "c", "image": "nginx:1"}]}});
+        let m = mutate(&full_cfg(), &subject(POD, "CREATE", &pod, None));
+        assert!(m.patch.is_empty() && m.skipped.unwrap().contains(SKIP_ANNOTATION));
+        let pod = json!({"spec": {"containers": [{"name": "c", "image": "nginx:1"}]}});
+        let c = MutateConfig {
+            exclude_namespaces: vec![NamespacePattern::parse("kube-*").unwrap()],
+            ..full_cfg()
+        };
+        let mut s = subject(POD, "CREATE", &pod, None);
+        s.namespace = Some("kube-system");
+        assert!(mutate(&c, &s).patch.is_empty());
+        s.namespace = Some("default");
+        assert!(!mutate(&c, &s).patch.is_empty());
+        s.operation = "DELETE";
+        assert!(mutate(&c, &s).patch.is_empty());
+    }
+
+    #[test]
+    fn pointer_escaping() {
+        assert_eq!(
+            pointer_token("image-bouncer.io/rewritten-images"),
+            "image-bouncer.io~1rewritten-images"
+        );
+        assert_eq!(pointer_token("a~b/c~1"), "a~0b~1c~01");
+        // The escaped path lands on the literal key.
+        let doc = json!({"m": {"a~b/c": 1}});
+        let op = PatchOp {
+            op: "replace",
+            path: format!("/m/{}", pointer_token("a~b/c")),
+            value: json!(2),
+        };
+        assert_eq!(apply(&doc, &[op])["m"]["a~b/c"], 2);
+    }
+
+    #[test]
+    fn base64_vectors() {
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(plain.as_bytes()), encoded);
+        }
+    }
+}
