@@ -16,6 +16,7 @@ use serde_json::Value;
 use crate::Error;
 use crate::cli::CheckArgs;
 use crate::config::{read_limited, type_name};
+use crate::mutate::{self, MutateConfig, PatchOp, Subject};
 use crate::policy::{Decision, ImageInput, Policy, Request};
 use crate::review::admission::{self, PodObjects};
 use crate::review::imagepolicy;
@@ -44,8 +45,12 @@ pub struct ImageReport {
 
 /// Runs the command; `Ok(true)` when every image is allowed.
 pub fn run(args: &CheckArgs) -> Result<bool, Error> {
+    if args.mutate {
+        return print_patches(args).map(|()| true);
+    }
     let policy = args.policy_flags().load()?;
     let mut requests = Vec::new();
+    let texts = read_documents(args)?;
     if !args.images.is_empty() {
         requests.push(Request {
             namespace: args.namespace.clone(),
@@ -53,25 +58,9 @@ pub fn run(args: &CheckArgs) -> Result<bool, Error> {
             images: args.images.iter().map(ImageInput::bare).collect(),
         });
     }
-    for f in &args.file {
-        let (name, text) = if f == "-" {
-            let mut text = String::new();
-            std::io::stdin()
-                .take(DOCUMENT_MAX + 1)
-                .read_to_string(&mut text)
-                .map_err(|e| Error::Input(format!("stdin: cannot read: {e}")))?;
-            if text.len() as u64 > DOCUMENT_MAX {
-                return Err(Error::Input(format!(
-                    "stdin: larger than {DOCUMENT_MAX} bytes"
-                )));
-            }
-            ("stdin".to_string(), text)
-        } else {
-            let text = read_limited(Path::new(f), DOCUMENT_MAX).map_err(Error::Input)?;
-            (f.clone(), text)
-        };
+    for (name, text) in &texts {
         requests.extend(
-            requests_from_text(&text, args.namespace.as_deref())
+            requests_from_text(text, args.namespace.as_deref())
                 .map_err(|e| Error::Input(format!("{name}: {e}")))?,
         );
     }
@@ -92,6 +81,145 @@ pub fn run(args: &CheckArgs) -> Result<bool, Error> {
         print!("{}", render_text(&report));
     }
     Ok(report.allowed)
+}
+
+/// Reads every `-f` file (or stdin) as text, with a name for messages.
+fn read_documents(args: &CheckArgs) -> Result<Vec<(String, String)>, Error> {
+    let mut out = Vec::new();
+    for f in &args.file {
+        if f == "-" {
+            let mut text = String::new();
+            std::io::stdin()
+                .take(DOCUMENT_MAX + 1)
+                .read_to_string(&mut text)
+                .map_err(|e| Error::Input(format!("stdin: cannot read: {e}")))?;
+            if text.len() as u64 > DOCUMENT_MAX {
+                return Err(Error::Input(format!(
+                    "stdin: larger than {DOCUMENT_MAX} bytes"
+                )));
+            }
+            out.push(("stdin".to_string(), text));
+        } else {
+            let text = read_limited(Path::new(f), DOCUMENT_MAX).map_err(Error::Input)?;
+            out.push((f.clone(), text));
+        }
+    }
+    Ok(out)
+}
+
+/// `check --mutate`: one JSON Patch per object, one per line.
+fn print_patches(args: &CheckArgs) -> Result<(), Error> {
+    if args.file.is_empty() || !args.images.is_empty() {
+        return Err(Error::Usage(
+            "--mutate reads objects with -f and takes no image arguments".into(),
+        ));
+    }
+    let rules = args.policy_flags().load_rules()?;
+    for (name, text) in read_documents(args)? {
+        let patches = patches_from_text(&rules.mutate, &text, args.namespace.as_deref())
+            .map_err(|e| Error::Input(format!("{name}: {e}")))?;
+        for p in patches {
+            println!("{}", serde_json::to_string(&p).unwrap_or_default());
+        }
+    }
+    Ok(())
+}
+
+/// The patches `/mutate` would return for every object in `text`: an
+/// AdmissionReview as it is, any other object as if it were created.
+pub fn patches_from_text(
+    cfg: &MutateConfig,
+    text: &str,
+    namespace: Option<&str>,
+) -> Result<Vec<Vec<PatchOp>>, String> {
+    let mut out = Vec::new();
+    for (n, doc) in serde_json::Deserializer::from_str(text)
+        .into_iter::<Value>()
+        .enumerate()
+    {
+        let doc = doc.map_err(|e| format!("document {}: not valid JSON: {e}", n + 1))?;
+        collect_patches(cfg, &doc, namespace, 0, &mut out)?;
+    }
+    Ok(out)
+}
+
+fn collect_patches(
+    cfg: &MutateConfig,
+    doc: &Value,
+    namespace: Option<&str>,
+    depth: usize,
+    out: &mut Vec<Vec<PatchOp>>,
+) -> Result<(), String> {
+    if depth > NESTING_MAX {
+        return Err(format!("lists nested deeper than {NESTING_MAX}"));
+    }
+    let items = match doc {
+        Value::Array(items) => Some(items),
+        _ if doc
+            .get("kind")
+            .and_then(Value::as_str)
+            .is_some_and(|k| k.ends_with("List")) =>
+        {
+            doc.get("items").and_then(Value::as_array)
+        }
+        _ => None,
+    };
+    if let Some(items) = items {
+        for item in items {
+            collect_patches(cfg, item, namespace, depth + 1, out)?;
+        }
+        return Ok(());
+    }
+    let kind = doc
+        .get("kind")
+        .and_then(Value::as_str)
+        .ok_or("expected a Kubernetes object with a \"kind\"")?;
+    if kind == admission::KIND {
+        let text = doc.to_string();
+        let review = admission::parse(text.as_bytes()).map_err(|e| e.to_string())?;
+        let req = &review.request;
+        let get = |raw: Option<&serde_json::value::RawValue>| {
+            raw.and_then(|r| serde_json::from_str::<Value>(r.get()).ok())
+        };
+        let (object, old) = (get(req.object).unwrap_or(Value::Null), get(req.old_object));
+        let m = mutate::mutate(
+            cfg,
+            &Subject {
+                group: &req.kind.group,
+                kind: &req.kind.kind,
+                sub_resource: req.sub_resource.as_deref(),
+                operation: req.operation.as_deref().unwrap_or(""),
+                namespace: req.namespace.as_deref(),
+                object: &object,
+                old_object: old.as_ref(),
+            },
+        );
+        out.push(m.patch);
+        return Ok(());
+    }
+    let group = doc
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .and_then(|v| v.rsplit_once('/').map(|(g, _)| g))
+        .unwrap_or("");
+    let ns = doc
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .or(namespace);
+    let m = mutate::mutate(
+        cfg,
+        &Subject {
+            group,
+            kind,
+            sub_resource: None,
+            operation: "CREATE",
+            namespace: ns,
+            object: doc,
+            old_object: None,
+        },
+    );
+    out.push(m.patch);
+    Ok(())
 }
 
 /// Judges every request and flattens the verdicts per image.

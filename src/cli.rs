@@ -52,6 +52,33 @@ macro_rules! with_policy_flags {
             /// honour `<x>.image-policy.k8s.io/<ticket>: break-glass` pod annotations
             #[argh(switch)]
             pub break_glass: bool,
+            /// mutate: move images to this registry, e.g. mirror.example.com[/prefix]
+            #[argh(option)]
+            pub rewrite_registry: Option<String>,
+            /// mutate: move one registry's images, FROM=TO, e.g. docker.io=mirror.example.com/dockerhub (repeatable)
+            #[argh(option)]
+            pub registry_mirror: Vec<String>,
+            /// mutate: never rewrite images from these registries (repeatable, comma lists)
+            #[argh(option)]
+            pub ignore_registry: Vec<String>,
+            /// mutate: imagePullSecrets to inject (repeatable, comma lists)
+            #[argh(option)]
+            pub image_pull_secret: Vec<String>,
+            /// mutate: add only missing pull secrets instead of replacing the list
+            #[argh(switch)]
+            pub append_pull_secrets: bool,
+            /// mutate: force imagePullPolicy (Always, IfNotPresent or Never)
+            #[argh(option)]
+            pub image_pull_policy: Option<String>,
+            /// mutate: storageClassName for PVCs created without one
+            #[argh(option)]
+            pub default_storage_class: Option<String>,
+            /// mutate: leave these namespaces alone (repeatable, comma lists, '*' patterns)
+            #[argh(option)]
+            pub exclude_namespace: Vec<String>,
+            /// mutate: also mutate pod templates of Deployments and other workloads
+            #[argh(switch)]
+            pub mutate_templates: bool,
         }
 
         impl $name {
@@ -68,6 +95,15 @@ macro_rules! with_policy_flags {
                     exempt_namespaces: split_commas(&self.exempt_namespace),
                     exempt_images: split_commas(&self.exempt_image),
                     break_glass: self.break_glass,
+                    rewrite_registry: self.rewrite_registry.clone(),
+                    registry_mirrors: self.registry_mirror.clone(),
+                    ignored_registries: split_commas(&self.ignore_registry),
+                    image_pull_secrets: split_commas(&self.image_pull_secret),
+                    append_pull_secrets: self.append_pull_secrets,
+                    image_pull_policy: self.image_pull_policy.clone(),
+                    default_storage_class: self.default_storage_class.clone(),
+                    exclude_namespaces: split_commas(&self.exclude_namespace),
+                    mutate_templates: self.mutate_templates,
                 }
             }
         }
@@ -86,6 +122,9 @@ with_policy_flags! {
         /// print the result as JSON
         #[argh(switch)]
         pub json: bool,
+        /// print the JSON Patch /mutate would apply to each object read with -f (one per line)
+        #[argh(switch)]
+        pub mutate: bool,
         /// images to judge
         #[argh(positional)]
         pub images: Vec<String>,
@@ -155,6 +194,9 @@ const SWITCHES: &[&str] = &[
     "--help",
     "--debug",
     "--insecure-http",
+    "--append-pull-secrets",
+    "--mutate-templates",
+    "--mutate",
 ];
 
 /// What the command line asks for.
@@ -191,7 +233,10 @@ pub fn parse(args: &[String]) -> Result<Command, Early> {
         ok: false,
     };
     let Some(first) = args.first() else {
-        return Err(usage(OVERVIEW.to_string()));
+        return match legacy_mutate_webhook(&|k| std::env::var(k).ok()) {
+            Some(serve) => Ok(Command::Serve(Box::new(serve))),
+            None => Err(usage(OVERVIEW.to_string())),
+        };
     };
     match first.as_str() {
         "-h" | "--help" | "help" => Ok(Command::Print(OVERVIEW.to_string())),
@@ -207,6 +252,35 @@ pub fn parse(args: &[String]) -> Result<Command, Early> {
         }
         other => Err(usage(format!("unknown command {other:?}\n\n{OVERVIEW}"))),
     }
+}
+
+/// k8s-mutate-image-and-policy-webhook was configured by environment alone
+/// and run without arguments; when its variables are set, do the same: its
+/// certificate paths and port, and the mutation variables (read by
+/// `config.rs`).
+pub fn legacy_mutate_webhook(env: &dyn Fn(&str) -> Option<String>) -> Option<ServeArgs> {
+    let tls = ["TLS_CERT_FILE", "TLS_KEY_FILE", "PORT"];
+    let set = |k: &&str| env(k).is_some_and(|v| !v.is_empty());
+    if !tls.iter().chain(crate::config::MUTATE_ENV).any(set) {
+        return None;
+    }
+    let or = |k: &str, default: &str| {
+        env(k)
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| default.to_string())
+    };
+    Some(ServeArgs {
+        cert: Some(or(
+            "TLS_CERT_FILE",
+            "/run/secrets/tls/webhook-server-tls.crt",
+        )),
+        key: Some(or(
+            "TLS_KEY_FILE",
+            "/run/secrets/tls/webhook-server-tls.key",
+        )),
+        listen: Some(format!("0.0.0.0:{}", or("PORT", "8443"))),
+        ..ServeArgs::default()
+    })
 }
 
 /// Parses one subcommand's flags with argh, after `--flag=value` splitting.
@@ -330,6 +404,23 @@ mod tests {
             (s.key.as_deref(), s.cert.as_deref(), s.port),
             (Some("k.pem"), Some("c.pem"), Some(8443))
         );
+    }
+
+    #[test]
+    fn legacy_environment_alone_serves() {
+        let env = |k: &str| match k {
+            "REGISTRY" => Some("mirror.example.com".to_string()),
+            "PORT" => Some("9443".to_string()),
+            _ => None,
+        };
+        let s = legacy_mutate_webhook(&env).unwrap();
+        assert_eq!(
+            s.cert.as_deref(),
+            Some("/run/secrets/tls/webhook-server-tls.crt")
+        );
+        assert_eq!(s.listen.as_deref(), Some("0.0.0.0:9443"));
+        assert!(legacy_mutate_webhook(&|_| None).is_none());
+        assert!(legacy_mutate_webhook(&|_| Some(String::new())).is_none());
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::mutate::{MutateConfig, PullPolicy, Target};
 use crate::policy::{ImagePattern, Mode, NamespacePattern, Policy, RegistryPattern};
 
 /// A policy file larger than this is surely a mistake (a wrong path).
@@ -33,7 +34,40 @@ pub struct PolicyFlags {
     pub exempt_namespaces: Vec<String>,
     pub exempt_images: Vec<String>,
     pub break_glass: bool,
+    /// Mutation flags; each one set replaces what env or file say.
+    pub rewrite_registry: Option<String>,
+    /// `from=to` pairs.
+    pub registry_mirrors: Vec<String>,
+    pub ignored_registries: Vec<String>,
+    pub image_pull_secrets: Vec<String>,
+    pub append_pull_secrets: bool,
+    pub image_pull_policy: Option<String>,
+    pub default_storage_class: Option<String>,
+    pub exclude_namespaces: Vec<String>,
+    pub mutate_templates: bool,
 }
+
+/// What a policy file and the flags configure: the policy every endpoint
+/// decides with, and the mutations of `/mutate`.
+#[derive(Debug, Clone, Default)]
+pub struct Rules {
+    pub policy: Policy,
+    pub mutate: MutateConfig,
+}
+
+/// The environment variables of k8s-mutate-image-and-policy-webhook, read
+/// so that this binary is a drop-in replacement for it.
+pub const MUTATE_ENV: &[&str] = &[
+    "REGISTRY",
+    "IMAGE_PULL_SECRET",
+    "IMAGE_PULL_SECRET_APPEND",
+    "FORCE_IMAGE_PULL_POLICY",
+    "IMAGE_PULL_POLICY_TO_FORCE",
+    "DEFAULT_STORAGE_CLASS",
+    "EXCLUDE_NAMESPACES",
+    "IGNORED_REGISTRIES",
+    "IGNORE_REGISTRIES",
+];
 
 /// Everything wrong with a configuration, one problem per line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,21 +115,106 @@ struct RawPolicy {
     exempt_namespaces: Vec<(String, String)>,
 }
 
+/// The `mutate` settings before validation; each field is the value of the
+/// highest source that set it (flags > environment > file), with where it
+/// came from.
+#[derive(Debug, Default)]
+struct RawMutate {
+    rewrite_registry: Option<(String, String)>,
+    /// (origin, from, to)
+    registry_mirrors: Option<Vec<(String, String, String)>>,
+    ignored_registries: Option<Vec<(String, String)>>,
+    image_pull_secrets: Option<Vec<(String, String)>>,
+    append_pull_secrets: Option<bool>,
+    image_pull_policy: Option<(String, String)>,
+    default_storage_class: Option<(String, String)>,
+    exclude_namespaces: Option<Vec<(String, String)>>,
+    mutate_templates: Option<bool>,
+}
+
 impl PolicyFlags {
     /// Reads the policy file (if any), merges the flags and validates all.
     pub fn load(&self) -> Result<Policy, ConfigError> {
+        self.load_rules().map(|r| r.policy)
+    }
+
+    /// Policy and mutations from file, environment and flags.
+    pub fn load_rules(&self) -> Result<Rules, ConfigError> {
+        self.load_rules_with_env(&|k| std::env::var(k).ok())
+    }
+
+    /// As [`Self::load_rules`], with the environment given (for tests).
+    pub fn load_rules_with_env(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Rules, ConfigError> {
         let mut problems = Vec::new();
-        let mut raw = RawPolicy::default();
+        let (mut raw, mut raw_mutate) = (RawPolicy::default(), RawMutate::default());
         if let Some(path) = &self.file {
             match read_limited(path, POLICY_FILE_MAX) {
                 Ok(text) => {
-                    raw = parse_policy_text(&text, &path.display().to_string(), &mut problems)
+                    (raw, raw_mutate) =
+                        parse_policy_text(&text, &path.display().to_string(), &mut problems)
                 }
                 Err(e) => problems.push(e),
             }
         }
+        merge_env(&mut raw_mutate, env, &mut problems);
         self.merge_into(&mut raw);
-        build(raw, &mut problems).ok_or(ConfigError { problems })
+        self.merge_mutate_into(&mut raw_mutate);
+        let policy = build(raw, &mut problems);
+        let mutate = build_mutate(raw_mutate, &mut problems);
+        match (policy, problems.is_empty()) {
+            (Some(policy), true) => Ok(Rules { policy, mutate }),
+            _ => Err(ConfigError { problems }),
+        }
+    }
+
+    fn merge_mutate_into(&self, raw: &mut RawMutate) {
+        let list = |flag: &str, v: &[String]| -> Option<Vec<(String, String)>> {
+            (!v.is_empty()).then(|| v.iter().map(|s| (flag.to_string(), s.clone())).collect())
+        };
+        let one =
+            |flag: &str, v: &Option<String>| v.as_ref().map(|s| (flag.to_string(), s.clone()));
+        if let Some(v) = one("--rewrite-registry", &self.rewrite_registry) {
+            raw.rewrite_registry = Some(v);
+        }
+        if !self.registry_mirrors.is_empty() {
+            raw.registry_mirrors = Some(
+                self.registry_mirrors
+                    .iter()
+                    .map(|pair| {
+                        let (from, to) = pair.split_once('=').unwrap_or((pair, ""));
+                        (
+                            "--registry-mirror".to_string(),
+                            from.to_string(),
+                            to.to_string(),
+                        )
+                    })
+                    .collect(),
+            );
+        }
+        if let Some(v) = list("--ignore-registry", &self.ignored_registries) {
+            raw.ignored_registries = Some(v);
+        }
+        if let Some(v) = list("--image-pull-secret", &self.image_pull_secrets) {
+            raw.image_pull_secrets = Some(v);
+        }
+        if self.append_pull_secrets {
+            raw.append_pull_secrets = Some(true);
+        }
+        if let Some(v) = one("--image-pull-policy", &self.image_pull_policy) {
+            raw.image_pull_policy = Some(v);
+        }
+        if let Some(v) = one("--default-storage-class", &self.default_storage_class) {
+            raw.default_storage_class = Some(v);
+        }
+        if let Some(v) = list("--exclude-namespace", &self.exclude_namespaces) {
+            raw.exclude_namespaces = Some(v);
+        }
+        if self.mutate_templates {
+            raw.mutate_templates = Some(true);
+        }
     }
 
     fn merge_into(&self, raw: &mut RawPolicy) {
@@ -141,13 +260,18 @@ pub fn read_limited(path: &Path, max: u64) -> Result<String, String> {
 }
 
 /// Parses the policy file's JSON, recording every problem with its path.
-fn parse_policy_text(text: &str, source: &str, problems: &mut Vec<String>) -> RawPolicy {
+fn parse_policy_text(
+    text: &str,
+    source: &str,
+    problems: &mut Vec<String>,
+) -> (RawPolicy, RawMutate) {
     let mut raw = RawPolicy::default();
+    let mut raw_mutate = RawMutate::default();
     let value: Value = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(e) => {
             problems.push(format!("{source}: not valid JSON: {e}"));
-            return raw;
+            return (raw, raw_mutate);
         }
     };
     let Some(obj) = value.as_object() else {
@@ -155,7 +279,7 @@ fn parse_policy_text(text: &str, source: &str, problems: &mut Vec<String>) -> Ra
             "{source}: $: expected an object, found {}",
             type_name(&value)
         ));
-        return raw;
+        return (raw, raw_mutate);
     };
     let mut w = Walker { source, problems };
     for (key, v) in obj {
@@ -170,13 +294,174 @@ fn parse_policy_text(text: &str, source: &str, problems: &mut Vec<String>) -> Ra
             "deniedRegistries" => raw.denied = w.strings(&path, v),
             "exemptImages" => raw.exempt_images = w.strings(&path, v),
             "exemptNamespaces" => raw.exempt_namespaces = w.strings(&path, v),
+            "mutate" => raw_mutate = w.mutate(&path, v),
             _ => w.problem(
                 &path,
                 format!("unknown key (expected one of {})", KNOWN_KEYS.join(", ")),
             ),
         }
     }
-    raw
+    (raw, raw_mutate)
+}
+
+const MUTATE_KEYS: &[&str] = &[
+    "rewriteRegistry",
+    "registryMirrors",
+    "ignoredRegistries",
+    "imagePullSecrets",
+    "appendImagePullSecrets",
+    "imagePullPolicy",
+    "defaultStorageClass",
+    "excludeNamespaces",
+    "mutateTemplates",
+];
+
+/// Reads the mutation variables of the environment (empty means unset, as
+/// in the older project).
+fn merge_env(
+    raw: &mut RawMutate,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<String>,
+) {
+    let get = |k: &str| {
+        env(k)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let origin = |k: &str| format!("environment {k}");
+    let list = |k: &str| {
+        get(k).map(|v| {
+            split_commas(&[v])
+                .into_iter()
+                .map(|s| (origin(k), s))
+                .collect::<Vec<_>>()
+        })
+    };
+    let mut boolean = |k: &str| match get(k).map(|v| v.to_ascii_lowercase()).as_deref() {
+        None => None,
+        Some("true" | "1" | "yes") => Some(true),
+        Some("false" | "0" | "no") => Some(false),
+        Some(other) => {
+            problems.push(format!("{}: {other:?} is not true or false", origin(k)));
+            None
+        }
+    };
+    if let Some(v) = get("REGISTRY") {
+        raw.rewrite_registry = Some((origin("REGISTRY"), v));
+    }
+    if let Some(v) = list("IMAGE_PULL_SECRET") {
+        raw.image_pull_secrets = Some(v);
+    }
+    if let Some(b) = boolean("IMAGE_PULL_SECRET_APPEND") {
+        raw.append_pull_secrets = Some(b);
+    }
+    if boolean("FORCE_IMAGE_PULL_POLICY") == Some(true) {
+        let policy = get("IMAGE_PULL_POLICY_TO_FORCE").unwrap_or_else(|| "Always".into());
+        raw.image_pull_policy = Some((origin("IMAGE_PULL_POLICY_TO_FORCE"), policy));
+    }
+    if let Some(v) = get("DEFAULT_STORAGE_CLASS") {
+        raw.default_storage_class = Some((origin("DEFAULT_STORAGE_CLASS"), v));
+    }
+    if let Some(v) = list("EXCLUDE_NAMESPACES") {
+        raw.exclude_namespaces = Some(v);
+    }
+    if let Some(v) = list("IGNORED_REGISTRIES").or_else(|| list("IGNORE_REGISTRIES")) {
+        raw.ignored_registries = Some(v);
+    }
+}
+
+/// Validates the mutation settings, recording every problem.
+fn build_mutate(raw: RawMutate, problems: &mut Vec<String>) -> MutateConfig {
+    let mut check = |origin: &str, r: Result<(), String>| {
+        if let Err(e) = r {
+            problems.push(format!("{origin}: {e}"));
+        }
+    };
+    let mut cfg = MutateConfig {
+        append_pull_secrets: raw.append_pull_secrets.unwrap_or(false),
+        mutate_templates: raw.mutate_templates.unwrap_or(false),
+        ..MutateConfig::default()
+    };
+    if let Some((origin, t)) = raw.rewrite_registry {
+        check(
+            &origin,
+            Target::parse(&t).map(|t| cfg.rewrite_registry = Some(t)),
+        );
+    }
+    for (origin, from, to) in raw.registry_mirrors.unwrap_or_default() {
+        let from_ok = mirror_source(&from);
+        let to_ok = Target::parse(&to);
+        match (from_ok, to_ok) {
+            (Ok(from), Ok(to)) => cfg.registry_mirrors.push((from, to)),
+            (Err(e), _) | (_, Err(e)) => check(&origin, Err(e)),
+        }
+    }
+    for (origin, r) in raw.ignored_registries.unwrap_or_default() {
+        check(
+            &origin,
+            RegistryPattern::parse(&r).map(|p| cfg.ignored_registries.push(p)),
+        );
+    }
+    for (origin, name) in raw.image_pull_secrets.unwrap_or_default() {
+        check(
+            &origin,
+            object_name(&name).map(|()| cfg.image_pull_secrets.push(name.clone())),
+        );
+    }
+    if let Some((origin, p)) = raw.image_pull_policy {
+        check(
+            &origin,
+            PullPolicy::parse(&p).map(|p| cfg.image_pull_policy = Some(p)),
+        );
+    }
+    if let Some((origin, c)) = raw.default_storage_class {
+        check(
+            &origin,
+            object_name(&c).map(|()| cfg.default_storage_class = Some(c.clone())),
+        );
+    }
+    for (origin, ns) in raw.exclude_namespaces.unwrap_or_default() {
+        check(
+            &origin,
+            NamespacePattern::parse(&ns).map(|p| cfg.exclude_namespaces.push(p)),
+        );
+    }
+    cfg
+}
+
+/// A `registryMirrors` key: a registry `host[:port]`, compared in lowercase
+/// with Docker Hub spelled `docker.io`.
+fn mirror_source(from: &str) -> Result<String, String> {
+    if from.contains('/') {
+        return Err(format!(
+            "{from:?}: a mirrored registry is a host[:port], without a path"
+        ));
+    }
+    crate::image_ref::validate_domain(from)
+        .map_err(|e| format!("{from:?}: {}", crate::image_ref::ParseError::describe(&e)))?;
+    let lower = from.to_ascii_lowercase();
+    Ok(if lower == "index.docker.io" {
+        crate::image_ref::DOCKER_HUB.to_string()
+    } else {
+        lower
+    })
+}
+
+/// A Kubernetes object name (DNS subdomain): secrets, storage classes.
+fn object_name(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 253
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?} is not a Kubernetes object name (lowercase letters, digits, '-' and '.')"
+        ))
+    }
 }
 
 const KNOWN_KEYS: &[&str] = &[
@@ -188,6 +473,7 @@ const KNOWN_KEYS: &[&str] = &[
     "exemptImages",
     "exemptNamespaces",
     "breakGlass",
+    "mutate",
 ];
 
 /// Collects typed values out of JSON, recording type errors by path.
@@ -226,6 +512,60 @@ impl Walker<'_> {
                 None
             }
         }
+    }
+
+    /// The `mutate` section.
+    fn mutate(&mut self, path: &str, v: &Value) -> RawMutate {
+        let mut raw = RawMutate::default();
+        let Some(obj) = v.as_object() else {
+            self.problem(path, format!("expected an object, found {}", type_name(v)));
+            return raw;
+        };
+        let source = self.source;
+        for (key, v) in obj {
+            let p = format!("{path}.{key}");
+            let origin = format!("{source}: {p}");
+            match key.as_str() {
+                k if k.starts_with(COMMENT_PREFIX) => {}
+                "rewriteRegistry" => raw.rewrite_registry = self.string(&p, v).map(|s| (origin, s)),
+                "registryMirrors" => {
+                    let Some(map) = v.as_object() else {
+                        self.problem(
+                            &p,
+                            format!(
+                                "expected an object of registry: target, found {}",
+                                type_name(v)
+                            ),
+                        );
+                        continue;
+                    };
+                    let mut pairs = Vec::new();
+                    for (from, to) in map {
+                        let at = format!("{p}.{from}");
+                        if let Some(to) = self.string(&at, to) {
+                            pairs.push((format!("{source}: {at}"), from.clone(), to));
+                        }
+                    }
+                    raw.registry_mirrors = Some(pairs);
+                }
+                "ignoredRegistries" => raw.ignored_registries = Some(self.strings(&p, v)),
+                "imagePullSecrets" => raw.image_pull_secrets = Some(self.strings(&p, v)),
+                "appendImagePullSecrets" => raw.append_pull_secrets = self.boolean(&p, v),
+                "imagePullPolicy" => {
+                    raw.image_pull_policy = self.string(&p, v).map(|s| (origin, s))
+                }
+                "defaultStorageClass" => {
+                    raw.default_storage_class = self.string(&p, v).map(|s| (origin, s))
+                }
+                "excludeNamespaces" => raw.exclude_namespaces = Some(self.strings(&p, v)),
+                "mutateTemplates" => raw.mutate_templates = self.boolean(&p, v),
+                _ => self.problem(
+                    &p,
+                    format!("unknown key (expected one of {})", MUTATE_KEYS.join(", ")),
+                ),
+            }
+        }
+        raw
     }
 
     /// An array of strings; each element's path is kept for later errors.
@@ -460,7 +800,7 @@ pub fn serve_settings(a: &crate::cli::ServeArgs) -> Result<crate::server::Settin
     );
     let policy = a.policy_flags();
     // The policy is checked now too, so every problem shows at once.
-    if let Err(e) = policy.load() {
+    if let Err(e) = policy.load_rules() {
         problems.extend(e.problems);
     }
     match listen {
@@ -492,7 +832,7 @@ mod tests {
 
     fn parse(text: &str) -> Result<Policy, Vec<String>> {
         let mut problems = Vec::new();
-        let raw = parse_policy_text(text, "p.json", &mut problems);
+        let (raw, _) = parse_policy_text(text, "p.json", &mut problems);
         build(raw, &mut problems).ok_or(problems)
     }
 
@@ -647,6 +987,151 @@ mod tests {
         assert_eq!(e.problems.len(), 7, "{e}");
         let none = serve_settings(&crate::cli::ServeArgs::default()).unwrap_err();
         assert!(none.problems[0].starts_with("TLS is required"));
+    }
+
+    fn rules(text: &str, flags: PolicyFlags, env: &[(&str, &str)]) -> Result<Rules, ConfigError> {
+        let dir =
+            std::env::temp_dir().join(format!("ib-rules-{}-{}", std::process::id(), text.len()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("policy.json");
+        std::fs::write(&file, text).unwrap();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let lookup = move |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let r = PolicyFlags {
+            file: Some(file),
+            ..flags
+        }
+        .load_rules_with_env(&lookup);
+        std::fs::remove_dir_all(dir).unwrap();
+        r
+    }
+
+    #[test]
+    fn mutate_section_of_the_file() {
+        let r = rules(
+            r#"{"mutate": {
+                "// note": "comments work here too",
+                "rewriteRegistry": "mirror.example.com/all",
+                "registryMirrors": {"index.docker.io": "mirror.example.com/hub", "GHCR.io": "mirror.example.com/ghcr"},
+                "ignoredRegistries": ["registry.k8s.io"],
+                "imagePullSecrets": ["regcred", "other"],
+                "appendImagePullSecrets": true,
+                "imagePullPolicy": "IfNotPresent",
+                "defaultStorageClass": "fast-ssd",
+                "excludeNamespaces": ["kube-*"],
+                "mutateTemplates": true
+            }}"#,
+            PolicyFlags::default(),
+            &[],
+        )
+        .unwrap();
+        let m = &r.mutate;
+        assert_eq!(
+            m.rewrite_registry.as_ref().unwrap().raw,
+            "mirror.example.com/all"
+        );
+        let mut froms: Vec<&str> = m.registry_mirrors.iter().map(|(f, _)| f.as_str()).collect();
+        froms.sort_unstable();
+        assert_eq!(froms, ["docker.io", "ghcr.io"]);
+        assert_eq!(m.ignored_registries.len(), 1);
+        assert_eq!(m.image_pull_secrets, ["regcred", "other"]);
+        assert!(m.append_pull_secrets && m.mutate_templates);
+        assert_eq!(m.image_pull_policy, Some(PullPolicy::IfNotPresent));
+        assert_eq!(m.default_storage_class.as_deref(), Some("fast-ssd"));
+        assert_eq!(m.exclude_namespaces.len(), 1);
+    }
+
+    #[test]
+    fn mutate_problems_are_all_reported_with_paths() {
+        let e = rules(
+            r#"{"mutate": {
+                "rewriteRegistry": "mirror",
+                "registryMirrors": {"docker.io/library": "m.example.com", "ghcr.io": 5},
+                "imagePullSecrets": ["Bad_Name"],
+                "imagePullPolicy": "Sometimes",
+                "defaultStorageClass": "",
+                "excludeNamespaces": "kube-system",
+                "bogus": 1
+            }}"#,
+            PolicyFlags::default(),
+            &[],
+        )
+        .unwrap_err();
+        for want in [
+            "$.mutate.rewriteRegistry: \"mirror\": the target must start with a registry host",
+            "$.mutate.registryMirrors.docker.io/library: \"docker.io/library\": a mirrored registry is a host[:port]",
+            "$.mutate.registryMirrors.ghcr.io: expected a string",
+            "$.mutate.imagePullSecrets[0]: \"Bad_Name\" is not a Kubernetes object name",
+            "$.mutate.imagePullPolicy: \"Sometimes\" is not Always",
+            "$.mutate.defaultStorageClass: \"\" is not a Kubernetes object name",
+            "$.mutate.excludeNamespaces: expected an array",
+            "$.mutate.bogus: unknown key",
+        ] {
+            assert!(
+                e.problems.iter().any(|p| p.contains(want)),
+                "missing {want} in {e}"
+            );
+        }
+        assert_eq!(e.problems.len(), 8, "{e}");
+    }
+
+    #[test]
+    fn precedence_is_flags_then_environment_then_file() {
+        let file = r#"{"mutate": {"rewriteRegistry": "file.example.com", "imagePullSecrets": ["from-file"], "defaultStorageClass": "file-class"}}"#;
+        let env = [
+            ("REGISTRY", "env.example.com"),
+            ("IMAGE_PULL_SECRET", "env-a,env-b"),
+            ("IMAGE_PULL_SECRET_APPEND", "true"),
+            ("FORCE_IMAGE_PULL_POLICY", "true"),
+            ("IMAGE_PULL_POLICY_TO_FORCE", "Never"),
+            ("EXCLUDE_NAMESPACES", "kube-system,kube-public"),
+            ("IGNORED_REGISTRIES", "registry.k8s.io"),
+        ];
+        let r = rules(file, PolicyFlags::default(), &env).unwrap().mutate;
+        assert_eq!(r.rewrite_registry.unwrap().raw, "env.example.com");
+        assert_eq!(r.image_pull_secrets, ["env-a", "env-b"]);
+        assert!(r.append_pull_secrets);
+        assert_eq!(r.image_pull_policy, Some(PullPolicy::Never));
+        assert_eq!(r.default_storage_class.as_deref(), Some("file-class"));
+        assert_eq!(r.exclude_namespaces.len(), 2);
+        assert_eq!(r.ignored_registries.len(), 1);
+        let flags = PolicyFlags {
+            rewrite_registry: Some("flag.example.com".into()),
+            image_pull_secrets: vec!["from-flag".into()],
+            ..PolicyFlags::default()
+        };
+        let r = rules(file, flags, &env).unwrap().mutate;
+        assert_eq!(r.rewrite_registry.unwrap().raw, "flag.example.com");
+        assert_eq!(r.image_pull_secrets, ["from-flag"]);
+        // FORCE_IMAGE_PULL_POLICY alone forces Always; false forces nothing.
+        let r = rules(
+            "{}",
+            PolicyFlags::default(),
+            &[("FORCE_IMAGE_PULL_POLICY", "true")],
+        )
+        .unwrap();
+        assert_eq!(r.mutate.image_pull_policy, Some(PullPolicy::Always));
+        let r = rules(
+            "{}",
+            PolicyFlags::default(),
+            &[("FORCE_IMAGE_PULL_POLICY", "false"), ("REGISTRY", "")],
+        )
+        .unwrap();
+        assert_eq!(r.mutate.image_pull_policy, None);
+        assert!(r.mutate.rewrite_registry.is_none(), "empty means unset");
+        let e = rules(
+            "{}",
+            PolicyFlags::default(),
+            &[("IMAGE_PULL_SECRET_APPEND", "maybe")],
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.problems,
+            ["environment IMAGE_PULL_SECRET_APPEND: \"maybe\" is not true or false"]
+        );
     }
 
     #[test]

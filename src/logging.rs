@@ -14,7 +14,12 @@ pub enum Format {
 
 /// Installs the logger once; later calls do nothing.
 pub fn init(format: Format, debug: bool) {
-    let env = env_logger::Env::default().default_filter_or(if debug { "debug" } else { "info" });
+    let level = if debug {
+        "debug".to_string()
+    } else {
+        legacy_level().unwrap_or("info").to_string()
+    };
+    let env = env_logger::Env::default().default_filter_or(level);
     let mut b = env_logger::Builder::from_env(env);
     b.format(move |buf, record| {
         let ts = timestamp(SystemTime::now());
@@ -32,6 +37,20 @@ pub fn init(format: Format, debug: bool) {
         }
     });
     let _ = b.try_init();
+}
+
+/// `LOG_LEVEL` of k8s-mutate-image-and-policy-webhook (trace, debug, info,
+/// warn, error, fatal, panic), honoured when `RUST_LOG` is not set.
+fn legacy_level() -> Option<&'static str> {
+    let v = std::env::var("LOG_LEVEL").ok()?;
+    Some(match v.trim().to_ascii_lowercase().as_str() {
+        "trace" => "trace",
+        "debug" => "debug",
+        "info" => "info",
+        "warn" | "warning" => "warn",
+        "error" | "fatal" | "panic" => "error",
+        _ => return None,
+    })
 }
 
 /// RFC 3339 UTC with milliseconds, e.g. `2026-11-24T05:43:00.123Z`.

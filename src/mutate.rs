@@ -134,6 +134,8 @@ pub struct PatchOp {
 pub struct Subject<'a> {
     pub group: &'a str,
     pub kind: &'a str,
+    /// `ephemeralcontainers` when `kubectl debug` adds a container.
+    pub sub_resource: Option<&'a str>,
     pub operation: &'a str,
     pub namespace: Option<&'a str>,
     pub object: &'a Value,
@@ -204,7 +206,11 @@ pub fn mutate(cfg: &MutateConfig, t: &Subject<'_>) -> Mutation {
     let running_pod = path == PodPath::Pod && t.operation == "UPDATE";
     let mut m = Mutation::default();
     pod_spec(cfg, pod, old_pod, base, running_pod, &mut m);
-    record_rewrites(t.object, base, &mut m);
+    // A subresource update keeps only its own part of the object (the
+    // apiserver drops metadata changes there), so no annotation is added.
+    if t.sub_resource.is_none_or(str::is_empty) {
+        record_rewrites(t.object, base, &mut m);
+    }
     m
 }
 
@@ -472,6 +478,7 @@ mod tests {
         Subject {
             group: kind.0,
             kind: kind.1,
+            sub_resource: None,
             operation: op,
             namespace: Some("default"),
             object,

@@ -2,8 +2,11 @@
 //! `tests/fixtures/{imagereview,admission}` is POSTed to the real server over
 //! TLS, exactly as the apiserver sends it (query string included), and the
 //! reply must equal `<case>.response.json`. A `<case>.policy.json` next to
-//! the request selects the policy. `BLESS=1 cargo test` rewrites the
-//! expectations; review the diff before committing it.
+//! the request selects the policy (else the folder's `default.policy.json`,
+//! else none). For `/mutate` the base64 `patch` is shown decoded in the
+//! expectation, so that it can be reviewed, and it is applied to the request
+//! object with an independent JSON Patch implementation. `BLESS=1 cargo
+//! test` rewrites the expectations; review the diff before committing it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -39,7 +42,7 @@ fn observed(status: u16, body: &[u8]) -> Value {
     }
 }
 
-fn run_folder(kind: &str, path: &str, check: fn(&str, &Value, &Value)) {
+fn run_folder(kind: &str, path: &str, check: fn(&str, &Value, &mut Value)) {
     let dir = fixtures().join(kind);
     let pki = Pki::new(&format!("golden-{kind}"));
     let (cert, key) = pki.server("server");
@@ -56,8 +59,12 @@ fn run_folder(kind: &str, path: &str, check: fn(&str, &Value, &Value)) {
     let all = cases(&dir);
     assert!(all.len() >= 10, "only {} {kind} cases", all.len());
     for (name, request) in all {
-        let policy = dir.join(format!("{name}.policy.json"));
-        let policy = policy.exists().then_some(policy);
+        let policy = [
+            dir.join(format!("{name}.policy.json")),
+            dir.join("default.policy.json"),
+        ]
+        .into_iter()
+        .find(|p| p.exists());
         let server = servers.entry(policy.clone()).or_insert_with(|| {
             let mut args: Vec<&str> = base.to_vec();
             if let Some(p) = &policy {
@@ -70,9 +77,9 @@ fn run_folder(kind: &str, path: &str, check: fn(&str, &Value, &Value)) {
             .unwrap()
             .post(path, &body)
             .unwrap();
-        let got = observed(reply.status, &reply.body);
+        let mut got = observed(reply.status, &reply.body);
         let request_json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        check(&name, &request_json, &got);
+        check(&name, &request_json, &mut got);
         let expected_file = dir.join(format!("{name}.response.json"));
         if bless {
             std::fs::write(
@@ -133,6 +140,7 @@ fn imagereview_golden() {
 #[test]
 fn admission_golden() {
     run_folder("admission", "/validate?timeout=10s", |name, req, got| {
+        let got = &*got;
         if got.get("httpStatus").is_some() {
             assert!(name.starts_with("malformed-"), "{name} got {got}");
             return;
@@ -155,4 +163,64 @@ fn admission_golden() {
             );
         }
     });
+}
+
+#[test]
+fn mutate_golden() {
+    run_folder("mutate", "/mutate?timeout=10s", |name, req, got| {
+        if got.get("httpStatus").is_some() {
+            assert!(name.starts_with("malformed-"), "{name} got {got}");
+            return;
+        }
+        assert_eq!(got["apiVersion"], req["apiVersion"], "{name}");
+        assert_eq!(got["response"]["uid"], req["request"]["uid"], "{name}");
+        // A mutating webhook never denies.
+        assert_eq!(got["response"]["allowed"], true, "{name}");
+        let response = got["response"].as_object_mut().unwrap();
+        // Both or neither, and never `patch: null`.
+        assert_eq!(
+            response.contains_key("patch"),
+            response.contains_key("patchType"),
+            "{name}"
+        );
+        let Some(encoded) = response.get("patch") else {
+            return;
+        };
+        assert_eq!(response["patchType"], "JSONPatch", "{name}");
+        let bytes = base64_decode(encoded.as_str().unwrap());
+        let patch: Value = serde_json::from_slice(&bytes).unwrap();
+        assert!(
+            !patch.as_array().unwrap().is_empty(),
+            "{name}: an empty patch must be left out"
+        );
+        let ops: json_patch::Patch = serde_json::from_value(patch.clone()).unwrap();
+        let mut object = req["request"]["object"].clone();
+        json_patch::patch(&mut object, &ops).unwrap_or_else(|e| panic!("{name}: {e}"));
+        response.insert("patch".into(), patch);
+    });
+}
+
+/// Standard base64 with padding; panics on anything else.
+pub fn base64_decode(s: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    assert_eq!(s.len() % 4, 0, "base64 length");
+    let mut out = Vec::new();
+    for chunk in s.as_bytes().chunks(4) {
+        let mut n = 0u32;
+        let mut pad = 0;
+        for &c in chunk {
+            n <<= 6;
+            if c == b'=' {
+                pad += 1;
+            } else {
+                n |= ALPHABET
+                    .iter()
+                    .position(|&a| a == c)
+                    .expect("base64 alphabet") as u32;
+            }
+        }
+        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&bytes[..3 - pad]);
+    }
+    out
 }

@@ -4,4 +4,5 @@
 mod check;
 mod common;
 mod golden;
+mod mutate;
 mod serve;

@@ -4,13 +4,15 @@
 //! Replies are built from the request: same apiVersion, same uid. The
 //! object is decoded only for kinds that hold pods, and only after the
 //! review itself was read, so a bad object still gets a proper reply with
-//! the request's uid. This endpoint never returns a patch.
+//! the request's uid. The validating endpoint never returns a patch; the
+//! mutating one returns one only when there is something to change.
 
 use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::mutate::{self, MutateConfig, Mutation, Subject};
 use crate::policy::{Decision, ImageVerdict, Policy, Request};
 use crate::review::workload::{Object, PodPath};
 
@@ -219,6 +221,60 @@ fn judge(policy: &Policy, req: &AdmissionRequest<'_>) -> Outcome {
     };
     let decision = policy.decide(&request);
     Outcome::Decided { request, decision }
+}
+
+/// What the mutating endpoint did, for the log.
+#[derive(Debug)]
+pub enum MutateOutcome {
+    Patched(Mutation),
+    /// Nothing to change (or not looked at: the reason is inside).
+    Unchanged(Mutation),
+    /// The object could not be read; allowed unpatched (validation decides).
+    Unreadable(String),
+}
+
+/// Answers a mutating review: allowed, with a JSON Patch only when there is
+/// something to change (never `patch: null`).
+pub fn mutate(cfg: &MutateConfig, review: &Review<'_>) -> (Vec<u8>, MutateOutcome) {
+    let req = &review.request;
+    let decode = |raw: Option<&RawValue>| -> Result<Option<serde_json::Value>, String> {
+        raw.map(|r| {
+            serde_json::from_str(r.get()).map_err(|e| format!("could not read the object: {e}"))
+        })
+        .transpose()
+    };
+    let outcome = match (decode(req.object), decode(req.old_object)) {
+        (Err(e), _) | (_, Err(e)) => MutateOutcome::Unreadable(e),
+        (Ok(object), Ok(old)) => {
+            let null = serde_json::Value::Null;
+            let m = mutate::mutate(
+                cfg,
+                &Subject {
+                    group: &req.kind.group,
+                    kind: &req.kind.kind,
+                    sub_resource: req.sub_resource.as_deref(),
+                    operation: req.operation.as_deref().unwrap_or(""),
+                    namespace: req.namespace.as_deref(),
+                    object: object.as_ref().unwrap_or(&null),
+                    old_object: old.as_ref(),
+                },
+            );
+            if m.patch.is_empty() {
+                MutateOutcome::Unchanged(m)
+            } else {
+                MutateOutcome::Patched(m)
+            }
+        }
+    };
+    let response = match &outcome {
+        MutateOutcome::Patched(m) => {
+            // Serialising plain patch operations cannot fail.
+            let json = serde_json::to_vec(&m.patch).unwrap_or_default();
+            Response::allow(&review.uid).with_patch(mutate::base64(&json))
+        }
+        _ => Response::allow(&review.uid),
+    };
+    (reply_bytes(review.api_version, response), outcome)
 }
 
 #[derive(Serialize, Debug)]

@@ -20,9 +20,8 @@ use std::time::{Duration, Instant};
 use log::{debug, error, info, warn};
 use rustls::{ServerConnection, StreamOwned};
 
-use crate::config::{ConfigError, PolicyFlags};
+use crate::config::{ConfigError, PolicyFlags, Rules};
 use crate::metrics::{Metrics, Reloaded};
-use crate::policy::Policy;
 
 pub mod der;
 pub mod http;
@@ -117,7 +116,7 @@ struct Tracked {
 
 /// State shared by all threads.
 pub struct Shared {
-    policy: RwLock<Arc<Policy>>,
+    rules: RwLock<Arc<Rules>>,
     tls: RwLock<Option<Arc<rustls::ServerConfig>>>,
     pub metrics: Metrics,
     pub workers: Workers,
@@ -128,9 +127,9 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// The policy in force now.
-    pub fn policy(&self) -> Arc<Policy> {
-        self.policy
+    /// The policy and mutations in force now.
+    pub fn rules(&self) -> Arc<Rules> {
+        self.rules
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
@@ -199,7 +198,7 @@ fn install_signals() -> std::io::Result<Signals> {
 
 /// Runs the server until SIGTERM or SIGINT, then drains and returns.
 pub fn serve(settings: Settings) -> Result<(), ServeError> {
-    let policy = settings.policy.load().map_err(ServeError::Config)?;
+    let rules = settings.policy.load_rules().map_err(ServeError::Config)?;
     let metrics = Metrics::default();
     let tls_config = match &settings.tls {
         Some(files) => {
@@ -222,7 +221,7 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
         .local_addr()
         .map_err(|e| ServeError::Bind(settings.listen, e))?;
     let shared = Arc::new(Shared {
-        policy: RwLock::new(Arc::new(policy)),
+        rules: RwLock::new(Arc::new(rules)),
         tls: RwLock::new(tls_config),
         metrics,
         workers: Workers::new(settings.workers),
@@ -289,12 +288,9 @@ fn watch(shared: &Shared, signals: &Signals) {
 }
 
 fn reload_policy(shared: &Shared) {
-    match shared.settings.policy.load() {
-        Ok(p) => {
-            *shared
-                .policy
-                .write()
-                .unwrap_or_else(PoisonError::into_inner) = Arc::new(p);
+    match shared.settings.policy.load_rules() {
+        Ok(r) => {
+            *shared.rules.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(r);
             shared.metrics.reload(Reloaded::Policy, true);
             info!("policy reloaded");
         }

@@ -22,6 +22,7 @@ pub fn handle(shared: &Shared, req: &HttpRequest) -> Response {
     let (endpoint, allowed_methods) = match req.path.as_str() {
         "/image_policy" => (Endpoint::ImagePolicy, "POST"),
         "/validate" | "/" => (Endpoint::Validate, "POST"),
+        "/mutate" => (Endpoint::Mutate, "POST"),
         "/healthz" => (Endpoint::Healthz, "GET"),
         "/readyz" => (Endpoint::Readyz, "GET"),
         "/metrics" => (Endpoint::Metrics, "GET"),
@@ -73,10 +74,10 @@ pub fn handle(shared: &Shared, req: &HttpRequest) -> Response {
                         String::from_utf8_lossy(&req.body)
                     );
                 }
-                if endpoint == Endpoint::ImagePolicy {
-                    image_policy(shared, &req.body)
-                } else {
-                    validate(shared, &req.body)
+                match endpoint {
+                    Endpoint::ImagePolicy => image_policy(shared, &req.body),
+                    Endpoint::Mutate => mutate(shared, &req.body),
+                    _ => validate(shared, &req.body),
                 }
             }
         }
@@ -107,8 +108,8 @@ fn readyz(shared: &Shared) -> Response {
 }
 
 fn image_policy(shared: &Shared, body: &[u8]) -> (Response, Counted) {
-    let policy = shared.policy();
-    match imagepolicy::review(&policy, body) {
+    let rules = shared.rules();
+    match imagepolicy::review(&rules.policy, body) {
         Err(imagepolicy::NotJson(e)) => (
             Response::text(400, format!("request body is not JSON: {e}")),
             Counted::Invalid,
@@ -141,8 +142,8 @@ fn validate(shared: &Shared, body: &[u8]) -> (Response, Counted) {
             return (Response::text(400, e), Counted::Invalid);
         }
     };
-    let policy = shared.policy();
-    let (reply, outcome) = admission::validate(&policy, &review);
+    let rules = shared.rules();
+    let (reply, outcome) = admission::validate(&rules.policy, &review);
     let req = &review.request;
     let what = format!(
         "{} {} {}",
@@ -169,6 +170,47 @@ fn validate(shared: &Shared, body: &[u8]) -> (Response, Counted) {
         }
     };
     (Response::json(reply), counted)
+}
+
+fn mutate(shared: &Shared, body: &[u8]) -> (Response, Counted) {
+    let review = match admission::parse(body) {
+        Ok(r) => r,
+        Err(e) => {
+            warn!("/mutate: {e}");
+            return (Response::text(400, e), Counted::Invalid);
+        }
+    };
+    let rules = shared.rules();
+    let (reply, outcome) = admission::mutate(&rules.mutate, &review);
+    let req = &review.request;
+    let what = format!(
+        "{} {} {}",
+        req.operation.as_deref().unwrap_or("?"),
+        req.kind.kind,
+        req.display_name()
+    );
+    match &outcome {
+        admission::MutateOutcome::Patched(m) => {
+            let mut changes: Vec<String> = m
+                .rewrites
+                .iter()
+                .map(|(a, b)| format!("{a} -> {b}"))
+                .collect();
+            changes.extend(m.notes.iter().cloned());
+            info!("/mutate: patched {what}: {}", changes.join("; "));
+        }
+        admission::MutateOutcome::Unchanged(m) => {
+            log::debug!(
+                "/mutate: {what}: unchanged{}",
+                m.skipped
+                    .as_deref()
+                    .map(|s| format!(" ({s})"))
+                    .unwrap_or_default()
+            );
+        }
+        admission::MutateOutcome::Unreadable(e) => warn!("/mutate: {what}: allowed unpatched: {e}"),
+    }
+    (Response::json(reply), Counted::Allowed)
 }
 
 /// One `info` line per decision; break-glass use also at `warn`.
