@@ -182,6 +182,12 @@ with_policy_flags! {
         /// serve plain HTTP without TLS (testing only; the apiserver requires https)
         #[argh(switch)]
         pub insecure_http: bool,
+        /// for a first try: make an in-memory certificate for localhost, 127.0.0.1 and ::1 (listens on 127.0.0.1 unless --listen says otherwise)
+        #[argh(switch)]
+        pub self_signed: bool,
+        /// with --self-signed: where to write the CA certificate for clients (default ./image-bouncer-ca.crt)
+        #[argh(option)]
+        pub self_signed_ca: Option<String>,
     }
 }
 
@@ -197,6 +203,9 @@ const SWITCHES: &[&str] = &[
     "--append-pull-secrets",
     "--mutate-templates",
     "--mutate",
+    "--self-signed",
+    "--force",
+    "--default-allow",
 ];
 
 /// What the command line asks for.
@@ -204,6 +213,9 @@ const SWITCHES: &[&str] = &[
 pub enum Command {
     Check(Box<CheckArgs>),
     Serve(Box<ServeArgs>),
+    Certs(crate::setup::CertsArgs),
+    ConfigApiserver(crate::setup::ApiserverArgs),
+    ConfigWebhook(crate::setup::WebhookArgs),
     /// Top-level help or version: print and exit 0.
     Print(String),
 }
@@ -221,8 +233,11 @@ Usage: image-bouncer <command> [<args>]
 Kubernetes admission webhook that decides which container images may run.
 
 Commands:
-  serve    run the webhook server (also: image-bouncer --cert F --key F ...)
-  check    judge images or manifests offline (for CI pipelines)
+  serve              run the webhook server (also: image-bouncer --cert F --key F ...)
+  check              judge images or manifests offline (for CI pipelines)
+  certs              make a CA, a serving and an apiserver client certificate
+  config apiserver   write the ImagePolicyWebhook admission config and kubeconfig
+  config webhook     print Validating/MutatingWebhookConfiguration with the caBundle
 
 Run 'image-bouncer <command> --help' for the flags of a command.";
 
@@ -246,6 +261,18 @@ pub fn parse(args: &[String]) -> Result<Command, Early> {
         ))),
         "check" => sub(&["image-bouncer check"], &args[1..]).map(|c| Command::Check(Box::new(c))),
         "serve" => sub(&["image-bouncer serve"], &args[1..]).map(|c| Command::Serve(Box::new(c))),
+        "certs" => sub(&["image-bouncer certs"], &args[1..]).map(Command::Certs),
+        "config" => match args.get(1).map(String::as_str) {
+            Some("apiserver") => {
+                sub(&["image-bouncer config apiserver"], &args[2..]).map(Command::ConfigApiserver)
+            }
+            Some("webhook") => {
+                sub(&["image-bouncer config webhook"], &args[2..]).map(Command::ConfigWebhook)
+            }
+            _ => Err(usage(format!(
+                "usage: image-bouncer config apiserver|webhook [--help]\n\n{OVERVIEW}"
+            ))),
+        },
         // kube-image-bouncer had no subcommands: its flags alone mean serve.
         flag if flag.starts_with('-') => {
             sub(&["image-bouncer"], args).map(|c| Command::Serve(Box::new(c)))

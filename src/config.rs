@@ -720,12 +720,26 @@ pub fn serve_settings(a: &crate::cli::ServeArgs) -> Result<crate::server::Settin
                 ))
             })
             .ok(),
+        // A self-signed first try stays on this machine.
+        (None, port) if a.self_signed => Some(std::net::SocketAddr::from((
+            [127, 0, 0, 1],
+            port.unwrap_or(defaults::PORT),
+        ))),
         (None, port) => Some(std::net::SocketAddr::from((
             [0, 0, 0, 0],
             port.unwrap_or(defaults::PORT),
         ))),
     };
+    let self_signed = a.self_signed && a.cert.is_none() && a.key.is_none() && !a.insecure_http;
+    if a.self_signed && !self_signed {
+        problems
+            .push("--self-signed cannot be combined with --cert, --key or --insecure-http".into());
+    }
+    if a.self_signed_ca.is_some() && !a.self_signed {
+        problems.push("--self-signed-ca needs --self-signed".into());
+    }
     let tls = match (&a.cert, &a.key, a.insecure_http) {
+        _ if a.self_signed => None,
         (Some(c), Some(k), false) => Some(TlsFiles {
             cert: c.into(),
             key: k.into(),
@@ -803,6 +817,16 @@ pub fn serve_settings(a: &crate::cli::ServeArgs) -> Result<crate::server::Settin
     if let Err(e) = policy.load_rules() {
         problems.extend(e.problems);
     }
+    let tls = match (self_signed, problems.is_empty()) {
+        (true, true) => match make_self_signed(a.self_signed_ca.as_deref(), a.client_ca.as_ref()) {
+            Ok(files) => Some(files),
+            Err(e) => {
+                problems.push(format!("--self-signed: {e}"));
+                None
+            }
+        },
+        _ => tls,
+    };
     match listen {
         Some(listen) if problems.is_empty() => Ok(crate::server::Settings {
             listen,
@@ -824,6 +848,45 @@ pub fn serve_settings(a: &crate::cli::ServeArgs) -> Result<crate::server::Settin
         }),
         _ => Err(ConfigError { problems }),
     }
+}
+
+/// `--self-signed`: a throwaway CA and serving certificate for localhost,
+/// written to a private temporary folder (so that the server's reload logic
+/// stays the same), and the CA certificate written where clients can find
+/// it.
+fn make_self_signed(
+    ca_out: Option<&str>,
+    client_ca: Option<&String>,
+) -> Result<crate::server::tls::TlsFiles, String> {
+    use crate::certs;
+    use std::os::unix::fs::PermissionsExt;
+    let set = certs::generate(
+        &["localhost".to_string()],
+        &[
+            "127.0.0.1".parse().map_err(|_| "loopback")?,
+            "::1".parse().map_err(|_| "loopback")?,
+        ],
+        30,
+    )
+    .map_err(|e| e.to_string())?;
+    let dir =
+        std::env::temp_dir().join(format!("image-bouncer-self-signed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    certs::write(&dir, &set, true).map_err(|e| e.to_string())?;
+    let ca_path = PathBuf::from(ca_out.unwrap_or("image-bouncer-ca.crt"));
+    certs::write_file(&ca_path, set.ca_cert.as_bytes(), 0o644).map_err(|e| e.to_string())?;
+    log::info!(
+        "--self-signed: serving a throwaway certificate for localhost; its CA is in {} (curl --cacert {} https://localhost:PORT/healthz)",
+        ca_path.display(),
+        ca_path.display()
+    );
+    Ok(crate::server::tls::TlsFiles {
+        cert: dir.join(certs::SERVER_CERT),
+        key: dir.join(certs::SERVER_KEY),
+        client_ca: client_ca.map(Into::into),
+    })
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 use std::fmt;
 use std::process::ExitCode;
 
+pub mod certs;
 pub mod check;
 pub mod cli;
 pub mod config;
@@ -17,6 +18,7 @@ pub mod mutate;
 pub mod policy;
 pub mod review;
 pub mod server;
+pub mod setup;
 
 /// What can stop a command. Exit status 2 for everything the user can fix
 /// in the invocation or configuration, 1 for runtime failures.
@@ -100,6 +102,9 @@ pub fn run(args: &[String]) -> ExitCode {
                 }
             })
         }
+        cli::Command::Certs(a) => setup::run_certs(&a).map(|()| ExitCode::SUCCESS),
+        cli::Command::ConfigApiserver(a) => setup::run_apiserver(&a).map(|()| ExitCode::SUCCESS),
+        cli::Command::ConfigWebhook(a) => setup::run_webhook(&a).map(|()| ExitCode::SUCCESS),
         cli::Command::Serve(args) => {
             let format = match args.log_format.as_deref() {
                 Some("json") => logging::Format::Json,

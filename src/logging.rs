@@ -69,7 +69,7 @@ pub fn timestamp(t: SystemTime) -> String {
 }
 
 /// Proleptic Gregorian date of a day count since 1970-01-01 (H. Hinnant).
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
+pub fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;

@@ -6,3 +6,4 @@ mod common;
 mod golden;
 mod mutate;
 mod serve;
+mod setup;

@@ -1,0 +1,536 @@
+//! The set-up commands: `certs`, `config apiserver` and `config webhook`.
+//!
+//! They write the files that users of the older tools most often got wrong:
+//! certificates with the right SANs, the apiserver's AdmissionConfiguration
+//! and kubeconfig (with the kubeadm mounts and `/etc/hosts` line to go with
+//! them), and webhook configurations with the caBundle filled in. YAML is
+//! written as text (no YAML library at run time); every value that comes
+//! from the user is quoted as a JSON string, which is valid YAML.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use argh::FromArgs;
+
+use crate::Error;
+use crate::certs::{self, CLIENT_CERT, CLIENT_CN, CLIENT_KEY, SERVER_CERT};
+use crate::config::read_limited;
+use crate::logging::timestamp;
+use crate::mutate::base64;
+use crate::server::der;
+
+/// Make a CA, a serving certificate for the given names, and a client certificate for the apiserver (ECDSA P-256).
+#[derive(FromArgs, Debug, Default, PartialEq)]
+pub struct CertsArgs {
+    /// folder to write ca.crt, ca.key, tls.crt, tls.key, apiserver-client.crt and apiserver-client.key into
+    #[argh(option)]
+    pub out: String,
+    /// DNS name of the webhook, e.g. image-bouncer.local or image-bouncer.image-bouncer.svc (repeatable)
+    #[argh(option)]
+    pub host: Vec<String>,
+    /// IP address of the webhook, e.g. 127.0.0.1 (repeatable)
+    #[argh(option)]
+    pub ip: Vec<String>,
+    /// validity in days (default 365)
+    #[argh(option, default = "365")]
+    pub days: u32,
+    /// replace existing files
+    #[argh(switch)]
+    pub force: bool,
+}
+
+/// Write the AdmissionConfiguration and kubeconfig for the ImagePolicyWebhook plugin, and print the kube-apiserver flags, kubeadm mounts and /etc/hosts line.
+#[derive(FromArgs, Debug, Default, PartialEq)]
+pub struct ApiserverArgs {
+    /// the webhook's URL as the apiserver will call it, e.g. https://image-bouncer.local:8443/image_policy
+    #[argh(option)]
+    pub url: String,
+    /// folder with ca.crt, tls.crt, apiserver-client.crt and apiserver-client.key (from `image-bouncer certs`)
+    #[argh(option)]
+    pub pki: String,
+    /// admit pods when the webhook cannot be reached (default: refuse them)
+    #[argh(switch)]
+    pub default_allow: bool,
+    /// folder to write admission-config.yaml and kubeconfig.yaml into, and where the apiserver will read them (default /etc/kubernetes/image-bouncer)
+    #[argh(option, default = "String::from(\"/etc/kubernetes/image-bouncer\")")]
+    pub out: String,
+}
+
+/// Print a ValidatingWebhookConfiguration (and with --mutate a MutatingWebhookConfiguration) for the in-cluster server.
+#[derive(FromArgs, Debug, Default, PartialEq)]
+pub struct WebhookArgs {
+    /// namespace of the webhook's Service (default image-bouncer)
+    #[argh(option, default = "String::from(\"image-bouncer\")")]
+    pub namespace: String,
+    /// name of the webhook's Service (default image-bouncer)
+    #[argh(option, default = "String::from(\"image-bouncer\")")]
+    pub service: String,
+    /// PEM CA that signed the serving certificate; becomes the caBundle
+    #[argh(option)]
+    pub ca: String,
+    /// also print a MutatingWebhookConfiguration for /mutate
+    #[argh(switch)]
+    pub mutate: bool,
+    /// with --mutate: also send workloads to /mutate (for mutateTemplates)
+    #[argh(switch)]
+    pub mutate_templates: bool,
+    /// port of the Service (default 443)
+    #[argh(option, default = "443")]
+    pub port: u16,
+    /// seconds the apiserver waits for an answer, 1 to 30 (default 5)
+    #[argh(option, default = "5")]
+    pub timeout: u8,
+}
+
+/// `image-bouncer certs`.
+pub fn run_certs(a: &CertsArgs) -> Result<(), Error> {
+    let (hosts, ips) = names(&a.host, &a.ip)?;
+    if a.days == 0 || a.days > certs::MAX_DAYS {
+        return Err(Error::Usage(format!(
+            "--days must be between 1 and {}",
+            certs::MAX_DAYS
+        )));
+    }
+    let set = certs::generate(&hosts, &ips, a.days).map_err(|e| Error::Input(e.to_string()))?;
+    let written =
+        certs::write(Path::new(&a.out), &set, a.force).map_err(|e| Error::Input(e.to_string()))?;
+    for p in &written {
+        println!("wrote {}", p.display());
+    }
+    let expiry = timestamp(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(set.not_after.max(0) as u64),
+    );
+    println!(
+        "the certificates expire on {} ({} days); serving names: {}",
+        &expiry[..10],
+        a.days,
+        hosts
+            .iter()
+            .cloned()
+            .chain(ips.iter().map(ToString::to_string))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "serve with: image-bouncer serve --cert {0}/{SERVER_CERT} --key {0}/tls.key --client-ca {0}/ca.crt --client-name {CLIENT_CN}",
+        a.out.trim_end_matches('/')
+    );
+    Ok(())
+}
+
+/// Validates `--host` and `--ip` values.
+fn names(hosts: &[String], ips: &[String]) -> Result<(Vec<String>, Vec<IpAddr>), Error> {
+    let hosts: Vec<String> = crate::config::split_commas(hosts);
+    let mut problems = Vec::new();
+    for h in &hosts {
+        if let Err(e) = certs::check_host(h) {
+            problems.push(format!("--host: {e}"));
+        }
+    }
+    let mut parsed = Vec::new();
+    for ip in crate::config::split_commas(ips) {
+        match ip.parse::<IpAddr>() {
+            Ok(x) => parsed.push(x),
+            Err(_) => problems.push(format!("--ip: {ip:?} is not an IP address")),
+        }
+    }
+    if hosts.is_empty() && parsed.is_empty() {
+        problems
+            .push("give at least one --host or --ip: the names the webhook is called by".into());
+    }
+    if problems.is_empty() {
+        Ok((hosts, parsed))
+    } else {
+        Err(Error::Config(crate::config::ConfigError { problems }))
+    }
+}
+
+/// A value quoted for YAML (a JSON string is a YAML double-quoted scalar).
+fn q(s: &str) -> String {
+    serde_json::Value::String(s.to_string()).to_string()
+}
+
+/// The parts of an `https://host[:port]/path` URL that matter here.
+struct Url {
+    host: String,
+    port: u16,
+}
+
+fn parse_url(url: &str) -> Result<Url, String> {
+    let rest = url.strip_prefix("https://").ok_or_else(|| {
+        format!("--url {url:?} must start with https:// (the apiserver requires TLS)")
+    })?;
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if path.split('?').next() != Some("image_policy") {
+        return Err(format!(
+            "--url {url:?} should end in /image_policy, the ImageReview endpoint"
+        ));
+    }
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => (
+            h,
+            p.parse::<u16>()
+                .map_err(|_| format!("--url: port {p:?} is not a number"))?,
+        ),
+        _ => (authority, 443),
+    };
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    if host.is_empty() {
+        return Err(format!("--url {url:?} has no host"));
+    }
+    Ok(Url { host, port })
+}
+
+fn absolute(p: &str) -> Result<PathBuf, Error> {
+    std::path::absolute(p).map_err(|e| Error::Input(format!("{p}: {e}")))
+}
+
+/// `image-bouncer config apiserver`.
+pub fn run_apiserver(a: &ApiserverArgs) -> Result<(), Error> {
+    let url = parse_url(&a.url).map_err(Error::Usage)?;
+    let pki = absolute(&a.pki)?;
+    let out = absolute(&a.out)?;
+    let mut problems = Vec::new();
+    for f in ["ca.crt", CLIENT_CERT, CLIENT_KEY, SERVER_CERT] {
+        if !pki.join(f).is_file() {
+            problems.push(format!(
+                "{}: missing (make it with `image-bouncer certs --out {}`)",
+                pki.join(f).display(),
+                a.pki
+            ));
+        }
+    }
+    // The apiserver checks our certificate against the URL's host name.
+    if let Ok(pem) = read_limited(&pki.join(SERVER_CERT), 1 << 20) {
+        use rustls::pki_types::pem::PemObject;
+        let names = rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+            .ok()
+            .and_then(|c| der::cert_info(&c))
+            .map(|i| i.dns_names)
+            .unwrap_or_default();
+        let is_ip = url.host.parse::<IpAddr>().is_ok();
+        if !is_ip && !names.iter().any(|n| n.eq_ignore_ascii_case(&url.host)) {
+            problems.push(format!(
+                "{}: has no DNS name {:?} (it has {names:?}); regenerate with `image-bouncer certs --host {}`",
+                pki.join(SERVER_CERT).display(),
+                url.host,
+                url.host
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(Error::Config(crate::config::ConfigError { problems }));
+    }
+    let kubeconfig_path = out.join("kubeconfig.yaml");
+    let admission_path = out.join("admission-config.yaml");
+    std::fs::create_dir_all(&out).map_err(|e| Error::Input(format!("{}: {e}", out.display())))?;
+    let write = |p: &Path, text: &str, mode: u32| {
+        certs::write_file(p, text.as_bytes(), mode).map_err(|e| Error::Input(e.to_string()))
+    };
+    write(&kubeconfig_path, &kubeconfig(&a.url, &pki), 0o600)?;
+    write(
+        &admission_path,
+        &admission_config(&kubeconfig_path, a.default_allow),
+        0o644,
+    )?;
+    println!(
+        "wrote {}\nwrote {}\n",
+        admission_path.display(),
+        kubeconfig_path.display()
+    );
+    print!(
+        "{}",
+        apiserver_instructions(&url, &pki, &out, &admission_path)
+    );
+    Ok(())
+}
+
+/// The kubeconfig the ImagePolicyWebhook plugin reads: whom to call, how
+/// to check its certificate, and the apiserver's client identity.
+pub fn kubeconfig(url: &str, pki: &Path) -> String {
+    let p = |f: &str| q(&pki.join(f).display().to_string());
+    format!(
+        "# Written by `image-bouncer config apiserver`: how the kube-apiserver's
+# ImagePolicyWebhook plugin reaches image-bouncer.
+apiVersion: v1
+kind: Config
+clusters:
+- name: image-bouncer
+  cluster:
+    server: {server}
+    certificate-authority: {ca}
+users:
+- name: kube-apiserver
+  user:
+    client-certificate: {cert}
+    client-key: {key}
+contexts:
+- name: image-bouncer
+  context:
+    cluster: image-bouncer
+    user: kube-apiserver
+current-context: image-bouncer
+",
+        server = q(url),
+        ca = p("ca.crt"),
+        cert = p(CLIENT_CERT),
+        key = p(CLIENT_KEY),
+    )
+}
+
+/// The AdmissionConfiguration for `--admission-control-config-file`.
+pub fn admission_config(kubeconfig: &Path, default_allow: bool) -> String {
+    format!(
+        "# Written by `image-bouncer config apiserver`; pass it to kube-apiserver with
+# --admission-control-config-file and enable the ImagePolicyWebhook plugin.
+apiVersion: apiserver.config.k8s.io/v1
+kind: AdmissionConfiguration
+plugins:
+- name: ImagePolicyWebhook
+  configuration:
+    imagePolicy:
+      kubeConfigFile: {kc}
+      # Seconds an answer is cached: a policy change is seen after at most this.
+      allowTTL: 50
+      denyTTL: 50
+      # Milliseconds between retries when the webhook does not answer.
+      retryBackoff: 500
+      # false: refuse pods when image-bouncer cannot be reached (fail closed).
+      defaultAllow: {default_allow}
+",
+        kc = q(&kubeconfig.display().to_string()),
+    )
+}
+
+fn apiserver_instructions(url: &Url, pki: &Path, out: &Path, admission: &Path) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "1. kube-apiserver flags (keep your other plugins in the list):\n\
+         \x20   --enable-admission-plugins=NodeRestriction,ImagePolicyWebhook\n\
+         \x20   --admission-control-config-file={}\n",
+        admission.display()
+    );
+    let _ = writeln!(
+        s,
+        "2. kubeadm runs the apiserver as a static pod: mount both folders into it. In\n\
+         \x20  /etc/kubernetes/manifests/kube-apiserver.yaml, add under spec.containers[0]:\n\
+         \x20   volumeMounts:\n\
+         \x20   - {{name: image-bouncer-config, mountPath: {out}, readOnly: true}}\n\
+         \x20   - {{name: image-bouncer-pki, mountPath: {pki}, readOnly: true}}\n\
+         \x20  and under spec:\n\
+         \x20   volumes:\n\
+         \x20   - {{name: image-bouncer-config, hostPath: {{path: {out}, type: DirectoryOrCreate}}}}\n\
+         \x20   - {{name: image-bouncer-pki, hostPath: {{path: {pki}, type: DirectoryOrCreate}}}}\n\
+         \x20  or, for `kubeadm init/upgrade`, in ClusterConfiguration.apiServer:\n\
+         \x20   extraArgs:  (kubeadm v1beta4: a list of {{name, value}})\n\
+         \x20     enable-admission-plugins: NodeRestriction,ImagePolicyWebhook\n\
+         \x20     admission-control-config-file: {adm}\n\
+         \x20   extraVolumes:\n\
+         \x20   - {{name: image-bouncer-config, hostPath: {out}, mountPath: {out}, readOnly: true, pathType: DirectoryOrCreate}}\n\
+         \x20   - {{name: image-bouncer-pki, hostPath: {pki}, mountPath: {pki}, readOnly: true, pathType: DirectoryOrCreate}}\n",
+        out = out.display(),
+        pki = pki.display(),
+        adm = admission.display(),
+    );
+    if url.host.parse::<IpAddr>().is_err() {
+        let _ = writeln!(
+            s,
+            "3. The apiserver uses the node's resolver (hostNetwork): add to /etc/hosts on every\n\
+             \x20  control-plane node (use the address image-bouncer listens on):\n\
+             \x20   127.0.0.1 {}\n",
+            url.host
+        );
+    }
+    let _ = writeln!(
+        s,
+        "4. Run image-bouncer on that node, listening where the URL points:\n\
+         \x20   image-bouncer serve --listen 127.0.0.1:{port} --cert {pki}/{SERVER_CERT} --key {pki}/tls.key \\\n\
+         \x20     --client-ca {pki}/ca.crt --client-name {CLIENT_CN} --policy /etc/image-bouncer/policy.json",
+        port = url.port,
+        pki = pki.display(),
+    );
+    s
+}
+
+/// `image-bouncer config webhook`.
+pub fn run_webhook(a: &WebhookArgs) -> Result<(), Error> {
+    let mut problems = Vec::new();
+    for (flag, v) in [("--namespace", &a.namespace), ("--service", &a.service)] {
+        if crate::policy::NamespacePattern::parse(v).is_err() || v.contains('*') {
+            problems.push(format!("{flag}: {v:?} is not a Kubernetes name"));
+        }
+    }
+    if !(1..=30).contains(&a.timeout) {
+        problems.push("--timeout must be between 1 and 30 seconds".into());
+    }
+    if a.mutate_templates && !a.mutate {
+        problems.push("--mutate-templates needs --mutate".into());
+    }
+    let ca = read_limited(Path::new(&a.ca), 1 << 20).map_err(|e| {
+        problems.push(e);
+    });
+    if let Ok(pem) = &ca
+        && !pem.contains("-----BEGIN CERTIFICATE-----")
+    {
+        problems.push(format!("{}: no PEM certificate in it", a.ca));
+    }
+    match ca {
+        Ok(pem) if problems.is_empty() => {
+            print!("{}", webhook_configs(a, &base64(pem.as_bytes())));
+            Ok(())
+        }
+        _ => Err(Error::Config(crate::config::ConfigError { problems })),
+    }
+}
+
+/// Rules for pods and every workload with a pod template.
+const VALIDATE_RULES: &str = "  rules:
+  - apiGroups: [\"\"]
+    apiVersions: [\"v1\"]
+    operations: [\"CREATE\", \"UPDATE\"]
+    resources: [\"pods\", \"pods/ephemeralcontainers\", \"replicationcontrollers\", \"podtemplates\"]
+    scope: Namespaced
+  - apiGroups: [\"apps\"]
+    apiVersions: [\"v1\"]
+    operations: [\"CREATE\", \"UPDATE\"]
+    resources: [\"deployments\", \"replicasets\", \"statefulsets\", \"daemonsets\"]
+    scope: Namespaced
+  - apiGroups: [\"batch\"]
+    apiVersions: [\"v1\"]
+    operations: [\"CREATE\", \"UPDATE\"]
+    resources: [\"jobs\", \"cronjobs\"]
+    scope: Namespaced
+";
+
+/// The YAML of the webhook configurations.
+pub fn webhook_configs(a: &WebhookArgs, ca_bundle: &str) -> String {
+    let common = |path: &str| {
+        format!(
+            "  admissionReviewVersions: [\"v1\", \"v1beta1\"]
+  sideEffects: None
+  # Refuse when image-bouncer cannot answer: a policy that fails open is no policy.
+  failurePolicy: Fail
+  timeoutSeconds: {timeout}
+  matchPolicy: Equivalent
+  clientConfig:
+    service:
+      namespace: {ns}
+      name: {svc}
+      path: {path}
+      port: {port}
+    caBundle: {ca}
+  # Never for kube-system, nor for image-bouncer's own namespace: a webhook
+  # that fails closed must not be able to block its own restart.
+  namespaceSelector:
+    matchExpressions:
+    - key: kubernetes.io/metadata.name
+      operator: NotIn
+      values: [\"kube-system\", {ns}]
+",
+            timeout = a.timeout,
+            ns = q(&a.namespace),
+            svc = q(&a.service),
+            path = q(path),
+            port = a.port,
+            ca = q(ca_bundle),
+        )
+    };
+    let mut out = format!(
+        "# Written by `image-bouncer config webhook`.
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata:
+  name: image-bouncer
+  labels:
+    app.kubernetes.io/name: image-bouncer
+webhooks:
+- name: validate.image-bouncer.io
+{common}{VALIDATE_RULES}",
+        common = common("/validate"),
+    );
+    if a.mutate {
+        let workloads = if a.mutate_templates {
+            "  - apiGroups: [\"apps\"]
+    apiVersions: [\"v1\"]
+    operations: [\"CREATE\", \"UPDATE\"]
+    resources: [\"deployments\", \"replicasets\", \"statefulsets\", \"daemonsets\"]
+    scope: Namespaced
+  - apiGroups: [\"batch\"]
+    apiVersions: [\"v1\"]
+    operations: [\"CREATE\", \"UPDATE\"]
+    resources: [\"jobs\", \"cronjobs\"]
+    scope: Namespaced
+  - apiGroups: [\"\"]
+    apiVersions: [\"v1\"]
+    operations: [\"CREATE\", \"UPDATE\"]
+    resources: [\"replicationcontrollers\", \"podtemplates\"]
+    scope: Namespaced
+"
+        } else {
+            ""
+        };
+        let _ = write!(
+            out,
+            "---
+apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingWebhookConfiguration
+metadata:
+  name: image-bouncer
+  labels:
+    app.kubernetes.io/name: image-bouncer
+webhooks:
+- name: mutate.image-bouncer.io
+{common}  # Mutations are idempotent; no need to be called again after others.
+  reinvocationPolicy: Never
+  rules:
+  - apiGroups: [\"\"]
+    apiVersions: [\"v1\"]
+    operations: [\"CREATE\", \"UPDATE\"]
+    resources: [\"pods\", \"pods/ephemeralcontainers\"]
+    scope: Namespaced
+  - apiGroups: [\"\"]
+    apiVersions: [\"v1\"]
+    operations: [\"CREATE\"]
+    resources: [\"persistentvolumeclaims\"]
+    scope: Namespaced
+{workloads}",
+            common = common("/mutate"),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let u = parse_url("https://image-bouncer.local:8443/image_policy").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("image-bouncer.local", 8443));
+        let u = parse_url("https://[::1]:9443/image_policy").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 9443));
+        assert_eq!(
+            parse_url("https://x.example/image_policy").unwrap().port,
+            443
+        );
+        for bad in [
+            "http://x/image_policy",
+            "https://x:port/image_policy",
+            "https://x/validate",
+            "https:///image_policy",
+        ] {
+            assert!(parse_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn quoting_is_json() {
+        assert_eq!(q("a\"b: c"), "\"a\\\"b: c\"");
+    }
+}

@@ -1,0 +1,412 @@
+//! The set-up commands, end to end: certificates that a real TLS server
+//! and client accept, generated YAML parsed back with a YAML parser, and
+//! `serve --self-signed`.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+use crate::common::{BIN, Client, Server, client_config, fixtures, run, stderr, stdout, temp_dir};
+
+fn yaml_docs(text: &str) -> Vec<Value> {
+    use serde::Deserialize;
+    serde_yaml::Deserializer::from_str(text)
+        .map(|d| Value::deserialize(d).unwrap_or_else(|e| panic!("{e}:\n{text}")))
+        .collect()
+}
+
+#[test]
+fn certs_make_a_chain_the_server_and_apiserver_client_accept() {
+    let dir = temp_dir("certs-cmd");
+    let pki = dir.join("pki");
+    let out = run(
+        &[
+            "certs",
+            "--out",
+            pki.to_str().unwrap(),
+            "--host",
+            "localhost",
+            "--ip",
+            "127.0.0.1",
+            "--days",
+            "30",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("(30 days)"), "{}", stdout(&out));
+    for (f, mode) in [
+        ("ca.crt", 0o644),
+        ("ca.key", 0o600),
+        ("tls.crt", 0o644),
+        ("tls.key", 0o600),
+        ("apiserver-client.crt", 0o644),
+        ("apiserver-client.key", 0o600),
+    ] {
+        let m = std::fs::metadata(pki.join(f)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(m, mode, "{f}");
+    }
+    // No overwrite without --force.
+    let again = run(
+        &[
+            "certs",
+            "--out",
+            pki.to_str().unwrap(),
+            "--host",
+            "localhost",
+        ],
+        None,
+    );
+    assert_eq!(again.status.code(), Some(2));
+    assert!(stderr(&again).contains("--force"), "{}", stderr(&again));
+    // The files work together: mTLS with the apiserver's client certificate.
+    let p = |f: &str| pki.join(f).to_str().unwrap().to_string();
+    let server = Server::start(&[
+        "--cert",
+        &p("tls.crt"),
+        "--key",
+        &p("tls.key"),
+        "--client-ca",
+        &p("ca.crt"),
+        "--client-name",
+        "kube-apiserver",
+    ]);
+    let config = client_config(
+        &pki.join("ca.crt"),
+        Some((
+            &pki.join("apiserver-client.crt"),
+            &pki.join("apiserver-client.key"),
+        )),
+    );
+    let body =
+        std::fs::read(fixtures().join("imagereview/pod-create-allowed.request.json")).unwrap();
+    let r = Client::tls(server.addr, config)
+        .unwrap()
+        .post("/image_policy", &body)
+        .unwrap();
+    assert_eq!(r.json()["status"]["allowed"], true);
+    // Bad names are refused with a clear message.
+    let bad = run(
+        &[
+            "certs",
+            "--out",
+            dir.join("x").to_str().unwrap(),
+            "--host",
+            "not a host",
+            "--ip",
+            "1.2.3",
+        ],
+        None,
+    );
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        stderr(&bad).contains("\"not a host\"") && stderr(&bad).contains("\"1.2.3\" is not an IP"),
+        "{}",
+        stderr(&bad)
+    );
+}
+
+#[test]
+fn config_apiserver_writes_valid_yaml_and_explains_the_rest() {
+    let dir = temp_dir("config-apiserver");
+    let pki = dir.join("pki");
+    assert!(
+        run(
+            &[
+                "certs",
+                "--out",
+                pki.to_str().unwrap(),
+                "--host",
+                "image-bouncer.local"
+            ],
+            None
+        )
+        .status
+        .success()
+    );
+    let cfg = dir.join("cfg");
+    let out = run(
+        &[
+            "config",
+            "apiserver",
+            "--url",
+            "https://image-bouncer.local:8443/image_policy",
+            "--pki",
+            pki.to_str().unwrap(),
+            "--out",
+            cfg.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    for want in [
+        "--enable-admission-plugins=NodeRestriction,ImagePolicyWebhook",
+        &format!(
+            "--admission-control-config-file={}/admission-config.yaml",
+            cfg.display()
+        ),
+        "127.0.0.1 image-bouncer.local",
+        "extraVolumes:",
+        &format!("mountPath: {}", pki.display()),
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+    let adm = &yaml_docs(&std::fs::read_to_string(cfg.join("admission-config.yaml")).unwrap())[0];
+    assert_eq!(adm["apiVersion"], "apiserver.config.k8s.io/v1");
+    assert_eq!(adm["kind"], "AdmissionConfiguration");
+    let plugin = &adm["plugins"][0];
+    assert_eq!(plugin["name"], "ImagePolicyWebhook");
+    let ip = &plugin["configuration"]["imagePolicy"];
+    assert_eq!(
+        ip["kubeConfigFile"],
+        cfg.join("kubeconfig.yaml").to_str().unwrap()
+    );
+    assert_eq!(ip["defaultAllow"], false);
+    assert_eq!(
+        (
+            ip["allowTTL"].as_u64(),
+            ip["denyTTL"].as_u64(),
+            ip["retryBackoff"].as_u64()
+        ),
+        (Some(50), Some(50), Some(500))
+    );
+    let kc = &yaml_docs(&std::fs::read_to_string(cfg.join("kubeconfig.yaml")).unwrap())[0];
+    assert_eq!(kc["kind"], "Config");
+    assert_eq!(
+        kc["clusters"][0]["cluster"]["server"],
+        "https://image-bouncer.local:8443/image_policy"
+    );
+    assert_eq!(
+        kc["clusters"][0]["cluster"]["certificate-authority"],
+        pki.join("ca.crt").to_str().unwrap()
+    );
+    assert_eq!(
+        kc["users"][0]["user"]["client-certificate"],
+        pki.join("apiserver-client.crt").to_str().unwrap()
+    );
+    assert_eq!(
+        kc["users"][0]["user"]["client-key"],
+        pki.join("apiserver-client.key").to_str().unwrap()
+    );
+    assert_eq!(kc["current-context"], kc["contexts"][0]["name"]);
+    let mode = std::fs::metadata(cfg.join("kubeconfig.yaml"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    // --default-allow is written as asked.
+    let out = run(
+        &[
+            "config",
+            "apiserver",
+            "--url",
+            "https://image-bouncer.local/image_policy",
+            "--pki",
+            pki.to_str().unwrap(),
+            "--out",
+            cfg.to_str().unwrap(),
+            "--default-allow",
+        ],
+        None,
+    );
+    assert!(out.status.success());
+    let adm = &yaml_docs(&std::fs::read_to_string(cfg.join("admission-config.yaml")).unwrap())[0];
+    assert_eq!(
+        adm["plugins"][0]["configuration"]["imagePolicy"]["defaultAllow"],
+        true
+    );
+    // A host name the serving certificate does not carry is caught now,
+    // not as an obscure TLS error in the apiserver's log later.
+    let out = run(
+        &[
+            "config",
+            "apiserver",
+            "--url",
+            "https://other.local:8443/image_policy",
+            "--pki",
+            pki.to_str().unwrap(),
+            "--out",
+            cfg.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("has no DNS name \"other.local\""),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(
+        &[
+            "config",
+            "apiserver",
+            "--url",
+            "http://image-bouncer.local/image_policy",
+            "--pki",
+            pki.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("https://"));
+}
+
+#[test]
+fn config_webhook_prints_complete_configurations() {
+    let dir = temp_dir("config-webhook");
+    assert!(
+        run(
+            &[
+                "certs",
+                "--out",
+                dir.to_str().unwrap(),
+                "--host",
+                "image-bouncer.ib.svc"
+            ],
+            None
+        )
+        .status
+        .success()
+    );
+    let ca = dir.join("ca.crt");
+    let out = run(
+        &[
+            "config",
+            "webhook",
+            "--namespace",
+            "ib",
+            "--service",
+            "image-bouncer",
+            "--ca",
+            ca.to_str().unwrap(),
+            "--mutate",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let docs = yaml_docs(&stdout(&out));
+    assert_eq!(docs.len(), 2);
+    assert_eq!(docs[0]["kind"], "ValidatingWebhookConfiguration");
+    assert_eq!(docs[1]["kind"], "MutatingWebhookConfiguration");
+    let ca_pem = std::fs::read_to_string(&ca).unwrap();
+    for (doc, path) in docs.iter().zip(["/validate", "/mutate"]) {
+        assert_eq!(doc["apiVersion"], "admissionregistration.k8s.io/v1");
+        let w = &doc["webhooks"][0];
+        assert_eq!(w["failurePolicy"], "Fail");
+        assert_eq!(w["sideEffects"], "None");
+        assert_eq!(
+            w["admissionReviewVersions"],
+            serde_json::json!(["v1", "v1beta1"])
+        );
+        assert!(w["timeoutSeconds"].as_u64().unwrap() <= 10);
+        assert_eq!(
+            w["clientConfig"]["service"],
+            serde_json::json!({"namespace": "ib", "name": "image-bouncer", "path": path, "port": 443})
+        );
+        let bundle = crate::golden::base64_decode(w["clientConfig"]["caBundle"].as_str().unwrap());
+        assert_eq!(String::from_utf8(bundle).unwrap(), ca_pem);
+        let excluded = &w["namespaceSelector"]["matchExpressions"][0];
+        assert_eq!(excluded["key"], "kubernetes.io/metadata.name");
+        assert_eq!(excluded["operator"], "NotIn");
+        assert_eq!(excluded["values"], serde_json::json!(["kube-system", "ib"]));
+    }
+    let resources: Vec<String> = docs[0]["webhooks"][0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| {
+            r["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_str().unwrap().to_string())
+        })
+        .collect();
+    for r in [
+        "pods",
+        "pods/ephemeralcontainers",
+        "deployments",
+        "replicasets",
+        "statefulsets",
+        "daemonsets",
+        "jobs",
+        "cronjobs",
+        "replicationcontrollers",
+        "podtemplates",
+    ] {
+        assert!(
+            resources.contains(&r.to_string()),
+            "validating rules lack {r}"
+        );
+    }
+    let mutate_rules = docs[1]["webhooks"][0]["rules"].to_string();
+    assert!(
+        mutate_rules.contains("persistentvolumeclaims") && !mutate_rules.contains("deployments")
+    );
+    // Without --mutate: the validating configuration only.
+    let out = run(&["config", "webhook", "--ca", ca.to_str().unwrap()], None);
+    assert_eq!(yaml_docs(&stdout(&out)).len(), 1);
+    let out = run(
+        &[
+            "config",
+            "webhook",
+            "--ca",
+            dir.join("tls.key").to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("no PEM certificate"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn serve_self_signed_needs_no_set_up() {
+    let dir = temp_dir("self-signed");
+    let ca = dir.join("ca.crt");
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--self-signed",
+            "--self-signed-ca",
+            ca.to_str().unwrap(),
+            "--port",
+            "0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr: std::net::SocketAddr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        addr.ip().is_loopback(),
+        "a self-signed first try listens on loopback only: {addr}"
+    );
+    let body =
+        std::fs::read(fixtures().join("imagereview/pod-create-latest.request.json")).unwrap();
+    let r = Client::tls(addr, client_config(&ca, None))
+        .unwrap()
+        .post("/image_policy", &body)
+        .unwrap();
+    assert_eq!(r.json()["status"]["allowed"], false);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = run(&["serve", "--self-signed", "--insecure-http"], None);
+    assert_eq!(out.status.code(), Some(2));
+}
