@@ -410,3 +410,123 @@ fn serve_self_signed_needs_no_set_up() {
     let out = run(&["serve", "--self-signed", "--insecure-http"], None);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Every manifest under deploy/ parses, and the Deployment is what a
+/// fail-closed webhook needs.
+#[test]
+fn deploy_manifests_are_complete() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let mut by_kind = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            for doc in yaml_docs(&std::fs::read_to_string(&path).unwrap()) {
+                by_kind.insert(doc["kind"].as_str().unwrap().to_string(), doc);
+            }
+        }
+    }
+    for kind in [
+        "Kustomization",
+        "Namespace",
+        "ServiceAccount",
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+    ] {
+        assert!(by_kind.contains_key(kind), "deploy/ lacks a {kind}");
+    }
+    let kustomization = &by_kind["Kustomization"];
+    for r in kustomization["resources"].as_array().unwrap() {
+        assert!(
+            dir.join(r.as_str().unwrap()).exists(),
+            "{r} is listed but missing"
+        );
+    }
+    let d = &by_kind["Deployment"];
+    assert!(d["spec"]["replicas"].as_u64().unwrap() >= 2);
+    let pod = &d["spec"]["template"]["spec"];
+    assert!(pod["affinity"]["podAntiAffinity"].is_object());
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    let c = &pod["containers"][0];
+    let image = c["image"].as_str().unwrap();
+    assert!(
+        !image.ends_with(":latest") && image.contains(':'),
+        "{image}"
+    );
+    assert_eq!(c["imagePullPolicy"], "IfNotPresent");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(c["readinessProbe"]["httpGet"]["scheme"], "HTTPS");
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(
+        c["securityContext"]["capabilities"]["drop"],
+        serde_json::json!(["ALL"])
+    );
+    assert!(
+        c["resources"]["requests"].is_object() && c["resources"]["limits"]["memory"].is_string()
+    );
+    let pdb = &by_kind["PodDisruptionBudget"];
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    // The image tag matches what the flake builds (the crate version).
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(image, format!("image-bouncer:{version}"));
+    assert_eq!(kustomization["images"][0]["newTag"], version);
+
+    // The container's arguments really start the server: same flags, with
+    // the mounted files replaced by files made here.
+    let tmp = temp_dir("deploy-args");
+    assert!(
+        run(
+            &[
+                "certs",
+                "--out",
+                tmp.to_str().unwrap(),
+                "--host",
+                "localhost"
+            ],
+            None
+        )
+        .status
+        .success()
+    );
+    let args: Vec<String> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            a.as_str()
+                .unwrap()
+                .replace("/tls/", &format!("{}/", tmp.display()))
+                .replace(
+                    "/policy/policy.json",
+                    dir.join("policy.json").to_str().unwrap(),
+                )
+                .replace("--port=8443", "--port=0")
+        })
+        .collect();
+    assert_eq!(args[0], "serve");
+    let mut child = Command::new(BIN)
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port: u16 = line.trim().rsplit(':').next().unwrap().parse().unwrap();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let r = Client::tls(addr, client_config(&tmp.join("ca.crt"), None))
+        .unwrap()
+        .get("/readyz")
+        .unwrap();
+    assert_eq!(r.status, 200);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -1,0 +1,152 @@
+# services.image-bouncer for NixOS: the same service, user and hardening as
+# systemd/image-bouncer.service (see the comments there for each line).
+self:
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+let
+  cfg = config.services.image-bouncer;
+  inherit (lib) mkOption types;
+in
+{
+  options.services.image-bouncer = {
+    enable = lib.mkEnableOption "the image-bouncer admission webhook";
+    package = mkOption {
+      type = types.package;
+      default = self.packages.${pkgs.stdenv.hostPlatform.system}.default;
+      description = "The image-bouncer package (static by default).";
+    };
+    listen = mkOption {
+      type = types.str;
+      default = "127.0.0.1:8443";
+      description = "Address to listen on; the local apiserver calls it.";
+    };
+    certFile = mkOption {
+      type = types.str;
+      default = "/etc/image-bouncer/pki/tls.crt";
+      description = "Serving certificate (PEM), readable by the image-bouncer group.";
+    };
+    keyFile = mkOption {
+      type = types.str;
+      default = "/etc/image-bouncer/pki/tls.key";
+      description = "Serving key (PEM), readable by the image-bouncer group.";
+    };
+    clientCaFile = mkOption {
+      type = types.nullOr types.str;
+      default = "/etc/image-bouncer/pki/ca.crt";
+      description = "CA of the apiserver's client certificate; null accepts any client.";
+    };
+    clientNames = mkOption {
+      type = types.listOf types.str;
+      default = [ "kube-apiserver" ];
+      description = "Accepted client certificate names (CN or DNS SAN).";
+    };
+    policyFile = mkOption {
+      type = types.nullOr types.str;
+      default = "/etc/image-bouncer/policy.json";
+      description = "Policy file (JSON), reloaded when it changes.";
+    };
+    extraArgs = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      description = "More `image-bouncer serve` flags.";
+    };
+  };
+
+  config = lib.mkIf cfg.enable {
+    users.users.image-bouncer = {
+      isSystemUser = true;
+      group = "image-bouncer";
+    };
+    users.groups.image-bouncer = { };
+
+    systemd.services.image-bouncer = {
+      description = "image-bouncer container image admission webhook";
+      wantedBy = [
+        "multi-user.target"
+        "kubelet.service"
+      ];
+      before = [ "kubelet.service" ];
+      after = [ "network-online.target" ];
+      wants = [ "network-online.target" ];
+      serviceConfig = {
+        ExecStart = lib.escapeShellArgs (
+          [
+            (lib.getExe cfg.package)
+            "serve"
+            "--listen"
+            cfg.listen
+            "--cert"
+            cfg.certFile
+            "--key"
+            cfg.keyFile
+          ]
+          ++ lib.optionals (cfg.clientCaFile != null) [
+            "--client-ca"
+            cfg.clientCaFile
+          ]
+          ++ lib.optionals (cfg.clientCaFile != null) (
+            lib.concatMap (n: [
+              "--client-name"
+              n
+            ]) cfg.clientNames
+          )
+          ++ lib.optionals (cfg.policyFile != null) [
+            "--policy"
+            cfg.policyFile
+          ]
+          ++ cfg.extraArgs
+        );
+        ExecReload = "${pkgs.coreutils}/bin/kill -HUP $MAINPID";
+        Restart = "always";
+        RestartSec = "1s";
+        TimeoutStopSec = "15s";
+        User = "image-bouncer";
+        Group = "image-bouncer";
+        CapabilityBoundingSet = "";
+        AmbientCapabilities = "";
+        NoNewPrivileges = true;
+        ProtectSystem = "strict";
+        ProtectHome = true;
+        PrivateTmp = true;
+        PrivateMounts = true;
+        PrivateDevices = true;
+        DevicePolicy = "closed";
+        PrivateUsers = true;
+        ProtectKernelTunables = true;
+        ProtectKernelModules = true;
+        ProtectKernelLogs = true;
+        ProtectControlGroups = true;
+        ProtectClock = true;
+        ProtectHostname = true;
+        ProtectProc = "invisible";
+        ProcSubset = "pid";
+        RestrictAddressFamilies = [
+          "AF_INET"
+          "AF_INET6"
+        ];
+        IPAddressDeny = "any";
+        IPAddressAllow = "localhost";
+        RestrictNamespaces = true;
+        RestrictRealtime = true;
+        RestrictSUIDSGID = true;
+        LockPersonality = true;
+        MemoryDenyWriteExecute = true;
+        RemoveIPC = true;
+        SystemCallArchitectures = "native";
+        SystemCallFilter = [
+          "@system-service"
+          "~@privileged @resources"
+        ];
+        SystemCallErrorNumber = "EPERM";
+        UMask = "0077";
+        LimitNOFILE = 16384;
+        TasksMax = 4200;
+        MemoryMax = "256M";
+      };
+    };
+  };
+}

@@ -1,0 +1,25 @@
+# The image-bouncer binary. Called with pkgs.pkgsStatic (musl, static) from
+# flake.nix; the ring crypto provider needs no cmake or OpenSSL.
+{
+  lib,
+  stdenv,
+  rustPlatform,
+  version,
+}:
+rustPlatform.buildRustPackage {
+  pname = "image-bouncer";
+  inherit version;
+  src = import ./source.nix { inherit lib; };
+  cargoLock.lockFile = ../Cargo.lock;
+
+  # The end-to-end tests start the binary on 127.0.0.1, which the build
+  # sandbox allows; they cannot run for another architecture.
+  doCheck = stdenv.buildPlatform.canExecute stdenv.hostPlatform;
+
+  meta = {
+    description = "Kubernetes admission webhook that decides which container images may run";
+    license = lib.licenses.asl20;
+    mainProgram = "image-bouncer";
+    platforms = lib.platforms.linux;
+  };
+}
