@@ -248,7 +248,7 @@ pub fn parse(args: &[String]) -> Result<Command, Early> {
         ok: false,
     };
     let Some(first) = args.first() else {
-        return match legacy_mutate_webhook(&|k| std::env::var(k).ok()) {
+        return match legacy_env_serve(&|k| std::env::var(k).ok()) {
             Some(serve) => Ok(Command::Serve(Box::new(serve))),
             None => Err(usage(OVERVIEW.to_string())),
         };
@@ -260,7 +260,7 @@ pub fn parse(args: &[String]) -> Result<Command, Early> {
             env!("CARGO_PKG_VERSION")
         ))),
         "check" => sub(&["image-bouncer check"], &args[1..]).map(|c| Command::Check(Box::new(c))),
-        "serve" => sub(&["image-bouncer serve"], &args[1..]).map(|c| Command::Serve(Box::new(c))),
+        "serve" => sub(&["image-bouncer serve"], &args[1..]).map(serve_with_env),
         "certs" => sub(&["image-bouncer certs"], &args[1..]).map(Command::Certs),
         "config" => match args.get(1).map(String::as_str) {
             Some("apiserver") => {
@@ -281,33 +281,65 @@ pub fn parse(args: &[String]) -> Result<Command, Early> {
     }
 }
 
-/// k8s-mutate-image-and-policy-webhook was configured by environment alone
-/// and run without arguments; when its variables are set, do the same: its
-/// certificate paths and port, and the mutation variables (read by
-/// `config.rs`).
-pub fn legacy_mutate_webhook(env: &dyn Fn(&str) -> Option<String>) -> Option<ServeArgs> {
-    let tls = ["TLS_CERT_FILE", "TLS_KEY_FILE", "PORT"];
-    let set = |k: &&str| env(k).is_some_and(|v| !v.is_empty());
-    if !tls.iter().chain(crate::config::MUTATE_ENV).any(set) {
-        return None;
+/// kube-image-bouncer read `BOUNCER_CERTIFICATE`, `BOUNCER_KEY`,
+/// `BOUNCER_PORT` and `BOUNCER_DEBUG` when the flags were not given: so do
+/// we (flags win).
+pub fn apply_bouncer_env(a: &mut ServeArgs, env: &dyn Fn(&str) -> Option<String>) {
+    let get = |k: &str| env(k).filter(|v| !v.is_empty());
+    if a.cert.is_none() {
+        a.cert = get("BOUNCER_CERTIFICATE");
     }
-    let or = |k: &str, default: &str| {
-        env(k)
-            .filter(|v| !v.is_empty())
-            .unwrap_or_else(|| default.to_string())
-    };
-    Some(ServeArgs {
-        cert: Some(or(
+    if a.key.is_none() {
+        a.key = get("BOUNCER_KEY");
+    }
+    if a.port.is_none() && a.listen.is_none() {
+        a.port = get("BOUNCER_PORT").and_then(|p| p.parse().ok());
+    }
+    if let Some(d) = get("BOUNCER_DEBUG") {
+        a.debug |= matches!(d.to_ascii_lowercase().as_str(), "1" | "true" | "yes");
+    }
+}
+
+/// Without arguments, the older tools' environment still means "serve":
+/// kube-image-bouncer's `BOUNCER_*` variables, or
+/// k8s-mutate-image-and-policy-webhook's, which was configured by
+/// environment alone (its certificate paths and port 8443 by default; the
+/// mutation variables are read by `config.rs`).
+pub fn legacy_env_serve(env: &dyn Fn(&str) -> Option<String>) -> Option<ServeArgs> {
+    let set = |k: &&str| env(k).is_some_and(|v| !v.is_empty());
+    let bouncer = [
+        "BOUNCER_CERTIFICATE",
+        "BOUNCER_KEY",
+        "BOUNCER_PORT",
+        "BOUNCER_DEBUG",
+    ];
+    let mutate_tls = ["TLS_CERT_FILE", "TLS_KEY_FILE", "PORT"];
+    let mut a = ServeArgs::default();
+    if mutate_tls.iter().chain(crate::config::MUTATE_ENV).any(set) {
+        let or = |k: &str, default: &str| {
+            env(k)
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| default.to_string())
+        };
+        a.cert = Some(or(
             "TLS_CERT_FILE",
             "/run/secrets/tls/webhook-server-tls.crt",
-        )),
-        key: Some(or(
+        ));
+        a.key = Some(or(
             "TLS_KEY_FILE",
             "/run/secrets/tls/webhook-server-tls.key",
-        )),
-        listen: Some(format!("0.0.0.0:{}", or("PORT", "8443"))),
-        ..ServeArgs::default()
-    })
+        ));
+        a.listen = Some(format!("0.0.0.0:{}", or("PORT", "8443")));
+    } else if !bouncer.iter().any(set) {
+        return None;
+    }
+    apply_bouncer_env(&mut a, env);
+    Some(a)
+}
+
+fn serve_with_env(mut a: ServeArgs) -> Command {
+    apply_bouncer_env(&mut a, &|k| std::env::var(k).ok());
+    Command::Serve(Box::new(a))
 }
 
 /// Parses one subcommand's flags with argh, after `--flag=value` splitting.
@@ -440,14 +472,37 @@ mod tests {
             "PORT" => Some("9443".to_string()),
             _ => None,
         };
-        let s = legacy_mutate_webhook(&env).unwrap();
+        let s = legacy_env_serve(&env).unwrap();
         assert_eq!(
             s.cert.as_deref(),
             Some("/run/secrets/tls/webhook-server-tls.crt")
         );
         assert_eq!(s.listen.as_deref(), Some("0.0.0.0:9443"));
-        assert!(legacy_mutate_webhook(&|_| None).is_none());
-        assert!(legacy_mutate_webhook(&|_| Some(String::new())).is_none());
+        assert!(legacy_env_serve(&|_| None).is_none());
+        assert!(legacy_env_serve(&|_| Some(String::new())).is_none());
+        // kube-image-bouncer's variables, as fallbacks for its flags.
+        let env = |k: &str| match k {
+            "BOUNCER_CERTIFICATE" => Some("/c.pem".to_string()),
+            "BOUNCER_KEY" => Some("/k.pem".to_string()),
+            "BOUNCER_PORT" => Some("9000".to_string()),
+            "BOUNCER_DEBUG" => Some("true".to_string()),
+            _ => None,
+        };
+        let s = legacy_env_serve(&env).unwrap();
+        assert_eq!(
+            (s.cert.as_deref(), s.key.as_deref(), s.port, s.debug),
+            (Some("/c.pem"), Some("/k.pem"), Some(9000), true)
+        );
+        let mut flags = ServeArgs {
+            cert: Some("/flag.pem".into()),
+            port: Some(1),
+            ..ServeArgs::default()
+        };
+        apply_bouncer_env(&mut flags, &env);
+        assert_eq!(
+            (flags.cert.as_deref(), flags.key.as_deref(), flags.port),
+            (Some("/flag.pem"), Some("/k.pem"), Some(1))
+        );
     }
 
     #[test]
