@@ -11,5 +11,6 @@ lib.fileset.toSource {
     ../tests
     ../bench/loadgen.rs
     ../deploy/policy.json
+    ../fuzz/corpus
   ];
 }

@@ -11,6 +11,8 @@ pub mod certs;
 pub mod check;
 pub mod cli;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod image_ref;
 pub mod logging;
 pub mod metrics;

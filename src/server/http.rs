@@ -35,27 +35,89 @@ pub struct Limits {
     pub write_timeout: Duration,
 }
 
-/// A byte stream over a TCP socket whose timeouts we can set.
+/// A byte stream whose timeouts we can set: a TCP socket, TLS over one, or
+/// memory (tests and fuzzing).
 pub trait Transport: Read + Write {
-    fn socket(&self) -> &TcpStream;
+    fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()>;
+    fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()>;
     /// Ends the session politely before the socket closes.
     fn finish(&mut self) {}
 }
 
 impl Transport for TcpStream {
-    fn socket(&self) -> &TcpStream {
-        self
+    fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        TcpStream::set_read_timeout(self, t)
+    }
+
+    fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        TcpStream::set_write_timeout(self, t)
     }
 }
 
 impl Transport for StreamOwned<ServerConnection, TcpStream> {
-    fn socket(&self) -> &TcpStream {
-        &self.sock
+    fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        self.sock.set_read_timeout(t)
+    }
+
+    fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        self.sock.set_write_timeout(t)
     }
 
     fn finish(&mut self) {
         self.conn.send_close_notify();
         let _ = self.conn.complete_io(&mut self.sock);
+    }
+}
+
+/// Input from memory, in pieces, as a client might send it; output is
+/// kept. For tests and the HTTP fuzz target.
+pub struct MemoryTransport {
+    pieces: std::collections::VecDeque<Vec<u8>>,
+    pub written: Vec<u8>,
+}
+
+impl MemoryTransport {
+    pub fn new(pieces: impl IntoIterator<Item = Vec<u8>>) -> Self {
+        MemoryTransport {
+            pieces: pieces.into_iter().collect(),
+            written: Vec::new(),
+        }
+    }
+}
+
+impl Read for MemoryTransport {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let Some(piece) = self.pieces.front_mut() else {
+            return Ok(0);
+        };
+        let n = piece.len().min(out.len());
+        out[..n].copy_from_slice(&piece[..n]);
+        piece.drain(..n);
+        if piece.is_empty() {
+            self.pieces.pop_front();
+        }
+        Ok(n)
+    }
+}
+
+impl Write for MemoryTransport {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.written.extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Transport for MemoryTransport {
+    fn set_read_timeout(&self, _: Option<Duration>) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn set_write_timeout(&self, _: Option<Duration>) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -133,9 +195,7 @@ struct Head {
 
 impl<T: Transport> Conn<T> {
     pub fn new(stream: T, limits: Limits) -> io::Result<Self> {
-        stream
-            .socket()
-            .set_write_timeout(Some(limits.write_timeout))?;
+        stream.set_write_timeout(Some(limits.write_timeout))?;
         Ok(Conn {
             stream,
             buf: Vec::with_capacity(READ_CHUNK),
@@ -317,7 +377,7 @@ impl<T: Transport> Conn<T> {
         if remaining.is_zero() {
             return Err(io::ErrorKind::TimedOut.into());
         }
-        self.stream.socket().set_read_timeout(Some(remaining))?;
+        self.stream.set_read_timeout(Some(remaining))?;
         let old = self.buf.len();
         self.buf.resize(old + READ_CHUNK, 0);
         let result = self.stream.read(&mut self.buf[old..]);

@@ -220,6 +220,8 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
     let local = listener
         .local_addr()
         .map_err(|e| ServeError::Bind(settings.listen, e))?;
+    let mut settings = settings;
+    settings.max_connections = clamp_to_open_files(settings.max_connections, open_files_limit());
     let shared = Arc::new(Shared {
         rules: RwLock::new(Arc::new(rules)),
         tls: RwLock::new(tls_config),
@@ -254,6 +256,35 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
     drain(&shared, local);
     let _ = acceptor.join();
     Ok(())
+}
+
+/// File descriptors kept for the listener, the files we read, and logging.
+const SPARE_FDS: usize = 64;
+
+/// The soft open-file limit, read from /proc (no libc call needed).
+fn open_files_limit() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// Each connection holds two descriptors (the socket and the copy used to
+/// close it on shutdown). Past the limit accept() would fail and spin; stay
+/// below it and refuse cleanly instead.
+fn clamp_to_open_files(wanted: usize, limit: Option<usize>) -> usize {
+    let Some(limit) = limit else {
+        return wanted;
+    };
+    let fits = limit.saturating_sub(SPARE_FDS) / 2;
+    if wanted > fits {
+        warn!(
+            "--max-connections {wanted} needs {} open files but the limit is {limit}; serving at most {fits} connections (raise LimitNOFILE or ulimit -n)",
+            wanted * 2 + SPARE_FDS
+        );
+        fits.max(1)
+    } else {
+        wanted
+    }
 }
 
 /// The main thread's loop: reload on SIGHUP or file change, return on
@@ -536,4 +567,21 @@ fn serve_requests<T: Transport>(shared: &Shared, stream: T, limits: Limits, busy
         }
     }
     conn.stream_mut().finish();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_fit_in_the_open_file_limit() {
+        assert_eq!(clamp_to_open_files(4096, None), 4096);
+        assert_eq!(clamp_to_open_files(4096, Some(1_048_576)), 4096);
+        assert_eq!(
+            clamp_to_open_files(4096, Some(1024)),
+            (1024 - SPARE_FDS) / 2
+        );
+        assert_eq!(clamp_to_open_files(10, Some(10)), 1);
+        assert!(open_files_limit().is_some_and(|l| l > 0));
+    }
 }

@@ -1,0 +1,117 @@
+//! Entry points of the fuzz targets (`fuzz/`), also run over the checked-in
+//! corpus by `cargo test` (tests/fuzz_corpus.rs). Each takes arbitrary
+//! bytes and panics only when an invariant breaks; that panic is the
+//! finding. Not used by the server.
+
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::image_ref::ImageRef;
+use crate::mutate::{MutateConfig, PullPolicy, Target};
+use crate::policy::{ImagePattern, Policy, RegistryPattern};
+use crate::review::{admission, imagepolicy};
+use crate::server::http::{Conn, Limits, MemoryTransport, ReadError};
+
+/// Parsing never panics, and whatever parses prints back to itself.
+pub fn image_ref(data: &[u8]) {
+    let Ok(s) = std::str::from_utf8(data) else {
+        return;
+    };
+    match ImageRef::parse(s) {
+        Ok(r) => {
+            let printed = r.to_string();
+            let again = ImageRef::parse(&printed);
+            assert_eq!(again.as_ref(), Ok(&r), "{s:?} printed as {printed:?}");
+            let _ = r.normalized();
+        }
+        Err(e) => {
+            let _ = e.to_string();
+        }
+    }
+    if let Ok(p) = RegistryPattern::parse(s)
+        && let Ok(r) = ImageRef::parse("nginx:1")
+    {
+        let _ = p.matches(&r);
+    }
+    let _ = ImagePattern::parse(s);
+}
+
+/// Small limits so that the fuzzer reaches them.
+const FUZZ_LIMITS: Limits = Limits {
+    max_head: 2048,
+    max_body: 4096,
+    request_timeout: Duration::from_secs(5),
+    idle_timeout: Duration::from_secs(5),
+    write_timeout: Duration::from_secs(5),
+};
+
+/// The HTTP reader on bytes arriving in pieces (the first byte picks the
+/// piece size): requests respect the limits, errors are clean.
+pub fn http_request(data: &[u8]) {
+    let Some((&seed, rest)) = data.split_first() else {
+        return;
+    };
+    let size = 1 + usize::from(seed % 64);
+    let pieces = rest.chunks(size).map(<[u8]>::to_vec);
+    let Ok(mut conn) = Conn::new(MemoryTransport::new(pieces), FUZZ_LIMITS) else {
+        return;
+    };
+    let busy = AtomicBool::new(false);
+    for _ in 0..32 {
+        match conn.read_request(&busy) {
+            Ok(req) => {
+                assert!(req.body.len() <= FUZZ_LIMITS.max_body);
+                assert!(!req.path.contains('?'));
+            }
+            Err(ReadError::Reject(code, _)) => {
+                assert!((400..=599).contains(&code), "{code}");
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+}
+
+fn policy_and_mutations() -> (Policy, MutateConfig) {
+    let policy = Policy {
+        break_glass: true,
+        allowed_registries: vec![
+            RegistryPattern::parse("docker.io").unwrap_or_else(|e| unreachable!("{e}")),
+        ],
+        ..Policy::default()
+    };
+    let mutate = MutateConfig {
+        rewrite_registry: Target::parse("mirror.example.com").ok(),
+        image_pull_secrets: vec!["regcred".into()],
+        image_pull_policy: Some(PullPolicy::Always),
+        default_storage_class: Some("fast".into()),
+        mutate_templates: true,
+        ..MutateConfig::default()
+    };
+    (policy, mutate)
+}
+
+/// Both review decoders: every answer is a well-formed review of the right
+/// kind (ImageReview always; AdmissionReview with the request's uid).
+pub fn review(data: &[u8]) {
+    let (policy, mutate) = policy_and_mutations();
+    if let Ok((reply, _)) = imagepolicy::review(&policy, data) {
+        let v: Value = serde_json::from_slice(&reply).unwrap_or(Value::Null);
+        assert_eq!(v["kind"], "ImageReview", "{v}");
+        assert!(v["status"]["allowed"].is_boolean(), "{v}");
+    }
+    if let Ok(r) = admission::parse(data) {
+        for (reply, patch_allowed) in [
+            (admission::validate(&policy, &r).0, false),
+            (admission::mutate(&mutate, &r).0, true),
+        ] {
+            let v: Value = serde_json::from_slice(&reply).unwrap_or(Value::Null);
+            assert_eq!(v["kind"], "AdmissionReview", "{v}");
+            assert_eq!(v["response"]["uid"].as_str(), Some(r.uid.as_str()), "{v}");
+            assert!(v["response"]["allowed"].is_boolean(), "{v}");
+            assert!(patch_allowed || v["response"].get("patch").is_none(), "{v}");
+        }
+    }
+}
