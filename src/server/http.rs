@@ -19,6 +19,8 @@ use rustls::{ServerConnection, StreamOwned};
 pub const MAX_HEADERS: usize = 64;
 /// Bytes read from the socket at a time; a typical review fits in one.
 const READ_CHUNK: usize = 16 * 1024;
+/// Buffer kept by a connection between requests; more is freed.
+const KEEP_BUFFER: usize = 64 * 1024;
 
 /// Size caps and deadlines of one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,7 +200,7 @@ impl<T: Transport> Conn<T> {
         stream.set_write_timeout(Some(limits.write_timeout))?;
         Ok(Conn {
             stream,
-            buf: Vec::with_capacity(READ_CHUNK),
+            buf: Vec::new(),
             limits,
         })
     }
@@ -241,6 +243,11 @@ impl<T: Transport> Conn<T> {
             (self.buf[head.len..head.len + n].to_vec(), head.len + n)
         };
         self.buf.drain(..consumed);
+        // Give a large request's memory back instead of keeping it for the
+        // life of the connection.
+        if self.buf.capacity() > KEEP_BUFFER {
+            self.buf.shrink_to(KEEP_BUFFER);
+        }
         Ok(Request {
             method: head.method,
             path: head.path,
@@ -378,12 +385,12 @@ impl<T: Transport> Conn<T> {
             return Err(io::ErrorKind::TimedOut.into());
         }
         self.stream.set_read_timeout(Some(remaining))?;
-        let old = self.buf.len();
-        self.buf.resize(old + READ_CHUNK, 0);
-        let result = self.stream.read(&mut self.buf[old..]);
-        let n = *result.as_ref().unwrap_or(&0);
-        self.buf.truncate(old + n);
-        result
+        // Read on the stack, keep only what arrived: an idle connection
+        // then holds no buffer at all.
+        let mut chunk = [0u8; READ_CHUNK];
+        let n = self.stream.read(&mut chunk)?;
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(n)
     }
 
     /// Writes a whole response in one go (one TLS record for small ones).

@@ -215,8 +215,7 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
         }
     };
     let signals = install_signals().map_err(ServeError::Signals)?;
-    let listener =
-        TcpListener::bind(settings.listen).map_err(|e| ServeError::Bind(settings.listen, e))?;
+    let listener = listen(settings.listen).map_err(|e| ServeError::Bind(settings.listen, e))?;
     let local = listener
         .local_addr()
         .map_err(|e| ServeError::Bind(settings.listen, e))?;
@@ -256,6 +255,23 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
     drain(&shared, local);
     let _ = acceptor.join();
     Ok(())
+}
+
+/// Connections the kernel completes before we accept them. Bursts (an
+/// apiserver restart, a load test) must not overflow it: an overflow drops
+/// the SYN and the client waits a full second to retry. The kernel caps it
+/// at net.core.somaxconn.
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// Binds with SO_REUSEADDR (a restart must not wait for TIME_WAIT) and
+/// a real backlog.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
 }
 
 /// File descriptors kept for the listener, the files we read, and logging.
