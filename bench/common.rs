@@ -233,7 +233,7 @@ pub fn good_client(
         let mut i = 0u64;
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
             i += 1;
-            let (req, want): (&[u8], &[u8]) = if i % 2 == 0 {
+            let (req, want): (&[u8], &[u8]) = if i.is_multiple_of(2) {
                 (&allowed, b"\"allowed\":true")
             } else {
                 (&denied, b"\"allowed\":false")
