@@ -181,7 +181,10 @@ fn collect_patches(
         let get = |raw: Option<&serde_json::value::RawValue>| {
             raw.and_then(|r| serde_json::from_str::<Value>(r.get()).ok())
         };
-        let (object, old) = (get(req.object).unwrap_or(Value::Null), get(req.old_object));
+        let (object, old) = (
+            get(req.object.as_deref()).unwrap_or(Value::Null),
+            get(req.old_object.as_deref()),
+        );
         let m = mutate::mutate(
             cfg,
             &Subject {

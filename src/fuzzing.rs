@@ -102,6 +102,21 @@ pub fn review(data: &[u8]) {
         assert_eq!(v["kind"], "ImageReview", "{v}");
         assert!(v["status"]["allowed"].is_boolean(), "{v}");
     }
+    // The one-pass and the two-pass readings of a review must agree.
+    let fast = admission::validate_body(&policy, data).map(|(reply, _, _)| reply);
+    let slow = admission::parse(data).map(|r| admission::validate(&policy, &r).0);
+    assert_eq!(fast.is_ok(), slow.is_ok());
+    if let (Ok(a), Ok(b)) = (&fast, &slow) {
+        let (a, b): (Value, Value) = (
+            serde_json::from_slice(a).unwrap_or_default(),
+            serde_json::from_slice(b).unwrap_or_default(),
+        );
+        assert_eq!(
+            a["response"]["allowed"], b["response"]["allowed"],
+            "{a} vs {b}"
+        );
+        assert_eq!(a["response"]["uid"], b["response"]["uid"]);
+    }
     if let Ok(r) = admission::parse(data) {
         for (reply, patch_allowed) in [
             (admission::validate(&policy, &r).0, false),

@@ -226,10 +226,8 @@ impl Policy {
 
     /// All rules for one image.
     fn judge(&self, input: &ImageInput) -> ImageVerdict {
-        let who = match &input.container {
-            Some(c) => format!("{c} image {:?}", input.image),
-            None => format!("image {:?}", input.image),
-        };
+        // Formatted only into messages, so allowed images cost nothing.
+        let who = Who(input);
         let mut verdict = ImageVerdict {
             image: input.image.clone(),
             container: input.container.clone(),
@@ -305,6 +303,19 @@ impl Policy {
             );
         }
         verdict
+    }
+}
+
+/// `container "app" image "nginx"`, or `image "nginx"` when the container
+/// is not known.
+struct Who<'a>(&'a ImageInput);
+
+impl fmt::Display for Who<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0.container {
+            Some(c) => write!(f, "{c} image {:?}", self.0.image),
+            None => write!(f, "image {:?}", self.0.image),
+        }
     }
 }
 

@@ -22,18 +22,24 @@ pub const KIND: &str = "AdmissionReview";
 /// kubectl shows longer warnings, but the apiserver may cut them; keep short.
 const WARNING_MAX: usize = 120;
 
+/// The envelope, generic over how the object is read: `Object` on the fast
+/// path (one pass over the body), `Box<RawValue>` when that failed and we
+/// need to know why, or for `/mutate`.
 #[derive(Deserialize, Debug)]
-#[serde(rename_all = "camelCase")]
-pub struct AdmissionReview<'a> {
+#[serde(rename_all = "camelCase", bound(deserialize = "O: Deserialize<'de>"))]
+pub struct AdmissionReview<O> {
     pub api_version: Option<String>,
     pub kind: Option<String>,
-    #[serde(borrow)]
-    pub request: Option<AdmissionRequest<'a>>,
+    pub request: Option<AdmissionRequest<O>>,
 }
 
-#[derive(Deserialize, Debug, Default)]
-#[serde(rename_all = "camelCase", default)]
-pub struct AdmissionRequest<'a> {
+#[derive(Deserialize, Debug)]
+#[serde(
+    rename_all = "camelCase",
+    default,
+    bound(deserialize = "O: Deserialize<'de>")
+)]
+pub struct AdmissionRequest<O> {
     pub uid: Option<String>,
     pub kind: GroupVersionKind,
     pub sub_resource: Option<String>,
@@ -41,12 +47,28 @@ pub struct AdmissionRequest<'a> {
     pub namespace: Option<String>,
     pub operation: Option<String>,
     pub dry_run: Option<bool>,
-    /// Kept undecoded until we know the kind holds pods.
-    #[serde(borrow)]
-    pub object: Option<&'a RawValue>,
-    #[serde(borrow)]
-    pub old_object: Option<&'a RawValue>,
+    pub object: Option<O>,
+    pub old_object: Option<O>,
 }
+
+impl<O> Default for AdmissionRequest<O> {
+    fn default() -> Self {
+        AdmissionRequest {
+            uid: None,
+            kind: GroupVersionKind::default(),
+            sub_resource: None,
+            name: None,
+            namespace: None,
+            operation: None,
+            dry_run: None,
+            object: None,
+            old_object: None,
+        }
+    }
+}
+
+/// The object kept undecoded, until we know the kind holds pods.
+pub type Raw = Box<RawValue>;
 
 #[derive(Deserialize, Debug, Default, Clone)]
 #[serde(default)]
@@ -73,15 +95,20 @@ impl std::fmt::Display for BadReview {
 }
 
 /// A review we can reply to: its version and uid, and the request.
-pub struct Review<'a> {
+pub struct Review<O = Raw> {
     pub api_version: &'static str,
     pub uid: String,
-    pub request: AdmissionRequest<'a>,
+    pub request: AdmissionRequest<O>,
 }
 
-/// Reads the envelope: version, kind, request and uid must be there.
-pub fn parse(body: &[u8]) -> Result<Review<'_>, BadReview> {
-    let review: AdmissionReview<'_> = serde_json::from_slice(body).map_err(|e| {
+/// Reads the envelope, keeping the object undecoded: version, kind,
+/// request and uid must be there.
+pub fn parse(body: &[u8]) -> Result<Review, BadReview> {
+    envelope(body)
+}
+
+fn envelope<O: serde::de::DeserializeOwned>(body: &[u8]) -> Result<Review<O>, BadReview> {
+    let review: AdmissionReview<O> = serde_json::from_slice(body).map_err(|e| {
         if e.is_data() {
             BadReview::Invalid(e.to_string())
         } else {
@@ -118,6 +145,79 @@ pub fn parse(body: &[u8]) -> Result<Review<'_>, BadReview> {
     })
 }
 
+/// What the log line says about a validated request.
+pub struct Summary {
+    pub operation: String,
+    pub kind: String,
+    pub name: String,
+}
+
+impl<O> AdmissionRequest<O> {
+    pub fn summary(&self) -> Summary {
+        Summary {
+            operation: self.operation.clone().unwrap_or_else(|| "?".into()),
+            kind: self.kind.kind.clone(),
+            name: self.display_name(),
+        }
+    }
+
+    /// `namespace/name` for logs (name may be empty with generateName).
+    pub fn display_name(&self) -> String {
+        let ns = self.namespace.as_deref().unwrap_or("");
+        let name = self.name.as_deref().unwrap_or("");
+        if ns.is_empty() {
+            name.to_string()
+        } else {
+            format!("{ns}/{name}")
+        }
+    }
+
+    /// Which pod path to judge, or why the request is not judged.
+    fn judged_path(&self) -> Result<PodPath, String> {
+        let op = self.operation.as_deref().unwrap_or("");
+        if op != "CREATE" && op != "UPDATE" {
+            return Err(format!("operation {op:?} is not judged"));
+        }
+        let gvk = &self.kind;
+        PodPath::of(&gvk.group, &gvk.kind)
+            .ok_or_else(|| format!("kind {}/{} has no pods", gvk.group, gvk.kind))
+    }
+}
+
+/// The validating endpoint on a raw body: one pass decodes the envelope and
+/// the object together; only if that fails (a malformed review, or an object
+/// of another shape) is the body read again, object apart, to answer
+/// precisely.
+pub fn validate_body(
+    policy: &Policy,
+    body: &[u8],
+) -> Result<(Vec<u8>, Outcome, Summary), BadReview> {
+    if let Ok(review) = envelope::<Object>(body) {
+        let req = &review.request;
+        let outcome = match req.judged_path() {
+            Err(why) => Outcome::Skipped(why),
+            Ok(path) => match &req.object {
+                None => Outcome::Invalid(format!(
+                    "{} request for a {} has no object",
+                    req.operation.as_deref().unwrap_or(""),
+                    req.kind.kind
+                )),
+                Some(object) => {
+                    let old = req
+                        .old_object
+                        .as_ref()
+                        .filter(|_| req.operation.as_deref() == Some("UPDATE"));
+                    judge_pod(policy, req, path, object, old)
+                }
+            },
+        };
+        return Ok((reply(&review, &outcome), outcome, req.summary()));
+    }
+    let review = parse(body)?;
+    let (bytes, outcome) = validate(policy, &review);
+    Ok((bytes, outcome, review.request.summary()))
+}
+
 /// What happened, for the log line and metrics.
 #[derive(Debug)]
 pub enum Outcome {
@@ -141,70 +241,71 @@ pub enum PodObjects {
     },
 }
 
-impl AdmissionRequest<'_> {
+impl AdmissionRequest<Raw> {
     /// Decodes object and oldObject if this request is about pods.
     pub fn pod_objects(&self) -> Result<PodObjects, String> {
-        let op = self.operation.as_deref().unwrap_or("");
-        if op != "CREATE" && op != "UPDATE" {
-            return Ok(PodObjects::Skip(format!("operation {op:?} is not judged")));
-        }
-        let gvk = &self.kind;
-        let Some(path) = PodPath::of(&gvk.group, &gvk.kind) else {
-            return Ok(PodObjects::Skip(format!(
-                "kind {}/{} has no pods",
-                gvk.group, gvk.kind
-            )));
+        let path = match self.judged_path() {
+            Ok(p) => p,
+            Err(why) => return Ok(PodObjects::Skip(why)),
         };
+        let op = self.operation.as_deref().unwrap_or("");
         let decode = |raw: &RawValue, what: &str| {
             serde_json::from_str::<Object>(raw.get())
                 .map(Box::new)
-                .map_err(|e| format!("could not read the {} {what}: {e}", gvk.kind))
+                .map_err(|e| format!("could not read the {} {what}: {e}", self.kind.kind))
         };
-        let object = match self.object {
+        let object = match &self.object {
             Some(raw) => decode(raw, "object")?,
-            None => return Err(format!("{op} request for a {} has no object", gvk.kind)),
+            None => {
+                return Err(format!(
+                    "{op} request for a {} has no object",
+                    self.kind.kind
+                ));
+            }
         };
-        let old = match (op, self.old_object) {
+        let old = match (op, &self.old_object) {
             ("UPDATE", Some(raw)) => Some(decode(raw, "oldObject")?),
             _ => None,
         };
         Ok(PodObjects::Pods { path, object, old })
     }
-
-    /// `namespace/name` for logs (name may be empty with generateName).
-    pub fn display_name(&self) -> String {
-        let ns = self.namespace.as_deref().unwrap_or("");
-        let name = self.name.as_deref().unwrap_or("");
-        if ns.is_empty() {
-            name.to_string()
-        } else {
-            format!("{ns}/{name}")
-        }
-    }
 }
 
-/// Judges a validating review and returns the reply bytes.
-pub fn validate(policy: &Policy, review: &Review<'_>) -> (Vec<u8>, Outcome) {
-    let outcome = judge(policy, &review.request);
-    let response = match &outcome {
+/// Judges a validating review (object undecoded) and returns the reply.
+pub fn validate(policy: &Policy, review: &Review) -> (Vec<u8>, Outcome) {
+    let req = &review.request;
+    let outcome = match req.pod_objects() {
+        Ok(PodObjects::Skip(why)) => Outcome::Skipped(why),
+        Ok(PodObjects::Pods { path, object, old }) => {
+            judge_pod(policy, req, path, &object, old.as_deref())
+        }
+        Err(e) => Outcome::Invalid(e),
+    };
+    (reply(review, &outcome), outcome)
+}
+
+fn reply<O>(review: &Review<O>, outcome: &Outcome) -> Vec<u8> {
+    let response = match outcome {
         Outcome::Skipped(_) => Response::allow(&review.uid),
         Outcome::Invalid(e) => Response::deny(&review.uid, 400, "BadRequest", e.clone()),
         Outcome::Decided { decision, .. } => Response::from_decision(&review.uid, decision),
     };
-    (reply_bytes(review.api_version, response), outcome)
+    reply_bytes(review.api_version, response)
 }
 
-fn judge(policy: &Policy, req: &AdmissionRequest<'_>) -> Outcome {
-    let (path, object, old) = match req.pod_objects() {
-        Ok(PodObjects::Skip(why)) => return Outcome::Skipped(why),
-        Ok(PodObjects::Pods { path, object, old }) => (path, object, old),
-        Err(e) => return Outcome::Invalid(e),
-    };
+/// Judges the images of a pod (or template) that are new in this request.
+fn judge_pod<O>(
+    policy: &Policy,
+    req: &AdmissionRequest<O>,
+    path: PodPath,
+    object: &Object,
+    old: Option<&Object>,
+) -> Outcome {
     let Some(pod) = object.pod(path) else {
         return Outcome::Skipped(format!("{} has no pod template", req.kind.kind));
     };
     let mut images = pod.images();
-    if let Some(old_pod) = old.as_ref().and_then(|o| o.pod(path)) {
+    if let Some(old_pod) = old.and_then(|o| o.pod(path)) {
         // Like the upstream AlwaysPullImages plugin: on UPDATE only images
         // that were not already in the object are judged, so an old pod can
         // still be labelled after the policy changed.
@@ -235,15 +336,15 @@ pub enum MutateOutcome {
 
 /// Answers a mutating review: allowed, with a JSON Patch only when there is
 /// something to change (never `patch: null`).
-pub fn mutate(cfg: &MutateConfig, review: &Review<'_>) -> (Vec<u8>, MutateOutcome) {
+pub fn mutate(cfg: &MutateConfig, review: &Review) -> (Vec<u8>, MutateOutcome) {
     let req = &review.request;
-    let decode = |raw: Option<&RawValue>| -> Result<Option<serde_json::Value>, String> {
+    let decode = |raw: Option<&Raw>| -> Result<Option<serde_json::Value>, String> {
         raw.map(|r| {
             serde_json::from_str(r.get()).map_err(|e| format!("could not read the object: {e}"))
         })
         .transpose()
     };
-    let outcome = match (decode(req.object), decode(req.old_object)) {
+    let outcome = match (decode(req.object.as_ref()), decode(req.old_object.as_ref())) {
         (Err(e), _) | (_, Err(e)) => MutateOutcome::Unreadable(e),
         (Ok(object), Ok(old)) => {
             let null = serde_json::Value::Null;

@@ -135,22 +135,15 @@ fn image_policy(shared: &Shared, body: &[u8]) -> (Response, Counted) {
 }
 
 fn validate(shared: &Shared, body: &[u8]) -> (Response, Counted) {
-    let review = match admission::parse(body) {
-        Ok(r) => r,
+    let rules = shared.rules();
+    let (reply, outcome, summary) = match admission::validate_body(&rules.policy, body) {
+        Ok(x) => x,
         Err(e) => {
             warn!("/validate: {e}");
             return (Response::text(400, e), Counted::Invalid);
         }
     };
-    let rules = shared.rules();
-    let (reply, outcome) = admission::validate(&rules.policy, &review);
-    let req = &review.request;
-    let what = format!(
-        "{} {} {}",
-        req.operation.as_deref().unwrap_or("?"),
-        req.kind.kind,
-        req.display_name()
-    );
+    let what = format!("{} {} {}", summary.operation, summary.kind, summary.name);
     let counted = match &outcome {
         admission::Outcome::Skipped(why) => {
             log::debug!("/validate: {what}: allowed without judgement: {why}");
@@ -182,13 +175,8 @@ fn mutate(shared: &Shared, body: &[u8]) -> (Response, Counted) {
     };
     let rules = shared.rules();
     let (reply, outcome) = admission::mutate(&rules.mutate, &review);
-    let req = &review.request;
-    let what = format!(
-        "{} {} {}",
-        req.operation.as_deref().unwrap_or("?"),
-        req.kind.kind,
-        req.display_name()
-    );
+    let s = review.request.summary();
+    let what = format!("{} {} {}", s.operation, s.kind, s.name);
     match &outcome {
         admission::MutateOutcome::Patched(m) => {
             let mut changes: Vec<String> = m
