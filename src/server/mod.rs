@@ -198,6 +198,7 @@ fn install_signals() -> std::io::Result<Signals> {
 
 /// Runs the server until SIGTERM or SIGINT, then drains and returns.
 pub fn serve(settings: Settings) -> Result<(), ServeError> {
+    let initial = fingerprints(&settings);
     let rules = settings.policy.load_rules().map_err(ServeError::Config)?;
     let metrics = Metrics::default();
     let tls_config = match &settings.tls {
@@ -251,7 +252,7 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
             .spawn(move || accept_loop(&shared, &listener))
             .map_err(|e| ServeError::Bind(local, e))?
     };
-    watch(&shared, &signals);
+    watch(&shared, &signals, initial);
     drain(&shared, local);
     let _ = acceptor.join();
     Ok(())
@@ -305,12 +306,21 @@ fn clamp_to_open_files(wanted: usize, limit: Option<usize>) -> usize {
 
 /// The main thread's loop: reload on SIGHUP or file change, return on
 /// SIGTERM/SIGINT.
-fn watch(shared: &Shared, signals: &Signals) {
+/// Fingerprints of the policy file and the TLS files, in that order.
+type Fingerprints = (Option<Fingerprint>, Option<Fingerprint>);
+
+fn fingerprints(s: &Settings) -> Fingerprints {
+    (
+        s.policy.file.as_deref().map(|p| Fingerprint::of(&[p])),
+        s.tls.as_ref().map(|t| Fingerprint::of(&t.paths())),
+    )
+}
+
+/// `initial` was taken before the files were first loaded, so that a change
+/// made while they were being loaded is still seen.
+fn watch(shared: &Shared, signals: &Signals, initial: Fingerprints) {
     let s = &shared.settings;
-    let policy_path = s.policy.file.clone();
-    let policy_fp = || policy_path.as_deref().map(|p| Fingerprint::of(&[p]));
-    let tls_fp = || s.tls.as_ref().map(|t| Fingerprint::of(&t.paths()));
-    let (mut last_policy, mut last_tls) = (policy_fp(), tls_fp());
+    let (mut last_policy, mut last_tls) = initial;
     let mut next_check = Instant::now() + s.reload_interval;
     while !signals.term.load(Ordering::Acquire) {
         thread::sleep(SIGNAL_POLL);
@@ -321,7 +331,7 @@ fn watch(shared: &Shared, signals: &Signals) {
             continue;
         }
         next_check = Instant::now() + s.reload_interval;
-        let (p, t) = (policy_fp(), tls_fp());
+        let (p, t) = fingerprints(s);
         if hup || p != last_policy {
             reload_policy(shared);
             last_policy = p;
