@@ -9,7 +9,7 @@ lib.fileset.toSource {
     ../clippy.toml
     ../src
     ../tests
-    ../bench/loadgen.rs
+    ../bench
     ../deploy/policy.json
     ../fuzz/corpus
   ];
