@@ -10,7 +10,7 @@ lib.fileset.toSource {
     ../src
     ../tests
     ../bench
-    ../deploy/policy.json
+    ../deploy
     ../fuzz/corpus
   ];
 }
