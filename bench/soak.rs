@@ -233,9 +233,9 @@ fn main() {
 
     // SIGTERM: a clean, prompt exit.
     let t = Instant::now();
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
+    if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
+        let _ = rustix::process::kill_process(p, rustix::process::Signal::TERM);
+    }
     let status = child.wait().expect("wait");
     let stop_took = t.elapsed();
 
