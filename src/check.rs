@@ -175,29 +175,14 @@ fn collect_patches(
         .and_then(Value::as_str)
         .ok_or("expected a Kubernetes object with a \"kind\"")?;
     if kind == admission::KIND {
-        let text = doc.to_string();
-        let review = admission::parse(text.as_bytes()).map_err(|e| e.to_string())?;
-        let req = &review.request;
-        let get = |raw: Option<&serde_json::value::RawValue>| {
-            raw.and_then(|r| serde_json::from_str::<Value>(r.get()).ok())
-        };
-        let (object, old) = (
-            get(req.object.as_deref()).unwrap_or(Value::Null),
-            get(req.old_object.as_deref()),
-        );
-        let m = mutate::mutate(
-            cfg,
-            &Subject {
-                group: &req.kind.group,
-                kind: &req.kind.kind,
-                sub_resource: req.sub_resource.as_deref(),
-                operation: req.operation.as_deref().unwrap_or(""),
-                namespace: req.namespace.as_deref(),
-                object: &object,
-                old_object: old.as_ref(),
-            },
-        );
-        out.push(m.patch);
+        // Exactly what /mutate answers for this review.
+        let review = admission::parse(doc.to_string().as_bytes()).map_err(|e| e.to_string())?;
+        match admission::mutate(cfg, &review).1 {
+            admission::MutateOutcome::Patched(m) | admission::MutateOutcome::Unchanged(m) => {
+                out.push(m.patch)
+            }
+            admission::MutateOutcome::Unreadable(e) => return Err(e),
+        }
         return Ok(());
     }
     let group = doc

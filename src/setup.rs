@@ -388,24 +388,28 @@ pub fn run_webhook(a: &WebhookArgs) -> Result<(), Error> {
     }
 }
 
-/// Rules for pods and every workload with a pod template.
-const VALIDATE_RULES: &str = "  rules:
-  - apiGroups: [\"\"]
+/// One rule of a webhook configuration.
+fn rule(group: &str, operations: &str, resources: &str) -> String {
+    format!(
+        "  - apiGroups: [\"{group}\"]
     apiVersions: [\"v1\"]
-    operations: [\"CREATE\", \"UPDATE\"]
-    resources: [\"pods\", \"pods/ephemeralcontainers\", \"replicationcontrollers\", \"podtemplates\"]
+    operations: [{operations}]
+    resources: [{resources}]
     scope: Namespaced
-  - apiGroups: [\"apps\"]
-    apiVersions: [\"v1\"]
-    operations: [\"CREATE\", \"UPDATE\"]
-    resources: [\"deployments\", \"replicasets\", \"statefulsets\", \"daemonsets\"]
-    scope: Namespaced
-  - apiGroups: [\"batch\"]
-    apiVersions: [\"v1\"]
-    operations: [\"CREATE\", \"UPDATE\"]
-    resources: [\"jobs\", \"cronjobs\"]
-    scope: Namespaced
-";
+"
+    )
+}
+
+const CREATE_UPDATE: &str = "\"CREATE\", \"UPDATE\"";
+
+/// The workloads with a pod template, outside the core group.
+fn workload_rules() -> String {
+    rule(
+        "apps",
+        CREATE_UPDATE,
+        "\"deployments\", \"replicasets\", \"statefulsets\", \"daemonsets\"",
+    ) + &rule("batch", CREATE_UPDATE, "\"jobs\", \"cronjobs\"")
+}
 
 /// The YAML of the webhook configurations.
 pub fn webhook_configs(a: &WebhookArgs, ca_bundle: &str) -> String {
@@ -450,29 +454,26 @@ metadata:
     app.kubernetes.io/name: image-bouncer
 webhooks:
 - name: validate.image-bouncer.io
-{common}{VALIDATE_RULES}",
+{common}  rules:
+{pods}{workloads}",
         common = common("/validate"),
+        pods = rule(
+            "",
+            CREATE_UPDATE,
+            "\"pods\", \"pods/ephemeralcontainers\", \"replicationcontrollers\", \"podtemplates\""
+        ),
+        workloads = workload_rules(),
     );
     if a.mutate {
         let workloads = if a.mutate_templates {
-            "  - apiGroups: [\"apps\"]
-    apiVersions: [\"v1\"]
-    operations: [\"CREATE\", \"UPDATE\"]
-    resources: [\"deployments\", \"replicasets\", \"statefulsets\", \"daemonsets\"]
-    scope: Namespaced
-  - apiGroups: [\"batch\"]
-    apiVersions: [\"v1\"]
-    operations: [\"CREATE\", \"UPDATE\"]
-    resources: [\"jobs\", \"cronjobs\"]
-    scope: Namespaced
-  - apiGroups: [\"\"]
-    apiVersions: [\"v1\"]
-    operations: [\"CREATE\", \"UPDATE\"]
-    resources: [\"replicationcontrollers\", \"podtemplates\"]
-    scope: Namespaced
-"
+            workload_rules()
+                + &rule(
+                    "",
+                    CREATE_UPDATE,
+                    "\"replicationcontrollers\", \"podtemplates\"",
+                )
         } else {
-            ""
+            String::new()
         };
         let _ = write!(
             out,
@@ -488,18 +489,10 @@ webhooks:
 {common}  # Mutations are idempotent; no need to be called again after others.
   reinvocationPolicy: Never
   rules:
-  - apiGroups: [\"\"]
-    apiVersions: [\"v1\"]
-    operations: [\"CREATE\", \"UPDATE\"]
-    resources: [\"pods\", \"pods/ephemeralcontainers\"]
-    scope: Namespaced
-  - apiGroups: [\"\"]
-    apiVersions: [\"v1\"]
-    operations: [\"CREATE\"]
-    resources: [\"persistentvolumeclaims\"]
-    scope: Namespaced
-{workloads}",
+{pods}{pvcs}{workloads}",
             common = common("/mutate"),
+            pods = rule("", CREATE_UPDATE, "\"pods\", \"pods/ephemeralcontainers\""),
+            pvcs = rule("", "\"CREATE\"", "\"persistentvolumeclaims\""),
         );
     }
     out

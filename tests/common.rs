@@ -385,3 +385,18 @@ impl Client {
         Ok(())
     }
 }
+
+/// A server with a fresh PKI; returns both.
+pub fn tls_server(name: &str, extra: &[&str]) -> (Pki, Server) {
+    let pki = Pki::new(name);
+    let (cert, key) = pki.server("server");
+    let mut args = vec![
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let server = Server::start(&args);
+    (pki, server)
+}

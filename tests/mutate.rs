@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use crate::common::{BIN, Client, Pki, Server, client_config, fixtures, run, stderr, stdout};
+use crate::common::{BIN, Client, Pki, client_config, fixtures, run, stderr, stdout, tls_server};
 
 fn decode_patch(reply: &Value) -> Value {
     let b64 = reply["response"]["patch"].as_str().expect("a patch");
@@ -22,21 +22,18 @@ fn apply(object: &Value, patch: &Value) -> Value {
 
 #[test]
 fn mutate_over_tls_and_validate_never_patches() {
-    let pki = Pki::new("mutate-e2e");
-    let (cert, key) = pki.server("server");
-    let server = Server::start(&[
-        "--cert",
-        cert.to_str().unwrap(),
-        "--key",
-        key.to_str().unwrap(),
-        "--rewrite-registry",
-        "mirror.example.com",
-        "--image-pull-secret",
-        "regcred",
-        "--image-pull-policy=Always",
-        "--allow-registry",
-        "mirror.example.com",
-    ]);
+    let (pki, server) = tls_server(
+        "mutate-e2e",
+        &[
+            "--rewrite-registry",
+            "mirror.example.com",
+            "--image-pull-secret",
+            "regcred",
+            "--image-pull-policy=Always",
+            "--allow-registry",
+            "mirror.example.com",
+        ],
+    );
     let body =
         std::fs::read(fixtures().join("admission/pod-create-init-container-untagged.request.json"))
             .unwrap();

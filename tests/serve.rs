@@ -5,28 +5,13 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::common::{Client, Pki, Server, client_config, fixtures, run, stderr};
+use crate::common::{Client, Pki, Server, client_config, fixtures, run, stderr, tls_server};
 
 const REVIEW_LATEST: &str = "imagereview/pod-create-latest.request.json";
 const REVIEW_OK: &str = "imagereview/pod-create-allowed.request.json";
 
 fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(fixtures().join(name)).unwrap()
-}
-
-/// A server with a fresh PKI; returns both.
-fn tls_server(name: &str, extra: &[&str]) -> (Pki, Server) {
-    let pki = Pki::new(name);
-    let (cert, key) = pki.server("server");
-    let mut args = vec![
-        "--cert",
-        cert.to_str().unwrap(),
-        "--key",
-        key.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    let server = Server::start(&args);
-    (pki, server)
 }
 
 fn allowed(reply: &crate::common::Reply) -> bool {
