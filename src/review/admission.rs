@@ -108,7 +108,12 @@ pub fn parse(body: &[u8]) -> Result<Review, BadReview> {
 }
 
 fn envelope<O: serde::de::DeserializeOwned>(body: &[u8]) -> Result<Review<O>, BadReview> {
-    let review: AdmissionReview<O> = serde_json::from_slice(body).map_err(|e| {
+    // JSON is UTF-8. Checked up front and for the whole body, because serde
+    // does not look inside strings it skips, and both readings of a review
+    // must agree on what is JSON.
+    let text =
+        std::str::from_utf8(body).map_err(|e| BadReview::NotJson(format!("invalid UTF-8: {e}")))?;
+    let review: AdmissionReview<O> = serde_json::from_str(text).map_err(|e| {
         if e.is_data() {
             BadReview::Invalid(e.to_string())
         } else {
