@@ -27,6 +27,8 @@ struct Args {
     concurrency: usize,
     duration: Duration,
     new_connection: bool,
+    /// With --new-connection: resume TLS sessions instead of full handshakes.
+    resume: bool,
 }
 
 fn usage() -> ! {
@@ -39,7 +41,7 @@ fn usage() -> ! {
 fn parse_args() -> Args {
     let mut it = std::env::args().skip(1);
     let (mut addr, mut ca, mut path, mut body) = (None, None, None, None);
-    let (mut concurrency, mut duration, mut new_connection) = (1, 5.0, false);
+    let (mut concurrency, mut duration, mut new_connection, mut resume) = (1, 5.0, false, false);
     while let Some(a) = it.next() {
         let mut val = || it.next().unwrap_or_else(|| usage());
         match a.as_str() {
@@ -50,6 +52,7 @@ fn parse_args() -> Args {
             "-c" | "--concurrency" => concurrency = val().parse().unwrap_or_else(|_| usage()),
             "-d" | "--duration" => duration = val().parse().unwrap_or_else(|_| usage()),
             "--new-connection" => new_connection = true,
+            "--resume" => resume = true,
             _ => usage(),
         }
     }
@@ -62,12 +65,13 @@ fn parse_args() -> Args {
             concurrency,
             duration: Duration::from_secs_f64(duration),
             new_connection,
+            resume,
         },
         _ => usage(),
     }
 }
 
-fn tls_config(ca: &str) -> Arc<rustls::ClientConfig> {
+fn tls_config(ca: &str, resume: bool) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(ca).expect("read CA file") {
         roots.add(c.expect("CA certificate")).expect("add CA");
@@ -79,6 +83,11 @@ fn tls_config(ca: &str) -> Arc<rustls::ClientConfig> {
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // The apiserver's Go client does not resume sessions: measure full
+    // handshakes unless asked otherwise.
+    if !resume {
+        config.resumption = rustls::client::Resumption::disabled();
+    }
     Arc::new(config)
 }
 
@@ -151,7 +160,7 @@ fn main() {
         ]
         .concat(),
     );
-    let config = tls_config(&args.ca);
+    let config = tls_config(&args.ca, args.resume);
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let workers: Vec<_> = (0..args.concurrency)

@@ -81,6 +81,7 @@ run() { # body-file, path, concurrency, extra loadgen flags
   sampler=$!
   local before after out
   before=$(cpu_ticks)
+  # shellcheck disable=SC2086
   out=$("$load" --addr "$addr" --ca "$work/ca.crt" --path "$2" --body "$1" -c "$3" -d "$secs" ${4:-} || true)
   after=$(cpu_ticks)
   kill "$sampler"; wait "$sampler" 2>/dev/null || true; sampler=
@@ -128,8 +129,11 @@ echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 for cert in ecdsa rsa; do
   start_server "$cert"
   for c in 1 8; do
-    run tests/fixtures/bench/imagereview-allowed.json /image_policy "$c" --new-connection | sed "s/^| imagereview-allowed /| $cert /"
+    run tests/fixtures/bench/imagereview-allowed.json /image_policy "$c" --new-connection | sed "s/^| imagereview-allowed /| $cert, full handshake /"
   done
+  if [ "$cert" = ecdsa ]; then
+    run tests/fixtures/bench/imagereview-allowed.json /image_policy 8 "--new-connection --resume" | sed "s/^| imagereview-allowed /| $cert, resumed session /"
+  fi
   stop_server
 done
 

@@ -19,6 +19,9 @@ use rustls::{ServerConnection, StreamOwned};
 pub const MAX_HEADERS: usize = 64;
 /// Bytes read from the socket at a time; a typical review fits in one.
 const READ_CHUNK: usize = 16 * 1024;
+/// How far past a deadline a read may wait, so that the socket's timeout
+/// need not be set again before every read.
+const TIMEOUT_SLACK: Duration = Duration::from_millis(10);
 /// Buffer kept by a connection between requests; more is freed.
 const KEEP_BUFFER: usize = 64 * 1024;
 
@@ -181,6 +184,9 @@ pub struct Conn<T: Transport> {
     stream: T,
     buf: Vec<u8>,
     limits: Limits,
+    /// The read timeout the socket has now, to skip the system call when it
+    /// would not change (steady keep-alive traffic then makes none).
+    read_timeout: Option<Duration>,
 }
 
 /// What the request head says about the body and the connection.
@@ -202,6 +208,7 @@ impl<T: Transport> Conn<T> {
             stream,
             buf: Vec::new(),
             limits,
+            read_timeout: None,
         })
     }
 
@@ -384,7 +391,14 @@ impl<T: Transport> Conn<T> {
         if remaining.is_zero() {
             return Err(io::ErrorKind::TimedOut.into());
         }
-        self.stream.set_read_timeout(Some(remaining))?;
+        // A timeout up to TIMEOUT_SLACK longer than needed is kept as it is.
+        let fits = self
+            .read_timeout
+            .is_some_and(|t| t >= remaining && t - remaining <= TIMEOUT_SLACK);
+        if !fits {
+            self.stream.set_read_timeout(Some(remaining))?;
+            self.read_timeout = Some(remaining);
+        }
         // Read on the stack, keep only what arrived: an idle connection
         // then holds no buffer at all.
         let mut chunk = [0u8; READ_CHUNK];
