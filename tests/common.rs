@@ -400,3 +400,27 @@ pub fn tls_server(name: &str, extra: &[&str]) -> (Pki, Server) {
     let server = Server::start(&args);
     (pki, server)
 }
+
+/// Starts a command that serves, waits for its `listening on ADDR` line on
+/// stdout, and returns the child with the address as printed.
+pub fn spawn_listening(cmd: &mut Command) -> (Child, SocketAddr) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    (child, addr.parse().unwrap())
+}
+
+/// Where to connect to a server listening on `addr` (all addresses: loopback).
+pub fn loopback(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], addr.port()))
+}

@@ -1,12 +1,14 @@
 //! `/mutate` end to end, the drop-in environment of
 //! k8s-mutate-image-and-policy-webhook, and `check --mutate`.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::Value;
 
-use crate::common::{BIN, Client, Pki, client_config, fixtures, run, stderr, stdout, tls_server};
+use crate::common::{
+    BIN, Client, Pki, client_config, fixtures, loopback, run, spawn_listening, stderr, stdout,
+    tls_server,
+};
 
 fn decode_patch(reply: &Value) -> Value {
     let b64 = reply["response"]["patch"].as_str().expect("a patch");
@@ -93,26 +95,19 @@ fn drop_in_for_the_environment_of_the_older_project() {
     let pki = Pki::new("mutate-legacy");
     let (cert, key) = pki.server("server");
     // No arguments at all, only the older project's variables.
-    let mut child = Command::new(BIN)
-        .env("TLS_CERT_FILE", &cert)
-        .env("TLS_KEY_FILE", &key)
-        .env("PORT", "0")
-        .env("REGISTRY", "mirror.example.com")
-        .env("IMAGE_PULL_SECRET", "regcred")
-        .env("FORCE_IMAGE_PULL_POLICY", "true")
-        .env("DEFAULT_STORAGE_CLASS", "fast")
-        .env("EXCLUDE_NAMESPACES", "kube-system")
-        .env("LOG_LEVEL", "debug")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port: u16 = line.trim().rsplit(':').next().unwrap().parse().unwrap();
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let (mut child, printed) = spawn_listening(
+        Command::new(BIN)
+            .env("TLS_CERT_FILE", &cert)
+            .env("TLS_KEY_FILE", &key)
+            .env("PORT", "0")
+            .env("REGISTRY", "mirror.example.com")
+            .env("IMAGE_PULL_SECRET", "regcred")
+            .env("FORCE_IMAGE_PULL_POLICY", "true")
+            .env("DEFAULT_STORAGE_CLASS", "fast")
+            .env("EXCLUDE_NAMESPACES", "kube-system")
+            .env("LOG_LEVEL", "debug"),
+    );
+    let addr = loopback(printed);
     let mut c = Client::tls(addr, client_config(&pki.ca_file, None)).unwrap();
     let body =
         std::fs::read(fixtures().join("mutate/pvc-create-class-absent.request.json")).unwrap();

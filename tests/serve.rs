@@ -1,11 +1,14 @@
 //! `image-bouncer serve` end to end: the real binary on 127.0.0.1 with
 //! certificates made here, spoken to over real TLS.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::common::{Client, Pki, Server, client_config, fixtures, run, stderr, tls_server};
+use crate::common::{
+    Client, Pki, Server, client_config, fixtures, loopback, run, spawn_listening, stderr,
+    tls_server,
+};
 
 const REVIEW_LATEST: &str = "imagereview/pod-create-latest.request.json";
 const REVIEW_OK: &str = "imagereview/pod-create-allowed.request.json";
@@ -425,24 +428,16 @@ fn kube_image_bouncer_command_line_serves() {
     let pki = Pki::new("compat");
     let (cert, key) = pki.server("server");
     // No subcommand, its flag spellings, as in its Kubernetes manifest.
-    let mut child = std::process::Command::new(crate::common::BIN)
-        .args([
+    let (mut child, printed) =
+        spawn_listening(std::process::Command::new(crate::common::BIN).args([
             &format!("--cert={}", cert.display()),
             &format!("--key={}", key.display()),
             "--debug",
             "-p",
             "0",
             "--registry-whitelist=docker.io",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = [0u8; 64];
-    let n = child.stdout.as_mut().unwrap().read(&mut line).unwrap();
-    let text = String::from_utf8_lossy(&line[..n]).to_string();
-    let port: u16 = text.trim().rsplit(':').next().unwrap().parse().unwrap();
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        ]));
+    let addr = loopback(printed);
     let mut c = Client::tls(addr, client_config(&pki.ca_file, None)).unwrap();
     let r = c
         .post(

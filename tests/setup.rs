@@ -2,13 +2,15 @@
 //! and client accept, generated YAML parsed back with a YAML parser, and
 //! `serve --self-signed`.
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::Value;
 
-use crate::common::{BIN, Client, Server, client_config, fixtures, run, stderr, stdout, temp_dir};
+use crate::common::{
+    BIN, Client, Server, client_config, fixtures, loopback, run, spawn_listening, stderr, stdout,
+    temp_dir,
+};
 
 fn yaml_docs(text: &str) -> Vec<Value> {
     use serde::Deserialize;
@@ -371,29 +373,14 @@ fn config_webhook_prints_complete_configurations() {
 fn serve_self_signed_needs_no_set_up() {
     let dir = temp_dir("self-signed");
     let ca = dir.join("ca.crt");
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--self-signed",
-            "--self-signed-ca",
-            ca.to_str().unwrap(),
-            "--port",
-            "0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr: std::net::SocketAddr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (mut child, addr) = spawn_listening(Command::new(BIN).args([
+        "serve",
+        "--self-signed",
+        "--self-signed-ca",
+        ca.to_str().unwrap(),
+        "--port",
+        "0",
+    ]));
     assert!(
         addr.ip().is_loopback(),
         "a self-signed first try listens on loopback only: {addr}"
@@ -510,18 +497,8 @@ fn deploy_manifests_are_complete() {
         })
         .collect();
     assert_eq!(args[0], "serve");
-    let mut child = Command::new(BIN)
-        .args(&args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port: u16 = line.trim().rsplit(':').next().unwrap().parse().unwrap();
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let (mut child, printed) = spawn_listening(Command::new(BIN).args(&args));
+    let addr = loopback(printed);
     let r = Client::tls(addr, client_config(&tmp.join("ca.crt"), None))
         .unwrap()
         .get("/readyz")
