@@ -158,6 +158,9 @@ with_policy_flags! {
         /// connections open at once; more are closed at once (default 4096)
         #[argh(option)]
         pub max_connections: Option<usize>,
+        /// request bodies all connections may hold at once, in MiB; more waits (default 64)
+        #[argh(option)]
+        pub max_body_memory_mib: Option<usize>,
         /// time to receive a whole request once it started, e.g. 10s (default 10s)
         #[argh(option)]
         pub request_timeout: Option<String>,

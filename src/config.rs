@@ -669,6 +669,10 @@ pub mod defaults {
     /// The apiserver caps objects at about 3 MB and an UPDATE review holds
     /// two of them.
     pub const MAX_BODY: usize = 7 * 1024 * 1024;
+    /// Request bodies held at once by all connections: dozens of large
+    /// UPDATE reviews, and well inside the Deployment's 256 MiB limit (the
+    /// read buffer may hold a second copy briefly).
+    pub const MAX_BODY_MEMORY_MIB: usize = 64;
     /// The apiserver sends about 500 bytes of headers.
     pub const MAX_HEAD: usize = 16 * 1024;
     /// A real request arrives in milliseconds; this only stops trickling.
@@ -778,6 +782,12 @@ pub fn serve_settings(a: &crate::cli::ServeArgs) -> Result<crate::server::Settin
         ));
     }
     let max_connections = a.max_connections.unwrap_or(defaults::MAX_CONNECTIONS);
+    let max_body_memory_mib = a
+        .max_body_memory_mib
+        .unwrap_or(defaults::MAX_BODY_MEMORY_MIB);
+    if max_body_memory_mib == 0 {
+        problems.push("--max-body-memory-mib must be at least 1".into());
+    }
     if max_connections == 0 {
         problems.push("--max-connections must be at least 1".into());
     }
@@ -835,6 +845,7 @@ pub fn serve_settings(a: &crate::cli::ServeArgs) -> Result<crate::server::Settin
             policy,
             workers,
             max_connections,
+            max_body_memory: max_body_memory_mib.saturating_mul(1024 * 1024),
             limits: Limits {
                 max_head: defaults::MAX_HEAD,
                 max_body: defaults::MAX_BODY,

@@ -11,6 +11,7 @@
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use rustls::{ServerConnection, StreamOwned};
@@ -126,6 +127,94 @@ impl Transport for MemoryTransport {
     }
 }
 
+/// Bytes of request bodies held by all connections together. Without it,
+/// memory would be bounded only by connections × the body cap; with it, a
+/// burst of large reviews waits for room (until its request deadline, then
+/// 503) instead of growing the process past its memory limit.
+pub struct BodyBudget {
+    used: Mutex<usize>,
+    freed: Condvar,
+    limit: usize,
+}
+
+/// Room for one request's body; given back when dropped.
+#[derive(Debug)]
+pub struct BodyPermit {
+    budget: Arc<BodyBudget>,
+    bytes: usize,
+}
+
+impl std::fmt::Debug for BodyBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BodyBudget({} bytes)", self.limit)
+    }
+}
+
+impl BodyBudget {
+    pub fn new(limit: usize) -> Arc<BodyBudget> {
+        Arc::new(BodyBudget {
+            used: Mutex::new(0),
+            freed: Condvar::new(),
+            limit,
+        })
+    }
+
+    /// Takes `bytes` more for `permit` (a new permit if `None`), waiting
+    /// until they fit or `deadline`. A body larger than the whole budget
+    /// still gets through, alone.
+    fn reserve(
+        self: &Arc<Self>,
+        permit: &mut Option<BodyPermit>,
+        bytes: usize,
+        deadline: Instant,
+    ) -> bool {
+        let held = permit.as_ref().map_or(0, |p| p.bytes);
+        let mut used = self.used.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            let fits = *used + bytes <= self.limit || *used == held;
+            if fits {
+                *used += bytes;
+                match permit {
+                    Some(p) => p.bytes += bytes,
+                    None => {
+                        *permit = Some(BodyPermit {
+                            budget: self.clone(),
+                            bytes,
+                        })
+                    }
+                }
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            used = self
+                .freed
+                .wait_timeout(used, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// Bytes held now (for metrics and tests).
+    pub fn used(&self) -> usize {
+        *self.used.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for BodyPermit {
+    fn drop(&mut self) {
+        let mut used = self
+            .budget
+            .used
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *used = used.saturating_sub(self.bytes);
+        self.budget.freed.notify_all();
+    }
+}
+
 /// A request with its body read.
 #[derive(Debug)]
 pub struct Request {
@@ -135,6 +224,8 @@ pub struct Request {
     pub content_type: Option<String>,
     pub body: Vec<u8>,
     pub keep_alive: bool,
+    /// The body's share of the budget, held until the request is dropped.
+    pub body_permit: Option<BodyPermit>,
 }
 
 /// A response; `close` ends the connection after it.
@@ -187,6 +278,7 @@ pub struct Conn<T: Transport> {
     /// The read timeout the socket has now, to skip the system call when it
     /// would not change (steady keep-alive traffic then makes none).
     read_timeout: Option<Duration>,
+    budget: Option<Arc<BodyBudget>>,
 }
 
 /// What the request head says about the body and the connection.
@@ -209,7 +301,30 @@ impl<T: Transport> Conn<T> {
             buf: Vec::new(),
             limits,
             read_timeout: None,
+            budget: None,
         })
+    }
+
+    /// Shares `budget` for body memory with other connections.
+    pub fn with_budget(mut self, budget: Arc<BodyBudget>) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Takes room for `bytes` more of body, or answers 503 at the deadline.
+    fn reserve(
+        &self,
+        permit: &mut Option<BodyPermit>,
+        bytes: usize,
+        deadline: Instant,
+    ) -> Result<(), ReadError> {
+        match &self.budget {
+            Some(b) if bytes > 0 && !b.reserve(permit, bytes, deadline) => Err(ReadError::Reject(
+                503,
+                "too many large requests are being read; try again".into(),
+            )),
+            _ => Ok(()),
+        }
     }
 
     pub fn stream_mut(&mut self) -> &mut T {
@@ -229,9 +344,10 @@ impl<T: Transport> Conn<T> {
         busy.store(true, Ordering::Release);
         let deadline = Instant::now() + self.limits.request_timeout;
         let head = self.read_head(deadline)?;
+        let mut permit = None;
         let (body, consumed) = if head.chunked {
             self.send_continue(&head)?;
-            self.read_chunked(head.len, deadline)?
+            self.read_chunked(head.len, deadline, &mut permit)?
         } else {
             let n = head.content_length.unwrap_or(0);
             if n > self.limits.max_body {
@@ -243,6 +359,8 @@ impl<T: Transport> Conn<T> {
                     ),
                 ));
             }
+            // Room first, then "100 Continue" and the body.
+            self.reserve(&mut permit, n, deadline)?;
             if n > 0 {
                 self.send_continue(&head)?;
             }
@@ -261,6 +379,7 @@ impl<T: Transport> Conn<T> {
             content_type: head.content_type,
             body,
             keep_alive: head.keep_alive,
+            body_permit: permit,
         })
     }
 
@@ -309,6 +428,7 @@ impl<T: Transport> Conn<T> {
         &mut self,
         start: usize,
         deadline: Instant,
+        permit: &mut Option<BodyPermit>,
     ) -> Result<(Vec<u8>, usize), ReadError> {
         let mut body = Vec::new();
         let mut pos = start;
@@ -354,6 +474,7 @@ impl<T: Transport> Conn<T> {
                     }
                 }
             }
+            self.reserve(permit, size, deadline)?;
             self.fill_to(pos + size + 2, deadline)?;
             body.extend_from_slice(&self.buf[pos..pos + size]);
             if &self.buf[pos + size..pos + size + 2] != b"\r\n" {
@@ -694,6 +815,50 @@ mod tests {
         let started = Instant::now();
         assert!(serve(vec![(Vec::new(), 0)]).is_empty());
         assert!(started.elapsed() >= LIMITS.idle_timeout);
+    }
+
+    #[test]
+    fn body_memory_is_shared_and_bounded() {
+        let budget = BodyBudget::new(50);
+        let conn = |len: usize| {
+            let req = format!(
+                "POST / HTTP/1.1\r\nContent-Length: {len}\r\n\r\n{}",
+                "x".repeat(len)
+            );
+            Conn::new(MemoryTransport::new([req.into_bytes()]), LIMITS)
+                .unwrap()
+                .with_budget(budget.clone())
+        };
+        let busy = AtomicBool::new(false);
+        let first = conn(40).read_request(&busy).unwrap();
+        assert_eq!(budget.used(), 40);
+        // No room for 30 more: refused at the request deadline.
+        let started = Instant::now();
+        match conn(30).read_request(&busy) {
+            Err(ReadError::Reject(503, _)) => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(started.elapsed() >= LIMITS.request_timeout);
+        // Answered requests give their room back.
+        drop(first);
+        assert_eq!(budget.used(), 0);
+        let second = conn(30).read_request(&busy).unwrap();
+        assert_eq!(second.body.len(), 30);
+        // A body larger than the whole budget still gets through alone.
+        drop(second);
+        let big = Conn::new(
+            MemoryTransport::new([format!(
+                "POST / HTTP/1.1\r\nContent-Length: 64\r\n\r\n{}",
+                "y".repeat(64)
+            )
+            .into_bytes()]),
+            LIMITS,
+        )
+        .unwrap()
+        .with_budget(BodyBudget::new(10))
+        .read_request(&busy)
+        .unwrap();
+        assert_eq!(big.body.len(), 64);
     }
 
     #[test]

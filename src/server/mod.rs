@@ -50,6 +50,8 @@ pub struct Settings {
     pub policy: PolicyFlags,
     pub workers: usize,
     pub max_connections: usize,
+    /// Request body bytes all connections may hold at once.
+    pub max_body_memory: usize,
     pub limits: Limits,
     pub handshake_timeout: Duration,
     pub drain_timeout: Duration,
@@ -120,6 +122,7 @@ pub struct Shared {
     tls: RwLock<Option<Arc<rustls::ServerConfig>>>,
     pub metrics: Metrics,
     pub workers: Workers,
+    body_budget: Arc<http::BodyBudget>,
     draining: AtomicBool,
     conns: Mutex<HashMap<u64, Tracked>>,
     next_id: AtomicU64,
@@ -227,6 +230,7 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
         tls: RwLock::new(tls_config),
         metrics,
         workers: Workers::new(settings.workers),
+        body_budget: http::BodyBudget::new(settings.max_body_memory),
         draining: AtomicBool::new(false),
         conns: Mutex::new(HashMap::new()),
         next_id: AtomicU64::new(0),
@@ -562,9 +566,10 @@ fn handshake(
 /// Reads and answers requests until the client closes, an error, or
 /// shutdown.
 fn serve_requests<T: Transport>(shared: &Shared, stream: T, limits: Limits, busy: &AtomicBool) {
-    let Ok(mut conn) = Conn::new(stream, limits) else {
+    let Ok(conn) = Conn::new(stream, limits) else {
         return;
     };
+    let mut conn = conn.with_budget(shared.body_budget.clone());
     loop {
         let req = match conn.read_request(busy) {
             Ok(r) => r,
