@@ -20,6 +20,8 @@ use rustls::{ServerConnection, StreamOwned};
 pub const MAX_HEADERS: usize = 64;
 /// Bytes read from the socket at a time; a typical review fits in one.
 const READ_CHUNK: usize = 16 * 1024;
+/// The first read of a request: an ImageReview with its headers fits.
+const FIRST_READ: usize = 4 * 1024;
 /// How far past a deadline a read may wait, so that the socket's timeout
 /// need not be set again before every read.
 const TIMEOUT_SLACK: Duration = Duration::from_millis(10);
@@ -521,10 +523,19 @@ impl<T: Transport> Conn<T> {
             self.read_timeout = Some(remaining);
         }
         // Read on the stack, keep only what arrived: an idle connection
-        // then holds no buffer at all.
-        let mut chunk = [0u8; READ_CHUNK];
-        let n = self.stream.read(&mut chunk)?;
-        self.buf.extend_from_slice(&chunk[..n]);
+        // then holds no buffer at all. The first read of a request usually
+        // holds all of it; a small buffer spares zeroing a large one.
+        let n = if self.buf.is_empty() {
+            let mut chunk = [0u8; FIRST_READ];
+            let n = self.stream.read(&mut chunk)?;
+            self.buf.extend_from_slice(&chunk[..n]);
+            n
+        } else {
+            let mut chunk = [0u8; READ_CHUNK];
+            let n = self.stream.read(&mut chunk)?;
+            self.buf.extend_from_slice(&chunk[..n]);
+            n
+        };
         Ok(n)
     }
 
