@@ -95,7 +95,9 @@ pub fn start_server(bin: &str, args: &[String], log: &Path) -> (Child, SocketAdd
     (child, addr)
 }
 
-pub fn tls_config(ca: &str) -> Arc<rustls::ClientConfig> {
+/// A client configuration trusting `ca`; `resume` allows TLS session
+/// resumption (the apiserver's Go client does not resume).
+pub fn tls_config(ca: &str, resume: bool) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(ca).expect("CA file") {
         roots.add(c.expect("CA cert")).expect("add");
@@ -107,6 +109,9 @@ pub fn tls_config(ca: &str) -> Arc<rustls::ClientConfig> {
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    if !resume {
+        config.resumption = rustls::client::Resumption::disabled();
+    }
     Arc::new(config)
 }
 

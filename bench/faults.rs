@@ -86,7 +86,7 @@ fn main() {
     let (mut child, addr) = start_server(&bin, &server_args, &dir.join("server.log"));
     let ctx = Ctx {
         addr,
-        config: tls_config(&pki.path("ca.crt")),
+        config: tls_config(&pki.path("ca.crt"), true),
         pid: child.id(),
     };
     std::thread::sleep(Duration::from_millis(200));

@@ -10,14 +10,15 @@
 //! Any other answer, a non-200 status or a broken connection counts as an
 //! error. `--new-connection` makes every request a fresh TLS handshake.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+#[path = "common.rs"]
+mod common;
+
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use common::{Tls, connect, exchange, tls_config};
 
 struct Args {
     addr: SocketAddr,
@@ -71,74 +72,6 @@ fn parse_args() -> Args {
     }
 }
 
-fn tls_config(ca: &str, resume: bool) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(ca).expect("read CA file") {
-        roots.add(c.expect("CA certificate")).expect("add CA");
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("protocol versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    // The apiserver's Go client does not resume sessions: measure full
-    // handshakes unless asked otherwise.
-    if !resume {
-        config.resumption = rustls::client::Resumption::disabled();
-    }
-    Arc::new(config)
-}
-
-type Conn = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
-
-fn connect(addr: SocketAddr, config: &Arc<rustls::ClientConfig>) -> std::io::Result<Conn> {
-    let sock = TcpStream::connect(addr)?;
-    sock.set_nodelay(true)?;
-    sock.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let name = ServerName::try_from("localhost").expect("static name");
-    let conn =
-        rustls::ClientConnection::new(config.clone(), name).map_err(std::io::Error::other)?;
-    Ok(rustls::StreamOwned::new(conn, sock))
-}
-
-/// Sends one request and reads the response; returns the body.
-fn exchange(conn: &mut Conn, request: &[u8], buf: &mut Vec<u8>) -> std::io::Result<Vec<u8>> {
-    conn.write_all(request)?;
-    conn.flush()?;
-    buf.clear();
-    let mut chunk = [0u8; 16384];
-    loop {
-        let n = conn.read(&mut chunk)?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        let mut headers = [httparse::EMPTY_HEADER; 16];
-        let mut resp = httparse::Response::new(&mut headers);
-        if let Ok(httparse::Status::Complete(head)) = resp.parse(buf) {
-            if resp.code != Some(200) {
-                return Err(std::io::Error::other(format!("status {:?}", resp.code)));
-            }
-            let len: usize = resp
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                .and_then(|h| std::str::from_utf8(h.value).ok()?.parse().ok())
-                .ok_or_else(|| std::io::Error::other("no content-length"))?;
-            while buf.len() < head + len {
-                let n = conn.read(&mut chunk)?;
-                if n == 0 {
-                    return Err(std::io::ErrorKind::UnexpectedEof.into());
-                }
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            return Ok(buf[head..head + len].to_vec());
-        }
-    }
-}
-
 fn main() {
     let args = parse_args();
     let body = std::fs::read(&args.body).expect("read body");
@@ -176,8 +109,7 @@ fn main() {
                     }
                     *errors += 1;
                 };
-                let mut buf = Vec::with_capacity(16384);
-                let mut conn: Option<Conn> = None;
+                let mut conn: Option<Tls> = None;
                 while !stop.load(Ordering::Relaxed) {
                     let t = Instant::now();
                     if conn.is_none() || fresh {
@@ -190,16 +122,14 @@ fn main() {
                         }
                     }
                     let Some(c) = conn.as_mut() else { continue };
-                    match exchange(c, &request, &mut buf) {
-                        Ok(reply) if reply.windows(needle.len()).any(|w| w == needle) => {
+                    match exchange(c, &request) {
+                        Ok((200, reply)) if reply.windows(needle.len()).any(|w| w == needle) => {
                             latencies
                                 .push(u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX));
                         }
-                        Ok(reply) => {
-                            report(
-                                &format!("unexpected verdict: {}", String::from_utf8_lossy(&reply)),
-                                &mut errors,
-                            );
+                        Ok((status, reply)) => {
+                            let text = String::from_utf8_lossy(&reply);
+                            report(&format!("unexpected answer {status}: {text}"), &mut errors);
                             conn = None;
                         }
                         Err(e) => {

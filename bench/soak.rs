@@ -59,7 +59,7 @@ fn main() {
     let log = dir.join("server.log");
     let (mut child, addr) = start_server(&bin, &server_args, &log);
     let pid = child.id();
-    let config = tls_config(&pki.path("ca.crt"));
+    let config = tls_config(&pki.path("ca.crt"), true);
 
     // (path, body, expected verdict text)
     let mix: Arc<Vec<(Vec<u8>, &'static [u8])>> = Arc::new(vec![
