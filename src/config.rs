@@ -92,14 +92,6 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-impl ConfigError {
-    pub fn one(problem: impl Into<String>) -> Self {
-        ConfigError {
-            problems: vec![problem.into()],
-        }
-    }
-}
-
 /// The policy file's settings before patterns are compiled; `None` or empty
 /// where the file says nothing.
 #[derive(Debug, Default)]

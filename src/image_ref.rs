@@ -117,12 +117,6 @@ impl ParseError {
 
 impl std::error::Error for ParseError {}
 
-impl ParseError {
-    pub fn kind(&self) -> &ErrorKind {
-        &self.kind
-    }
-}
-
 impl ImageRef {
     /// Parses and normalises a reference as Docker and the kubelet would.
     pub fn parse(input: &str) -> Result<ImageRef, ParseError> {

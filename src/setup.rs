@@ -444,18 +444,28 @@ pub fn webhook_configs(a: &WebhookArgs, ca_bundle: &str) -> String {
             ca = q(ca_bundle),
         )
     };
-    let mut out = format!(
-        "# Written by `image-bouncer config webhook`.
-apiVersion: admissionregistration.k8s.io/v1
-kind: ValidatingWebhookConfiguration
+    // Everything before a webhook's own settings.
+    let header = |kind: &str, webhook: &str| {
+        format!(
+            "apiVersion: admissionregistration.k8s.io/v1
+kind: {kind}
 metadata:
   name: image-bouncer
   labels:
     app.kubernetes.io/name: image-bouncer
 webhooks:
-- name: validate.image-bouncer.io
-{common}  rules:
+- name: {webhook}
+"
+        )
+    };
+    let mut out = format!(
+        "# Written by `image-bouncer config webhook`.
+{header}{common}  rules:
 {pods}{workloads}",
+        header = header(
+            "ValidatingWebhookConfiguration",
+            "validate.image-bouncer.io"
+        ),
         common = common("/validate"),
         pods = rule(
             "",
@@ -478,18 +488,11 @@ webhooks:
         let _ = write!(
             out,
             "---
-apiVersion: admissionregistration.k8s.io/v1
-kind: MutatingWebhookConfiguration
-metadata:
-  name: image-bouncer
-  labels:
-    app.kubernetes.io/name: image-bouncer
-webhooks:
-- name: mutate.image-bouncer.io
-{common}  # Mutations are idempotent; no need to be called again after others.
+{header}{common}  # Mutations are idempotent; no need to be called again after others.
   reinvocationPolicy: Never
   rules:
 {pods}{pvcs}{workloads}",
+            header = header("MutatingWebhookConfiguration", "mutate.image-bouncer.io"),
             common = common("/mutate"),
             pods = rule("", CREATE_UPDATE, "\"pods\", \"pods/ephemeralcontainers\""),
             pvcs = rule("", "\"CREATE\"", "\"persistentvolumeclaims\""),

@@ -150,11 +150,17 @@ fn envelope<O: serde::de::DeserializeOwned>(body: &[u8]) -> Result<Review<O>, Ba
     })
 }
 
-/// What the log line says about a validated request.
+/// What the log line says about a request: `CREATE Pod ns/name`.
 pub struct Summary {
     pub operation: String,
     pub kind: String,
     pub name: String,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} {}", self.operation, self.kind, self.name)
+    }
 }
 
 impl<O> AdmissionRequest<O> {

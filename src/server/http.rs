@@ -525,17 +525,18 @@ impl<T: Transport> Conn<T> {
         // Read on the stack, keep only what arrived: an idle connection
         // then holds no buffer at all. The first read of a request usually
         // holds all of it; a small buffer spares zeroing a large one.
-        let n = if self.buf.is_empty() {
-            let mut chunk = [0u8; FIRST_READ];
-            let n = self.stream.read(&mut chunk)?;
-            self.buf.extend_from_slice(&chunk[..n]);
-            n
+        if self.buf.is_empty() {
+            self.read_chunk::<FIRST_READ>()
         } else {
-            let mut chunk = [0u8; READ_CHUNK];
-            let n = self.stream.read(&mut chunk)?;
-            self.buf.extend_from_slice(&chunk[..n]);
-            n
-        };
+            self.read_chunk::<READ_CHUNK>()
+        }
+    }
+
+    /// One read of at most `N` bytes through a stack buffer.
+    fn read_chunk<const N: usize>(&mut self) -> io::Result<usize> {
+        let mut chunk = [0u8; N];
+        let n = self.stream.read(&mut chunk)?;
+        self.buf.extend_from_slice(&chunk[..n]);
         Ok(n)
     }
 

@@ -143,7 +143,7 @@ fn validate(shared: &Shared, body: &[u8]) -> (Response, Counted) {
             return (Response::text(400, e), Counted::Invalid);
         }
     };
-    let what = format!("{} {} {}", summary.operation, summary.kind, summary.name);
+    let what = summary.to_string();
     let counted = match &outcome {
         admission::Outcome::Skipped(why) => {
             log::debug!("/validate: {what}: allowed without judgement: {why}");
@@ -175,8 +175,7 @@ fn mutate(shared: &Shared, body: &[u8]) -> (Response, Counted) {
     };
     let rules = shared.rules();
     let (reply, outcome) = admission::mutate(&rules.mutate, &review);
-    let s = review.request.summary();
-    let what = format!("{} {} {}", s.operation, s.kind, s.name);
+    let what = review.request.summary().to_string();
     match &outcome {
         admission::MutateOutcome::Patched(m) => {
             let mut changes: Vec<String> = m
