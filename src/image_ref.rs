@@ -10,6 +10,12 @@
 //! are recognised in any letter case (DNS ignores case, so `DOCKER.IO/x` is
 //! Docker Hub too), which keeps registry rules from being bypassed by case.
 //!
+//! Besides the spelling, every reference carries its registry's *identity*
+//! ([`canonical_host`], [`canonical_port`]): the spellings that reach the
+//! same server are one registry, so that rules compare identities, not
+//! text. Image IDs (`sha256:<hex>`, which a runtime resolves to whatever
+//! local image has that ID) are refused here, before any rule sees them.
+//!
 //! This module does not decide anything about policy; see `policy.rs`.
 
 use std::fmt;
@@ -18,6 +24,22 @@ use std::fmt;
 pub const DOCKER_HUB: &str = "docker.io";
 /// Older spelling of Docker Hub, normalised to [`DOCKER_HUB`].
 const LEGACY_DOCKER_HUB: &str = "index.docker.io";
+/// Every host name that reaches Docker Hub's registry API: the two names
+/// Docker normalises, the API host containerd connects to for them, and the
+/// older API host that still answers. A reference may spell any of them.
+const DOCKER_HUB_HOSTS: &[&str] = &[
+    DOCKER_HUB,
+    LEGACY_DOCKER_HUB,
+    "registry-1.docker.io",
+    "registry.hub.docker.com",
+];
+/// Digest algorithms a runtime may look an image ID up by. containerd
+/// resolves `sha256:<hex>` (and a unique prefix of the hex) to a local
+/// image whatever registry it came from; the others are refused alike so
+/// that no future algorithm opens the same door.
+const ID_ALGORITHMS: &[&str] = &["sha256", "sha384", "sha512", "blake3", "sha1", "md5"];
+/// The port an image reference without one is pulled from (HTTPS).
+const DEFAULT_PORT: u16 = 443;
 /// Docker Hub's namespace for official images (`nginx` -> `library/nginx`).
 const OFFICIAL_NAMESPACE: &str = "library";
 /// Tag used when a reference has neither tag nor digest.
@@ -40,6 +62,10 @@ pub struct ImageRef {
     tag: Option<String>,
     /// `algorithm:hex`.
     digest: Option<String>,
+    /// The registry's identity: [`canonical_host`] of the host.
+    registry_host: String,
+    /// [`canonical_port`]: `None` for no port or the default 443.
+    registry_port: Option<u16>,
 }
 
 /// Why a reference did not parse; `Display` names the part and the reason.
@@ -54,8 +80,9 @@ pub struct ParseError {
 pub enum ErrorKind {
     Empty,
     TooLong,
-    /// A bare 64-hex string is reserved for image IDs.
-    HexIdentifier,
+    /// A bare 64-hex string, or `algorithm:hex`: an image ID, which the
+    /// runtime resolves locally whatever registry the image came from.
+    ImageId,
     Uppercase(String),
     NameTooLong(usize),
     Registry(String),
@@ -74,6 +101,11 @@ impl fmt::Display for ParseError {
 }
 
 impl ParseError {
+    /// What is wrong.
+    pub fn kind(&self) -> &ErrorKind {
+        &self.kind
+    }
+
     /// The reason without the input, for messages that already quote it.
     pub fn reason(&self) -> String {
         Self::describe(&self.kind)
@@ -84,10 +116,10 @@ impl ParseError {
         match kind {
             ErrorKind::Empty => "image reference is empty".to_string(),
             ErrorKind::TooLong => format!("image reference is longer than {INPUT_MAX} characters"),
-            ErrorKind::HexIdentifier => {
-                "a 64-character hexadecimal string is an image ID, not a repository name"
-                    .to_string()
-            }
+            ErrorKind::ImageId => "this is an image ID: the runtime would run whatever local \
+                 image has this ID, whichever registry it came from; write the image by name and \
+                 digest instead, e.g. registry.example.com/team/app@sha256:<digest>"
+                .to_string(),
             ErrorKind::Uppercase(p) => {
                 format!("repository name must be lowercase (found {p:?})")
             }
@@ -97,7 +129,7 @@ impl ParseError {
             ErrorKind::Registry(r) => {
                 format!("registry host {r:?} is not a valid host name or bracketed IPv6 address")
             }
-            ErrorKind::Port(p) => format!("registry port {p:?} must be a number"),
+            ErrorKind::Port(p) => format!("registry port {p:?} must be a number from 1 to 65535"),
             ErrorKind::PathComponent(c) => format!(
                 "path component {c:?} must be lowercase letters and digits separated by '.', '_', '__' or '-'"
             ),
@@ -130,8 +162,8 @@ impl ImageRef {
         if input.len() > INPUT_MAX {
             return Err(err(ErrorKind::TooLong));
         }
-        if input.len() == 64 && input.bytes().all(is_lower_hex) {
-            return Err(err(ErrorKind::HexIdentifier));
+        if is_image_id(input) {
+            return Err(err(ErrorKind::ImageId));
         }
 
         let (name_and_tag, digest) = match input.split_once('@') {
@@ -157,6 +189,9 @@ impl ImageRef {
             validate_domain(domain).map_err(err)?;
             domain.to_string()
         };
+        let (host, port) = split_port(&domain);
+        let registry_host = canonical_host(host);
+        let registry_port = canonical_port(port).map_err(err)?;
         if remainder.bytes().any(|b| b.is_ascii_uppercase()) {
             return Err(err(ErrorKind::Uppercase(remainder.to_string())));
         }
@@ -182,7 +217,20 @@ impl ImageRef {
             path,
             tag: tag.map(str::to_string),
             digest: digest.map(str::to_string),
+            registry_host,
+            registry_port,
         })
+    }
+
+    /// The registry's identity: every spelling of the same host gives the
+    /// same string (see [`canonical_host`]).
+    pub fn registry_host(&self) -> &str {
+        &self.registry_host
+    }
+
+    /// The port as a number; `None` when absent or the default 443.
+    pub fn registry_port(&self) -> Option<u16> {
+        self.registry_port
     }
 
     /// `host[:port]`, e.g. `docker.io`, `registry:5000`, `[::1]:5000`.
@@ -314,6 +362,107 @@ pub fn split_port(domain: &str) -> (&str, Option<&str>) {
     match domain[host_end..].strip_prefix(':') {
         Some(port) => (&domain[..host_end], Some(port)),
         None => (domain, None),
+    }
+}
+
+/// True when the whole reference is an image ID: 64 hex digits, or a digest
+/// algorithm, `:` and hex digits (any number of them: a runtime accepts a
+/// unique prefix). `app:3f2a...` is a tag, because `app` is no algorithm.
+fn is_image_id(input: &str) -> bool {
+    if input.len() == 64 && input.bytes().all(is_lower_hex) {
+        return true;
+    }
+    match input.split_once(':') {
+        Some((algorithm, hex)) => {
+            ID_ALGORITHMS.contains(&algorithm)
+                && !hex.is_empty()
+                && hex.bytes().all(|b| b.is_ascii_hexdigit())
+        }
+        None => false,
+    }
+}
+
+/// The identity of a registry host: lower case; Docker Hub's host names
+/// (`docker.io`, `index.docker.io`, `registry-1.docker.io`,
+/// `registry.hub.docker.com`) are `docker.io`; an IPv6 literal in its RFC
+/// 5952 form (`[fd00:0::1]` is `[fd00::1]`), or as IPv4 when it is
+/// IPv4-mapped (`[::ffff:a00:5]` is `10.0.0.5`); an IPv4 address in any
+/// form the C resolver accepts (`010.0.0.5`, `0xa.0.0.5`, `10.5`,
+/// `167772165`) as a dotted quad. Two spellings with the same identity
+/// connect to the same server.
+pub fn canonical_host(host: &str) -> String {
+    let lower = host.to_ascii_lowercase();
+    if DOCKER_HUB_HOSTS.contains(&lower.as_str()) {
+        return DOCKER_HUB.to_string();
+    }
+    if let Some(inner) = lower.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return match inner.parse::<std::net::Ipv6Addr>() {
+            Ok(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => v4.to_string(),
+                None => format!("[{v6}]"),
+            },
+            // Grammar-valid but not an address (`[::::]`): it cannot be
+            // dialled; keep the spelling.
+            Err(_) => lower,
+        };
+    }
+    match loose_ipv4(&lower) {
+        Some(v4) => v4.to_string(),
+        None => lower,
+    }
+}
+
+/// An IPv4 address as `inet_aton` reads it: one to four parts, each
+/// decimal, octal (leading `0`) or hex (`0x`), the last filling the rest.
+fn loose_ipv4(s: &str) -> Option<std::net::Ipv4Addr> {
+    let parts: Vec<&str> = s.split('.').collect();
+    if parts.len() > 4 {
+        return None;
+    }
+    let mut values = Vec::with_capacity(4);
+    for p in &parts {
+        let (digits, radix) = if let Some(h) = p.strip_prefix("0x") {
+            (h, 16)
+        } else if p.len() > 1 && p.starts_with('0') {
+            (&p[1..], 8)
+        } else {
+            (*p, 10)
+        };
+        if digits.is_empty() && radix != 16 {
+            return None;
+        }
+        let v = if digits.is_empty() {
+            0
+        } else {
+            u32::from_str_radix(digits, radix).ok()?
+        };
+        values.push(v);
+    }
+    let (last, leading) = values.split_last()?;
+    if leading.iter().any(|&v| v > 255) {
+        return None;
+    }
+    let room = 32 - 8 * leading.len() as u32;
+    if room < 32 && *last >= 1 << room {
+        return None;
+    }
+    let mut addr: u32 = 0;
+    for (i, v) in leading.iter().enumerate() {
+        addr |= v << (24 - 8 * i as u32);
+    }
+    Some(std::net::Ipv4Addr::from(addr | last))
+}
+
+/// A port as a number (`05000` is 5000); `None` when absent or the default
+/// 443, which is where a reference without a port is pulled from.
+pub fn canonical_port(port: Option<&str>) -> Result<Option<u16>, ErrorKind> {
+    let Some(p) = port else {
+        return Ok(None);
+    };
+    match p.parse::<u16>() {
+        Ok(0) | Err(_) => Err(ErrorKind::Port(truncate(p))),
+        Ok(DEFAULT_PORT) => Ok(None),
+        Ok(n) => Ok(Some(n)),
     }
 }
 
@@ -605,6 +754,20 @@ mod tests {
             "1a3f5e7d9c1b3a5f7e9d1c3b5a7f9e1d3c5b7a9f1e3d5d7c9b1a3f5e7d9c1b3a",
             E("image ID"),
         ),
+        // Image IDs: the runtime resolves them locally, from any registry.
+        ("sha256:abc", E("image ID")), // a unique prefix is enough for containerd
+        ("sha256:0", E("image ID")),
+        ("sha256:ABCDEF", E("image ID")),
+        ("sha512:abcdef", E("image ID")),
+        ("blake3:ab", E("image ID")),
+        ("md5:00", E("image ID")),
+        ("sha256:latest", O("docker.io/library/sha256:latest")), // not hex: a tag
+        (
+            "app:0123456789abcdef0123456789abcdef01234567",
+            O("docker.io/library/app:0123456789abcdef0123456789abcdef01234567"),
+        ), // a commit hash as a tag is fine
+        ("registry:99999/app", E("registry port \"99999\"")),
+        ("registry:0/app", E("registry port \"0\"")),
         ("nginx:", E("tag \"\"")),
         (":justtag", E("empty component")),
         ("app:-dash", E("tag \"-dash\"")),
@@ -648,6 +811,8 @@ mod tests {
             (digest512, O("")),
             (digest384, O("")),
             (format!("app@sha256:{H64}0"), E("digest")),
+            (format!("sha256:{H64}"), E("image ID")),
+            (format!("sha384:{H64}{}", &H64[..32]), E("image ID")),
             ("x".repeat(2000), E("longer than")),
         ];
         let all = CASES
@@ -677,6 +842,44 @@ mod tests {
             }
         }
         assert!(count >= 60, "only {count} cases");
+    }
+
+    /// (reference, registry identity, port): spellings of one server agree.
+    const IDENTITIES: &[(&str, &str, Option<u16>)] = &[
+        ("nginx:1", "docker.io", None),
+        ("index.docker.io/library/nginx:1", "docker.io", None),
+        ("registry-1.docker.io/library/nginx:1.27", "docker.io", None), // Hub's API host
+        ("REGISTRY-1.DOCKER.IO/library/nginx:1", "docker.io", None),
+        ("registry.hub.docker.com/library/nginx:1", "docker.io", None),
+        ("ghcr.io/a/b:1", "ghcr.io", None),
+        ("GHCR.IO/a/b:1", "ghcr.io", None),
+        ("ghcr.io:443/a/b:1", "ghcr.io", None), // the default port
+        ("ghcr.io:05000/a/b:1", "ghcr.io", Some(5000)),
+        ("[fd00::1]/x:1", "[fd00::1]", None),
+        ("[fd00:0::1]:5000/x:1", "[fd00::1]", Some(5000)),
+        ("[fd00:0:0:0:0:0:0:1]/x:1", "[fd00::1]", None),
+        ("[FD00:0000::0001]/x:1", "[fd00::1]", None),
+        ("[2001:db8:0:0:1:0:0:1]/x:1", "[2001:db8::1:0:0:1]", None), // RFC 5952 4.2.3
+        ("[::ffff:a00:5]/x:1", "10.0.0.5", None),                    // IPv4-mapped
+        ("10.0.0.5:5000/x:1", "10.0.0.5", Some(5000)),
+        ("010.0.0.5/x:1", "8.0.0.5", None), // octal, as inet_aton reads it
+        ("0x0a.0.0.5/x:1", "10.0.0.5", None),
+        ("10.5:5000/x:1", "10.0.0.5", Some(5000)),
+        ("167772165:5000/x:1", "10.0.0.5", Some(5000)),
+        ("10.0.0.256/x:1", "10.0.0.256", None), // not an address: a name
+        ("localhost:5000/x:1", "localhost", Some(5000)),
+    ];
+
+    #[test]
+    fn registry_identity() {
+        for (input, host, port) in IDENTITIES {
+            let r = ImageRef::parse(input).unwrap_or_else(|e| panic!("{input}: {e}"));
+            assert_eq!(
+                (r.registry_host(), r.registry_port()),
+                (*host, *port),
+                "{input}"
+            );
+        }
     }
 
     #[test]

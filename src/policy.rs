@@ -120,6 +120,8 @@ pub struct Request {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rule {
     InvalidReference,
+    /// `sha256:<hex>`: resolved locally by the runtime, from any registry.
+    ImageId,
     DeniedRegistry,
     RegistryNotAllowed,
     LatestTag,
@@ -131,6 +133,7 @@ impl Rule {
     pub fn as_str(self) -> &'static str {
         match self {
             Rule::InvalidReference => "invalid-reference",
+            Rule::ImageId => "image-id",
             Rule::DeniedRegistry => "denied-registry",
             Rule::RegistryNotAllowed => "registry-not-allowed",
             Rule::LatestTag => "latest-tag",
@@ -143,6 +146,7 @@ impl Rule {
     pub fn summary(self) -> &'static str {
         match self {
             Rule::InvalidReference => "not a valid image reference",
+            Rule::ImageId => "an image ID, not an image reference",
             Rule::DeniedRegistry => "registry is in deniedRegistries",
             Rule::RegistryNotAllowed => "registry is not in allowedRegistries",
             Rule::LatestTag => "the latest tag is not allowed",
@@ -238,10 +242,16 @@ impl Policy {
         let r = match ImageRef::parse(&input.image) {
             Ok(r) => r,
             Err(e) => {
-                verdict.violations.push(Violation {
-                    rule: Rule::InvalidReference,
-                    message: format!("{who} is not a valid image reference: {}", e.reason()),
-                });
+                // Not a tag rule: no tag or exemption option lets an ID through.
+                let (rule, message) = if *e.kind() == image_ref::ErrorKind::ImageId {
+                    (Rule::ImageId, format!("{who} is refused: {}", e.reason()))
+                } else {
+                    (
+                        Rule::InvalidReference,
+                        format!("{who} is not a valid image reference: {}", e.reason()),
+                    )
+                };
+                verdict.violations.push(Violation { rule, message });
                 return verdict;
             }
         };
@@ -430,16 +440,18 @@ impl Decision {
 pub struct RegistryPattern {
     pub raw: String,
     host: HostPattern,
-    port: Option<String>,
+    /// Canonical (`image_ref::canonical_port`): `None` is any port.
+    port: Option<u16>,
     /// Empty: the whole registry.
     path: PathPattern,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum HostPattern {
-    /// Lowercase host name or bracketed IPv6.
+    /// A registry identity (`image_ref::canonical_host`).
     Exact(String),
-    /// Lowercase `.domain`: any host strictly below it.
+    /// Lowercase `.domain`: any host strictly below it, as written or by
+    /// identity (`*.docker.io` covers `registry-1.docker.io`).
     Subdomain(String),
 }
 
@@ -527,13 +539,16 @@ impl RegistryPattern {
         }
         image_ref::validate_domain(domain).map_err(|e| format!("{s:?}: {}", kind_text(&e)))?;
         let (host, port) = image_ref::split_port(domain);
-        let mut host = host.to_ascii_lowercase();
-        if host == "index.docker.io" {
-            host = image_ref::DOCKER_HUB.to_string();
-        }
         if wild && host.starts_with('[') {
             return bad("a wildcard cannot apply to an IPv6 address");
         }
+        let host = if wild {
+            host.to_ascii_lowercase()
+        } else {
+            image_ref::canonical_host(host)
+        };
+        let port =
+            image_ref::canonical_port(port).map_err(|e| format!("{s:?}: {}", kind_text(&e)))?;
         let path = match path {
             None => PathPattern::Any,
             Some(p) => {
@@ -561,52 +576,86 @@ impl RegistryPattern {
             } else {
                 HostPattern::Exact(host)
             },
-            port: port.map(str::to_string),
+            port,
             path,
         })
     }
 
     /// True when the reference is on this registry (and below this path).
     pub fn matches(&self, r: &ImageRef) -> bool {
-        let host = r.host();
+        self.matches_registry(r) && self.matches_path(r, false)
+    }
+
+    /// Host and port, compared by identity.
+    fn matches_registry(&self, r: &ImageRef) -> bool {
+        let below = |host: &str, suffix: &str| {
+            host.len() > suffix.len()
+                && host
+                    .get(host.len() - suffix.len()..)
+                    .is_some_and(|tail| tail.eq_ignore_ascii_case(suffix))
+        };
         let host_ok = match &self.host {
-            HostPattern::Exact(h) => host.eq_ignore_ascii_case(h),
+            HostPattern::Exact(h) => r.registry_host() == h,
             HostPattern::Subdomain(suffix) => {
-                host.len() > suffix.len()
-                    && host
-                        .get(host.len() - suffix.len()..)
-                        .is_some_and(|tail| tail.eq_ignore_ascii_case(suffix))
+                below(r.host(), suffix) || below(r.registry_host(), suffix)
             }
         };
         // An entry without a port covers every port of that host.
-        let port_ok = self.port.is_none() || self.port.as_deref() == r.port();
-        let path_ok = match &self.path {
-            PathPattern::Any => true,
+        host_ok && (self.port.is_none() || self.port == r.registry_port())
+    }
+
+    /// The path: at or below a prefix, or the whole path exactly when
+    /// `exact` (an exemption with a tag or digest names one repository).
+    fn matches_path(&self, r: &ImageRef, exact: bool) -> bool {
+        match &self.path {
+            PathPattern::Any => !exact,
             PathPattern::Prefix(p) => {
                 r.path() == p
-                    || r.path()
-                        .strip_prefix(p.as_str())
-                        .is_some_and(|rest| rest.starts_with('/'))
+                    || (!exact
+                        && r.path()
+                            .strip_prefix(p.as_str())
+                            .is_some_and(|rest| rest.starts_with('/')))
             }
             PathPattern::Glob(g) => wildmatch::WildMatch::new(g).matches(r.path()),
-        };
-        host_ok && port_ok && path_ok
+        }
     }
 }
 
 impl ImagePattern {
+    /// An entry with a tag or digest names one repository at that tag or
+    /// digest; without, a registry or path prefix as on the registry lists.
+    /// `host:port` without a path is a registry (`10.0.0.5:5000`), never a
+    /// host with a tag.
     pub fn parse(s: &str) -> Result<Self, String> {
         let (name_and_tag, digest) = match s.split_once('@') {
             Some((n, d)) => (n, Some(d)),
             None => (s, None),
         };
-        let last_slash = name_and_tag.rfind('/').map_or(0, |i| i + 1);
-        let (name, tag) = match name_and_tag[last_slash..].rfind(':') {
-            Some(i) => (
-                &name_and_tag[..last_slash + i],
-                Some(&name_and_tag[last_slash + i + 1..]),
-            ),
-            None => (name_and_tag, None),
+        // No path: `host[:port]` is a registry, as on the registry lists.
+        let (host, port) = image_ref::split_port(name_and_tag);
+        let registry_only = !name_and_tag.contains('/')
+            && (host.starts_with('[') || image_ref::looks_like_registry(host));
+        let (name, tag) = if registry_only {
+            if digest.is_some() {
+                return Err(format!(
+                    "{s:?}: a digest needs a repository: write host/repository@sha256:..."
+                ));
+            }
+            if port.is_some_and(|p| !p.bytes().all(|b| b.is_ascii_digit())) {
+                return Err(format!(
+                    "{s:?}: a registry has no tag; write host/repository:tag to exempt one image, or host:port for a whole registry"
+                ));
+            }
+            (name_and_tag, None)
+        } else {
+            let last_slash = name_and_tag.rfind('/').map_or(0, |i| i + 1);
+            match name_and_tag[last_slash..].rfind(':') {
+                Some(i) => (
+                    &name_and_tag[..last_slash + i],
+                    Some(&name_and_tag[last_slash + i + 1..]),
+                ),
+                None => (name_and_tag, None),
+            }
         };
         if tag.is_some() || digest.is_some() {
             // Let the reference parser check tag and digest syntax.
@@ -627,7 +676,9 @@ impl ImagePattern {
     }
 
     pub fn matches(&self, r: &ImageRef) -> bool {
-        self.base.matches(r)
+        let pinned = self.tag.is_some() || self.digest.is_some();
+        self.base.matches_registry(r)
+            && self.base.matches_path(r, pinned)
             && self.tag.as_deref().is_none_or(|t| r.tag() == Some(t))
             && self.digest.as_deref().is_none_or(|d| r.digest() == Some(d))
     }
@@ -704,6 +755,24 @@ mod tests {
         ("[::1]:5000", "[::1]:5000/app:1", true),
         ("[::1]:5000", "[::2]:5000/app:1", false),
         ("quay.io", "quay.io:443/team/app:1", true),
+        // Registries compare by identity, not spelling.
+        ("docker.io", "registry-1.docker.io/library/nginx:1.27", true), // Hub's API host
+        ("docker.io", "REGISTRY-1.docker.io/library/nginx:1", true),
+        ("docker.io", "registry.hub.docker.com/library/nginx:1", true),
+        ("registry-1.docker.io", "nginx:1", true),
+        ("nginx", "registry-1.docker.io/library/nginx:1", true),
+        ("*.docker.io", "registry-1.docker.io/library/nginx:1", true), // as written
+        ("*.docker.io", "nginx:1", false),
+        ("[fd00::1]", "[fd00:0::1]:5000/x:1", true),
+        ("[fd00::1]", "[fd00:0:0:0:0:0:0:1]/x:1", true),
+        ("[fd00:0::1]:5000", "[fd00::1]:5000/x:1", true),
+        ("[fd00::1]", "[fd00::2]/x:1", false),
+        ("10.0.0.5", "0x0a.0.0.5/x:1", true),
+        ("10.0.0.5", "167772165:5000/x:1", true),
+        ("10.0.0.5", "[::ffff:a00:5]/x:1", true),
+        ("10.0.0.5", "10.0.0.50/x:1", false),
+        ("ghcr.io:443", "ghcr.io/a:1", true), // the default port
+        ("registry:5000", "registry:05000/app:1", true),
     ];
 
     #[test]
@@ -834,6 +903,114 @@ mod tests {
         }
         for image in ["nginx:1", "ghcr.io/acme/app:1", "eu.gcr.io/p/a:1"] {
             assert!(decide(&p, &[image]).allowed, "{image}");
+        }
+    }
+
+    #[test]
+    fn deny_list_holds_against_other_spellings() {
+        let p = policy(&[], &["docker.io", "[fd00::1]", "10.0.0.5"]);
+        for image in [
+            "registry-1.docker.io/library/nginx:1.27",
+            "registry.hub.docker.com/library/nginx:1.27",
+            "Index.Docker.IO/library/nginx:1.27",
+            "[fd00:0::1]:5000/x:1",
+            "[fd00:0:0:0:0:0:0:1]/x:1",
+            "[FD00::0001]/x:1",
+            "010.0.0.5/x:1", // octal: 8.0.0.5, not denied
+            "0xa.0.0.5:5000/x:1",
+            "10.5/x:1",
+            "[::ffff:a00:5]/x:1",
+        ] {
+            let d = decide(&p, &[image]);
+            let denied = d.images[0]
+                .violations
+                .iter()
+                .any(|v| v.rule == Rule::DeniedRegistry);
+            assert_eq!(denied, !image.starts_with("010."), "{image}");
+        }
+    }
+
+    #[test]
+    fn image_ids_are_refused_whatever_the_options() {
+        let lax = Policy {
+            deny_latest: false,
+            exempt_images: ["docker.io", "sha256", "docker.io/library/sha256"]
+                .iter()
+                .map(|s| ImagePattern::parse(s).unwrap())
+                .collect(),
+            ..Policy::default()
+        };
+        let long = format!("sha256:{}", &D[7..]);
+        for id in [
+            "sha256:abc",
+            "sha256:0123456789",
+            long.as_str(),
+            "sha512:ff",
+        ] {
+            let d = decide(&lax, &[id]);
+            assert!(!d.allowed, "{id}");
+            let v = &d.images[0].violations[0];
+            assert_eq!(v.rule, Rule::ImageId, "{id}");
+            assert!(v.message.contains("is an image ID"), "{}", v.message);
+            assert!(v.message.contains("@sha256:<digest>"), "{}", v.message);
+            assert_eq!(d.images[0].exempted_by, None);
+        }
+        // A commit hash as a tag is a tag.
+        assert!(decide(&lax, &["app:0123456789abcdef0123456789abcdef01234567"]).allowed);
+    }
+
+    #[test]
+    fn exemptions_reach_no_further_than_written() {
+        let p = Policy {
+            exempt_images: [
+                "10.0.0.5:5000",
+                "registry.k8s.io/pause:3.9",
+                "[fd00::1]:5000",
+                &format!("ghcr.io/acme/app@{D}"),
+                "quay.io/tools",
+            ]
+            .iter()
+            .map(|s| ImagePattern::parse(s).unwrap())
+            .collect(),
+            ..policy(
+                &[],
+                &[
+                    "10.0.0.5",
+                    "registry.k8s.io",
+                    "[fd00::1]",
+                    "ghcr.io",
+                    "quay.io",
+                ],
+            )
+        };
+        let exempt = |image: &str| {
+            let d = decide(&p, &[image]);
+            d.images[0].exempted_by.is_some()
+        };
+        // (image, exempt?)
+        for (image, want) in [
+            ("10.0.0.5:5000/anything:1", true), // host:port is a registry
+            ("10.0.0.5:8080/evil:5000", false), // not host 10.0.0.5 with tag 5000
+            ("10.0.0.5/evil:5000", false),
+            ("registry.k8s.io/pause:3.9", true),
+            ("registry.k8s.io/pause/evil:3.9", false), // one repository, exactly
+            ("registry.k8s.io/pause:3.10", false),
+            ("registry.k8s.io/pausex:3.9", false),
+            ("[fd00:0::1]:5000/x:1", true),
+            ("[fd00::1]:5001/x:1", false),
+            (&format!("ghcr.io/acme/app@{D}"), true),
+            (&format!("ghcr.io/acme/app/x@{D}"), false),
+            ("quay.io/tools/jq:1", true), // no tag: a path prefix, as documented
+            ("quay.io/toolsx/jq:1", false),
+        ] {
+            assert_eq!(exempt(image), want, "{image}");
+        }
+        for bad in [
+            "registry.local:v1",
+            &format!("10.0.0.5:5000@{D}"),
+            "[::1]:x",
+        ] {
+            assert!(ImagePattern::parse(bad).is_err(), "{bad}");
         }
     }
 
