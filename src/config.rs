@@ -13,6 +13,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::mutate::{MutateConfig, PullPolicy, Target};
+
+mod strict;
 use crate::policy::{ImagePattern, Mode, NamespacePattern, Policy, RegistryPattern};
 
 /// A policy file larger than this is surely a mistake (a wrong path).
@@ -259,8 +261,12 @@ fn parse_policy_text(
 ) -> (RawPolicy, RawMutate) {
     let mut raw = RawPolicy::default();
     let mut raw_mutate = RawMutate::default();
-    let value: Value = match serde_json::from_str(text) {
-        Ok(v) => v,
+    let value: Value = match strict::parse(text) {
+        Ok((v, duplicates)) => {
+            // A repeated key would otherwise be silently last-wins.
+            problems.extend(duplicates.into_iter().map(|d| format!("{source}: {d}")));
+            v
+        }
         Err(e) => {
             problems.push(format!("{source}: not valid JSON: {e}"));
             return (raw, raw_mutate);
@@ -962,6 +968,27 @@ mod tests {
             );
         }
         assert_eq!(problems.len(), expected.len(), "{problems:#?}");
+    }
+
+    #[test]
+    fn duplicate_keys_are_problems_with_the_others() {
+        let problems = parse(
+            r#"{"allowedRegistries":["ghcr.io"],"allowedRegistries":[],"mode":"enforce","mode":"warn",
+                "mutate":{"imagePullPolicy":"Always","imagePullPolicy":"Never"},"denyLatest":1}"#,
+        )
+        .unwrap_err();
+        for e in [
+            "p.json: $.allowedRegistries: the key is given twice",
+            "p.json: $.mode: the key is given twice",
+            "p.json: $.mutate.imagePullPolicy: the key is given twice",
+            "p.json: $.denyLatest: expected true or false",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.starts_with(e)),
+                "missing {e:?} in {problems:#?}"
+            );
+        }
+        assert_eq!(problems.len(), 4, "{problems:#?}");
     }
 
     #[test]

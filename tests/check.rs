@@ -226,6 +226,28 @@ fn broken_policy_file_lists_every_problem_and_exits_2() {
 }
 
 #[test]
+fn duplicate_keys_in_the_policy_file_exit_2() {
+    let dir = temp_dir("duplicate-keys");
+    let file = dir.join("policy.json");
+    std::fs::write(
+        &file,
+        r#"{"allowedRegistries": ["ghcr.io"], "allowedRegistries": []}"#,
+    )
+    .unwrap();
+    let out = run(
+        &["check", "--policy", file.to_str().unwrap(), "evil.com/x:1"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("$.allowedRegistries: the key is given twice"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
 fn the_example_policy_file_is_valid() {
     let file = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/policy.json");
     let out = run(

@@ -270,13 +270,20 @@ fn policy_reload_and_broken_policy_keeps_the_old_one() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    // A key given twice is an error, not last-wins: latest stays denied.
+    std::fs::write(&policy, r#"{"denyLatest": true, "denyLatest": false}"#).unwrap();
+    server.wait_for_log(
+        "$.denyLatest: the key is given twice",
+        Duration::from_secs(5),
+    );
+    assert!(!ask());
     let metrics = Client::tls(server.addr, config)
         .unwrap()
         .get("/metrics")
         .unwrap()
         .text();
     assert!(
-        metrics.contains("image_bouncer_reloads_total{kind=\"policy\",outcome=\"failure\"} 1"),
+        metrics.contains("image_bouncer_reloads_total{kind=\"policy\",outcome=\"failure\"} 2"),
         "{metrics}"
     );
 }
