@@ -328,7 +328,7 @@ fn collect(
             let req = &review.request;
             if let PodObjects::Pods { path, object, .. } = req.pod_objects().map_err(at)? {
                 let ns = req.namespace.as_deref().or(namespace);
-                push_pod(&object, path, ns, out);
+                push_pod(&object, path, ns, out).map_err(at)?;
             }
         }
         k if k.ends_with("List") && doc.get("items").is_some() => match doc.get("items") {
@@ -343,21 +343,27 @@ fn collect(
             if let Some(path) = PodPath::of_kind(kind) {
                 let object = Object::deserialize(doc).map_err(|e| at(e.to_string()))?;
                 let ns = object.metadata.namespace.clone();
-                push_pod(&object, path, ns.as_deref().or(namespace), out);
+                push_pod(&object, path, ns.as_deref().or(namespace), out).map_err(at)?;
             }
         }
     }
     Ok(())
 }
 
-fn push_pod(object: &Object, path: PodPath, namespace: Option<&str>, out: &mut Vec<Request>) {
+fn push_pod(
+    object: &Object,
+    path: PodPath,
+    namespace: Option<&str>,
+    out: &mut Vec<Request>,
+) -> Result<(), String> {
     if let Some(pod) = object.pod(path) {
         out.push(Request {
             namespace: namespace.map(str::to_string),
             annotations: pod.metadata.annotations.clone(),
-            images: pod.images(),
+            images: pod.images()?,
         });
     }
+    Ok(())
 }
 
 #[cfg(test)]

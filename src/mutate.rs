@@ -187,8 +187,12 @@ pub fn mutate(cfg: &MutateConfig, t: &Subject<'_>) -> Mutation {
     if (t.group, t.kind) == ("", "PersistentVolumeClaim") {
         return storage_class(cfg, t);
     }
-    let Some(path) = PodPath::of(t.group, t.kind) else {
-        return skip(format!("kind {}/{} is not mutated", t.group, t.kind));
+    let path = match PodPath::of(t.group, t.kind) {
+        // Before Kubernetes 1.22 only: validation judges it, nothing to patch.
+        None | Some(PodPath::EphemeralContainers) => {
+            return skip(format!("kind {}/{} is not mutated", t.group, t.kind));
+        }
+        Some(path) => path,
     };
     if path != PodPath::Pod && !cfg.mutate_templates {
         return skip(format!(

@@ -5,7 +5,7 @@
 //! [`Decision`] back. This module is pure: no I/O, no logging, no serde wire
 //! types. Patterns are parsed once, when the policy is built (`config.rs`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
 use crate::image_ref::{self, ImageRef};
@@ -59,6 +59,11 @@ impl Default for Policy {
         }
     }
 }
+
+/// Violations (and images in audit annotations) a decision spells out; the
+/// rest are counted. A reply's size then stays small whatever the request
+/// holds: 500,000 copies of one bad image give one line and a count.
+pub const MAX_LISTED: usize = 20;
 
 /// The annotation value that asks for break-glass.
 pub const BREAK_GLASS_VALUE: &str = "break-glass";
@@ -201,7 +206,18 @@ impl Policy {
                 break_glass: None,
             };
         }
-        let images: Vec<ImageVerdict> = req.images.iter().map(|i| self.judge(i)).collect();
+        // Each distinct image is judged once, however many containers use it.
+        let mut judged: HashMap<&str, Assessment> = HashMap::new();
+        let images: Vec<ImageVerdict> = req
+            .images
+            .iter()
+            .map(|i| {
+                let a = judged
+                    .entry(i.image.as_str())
+                    .or_insert_with(|| self.assess(&i.image));
+                self.render(i, a)
+            })
+            .collect();
         let violated = images.iter().any(|v| !v.violations.is_empty());
         let break_glass = if self.break_glass {
             break_glass_key(&req.annotations)
@@ -228,92 +244,115 @@ impl Policy {
         }
     }
 
-    /// All rules for one image.
-    fn judge(&self, input: &ImageInput) -> ImageVerdict {
-        // Formatted only into messages, so allowed images cost nothing.
-        let who = Who(input);
-        let mut verdict = ImageVerdict {
-            image: input.image.clone(),
-            container: input.container.clone(),
-            normalized: None,
-            violations: Vec::new(),
-            exempted_by: None,
-        };
-        let r = match ImageRef::parse(&input.image) {
+    /// All rules for one image, without the words (which name the
+    /// container and are written by [`Policy::render`]).
+    fn assess(&self, image: &str) -> Assessment {
+        let r = match ImageRef::parse(image) {
             Ok(r) => r,
             Err(e) => {
                 // Not a tag rule: no tag or exemption option lets an ID through.
-                let (rule, message) = if *e.kind() == image_ref::ErrorKind::ImageId {
-                    (Rule::ImageId, format!("{who} is refused: {}", e.reason()))
+                let rule = if *e.kind() == image_ref::ErrorKind::ImageId {
+                    Rule::ImageId
                 } else {
-                    (
-                        Rule::InvalidReference,
-                        format!("{who} is not a valid image reference: {}", e.reason()),
-                    )
+                    Rule::InvalidReference
                 };
-                verdict.violations.push(Violation { rule, message });
-                return verdict;
+                return Assessment {
+                    normalized: None,
+                    exempted_by: None,
+                    failures: vec![(rule, e.reason())],
+                };
             }
         };
-        let full = r.normalized();
-        verdict.normalized = Some(full.clone());
+        let mut a = Assessment {
+            normalized: Some(r.normalized()),
+            exempted_by: None,
+            failures: Vec::new(),
+        };
         if let Some(p) = self.exempt_images.iter().find(|p| p.matches(&r)) {
-            verdict.exempted_by = Some(p.raw.clone());
-            return verdict;
+            a.exempted_by = Some(p.raw.clone());
+            return a;
         }
-        let mut add = |rule, message| verdict.violations.push(Violation { rule, message });
-
         if let Some(p) = self.denied_registries.iter().find(|p| p.matches(&r)) {
-            add(
-                Rule::DeniedRegistry,
-                format!(
-                    "{who} resolves to {full}, which matches deniedRegistries entry {:?}; use an image from an allowed registry",
-                    p.raw
-                ),
-            );
+            a.failures.push((Rule::DeniedRegistry, p.raw.clone()));
         } else if !self.allowed_registries.is_empty()
             && !self.allowed_registries.iter().any(|p| p.matches(&r))
         {
-            let allowed: Vec<&str> = self
-                .allowed_registries
-                .iter()
-                .map(|p| p.raw.as_str())
-                .collect();
-            add(
-                Rule::RegistryNotAllowed,
-                format!(
-                    "{who} resolves to {full}, which is not in allowedRegistries ({}); use an image from one of them",
-                    allowed.join(", ")
-                ),
-            );
+            a.failures.push((Rule::RegistryNotAllowed, String::new()));
         }
         if self.deny_latest && r.digest().is_none() {
             match r.tag() {
-                None => add(
-                    Rule::Untagged,
-                    format!(
-                        "{who} has no tag, so it resolves to {full}; the latest tag is not allowed, pin a version tag or a digest"
-                    ),
-                ),
-                Some(image_ref::IMPLICIT_TAG) => add(
-                    Rule::LatestTag,
-                    format!(
-                        "{who} resolves to {full}; the latest tag is not allowed, pin a version tag or a digest"
-                    ),
-                ),
+                None => a.failures.push((Rule::Untagged, String::new())),
+                Some(image_ref::IMPLICIT_TAG) => a.failures.push((Rule::LatestTag, String::new())),
                 Some(_) => {}
             }
         }
         if self.require_digest && r.digest().is_none() {
-            add(
-                Rule::DigestRequired,
-                format!(
-                    "{who} resolves to {full}, which is not pinned by digest; use name@sha256:<digest>"
-                ),
-            );
+            a.failures.push((Rule::DigestRequired, String::new()));
         }
-        verdict
+        a
     }
+
+    /// The verdict on one container's image: what, why, how to fix.
+    fn render(&self, input: &ImageInput, a: &Assessment) -> ImageVerdict {
+        let who = Who(input);
+        let full = a.normalized.as_deref().unwrap_or("");
+        let violations = a
+            .failures
+            .iter()
+            .map(|(rule, detail)| {
+                let message = match rule {
+                    Rule::InvalidReference => {
+                        format!("{who} is not a valid image reference: {detail}")
+                    }
+                    Rule::ImageId => format!("{who} is refused: {detail}"),
+                    Rule::DeniedRegistry => format!(
+                        "{who} resolves to {full}, which matches deniedRegistries entry {detail:?}; use an image from an allowed registry"
+                    ),
+                    Rule::RegistryNotAllowed => {
+                        let allowed: Vec<&str> = self
+                            .allowed_registries
+                            .iter()
+                            .map(|p| p.raw.as_str())
+                            .collect();
+                        format!(
+                            "{who} resolves to {full}, which is not in allowedRegistries ({}); use an image from one of them",
+                            allowed.join(", ")
+                        )
+                    }
+                    Rule::Untagged => format!(
+                        "{who} has no tag, so it resolves to {full}; the latest tag is not allowed, pin a version tag or a digest"
+                    ),
+                    Rule::LatestTag => format!(
+                        "{who} resolves to {full}; the latest tag is not allowed, pin a version tag or a digest"
+                    ),
+                    Rule::DigestRequired => format!(
+                        "{who} resolves to {full}, which is not pinned by digest; use name@sha256:<digest>"
+                    ),
+                };
+                Violation {
+                    rule: *rule,
+                    message,
+                }
+            })
+            .collect();
+        ImageVerdict {
+            image: input.image.clone(),
+            container: input.container.clone(),
+            normalized: a.normalized.clone(),
+            violations,
+            exempted_by: a.exempted_by.clone(),
+        }
+    }
+}
+
+/// What the rules found for one distinct image.
+struct Assessment {
+    /// Full reference with the implicit tag; `None` if it did not parse.
+    normalized: Option<String>,
+    exempted_by: Option<String>,
+    /// Each broken rule with its detail: the parse error, or the
+    /// deniedRegistries entry that matched.
+    failures: Vec<(Rule, String)>,
 }
 
 /// `container "app" image "nginx"`, or `image "nginx"` when the container
@@ -373,7 +412,8 @@ impl Decision {
     }
 
     /// Everything the user should see although the request is allowed:
-    /// warn-mode and break-glass violations, and the break-glass use itself.
+    /// warn-mode and break-glass violations, and the break-glass use itself;
+    /// at most [`MAX_LISTED`] violations, then a count.
     pub fn warnings(&self) -> Vec<String> {
         if !self.allowed {
             return Vec::new();
@@ -389,25 +429,60 @@ impl Decision {
         } else {
             "image policy (warn mode)"
         };
-        for m in self.images.iter().flat_map(ImageVerdict::messages) {
+        let mut all = self.images.iter().flat_map(ImageVerdict::messages);
+        for m in all.by_ref().take(MAX_LISTED) {
             out.push(format!("{prefix}: {m}"));
+        }
+        let more = all.count();
+        if more > 0 {
+            out.push(format!("{prefix}: and {more} more violations"));
         }
         out
     }
 
-    /// All violation messages joined for a single `reason` field.
+    /// The violation messages joined for a single `reason` field: at most
+    /// [`MAX_LISTED`], then how many more.
     pub fn reason(&self) -> String {
-        self.reasons().join("; ")
+        let reasons = self.reasons();
+        let mut out = reasons
+            .iter()
+            .take(MAX_LISTED)
+            .copied()
+            .collect::<Vec<_>>()
+            .join("; ");
+        if reasons.len() > MAX_LISTED {
+            out.push_str(&format!(
+                "; and {} more violations",
+                reasons.len() - MAX_LISTED
+            ));
+        }
+        out
     }
 
+    /// The distinct images that broke a rule, at most [`MAX_LISTED`] of
+    /// them, then how many more.
     fn violators(&self) -> Option<String> {
+        let mut seen = HashSet::new();
         let names: Vec<&str> = self
             .images
             .iter()
             .filter(|v| !v.violations.is_empty())
             .map(ImageVerdict::audit_name)
+            .filter(|n| seen.insert(*n))
             .collect();
-        (!names.is_empty()).then(|| names.join(","))
+        if names.is_empty() {
+            return None;
+        }
+        let mut out = names
+            .iter()
+            .take(MAX_LISTED)
+            .copied()
+            .collect::<Vec<_>>()
+            .join(",");
+        if names.len() > MAX_LISTED {
+            out.push_str(&format!(" (and {} more)", names.len() - MAX_LISTED));
+        }
+        Some(out)
     }
 
     /// Audit annotations (keys without prefix; the apiserver adds one).
@@ -851,7 +926,7 @@ mod tests {
             d.audit_annotations()
                 .get("denied-images")
                 .map(String::as_str),
-            Some("docker.io/library/nginx:latest,docker.io/library/nginx:latest")
+            Some("docker.io/library/nginx:latest") // each image once
         );
     }
 

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::mutate::{self, MutateConfig, Mutation, Subject};
-use crate::policy::{Decision, ImageVerdict, Policy, Request};
-use crate::review::workload::{Object, PodPath};
+use crate::policy::{Decision, ImageVerdict, MAX_LISTED, Policy, Request};
+use crate::review::workload::{MAX_CONTAINERS, Object, PodPath, too_many_containers};
 
 pub const V1: &str = "admission.k8s.io/v1";
 pub const V1BETA1: &str = "admission.k8s.io/v1beta1";
@@ -315,12 +315,21 @@ fn judge_pod<O>(
     let Some(pod) = object.pod(path) else {
         return Outcome::Skipped(format!("{} has no pod template", req.kind.kind));
     };
-    let mut images = pod.images();
+    let mut images = match pod.images() {
+        Ok(images) => images,
+        Err(e) => return Outcome::Invalid(e),
+    };
     if let Some(old_pod) = old.and_then(|o| o.pod(path)) {
         // Like the upstream AlwaysPullImages plugin: on UPDATE only images
         // that were not already in the object are judged, so an old pod can
-        // still be labelled after the policy changed.
-        let before: HashSet<String> = old_pod.images().into_iter().map(|i| i.image).collect();
+        // still be labelled after the policy changed. An old object over
+        // the cap vouches for nothing.
+        let before: HashSet<String> = old_pod
+            .images()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|i| i.image)
+            .collect();
         images.retain(|i| !before.contains(&i.image));
     }
     let request = Request {
@@ -355,9 +364,21 @@ pub fn mutate(cfg: &MutateConfig, review: &Review) -> (Vec<u8>, MutateOutcome) {
         })
         .transpose()
     };
-    let outcome = match (decode(req.object.as_ref()), decode(req.old_object.as_ref())) {
-        (Err(e), _) | (_, Err(e)) => MutateOutcome::Unreadable(e),
-        (Ok(object), Ok(old)) => {
+    // The generic decoding below costs several times the object's size and
+    // patching walks every container: count them first, cheaply (the typed
+    // decoder keeps at most MAX_CONTAINERS).
+    let too_many = PodPath::of(&req.kind.group, &req.kind.kind).and_then(|path| {
+        let object = serde_json::from_str::<Object>(req.object.as_ref()?.get()).ok()?;
+        let n = object.pod(path)?.container_count();
+        (n > MAX_CONTAINERS).then(|| too_many_containers(n))
+    });
+    let decoded = match too_many {
+        Some(e) => Err(e),
+        None => decode(req.object.as_ref()).and_then(|o| Ok((o, decode(req.old_object.as_ref())?))),
+    };
+    let outcome = match decoded {
+        Err(e) => MutateOutcome::Unreadable(e),
+        Ok((object, old)) => {
             let null = serde_json::Value::Null;
             let m = mutate::mutate(
                 cfg,
@@ -500,14 +521,20 @@ fn short_warnings(d: &Decision) -> Vec<String> {
         }
         None => "warn mode",
     };
-    for v in &d.images {
-        for violation in &v.violations {
-            out.push(clip(format!(
-                "image policy ({why}): {}: {}",
-                who(v),
-                violation.rule.summary()
-            )));
-        }
+    let mut all = d
+        .images
+        .iter()
+        .flat_map(|v| v.violations.iter().map(move |x| (v, x)));
+    for (v, violation) in all.by_ref().take(MAX_LISTED) {
+        out.push(clip(format!(
+            "image policy ({why}): {}: {}",
+            who(v),
+            violation.rule.summary()
+        )));
+    }
+    let more = all.count();
+    if more > 0 {
+        out.push(format!("image policy ({why}): and {more} more violations"));
     }
     out
 }

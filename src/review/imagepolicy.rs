@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::policy::{Decision, ImageInput, Policy, Request};
+use crate::review::workload::{Capped, MAX_CONTAINERS, too_many_containers};
 
 pub const API_VERSION: &str = "imagepolicy.k8s.io/v1alpha1";
 pub const KIND: &str = "ImageReview";
@@ -26,7 +27,8 @@ pub struct ImageReview {
 #[derive(Deserialize, Debug, Default)]
 #[serde(default)]
 pub struct Spec {
-    pub containers: Option<Vec<ContainerSpec>>,
+    /// Kept up to `MAX_CONTAINERS`, counted beyond.
+    pub containers: Option<Capped<ContainerSpec>>,
     /// Only pod annotations whose key contains `.image-policy.k8s.io/`.
     pub annotations: Option<BTreeMap<String, String>>,
     pub namespace: Option<String>,
@@ -85,13 +87,16 @@ impl ImageReview {
             return Err(format!("apiVersion {v:?} is not {API_VERSION}"));
         }
         let spec = self.spec.as_ref().ok_or("no spec")?;
+        let containers = spec.containers.as_ref().map_or(&[][..], Capped::items);
+        let count = spec.containers.as_ref().map_or(0, Capped::total);
+        if count > MAX_CONTAINERS {
+            return Err(too_many_containers(count));
+        }
         Ok(Request {
             namespace: spec.namespace.clone().filter(|n| !n.is_empty()),
             annotations: spec.annotations.clone().unwrap_or_default(),
-            images: spec
-                .containers
+            images: containers
                 .iter()
-                .flatten()
                 .map(|c| ImageInput::bare(c.image.clone()))
                 .collect(),
         })
@@ -181,6 +186,47 @@ mod tests {
             v["status"]["auditAnnotations"]["denied-images"],
             "docker.io/library/busybox:latest"
         );
+    }
+
+    #[test]
+    fn huge_reviews_cost_and_answer_little() {
+        // 500,000 containers: counted, not kept, and refused.
+        let many = format!(
+            r#"{{"kind":"ImageReview","spec":{{"containers":[{}]}}}}"#,
+            vec![r#"{"image":"a"}"#; 500_000].join(",")
+        );
+        let (bytes, outcome) = review(&Policy::default(), many.as_bytes()).unwrap();
+        assert!(matches!(outcome, Outcome::Invalid(_)));
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["status"]["allowed"], false);
+        assert!(
+            v["status"]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("500000 containers, more than the 1024"),
+            "{v}"
+        );
+        assert!(bytes.len() < 300, "{} bytes", bytes.len());
+        // At the cap, every image bad: the reply lists 20 and counts the rest.
+        let list: Vec<String> = (0..1024)
+            .map(|i| format!(r#"{{"image":"a{i}"}}"#))
+            .collect();
+        let body = format!(
+            r#"{{"kind":"ImageReview","spec":{{"containers":[{}]}}}}"#,
+            list.join(",")
+        );
+        let (bytes, _) = review(&Policy::default(), body.as_bytes()).unwrap();
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        let reason = v["status"]["reason"].as_str().unwrap();
+        assert_eq!(reason.matches("has no tag").count(), 20, "{reason}");
+        assert!(reason.ends_with("; and 1004 more violations"), "{reason}");
+        assert!(
+            v["status"]["auditAnnotations"]["denied-images"]
+                .as_str()
+                .unwrap()
+                .ends_with(" (and 1004 more)")
+        );
+        assert!(bytes.len() < 8 * 1024, "{} bytes", bytes.len());
     }
 
     #[test]

@@ -4,10 +4,14 @@
 //! (managedFields, status, ...) without building it, which keeps decoding a
 //! real 6 KB Pod cheap. One `Spec` struct covers a PodSpec, a workload spec
 //! (`template`) and a CronJob spec (`jobTemplate`): their field names do not
-//! clash. This module does not decide anything.
+//! clash. Container lists are read up to [`MAX_CONTAINERS`] and counted
+//! beyond it, so a body of 500,000 containers costs what 1,024 do. This
+//! module does not decide anything.
 
 use std::collections::BTreeMap;
+use std::marker::PhantomData;
 
+use serde::de::{IgnoredAny, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use crate::policy::{Container, ContainerKind, ImageInput};
@@ -23,6 +27,84 @@ pub struct Object {
     pub spec: Option<Spec>,
     /// Only in a `PodTemplate`.
     pub template: Option<PodTemplate>,
+    /// Only in an `EphemeralContainers` object (the `pods/ephemeralcontainers`
+    /// subresource before Kubernetes 1.22).
+    #[serde(deserialize_with = "null_default")]
+    pub ephemeral_containers: Capped<ContainerSpec>,
+}
+
+/// Containers (all lists of one pod together) beyond which a request is
+/// not judged but refused: real pods have a handful, and each one kept
+/// costs memory and judging time an attacker would choose.
+pub const MAX_CONTAINERS: usize = 1024;
+
+/// A list kept up to [`MAX_CONTAINERS`] items; the rest are only counted
+/// (checked to be JSON, not decoded).
+#[derive(Debug, Clone)]
+pub struct Capped<T> {
+    items: Vec<T>,
+    total: usize,
+}
+
+impl<T> Capped<T> {
+    const EMPTY: Capped<T> = Capped {
+        items: Vec::new(),
+        total: 0,
+    };
+
+    /// The items kept.
+    pub fn items(&self) -> &[T] {
+        &self.items
+    }
+
+    /// How many the list had, kept or not.
+    pub fn total(&self) -> usize {
+        self.total
+    }
+}
+
+impl<T> Default for Capped<T> {
+    fn default() -> Self {
+        Capped::EMPTY
+    }
+}
+
+impl<T> From<Vec<T>> for Capped<T> {
+    fn from(items: Vec<T>) -> Self {
+        Capped {
+            total: items.len(),
+            items,
+        }
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Capped<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Seq<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for Seq<T> {
+            type Value = Capped<T>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a sequence")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Capped<T>, A::Error> {
+                let mut out = Capped::EMPTY;
+                while out.items.len() < MAX_CONTAINERS {
+                    match seq.next_element()? {
+                        Some(item) => out.items.push(item),
+                        None => break,
+                    }
+                }
+                out.total = out.items.len();
+                while seq.next_element::<IgnoredAny>()?.is_some() {
+                    out.total += 1;
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_seq(Seq(PhantomData))
+    }
 }
 
 #[derive(Deserialize, Debug, Default, Clone)]
@@ -38,11 +120,11 @@ pub struct Metadata {
 #[serde(rename_all = "camelCase", default)]
 pub struct Spec {
     #[serde(deserialize_with = "null_default")]
-    pub containers: Vec<ContainerSpec>,
+    pub containers: Capped<ContainerSpec>,
     #[serde(deserialize_with = "null_default")]
-    pub init_containers: Vec<ContainerSpec>,
+    pub init_containers: Capped<ContainerSpec>,
     #[serde(deserialize_with = "null_default")]
-    pub ephemeral_containers: Vec<ContainerSpec>,
+    pub ephemeral_containers: Capped<ContainerSpec>,
     /// Deployment, ReplicaSet, StatefulSet, DaemonSet, Job,
     /// ReplicationController.
     pub template: Option<Box<PodTemplate>>,
@@ -93,6 +175,9 @@ pub enum PodPath {
     PodTemplate,
     /// `spec.jobTemplate.spec.template`.
     CronJob,
+    /// `ephemeralContainers` of the `EphemeralContainers` kind, which the
+    /// `pods/ephemeralcontainers` subresource used before Kubernetes 1.22.
+    EphemeralContainers,
 }
 
 impl PodPath {
@@ -102,6 +187,7 @@ impl PodPath {
         match (group, kind) {
             ("", "Pod") => Some(PodPath::Pod),
             ("", "PodTemplate") => Some(PodPath::PodTemplate),
+            ("", "EphemeralContainers") => Some(PodPath::EphemeralContainers),
             ("", "ReplicationController")
             | ("apps" | "extensions", "Deployment" | "ReplicaSet" | "DaemonSet")
             | ("apps", "StatefulSet")
@@ -121,7 +207,7 @@ impl PodPath {
     /// The JSON pointer of the pod template (empty for a Pod itself).
     pub fn pointer(self) -> &'static str {
         match self {
-            PodPath::Pod => "",
+            PodPath::Pod | PodPath::EphemeralContainers => "",
             PodPath::Template => "/spec/template",
             PodPath::PodTemplate => "/template",
             PodPath::CronJob => "/spec/jobTemplate/spec/template",
@@ -129,19 +215,41 @@ impl PodPath {
     }
 }
 
-/// A pod's metadata and spec, wherever they sit in the object.
+/// The list of a pod that has none.
+static NO_CONTAINERS: Capped<ContainerSpec> = Capped {
+    items: Vec::new(),
+    total: 0,
+};
+
+/// A pod's metadata and container lists, wherever they sit in the object.
 pub struct PodRef<'a> {
     pub metadata: &'a Metadata,
-    pub spec: Option<&'a Spec>,
+    lists: [(ContainerKind, &'a Capped<ContainerSpec>); 3],
+    /// A workload's template, not a pod: the apiserver lets an image be
+    /// blank there (other tooling fills it in).
+    template: bool,
+}
+
+/// Why a pod's images were not read.
+pub fn too_many_containers(n: usize) -> String {
+    format!(
+        "the pod has {n} containers, more than the {MAX_CONTAINERS} this webhook judges in one request"
+    )
 }
 
 impl Object {
     /// The pod inside this object, if the template is there.
     pub fn pod(&self, path: PodPath) -> Option<PodRef<'_>> {
         match path {
-            PodPath::Pod => Some(PodRef {
+            PodPath::Pod => Some(PodRef::of(&self.metadata, self.spec.as_ref(), false)),
+            PodPath::EphemeralContainers => Some(PodRef {
                 metadata: &self.metadata,
-                spec: self.spec.as_ref(),
+                lists: [
+                    (ContainerKind::Container, &NO_CONTAINERS),
+                    (ContainerKind::Init, &NO_CONTAINERS),
+                    (ContainerKind::Ephemeral, &self.ephemeral_containers),
+                ],
+                template: false,
             }),
             PodPath::Template => self
                 .spec
@@ -166,26 +274,51 @@ impl Object {
 
 impl PodTemplate {
     fn as_pod(&self) -> PodRef<'_> {
-        PodRef {
-            metadata: &self.metadata,
-            spec: self.spec.as_ref(),
-        }
+        PodRef::of(&self.metadata, self.spec.as_ref(), true)
     }
 }
 
-impl PodRef<'_> {
+impl<'a> PodRef<'a> {
+    fn of(metadata: &'a Metadata, spec: Option<&'a Spec>, template: bool) -> Self {
+        let list = |f: fn(&Spec) -> &Capped<ContainerSpec>| spec.map_or(&NO_CONTAINERS, f);
+        PodRef {
+            metadata,
+            lists: [
+                (ContainerKind::Container, list(|s| &s.containers)),
+                (ContainerKind::Init, list(|s| &s.init_containers)),
+                (ContainerKind::Ephemeral, list(|s| &s.ephemeral_containers)),
+            ],
+            template,
+        }
+    }
+
+    /// Containers in all lists, read or not.
+    pub fn container_count(&self) -> usize {
+        self.lists.iter().map(|(_, l)| l.total()).sum()
+    }
+
     /// Every image, in the order containers, initContainers,
-    /// ephemeralContainers, with the container it belongs to.
-    pub fn images(&self) -> Vec<ImageInput> {
-        let Some(spec) = self.spec else {
-            return Vec::new();
-        };
-        spec.lists()
-            .into_iter()
-            .flat_map(|(kind, list)| {
-                list.iter().enumerate().filter_map(move |(i, c)| {
+    /// ephemeralContainers, with the container it belongs to; an error
+    /// when there are more than [`MAX_CONTAINERS`]. A blank image in a
+    /// template is left out: the apiserver accepts it there, and no pod can
+    /// be created with it.
+    pub fn images(&self) -> Result<Vec<ImageInput>, String> {
+        let count = self.container_count();
+        if count > MAX_CONTAINERS {
+            return Err(too_many_containers(count));
+        }
+        let template = self.template;
+        Ok(self
+            .lists
+            .iter()
+            .flat_map(|&(kind, list)| {
+                list.items().iter().enumerate().filter_map(move |(i, c)| {
+                    let image = c.image.as_deref()?;
+                    if template && image.trim().is_empty() {
+                        return None;
+                    }
                     Some(ImageInput {
-                        image: c.image.clone()?,
+                        image: image.to_string(),
                         container: Some(Container {
                             kind,
                             name: c.name.clone().unwrap_or_else(|| format!("#{i}")),
@@ -193,18 +326,7 @@ impl PodRef<'_> {
                     })
                 })
             })
-            .collect()
-    }
-}
-
-impl Spec {
-    /// The three container lists with their kind.
-    pub fn lists(&self) -> [(ContainerKind, &[ContainerSpec]); 3] {
-        [
-            (ContainerKind::Container, &self.containers),
-            (ContainerKind::Init, &self.init_containers),
-            (ContainerKind::Ephemeral, &self.ephemeral_containers),
-        ]
+            .collect())
     }
 }
 
@@ -221,7 +343,7 @@ mod tests {
             Some("b"),
             "{kind}"
         );
-        pod.images().into_iter().map(|i| i.image).collect()
+        pod.images().unwrap().into_iter().map(|i| i.image).collect()
     }
 
     #[test]
@@ -258,7 +380,7 @@ mod tests {
             "containers": [{"name": "app", "image": "app:1"}, {"image": "side:2"}, {"name": "noimage"}]
         }}))
         .unwrap();
-        let got = pod.pod(PodPath::Pod).unwrap().images();
+        let got = pod.pod(PodPath::Pod).unwrap().images().unwrap();
         let pairs: Vec<(String, String)> = got
             .iter()
             .map(|i| (i.container.as_ref().unwrap().to_string(), i.image.clone()))
@@ -281,11 +403,78 @@ mod tests {
     }
 
     #[test]
+    fn containers_beyond_the_cap_are_counted_not_kept() {
+        let many = |n: usize| {
+            let list: Vec<_> = (0..n)
+                .map(|i| json!({"name": format!("c{i}"), "image": "a"}))
+                .collect();
+            serde_json::from_value::<Object>(
+                json!({"spec": {"containers": list, "initContainers": [{"image": "b"}]}}),
+            )
+            .unwrap()
+        };
+        let at_cap = many(MAX_CONTAINERS - 1);
+        assert_eq!(
+            at_cap.pod(PodPath::Pod).unwrap().images().unwrap().len(),
+            MAX_CONTAINERS
+        );
+        let over = many(5000);
+        assert_eq!(
+            over.spec.as_ref().unwrap().containers.items().len(),
+            MAX_CONTAINERS
+        );
+        let pod = over.pod(PodPath::Pod).unwrap();
+        assert_eq!(pod.container_count(), 5001);
+        assert!(
+            pod.images()
+                .unwrap_err()
+                .contains("5001 containers, more than the 1024")
+        );
+    }
+
+    #[test]
+    fn blank_images_are_left_out_of_templates_only() {
+        let t = json!({"spec": {"containers": [{"name": "a", "image": " "}, {"name": "b", "image": ""}, {"name": "c", "image": "x:1"}]}});
+        let deploy: Object = serde_json::from_value(json!({"spec": {"template": t}})).unwrap();
+        let got = deploy.pod(PodPath::Template).unwrap().images().unwrap();
+        assert_eq!(
+            got.iter().map(|i| i.image.as_str()).collect::<Vec<_>>(),
+            ["x:1"]
+        );
+        let pod: Object = serde_json::from_value(t).unwrap();
+        let got = pod.pod(PodPath::Pod).unwrap().images().unwrap();
+        assert_eq!(got.len(), 3);
+    }
+
+    #[test]
+    fn legacy_ephemeral_containers_kind() {
+        assert_eq!(
+            PodPath::of("", "EphemeralContainers"),
+            Some(PodPath::EphemeralContainers)
+        );
+        let o: Object = serde_json::from_value(
+            json!({"kind": "EphemeralContainers", "metadata": {"name": "p"},
+            "ephemeralContainers": [{"name": "debugger", "image": "busybox"}]}),
+        )
+        .unwrap();
+        let got = o
+            .pod(PodPath::EphemeralContainers)
+            .unwrap()
+            .images()
+            .unwrap();
+        assert_eq!(got[0].image, "busybox");
+        assert_eq!(
+            got[0].container.as_ref().unwrap().to_string(),
+            "ephemeral container \"debugger\""
+        );
+    }
+
+    #[test]
     fn nulls_are_empty_and_wrong_types_fail() {
         let o: Object =
             serde_json::from_value(json!({"metadata": null, "spec": {"containers": null}}))
                 .unwrap();
-        assert!(o.pod(PodPath::Pod).unwrap().images().is_empty());
+        assert!(o.pod(PodPath::Pod).unwrap().images().unwrap().is_empty());
         for bad in [
             json!({"spec": {"containers": {}}}),
             json!({"spec": {"containers": [7]}}),

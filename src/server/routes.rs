@@ -9,7 +9,7 @@ use std::time::Instant;
 use log::{info, log_enabled, trace, warn};
 
 use crate::metrics::{Endpoint, Outcome as Counted};
-use crate::policy::{Decision, Request};
+use crate::policy::{Decision, MAX_LISTED, Request};
 use crate::review::{admission, imagepolicy};
 use crate::server::Shared;
 use crate::server::http::{Request as HttpRequest, Response};
@@ -202,7 +202,18 @@ fn mutate(shared: &Shared, body: &[u8]) -> (Response, Counted) {
 
 /// One `info` line per decision; break-glass use also at `warn`.
 fn log_decision(endpoint: &str, what: &str, request: &Request, d: &Decision) {
-    let images: Vec<&str> = request.images.iter().map(|i| i.image.as_str()).collect();
+    // Bounded like the reply: a request's size must not become log volume.
+    let mut images: Vec<&str> = request
+        .images
+        .iter()
+        .take(MAX_LISTED)
+        .map(|i| i.image.as_str())
+        .collect();
+    let more = request.images.len().saturating_sub(MAX_LISTED);
+    let more_text = format!("(and {more} more)");
+    if more > 0 {
+        images.push(&more_text);
+    }
     let ns = request.namespace.as_deref().unwrap_or("");
     let verdict = if d.allowed { "allowed" } else { "denied" };
     let mut detail = d.reason();
