@@ -119,6 +119,49 @@ fn oversize_body_gets_413_without_being_read() {
     assert!(allowed(&c.post("/image_policy", &big).unwrap()));
 }
 
+/// The apiserver falls back to `defaultAllow` on any answer but a 200
+/// ImageReview: every refusal on /image_policy is one, denying.
+#[test]
+fn image_review_refusals_are_200_denials() {
+    let (pki, server) = tls_server("imagereview-refusals", &["--request-timeout", "500ms"]);
+    let config = client_config(&pki.ca_file, None);
+    let cases: [(&[u8], &str); 4] = [
+        (
+            b"POST /image_policy HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 10485760\r\n\r\n",
+            "request refused (413)",
+        ),
+        (
+            b"POST /image_policy HTTP/1.1\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\n{}",
+            "is not JSON; send application/json",
+        ),
+        (
+            b"POST /image_policy HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 5\r\n\r\n{nope",
+            "request body is not JSON",
+        ),
+        // Half a body, then silence: the request deadline.
+        (
+            b"POST /image_policy HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"kind\"",
+            "request refused (408)",
+        ),
+    ];
+    for (raw, want) in cases {
+        let mut c = Client::tls(server.addr, config.clone()).unwrap();
+        let r = c.send_raw(raw).unwrap();
+        assert_eq!(r.status, 200, "{want}: {}", r.text());
+        let v = r.json();
+        assert_eq!(v["kind"], "ImageReview", "{want}");
+        assert_eq!(v["status"]["allowed"], false, "{want}");
+        let reason = v["status"]["reason"].as_str().unwrap();
+        assert!(reason.contains(want), "{want}: {reason}");
+    }
+    // Other endpoints keep their HTTP status.
+    let mut c = Client::tls(server.addr, config).unwrap();
+    let r = c
+        .send_raw(b"POST /validate HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 10485760\r\n\r\n")
+        .unwrap();
+    assert_eq!(r.status, 413);
+}
+
 #[test]
 fn client_certificates_are_required_and_checked() {
     let pki = Pki::new("mtls");

@@ -3,8 +3,9 @@
 //!
 //! The reply is always a well-formed ImageReview: the apiserver treats any
 //! non-2xx status or undecodable body as a backend failure and falls back to
-//! `defaultAllow`, so even an unreadable review is answered `allowed: false`
-//! with HTTP 200. Only a body that is not JSON at all is a 400.
+//! `defaultAllow`, so even an unreadable review — not JSON, too large, too
+//! slow, or refused for lack of memory — is answered `allowed: false` with
+//! HTTP 200 ([`refusal`]).
 
 use std::collections::BTreeMap;
 
@@ -133,6 +134,12 @@ pub fn review(policy: &Policy, body: &[u8]) -> Result<(Vec<u8>, Outcome), NotJso
         }
     };
     Ok((reply, outcome))
+}
+
+/// A review that was not judged (unreadable, too large, overload): denied,
+/// with why.
+pub fn refusal(reason: &str) -> Vec<u8> {
+    reply_bytes(false, reason, BTreeMap::new())
 }
 
 fn reply_bytes(

@@ -281,6 +281,9 @@ pub struct Conn<T: Transport> {
     /// would not change (steady keep-alive traffic then makes none).
     read_timeout: Option<Duration>,
     budget: Option<Arc<BodyBudget>>,
+    /// The path of the request being read, once its head is parsed (so a
+    /// refusal can be answered in the endpoint's own format).
+    path: Option<String>,
 }
 
 /// What the request head says about the body and the connection.
@@ -304,6 +307,7 @@ impl<T: Transport> Conn<T> {
             limits,
             read_timeout: None,
             budget: None,
+            path: None,
         })
     }
 
@@ -329,6 +333,12 @@ impl<T: Transport> Conn<T> {
         }
     }
 
+    /// The path of the request last read or being read, if its head was
+    /// parsed.
+    pub fn path(&self) -> Option<&str> {
+        self.path.as_deref()
+    }
+
     pub fn stream_mut(&mut self) -> &mut T {
         &mut self.stream
     }
@@ -344,8 +354,10 @@ impl<T: Transport> Conn<T> {
             }
         }
         busy.store(true, Ordering::Release);
+        self.path = None;
         let deadline = Instant::now() + self.limits.request_timeout;
         let head = self.read_head(deadline)?;
+        self.path = Some(head.path.clone());
         let mut permit = None;
         let (body, consumed) = if head.chunked {
             self.send_continue(&head)?;

@@ -28,7 +28,7 @@ pub mod http;
 pub mod routes;
 pub mod tls;
 
-use http::{Conn, Limits, ReadError, Response, Transport};
+use http::{Conn, Limits, ReadError, Transport};
 use tls::{Fingerprint, TlsFiles};
 
 /// Connection threads only parse HTTP and run rustls; 256 KiB is plenty and
@@ -585,7 +585,8 @@ fn serve_requests<T: Transport>(shared: &Shared, stream: T, limits: Limits, busy
                     crate::metrics::Outcome::Invalid,
                     Duration::ZERO,
                 );
-                let _ = conn.write_response(&Response::text(status, message), false);
+                let response = routes::refused(conn.path(), status, &message);
+                let _ = conn.write_response(&response, false);
                 break;
             }
         };

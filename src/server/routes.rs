@@ -55,6 +55,13 @@ pub fn handle(shared: &Shared, req: &HttpRequest) -> Response {
                 ),
                 Counted::Served,
             ),
+            Endpoint::ImagePolicy if !is_json(req.content_type.as_deref()) => (
+                image_review_refused(&format!(
+                    "Content-Type {:?} is not JSON; send application/json",
+                    req.content_type.as_deref().unwrap_or("")
+                )),
+                Counted::Invalid,
+            ),
             _ if !is_json(req.content_type.as_deref()) => (
                 Response::text(
                     415,
@@ -110,10 +117,13 @@ fn readyz(shared: &Shared) -> Response {
 fn image_policy(shared: &Shared, body: &[u8]) -> (Response, Counted) {
     let rules = shared.rules();
     match imagepolicy::review(&rules.policy, body) {
-        Err(imagepolicy::NotJson(e)) => (
-            Response::text(400, format!("request body is not JSON: {e}")),
-            Counted::Invalid,
-        ),
+        Err(imagepolicy::NotJson(e)) => {
+            warn!("/image_policy: denied a body that is not JSON: {e}");
+            (
+                image_review_refused(&format!("request body is not JSON: {e}")),
+                Counted::Invalid,
+            )
+        }
         Ok((reply, outcome)) => {
             let counted = match &outcome {
                 imagepolicy::Outcome::Decided { request, decision } => {
@@ -131,6 +141,24 @@ fn image_policy(shared: &Shared, body: &[u8]) -> (Response, Counted) {
             };
             (Response::json(reply), counted)
         }
+    }
+}
+
+/// An ImageReview that was not judged, answered as the apiserver needs: HTTP
+/// 200 and `allowed: false` (any other status makes it fall back to
+/// `defaultAllow`).
+fn image_review_refused(reason: &str) -> Response {
+    Response::json(imagepolicy::refusal(reason))
+}
+
+/// The answer to a request the HTTP layer refused (`status`, `message`)
+/// after reading its head: for `/image_policy` a denying ImageReview, for
+/// the rest the plain status.
+pub fn refused(path: Option<&str>, status: u16, message: &str) -> Response {
+    if path == Some("/image_policy") {
+        image_review_refused(&format!("request refused ({status}): {message}"))
+    } else {
+        Response::text(status, message)
     }
 }
 
