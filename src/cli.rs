@@ -155,9 +155,12 @@ with_policy_flags! {
         /// requests decoded and judged at once (default: number of CPUs, at least 2)
         #[argh(option)]
         pub workers: Option<usize>,
-        /// connections open at once; more are closed at once (default 4096)
+        /// connections open at once; past it, the cheapest to close goes: oldest handshake, then oldest idle keep-alive, then oldest request still arriving (default 4096)
         #[argh(option)]
         pub max_connections: Option<usize>,
+        /// connections one client address may hold; past it, that client's own cheapest connection is closed (default 256)
+        #[argh(option)]
+        pub max_connections_per_peer: Option<usize>,
         /// request bodies all connections may hold at once, in MiB; more waits (default 64)
         #[argh(option)]
         pub max_body_memory_mib: Option<usize>,

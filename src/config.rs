@@ -661,6 +661,10 @@ pub mod defaults {
     /// Enough for the apiserver's connection pool and a thousand idle
     /// clients; each costs a parked thread with a 256 KiB stack.
     pub const MAX_CONNECTIONS: usize = 4096;
+    /// One client address (an attacker's pod) cannot take the whole table,
+    /// so it cannot make others' connections the ones closed; the apiserver
+    /// needs far fewer (its pool keeps 25 idle per host).
+    pub const MAX_CONNECTIONS_PER_PEER: usize = 256;
     /// Reviews are tiny CPU jobs; more workers than cores only queue.
     pub const MIN_WORKERS: usize = 2;
     pub const MAX_WORKERS: usize = 1024;
@@ -780,6 +784,12 @@ pub fn serve_settings(a: &crate::cli::ServeArgs) -> Result<crate::server::Settin
         ));
     }
     let max_connections = a.max_connections.unwrap_or(defaults::MAX_CONNECTIONS);
+    let max_connections_per_peer = a
+        .max_connections_per_peer
+        .unwrap_or(defaults::MAX_CONNECTIONS_PER_PEER);
+    if max_connections_per_peer == 0 {
+        problems.push("--max-connections-per-peer must be at least 1".into());
+    }
     let max_body_memory_mib = a
         .max_body_memory_mib
         .unwrap_or(defaults::MAX_BODY_MEMORY_MIB);
@@ -843,6 +853,7 @@ pub fn serve_settings(a: &crate::cli::ServeArgs) -> Result<crate::server::Settin
             policy,
             workers,
             max_connections,
+            max_connections_per_peer,
             max_body_memory: max_body_memory_mib.saturating_mul(1024 * 1024),
             limits: Limits {
                 max_head: defaults::MAX_HEAD,

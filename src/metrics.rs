@@ -120,6 +120,7 @@ pub struct Metrics {
     open_connections: AtomicI64,
     busy_workers: AtomicI64,
     rejected_connections: AtomicU64,
+    evicted_connections: AtomicU64,
     handshake_failures: AtomicU64,
 }
 
@@ -165,6 +166,10 @@ impl Metrics {
 
     pub fn connection_rejected(&self) {
         self.rejected_connections.fetch_add(1, Relaxed);
+    }
+
+    pub fn connection_evicted(&self) {
+        self.evicted_connections.fetch_add(1, Relaxed);
     }
 
     pub fn handshake_failed(&self) {
@@ -271,11 +276,16 @@ impl Metrics {
         for (name, help, v) in gauges {
             writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}")?;
         }
-        let counters: [(&str, &str, u64); 2] = [
+        let counters: [(&str, &str, u64); 3] = [
             (
                 "image_bouncer_rejected_connections_total",
-                "Connections closed at once because --max-connections were open.",
+                "New connections closed at once: the table was full and no open connection could be closed for them.",
                 self.rejected_connections.load(Relaxed),
+            ),
+            (
+                "image_bouncer_evicted_connections_total",
+                "Open connections closed to make room (handshakes, idle keep-alives, stalled requests).",
+                self.evicted_connections.load(Relaxed),
             ),
             (
                 "image_bouncer_tls_handshake_failures_total",

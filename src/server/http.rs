@@ -10,8 +10,8 @@
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use rustls::{ServerConnection, StreamOwned};
@@ -129,15 +129,123 @@ impl Transport for MemoryTransport {
     }
 }
 
-/// Bytes of request bodies held by all connections together. Without it,
-/// memory would be bounded only by connections × the body cap; with it, a
-/// burst of large reviews waits for room (until its request deadline, then
-/// 503) instead of growing the process past its memory limit.
+/// What a connection is doing, for the server's connection table: it
+/// decides which connections are cheapest to close when room is needed.
+#[derive(Debug)]
+pub struct Activity {
+    state: AtomicU8,
+    /// When the state last changed, in [`now_ms`].
+    since: AtomicU64,
+    /// When the last byte of the request being read arrived.
+    progress: AtomicU64,
+    /// Body bytes charged to the budget for the request being read.
+    held: AtomicUsize,
+}
+
+/// A connection's state, cheapest to close first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum State {
+    /// TLS handshake in progress: nothing known about the client yet.
+    Handshake = 0,
+    /// Between requests on a keep-alive connection.
+    Idle = 1,
+    /// A request is arriving.
+    Reading = 2,
+    /// A request was read whole and is being judged or answered.
+    Working = 3,
+}
+
+/// Milliseconds on a clock that starts with the first call (monotonic).
+pub fn now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    u64::try_from(START.get_or_init(Instant::now).elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity::new(State::Handshake)
+    }
+}
+
+impl Activity {
+    pub fn new(state: State) -> Self {
+        let now = now_ms();
+        Activity {
+            state: AtomicU8::new(state as u8),
+            since: AtomicU64::new(now),
+            progress: AtomicU64::new(now),
+            held: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn set(&self, state: State) {
+        let now = now_ms();
+        self.since.store(now, Ordering::Relaxed);
+        self.progress.store(now, Ordering::Relaxed);
+        self.state.store(state as u8, Ordering::Release);
+    }
+
+    pub fn state(&self) -> State {
+        match self.state.load(Ordering::Acquire) {
+            0 => State::Handshake,
+            1 => State::Idle,
+            2 => State::Reading,
+            _ => State::Working,
+        }
+    }
+
+    /// When the state last changed.
+    pub fn since(&self) -> u64 {
+        self.since.load(Ordering::Relaxed)
+    }
+
+    /// When bytes of the current request last arrived.
+    pub fn progress(&self) -> u64 {
+        self.progress.load(Ordering::Relaxed)
+    }
+
+    /// Body bytes the current request holds in the budget.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    fn arrived(&self) {
+        self.progress.store(now_ms(), Ordering::Relaxed);
+    }
+}
+
+/// Asked, when the budget is full, to close one stalled request somewhere
+/// so that its memory comes back; true when it closed one.
+pub type MakeRoom = Box<dyn Fn() -> bool + Send + Sync>;
+
+/// Bytes of request bodies held by all connections together, charged as
+/// they arrive (an announced `Content-Length` costs nothing until it is
+/// sent). Without it memory would be bounded only by connections × the
+/// body cap. Bytes beyond the first [`SMALL_BODY`] of a body may use only
+/// three quarters of it, so that large bodies never crowd out ordinary
+/// reviews; when no room is left, stalled requests are closed first
+/// ([`MakeRoom`]), and a request waits at most [`ROOM_WAIT`] before 503.
 pub struct BodyBudget {
-    used: Mutex<usize>,
+    used: Mutex<Used>,
     freed: Condvar,
     limit: usize,
+    make_room: OnceLock<MakeRoom>,
 }
+
+#[derive(Debug, Default)]
+struct Used {
+    all: usize,
+    /// The part of bodies beyond their first SMALL_BODY bytes.
+    large: usize,
+}
+
+/// The start of every body that is charged to the whole budget; an
+/// ImageReview or a Pod review fits in it.
+pub const SMALL_BODY: usize = 64 * 1024;
+/// Longest a request waits for room before it is refused: far below the
+/// apiserver's webhook timeout, so a full budget shows as a quick 503 (a
+/// denial, for ImageReview) instead of a stall.
+pub const ROOM_WAIT: Duration = Duration::from_millis(250);
 
 /// Room for one request's body; given back when dropped.
 #[derive(Debug)]
@@ -152,42 +260,74 @@ impl std::fmt::Debug for BodyBudget {
     }
 }
 
+fn large_part(bytes: usize) -> usize {
+    bytes.saturating_sub(SMALL_BODY)
+}
+
 impl BodyBudget {
     pub fn new(limit: usize) -> Arc<BodyBudget> {
         Arc::new(BodyBudget {
-            used: Mutex::new(0),
+            used: Mutex::new(Used::default()),
             freed: Condvar::new(),
             limit,
+            make_room: OnceLock::new(),
         })
     }
 
-    /// Takes `bytes` more for `permit` (a new permit if `None`), waiting
-    /// until they fit or `deadline`. A body larger than the whole budget
-    /// still gets through, alone.
-    fn reserve(
+    /// Installs what closes stalled requests when the budget is full.
+    pub fn on_full(&self, make_room: MakeRoom) {
+        let _ = self.make_room.set(make_room);
+    }
+
+    fn large_limit(&self) -> usize {
+        self.limit / 4 * 3
+    }
+
+    /// Grows `permit` (a new one if `None`) to `total` bytes, waiting for
+    /// room at most [`ROOM_WAIT`] and never past `deadline`. A body larger
+    /// than the whole budget still gets through, alone.
+    fn charge(
         self: &Arc<Self>,
         permit: &mut Option<BodyPermit>,
-        bytes: usize,
+        total: usize,
         deadline: Instant,
     ) -> bool {
         let held = permit.as_ref().map_or(0, |p| p.bytes);
+        if total <= held {
+            return true;
+        }
+        let (more, more_large) = (total - held, large_part(total) - large_part(held));
+        let give_up = deadline.min(Instant::now() + ROOM_WAIT);
+        let mut asked = false;
         let mut used = self.used.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
-            let fits = *used + bytes <= self.limit || *used == held;
-            if fits {
-                *used += bytes;
+            let alone = used.all == held;
+            let fits =
+                used.all + more <= self.limit && used.large + more_large <= self.large_limit();
+            if fits || alone {
+                used.all += more;
+                used.large += more_large;
                 match permit {
-                    Some(p) => p.bytes += bytes,
+                    Some(p) => p.bytes = total,
                     None => {
                         *permit = Some(BodyPermit {
                             budget: self.clone(),
-                            bytes,
+                            bytes: total,
                         })
                     }
                 }
                 return true;
             }
-            let left = deadline.saturating_duration_since(Instant::now());
+            if !asked {
+                asked = true;
+                if let Some(make_room) = self.make_room.get() {
+                    drop(used);
+                    make_room();
+                    used = self.used.lock().unwrap_or_else(PoisonError::into_inner);
+                    continue;
+                }
+            }
+            let left = give_up.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;
             }
@@ -201,7 +341,7 @@ impl BodyBudget {
 
     /// Bytes held now (for metrics and tests).
     pub fn used(&self) -> usize {
-        *self.used.lock().unwrap_or_else(PoisonError::into_inner)
+        self.used.lock().unwrap_or_else(PoisonError::into_inner).all
     }
 }
 
@@ -212,7 +352,9 @@ impl Drop for BodyPermit {
             .used
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        *used = used.saturating_sub(self.bytes);
+        used.all = used.all.saturating_sub(self.bytes);
+        used.large = used.large.saturating_sub(large_part(self.bytes));
+        drop(used);
         self.budget.freed.notify_all();
     }
 }
@@ -281,6 +423,7 @@ pub struct Conn<T: Transport> {
     /// would not change (steady keep-alive traffic then makes none).
     read_timeout: Option<Duration>,
     budget: Option<Arc<BodyBudget>>,
+    activity: Arc<Activity>,
     /// The path of the request being read, once its head is parsed (so a
     /// refusal can be answered in the endpoint's own format).
     path: Option<String>,
@@ -307,8 +450,15 @@ impl<T: Transport> Conn<T> {
             limits,
             read_timeout: None,
             budget: None,
+            activity: Arc::new(Activity::new(State::Idle)),
             path: None,
         })
+    }
+
+    /// Reports what the connection does to `activity` (the server's table).
+    pub fn with_activity(mut self, activity: Arc<Activity>) -> Self {
+        self.activity = activity;
+        self
     }
 
     /// Shares `budget` for body memory with other connections.
@@ -317,20 +467,36 @@ impl<T: Transport> Conn<T> {
         self
     }
 
-    /// Takes room for `bytes` more of body, or answers 503 at the deadline.
-    fn reserve(
+    /// Charges what the current request holds beyond its head (`held`
+    /// bytes) to the budget, or answers 503 when no room comes soon.
+    fn charge(
         &self,
         permit: &mut Option<BodyPermit>,
-        bytes: usize,
+        held: usize,
         deadline: Instant,
     ) -> Result<(), ReadError> {
+        self.activity.held.store(held, Ordering::Relaxed);
         match &self.budget {
-            Some(b) if bytes > 0 && !b.reserve(permit, bytes, deadline) => Err(ReadError::Reject(
+            Some(b) if held > 0 && !b.charge(permit, held, deadline) => Err(ReadError::Reject(
                 503,
                 "too many large requests are being read; try again".into(),
             )),
             _ => Ok(()),
         }
+    }
+
+    /// One more read of the body; what arrived is charged at once.
+    fn read_body(
+        &mut self,
+        head_len: usize,
+        decoded: usize,
+        deadline: Instant,
+        permit: &mut Option<BodyPermit>,
+    ) -> Result<(), ReadError> {
+        self.read_or_fail(deadline)?;
+        self.activity.arrived();
+        let held = self.buf.len().saturating_sub(head_len) + decoded;
+        self.charge(permit, held, deadline)
     }
 
     /// The path of the request last read or being read, if its head was
@@ -345,7 +511,7 @@ impl<T: Transport> Conn<T> {
 
     /// Waits for the next request and reads it whole. `busy` is set once
     /// its first byte arrived (so shutdown knows not to cut it off).
-    pub fn read_request(&mut self, busy: &AtomicBool) -> Result<Request, ReadError> {
+    pub fn read_request(&mut self) -> Result<Request, ReadError> {
         if self.buf.is_empty() {
             let idle_deadline = Instant::now() + self.limits.idle_timeout;
             match self.read_more(idle_deadline) {
@@ -353,7 +519,7 @@ impl<T: Transport> Conn<T> {
                 Ok(_) => {}
             }
         }
-        busy.store(true, Ordering::Release);
+        self.activity.set(State::Reading);
         self.path = None;
         let deadline = Instant::now() + self.limits.request_timeout;
         let head = self.read_head(deadline)?;
@@ -373,13 +539,24 @@ impl<T: Transport> Conn<T> {
                     ),
                 ));
             }
-            // Room first, then "100 Continue" and the body.
-            self.reserve(&mut permit, n, deadline)?;
             if n > 0 {
                 self.send_continue(&head)?;
             }
-            self.fill_to(head.len + n, deadline)?;
-            (self.buf[head.len..head.len + n].to_vec(), head.len + n)
+            // What came with the head is charged too; then each read.
+            self.charge(&mut permit, self.buf.len() - head.len, deadline)?;
+            while self.buf.len() < head.len + n {
+                self.read_body(head.len, 0, deadline, &mut permit)?;
+            }
+            let body = if n <= SMALL_BODY {
+                self.buf[head.len..head.len + n].to_vec()
+            } else {
+                // A large body is moved out, not copied (twice the memory).
+                let rest = self.buf.split_off(head.len + n);
+                let mut body = std::mem::replace(&mut self.buf, rest);
+                body.drain(..head.len);
+                body
+            };
+            (body, if n <= SMALL_BODY { head.len + n } else { 0 })
         };
         self.buf.drain(..consumed);
         // Give a large request's memory back instead of keeping it for the
@@ -387,6 +564,8 @@ impl<T: Transport> Conn<T> {
         if self.buf.capacity() > KEEP_BUFFER {
             self.buf.shrink_to(KEEP_BUFFER);
         }
+        self.activity.set(State::Working);
+        self.activity.held.store(body.len(), Ordering::Relaxed);
         Ok(Request {
             method: head.method,
             path: head.path,
@@ -395,6 +574,12 @@ impl<T: Transport> Conn<T> {
             keep_alive: head.keep_alive,
             body_permit: permit,
         })
+    }
+
+    /// The request was answered; the connection waits for the next one.
+    pub fn answered(&self) {
+        self.activity.held.store(0, Ordering::Relaxed);
+        self.activity.set(State::Idle);
     }
 
     fn send_continue(&mut self, head: &Head) -> Result<(), ReadError> {
@@ -454,7 +639,7 @@ impl<T: Transport> Conn<T> {
                         if self.buf.len() - pos > self.limits.max_head {
                             return Err(ReadError::Reject(400, "chunk size line too long".into()));
                         }
-                        self.read_or_fail(deadline)?;
+                        self.read_body(start, body.len(), deadline, permit)?;
                     }
                     Err(_) => return Err(ReadError::Reject(400, "malformed chunk size".into())),
                 }
@@ -483,27 +668,21 @@ impl<T: Transport> Conn<T> {
                                     "trailer fields too large".into(),
                                 ));
                             }
-                            self.read_or_fail(deadline)?;
+                            self.read_body(start, body.len(), deadline, permit)?;
                         }
                     }
                 }
             }
-            self.reserve(permit, size, deadline)?;
-            self.fill_to(pos + size + 2, deadline)?;
+            while self.buf.len() < pos + size + 2 {
+                self.read_body(start, body.len(), deadline, permit)?;
+            }
             body.extend_from_slice(&self.buf[pos..pos + size]);
+            self.charge(permit, self.buf.len() - start + body.len(), deadline)?;
             if &self.buf[pos + size..pos + size + 2] != b"\r\n" {
                 return Err(ReadError::Reject(400, "chunk not followed by CRLF".into()));
             }
             pos += size + 2;
         }
-    }
-
-    /// Reads until the buffer holds at least `n` bytes.
-    fn fill_to(&mut self, n: usize, deadline: Instant) -> Result<(), ReadError> {
-        while self.buf.len() < n {
-            self.read_or_fail(deadline)?;
-        }
-        Ok(())
     }
 
     /// Reads more of a started request: EOF is a broken request, the
@@ -719,9 +898,8 @@ mod tests {
         let (sock, _) = listener.accept().unwrap();
         let mut conn = Conn::new(sock, LIMITS).unwrap();
         let mut got = Vec::new();
-        let busy = AtomicBool::new(false);
         loop {
-            match conn.read_request(&busy) {
+            match conn.read_request() {
                 Ok(r) => {
                     let keep = r.keep_alive;
                     conn.write_response(&Response::text(200, "ok"), keep)
@@ -841,48 +1019,115 @@ mod tests {
         assert!(started.elapsed() >= LIMITS.idle_timeout);
     }
 
+    fn body_conn(budget: &Arc<BodyBudget>, len: usize) -> Conn<MemoryTransport> {
+        let req = format!(
+            "POST / HTTP/1.1\r\nContent-Length: {len}\r\n\r\n{}",
+            "x".repeat(len)
+        );
+        let limits = Limits {
+            max_body: 4 * 1024 * 1024,
+            ..LIMITS
+        };
+        Conn::new(MemoryTransport::new([req.into_bytes()]), limits)
+            .unwrap()
+            .with_budget(budget.clone())
+    }
+
     #[test]
     fn body_memory_is_shared_and_bounded() {
         let budget = BodyBudget::new(50);
-        let conn = |len: usize| {
-            let req = format!(
-                "POST / HTTP/1.1\r\nContent-Length: {len}\r\n\r\n{}",
-                "x".repeat(len)
-            );
-            Conn::new(MemoryTransport::new([req.into_bytes()]), LIMITS)
-                .unwrap()
-                .with_budget(budget.clone())
-        };
-        let busy = AtomicBool::new(false);
-        let first = conn(40).read_request(&busy).unwrap();
+        let first = body_conn(&budget, 40).read_request().unwrap();
         assert_eq!(budget.used(), 40);
-        // No room for 30 more: refused at the request deadline.
+        // No room for 30 more: refused soon, well before the deadline.
         let started = Instant::now();
-        match conn(30).read_request(&busy) {
+        match body_conn(&budget, 30).read_request() {
             Err(ReadError::Reject(503, _)) => {}
             other => panic!("{other:?}"),
         }
-        assert!(started.elapsed() >= LIMITS.request_timeout);
+        assert!(started.elapsed() >= ROOM_WAIT);
+        assert!(started.elapsed() < LIMITS.request_timeout);
         // Answered requests give their room back.
         drop(first);
         assert_eq!(budget.used(), 0);
-        let second = conn(30).read_request(&busy).unwrap();
+        let second = body_conn(&budget, 30).read_request().unwrap();
         assert_eq!(second.body.len(), 30);
         // A body larger than the whole budget still gets through alone.
         drop(second);
-        let big = Conn::new(
-            MemoryTransport::new([format!(
-                "POST / HTTP/1.1\r\nContent-Length: 64\r\n\r\n{}",
-                "y".repeat(64)
-            )
-            .into_bytes()]),
-            LIMITS,
-        )
-        .unwrap()
-        .with_budget(BodyBudget::new(10))
-        .read_request(&busy)
-        .unwrap();
+        let big = body_conn(&BodyBudget::new(10), 64).read_request().unwrap();
         assert_eq!(big.body.len(), 64);
+    }
+
+    #[test]
+    fn large_bodies_leave_room_for_small_ones() {
+        const K: usize = 1024;
+        let budget = BodyBudget::new(1024 * K);
+        let large = body_conn(&budget, 700 * K).read_request().unwrap();
+        assert_eq!(large.body.len(), 700 * K);
+        // Another large one would fit in the whole budget, but not in the
+        // three quarters that parts beyond 64 KiB may use.
+        assert!(matches!(
+            body_conn(&budget, 200 * K).read_request(),
+            Err(ReadError::Reject(503, _))
+        ));
+        // An ordinary review still fits.
+        let small = body_conn(&budget, 60 * K).read_request().unwrap();
+        assert_eq!(budget.used(), 760 * K);
+        drop((large, small));
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn a_full_budget_asks_to_close_a_stalled_request() {
+        let budget = BodyBudget::new(100);
+        let held = Arc::new(Mutex::new(Some(
+            body_conn(&budget, 90).read_request().unwrap(),
+        )));
+        let asked = Arc::new(AtomicUsize::new(0));
+        {
+            let (held, asked) = (held.clone(), asked.clone());
+            budget.on_full(Box::new(move || {
+                asked.fetch_add(1, Ordering::Relaxed);
+                held.lock().unwrap().take().is_some()
+            }));
+        }
+        let started = Instant::now();
+        let r = body_conn(&budget, 50).read_request().unwrap();
+        assert_eq!(r.body.len(), 50);
+        assert_eq!(asked.load(Ordering::Relaxed), 1);
+        assert!(
+            started.elapsed() < ROOM_WAIT,
+            "waited {:?}",
+            started.elapsed()
+        );
+        assert_eq!(budget.used(), 50);
+    }
+
+    #[test]
+    fn an_announced_body_costs_nothing_until_it_is_sent() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = thread::spawn(move || {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(b"POST / HTTP/1.1\r\nContent-Length: 60\r\n\r\n0123456789")
+                .unwrap();
+            thread::sleep(Duration::from_millis(150));
+            s
+        });
+        let (sock, _) = listener.accept().unwrap();
+        let budget = BodyBudget::new(1000);
+        let b = budget.clone();
+        let server = thread::spawn(move || {
+            let mut conn = Conn::new(sock, LIMITS).unwrap().with_budget(b);
+            conn.read_request()
+                .map(|r| r.body.len())
+                .map_err(|e| format!("{e:?}"))
+        });
+        thread::sleep(Duration::from_millis(80));
+        // Ten bytes arrived of sixty announced: ten are charged.
+        assert_eq!(budget.used(), 10);
+        drop(client.join().unwrap());
+        assert!(server.join().unwrap().is_err());
+        assert_eq!(budget.used(), 0);
     }
 
     #[test]
@@ -900,7 +1145,7 @@ mod tests {
         });
         let (sock, _) = listener.accept().unwrap();
         let mut conn = Conn::new(sock, LIMITS).unwrap();
-        let r = conn.read_request(&AtomicBool::new(false)).unwrap();
+        let r = conn.read_request().unwrap();
         assert_eq!(r.body, b"{}");
         assert_eq!(&client.join().unwrap(), b"HTTP/1.1 100 Continue\r\n\r\n");
     }

@@ -28,7 +28,7 @@ pub mod http;
 pub mod routes;
 pub mod tls;
 
-use http::{Conn, Limits, ReadError, Transport};
+use http::{Activity, Conn, Limits, ReadError, State, Transport};
 use tls::{Fingerprint, TlsFiles};
 
 /// Connection threads only parse HTTP and run rustls; 256 KiB is plenty and
@@ -50,6 +50,8 @@ pub struct Settings {
     pub policy: PolicyFlags,
     pub workers: usize,
     pub max_connections: usize,
+    /// Connections one client address may hold.
+    pub max_connections_per_peer: usize,
     /// Request body bytes all connections may hold at once.
     pub max_body_memory: usize,
     pub limits: Limits,
@@ -109,11 +111,115 @@ impl Drop for Permit<'_> {
     }
 }
 
-/// A connection as the main thread sees it, to close it on shutdown.
+/// A connection as the table sees it: to close it on shutdown or to make
+/// room.
 struct Tracked {
     socket: TcpStream,
-    /// True while a request is being read or answered.
-    busy: Arc<AtomicBool>,
+    peer: IpAddr,
+    activity: Arc<Activity>,
+}
+
+/// Open connections, by id, and how many each client address holds.
+#[derive(Default)]
+struct Table {
+    conns: HashMap<u64, Tracked>,
+    per_peer: HashMap<IpAddr, usize>,
+}
+
+/// A request still arriving after this long, while room is needed, is
+/// cheaper to close than anything else left (real ones take milliseconds).
+const SLOW_REQUEST_MS: u64 = 250;
+
+impl Table {
+    fn insert(&mut self, id: u64, t: Tracked) {
+        *self.per_peer.entry(t.peer).or_default() += 1;
+        self.conns.insert(id, t);
+    }
+
+    fn remove(&mut self, id: u64) -> Option<Tracked> {
+        let t = self.conns.remove(&id)?;
+        if let Some(n) = self.per_peer.get_mut(&t.peer) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_peer.remove(&t.peer);
+            }
+        }
+        Some(t)
+    }
+
+    /// The connection cheapest to close, among those `of` accepts: the
+    /// oldest handshake, else the longest idle keep-alive, else the oldest
+    /// request still arriving (past SLOW_REQUEST_MS). Requests being judged
+    /// or answered are never chosen.
+    fn cheapest(&self, of: impl Fn(&Tracked) -> bool) -> Option<u64> {
+        let now = http::now_ms();
+        self.conns
+            .iter()
+            .filter(|(_, t)| of(t))
+            .filter_map(|(id, t)| {
+                let a = &t.activity;
+                let since = a.since();
+                match a.state() {
+                    State::Working => None,
+                    State::Reading if now.saturating_sub(since) < SLOW_REQUEST_MS => None,
+                    state => Some(((state, since), *id)),
+                }
+            })
+            .min()
+            .map(|(_, id)| id)
+    }
+
+    /// Closes a connection: its thread sees the socket shut and ends.
+    fn evict(&mut self, id: u64, metrics: &Metrics) {
+        if let Some(t) = self.remove(id) {
+            let _ = t.socket.shutdown(std::net::Shutdown::Both);
+            metrics.connection_evicted();
+            debug!("closed a connection from {} to make room", t.peer);
+        }
+    }
+
+    /// Makes room for a new connection from `peer`: closes that client's
+    /// own cheapest connection when it is at its limit, or the cheapest of
+    /// all when the table is full. False when nothing could be closed.
+    fn make_room_for(&mut self, peer: IpAddr, s: &Settings, metrics: &Metrics) -> bool {
+        if self.per_peer.get(&peer).copied().unwrap_or(0) >= s.max_connections_per_peer {
+            match self.cheapest(|t| t.peer == peer) {
+                Some(id) => self.evict(id, metrics),
+                None => return false,
+            }
+        }
+        if self.conns.len() >= s.max_connections {
+            match self.cheapest(|_| true) {
+                Some(id) => self.evict(id, metrics),
+                None => return false,
+            }
+        }
+        true
+    }
+
+    /// Under body-memory pressure: closes the request that has held body
+    /// memory longest while still arriving. True when one was closed.
+    fn close_slowest_body(&mut self, metrics: &Metrics) -> bool {
+        let now = http::now_ms();
+        let victim = self
+            .conns
+            .iter()
+            .filter(|(_, t)| {
+                let a = &t.activity;
+                a.state() == State::Reading
+                    && a.held() > 0
+                    && now.saturating_sub(a.since()) >= SLOW_REQUEST_MS
+            })
+            .min_by_key(|(_, t)| t.activity.since())
+            .map(|(id, _)| *id);
+        match victim {
+            Some(id) => {
+                self.evict(id, metrics);
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 /// State shared by all threads.
@@ -124,7 +230,7 @@ pub struct Shared {
     pub workers: Workers,
     body_budget: Arc<http::BodyBudget>,
     draining: AtomicBool,
-    conns: Mutex<HashMap<u64, Tracked>>,
+    conns: Mutex<Table>,
     next_id: AtomicU64,
     settings: Settings,
 }
@@ -232,10 +338,23 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
         workers: Workers::new(settings.workers),
         body_budget: http::BodyBudget::new(settings.max_body_memory),
         draining: AtomicBool::new(false),
-        conns: Mutex::new(HashMap::new()),
+        conns: Mutex::new(Table::default()),
         next_id: AtomicU64::new(0),
         settings,
     });
+    {
+        // Memory for bodies runs out: close the slowest body first. A weak
+        // reference, so the budget does not keep the server alive.
+        let weak = Arc::downgrade(&shared);
+        shared.body_budget.on_full(Box::new(move || {
+            weak.upgrade().is_some_and(|s| {
+                s.conns
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .close_slowest_body(&s.metrics)
+            })
+        }));
+    }
     let scheme = if shared.settings.tls.is_some() {
         "https"
     } else {
@@ -411,13 +530,13 @@ fn drain(shared: &Shared, local: SocketAddr) {
     let deadline = Instant::now() + shared.settings.drain_timeout;
     loop {
         let left = {
-            let conns = shared.conns.lock().unwrap_or_else(PoisonError::into_inner);
-            for c in conns.values() {
-                if !c.busy.load(Ordering::Acquire) {
+            let table = shared.conns.lock().unwrap_or_else(PoisonError::into_inner);
+            for c in table.conns.values() {
+                if matches!(c.activity.state(), State::Handshake | State::Idle) {
                     let _ = c.socket.shutdown(std::net::Shutdown::Both);
                 }
             }
-            conns.len()
+            table.conns.len()
         };
         if left == 0 {
             info!("all connections closed; exiting");
@@ -448,29 +567,29 @@ fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener) {
         if shared.is_draining() {
             return;
         }
-        if shared.metrics.open_connections() >= shared.settings.max_connections as i64 {
-            shared.metrics.connection_rejected();
-            debug!(
-                "refused {peer}: {} connections open",
-                shared.settings.max_connections
-            );
-            continue;
-        }
         let _ = socket.set_nodelay(true);
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let busy = Arc::new(AtomicBool::new(false));
-        let tracked = socket.try_clone().map(|s| Tracked {
-            socket: s,
-            busy: busy.clone(),
-        });
-        let Ok(tracked) = tracked else {
+        let activity = Arc::new(Activity::new(State::Handshake));
+        let Ok(copy) = socket.try_clone() else {
             continue;
         };
-        shared
-            .conns
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id, tracked);
+        {
+            let mut table = shared.conns.lock().unwrap_or_else(PoisonError::into_inner);
+            if !table.make_room_for(peer.ip(), &shared.settings, &shared.metrics) {
+                drop(table);
+                shared.metrics.connection_rejected();
+                debug!("refused {peer}: no connection could be closed to make room");
+                continue;
+            }
+            table.insert(
+                id,
+                Tracked {
+                    socket: copy,
+                    peer: peer.ip(),
+                    activity: activity.clone(),
+                },
+            );
+        }
         shared.metrics.connection_opened();
         let shared2 = shared.clone();
         let spawned = thread::Builder::new()
@@ -481,7 +600,7 @@ fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener) {
                     shared: &shared2,
                     id,
                 };
-                connection(&shared2, socket, peer, &busy);
+                connection(&shared2, socket, peer, activity);
             });
         if let Err(e) = spawned {
             warn!("cannot start a thread for {peer}: {e}");
@@ -489,7 +608,7 @@ fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener) {
                 .conns
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .remove(&id);
+                .remove(id);
             shared.metrics.connection_closed();
         }
     }
@@ -507,18 +626,24 @@ impl Drop for ConnGuard<'_> {
             .conns
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.id);
+            .remove(self.id);
         self.shared.metrics.connection_closed();
     }
 }
 
 /// Serves one connection: handshake, then requests until it closes.
-fn connection(shared: &Shared, socket: TcpStream, peer: SocketAddr, busy: &AtomicBool) {
+fn connection(shared: &Shared, socket: TcpStream, peer: SocketAddr, activity: Arc<Activity>) {
     let limits = shared.settings.limits;
     match shared.tls_config() {
-        None => serve_requests(shared, socket, limits, busy),
+        None => {
+            activity.set(State::Idle);
+            serve_requests(shared, socket, limits, activity);
+        }
         Some(config) => match handshake(shared, config, socket) {
-            Ok(stream) => serve_requests(shared, stream, limits, busy),
+            Ok(stream) => {
+                activity.set(State::Idle);
+                serve_requests(shared, stream, limits, activity);
+            }
             Err(e) => {
                 shared.metrics.handshake_failed();
                 debug!("TLS handshake with {peer} failed: {e}");
@@ -565,13 +690,20 @@ fn handshake(
 
 /// Reads and answers requests until the client closes, an error, or
 /// shutdown.
-fn serve_requests<T: Transport>(shared: &Shared, stream: T, limits: Limits, busy: &AtomicBool) {
+fn serve_requests<T: Transport>(
+    shared: &Shared,
+    stream: T,
+    limits: Limits,
+    activity: Arc<Activity>,
+) {
     let Ok(conn) = Conn::new(stream, limits) else {
         return;
     };
-    let mut conn = conn.with_budget(shared.body_budget.clone());
+    let mut conn = conn
+        .with_budget(shared.body_budget.clone())
+        .with_activity(activity);
     loop {
-        let req = match conn.read_request(busy) {
+        let req = match conn.read_request() {
             Ok(r) => r,
             Err(ReadError::Closed) => break,
             Err(ReadError::Io(e)) => {
@@ -593,7 +725,8 @@ fn serve_requests<T: Transport>(shared: &Shared, stream: T, limits: Limits, busy
         let response = routes::handle(shared, &req);
         let keep_alive = req.keep_alive && !response.close && !shared.is_draining();
         let written = conn.write_response(&response, keep_alive);
-        busy.store(false, Ordering::Release);
+        drop(req);
+        conn.answered();
         if written.is_err() || !keep_alive {
             break;
         }
