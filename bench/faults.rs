@@ -143,6 +143,60 @@ fn main() {
     let _ = child.kill();
     let _ = child.wait();
 
+    // Denials of service by cheap requests, against a server with the
+    // production deadlines and memory budget and a table of `cap`
+    // connections, which the attacks fill.
+    let cap = (idle / 2).max(64);
+    // The quick (debug build) run decodes slowly: fewer at once, so that the
+    // two workers do not queue the good client past its deadline.
+    let amplified = if idle >= 1000 { 12 } else { 3 };
+    let dos_args: Vec<String> = [
+        "--cert",
+        &pki.path("tls.crt"),
+        "--key",
+        &pki.path("tls.key"),
+        "--max-connections",
+        &cap.to_string(),
+        "--max-connections-per-peer",
+        &cap.to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let (mut dos_child, dos_addr) = start_server(&bin, &dos_args, &dir.join("dos.log"));
+    let dos = Ctx {
+        addr: dos_addr,
+        config: ctx.config.clone(),
+        pid: dos_child.id(),
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    rows.push(phase(
+        &dos,
+        "announced bodies, nothing sent",
+        "9 × 7 MiB + 1 MiB",
+        || announced_bodies(&dos),
+    ));
+    rows.push(phase(
+        &dos,
+        "stalled bodies (6 of 7 MiB sent)",
+        "12 (72 MiB > the 64 MiB budget)",
+        || stalled_bodies(&dos),
+    ));
+    rows.push(phase(
+        &dos,
+        "table full of idle TCP connections",
+        &format!("{} (2 × the cap of {cap})", 2 * cap),
+        || full_table(&dos, 2 * cap),
+    ));
+    rows.push(phase(
+        &dos,
+        "amplification: 7 MB ImageReview of 500,000 containers",
+        &format!("{amplified} at once"),
+        || amplification(&dos, amplified),
+    ));
+    let _ = dos_child.kill();
+    let _ = dos_child.wait();
+
     println!(
         "| fault | amount | outcome | good client p99 / max ms | good client failures | server threads peak | server RSS peak MB |"
     );
@@ -506,5 +560,146 @@ fn malformed(ctx: &Ctx) -> (String, bool) {
             n - wrong.len()
         ),
         wrong.is_empty() && n > 0,
+    )
+}
+
+/// Ten connections announce large bodies and send none of them: they hold
+/// no memory, so the good client is not kept waiting.
+fn announced_bodies(ctx: &Ctx) -> (String, bool) {
+    let mut held = Vec::new();
+    for n in [7 << 20; 9].into_iter().chain([1 << 20]) {
+        if let Ok(mut c) = connect(ctx.addr, &ctx.config) {
+            let head = format!(
+                "POST /validate HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {n}\r\n\r\n"
+            );
+            if c.write_all(head.as_bytes())
+                .and_then(|()| c.flush())
+                .is_ok()
+            {
+                held.push(c);
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let n = held.len();
+    drop(held);
+    (format!("{n} of 10 held for 3 s"), n == 10)
+}
+
+/// Twelve connections each send 6 MiB of a 7 MiB body and stall: more
+/// than the budget. Some are closed as others need room; ordinary reviews
+/// keep their quarter.
+fn stalled_bodies(ctx: &Ctx) -> (String, bool) {
+    let head = format!(
+        "POST /validate HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        7 << 20
+    );
+    let block = vec![b' '; 6 << 20];
+    let mut conns = Vec::new();
+    for _ in 0..12 {
+        if let Ok(mut c) = connect(ctx.addr, &ctx.config) {
+            let _ = c.write_all(head.as_bytes());
+            let _ = c.write_all(&block);
+            let _ = c.flush();
+            conns.push(c);
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    // A closed connection answers a read with EOF or an error (or a 503).
+    let mut closed = 0;
+    for c in &mut conns {
+        let _ = c.sock.set_read_timeout(Some(Duration::from_millis(100)));
+        let mut b = [0u8; 64];
+        match c.read(&mut b) {
+            Ok(0) => closed += 1,
+            Ok(_) => closed += 1,
+            Err(e)
+                if e.kind() != std::io::ErrorKind::WouldBlock
+                    && e.kind() != std::io::ErrorKind::TimedOut =>
+            {
+                closed += 1
+            }
+            Err(_) => {}
+        }
+    }
+    let n = conns.len();
+    drop(conns);
+    (
+        format!("{closed} of {n} closed or refused by the server to make room"),
+        n == 12 && closed >= 2,
+    )
+}
+
+/// Twice the connection cap of raw TCP connections that never handshake:
+/// the oldest are closed for newer ones, no connection is refused, and the
+/// good client keeps its keep-alive connection.
+fn full_table(ctx: &Ctx, n: usize) -> (String, bool) {
+    let socks: Vec<TcpStream> = (0..n)
+        .filter_map(|_| TcpStream::connect(ctx.addr).ok())
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let opened = socks.len();
+    let mut c = match connect(ctx.addr, &ctx.config) {
+        Ok(c) => c,
+        Err(e) => return (format!("a new client could not connect: {e}"), false),
+    };
+    let metrics = exchange(&mut c, b"GET /metrics HTTP/1.1\r\n\r\n")
+        .map(|r| r.1)
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&metrics);
+    let value = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(u64::MAX)
+    };
+    let (evicted, rejected) = (
+        value("image_bouncer_evicted_connections_total"),
+        value("image_bouncer_rejected_connections_total"),
+    );
+    drop(socks);
+    (
+        format!(
+            "{opened} opened; {evicted} closed to make room, {rejected} refused; a new client got in"
+        ),
+        opened == n && rejected == 0 && evicted >= (n / 2) as u64,
+    )
+}
+
+/// The review of the outside report: 500,000 `{"image":"a"}` in 7 MB.
+fn amplification(ctx: &Ctx, at_once: usize) -> (String, bool) {
+    let body = format!(
+        r#"{{"apiVersion":"imagepolicy.k8s.io/v1alpha1","kind":"ImageReview","spec":{{"containers":[{}]}}}}"#,
+        vec![r#"{"image":"a"}"#; 500_000].join(",")
+    );
+    let request = post("/image_policy", body.as_bytes());
+    let workers: Vec<_> = (0..at_once)
+        .map(|_| {
+            let (addr, config, request) = (ctx.addr, ctx.config.clone(), request.clone());
+            std::thread::spawn(move || {
+                let mut c = connect(addr, &config)?;
+                c.sock.set_read_timeout(Some(Duration::from_secs(20)))?;
+                exchange(&mut c, &request)
+            })
+        })
+        .collect();
+    let mut sizes = Vec::new();
+    let mut denied = 0;
+    for w in workers {
+        if let Ok(Ok((200, b))) = w.join() {
+            sizes.push(b.len());
+            let needle = b"\"allowed\":false";
+            if b.windows(needle.len()).any(|w| w == needle) {
+                denied += 1;
+            }
+        }
+    }
+    let largest = sizes.iter().copied().max().unwrap_or(0);
+    (
+        format!(
+            "{denied} of {at_once} denied with HTTP 200; body {} bytes, reply at most {largest} bytes",
+            body.len()
+        ),
+        denied == at_once && largest < 1024,
     )
 }

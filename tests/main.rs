@@ -3,6 +3,7 @@
 
 mod check;
 mod common;
+mod dos;
 mod fuzz_corpus;
 mod golden;
 mod mutate;
