@@ -79,6 +79,9 @@ fn main() {
         &format!("{HANDSHAKE_TIMEOUT_S}s"),
         "--max-connections",
         &format!("{}", idle * 2 + 500),
+        // These attacks come from one address and must all be held.
+        "--max-connections-per-peer",
+        &format!("{}", idle * 2 + 500),
     ]
     .iter()
     .map(|s| s.to_string())

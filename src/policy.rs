@@ -355,6 +355,21 @@ struct Assessment {
     failures: Vec<(Rule, String)>,
 }
 
+/// At most [`MAX_LISTED`] of `items` joined by `sep`, then `more(count)`
+/// for the rest.
+fn listed(items: &[&str], sep: &str, more: impl Fn(usize) -> String) -> String {
+    let mut out = items
+        .iter()
+        .take(MAX_LISTED)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(sep);
+    if items.len() > MAX_LISTED {
+        out.push_str(&more(items.len() - MAX_LISTED));
+    }
+    out
+}
+
 /// `container "app" image "nginx"`, or `image "nginx"` when the container
 /// is not known.
 struct Who<'a>(&'a ImageInput);
@@ -443,20 +458,9 @@ impl Decision {
     /// The violation messages joined for a single `reason` field: at most
     /// [`MAX_LISTED`], then how many more.
     pub fn reason(&self) -> String {
-        let reasons = self.reasons();
-        let mut out = reasons
-            .iter()
-            .take(MAX_LISTED)
-            .copied()
-            .collect::<Vec<_>>()
-            .join("; ");
-        if reasons.len() > MAX_LISTED {
-            out.push_str(&format!(
-                "; and {} more violations",
-                reasons.len() - MAX_LISTED
-            ));
-        }
-        out
+        listed(&self.reasons(), "; ", |n| {
+            format!("; and {n} more violations")
+        })
     }
 
     /// The distinct images that broke a rule, at most [`MAX_LISTED`] of
@@ -470,19 +474,7 @@ impl Decision {
             .map(ImageVerdict::audit_name)
             .filter(|n| seen.insert(*n))
             .collect();
-        if names.is_empty() {
-            return None;
-        }
-        let mut out = names
-            .iter()
-            .take(MAX_LISTED)
-            .copied()
-            .collect::<Vec<_>>()
-            .join(",");
-        if names.len() > MAX_LISTED {
-            out.push_str(&format!(" (and {} more)", names.len() - MAX_LISTED));
-        }
-        Some(out)
+        (!names.is_empty()).then(|| listed(&names, ",", |n| format!(" (and {n} more)")))
     }
 
     /// Audit annotations (keys without prefix; the apiserver adds one).
