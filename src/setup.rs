@@ -488,8 +488,10 @@ webhooks:
         let _ = write!(
             out,
             "---
-{header}{common}  # Mutations are idempotent; no need to be called again after others.
-  reinvocationPolicy: Never
+{header}{common}  # Called again after webhooks ordered after this one (sidecar injectors:
+  # istio, linkerd, vault), so that their containers are rewritten too;
+  # the mutations are idempotent, which makes the second call safe.
+  reinvocationPolicy: IfNeeded
   rules:
 {pods}{pvcs}{workloads}",
             header = header("MutatingWebhookConfiguration", "mutate.image-bouncer.io"),

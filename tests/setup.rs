@@ -345,6 +345,9 @@ fn config_webhook_prints_complete_configurations() {
             "validating rules lack {r}"
         );
     }
+    // Sidecars injected by webhooks after this one must be rewritten too.
+    assert_eq!(docs[1]["webhooks"][0]["reinvocationPolicy"], "IfNeeded");
+    assert!(docs[0]["webhooks"][0].get("reinvocationPolicy").is_none());
     let mutate_rules = docs[1]["webhooks"][0]["rules"].to_string();
     assert!(
         mutate_rules.contains("persistentvolumeclaims") && !mutate_rules.contains("deployments")
