@@ -15,8 +15,9 @@ use serde_json::Value;
 
 use crate::Error;
 use crate::cli::CheckArgs;
+use crate::config::Rules;
 use crate::config::{read_limited, type_name};
-use crate::mutate::{self, MutateConfig, PatchOp, Subject};
+use crate::mutate::{self, PatchOp, Subject};
 use crate::policy::{Decision, ImageInput, Policy, Request};
 use crate::review::admission::{self, PodObjects};
 use crate::review::imagepolicy;
@@ -116,7 +117,7 @@ fn print_patches(args: &CheckArgs) -> Result<(), Error> {
     }
     let rules = args.policy_flags().load_rules()?;
     for (name, text) in read_documents(args)? {
-        let patches = patches_from_text(&rules.mutate, &text, args.namespace.as_deref())
+        let patches = patches_from_text(&rules, &text, args.namespace.as_deref())
             .map_err(|e| Error::Input(format!("{name}: {e}")))?;
         for p in patches {
             println!("{}", serde_json::to_string(&p).unwrap_or_default());
@@ -126,9 +127,10 @@ fn print_patches(args: &CheckArgs) -> Result<(), Error> {
 }
 
 /// The patches `/mutate` would return for every object in `text`: an
-/// AdmissionReview as it is, any other object as if it were created.
+/// AdmissionReview as it is, any other object as if it were created. An
+/// object the policy refuses as written gets no patch (`/mutate` denies it).
 pub fn patches_from_text(
-    cfg: &MutateConfig,
+    rules: &Rules,
     text: &str,
     namespace: Option<&str>,
 ) -> Result<Vec<Vec<PatchOp>>, String> {
@@ -138,13 +140,13 @@ pub fn patches_from_text(
         .enumerate()
     {
         let doc = doc.map_err(|e| format!("document {}: not valid JSON: {e}", n + 1))?;
-        collect_patches(cfg, &doc, namespace, 0, &mut out)?;
+        collect_patches(rules, &doc, namespace, 0, &mut out)?;
     }
     Ok(out)
 }
 
 fn collect_patches(
-    cfg: &MutateConfig,
+    rules: &Rules,
     doc: &Value,
     namespace: Option<&str>,
     depth: usize,
@@ -166,7 +168,7 @@ fn collect_patches(
     };
     if let Some(items) = items {
         for item in items {
-            collect_patches(cfg, item, namespace, depth + 1, out)?;
+            collect_patches(rules, item, namespace, depth + 1, out)?;
         }
         return Ok(());
     }
@@ -177,10 +179,11 @@ fn collect_patches(
     if kind == admission::KIND {
         // Exactly what /mutate answers for this review.
         let review = admission::parse(doc.to_string().as_bytes()).map_err(|e| e.to_string())?;
-        match admission::mutate(cfg, &review).1 {
+        match admission::mutate(&rules.policy, &rules.mutate, &review).1 {
             admission::MutateOutcome::Patched(m) | admission::MutateOutcome::Unchanged(m) => {
                 out.push(m.patch)
             }
+            admission::MutateOutcome::Denied { .. } => out.push(Vec::new()),
             admission::MutateOutcome::Unreadable(e) => return Err(e),
         }
         return Ok(());
@@ -194,8 +197,17 @@ fn collect_patches(
         .pointer("/metadata/namespace")
         .and_then(Value::as_str)
         .or(namespace);
+    // As /mutate: what the policy refuses as written is not rewritten.
+    if rules.mutate.rewrites() {
+        let mut requests = Vec::new();
+        collect(doc, ns, depth, &mut requests)?;
+        if requests.iter().any(|r| !rules.policy.decide(r).allowed) {
+            out.push(Vec::new());
+            return Ok(());
+        }
+    }
     let m = mutate::mutate(
-        cfg,
+        &rules.mutate,
         &Subject {
             group,
             kind,

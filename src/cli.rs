@@ -55,6 +55,9 @@ macro_rules! with_policy_flags {
             /// mutate: move images to this registry, e.g. mirror.example.com[/prefix]
             #[argh(option)]
             pub rewrite_registry: Option<String>,
+            /// mutate: how --rewrite-registry names images: by-registry (target/<registry>/<path>, default) or flat (target/<path>: different images can share a name)
+            #[argh(option)]
+            pub rewrite_layout: Option<String>,
             /// mutate: move one registry's images, FROM=TO, e.g. docker.io=mirror.example.com/dockerhub (repeatable)
             #[argh(option)]
             pub registry_mirror: Vec<String>,
@@ -96,6 +99,7 @@ macro_rules! with_policy_flags {
                     exempt_images: split_commas(&self.exempt_image),
                     break_glass: self.break_glass,
                     rewrite_registry: self.rewrite_registry.clone(),
+                    rewrite_layout: self.rewrite_layout.clone(),
                     registry_mirrors: self.registry_mirror.clone(),
                     ignored_registries: split_commas(&self.ignore_registry),
                     image_pull_secrets: split_commas(&self.image_pull_secret),

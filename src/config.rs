@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::mutate::{MutateConfig, PullPolicy, Target};
+use crate::mutate::{Layout, MutateConfig, PullPolicy, Target};
 
 mod strict;
 use crate::policy::{ImagePattern, Mode, NamespacePattern, Policy, RegistryPattern};
@@ -38,6 +38,7 @@ pub struct PolicyFlags {
     pub break_glass: bool,
     /// Mutation flags; each one set replaces what env or file say.
     pub rewrite_registry: Option<String>,
+    pub rewrite_layout: Option<String>,
     /// `from=to` pairs.
     pub registry_mirrors: Vec<String>,
     pub ignored_registries: Vec<String>,
@@ -115,6 +116,7 @@ struct RawPolicy {
 #[derive(Debug, Default)]
 struct RawMutate {
     rewrite_registry: Option<(String, String)>,
+    rewrite_layout: Option<(String, String)>,
     /// (origin, from, to)
     registry_mirrors: Option<Vec<(String, String, String)>>,
     ignored_registries: Option<Vec<(String, String)>>,
@@ -158,6 +160,7 @@ impl PolicyFlags {
         self.merge_mutate_into(&mut raw_mutate);
         let policy = build(raw, &mut problems);
         let mutate = build_mutate(raw_mutate, &mut problems);
+        let policy = policy.map(|p| with_mirrors(p, &mutate, &mut problems));
         match (policy, problems.is_empty()) {
             (Some(policy), true) => Ok(Rules { policy, mutate }),
             _ => Err(ConfigError { problems }),
@@ -172,6 +175,9 @@ impl PolicyFlags {
             |flag: &str, v: &Option<String>| v.as_ref().map(|s| (flag.to_string(), s.clone()));
         if let Some(v) = one("--rewrite-registry", &self.rewrite_registry) {
             raw.rewrite_registry = Some(v);
+        }
+        if let Some(v) = one("--rewrite-layout", &self.rewrite_layout) {
+            raw.rewrite_layout = Some(v);
         }
         if !self.registry_mirrors.is_empty() {
             raw.registry_mirrors = Some(
@@ -304,6 +310,7 @@ fn parse_policy_text(
 
 const MUTATE_KEYS: &[&str] = &[
     "rewriteRegistry",
+    "rewriteLayout",
     "registryMirrors",
     "ignoredRegistries",
     "imagePullSecrets",
@@ -380,6 +387,9 @@ fn build_mutate(raw: RawMutate, problems: &mut Vec<String>) -> MutateConfig {
         mutate_templates: raw.mutate_templates.unwrap_or(false),
         ..MutateConfig::default()
     };
+    if let Some((origin, l)) = raw.rewrite_layout {
+        check(&origin, Layout::parse(&l).map(|l| cfg.rewrite_layout = l));
+    }
     if let Some((origin, t)) = raw.rewrite_registry {
         check(
             &origin,
@@ -427,21 +437,22 @@ fn build_mutate(raw: RawMutate, problems: &mut Vec<String>) -> MutateConfig {
     cfg
 }
 
-/// A `registryMirrors` key: a registry `host[:port]`, compared in lowercase
-/// with Docker Hub spelled `docker.io`.
+/// A `registryMirrors` key: a registry `host[:port]`, by identity (as
+/// `mutate::mirror_key` writes an image's registry).
 fn mirror_source(from: &str) -> Result<String, String> {
+    use crate::image_ref as r;
     if from.contains('/') {
         return Err(format!(
             "{from:?}: a mirrored registry is a host[:port], without a path"
         ));
     }
-    crate::image_ref::validate_domain(from)
-        .map_err(|e| format!("{from:?}: {}", crate::image_ref::ParseError::describe(&e)))?;
-    let lower = from.to_ascii_lowercase();
-    Ok(if lower == "index.docker.io" {
-        crate::image_ref::DOCKER_HUB.to_string()
-    } else {
-        lower
+    let describe = |e| format!("{from:?}: {}", r::ParseError::describe(&e));
+    r::validate_domain(from).map_err(describe)?;
+    let (host, port) = r::split_port(from);
+    let host = r::canonical_host(host);
+    Ok(match r::canonical_port(port).map_err(describe)? {
+        Some(p) => format!("{host}:{p}"),
+        None => host,
     })
 }
 
@@ -526,6 +537,7 @@ impl Walker<'_> {
             match key.as_str() {
                 k if k.starts_with(COMMENT_PREFIX) => {}
                 "rewriteRegistry" => raw.rewrite_registry = self.string(&p, v).map(|s| (origin, s)),
+                "rewriteLayout" => raw.rewrite_layout = self.string(&p, v).map(|s| (origin, s)),
                 "registryMirrors" => {
                     let Some(map) = v.as_object() else {
                         self.problem(
@@ -640,6 +652,35 @@ fn build(raw: RawPolicy, problems: &mut Vec<String>) -> Option<Policy> {
         policy.break_glass = b;
     }
     problems.is_empty().then_some(policy)
+}
+
+/// Lets the policy judge a mirrored image by the image it mirrors, and
+/// refuses what the mutations would make meaningless: targets that
+/// overlap (two sources, one name), and rule entries naming a mirror root,
+/// which can never match since images there are judged upstream.
+fn with_mirrors(mut policy: Policy, mutate: &MutateConfig, problems: &mut Vec<String>) -> Policy {
+    problems.extend(
+        mutate
+            .overlapping_targets()
+            .into_iter()
+            .map(|e| format!("mutate: {e}")),
+    );
+    policy.mirrors = mutate.mirrors_back();
+    let entries = [
+        ("allowedRegistries", &policy.allowed_registries),
+        ("deniedRegistries", &policy.denied_registries),
+    ];
+    for (key, list) in entries {
+        for p in list.iter() {
+            if policy.mirrors.iter().any(|m| m.covers(p)) {
+                problems.push(format!(
+                    "{key}: {:?} names a registry the mutations fill with mirrored images; those are judged by the image they mirror, so name the upstream registries instead",
+                    p.raw
+                ));
+            }
+        }
+    }
+    policy
 }
 
 /// Splits repeatable flag values on commas (`--allow-registry a,b`).
@@ -1000,6 +1041,96 @@ mod tests {
             );
         }
         assert_eq!(problems.len(), 4, "{problems:#?}");
+    }
+
+    #[test]
+    fn mirrored_names_are_judged_upstream_and_useless_entries_refused() {
+        let r = rules(
+            r#"{"allowedRegistries": ["docker.io/library", "registry.local:5000"], "deniedRegistries": ["quay.io", "docker.io/evilcorp"],
+                "mutate": {"rewriteRegistry": "mirror.example.com", "registryMirrors": {"ghcr.io": "m2.example.com/ghcr"}}}"#,
+            PolicyFlags::default(),
+            &[],
+        )
+        .unwrap();
+        let verdict = |image: &str| {
+            let d = r.policy.decide(&crate::policy::Request {
+                images: vec![crate::policy::ImageInput::bare(image)],
+                ..Default::default()
+            });
+            (
+                d.allowed,
+                d.images[0].normalized.clone().unwrap_or_default(),
+            )
+        };
+        // (image, allowed, judged as)
+        for (image, allowed, upstream) in [
+            (
+                "mirror.example.com/quay.io/evilcorp/miner:1",
+                false,
+                "quay.io/evilcorp/miner:1",
+            ),
+            (
+                "mirror.example.com/evilcorp/miner:1",
+                false,
+                "docker.io/evilcorp/miner:1",
+            ),
+            (
+                "mirror.example.com/library/nginx:1.27",
+                true,
+                "docker.io/library/nginx:1.27",
+            ),
+            (
+                "MIRROR.example.com:443/library/nginx:1.27",
+                true,
+                "docker.io/library/nginx:1.27",
+            ),
+            (
+                "mirror.example.com/registry.local_5000/app:1",
+                true,
+                "registry.local:5000/app:1",
+            ),
+            (
+                "m2.example.com/ghcr/acme/app:1",
+                false,
+                "ghcr.io/acme/app:1",
+            ),
+            (
+                "m2.example.com/other/app:1",
+                false,
+                "m2.example.com/other/app:1",
+            ), // not the mirror
+        ] {
+            assert_eq!(verdict(image), (allowed, upstream.to_string()), "{image}");
+        }
+        let problems = rules(
+            r#"{"allowedRegistries": ["mirror.example.com", "m2.example.com"], "deniedRegistries": ["m2.example.com/ghcr/evil"],
+                "mutate": {"rewriteRegistry": "mirror.example.com", "registryMirrors": {"ghcr.io": "m2.example.com/ghcr", "quay.io": "mirror.example.com/quay"}}}"#,
+            PolicyFlags::default(),
+            &[],
+        )
+        .unwrap_err()
+        .problems;
+        for e in [
+            "mutate: targets \"mirror.example.com/quay\" and \"mirror.example.com\" overlap",
+            "allowedRegistries: \"mirror.example.com\" names a registry the mutations fill",
+            "deniedRegistries: \"m2.example.com/ghcr/evil\" names a registry",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.starts_with(e)),
+                "missing {e:?} in {problems:#?}"
+            );
+        }
+        // m2.example.com as a whole is more than the mirror: allowed.
+        assert_eq!(problems.len(), 3, "{problems:#?}");
+        // A flat rewrite cannot be read back: its target is named as written.
+        assert!(
+            rules(
+                r#"{"allowedRegistries": ["mirror.example.com"], "mutate": {"rewriteRegistry": "mirror.example.com", "rewriteLayout": "flat"}}"#,
+                PolicyFlags::default(),
+                &[],
+            )
+            .is_ok()
+        );
     }
 
     #[test]

@@ -307,6 +307,13 @@ impl ImageRef {
         s
     }
 
+    /// `:tag@digest` as given (either may be absent).
+    pub fn tag_and_digest(&self) -> String {
+        let mut s = String::new();
+        self.push_tag_and_digest(&mut s);
+        s
+    }
+
     fn push_tag_and_digest(&self, s: &mut String) {
         if let Some(t) = &self.tag {
             s.push(':');

@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::image_ref::{self, ImageRef};
-use crate::policy::{NamespacePattern, RegistryPattern};
+use crate::policy::{self, MirrorBack, NamespacePattern, RegistryPattern, Upstream};
 use crate::review::workload::PodPath;
 
 /// The annotation that opts an object out of every mutation.
@@ -51,8 +51,11 @@ impl PullPolicy {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub raw: String,
+    /// As written, for the rewritten names.
     domain: String,
     prefix: String,
+    /// The same root as a registry pattern, to compare by identity.
+    pattern: RegistryPattern,
 }
 
 impl Target {
@@ -64,30 +67,65 @@ impl Target {
                 "{s:?}: the target must start with a registry host (with a '.' or ':', or localhost)"
             ));
         }
-        image_ref::validate_domain(domain)
-            .map_err(|e| format!("{s:?}: {}", image_ref::ParseError::describe(&e)))?;
+        let describe = |e| format!("{s:?}: {}", image_ref::ParseError::describe(&e));
+        image_ref::validate_domain(domain).map_err(describe)?;
+        image_ref::canonical_port(image_ref::split_port(domain).1).map_err(describe)?;
         if !prefix.is_empty() {
-            image_ref::validate_path(prefix)
-                .map_err(|e| format!("{s:?}: {}", image_ref::ParseError::describe(&e)))?;
+            image_ref::validate_path(prefix).map_err(describe)?;
         }
         Ok(Target {
             raw: s.to_string(),
             domain: domain.to_string(),
             prefix: prefix.to_string(),
+            pattern: RegistryPattern::parse(s)?,
         })
     }
 
-    /// Whether the image already lives under this target.
+    /// Whether the image already lives under this target (by identity).
     fn holds(&self, r: &ImageRef) -> bool {
-        r.domain().eq_ignore_ascii_case(&self.domain)
-            && (self.prefix.is_empty()
-                || r.path()
-                    .strip_prefix(self.prefix.as_str())
-                    .is_some_and(|rest| rest.starts_with('/')))
+        self.pattern.matches(r)
     }
 
-    fn rewrite(&self, r: &ImageRef) -> String {
-        r.with_domain_and_prefix(&self.domain, &self.prefix)
+    /// True when one target lies in the other: names rewritten to one could
+    /// also be rewritten to the other, from another source.
+    fn overlaps(&self, other: &Target) -> bool {
+        let inside = |a: &Target, b: &Target| {
+            ImageRef::parse(&format!("{}/x", a.raw)).is_ok_and(|r| b.pattern.matches(&r))
+        };
+        inside(self, other) || inside(other, self)
+    }
+
+    /// The root as a registry pattern.
+    pub fn pattern(&self) -> &RegistryPattern {
+        &self.pattern
+    }
+
+    fn mirror_back(&self, upstream: Upstream) -> MirrorBack {
+        MirrorBack::new(&self.domain, &self.prefix, upstream)
+    }
+}
+
+/// How `rewriteRegistry` names a moved image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Layout {
+    /// `target/<registry>/<path>`, and Docker Hub images `target/<path>`
+    /// (a pull-through cache's layout): two sources never share a name, and
+    /// the upstream can be read back from it.
+    #[default]
+    ByRegistry,
+    /// `target/<path>` for every source: `quay.io/team/app` and
+    /// `docker.io/team/app` become one name (the older project's way; the
+    /// README says what it risks).
+    Flat,
+}
+
+impl Layout {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "by-registry" => Ok(Layout::ByRegistry),
+            "flat" => Ok(Layout::Flat),
+            other => Err(format!("{other:?} is not \"by-registry\" or \"flat\"")),
+        }
     }
 }
 
@@ -96,6 +134,7 @@ impl Target {
 pub struct MutateConfig {
     /// Move every image here (unless ignored or mirrored elsewhere).
     pub rewrite_registry: Option<Target>,
+    pub rewrite_layout: Layout,
     /// Per source registry (`host[:port]`, lowercase): where its images go.
     pub registry_mirrors: Vec<(String, Target)>,
     /// Images never rewritten.
@@ -112,6 +151,50 @@ pub struct MutateConfig {
 }
 
 impl MutateConfig {
+    /// The registry roots the rewrites fill, with the images they mirror,
+    /// for the policy to judge a mirrored name by its upstream. A flat
+    /// rewrite cannot be read back and is left out.
+    pub fn mirrors_back(&self) -> Vec<MirrorBack> {
+        let mut out: Vec<MirrorBack> = self
+            .registry_mirrors
+            .iter()
+            .map(|(from, to)| to.mirror_back(Upstream::Registry(from.clone())))
+            .collect();
+        if let Some(t) = &self.rewrite_registry
+            && self.rewrite_layout == Layout::ByRegistry
+        {
+            out.push(t.mirror_back(Upstream::ByRegistry));
+        }
+        out
+    }
+
+    /// Targets that overlap, so that two sources could share a name.
+    pub fn overlapping_targets(&self) -> Vec<String> {
+        let all: Vec<&Target> = self
+            .registry_mirrors
+            .iter()
+            .map(|(_, t)| t)
+            .chain(&self.rewrite_registry)
+            .collect();
+        let mut out = Vec::new();
+        for (i, a) in all.iter().enumerate() {
+            for b in &all[i + 1..] {
+                if a.overlaps(b) {
+                    out.push(format!(
+                        "targets {:?} and {:?} overlap: images of two registries could get the same name; give each its own registry or path",
+                        a.raw, b.raw
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    /// True when images may be moved to another registry.
+    pub fn rewrites(&self) -> bool {
+        self.rewrite_registry.is_some() || !self.registry_mirrors.is_empty()
+    }
+
     /// True when no mutation is configured at all.
     pub fn is_empty(&self) -> bool {
         self.rewrite_registry.is_none()
@@ -314,13 +397,6 @@ pub fn rewrite_image(cfg: &MutateConfig, image: &str) -> Option<String> {
     if cfg.ignored_registries.iter().any(|p| p.matches(&r)) {
         return None;
     }
-    let domain = r.domain().to_ascii_lowercase();
-    let target = cfg
-        .registry_mirrors
-        .iter()
-        .find(|(from, _)| *from == domain)
-        .map(|(_, to)| to)
-        .or(cfg.rewrite_registry.as_ref())?;
     let all_targets = cfg
         .registry_mirrors
         .iter()
@@ -329,7 +405,35 @@ pub fn rewrite_image(cfg: &MutateConfig, image: &str) -> Option<String> {
     if all_targets.into_iter().any(|t| t.holds(&r)) {
         return None;
     }
-    Some(target.rewrite(&r))
+    let source = mirror_key(&r);
+    if let Some((_, to)) = cfg
+        .registry_mirrors
+        .iter()
+        .find(|(from, _)| *from == source)
+    {
+        return Some(r.with_domain_and_prefix(&to.domain, &to.prefix));
+    }
+    let target = cfg.rewrite_registry.as_ref()?;
+    if cfg.rewrite_layout == Layout::Flat || r.registry_host() == image_ref::DOCKER_HUB {
+        return Some(r.with_domain_and_prefix(&target.domain, &target.prefix));
+    }
+    // A registry that cannot be named in a path is left where it is.
+    let component = policy::registry_component(&r)?;
+    let prefix = if target.prefix.is_empty() {
+        component
+    } else {
+        format!("{}/{component}", target.prefix)
+    };
+    Some(r.with_domain_and_prefix(&target.domain, &prefix))
+}
+
+/// A reference's registry as `registryMirrors` keys are written: identity
+/// and port (`docker.io`, `registry.local:5000`).
+pub fn mirror_key(r: &ImageRef) -> String {
+    match r.registry_port() {
+        Some(p) => format!("{}:{p}", r.registry_host()),
+        None => r.registry_host().to_string(),
+    }
 }
 
 fn pull_secrets(cfg: &MutateConfig, pod: &Value, base: &str, m: &mut Mutation) {
@@ -497,14 +601,29 @@ mod tests {
         let mut c = cfg();
         c.ignored_registries = vec![RegistryPattern::parse("registry.k8s.io").unwrap()];
         let digest_ref = format!("ghcr.io/org/app:v1@{D}");
-        let digest_out = format!("mirror.example.com/org/app:v1@{D}");
+        let digest_out = format!("mirror.example.com/ghcr.io/org/app:v1@{D}");
         let cases: Vec<(&str, Option<&str>)> = vec![
             ("nginx:1.27", Some("mirror.example.com/library/nginx:1.27")),
             ("nginx", Some("mirror.example.com/library/nginx")), // no tag added
-            ("quay.io/team/app:1", Some("mirror.example.com/team/app:1")),
-            ("registry:5000/app", Some("mirror.example.com/app")), // ':' makes it a registry
-            ("localhost/app:2", Some("mirror.example.com/app:2")),
-            ("[::1]:5000/app:2", Some("mirror.example.com/app:2")),
+            ("team/app:1", Some("mirror.example.com/team/app:1")), // Docker Hub: its layout
+            (
+                "quay.io/team/app:1",
+                Some("mirror.example.com/quay.io/team/app:1"),
+            ),
+            (
+                "QUAY.IO/team/app:1",
+                Some("mirror.example.com/quay.io/team/app:1"),
+            ), // identity
+            (
+                "registry:5000/app",
+                Some("mirror.example.com/registry_5000/app"),
+            ),
+            (
+                "registry.local:05000/app",
+                Some("mirror.example.com/registry.local_5000/app"),
+            ),
+            ("localhost/app:2", None), // no name a path could hold apart from Docker Hub's
+            ("[::1]:5000/app:2", None),
             (&digest_ref, Some(&digest_out)),
             ("mirror.example.com/library/nginx:1", None), // already there
             ("MIRROR.example.com/x:1", None),             // host case ignored
@@ -514,6 +633,59 @@ mod tests {
         for (image, want) in cases {
             assert_eq!(rewrite_image(&c, image).as_deref(), want, "{image}");
         }
+        // Flat, when chosen: the path only (different sources can collide).
+        c.rewrite_layout = Layout::Flat;
+        for (image, want) in [
+            ("quay.io/team/app:1", "mirror.example.com/team/app:1"),
+            ("team/app:1", "mirror.example.com/team/app:1"),
+            ("localhost/app:2", "mirror.example.com/app:2"),
+        ] {
+            assert_eq!(rewrite_image(&c, image).as_deref(), Some(want), "{image}");
+        }
+    }
+
+    /// By registry, two different images never get one name.
+    #[test]
+    fn rewritten_names_are_distinct() {
+        let c = cfg();
+        let sources = [
+            "docker.io/team/app:1",
+            "quay.io/team/app:1",
+            "ghcr.io/team/app:1",
+            "registry.local:5000/team/app:1",
+            "registry.local/team/app:1",
+            "docker.io/quay/team/app:1",
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for s in sources {
+            let out = rewrite_image(&c, s).unwrap();
+            assert!(seen.insert(out.clone()), "{s} collides at {out}");
+        }
+    }
+
+    #[test]
+    fn overlapping_targets_are_found() {
+        let c = MutateConfig {
+            rewrite_registry: Some(Target::parse("mirror.example.com").unwrap()),
+            registry_mirrors: vec![
+                (
+                    "quay.io".into(),
+                    Target::parse("mirror.example.com/quay").unwrap(),
+                ),
+                (
+                    "ghcr.io".into(),
+                    Target::parse("other.example.com/ghcr").unwrap(),
+                ),
+                (
+                    "gcr.io".into(),
+                    Target::parse("other.example.com/ghcr/x").unwrap(),
+                ),
+            ],
+            ..MutateConfig::default()
+        };
+        let found = c.overlapping_targets();
+        assert_eq!(found.len(), 2, "{found:#?}");
+        assert!(found[0].contains("\"mirror.example.com/quay\" and \"mirror.example.com\""));
     }
 
     #[test]

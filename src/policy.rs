@@ -43,6 +43,107 @@ pub struct Policy {
     pub exempt_namespaces: Vec<NamespacePattern>,
     /// Honour `*.image-policy.k8s.io/<ticket>: break-glass` annotations.
     pub break_glass: bool,
+    /// Registry roots the mutations fill with mirrored images: an image
+    /// there is judged by the upstream name it mirrors, since rules are
+    /// written about the images users write (built from the mutate
+    /// configuration).
+    pub mirrors: Vec<MirrorBack>,
+}
+
+/// A registry root holding mirrored images, and how a name there maps back
+/// to the image it mirrors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorBack {
+    /// Registry identity (`image_ref::canonical_host`) and port.
+    host: String,
+    port: Option<u16>,
+    /// Path prefix below which everything is a mirror (empty: all).
+    prefix: String,
+    upstream: Upstream,
+}
+
+/// What a mirror root mirrors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upstream {
+    /// One registry (`host[:port]`), path for path.
+    Registry(String),
+    /// Any registry: the first path component names it (`quay.io`,
+    /// `registry.local_5000` for a port), and a component without `.` or
+    /// `_` starts a Docker Hub path — Docker Hub names have neither.
+    ByRegistry,
+}
+
+/// The path component that names a registry below a by-registry mirror:
+/// the identity, with `_port` (a host has no `_`, a Docker Hub name neither
+/// `.` nor `_`, so the encoding is one-to-one). `None` for hosts it cannot
+/// encode that way (IPv6 literals; a dotless host without a port).
+pub fn registry_component(r: &ImageRef) -> Option<String> {
+    let host = r.registry_host();
+    if host.starts_with('[') {
+        return None;
+    }
+    let c = match r.registry_port() {
+        Some(p) => format!("{host}_{p}"),
+        None if host.contains('.') => host.to_string(),
+        None => return None,
+    };
+    image_ref::validate_path(&c).ok().map(|()| c)
+}
+
+impl MirrorBack {
+    /// `domain` is `host[:port]` as configured; `prefix` may be empty.
+    pub fn new(domain: &str, prefix: &str, upstream: Upstream) -> Self {
+        let (host, port) = image_ref::split_port(domain);
+        MirrorBack {
+            host: image_ref::canonical_host(host),
+            port: image_ref::canonical_port(port).unwrap_or(None),
+            prefix: prefix.to_string(),
+            upstream,
+        }
+    }
+
+    /// True when `pattern` names this root or something inside it: such
+    /// an entry can never match, as images here are judged upstream.
+    pub fn covers(&self, pattern: &RegistryPattern) -> bool {
+        let HostPattern::Exact(h) = &pattern.host else {
+            return false;
+        };
+        let port_ok = pattern.port.is_none() || pattern.port == self.port;
+        let path_ok = match &pattern.path {
+            PathPattern::Any => self.prefix.is_empty(),
+            PathPattern::Prefix(p) | PathPattern::Glob(p) => {
+                self.prefix.is_empty()
+                    || p == &self.prefix
+                    || p.strip_prefix(self.prefix.as_str())
+                        .is_some_and(|rest| rest.starts_with('/'))
+            }
+        };
+        *h == self.host && port_ok && path_ok
+    }
+
+    /// The image `r` mirrors, if it lies below this root.
+    fn upstream_of(&self, r: &ImageRef) -> Option<String> {
+        if r.registry_host() != self.host || r.registry_port() != self.port {
+            return None;
+        }
+        let rest = if self.prefix.is_empty() {
+            r.path()
+        } else {
+            r.path()
+                .strip_prefix(self.prefix.as_str())?
+                .strip_prefix('/')?
+        };
+        let name = match &self.upstream {
+            Upstream::Registry(domain) => format!("{domain}/{rest}"),
+            Upstream::ByRegistry => match rest.split_once('/') {
+                Some((first, below)) if first.contains(['.', '_']) => {
+                    format!("{}/{below}", first.replacen('_', ":", 1))
+                }
+                _ => format!("{}/{rest}", image_ref::DOCKER_HUB),
+            },
+        };
+        Some(name + &r.tag_and_digest())
+    }
 }
 
 impl Default for Policy {
@@ -56,6 +157,7 @@ impl Default for Policy {
             exempt_images: Vec::new(),
             exempt_namespaces: Vec::new(),
             break_glass: false,
+            mirrors: Vec::new(),
         }
     }
 }
@@ -247,7 +349,30 @@ impl Policy {
     /// All rules for one image, without the words (which name the
     /// container and are written by [`Policy::render`]).
     fn assess(&self, image: &str) -> Assessment {
-        let r = match ImageRef::parse(image) {
+        let parsed = ImageRef::parse(image).map(|r| {
+            // A mirrored image is judged as the image it mirrors.
+            match self.mirrors.iter().find_map(|m| m.upstream_of(&r)) {
+                Some(up) => ImageRef::parse(&up).map_err(|_| up),
+                None => Ok(r),
+            }
+        });
+        let r = match parsed {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(up)) => {
+                return Assessment {
+                    normalized: None,
+                    exempted_by: None,
+                    failures: vec![(
+                        Rule::InvalidReference,
+                        format!(
+                            "it lies in a registry mirror, and the image it mirrors ({up:?}) is not a valid reference"
+                        ),
+                    )],
+                };
+            }
+            Err(e) => Err(e),
+        };
+        let r = match r {
             Ok(r) => r,
             Err(e) => {
                 // Not a tag rule: no tag or exemption option lets an ID through.

@@ -172,8 +172,12 @@ fn mutate_golden() {
         }
         assert_eq!(got["apiVersion"], req["apiVersion"], "{name}");
         assert_eq!(got["response"]["uid"], req["request"]["uid"], "{name}");
-        // A mutating webhook never denies.
-        assert_eq!(got["response"]["allowed"], true, "{name}");
+        // It denies only what the policy refuses as written (before rewriting).
+        assert_eq!(
+            got["response"]["allowed"],
+            !name.contains("denied"),
+            "{name}"
+        );
         let response = got["response"].as_object_mut().unwrap();
         // Both or neither, and never `patch: null`.
         assert_eq!(

@@ -22,6 +22,14 @@ fn apply(object: &Value, patch: &Value) -> Value {
     out
 }
 
+/// The pod of `kubectl run --image=<image>`, as the apiserver sends it.
+fn pod_review(image: &str) -> Value {
+    let body = std::fs::read(fixtures().join("admission/pod-create-allowed.request.json")).unwrap();
+    let mut review: Value = serde_json::from_slice(&body).unwrap();
+    review["request"]["object"]["spec"]["containers"][0]["image"] = image.into();
+    review
+}
+
 #[test]
 fn mutate_over_tls_and_validate_never_patches() {
     let (pki, server) = tls_server(
@@ -33,15 +41,15 @@ fn mutate_over_tls_and_validate_never_patches() {
             "regcred",
             "--image-pull-policy=Always",
             "--allow-registry",
-            "mirror.example.com",
+            "docker.io/library",
         ],
     );
-    let body =
-        std::fs::read(fixtures().join("admission/pod-create-init-container-untagged.request.json"))
-            .unwrap();
-    let request: Value = serde_json::from_slice(&body).unwrap();
     let mut c = Client::tls(server.addr, client_config(&pki.ca_file, None)).unwrap();
-    let reply = c.post("/mutate?timeout=10s", &body).unwrap().json();
+    let request = pod_review("nginx:1.27");
+    let reply = c
+        .post("/mutate?timeout=10s", request.to_string().as_bytes())
+        .unwrap()
+        .json();
     assert_eq!(reply["response"]["allowed"], true);
     assert_eq!(reply["response"]["patchType"], "JSONPatch");
     let pod = apply(&request["request"]["object"], &decode_patch(&reply));
@@ -49,21 +57,13 @@ fn mutate_over_tls_and_validate_never_patches() {
         pod["spec"]["containers"][0]["image"],
         "mirror.example.com/library/nginx:1.27"
     );
-    assert_eq!(
-        pod["spec"]["initContainers"][0]["image"],
-        "mirror.example.com/library/busybox"
-    );
-    assert_eq!(
-        pod["spec"]["initContainers"][0]["imagePullPolicy"],
-        "Always"
-    );
+    assert_eq!(pod["spec"]["containers"][0]["imagePullPolicy"], "Always");
     assert_eq!(
         pod["spec"]["imagePullSecrets"],
         serde_json::json!([{"name": "regcred"}])
     );
-
-    // The combined setup: the mutated pod, validated, passes the allow list
-    // except for the untagged image; the original would not.
+    // The mutated pod, validated: judged as the image it mirrors, which the
+    // allow list names; no patch from /validate.
     let mut review = request.clone();
     review["request"]["object"] = pod;
     let v = c
@@ -71,23 +71,123 @@ fn mutate_over_tls_and_validate_never_patches() {
         .unwrap()
         .json();
     assert!(v["response"].get("patch").is_none());
-    let message = v["response"]["status"]["message"].as_str().unwrap();
-    assert!(
-        message.contains("mirror.example.com/library/busybox") && message.contains("has no tag"),
-        "{message}"
-    );
-    assert!(!message.contains("allowedRegistries"), "{message}");
-    let v = c.post("/validate", &body).unwrap().json();
-    assert!(
-        v["response"]["status"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("not in allowedRegistries")
-    );
+    assert_eq!(v["response"]["allowed"], true, "{v}");
     server.wait_for_log(
         "/mutate: patched CREATE Pod default/v-127",
         std::time::Duration::from_secs(2),
     );
+
+    // What the policy refuses as written is refused by /mutate, unpatched.
+    let body =
+        std::fs::read(fixtures().join("admission/pod-create-init-container-untagged.request.json"))
+            .unwrap();
+    let v = c.post("/mutate", &body).unwrap().json();
+    assert_eq!(v["response"]["allowed"], false, "{v}");
+    assert!(v["response"].get("patch").is_none());
+    let message = v["response"]["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("image \"busybox\" has no tag"),
+        "{message}"
+    );
+}
+
+/// The second outside review's case: rules about upstream registries must
+/// hold behind a rewrite, at /mutate and at /validate.
+#[test]
+fn rules_about_upstream_registries_hold_behind_a_rewrite() {
+    let pki = Pki::new("mutate-upstream");
+    let (cert, key) = pki.server("server");
+    // The review's policy names the mirror in the allow list: an entry that
+    // can never match (mirrored names are judged upstream), so refused.
+    let policy = pki.dir.join("policy.json");
+    std::fs::write(
+        &policy,
+        r#"{"allowedRegistries":["mirror.example.com","docker.io/library"],"deniedRegistries":["docker.io/evilcorp","quay.io"],"mutate":{"rewriteRegistry":"mirror.example.com"}}"#,
+    )
+    .unwrap();
+    let out = run(
+        &["check", "--policy", policy.to_str().unwrap(), "nginx:1.27"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(
+            "allowedRegistries: \"mirror.example.com\" names a registry the mutations fill"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::write(
+        &policy,
+        r#"{"allowedRegistries":["docker.io/library"],"deniedRegistries":["docker.io/evilcorp","quay.io"],"mutate":{"rewriteRegistry":"mirror.example.com"}}"#,
+    )
+    .unwrap();
+    let server = crate::common::Server::start(&[
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--policy",
+        policy.to_str().unwrap(),
+    ]);
+    let mut c = Client::tls(server.addr, client_config(&pki.ca_file, None)).unwrap();
+    let denied = |c: &mut Client, path: &str, image: &str| -> String {
+        let v = c
+            .post(path, pod_review(image).to_string().as_bytes())
+            .unwrap()
+            .json();
+        assert_eq!(v["response"]["allowed"], false, "{path} {image}: {v}");
+        assert!(v["response"].get("patch").is_none());
+        v["response"]["status"]["message"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    // /mutate judges the image as written, before any rewrite.
+    let m = denied(&mut c, "/mutate", "quay.io/evilcorp/miner:1");
+    assert!(m.contains("deniedRegistries entry \"quay.io\""), "{m}");
+    // /validate judges a mirrored name by the image it mirrors.
+    for (image, entry) in [
+        ("mirror.example.com/quay.io/evilcorp/miner:1", "\"quay.io\""),
+        (
+            "mirror.example.com/evilcorp/miner:1",
+            "\"docker.io/evilcorp\"",
+        ),
+    ] {
+        let m = denied(&mut c, "/validate", image);
+        assert!(
+            m.contains(&format!("deniedRegistries entry {entry}")),
+            "{image}: {m}"
+        );
+    }
+    // check agrees.
+    let out = run(
+        &[
+            "check",
+            "--policy",
+            policy.to_str().unwrap(),
+            "quay.io/evilcorp/miner:1",
+            "mirror.example.com/quay.io/evilcorp/miner:1",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    // An allowed image goes through both.
+    let v = c
+        .post("/mutate", pod_review("nginx:1.27").to_string().as_bytes())
+        .unwrap()
+        .json();
+    assert_eq!(v["response"]["allowed"], true);
+    let v = c
+        .post(
+            "/validate",
+            pod_review("mirror.example.com/library/nginx:1.27")
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap()
+        .json();
+    assert_eq!(v["response"]["allowed"], true, "{v}");
 }
 
 #[test]
@@ -116,12 +216,18 @@ fn drop_in_for_the_environment_of_the_older_project() {
         decode_patch(&reply),
         serde_json::json!([{"op": "add", "path": "/spec/storageClassName", "value": "fast"}])
     );
-    let body = std::fs::read(fixtures().join("admission/pod-create-latest.request.json")).unwrap();
+    let body = std::fs::read(fixtures().join("admission/pod-create-allowed.request.json")).unwrap();
     let reply = c.post("/mutate", &body).unwrap().json();
     let patch = decode_patch(&reply).to_string();
     assert!(
-        patch.contains("mirror.example.com/library/nginx:latest") && patch.contains("regcred"),
+        patch.contains("mirror.example.com/library/nginx:1.27") && patch.contains("regcred"),
         "{patch}"
+    );
+    // The policy (default: no latest) is applied before the rewrite.
+    let body = std::fs::read(fixtures().join("admission/pod-create-latest.request.json")).unwrap();
+    assert_eq!(
+        c.post("/mutate", &body).unwrap().json()["response"]["allowed"],
+        false
     );
     child.kill().unwrap();
     child.wait().unwrap();

@@ -352,12 +352,30 @@ pub enum MutateOutcome {
     Unchanged(Mutation),
     /// The object could not be read; allowed unpatched (validation decides).
     Unreadable(String),
+    /// The policy refuses the images as written: denied before rewriting.
+    Denied {
+        request: Request,
+        decision: Decision,
+    },
 }
 
 /// Answers a mutating review: allowed, with a JSON Patch only when there is
 /// something to change (never `patch: null`).
-pub fn mutate(cfg: &MutateConfig, review: &Review) -> (Vec<u8>, MutateOutcome) {
+pub fn mutate(policy: &Policy, cfg: &MutateConfig, review: &Review) -> (Vec<u8>, MutateOutcome) {
     let req = &review.request;
+    // Rules are written about the images users write: judge those before
+    // any rewrite, or a rule naming the original registry could never
+    // match the rewritten name /validate sees.
+    if cfg.rewrites()
+        && let Ok(PodObjects::Pods { path, object, old }) = req.pod_objects()
+        && let Outcome::Decided { request, decision } =
+            judge_pod(policy, req, path, &object, old.as_deref())
+        && !decision.allowed
+    {
+        let response = Response::from_decision(&review.uid, &decision);
+        let reply = reply_bytes(review.api_version, response);
+        return (reply, MutateOutcome::Denied { request, decision });
+    }
     let decode = |raw: Option<&Raw>| -> Result<Option<serde_json::Value>, String> {
         raw.map(|r| {
             serde_json::from_str(r.get()).map_err(|e| format!("could not read the object: {e}"))

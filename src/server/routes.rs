@@ -202,7 +202,7 @@ fn mutate(shared: &Shared, body: &[u8]) -> (Response, Counted) {
         }
     };
     let rules = shared.rules();
-    let (reply, outcome) = admission::mutate(&rules.mutate, &review);
+    let (reply, outcome) = admission::mutate(&rules.policy, &rules.mutate, &review);
     let what = review.request.summary().to_string();
     match &outcome {
         admission::MutateOutcome::Patched(m) => {
@@ -224,6 +224,10 @@ fn mutate(shared: &Shared, body: &[u8]) -> (Response, Counted) {
             );
         }
         admission::MutateOutcome::Unreadable(e) => warn!("/mutate: {what}: allowed unpatched: {e}"),
+        admission::MutateOutcome::Denied { request, decision } => {
+            log_decision("/mutate", &what, request, decision);
+            return (Response::json(reply), Counted::Denied);
+        }
     }
     (Response::json(reply), Counted::Allowed)
 }
