@@ -712,6 +712,13 @@ pub mod defaults {
     /// The apiserver caps objects at about 3 MB and an UPDATE review holds
     /// two of them.
     pub const MAX_BODY: usize = 7 * 1024 * 1024;
+    /// An ImageReview is built by the apiserver from a pod of up to 3 MiB
+    /// with Go's JSON encoder, which writes `<`, `>` and `&` as six-byte
+    /// escapes: up to six times the pod, plus headroom. (A 1.3 MB pod of
+    /// `<<<` is a 7.8 MB review; refusing it would make the apiserver fall
+    /// back to `defaultAllow`.)
+    pub const MAX_IMAGE_REVIEW_BODY: usize = 20 * 1024 * 1024;
+    pub const PATH_BODY_CAPS: &[(&str, usize)] = &[("/image_policy", MAX_IMAGE_REVIEW_BODY)];
     /// Request bodies held at once by all connections: dozens of large
     /// UPDATE reviews, and well inside the Deployment's 256 MiB limit (the
     /// read buffer may hold a second copy briefly).
@@ -899,6 +906,7 @@ pub fn serve_settings(a: &crate::cli::ServeArgs) -> Result<crate::server::Settin
             limits: Limits {
                 max_head: defaults::MAX_HEAD,
                 max_body: defaults::MAX_BODY,
+                path_caps: defaults::PATH_BODY_CAPS,
                 request_timeout,
                 idle_timeout,
                 write_timeout: defaults::WRITE_TIMEOUT,

@@ -41,6 +41,7 @@ pub fn image_ref(data: &[u8]) {
 const FUZZ_LIMITS: Limits = Limits {
     max_head: 2048,
     max_body: 4096,
+    path_caps: &[("/image_policy", 8192)],
     request_timeout: Duration::from_secs(5),
     idle_timeout: Duration::from_secs(5),
     write_timeout: Duration::from_secs(5),
@@ -60,7 +61,7 @@ pub fn http_request(data: &[u8]) {
     for _ in 0..32 {
         match conn.read_request() {
             Ok(req) => {
-                assert!(req.body.len() <= FUZZ_LIMITS.max_body);
+                assert!(req.body.len() <= FUZZ_LIMITS.body_cap(&req.path));
                 assert!(!req.path.contains('?'));
             }
             Err(ReadError::Reject(code, _)) => {

@@ -49,7 +49,7 @@ pub struct ApiserverArgs {
     /// folder with ca.crt, tls.crt, apiserver-client.crt and apiserver-client.key (from `image-bouncer certs`)
     #[argh(option)]
     pub pki: String,
-    /// admit pods when the webhook cannot be reached (default: refuse them)
+    /// admit pods on every webhook error: unreachable, timed out, any non-200 answer (default: refuse them; allowing fails open)
     #[argh(switch)]
     pub default_allow: bool,
     /// folder to write admission-config.yaml and kubeconfig.yaml into, and where the apiserver will read them (default /etc/kubernetes/image-bouncer)

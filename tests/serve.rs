@@ -127,7 +127,7 @@ fn image_review_refusals_are_200_denials() {
     let config = client_config(&pki.ca_file, None);
     let cases: [(&[u8], &str); 4] = [
         (
-            b"POST /image_policy HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 10485760\r\n\r\n",
+            b"POST /image_policy HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 31457280\r\n\r\n",
             "request refused (413)",
         ),
         (
@@ -154,6 +154,26 @@ fn image_review_refusals_are_200_denials() {
         let reason = v["status"]["reason"].as_str().unwrap();
         assert!(reason.contains(want), "{want}: {reason}");
     }
+    // The second review's case: a 1.3 MB pod whose padding image is `<<<...`,
+    // which the apiserver's encoder writes as six-byte escapes: a 7.8 MB
+    // ImageReview. It is read and judged (denied), not refused with a 413
+    // that the apiserver would turn into defaultAllow.
+    let mut big = br#"{"apiVersion":"imagepolicy.k8s.io/v1alpha1","kind":"ImageReview","spec":{"containers":[{"image":"evil.io/miner:latest"},{"image":""#.to_vec();
+    for _ in 0..1_300_000 {
+        big.extend_from_slice(b"\\u003c");
+    }
+    big.extend_from_slice(br#""}],"namespace":"default"}}"#);
+    assert!(big.len() > 7_800_000);
+    let mut c = Client::tls(server.addr, config.clone()).unwrap();
+    let r = c.post("/image_policy", &big).unwrap();
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    assert_eq!(v["status"]["allowed"], false);
+    let reason = v["status"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("evil.io/miner:latest; the latest tag is not allowed"),
+        "{reason}"
+    );
     // Other endpoints keep their HTTP status.
     let mut c = Client::tls(server.addr, config).unwrap();
     let r = c

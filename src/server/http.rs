@@ -35,12 +35,24 @@ pub struct Limits {
     pub max_head: usize,
     /// Decoded body.
     pub max_body: usize,
+    /// Paths with a cap of their own instead of `max_body`.
+    pub path_caps: &'static [(&'static str, usize)],
     /// From the first byte of a request to its last.
     pub request_timeout: Duration,
     /// Between requests on a keep-alive connection.
     pub idle_timeout: Duration,
     /// For one response to be written.
     pub write_timeout: Duration,
+}
+
+impl Limits {
+    /// The body cap of a path.
+    pub fn body_cap(&self, path: &str) -> usize {
+        self.path_caps
+            .iter()
+            .find(|(p, _)| *p == path)
+            .map_or(self.max_body, |(_, cap)| *cap)
+    }
 }
 
 /// A byte stream whose timeouts we can set: a TCP socket, TLS over one, or
@@ -527,16 +539,15 @@ impl<T: Transport> Conn<T> {
         let mut permit = None;
         let (body, consumed) = if head.chunked {
             self.send_continue(&head)?;
-            self.read_chunked(head.len, deadline, &mut permit)?
+            let cap = self.limits.body_cap(&head.path);
+            self.read_chunked(head.len, cap, deadline, &mut permit)?
         } else {
             let n = head.content_length.unwrap_or(0);
-            if n > self.limits.max_body {
+            let cap = self.limits.body_cap(&head.path);
+            if n > cap {
                 return Err(ReadError::Reject(
                     413,
-                    format!(
-                        "request body of {n} bytes is larger than the limit of {} bytes",
-                        self.limits.max_body
-                    ),
+                    format!("request body of {n} bytes is larger than the limit of {cap} bytes"),
                 ));
             }
             if n > 0 {
@@ -626,6 +637,7 @@ impl<T: Transport> Conn<T> {
     fn read_chunked(
         &mut self,
         start: usize,
+        cap: usize,
         deadline: Instant,
         permit: &mut Option<BodyPermit>,
     ) -> Result<(Vec<u8>, usize), ReadError> {
@@ -646,13 +658,10 @@ impl<T: Transport> Conn<T> {
             };
             pos += size_len;
             let size = usize::try_from(size).unwrap_or(usize::MAX);
-            if size > self.limits.max_body.saturating_sub(body.len()) {
+            if size > cap.saturating_sub(body.len()) {
                 return Err(ReadError::Reject(
                     413,
-                    format!(
-                        "chunked request body is larger than the limit of {} bytes",
-                        self.limits.max_body
-                    ),
+                    format!("chunked request body is larger than the limit of {cap} bytes"),
                 ));
             }
             if size == 0 {
@@ -873,6 +882,7 @@ mod tests {
     const LIMITS: Limits = Limits {
         max_head: 1024,
         max_body: 64,
+        path_caps: &[("/big", 128)],
         request_timeout: Duration::from_millis(300),
         idle_timeout: Duration::from_millis(300),
         write_timeout: Duration::from_secs(1),
@@ -1004,6 +1014,23 @@ mod tests {
         );
         let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(2000));
         assert!(one(&big).unwrap_err().starts_with("431"));
+    }
+
+    #[test]
+    fn a_path_can_have_its_own_body_cap() {
+        let req = |path: &str, n: usize| {
+            let raw = format!(
+                "POST {path} HTTP/1.1\r\nContent-Length: {n}\r\n\r\n{}",
+                "x".repeat(n)
+            );
+            Conn::new(MemoryTransport::new([raw.into_bytes()]), LIMITS)
+                .unwrap()
+                .read_request()
+                .map(|r| r.body.len())
+        };
+        assert_eq!(req("/big", 100).unwrap(), 100);
+        assert!(matches!(req("/big", 129), Err(ReadError::Reject(413, _))));
+        assert!(matches!(req("/other", 100), Err(ReadError::Reject(413, _))));
     }
 
     #[test]
