@@ -1233,8 +1233,10 @@ mod tests {
     }
 
     fn rules(text: &str, flags: PolicyFlags, env: &[(&str, &str)]) -> Result<Rules, ConfigError> {
-        let dir =
-            std::env::temp_dir().join(format!("ib-rules-{}-{}", std::process::id(), text.len()));
+        // One folder per call: tests run in parallel.
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("ib-rules-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("policy.json");
         std::fs::write(&file, text).unwrap();
