@@ -2,13 +2,11 @@
 //! certificate and a client certificate for the apiserver, ECDSA P-256.
 //!
 //! Kept deliberately small: no renewal, no CSR flow. Keys never leave the
-//! output folder and are written mode 0600; existing files are only
-//! replaced with `--force`.
+//! output folder and are written mode 0600 (safely: `files.rs`); existing
+//! files are only replaced with `--force`.
 
 use std::fmt;
-use std::io::Write;
 use std::net::IpAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -188,22 +186,23 @@ pub fn files(set: &CertSet) -> [(&'static str, &str, bool); 6] {
     ]
 }
 
-/// Writes a set into `dir` (created if needed): keys 0600, certificates
-/// 0644. Without `force`, refuses if any of the files exists, before
-/// writing anything.
+/// Writes a set into `dir` (created 0700 if needed, else checked with
+/// `files::private_dir`): keys 0600, certificates 0644, each atomically.
+/// Without `force`, refuses if any of the files (or a symlink in its place)
+/// exists, before writing anything.
 pub fn write(dir: &Path, set: &CertSet, force: bool) -> Result<Vec<PathBuf>, CertError> {
     let all = files(set);
     if !force {
         let existing: Vec<PathBuf> = all
             .iter()
             .map(|(n, _, _)| dir.join(n))
-            .filter(|p| p.exists())
+            .filter(|p| crate::files::exists(p))
             .collect();
         if !existing.is_empty() {
             return Err(CertError::Exists(existing));
         }
     }
-    std::fs::create_dir_all(dir).map_err(|e| CertError::Write(dir.to_path_buf(), e))?;
+    crate::files::private_dir(dir).map_err(|e| CertError::Write(dir.to_path_buf(), e))?;
     let mut written = Vec::new();
     for (name, pem, secret) in all {
         let path = dir.join(name);
@@ -213,21 +212,10 @@ pub fn write(dir: &Path, set: &CertSet, force: bool) -> Result<Vec<PathBuf>, Cer
     Ok(written)
 }
 
-/// Writes a file with `mode`, replacing it; the mode is also enforced on a
-/// file that existed with looser permissions.
+/// Writes a file atomically with `mode` (see `files::write_atomic`).
 pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CertError> {
-    use std::os::unix::fs::PermissionsExt;
-    let err = |e| CertError::Write(path.to_path_buf(), e);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(path)
-        .map_err(err)?;
-    f.set_permissions(std::fs::Permissions::from_mode(mode))
-        .map_err(err)?;
-    f.write_all(bytes).map_err(err)
+    crate::files::write_atomic(path, bytes, mode)
+        .map_err(|e| CertError::Write(path.to_path_buf(), e))
 }
 
 #[cfg(test)]

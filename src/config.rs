@@ -928,7 +928,6 @@ fn make_self_signed(
     client_ca: Option<&String>,
 ) -> Result<crate::server::tls::TlsFiles, String> {
     use crate::certs;
-    use std::os::unix::fs::PermissionsExt;
     let set = certs::generate(
         &["localhost".to_string()],
         &[
@@ -938,12 +937,12 @@ fn make_self_signed(
         30,
     )
     .map_err(|e| e.to_string())?;
-    let dir =
-        std::env::temp_dir().join(format!("image-bouncer-self-signed-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| format!("{}: {e}", dir.display()))?;
-    certs::write(&dir, &set, true).map_err(|e| e.to_string())?;
+    // A new folder with a random name, never one made beforehand by
+    // someone who could then read the keys or swap the certificate.
+    let tmp = std::env::temp_dir();
+    let dir = crate::files::fresh_private_dir(&tmp, "image-bouncer-self-signed-")
+        .map_err(|e| format!("{}: cannot create a private folder: {e}", tmp.display()))?;
+    certs::write(&dir, &set, false).map_err(|e| e.to_string())?;
     let ca_path = PathBuf::from(ca_out.unwrap_or("image-bouncer-ca.crt"));
     certs::write_file(&ca_path, set.ca_cert.as_bytes(), 0o644).map_err(|e| e.to_string())?;
     log::info!(

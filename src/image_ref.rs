@@ -39,7 +39,7 @@ const DOCKER_HUB_HOSTS: &[&str] = &[
 /// that no future algorithm opens the same door.
 const ID_ALGORITHMS: &[&str] = &["sha256", "sha384", "sha512", "blake3", "sha1", "md5"];
 /// The port an image reference without one is pulled from (HTTPS).
-const DEFAULT_PORT: u16 = 443;
+pub const DEFAULT_PORT: u16 = 443;
 /// Docker Hub's namespace for official images (`nginx` -> `library/nginx`).
 const OFFICIAL_NAMESPACE: &str = "library";
 /// Tag used when a reference has neither tag nor digest.
@@ -86,6 +86,8 @@ pub enum ErrorKind {
     Uppercase(String),
     NameTooLong(usize),
     Registry(String),
+    /// An IPv4 address not written as four plain decimal numbers.
+    NumericHost(String),
     Port(String),
     PathComponent(String),
     EmptyPathComponent,
@@ -129,6 +131,9 @@ impl ParseError {
             ErrorKind::Registry(r) => {
                 format!("registry host {r:?} is not a valid host name or bracketed IPv6 address")
             }
+            ErrorKind::NumericHost(h) => format!(
+                "registry host {h:?} is an IPv4 address in a form runtimes read differently (octal, hex or short); write it as four decimal numbers without leading zeros"
+            ),
             ErrorKind::Port(p) => format!("registry port {p:?} must be a number from 1 to 65535"),
             ErrorKind::PathComponent(c) => format!(
                 "path component {c:?} must be lowercase letters and digits separated by '.', '_', '__' or '-'"
@@ -393,10 +398,9 @@ fn is_image_id(input: &str) -> bool {
 /// (`docker.io`, `index.docker.io`, `registry-1.docker.io`,
 /// `registry.hub.docker.com`) are `docker.io`; an IPv6 literal in its RFC
 /// 5952 form (`[fd00:0::1]` is `[fd00::1]`), or as IPv4 when it is
-/// IPv4-mapped (`[::ffff:a00:5]` is `10.0.0.5`); an IPv4 address in any
-/// form the C resolver accepts (`010.0.0.5`, `0xa.0.0.5`, `10.5`,
-/// `167772165`) as a dotted quad. Two spellings with the same identity
-/// connect to the same server.
+/// IPv4-mapped (`[::ffff:a00:5]` is `10.0.0.5`). (IPv4 in other forms than
+/// a plain dotted quad is refused by [`validate_domain`].) Two spellings
+/// with the same identity connect to the same server.
 pub fn canonical_host(host: &str) -> String {
     let lower = host.to_ascii_lowercase();
     if DOCKER_HUB_HOSTS.contains(&lower.as_str()) {
@@ -413,13 +417,11 @@ pub fn canonical_host(host: &str) -> String {
             Err(_) => lower,
         };
     }
-    match loose_ipv4(&lower) {
-        Some(v4) => v4.to_string(),
-        None => lower,
-    }
+    lower
 }
 
-/// An IPv4 address as `inet_aton` reads it: one to four parts, each
+/// An IPv4 address as `inet_aton` reads it, to recognise one written in
+/// another form than a dotted quad: one to four parts, each
 /// decimal, octal (leading `0`) or hex (`0x`), the last filling the rest.
 fn loose_ipv4(s: &str) -> Option<std::net::Ipv4Addr> {
     let parts: Vec<&str> = s.split('.').collect();
@@ -487,6 +489,14 @@ pub fn validate_domain(domain: &str) -> Result<(), ErrorKind> {
     };
     if !host_ok {
         return Err(ErrorKind::Registry(host.to_string()));
+    }
+    // `010.0.0.5`, `0xa.0.0.5`, `10.5`: the C resolver reads them as
+    // addresses (octal, hex, short), older Go read `010` as decimal, newer
+    // Go asks DNS. No reading is safe to assume, so none is accepted.
+    if !host.starts_with('[')
+        && loose_ipv4(&host.to_ascii_lowercase()).is_some_and(|v4| v4.to_string() != host)
+    {
+        return Err(ErrorKind::NumericHost(host.to_string()));
     }
     if let Some(p) = port
         && (p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
@@ -774,6 +784,19 @@ mod tests {
             O("docker.io/library/app:0123456789abcdef0123456789abcdef01234567"),
         ), // a commit hash as a tag is fine
         ("registry:99999/app", E("registry port \"99999\"")),
+        // IPv4 only as a plain dotted quad: runtimes disagree on the rest.
+        (
+            "010.0.0.5/x:1",
+            E("registry host \"010.0.0.5\" is an IPv4 address in a form"),
+        ),
+        ("0x0a.0.0.5/x:1", E("in a form runtimes read differently")),
+        ("0XA.0.0.5/x:1", E("in a form runtimes read differently")),
+        ("10.5:5000/x:1", E("in a form runtimes read differently")),
+        (
+            "167772165:5000/x:1",
+            E("in a form runtimes read differently"),
+        ),
+        ("10.0.0.5:5000/x:1", O("10.0.0.5:5000/x:1")),
         ("registry:0/app", E("registry port \"0\"")),
         ("nginx:", E("tag \"\"")),
         (":justtag", E("empty component")),
@@ -869,11 +892,8 @@ mod tests {
         ("[2001:db8:0:0:1:0:0:1]/x:1", "[2001:db8::1:0:0:1]", None), // RFC 5952 4.2.3
         ("[::ffff:a00:5]/x:1", "10.0.0.5", None),                    // IPv4-mapped
         ("10.0.0.5:5000/x:1", "10.0.0.5", Some(5000)),
-        ("010.0.0.5/x:1", "8.0.0.5", None), // octal, as inet_aton reads it
-        ("0x0a.0.0.5/x:1", "10.0.0.5", None),
-        ("10.5:5000/x:1", "10.0.0.5", Some(5000)),
-        ("167772165:5000/x:1", "10.0.0.5", Some(5000)),
         ("10.0.0.256/x:1", "10.0.0.256", None), // not an address: a name
+        ("1.2.3.4.5/x:1", "1.2.3.4.5", None),
         ("localhost:5000/x:1", "localhost", Some(5000)),
     ];
 

@@ -11,6 +11,7 @@ pub mod certs;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod files;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod image_ref;

@@ -108,7 +108,9 @@ impl MirrorBack {
         let HostPattern::Exact(h) = &pattern.host else {
             return false;
         };
-        let port_ok = pattern.port.is_none() || pattern.port == self.port;
+        let port_ok = pattern
+            .port
+            .is_none_or(|p| p == self.port.unwrap_or(image_ref::DEFAULT_PORT));
         let path_ok = match &pattern.path {
             PathPattern::Any => self.prefix.is_empty(),
             PathPattern::Prefix(p) | PathPattern::Glob(p) => {
@@ -632,7 +634,7 @@ impl Decision {
 pub struct RegistryPattern {
     pub raw: String,
     host: HostPattern,
-    /// Canonical (`image_ref::canonical_port`): `None` is any port.
+    /// The port written, as a number (443 too); `None` is any port.
     port: Option<u16>,
     /// Empty: the whole registry.
     path: PathPattern,
@@ -686,7 +688,7 @@ impl NamespacePattern {
     }
 
     pub fn matches(&self, ns: &str) -> bool {
-        wildmatch::WildMatch::new(&self.0).matches(ns)
+        glob(&self.0, ns, false)
     }
 }
 
@@ -739,8 +741,10 @@ impl RegistryPattern {
         } else {
             image_ref::canonical_host(host)
         };
-        let port =
-            image_ref::canonical_port(port).map_err(|e| format!("{s:?}: {}", kind_text(&e)))?;
+        image_ref::canonical_port(port).map_err(|e| format!("{s:?}: {}", kind_text(&e)))?;
+        // A written port is that port only, 443 included (`canonical_port`
+        // would make it "absent", which here means any port).
+        let port = port.and_then(|p| p.parse::<u16>().ok());
         let path = match path {
             None => PathPattern::Any,
             Some(p) => {
@@ -792,8 +796,10 @@ impl RegistryPattern {
                 below(r.host(), suffix) || below(r.registry_host(), suffix)
             }
         };
-        // An entry without a port covers every port of that host.
-        host_ok && (self.port.is_none() || self.port == r.registry_port())
+        // An entry without a port covers every port of that host; an image
+        // without one is pulled from 443.
+        let image_port = r.registry_port().unwrap_or(image_ref::DEFAULT_PORT);
+        host_ok && self.port.is_none_or(|p| p == image_port)
     }
 
     /// The path: at or below a prefix, or the whole path exactly when
@@ -808,7 +814,8 @@ impl RegistryPattern {
                             .strip_prefix(p.as_str())
                             .is_some_and(|rest| rest.starts_with('/')))
             }
-            PathPattern::Glob(g) => wildmatch::WildMatch::new(g).matches(r.path()),
+            // One repository when pinned: `*` then stays within a component.
+            PathPattern::Glob(g) => glob(g, r.path(), exact),
         }
     }
 }
@@ -869,11 +876,44 @@ impl ImagePattern {
 
     pub fn matches(&self, r: &ImageRef) -> bool {
         let pinned = self.tag.is_some() || self.digest.is_some();
+        // A tag without a digest exempts what that tag names, not any
+        // digest written beside it (the runtime pulls the digest).
+        let digest_ok = match self.digest.as_deref() {
+            Some(d) => r.digest() == Some(d),
+            None => self.tag.is_none() || r.digest().is_none(),
+        };
         self.base.matches_registry(r)
             && self.base.matches_path(r, pinned)
             && self.tag.as_deref().is_none_or(|t| r.tag() == Some(t))
-            && self.digest.as_deref().is_none_or(|d| r.digest() == Some(d))
+            && digest_ok
     }
+}
+
+/// `*` patterns: `*` matches any run of characters, or with
+/// `within_component` any run without `/`. Nothing else is special.
+fn glob(pattern: &str, text: &str, within_component: bool) -> bool {
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    // Backtracking to the last `*` only: at most |p| * |t| steps.
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && p[pi] == b'*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == t[ti] {
+            pi += 1;
+            ti += 1;
+        } else if let Some((sp, st)) = star
+            && !(within_component && t[st] == b'/')
+        {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&b| b == b'*')
 }
 
 fn kind_text(kind: &image_ref::ErrorKind) -> String {
@@ -959,11 +999,11 @@ mod tests {
         ("[fd00::1]", "[fd00:0:0:0:0:0:0:1]/x:1", true),
         ("[fd00:0::1]:5000", "[fd00::1]:5000/x:1", true),
         ("[fd00::1]", "[fd00::2]/x:1", false),
-        ("10.0.0.5", "0x0a.0.0.5/x:1", true),
-        ("10.0.0.5", "167772165:5000/x:1", true),
         ("10.0.0.5", "[::ffff:a00:5]/x:1", true),
         ("10.0.0.5", "10.0.0.50/x:1", false),
         ("ghcr.io:443", "ghcr.io/a:1", true), // the default port
+        ("ghcr.io:443", "ghcr.io:443/a:1", true),
+        ("ghcr.io:443", "ghcr.io:5000/a:1", false), // 443 only, not any port
         ("registry:5000", "registry:05000/app:1", true),
     ];
 
@@ -1108,17 +1148,25 @@ mod tests {
             "[fd00:0::1]:5000/x:1",
             "[fd00:0:0:0:0:0:0:1]/x:1",
             "[FD00::0001]/x:1",
-            "010.0.0.5/x:1", // octal: 8.0.0.5, not denied
-            "0xa.0.0.5:5000/x:1",
-            "10.5/x:1",
             "[::ffff:a00:5]/x:1",
         ] {
             let d = decide(&p, &[image]);
-            let denied = d.images[0]
-                .violations
-                .iter()
-                .any(|v| v.rule == Rule::DeniedRegistry);
-            assert_eq!(denied, !image.starts_with("010."), "{image}");
+            let rules: Vec<Rule> = d.images[0].violations.iter().map(|v| v.rule).collect();
+            assert_eq!(rules, [Rule::DeniedRegistry], "{image}");
+        }
+        // Other IPv4 forms (which runtimes read differently) are refused.
+        for image in [
+            "010.0.0.5/x:1",
+            "0xa.0.0.5:5000/x:1",
+            "10.5/x:1",
+            "167772165:5000/x:1",
+        ] {
+            let d = decide(&p, &[image]);
+            assert_eq!(
+                d.images[0].violations[0].rule,
+                Rule::InvalidReference,
+                "{image}"
+            );
         }
     }
 
@@ -1197,6 +1245,15 @@ mod tests {
         ] {
             assert_eq!(exempt(image), want, "{image}");
         }
+        // A tag exempts what it names, not a digest written beside it.
+        let p = ImagePattern::parse("registry.k8s.io/pause:3.9").unwrap();
+        assert!(!p.matches(&ImageRef::parse(&format!("registry.k8s.io/pause:3.9@{D}")).unwrap()));
+        // `*` in a pinned entry stays within one path component.
+        let p = ImagePattern::parse("quay.io/acme/*:1").unwrap();
+        assert!(p.matches(&ImageRef::parse("quay.io/acme/x:1").unwrap()));
+        assert!(!p.matches(&ImageRef::parse("quay.io/acme/x/evil:1").unwrap()));
+        let p = ImagePattern::parse("ghcr.io/acme/*/debug").unwrap(); // unpinned: crosses `/`
+        assert!(p.matches(&ImageRef::parse("ghcr.io/acme/a/b/debug:1").unwrap()));
         for bad in [
             "registry.local:v1",
             &format!("10.0.0.5:5000@{D}"),
@@ -1363,6 +1420,23 @@ mod tests {
                 ..Request::default()
             };
             assert!(!p.decide(&req).allowed, "{k}={v}");
+        }
+    }
+
+    #[test]
+    fn globs() {
+        for (p, t, within, want) in [
+            ("*", "a/b", false, true),
+            ("*", "a/b", true, false),
+            ("a*c", "abbbc", true, true),
+            ("a*c", "abbbd", false, false),
+            ("team-*", "team-a", false, true),
+            ("team-*", "team", false, false),
+            ("*-x-*", "a-x-b", false, true),
+            ("", "", false, true),
+            ("a", "", false, false),
+        ] {
+            assert_eq!(glob(p, t, within), want, "{p} {t} {within}");
         }
     }
 

@@ -227,7 +227,7 @@ pub fn run_apiserver(a: &ApiserverArgs) -> Result<(), Error> {
     }
     let kubeconfig_path = out.join("kubeconfig.yaml");
     let admission_path = out.join("admission-config.yaml");
-    std::fs::create_dir_all(&out).map_err(|e| Error::Input(format!("{}: {e}", out.display())))?;
+    crate::files::private_dir(&out).map_err(|e| Error::Input(format!("{}: {e}", out.display())))?;
     let write = |p: &Path, text: &str, mode: u32| {
         certs::write_file(p, text.as_bytes(), mode).map_err(|e| Error::Input(e.to_string()))
     };
