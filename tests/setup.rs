@@ -372,10 +372,87 @@ fn config_webhook_prints_complete_configurations() {
     );
 }
 
+/// `certs` writes keys only where it means to: never through a symlink,
+/// never into a folder others can write to.
+#[test]
+fn certs_never_write_through_symlinks_or_into_open_folders() {
+    let dir = temp_dir("certs-safe");
+    let pki = dir.join("pki");
+    std::fs::create_dir(&pki).unwrap();
+    std::fs::set_permissions(&pki, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let elsewhere = dir.join("stolen-ca.key");
+    std::os::unix::fs::symlink(&elsewhere, pki.join("ca.key")).unwrap();
+    let certs = |force: bool| {
+        let mut args = vec![
+            "certs",
+            "--out",
+            pki.to_str().unwrap(),
+            "--host",
+            "localhost",
+        ];
+        if force {
+            args.push("--force");
+        }
+        run(&args, None)
+    };
+    // A dangling symlink counts as a file there.
+    let out = certs(false);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("ca.key"), "{}", stderr(&out));
+    assert!(!elsewhere.exists());
+    // --force replaces the symlink itself.
+    let out = certs(true);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!elsewhere.exists(), "the CA key went through the symlink");
+    let m = std::fs::symlink_metadata(pki.join("ca.key")).unwrap();
+    assert!(m.file_type().is_file());
+    assert_eq!(m.permissions().mode() & 0o777, 0o600);
+    // A folder others can write to is refused.
+    std::fs::set_permissions(&pki, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = certs(true);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains("writable by others"),
+        "{}",
+        stderr(&out)
+    );
+    // A new folder is created private.
+    let fresh = dir.join("fresh");
+    let out = run(
+        &[
+            "certs",
+            "--out",
+            fresh.to_str().unwrap(),
+            "--host",
+            "localhost",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+fn self_signed_dirs() -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("image-bouncer-self-signed-"))
+        })
+        .collect()
+}
+
 #[test]
 fn serve_self_signed_needs_no_set_up() {
     let dir = temp_dir("self-signed");
     let ca = dir.join("ca.crt");
+    let before = self_signed_dirs();
     let (mut child, addr) = spawn_listening(Command::new(BIN).args([
         "serve",
         "--self-signed",
@@ -395,6 +472,24 @@ fn serve_self_signed_needs_no_set_up() {
         .post("/image_policy", &body)
         .unwrap();
     assert_eq!(r.json()["status"]["allowed"], false);
+    // The throwaway keys are in a new private folder with a random name,
+    // not one named after the process that anybody could make first.
+    let new: Vec<_> = self_signed_dirs()
+        .into_iter()
+        .filter(|d| !before.contains(d))
+        .collect();
+    assert!(!new.is_empty());
+    for d in &new {
+        assert_eq!(
+            std::fs::metadata(d).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        assert!(
+            !d.to_string_lossy().ends_with(&format!("-{}", child.id())),
+            "{}",
+            d.display()
+        );
+    }
     child.kill().unwrap();
     child.wait().unwrap();
     let out = run(&["serve", "--self-signed", "--insecure-http"], None);
