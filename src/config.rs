@@ -411,9 +411,16 @@ fn build_mutate(raw: RawMutate, problems: &mut Vec<String>) -> MutateConfig {
         );
     }
     for (origin, name) in raw.image_pull_secrets.unwrap_or_default() {
+        // A name twice would be patched in twice (the apiserver warns on
+        // every pod).
+        let unique = if cfg.image_pull_secrets.contains(&name) {
+            Err(format!("{name:?} is given twice"))
+        } else {
+            object_name(&name)
+        };
         check(
             &origin,
-            object_name(&name).map(|()| cfg.image_pull_secrets.push(name.clone())),
+            unique.map(|()| cfg.image_pull_secrets.push(name.clone())),
         );
     }
     if let Some((origin, p)) = raw.image_pull_policy {
@@ -1137,6 +1144,22 @@ mod tests {
                 &[],
             )
             .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_pull_secret_given_twice_is_refused() {
+        let problems = rules(
+            r#"{"mutate": {"imagePullSecrets": ["regcred", "other", "regcred"]}}"#,
+            PolicyFlags::default(),
+            &[],
+        )
+        .unwrap_err()
+        .problems;
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert!(
+            problems[0].contains("\"regcred\" is given twice"),
+            "{problems:#?}"
         );
     }
 

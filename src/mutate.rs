@@ -210,6 +210,8 @@ impl MutateConfig {
 pub struct PatchOp {
     pub op: &'static str,
     pub path: String,
+    /// Absent for `remove` (never a null value otherwise).
+    #[serde(skip_serializing_if = "Value::is_null")]
     pub value: Value,
 }
 
@@ -296,7 +298,7 @@ pub fn mutate(cfg: &MutateConfig, t: &Subject<'_>) -> Mutation {
     // A subresource update keeps only its own part of the object (the
     // apiserver drops metadata changes there), so no annotation is added.
     if t.sub_resource.is_none_or(str::is_empty) {
-        record_rewrites(t.object, base, &mut m);
+        record_rewrites(cfg, t.object, t.old_object, base, &mut m);
     }
     m
 }
@@ -489,32 +491,80 @@ fn pull_secrets(cfg: &MutateConfig, pod: &Value, base: &str, m: &mut Mutation) {
     }
 }
 
-/// Adds the audit annotation listing rewritten images (`old=new,...`) on
-/// the pod or template metadata, where the pods will carry it; on UPDATE
-/// the new pairs are appended to what is recorded already.
-fn record_rewrites(object: &Value, base: &str, m: &mut Mutation) {
-    if m.rewrites.is_empty() {
+/// Keeps the audit annotation listing rewritten images (`old=new,...`) on
+/// the pod or template metadata, where the pods will carry it. The webhook
+/// owns it: an entry stays only if it is true — `new` is an image of the
+/// pod now and this configuration rewrites `old` to exactly `new` (so a
+/// second call, on UPDATE or when the apiserver calls again after other
+/// webhooks, keeps the record) — and the pairs rewritten now are added.
+/// Whatever else the request says is dropped, so no false record can be
+/// planted; with nothing to record the annotation is removed.
+fn record_rewrites(
+    cfg: &MutateConfig,
+    object: &Value,
+    old_object: Option<&Value>,
+    base: &str,
+    m: &mut Mutation,
+) {
+    let key = pointer_token(REWRITTEN_ANNOTATION);
+    let recorded = |o: &Value| {
+        o.pointer(&format!("{base}/metadata/annotations/{key}"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let images: Vec<&str> = LISTS
+        .iter()
+        .filter_map(|l| object.pointer(&format!("{base}/spec/{l}"))?.as_array())
+        .flatten()
+        .filter_map(|c| c.get("image")?.as_str())
+        .collect();
+    let mut entries: Vec<String> = Vec::new();
+    let claimed = old_object
+        .and_then(recorded)
+        .into_iter()
+        .chain(recorded(object));
+    for text in claimed {
+        for entry in text.split(',') {
+            let true_record = entry.split_once('=').is_some_and(|(from, to)| {
+                images.contains(&to) && rewrite_image(cfg, from).as_deref() == Some(to)
+            });
+            if true_record && !entries.iter().any(|e| e == entry) {
+                entries.push(entry.to_string());
+            }
+        }
+    }
+    for (a, b) in &m.rewrites {
+        let entry = format!("{a}={b}");
+        if !entries.contains(&entry) {
+            entries.push(entry);
+        }
+    }
+    let value = entries.join(",");
+    let current = object.pointer(&format!("{base}/metadata/annotations/{key}"));
+    if current.and_then(Value::as_str) == Some(value.as_str()) {
         return;
     }
-    let mut value: Vec<String> = m.rewrites.iter().map(|(a, b)| format!("{a}={b}")).collect();
+    if value.is_empty() {
+        if current.is_some() {
+            m.patch.push(PatchOp {
+                op: "remove",
+                path: format!("{base}/metadata/annotations/{key}"),
+                value: Value::Null,
+            });
+            m.notes.push(format!(
+                "{REWRITTEN_ANNOTATION} removed (only this webhook writes it)"
+            ));
+        }
+        return;
+    }
     let meta = object.pointer(&format!("{base}/metadata"));
     let annotations = meta
         .and_then(|md| md.get("annotations"))
         .filter(|a| a.is_object());
-    if let Some(before) = annotations
-        .and_then(|a| a.get(REWRITTEN_ANNOTATION))
-        .and_then(Value::as_str)
-    {
-        value.insert(0, before.to_string());
-    }
-    let value = value.join(",");
     let op = if annotations.is_some() {
         PatchOp {
             op: "add",
-            path: format!(
-                "{base}/metadata/annotations/{}",
-                pointer_token(REWRITTEN_ANNOTATION)
-            ),
+            path: format!("{base}/metadata/annotations/{key}"),
             value: json!(value),
         }
     } else if meta.is_some_and(Value::is_object) {
@@ -686,6 +736,44 @@ mod tests {
         let found = c.overlapping_targets();
         assert_eq!(found.len(), 2, "{found:#?}");
         assert!(found[0].contains("\"mirror.example.com/quay\" and \"mirror.example.com\""));
+    }
+
+    /// Only this webhook writes the rewritten-images annotation.
+    #[test]
+    fn the_rewrite_record_cannot_be_planted() {
+        let key = REWRITTEN_ANNOTATION;
+        let forged = json!({"metadata": {"annotations": {key: "evil.io/x:1=nginx:1.27"}},
+            "spec": {"containers": [{"name": "c", "image": "nginx:1.27"}]}});
+        // CREATE with a rewrite: replaced by the real record.
+        let out = apply(
+            &forged,
+            &mutate(&cfg(), &subject(POD, "CREATE", &forged, None)).patch,
+        );
+        assert_eq!(
+            out["metadata"]["annotations"][key],
+            "nginx:1.27=mirror.example.com/library/nginx:1.27"
+        );
+        // Nothing rewritten: removed.
+        let on_mirror = json!({"metadata": {"annotations": {key: "evil.io/x:1=nginx:1.27"}},
+            "spec": {"containers": [{"name": "c", "image": "mirror.example.com/library/nginx:1.27"}]}});
+        let out = apply(
+            &on_mirror,
+            &mutate(&cfg(), &subject(POD, "CREATE", &on_mirror, None)).patch,
+        );
+        assert!(out["metadata"]["annotations"].get(key).is_none(), "{out}");
+        // UPDATE: what was recorded before stays, a forged value does not.
+        let old = json!({"metadata": {"annotations": {key: "a:1=mirror.example.com/library/a:1"}},
+            "spec": {"containers": [{"name": "c", "image": "mirror.example.com/library/a:1"}]}});
+        let mut new = old.clone();
+        new["metadata"]["annotations"][key] = json!("evil.io/x:1=mirror.example.com/library/a:1");
+        let out = apply(
+            &new,
+            &mutate(&cfg(), &subject(POD, "UPDATE", &new, Some(&old))).patch,
+        );
+        assert_eq!(
+            out["metadata"]["annotations"][key],
+            "a:1=mirror.example.com/library/a:1"
+        );
     }
 
     #[test]

@@ -175,7 +175,7 @@ pub const BREAK_GLASS_VALUE: &str = "break-glass";
 const BREAK_GLASS_DOMAIN: &str = ".image-policy.k8s.io";
 
 /// Which list of a pod spec a container is in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ContainerKind {
     Container,
     Init,

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::mutate::{self, MutateConfig, Mutation, Subject};
-use crate::policy::{Decision, ImageVerdict, MAX_LISTED, Policy, Request};
+use crate::policy::{ContainerKind, Decision, ImageVerdict, MAX_LISTED, Policy, Request};
 use crate::review::workload::{MAX_CONTAINERS, Object, PodPath, too_many_containers};
 
 pub const V1: &str = "admission.k8s.io/v1";
@@ -320,17 +320,28 @@ fn judge_pod<O>(
         Err(e) => return Outcome::Invalid(e),
     };
     if let Some(old_pod) = old.and_then(|o| o.pod(path)) {
-        // Like the upstream AlwaysPullImages plugin: on UPDATE only images
-        // that were not already in the object are judged, so an old pod can
-        // still be labelled after the policy changed. An old object over
+        // On UPDATE a container keeps its verdict only while it keeps its
+        // image: the same list, the same name, the same image before. So an
+        // old pod can still be labelled after the policy changed, but an
+        // image it holds cannot be moved into another container (one with a
+        // hostPath mount) or a new ephemeral container. An old object over
         // the cap vouches for nothing.
-        let before: HashSet<String> = old_pod
+        let before: HashSet<(ContainerKind, String, String)> = old_pod
             .images()
             .unwrap_or_default()
             .into_iter()
-            .map(|i| i.image)
+            .filter_map(|i| {
+                let c = i.container?;
+                Some((c.kind, c.name, i.image))
+            })
             .collect();
-        images.retain(|i| !before.contains(&i.image));
+        images.retain(|i| {
+            let key = i
+                .container
+                .as_ref()
+                .map(|c| (c.kind, c.name.clone(), i.image.clone()));
+            key.is_none_or(|k| !before.contains(&k))
+        });
     }
     let request = Request {
         namespace: req
