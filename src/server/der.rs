@@ -1,7 +1,8 @@
 //! Just enough X.509 DER reading for what rustls does not tell us: the
 //! subject common name and DNS names of a client certificate (for
-//! `--client-name`) and a certificate's not-after time (for `/metrics` and
-//! logs). Signature and chain checks are rustls' job, never done here; the
+//! `--client-name`), its extended key usage, issuer and subject and a CA's
+//! path length (for the client checks webpki leaves out), and a
+//! certificate's not-after time (for `/metrics` and logs). Signature and chain checks are rustls' job, never done here; the
 //! input has already been verified (client) or is our own (serving).
 
 /// What we read out of a certificate.
@@ -11,6 +12,14 @@ pub struct CertInfo {
     pub dns_names: Vec<String>,
     /// Unix seconds.
     pub not_after: i64,
+    /// The issuer and subject names, as encoded (to link a chain).
+    pub issuer: Vec<u8>,
+    pub subject: Vec<u8>,
+    /// `None` without an extendedKeyUsage extension; else whether it
+    /// lists clientAuth.
+    pub client_auth: Option<bool>,
+    /// basicConstraints pathLenConstraint, if any.
+    pub path_len: Option<u64>,
 }
 
 const SEQUENCE: u8 = 0x30;
@@ -26,6 +35,14 @@ const DNS_NAME: u8 = 0x82;
 const OID_CN: &[u8] = &[0x55, 0x04, 0x03];
 /// id-ce-subjectAltName, 2.5.29.17.
 const OID_SAN: &[u8] = &[0x55, 0x1D, 0x11];
+/// id-ce-extKeyUsage, 2.5.29.37.
+const OID_EKU: &[u8] = &[0x55, 0x1D, 0x25];
+/// id-kp-clientAuth, 1.3.6.1.5.5.7.3.2.
+const OID_CLIENT_AUTH: &[u8] = &[0x2B, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x02];
+/// id-ce-basicConstraints, 2.5.29.19.
+const OID_BASIC_CONSTRAINTS: &[u8] = &[0x55, 0x1D, 0x13];
+const BOOLEAN: u8 = 0x01;
+const INTEGER: u8 = 0x02;
 
 /// A cursor over DER TLVs.
 struct Der<'a>(&'a [u8]);
@@ -72,7 +89,7 @@ pub fn cert_info(der: &[u8]) -> Option<CertInfo> {
         tbs.next()?; // the serial number follows the version
     }
     tbs.expect(SEQUENCE)?; // signature algorithm
-    tbs.expect(SEQUENCE)?; // issuer
+    let issuer = tbs.expect(SEQUENCE)?;
     let mut validity = Der(tbs.expect(SEQUENCE)?);
     validity.next()?; // not before
     let not_after = match validity.next()? {
@@ -83,16 +100,73 @@ pub fn cert_info(der: &[u8]) -> Option<CertInfo> {
     let subject = tbs.expect(SEQUENCE)?;
     let mut info = CertInfo {
         common_names: common_names(subject),
-        dns_names: Vec::new(),
         not_after,
+        issuer: issuer.to_vec(),
+        subject: subject.to_vec(),
+        ..CertInfo::default()
     };
     tbs.expect(SEQUENCE)?; // subject public key info
     while let Some((tag, content)) = tbs.next() {
         if tag == EXTENSIONS {
-            info.dns_names = san_dns_names(content);
+            for (oid, value) in extensions(content) {
+                match oid {
+                    OID_SAN => info.dns_names = san_dns_names(value),
+                    OID_EKU => info.client_auth = Some(lists_client_auth(value)),
+                    OID_BASIC_CONSTRAINTS => info.path_len = path_len(value),
+                    _ => {}
+                }
+            }
         }
     }
     Some(info)
+}
+
+/// Each extension's OID and value (the critical flag skipped).
+fn extensions(ext: &[u8]) -> Vec<(&[u8], &[u8])> {
+    let mut out = Vec::new();
+    let Some(list) = Der(ext).expect(SEQUENCE) else {
+        return out;
+    };
+    let mut exts = Der(list);
+    while let Some(ext) = exts.expect(SEQUENCE) {
+        let mut parts = Der(ext);
+        let Some(oid) = parts.expect(OID) else {
+            continue;
+        };
+        let value = loop {
+            match parts.next() {
+                Some((OCTET_STRING, v)) => break Some(v),
+                Some(_) => continue,
+                None => break None,
+            }
+        };
+        if let Some(v) = value {
+            out.push((oid, v));
+        }
+    }
+    out
+}
+
+fn lists_client_auth(value: &[u8]) -> bool {
+    let Some(seq) = Der(value).expect(SEQUENCE) else {
+        return false;
+    };
+    let mut oids = Der(seq);
+    std::iter::from_fn(|| oids.expect(OID)).any(|o| o == OID_CLIENT_AUTH)
+}
+
+fn path_len(value: &[u8]) -> Option<u64> {
+    let mut parts = Der(Der(value).expect(SEQUENCE)?);
+    let mut item = parts.next()?;
+    if item.0 == BOOLEAN {
+        item = parts.next()?;
+    }
+    match item {
+        (INTEGER, n) if !n.is_empty() && n.len() <= 8 => {
+            Some(n.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
+        }
+        _ => None,
+    }
 }
 
 fn common_names(name: &[u8]) -> Vec<String> {
@@ -113,33 +187,15 @@ fn common_names(name: &[u8]) -> Vec<String> {
     out
 }
 
-fn san_dns_names(extensions: &[u8]) -> Vec<String> {
+fn san_dns_names(value: &[u8]) -> Vec<String> {
     let mut out = Vec::new();
-    let Some(list) = Der(extensions).expect(SEQUENCE) else {
+    let Some(names) = Der(value).expect(SEQUENCE) else {
         return out;
     };
-    let mut exts = Der(list);
-    while let Some(ext) = exts.expect(SEQUENCE) {
-        let mut parts = Der(ext);
-        if parts.expect(OID) != Some(OID_SAN) {
-            continue;
-        }
-        // An optional `critical` BOOLEAN comes before the value.
-        let value = loop {
-            match parts.next() {
-                Some((OCTET_STRING, v)) => break Some(v),
-                Some(_) => continue,
-                None => break None,
-            }
-        };
-        let Some(names) = value.and_then(|v| Der(v).expect(SEQUENCE)) else {
-            continue;
-        };
-        let mut names = Der(names);
-        while let Some((tag, v)) = names.next() {
-            if tag == DNS_NAME {
-                out.push(String::from_utf8_lossy(v).into_owned());
-            }
+    let mut names = Der(names);
+    while let Some((tag, v)) = names.next() {
+        if tag == DNS_NAME {
+            out.push(String::from_utf8_lossy(v).into_owned());
         }
     }
     out

@@ -225,7 +225,7 @@ impl Table {
 /// State shared by all threads.
 pub struct Shared {
     rules: RwLock<Arc<Rules>>,
-    tls: RwLock<Option<Arc<rustls::ServerConfig>>>,
+    tls: RwLock<Option<Arc<tls::Active>>>,
     pub metrics: Metrics,
     pub workers: Workers,
     body_budget: Arc<http::BodyBudget>,
@@ -244,7 +244,7 @@ impl Shared {
             .clone()
     }
 
-    fn tls_config(&self) -> Option<Arc<rustls::ServerConfig>> {
+    fn tls_config(&self) -> Option<Arc<tls::Active>> {
         self.tls
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -656,10 +656,10 @@ fn connection(shared: &Shared, socket: TcpStream, peer: SocketAddr, activity: Ar
 /// client certificate's name.
 fn handshake(
     shared: &Shared,
-    config: Arc<rustls::ServerConfig>,
+    active: Arc<tls::Active>,
     mut socket: TcpStream,
 ) -> Result<StreamOwned<ServerConnection, TcpStream>, String> {
-    let mut tls = ServerConnection::new(config).map_err(|e| e.to_string())?;
+    let mut tls = ServerConnection::new(active.config.clone()).map_err(|e| e.to_string())?;
     let deadline = Instant::now() + shared.settings.handshake_timeout;
     while tls.is_handshaking() {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -679,8 +679,8 @@ fn handshake(
             }
         }
     }
-    if let Some(cert) = tls.peer_certificates().and_then(|c| c.first())
-        && let Err(e) = tls::client_name_allowed(cert, &shared.settings.client_names)
+    if let Some(chain) = tls.peer_certificates()
+        && let Err(e) = tls::client_allowed(chain, &active.anchors, &shared.settings.client_names)
     {
         warn!("refused a client: {e}");
         return Err(e);

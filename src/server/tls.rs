@@ -34,9 +34,35 @@ pub struct TlsFiles {
     pub client_ca: Option<PathBuf>,
 }
 
+/// A configuration in force: rustls' and what our own client checks need.
+pub struct Active {
+    pub config: Arc<ServerConfig>,
+    /// The client CA certificates (empty without `--client-ca`).
+    pub anchors: Vec<Anchor>,
+}
+
+/// A client CA, as far as the path length check needs it.
+#[derive(Debug, Clone)]
+pub struct Anchor {
+    subject: Vec<u8>,
+    path_len: Option<u64>,
+}
+
+/// What the client checks need of the client CA certificates.
+pub fn anchors_of(certs: &[CertificateDer<'_>]) -> Vec<Anchor> {
+    certs
+        .iter()
+        .filter_map(|c| der::cert_info(c))
+        .map(|info| Anchor {
+            subject: info.subject,
+            path_len: info.path_len,
+        })
+        .collect()
+}
+
 /// A ready configuration and facts about its certificate.
 pub struct Loaded {
-    pub config: Arc<ServerConfig>,
+    pub config: Arc<Active>,
     /// Not-after of the serving certificate, Unix seconds (0 if unreadable).
     pub not_after: i64,
 }
@@ -117,11 +143,14 @@ pub fn load(files: &TlsFiles) -> Result<Loaded, TlsError> {
             what: "protocol versions",
             source,
         })?;
+    let mut anchors = Vec::new();
     let builder = match &files.client_ca {
         None => builder.with_no_client_auth(),
         Some(ca) => {
             let mut roots = RootCertStore::empty();
-            for cert in read_certs(ca)? {
+            let certs = read_certs(ca)?;
+            anchors = anchors_of(&certs);
+            for cert in certs {
                 roots.add(cert).map_err(|source| TlsError::Rustls {
                     what: "client CA certificate",
                     source,
@@ -141,25 +170,75 @@ pub fn load(files: &TlsFiles) -> Result<Loaded, TlsError> {
         })?;
     config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
     Ok(Loaded {
-        config: Arc::new(config),
+        config: Arc::new(Active {
+            config: Arc::new(config),
+            anchors,
+        }),
         not_after,
     })
 }
 
-/// Whether a verified client certificate names an accepted client: its
-/// subject CN or one of its SAN DNS names is in `allowed`. An empty list
-/// accepts every certificate the client CA signed.
-pub fn client_name_allowed(cert: &CertificateDer<'_>, allowed: &[String]) -> Result<(), String> {
+/// The checks on a client certificate chain (already verified by webpki
+/// against the client CA) that webpki does not make: the leaf must be meant
+/// for client authentication (an extendedKeyUsage with clientAuth; webpki
+/// accepts a certificate without the extension), the chain must respect the
+/// path length of the CA that signed it (webpki keeps no constraints on
+/// trust anchors), and with `allowed` names the certificate must name one:
+/// one of its SAN DNS names, or when it has none its single subject CN.
+pub fn client_allowed(
+    chain: &[CertificateDer<'_>],
+    anchors: &[Anchor],
+    allowed: &[String],
+) -> Result<(), String> {
+    let infos: Vec<der::CertInfo> = chain
+        .iter()
+        .map(|c| der::cert_info(c))
+        .collect::<Option<_>>()
+        .ok_or("client certificate could not be read")?;
+    let leaf = infos.first().ok_or("no client certificate")?;
+    if leaf.client_auth != Some(true) {
+        return Err("client certificate is not for client authentication (no clientAuth in its extended key usage)".into());
+    }
+    // Follow issuers through the certificates sent, to the CA.
+    let mut issuer = &leaf.issuer;
+    let mut intermediates = 0u64;
+    loop {
+        let matching: Vec<&Anchor> = anchors.iter().filter(|a| &a.subject == issuer).collect();
+        if !matching.is_empty() {
+            if matching
+                .iter()
+                .any(|a| a.path_len.is_none_or(|n| intermediates <= n))
+            {
+                break;
+            }
+            return Err(format!(
+                "client certificate chain has {intermediates} intermediate CA certificates, more than the client CA's path length allows"
+            ));
+        }
+        let next = infos[1..].iter().find(|i| &i.subject == issuer);
+        match next {
+            Some(i) if (intermediates as usize) < infos.len() => {
+                intermediates += 1;
+                issuer = &i.issuer;
+            }
+            _ => return Err("client certificate chain does not lead to a client CA".into()),
+        }
+    }
     if allowed.is_empty() {
         return Ok(());
     }
-    let info = der::cert_info(cert).ok_or("client certificate could not be read")?;
-    let names: Vec<&String> = info.common_names.iter().chain(&info.dns_names).collect();
+    let names: Vec<&String> = if !leaf.dns_names.is_empty() {
+        leaf.dns_names.iter().collect()
+    } else if leaf.common_names.len() == 1 {
+        leaf.common_names.iter().collect()
+    } else {
+        Vec::new()
+    };
     if names.iter().any(|n| allowed.contains(n)) {
         Ok(())
     } else {
         Err(format!(
-            "client certificate names {names:?}, none of which is an accepted --client-name"
+            "client certificate names {names:?} (its SAN DNS names, or its one CN when it has none), none of which is an accepted --client-name"
         ))
     }
 }
@@ -211,5 +290,105 @@ impl TlsFiles {
             v.push(ca);
         }
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, SanType,
+    };
+
+    struct Ca {
+        params: CertificateParams,
+        key: KeyPair,
+        der: CertificateDer<'static>,
+    }
+
+    fn ca(name: &str, constraint: BasicConstraints, issuer: Option<&Ca>) -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(constraint);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let key = KeyPair::generate().unwrap();
+        let cert = match issuer {
+            None => params.self_signed(&key).unwrap(),
+            Some(i) => params
+                .signed_by(&key, &Issuer::from_params(&i.params, &i.key))
+                .unwrap(),
+        };
+        Ca {
+            der: cert.der().clone(),
+            params,
+            key,
+        }
+    }
+
+    fn leaf(
+        issuer: &Ca,
+        cn: &str,
+        dns: &[&str],
+        eku: Vec<ExtendedKeyUsagePurpose>,
+    ) -> CertificateDer<'static> {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.subject_alt_names = dns
+            .iter()
+            .map(|d| SanType::DnsName((*d).try_into().unwrap()))
+            .collect();
+        params.extended_key_usages = eku;
+        let key = KeyPair::generate().unwrap();
+        params
+            .signed_by(&key, &Issuer::from_params(&issuer.params, &issuer.key))
+            .unwrap()
+            .der()
+            .clone()
+    }
+
+    #[test]
+    fn client_chains_are_checked_where_webpki_does_not() {
+        let client = || vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let root = ca("root pathlen 0", BasicConstraints::Constrained(0), None);
+        let anchors = anchors_of(std::slice::from_ref(&root.der));
+        let names = ["kube-apiserver".to_string()];
+        // Directly under the CA, clientAuth, CN only: accepted.
+        let ok = leaf(&root, "kube-apiserver", &[], client());
+        assert_eq!(client_allowed(&[ok], &anchors, &names), Ok(()));
+        // No extendedKeyUsage, or only serverAuth: refused.
+        for eku in [vec![], vec![ExtendedKeyUsagePurpose::ServerAuth]] {
+            let c = leaf(&root, "kube-apiserver", &[], eku);
+            let e = client_allowed(&[c], &anchors, &[]).unwrap_err();
+            assert!(e.contains("not for client authentication"), "{e}");
+        }
+        // Under an intermediate although the CA says pathlen 0: refused.
+        let mid = ca("intermediate", BasicConstraints::Unconstrained, Some(&root));
+        let c = leaf(&mid, "kube-apiserver", &[], client());
+        let e = client_allowed(&[c.clone(), mid.der.clone()], &anchors, &names).unwrap_err();
+        assert!(
+            e.contains("1 intermediate CA certificates, more than"),
+            "{e}"
+        );
+        // An unconstrained root allows it.
+        let open = ca("root", BasicConstraints::Unconstrained, None);
+        let mid2 = ca(
+            "intermediate 2",
+            BasicConstraints::Unconstrained,
+            Some(&open),
+        );
+        let c2 = leaf(&mid2, "kube-apiserver", &[], client());
+        let open_anchors = anchors_of(std::slice::from_ref(&open.der));
+        assert_eq!(
+            client_allowed(&[c2, mid2.der.clone()], &open_anchors, &names),
+            Ok(())
+        );
+        // With a DNS SAN, the CN is not a name.
+        let c = leaf(&root, "kube-apiserver", &["other.example.com"], client());
+        let e = client_allowed(&[c.clone()], &anchors, &names).unwrap_err();
+        assert!(e.contains("[\"other.example.com\"]"), "{e}");
+        assert_eq!(
+            client_allowed(&[c], &anchors, &["other.example.com".to_string()]),
+            Ok(())
+        );
     }
 }
