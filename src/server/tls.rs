@@ -384,7 +384,7 @@ mod tests {
         );
         // With a DNS SAN, the CN is not a name.
         let c = leaf(&root, "kube-apiserver", &["other.example.com"], client());
-        let e = client_allowed(&[c.clone()], &anchors, &names).unwrap_err();
+        let e = client_allowed(std::slice::from_ref(&c), &anchors, &names).unwrap_err();
         assert!(e.contains("[\"other.example.com\"]"), "{e}");
         assert_eq!(
             client_allowed(&[c], &anchors, &["other.example.com".to_string()]),
