@@ -36,7 +36,7 @@ in
     };
     clientCaFile = mkOption {
       type = types.nullOr types.str;
-      default = "/etc/image-bouncer/pki/ca.crt";
+      default = "/etc/image-bouncer/pki/ca-bundle.crt";
       description = "CA of the apiserver's client certificate; null accepts any client.";
     };
     clientNames = mkOption {

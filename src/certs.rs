@@ -22,6 +22,14 @@ use crate::logging::civil_from_days;
 /// Kubernetes TLS secret).
 pub const CA_CERT: &str = "ca.crt";
 pub const CA_KEY: &str = "ca.key";
+/// Every CA to trust now: the CA, and during a rotation the other one.
+/// Servers (`--client-ca`) and clients (`caBundle`, kubeconfig) use it.
+pub const CA_BUNDLE: &str = "ca-bundle.crt";
+/// The CA a rotation moves to, and the one it moved from.
+pub const CA_NEXT_CERT: &str = "ca-next.crt";
+pub const CA_NEXT_KEY: &str = "ca-next.key";
+pub const CA_PREVIOUS_CERT: &str = "ca-previous.crt";
+pub const CA_PREVIOUS_KEY: &str = "ca-previous.key";
 pub const SERVER_CERT: &str = "tls.crt";
 pub const SERVER_KEY: &str = "tls.key";
 pub const CLIENT_CERT: &str = "apiserver-client.crt";
@@ -96,23 +104,73 @@ fn set_validity(params: &mut CertificateParams, days: u32) -> i64 {
     (today + i64::from(days)) * 86_400
 }
 
-/// Makes a CA and, signed by it, a serving certificate for `hosts` and
-/// `ips` and a client certificate for the apiserver.
-pub fn generate(hosts: &[String], ips: &[IpAddr], days: u32) -> Result<CertSet, CertError> {
-    let mut ca = CertificateParams::default();
-    ca.distinguished_name
-        .push(DnType::CommonName, "image-bouncer CA");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let not_after = set_validity(&mut ca, days);
-    let ca_key = KeyPair::generate()?;
-    let ca_cert = ca.self_signed(&ca_key)?;
-    let issuer = Issuer::from_params(&ca, &ca_key);
+/// A CA that can sign: its PEM files and the signer.
+pub struct Ca {
+    pub cert: String,
+    pub key: String,
+    issuer: Issuer<'static, KeyPair>,
+}
 
+impl Ca {
+    /// A new CA named `image-bouncer CA <date> <random>`, so that two CAs
+    /// can be told apart in `openssl` output and logs.
+    pub fn generate(days: u32) -> Result<Ca, CertError> {
+        let mut ca = CertificateParams::default();
+        let (y, m, d) = civil_from_days(unix_now().div_euclid(86_400));
+        let suffix =
+            crate::files::random_hex(3).map_err(|e| CertError::Write("/dev/urandom".into(), e))?;
+        ca.distinguished_name.push(
+            DnType::CommonName,
+            format!("image-bouncer CA {y:04}-{m:02}-{d:02} {suffix}"),
+        );
+        ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        ca.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        set_validity(&mut ca, days);
+        let key = KeyPair::generate()?;
+        let cert = ca.self_signed(&key)?.pem();
+        let key_pem = key.serialize_pem();
+        Ok(Ca {
+            cert,
+            key: key_pem,
+            issuer: Issuer::new(ca, key),
+        })
+    }
+
+    /// An existing CA, from its PEM certificate and key.
+    pub fn load(cert: &str, key: &str) -> Result<Ca, CertError> {
+        let signing = KeyPair::from_pem(key)?;
+        let issuer = Issuer::from_ca_cert_pem(cert, signing)?;
+        Ok(Ca {
+            cert: cert.to_string(),
+            key: key.to_string(),
+            issuer,
+        })
+    }
+}
+
+/// Certificates issued by a CA: serving, and optionally the apiserver's
+/// client certificate.
+pub struct Leaves {
+    pub server_cert: String,
+    pub server_key: String,
+    pub client: Option<(String, String)>,
+    /// Not-after, Unix seconds.
+    pub not_after: i64,
+}
+
+/// Issues a serving certificate for `hosts` and `ips` and, with `client`,
+/// a client certificate for the apiserver.
+pub fn leaves(
+    ca: &Ca,
+    hosts: &[String],
+    ips: &[IpAddr],
+    days: u32,
+    client: bool,
+) -> Result<Leaves, CertError> {
     let mut server = CertificateParams::default();
     server.distinguished_name.push(
         DnType::CommonName,
@@ -129,28 +187,43 @@ pub fn generate(hosts: &[String], ips: &[IpAddr], days: u32) -> Result<CertSet, 
         .extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
     server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     server.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    set_validity(&mut server, days);
+    let not_after = set_validity(&mut server, days);
     let server_key = KeyPair::generate()?;
-    let server_cert = server.signed_by(&server_key, &issuer)?;
-
-    let mut client = CertificateParams::default();
-    client
-        .distinguished_name
-        .push(DnType::CommonName, CLIENT_CN);
-    client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    client.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    set_validity(&mut client, days);
-    let client_key = KeyPair::generate()?;
-    let client_cert = client.signed_by(&client_key, &issuer)?;
-
-    Ok(CertSet {
-        ca_cert: ca_cert.pem(),
-        ca_key: ca_key.serialize_pem(),
+    let server_cert = server.signed_by(&server_key, &ca.issuer)?;
+    let client = if client {
+        let mut c = CertificateParams::default();
+        c.distinguished_name.push(DnType::CommonName, CLIENT_CN);
+        c.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        c.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        set_validity(&mut c, days);
+        let key = KeyPair::generate()?;
+        let cert = c.signed_by(&key, &ca.issuer)?;
+        Some((cert.pem(), key.serialize_pem()))
+    } else {
+        None
+    };
+    Ok(Leaves {
         server_cert: server_cert.pem(),
         server_key: server_key.serialize_pem(),
-        client_cert: client_cert.pem(),
-        client_key: client_key.serialize_pem(),
+        client,
         not_after,
+    })
+}
+
+/// Makes a CA and, signed by it, a serving certificate for `hosts` and
+/// `ips` and a client certificate for the apiserver.
+pub fn generate(hosts: &[String], ips: &[IpAddr], days: u32) -> Result<CertSet, CertError> {
+    let ca = Ca::generate(days)?;
+    let l = leaves(&ca, hosts, ips, days, true)?;
+    let (client_cert, client_key) = l.client.unwrap_or_default();
+    Ok(CertSet {
+        ca_cert: ca.cert,
+        ca_key: ca.key,
+        server_cert: l.server_cert,
+        server_key: l.server_key,
+        client_cert,
+        client_key,
+        not_after: l.not_after,
     })
 }
 
@@ -216,6 +289,232 @@ pub fn write(dir: &Path, set: &CertSet, force: bool) -> Result<Vec<PathBuf>, Cer
 pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CertError> {
     crate::files::write_atomic(path, bytes, mode)
         .map_err(|e| CertError::Write(path.to_path_buf(), e))
+}
+
+/// Where the CA that signs comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaSource {
+    /// The CA in the output folder if there is one (renewal keeps it),
+    /// else a new one.
+    Folder,
+    /// Always a new CA.
+    New,
+    /// This CA (certificate and key files); only its certificate is copied
+    /// into the output folder.
+    Given { cert: PathBuf, key: PathBuf },
+}
+
+/// What `certs` is asked to issue.
+pub struct Issue<'a> {
+    pub dir: &'a Path,
+    pub hosts: &'a [String],
+    pub ips: &'a [IpAddr],
+    pub days: u32,
+    /// Also the apiserver's client certificate.
+    pub client: bool,
+    pub force: bool,
+    pub ca: CaSource,
+}
+
+/// What was written.
+pub struct Issued {
+    pub written: Vec<PathBuf>,
+    /// True when an existing CA signed (nothing that trusts it changes).
+    pub ca_reused: bool,
+    pub not_after: i64,
+}
+
+fn read(path: &Path) -> Result<String, CertError> {
+    crate::config::read_limited(path, 1 << 20)
+        .map_err(|e| CertError::Write(path.to_path_buf(), std::io::Error::other(e)))
+}
+
+fn load_ca(dir: &Path, cert: &str, key: &str) -> Result<Ca, CertError> {
+    Ca::load(&read(&dir.join(cert))?, &read(&dir.join(key))?)
+}
+
+/// Issues leaves (and a CA when needed) into a folder, then refreshes the
+/// trust bundle.
+pub fn issue(i: &Issue<'_>) -> Result<Issued, CertError> {
+    let dir = i.dir;
+    crate::files::private_dir(dir).map_err(|e| CertError::Write(dir.to_path_buf(), e))?;
+    let has = |name: &str| crate::files::exists(&dir.join(name));
+    let mut files: Vec<(&str, String, bool)> = Vec::new();
+    let (ca, ca_reused) = match &i.ca {
+        CaSource::Given { cert, key } => {
+            let ca = Ca::load(&read(cert)?, &read(key)?)?;
+            files.push((CA_CERT, ca.cert.clone(), false));
+            (ca, true)
+        }
+        CaSource::Folder if has(CA_CERT) && has(CA_KEY) => (load_ca(dir, CA_CERT, CA_KEY)?, true),
+        _ => {
+            let ca = Ca::generate(i.days)?;
+            files.push((CA_CERT, ca.cert.clone(), false));
+            files.push((CA_KEY, ca.key.clone(), true));
+            (ca, false)
+        }
+    };
+    let l = leaves(&ca, i.hosts, i.ips, i.days, i.client)?;
+    files.push((SERVER_CERT, l.server_cert, false));
+    files.push((SERVER_KEY, l.server_key, true));
+    if let Some((c, k)) = l.client {
+        files.push((CLIENT_CERT, c, false));
+        files.push((CLIENT_KEY, k, true));
+    }
+    if !i.force {
+        let existing: Vec<PathBuf> = files
+            .iter()
+            .map(|(n, _, _)| dir.join(n))
+            .filter(|p| crate::files::exists(p))
+            .collect();
+        if !existing.is_empty() {
+            return Err(CertError::Exists(existing));
+        }
+    }
+    let mut written = Vec::new();
+    for (name, pem, secret) in files {
+        let path = dir.join(name);
+        write_file(&path, pem.as_bytes(), if secret { 0o600 } else { 0o644 })?;
+        written.push(path);
+    }
+    written.push(write_bundle(dir)?);
+    Ok(Issued {
+        written,
+        ca_reused,
+        not_after: l.not_after,
+    })
+}
+
+/// `ca-bundle.crt`: the CA, and during a rotation the next or previous one.
+pub fn write_bundle(dir: &Path) -> Result<PathBuf, CertError> {
+    let mut bundle = String::new();
+    for name in [CA_CERT, CA_NEXT_CERT, CA_PREVIOUS_CERT] {
+        let path = dir.join(name);
+        if crate::files::exists(&path) {
+            bundle.push_str(read(&path)?.trim_end());
+            bundle.push('\n');
+        }
+    }
+    let path = dir.join(CA_BUNDLE);
+    write_file(&path, bundle.as_bytes(), 0o644)?;
+    Ok(path)
+}
+
+/// The steps of a CA rotation; each keeps admission working.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RotateStep {
+    /// A new CA (`ca-next.*`), trusted beside the old one in the bundle.
+    Begin,
+    /// New leaves from the new CA, which becomes `ca.*`; the old one stays
+    /// in the bundle (`ca-previous.*`).
+    Switch,
+    /// The old CA leaves the bundle.
+    Finish,
+}
+
+impl RotateStep {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "begin" => Ok(RotateStep::Begin),
+            "switch" => Ok(RotateStep::Switch),
+            "finish" => Ok(RotateStep::Finish),
+            other => Err(format!("{other:?} is not begin, switch or finish")),
+        }
+    }
+}
+
+fn missing(dir: &Path, name: &str, hint: &str) -> CertError {
+    CertError::Write(
+        dir.join(name),
+        std::io::Error::other(format!("missing; {hint}")),
+    )
+}
+
+/// One step of a CA rotation in `dir`; `Switch` issues leaves as [`issue`].
+pub fn rotate(step: RotateStep, i: &Issue<'_>) -> Result<Issued, CertError> {
+    let dir = i.dir;
+    crate::files::private_dir(dir).map_err(|e| CertError::Write(dir.to_path_buf(), e))?;
+    let has = |name: &str| crate::files::exists(&dir.join(name));
+    let mut written = Vec::new();
+    let mut not_after = 0;
+    match step {
+        RotateStep::Begin => {
+            if !(has(CA_CERT) && has(CA_KEY)) {
+                return Err(missing(dir, CA_KEY, "there is no CA to rotate from"));
+            }
+            if has(CA_NEXT_CERT) || has(CA_PREVIOUS_CERT) {
+                return Err(CertError::Write(
+                    dir.to_path_buf(),
+                    std::io::Error::other(
+                        "a rotation is under way: run --rotate-ca switch or finish",
+                    ),
+                ));
+            }
+            let next = Ca::generate(i.days)?;
+            for (name, pem, mode) in [
+                (CA_NEXT_CERT, &next.cert, 0o644),
+                (CA_NEXT_KEY, &next.key, 0o600),
+            ] {
+                write_file(&dir.join(name), pem.as_bytes(), mode)?;
+                written.push(dir.join(name));
+            }
+        }
+        RotateStep::Switch => {
+            if !(has(CA_NEXT_CERT) && has(CA_NEXT_KEY)) {
+                return Err(missing(dir, CA_NEXT_CERT, "run --rotate-ca begin first"));
+            }
+            let (old_cert, old_key) = (read(&dir.join(CA_CERT))?, read(&dir.join(CA_KEY))?);
+            let (next_cert, next_key) = (
+                read(&dir.join(CA_NEXT_CERT))?,
+                read(&dir.join(CA_NEXT_KEY))?,
+            );
+            // Issue first: nothing moves if the new CA cannot sign.
+            let issued = issue(&Issue {
+                ca: CaSource::Given {
+                    cert: dir.join(CA_NEXT_CERT),
+                    key: dir.join(CA_NEXT_KEY),
+                },
+                force: true,
+                ..*i
+            })?;
+            for (name, pem, mode) in [
+                (CA_PREVIOUS_CERT, &old_cert, 0o644),
+                (CA_PREVIOUS_KEY, &old_key, 0o600),
+                (CA_CERT, &next_cert, 0o644),
+                (CA_KEY, &next_key, 0o600),
+            ] {
+                write_file(&dir.join(name), pem.as_bytes(), mode)?;
+            }
+            for name in [CA_NEXT_CERT, CA_NEXT_KEY] {
+                std::fs::remove_file(dir.join(name))
+                    .map_err(|e| CertError::Write(dir.join(name), e))?;
+            }
+            written = issued.written;
+            not_after = issued.not_after;
+        }
+        RotateStep::Finish => {
+            if !has(CA_PREVIOUS_CERT) {
+                return Err(missing(
+                    dir,
+                    CA_PREVIOUS_CERT,
+                    "run --rotate-ca switch first",
+                ));
+            }
+            for name in [CA_PREVIOUS_CERT, CA_PREVIOUS_KEY] {
+                if has(name) {
+                    std::fs::remove_file(dir.join(name))
+                        .map_err(|e| CertError::Write(dir.join(name), e))?;
+                }
+            }
+        }
+    }
+    written.push(write_bundle(dir)?);
+    written.dedup();
+    Ok(Issued {
+        written,
+        ca_reused: step != RotateStep::Switch,
+        not_after,
+    })
 }
 
 #[cfg(test)]

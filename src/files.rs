@@ -73,7 +73,7 @@ pub fn fresh_private_dir(parent: &Path, prefix: &str) -> io::Result<PathBuf> {
     Err(io::Error::other("could not create a new private folder"))
 }
 
-fn random_hex(bytes: usize) -> io::Result<String> {
+pub fn random_hex(bytes: usize) -> io::Result<String> {
     use std::io::Read;
     let mut buf = vec![0u8; bytes];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;

@@ -143,6 +143,10 @@ impl Metrics {
         self.reloads[k][usize::from(!ok)].fetch_add(1, Relaxed);
     }
 
+    pub fn cert_not_after(&self) -> i64 {
+        self.cert_not_after.load(Relaxed)
+    }
+
     pub fn set_cert_not_after(&self, unix_secs: i64) {
         self.cert_not_after.store(unix_secs, Relaxed);
     }

@@ -20,7 +20,7 @@ use crate::logging::timestamp;
 use crate::mutate::base64;
 use crate::server::der;
 
-/// Make a CA, a serving certificate for the given names, and a client certificate for the apiserver (ECDSA P-256).
+/// Issue a serving certificate for the given names and a client certificate for the apiserver (ECDSA P-256), from the CA in the folder (renewal keeps it) or a new one; rotate the CA with overlap.
 #[derive(FromArgs, Debug, Default, PartialEq)]
 pub struct CertsArgs {
     /// folder to write ca.crt, ca.key, tls.crt, tls.key, apiserver-client.crt and apiserver-client.key into
@@ -38,6 +38,21 @@ pub struct CertsArgs {
     /// replace existing files
     #[argh(switch)]
     pub force: bool,
+    /// make a new CA even if the folder has one (everything that trusts the old one must change)
+    #[argh(switch)]
+    pub new_ca: bool,
+    /// issue from this CA certificate (with --ca-key) instead of the folder's
+    #[argh(option)]
+    pub ca_cert: Option<String>,
+    /// the key of --ca-cert
+    #[argh(option)]
+    pub ca_key: Option<String>,
+    /// one step of a CA rotation with overlap: begin (new CA, trusted beside the old), switch (new leaves from it), finish (drop the old CA)
+    #[argh(option)]
+    pub rotate_ca: Option<String>,
+    /// also write the apiserver's client certificate for in-cluster (*.svc) names, which do not need one
+    #[argh(switch)]
+    pub client_cert: bool,
 }
 
 /// Write the AdmissionConfiguration and kubeconfig for the ImagePolicyWebhook plugin, and print the kube-apiserver flags, kubeadm mounts and /etc/hosts line.
@@ -66,9 +81,12 @@ pub struct WebhookArgs {
     /// name of the webhook's Service (default image-bouncer)
     #[argh(option, default = "String::from(\"image-bouncer\")")]
     pub service: String,
-    /// PEM CA that signed the serving certificate; becomes the caBundle
+    /// PEM CA (or CA bundle) that signed the serving certificate; becomes the caBundle
     #[argh(option)]
     pub ca: String,
+    /// the serving certificate, checked for the Service's DNS name (default: tls.crt beside --ca, if there)
+    #[argh(option)]
+    pub cert: Option<String>,
     /// also print a MutatingWebhookConfiguration for /mutate
     #[argh(switch)]
     pub mutate: bool,
@@ -85,21 +103,88 @@ pub struct WebhookArgs {
 
 /// `image-bouncer certs`.
 pub fn run_certs(a: &CertsArgs) -> Result<(), Error> {
-    let (hosts, ips) = names(&a.host, &a.ip)?;
+    let step = a
+        .rotate_ca
+        .as_deref()
+        .map(certs::RotateStep::parse)
+        .transpose()
+        .map_err(|e| Error::Usage(format!("--rotate-ca: {e}")))?;
+    // Only the steps that issue leaves need the names.
+    let (hosts, ips) = match step {
+        Some(certs::RotateStep::Begin | certs::RotateStep::Finish) => (Vec::new(), Vec::new()),
+        _ => names(&a.host, &a.ip)?,
+    };
     if a.days == 0 || a.days > certs::MAX_DAYS {
         return Err(Error::Usage(format!(
             "--days must be between 1 and {}",
             certs::MAX_DAYS
         )));
     }
-    let set = certs::generate(&hosts, &ips, a.days).map_err(|e| Error::Input(e.to_string()))?;
-    let written =
-        certs::write(Path::new(&a.out), &set, a.force).map_err(|e| Error::Input(e.to_string()))?;
-    for p in &written {
+    let source = match (&a.ca_cert, &a.ca_key, a.new_ca) {
+        (Some(_), _, true) | (None, Some(_), true) => {
+            return Err(Error::Usage(
+                "--new-ca and --ca-cert/--ca-key exclude each other".into(),
+            ));
+        }
+        (Some(c), Some(k), false) => certs::CaSource::Given {
+            cert: c.into(),
+            key: k.into(),
+        },
+        (Some(_), None, _) | (None, Some(_), _) => {
+            return Err(Error::Usage("--ca-cert and --ca-key go together".into()));
+        }
+        (None, None, true) => certs::CaSource::New,
+        (None, None, false) => certs::CaSource::Folder,
+    };
+    // In-cluster names need no client certificate: the apiserver calls
+    // admission webhooks without one unless told otherwise.
+    let in_cluster = !hosts.is_empty()
+        && ips.is_empty()
+        && hosts
+            .iter()
+            .all(|h| h.ends_with(".svc") || h.ends_with(".svc.cluster.local"));
+    let client = a.client_cert || !in_cluster;
+    let request = certs::Issue {
+        dir: Path::new(&a.out),
+        hosts: &hosts,
+        ips: &ips,
+        days: a.days,
+        client,
+        force: a.force,
+        ca: source,
+    };
+    let issued = match step {
+        Some(step) => certs::rotate(step, &request),
+        None => certs::issue(&request),
+    }
+    .map_err(|e| Error::Input(e.to_string()))?;
+    for p in &issued.written {
         println!("wrote {}", p.display());
     }
+    let out = a.out.trim_end_matches('/');
+    match step {
+        Some(certs::RotateStep::Begin) => {
+            println!(
+                "rotation begun: {out}/{} now trusts the old and the new CA. Next: give every client the new bundle (off-cluster: restart the kube-apiserver, which reads its kubeconfig at start; in-cluster: `image-bouncer config webhook --ca {out}/{} | kubectl apply -f -`); the server reloads it by itself. Then run --rotate-ca switch.",
+                certs::CA_BUNDLE,
+                certs::CA_BUNDLE
+            );
+            return Ok(());
+        }
+        Some(certs::RotateStep::Finish) => {
+            println!(
+                "rotation finished: {out}/{} trusts only the new CA; give clients the new bundle again (as for begin).",
+                certs::CA_BUNDLE
+            );
+            return Ok(());
+        }
+        _ => {}
+    }
+    if issued.ca_reused && step.is_none() {
+        println!("issued from the existing CA: whatever trusts it needs no change");
+    }
     let expiry = timestamp(
-        std::time::UNIX_EPOCH + std::time::Duration::from_secs(set.not_after.max(0) as u64),
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(issued.not_after.max(0) as u64),
     );
     println!(
         "the certificates expire on {} ({} days); serving names: {}",
@@ -112,10 +197,21 @@ pub fn run_certs(a: &CertsArgs) -> Result<(), Error> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    println!(
-        "serve with: image-bouncer serve --cert {0}/{SERVER_CERT} --key {0}/tls.key --client-ca {0}/ca.crt --client-name {CLIENT_CN}",
-        a.out.trim_end_matches('/')
-    );
+    if client {
+        println!(
+            "serve with: image-bouncer serve --cert {out}/{SERVER_CERT} --key {out}/tls.key --client-ca {out}/{} --client-name {CLIENT_CN}",
+            certs::CA_BUNDLE
+        );
+    } else {
+        println!(
+            "in-cluster names: no client certificate written (--client-cert writes one); serve with --cert {out}/{SERVER_CERT} --key {out}/tls.key"
+        );
+    }
+    if step == Some(certs::RotateStep::Switch) {
+        println!(
+            "leaves switched to the new CA (the server reloads them). When every client has the new client certificate, run --rotate-ca finish."
+        );
+    }
     Ok(())
 }
 
@@ -276,7 +372,12 @@ contexts:
 current-context: image-bouncer
 ",
         server = q(url),
-        ca = p("ca.crt"),
+        // The bundle, so that a CA rotation needs no new kubeconfig.
+        ca = p(if pki.join(certs::CA_BUNDLE).is_file() {
+            certs::CA_BUNDLE
+        } else {
+            certs::CA_CERT
+        }),
         cert = p(CLIENT_CERT),
         key = p(CLIENT_KEY),
     )
@@ -350,7 +451,7 @@ fn apiserver_instructions(url: &Url, pki: &Path, out: &Path, admission: &Path) -
         s,
         "4. Run image-bouncer on that node, listening where the URL points:\n\
          \x20   image-bouncer serve --listen 127.0.0.1:{port} --cert {pki}/{SERVER_CERT} --key {pki}/tls.key \\\n\
-         \x20     --client-ca {pki}/ca.crt --client-name {CLIENT_CN} --policy /etc/image-bouncer/policy.json",
+         \x20     --client-ca {pki}/ca-bundle.crt --client-name {CLIENT_CN} --policy /etc/image-bouncer/policy.json",
         port = url.port,
         pki = pki.display(),
     );
@@ -374,10 +475,46 @@ pub fn run_webhook(a: &WebhookArgs) -> Result<(), Error> {
     let ca = read_limited(Path::new(&a.ca), 1 << 20).map_err(|e| {
         problems.push(e);
     });
-    if let Ok(pem) = &ca
-        && !pem.contains("-----BEGIN CERTIFICATE-----")
-    {
-        problems.push(format!("{}: no PEM certificate in it", a.ca));
+    if let Ok(pem) = &ca {
+        use rustls::pki_types::pem::PemObject;
+        let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+            .filter_map(Result::ok)
+            .collect();
+        if certs.is_empty() {
+            problems.push(format!("{}: no PEM certificate in it", a.ca));
+        }
+        // A leaf as caBundle makes the apiserver refuse the webhook.
+        if certs
+            .iter()
+            .any(|c| der::cert_info(c).is_some_and(|i| !i.is_ca))
+        {
+            problems.push(format!(
+                "{}: holds a certificate that is not a CA (a serving certificate?); give the CA, e.g. ca-bundle.crt from `image-bouncer certs`",
+                a.ca
+            ));
+        }
+    }
+    // The apiserver calls <service>.<namespace>.svc and checks that name.
+    let dns = format!("{}.{}.svc", a.service, a.namespace);
+    let cert_path = a.cert.clone().map(PathBuf::from).or_else(|| {
+        let beside = Path::new(&a.ca).with_file_name(SERVER_CERT);
+        beside.is_file().then_some(beside)
+    });
+    if let Some(path) = cert_path {
+        use rustls::pki_types::pem::PemObject;
+        let names = read_limited(&path, 1 << 20)
+            .ok()
+            .and_then(|pem| rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).ok())
+            .and_then(|c| der::cert_info(&c))
+            .map(|i| i.dns_names);
+        match names {
+            None => problems.push(format!("{}: no readable certificate", path.display())),
+            Some(n) if !n.iter().any(|x| x.eq_ignore_ascii_case(&dns)) => problems.push(format!(
+                "{}: has no DNS name {dns:?} (it has {n:?}), which the apiserver checks; regenerate with `image-bouncer certs --host {dns}`",
+                path.display()
+            )),
+            Some(_) => {}
+        }
     }
     match ca {
         Ok(pem) if problems.is_empty() => {

@@ -7,5 +7,6 @@ mod dos;
 mod fuzz_corpus;
 mod golden;
 mod mutate;
+mod rotation;
 mod serve;
 mod setup;

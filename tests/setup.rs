@@ -183,7 +183,7 @@ fn config_apiserver_writes_valid_yaml_and_explains_the_rest() {
     );
     assert_eq!(
         kc["clusters"][0]["cluster"]["certificate-authority"],
-        pki.join("ca.crt").to_str().unwrap()
+        pki.join("ca-bundle.crt").to_str().unwrap()
     );
     assert_eq!(
         kc["users"][0]["user"]["client-certificate"],
@@ -349,6 +349,35 @@ fn config_webhook_prints_complete_configurations() {
     assert_eq!(docs[1]["webhooks"][0]["reinvocationPolicy"], "IfNeeded");
     assert!(docs[0]["webhooks"][0].get("reinvocationPolicy").is_none());
     let mutate_rules = docs[1]["webhooks"][0]["rules"].to_string();
+    // A serving certificate without the Service's name, and a leaf given as
+    // the CA, are refused before the apiserver would fail on them.
+    let webhook = |ca: &str, service: &str| {
+        run(
+            &[
+                "config",
+                "webhook",
+                "--namespace",
+                "ib",
+                "--service",
+                service,
+                "--ca",
+                ca,
+            ],
+            None,
+        )
+    };
+    let wrong = webhook(ca.to_str().unwrap(), "other");
+    assert_eq!(wrong.status.code(), Some(2));
+    assert!(
+        stderr(&wrong).contains("has no DNS name \"other.ib.svc\""),
+        "{}",
+        stderr(&wrong)
+    );
+    let leaf = webhook(dir.join("tls.crt").to_str().unwrap(), "image-bouncer");
+    assert_eq!(leaf.status.code(), Some(2));
+    assert!(stderr(&leaf).contains("not a CA"), "{}", stderr(&leaf));
+    let bundle = webhook(dir.join("ca-bundle.crt").to_str().unwrap(), "image-bouncer");
+    assert_eq!(bundle.status.code(), Some(0), "{}", stderr(&bundle));
     assert!(
         mutate_rules.contains("persistentvolumeclaims") && !mutate_rules.contains("deployments")
     );

@@ -18,6 +18,8 @@ pub struct CertInfo {
     /// `None` without an extendedKeyUsage extension; else whether it
     /// lists clientAuth.
     pub client_auth: Option<bool>,
+    /// basicConstraints cA.
+    pub is_ca: bool,
     /// basicConstraints pathLenConstraint, if any.
     pub path_len: Option<u64>,
 }
@@ -112,7 +114,7 @@ pub fn cert_info(der: &[u8]) -> Option<CertInfo> {
                 match oid {
                     OID_SAN => info.dns_names = san_dns_names(value),
                     OID_EKU => info.client_auth = Some(lists_client_auth(value)),
-                    OID_BASIC_CONSTRAINTS => info.path_len = path_len(value),
+                    OID_BASIC_CONSTRAINTS => (info.is_ca, info.path_len) = basic_constraints(value),
                     _ => {}
                 }
             }
@@ -155,18 +157,25 @@ fn lists_client_auth(value: &[u8]) -> bool {
     std::iter::from_fn(|| oids.expect(OID)).any(|o| o == OID_CLIENT_AUTH)
 }
 
-fn path_len(value: &[u8]) -> Option<u64> {
-    let mut parts = Der(Der(value).expect(SEQUENCE)?);
-    let mut item = parts.next()?;
-    if item.0 == BOOLEAN {
-        item = parts.next()?;
+/// (cA, pathLenConstraint) of a basicConstraints value.
+fn basic_constraints(value: &[u8]) -> (bool, Option<u64>) {
+    let Some(seq) = Der(value).expect(SEQUENCE) else {
+        return (false, None);
+    };
+    let mut parts = Der(seq);
+    let mut item = parts.next();
+    let mut is_ca = false;
+    if let Some((BOOLEAN, v)) = item {
+        is_ca = v.first().is_some_and(|b| *b != 0);
+        item = parts.next();
     }
-    match item {
-        (INTEGER, n) if !n.is_empty() && n.len() <= 8 => {
+    let path_len = match item {
+        Some((INTEGER, n)) if !n.is_empty() && n.len() <= 8 => {
             Some(n.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
         }
         _ => None,
-    }
+    };
+    (is_ca, path_len)
 }
 
 fn common_names(name: &[u8]) -> Vec<String> {

@@ -34,6 +34,11 @@ use tls::{Fingerprint, TlsFiles};
 /// Connection threads only parse HTTP and run rustls; 256 KiB is plenty and
 /// keeps a thousand idle connections cheap (untouched stack is not resident).
 const CONNECTION_STACK: usize = 256 * 1024;
+/// Under this many days to expiry the serving certificate is warned about,
+/// at start, on reload and every day (a year-old set-up expires unseen).
+const EXPIRY_WARN_DAYS: i64 = 30;
+/// How often the expiry is logged again.
+const EXPIRY_LOG_EVERY: Duration = Duration::from_secs(24 * 3600);
 /// How often the main thread looks at signal flags.
 const SIGNAL_POLL: Duration = Duration::from_millis(50);
 /// How often draining checks whether connections are gone.
@@ -445,8 +450,13 @@ fn watch(shared: &Shared, signals: &Signals, initial: Fingerprints) {
     let s = &shared.settings;
     let (mut last_policy, mut last_tls) = initial;
     let mut next_check = Instant::now() + s.reload_interval;
+    let mut next_expiry_log = Instant::now() + EXPIRY_LOG_EVERY;
     while !signals.term.load(Ordering::Acquire) {
         thread::sleep(SIGNAL_POLL);
+        if s.tls.is_some() && Instant::now() >= next_expiry_log {
+            next_expiry_log = Instant::now() + EXPIRY_LOG_EVERY;
+            log_cert_expiry(shared.metrics.cert_not_after());
+        }
         let hup = signals.hup.swap(false, Ordering::AcqRel);
         if hup {
             info!("SIGHUP: reloading certificate and policy");
@@ -507,8 +517,10 @@ fn log_cert_expiry(not_after: i64) {
     let days = (not_after - now) / 86_400;
     if not_after <= now {
         error!("the serving certificate has expired");
-    } else if days < 14 {
-        warn!("the serving certificate expires in {days} days");
+    } else if days < EXPIRY_WARN_DAYS {
+        warn!(
+            "the serving certificate expires in {days} days: renew it with `image-bouncer certs --out <pki> --host ... --force` (keeps the CA)"
+        );
     } else {
         info!("the serving certificate is valid for {days} more days");
     }

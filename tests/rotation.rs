@@ -1,0 +1,175 @@
+//! Certificate renewal and CA rotation against the running server, under
+//! load: every step of the runbook keeps every review answered.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::common::{Client, Server, client_config, run, stderr, stdout, temp_dir};
+
+const REVIEW: &[u8] = br#"{"apiVersion":"imagepolicy.k8s.io/v1alpha1","kind":"ImageReview","spec":{"containers":[{"image":"nginx:1.27"}]}}"#;
+
+fn certs(pki: &Path, extra: &[&str]) -> String {
+    let mut args = vec!["certs", "--out", pki.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let out = run(&args, None);
+    assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+    stdout(&out)
+}
+
+/// The apiserver's view: the bundle it trusts and the client certificate
+/// it presents, as read from the files now (it reads them at start).
+fn apiserver(pki: &Path) -> Arc<rustls::ClientConfig> {
+    client_config(
+        &pki.join("ca-bundle.crt"),
+        Some((
+            &pki.join("apiserver-client.crt"),
+            &pki.join("apiserver-client.key"),
+        )),
+    )
+}
+
+#[test]
+fn renewal_and_ca_rotation_fail_no_review() {
+    let dir = temp_dir("rotation");
+    let pki = dir.join("pki");
+    let names = ["--host", "localhost", "--ip", "127.0.0.1"];
+    let first = certs(&pki, &names);
+    assert!(first.contains("--client-ca"), "{first}");
+    let server = Server::start(&[
+        "--cert",
+        pki.join("tls.crt").to_str().unwrap(),
+        "--key",
+        pki.join("tls.key").to_str().unwrap(),
+        "--client-ca",
+        pki.join("ca-bundle.crt").to_str().unwrap(),
+        "--client-name",
+        "kube-apiserver",
+        "--reload-interval",
+        "100ms",
+    ]);
+    let current = Arc::new(Mutex::new(apiserver(&pki)));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let load = {
+        let (current, stop, ok, failed, addr) = (
+            current.clone(),
+            stop.clone(),
+            ok.clone(),
+            failed.clone(),
+            server.addr,
+        );
+        std::thread::spawn(move || {
+            let mut errors = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                // A new connection each time: every handshake sees the
+                // server's current certificate and trust.
+                let config = current.lock().unwrap().clone();
+                let answer =
+                    Client::tls(addr, config).and_then(|mut c| c.post("/image_policy", REVIEW));
+                match answer {
+                    Ok(r) if r.status == 200 && r.json()["status"]["allowed"] == true => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    other => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        errors.push(format!("{:?}", other.map(|r| r.status)));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            errors
+        })
+    };
+    let settle = |reloads: usize| {
+        // Until the server has seen the files (the reload interval is 100 ms).
+        let start = std::time::Instant::now();
+        while server.log().matches("certificate reloaded").count() < reloads {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no reload: {}",
+                server.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    std::thread::sleep(Duration::from_millis(300));
+
+    // Renewal: new leaves from the same CA; nothing else changes.
+    let renewed = certs(&pki, &[&names[..], &["--force"]].concat());
+    assert!(renewed.contains("issued from the existing CA"), "{renewed}");
+    settle(1);
+    *current.lock().unwrap() = apiserver(&pki);
+
+    // Rotation, step 1: trust both CAs. The server reloads the bundle; the
+    // apiserver gets it at its restart.
+    let begun = certs(&pki, &["--rotate-ca", "begin"]);
+    assert!(begun.contains("rotation begun"), "{begun}");
+    settle(2);
+    *current.lock().unwrap() = apiserver(&pki);
+    // Step 2: leaves from the new CA; the old client certificate is still
+    // trusted until the apiserver has the new one.
+    certs(&pki, &[&["--rotate-ca", "switch"][..], &names].concat());
+    settle(3);
+    *current.lock().unwrap() = apiserver(&pki);
+    // Step 3: drop the old CA.
+    certs(&pki, &["--rotate-ca", "finish"]);
+    settle(4);
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let errors = load.join().unwrap();
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    assert_eq!(failed, 0, "{failed} failed of {}: {errors:?}", ok + failed);
+    assert!(ok > 50, "only {ok} reviews");
+    // After the rotation the old CA is gone: a client with a certificate of
+    // it is refused, and the bundle holds one certificate.
+    let bundle = std::fs::read_to_string(pki.join("ca-bundle.crt")).unwrap();
+    assert_eq!(bundle.matches("BEGIN CERTIFICATE").count(), 1);
+    assert!(!pki.join("ca-previous.crt").exists() && !pki.join("ca-next.crt").exists());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn cas_have_distinct_names_and_in_cluster_names_get_no_client_certificate() {
+    let dir = temp_dir("ca-names");
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    let out = certs(&a, &["--host", "image-bouncer.image-bouncer.svc"]);
+    assert!(!out.contains("--client-ca"), "{out}");
+    assert!(!a.join("apiserver-client.crt").exists());
+    certs(
+        &b,
+        &["--host", "image-bouncer.image-bouncer.svc", "--client-cert"],
+    );
+    assert!(b.join("apiserver-client.crt").exists());
+    let subject = |p: &Path| {
+        use rustls::pki_types::pem::PemObject;
+        let der = rustls::pki_types::CertificateDer::from_pem_file(p.join("ca.crt")).unwrap();
+        image_bouncer::server::der::cert_info(&der)
+            .unwrap()
+            .common_names
+    };
+    let (na, nb) = (subject(&a), subject(&b));
+    assert_ne!(na, nb);
+    assert!(na[0].starts_with("image-bouncer CA 20"), "{na:?}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_certificate_near_expiry_is_warned_about_at_start() {
+    let dir = temp_dir("expiry");
+    let pki = dir.join("pki");
+    certs(&pki, &["--host", "localhost", "--days", "20"]);
+    let server = Server::start(&[
+        "--cert",
+        pki.join("tls.crt").to_str().unwrap(),
+        "--key",
+        pki.join("tls.key").to_str().unwrap(),
+    ]);
+    server.wait_for_log("the serving certificate expires in", Duration::from_secs(5));
+    assert!(server.log().contains("WARN"), "{}", server.log());
+    assert!(server.log().contains("keeps the CA"), "{}", server.log());
+    drop(server);
+    std::fs::remove_dir_all(dir).unwrap();
+}
