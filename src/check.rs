@@ -1,10 +1,12 @@
 //! `image-bouncer check`: the policy engine offline, for CI pipelines.
 //!
-//! Images come from arguments and from JSON documents (`-f`): a Pod, any
-//! workload with a pod template, a `List`, an AdmissionReview or an
-//! ImageReview, several concatenated in one stream if need be. Each pod is
-//! judged with its own namespace and annotations, exactly as the webhook
-//! would. YAML is not read: pipe it through `kubectl ... -o json` first.
+//! Images come from arguments and from documents (`-f`), JSON or YAML
+//! (several in one stream or file, `---`): a Pod, any workload with a pod
+//! template, a `List` (what `kubectl get ... -o json` prints), an
+//! AdmissionReview or an ImageReview. Each pod is judged with its own
+//! namespace and annotations, exactly as the webhook would, and every
+//! finding names its object and container, with a summary: an audit of
+//! what runs. `--policy FILE` alone checks the policy file.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -33,10 +35,27 @@ const NESTING_MAX: usize = 16;
 pub struct Report {
     pub allowed: bool,
     pub images: Vec<ImageReport>,
+    pub summary: Summary,
+}
+
+/// Counts over a whole run.
+#[derive(Serialize, Debug, PartialEq, Default)]
+pub struct Summary {
+    /// Pods and workloads (and reviews) read from documents.
+    pub objects: usize,
+    /// Container images judged.
+    pub containers: usize,
+    pub denied: usize,
+    /// Allowed, but with findings (warn mode, break-glass, exemptions).
+    pub warned: usize,
 }
 
 #[derive(Serialize, Debug, PartialEq)]
 pub struct ImageReport {
+    /// `Deployment team-a/web`, when the image came from a document.
+    pub object: Option<String>,
+    /// `container "app"`, when known.
+    pub container: Option<String>,
     pub image: String,
     pub normalized: Option<String>,
     pub allowed: bool,
@@ -50,27 +69,42 @@ pub fn run(args: &CheckArgs) -> Result<bool, Error> {
         return print_patches(args).map(|()| true);
     }
     let policy = args.policy_flags().load()?;
+    if args.images.is_empty() && args.file.is_empty() {
+        if let Some(file) = &args.policy {
+            // `check --policy FILE`: the file alone, as a linter.
+            println!(
+                "{file}: a valid policy (mode {}, {} allowed and {} denied registries, {} exempt images, {} exempt namespaces)",
+                policy.mode.as_str(),
+                policy.allowed_registries.len(),
+                policy.denied_registries.len(),
+                policy.exempt_images.len(),
+                policy.exempt_namespaces.len()
+            );
+            return Ok(true);
+        }
+        return Err(Error::Usage(
+            "give images as arguments, documents with -f, or only --policy FILE to check the file (see --help)".into(),
+        ));
+    }
     let mut requests = Vec::new();
     let texts = read_documents(args)?;
     if !args.images.is_empty() {
-        requests.push(Request {
-            namespace: args.namespace.clone(),
-            annotations: BTreeMap::new(),
-            images: args.images.iter().map(ImageInput::bare).collect(),
-        });
+        requests.push((
+            None,
+            Request {
+                namespace: args.namespace.clone(),
+                annotations: BTreeMap::new(),
+                images: args.images.iter().map(ImageInput::bare).collect(),
+            },
+        ));
     }
     for (name, text) in &texts {
         requests.extend(
-            requests_from_text(text, args.namespace.as_deref())
+            labeled_requests(text, args.namespace.as_deref())
                 .map_err(|e| Error::Input(format!("{name}: {e}")))?,
         );
     }
-    if requests.iter().all(|r| r.images.is_empty()) {
-        if args.file.is_empty() {
-            return Err(Error::Usage(
-                "give images as arguments or a document with -f (see --help)".into(),
-            ));
-        }
+    if requests.iter().all(|(_, r)| r.images.is_empty()) {
         log::warn!("no container images found in the given documents");
     }
     let report = report(&policy, &requests);
@@ -135,11 +169,7 @@ pub fn patches_from_text(
     namespace: Option<&str>,
 ) -> Result<Vec<Vec<PatchOp>>, String> {
     let mut out = Vec::new();
-    for (n, doc) in serde_json::Deserializer::from_str(text)
-        .into_iter::<Value>()
-        .enumerate()
-    {
-        let doc = doc.map_err(|e| format!("document {}: not valid JSON: {e}", n + 1))?;
+    for doc in documents(text)? {
         collect_patches(rules, &doc, namespace, 0, &mut out)?;
     }
     Ok(out)
@@ -201,7 +231,10 @@ fn collect_patches(
     if rules.mutate.rewrites() {
         let mut requests = Vec::new();
         collect(doc, ns, depth, &mut requests)?;
-        if requests.iter().any(|r| !rules.policy.decide(r).allowed) {
+        if requests
+            .iter()
+            .any(|(_, r)| !rules.policy.decide(r).allowed)
+        {
             out.push(Vec::new());
             return Ok(());
         }
@@ -223,15 +256,30 @@ fn collect_patches(
 }
 
 /// Judges every request and flattens the verdicts per image.
-pub fn report(policy: &Policy, requests: &[Request]) -> Report {
+pub fn report(policy: &Policy, requests: &[(Option<String>, Request)]) -> Report {
     let mut images = Vec::new();
     let mut allowed = true;
-    for req in requests {
+    let mut summary = Summary::default();
+    for (object, req) in requests {
         let d = policy.decide(req);
         allowed &= d.allowed;
-        images.extend(image_reports(&d));
+        summary.objects += usize::from(object.is_some());
+        for mut r in image_reports(&d) {
+            summary.containers += 1;
+            if !r.allowed {
+                summary.denied += 1;
+            } else if !r.warnings.is_empty() {
+                summary.warned += 1;
+            }
+            r.object.clone_from(object);
+            images.push(r);
+        }
     }
-    Report { allowed, images }
+    Report {
+        allowed,
+        images,
+        summary,
+    }
 }
 
 fn image_reports(d: &Decision) -> Vec<ImageReport> {
@@ -258,6 +306,8 @@ fn image_reports(d: &Decision) -> Vec<ImageReport> {
                 warnings.push(format!("not checked: exempt by exemptImages entry {p:?}"));
             }
             ImageReport {
+                object: None,
+                container: v.container.as_ref().map(ToString::to_string),
                 image: v.image.clone(),
                 normalized: v.normalized.clone(),
                 allowed: reasons.is_empty(),
@@ -268,37 +318,85 @@ fn image_reports(d: &Decision) -> Vec<ImageReport> {
         .collect()
 }
 
-/// One line per image: verdict, reference as given, normalised, reasons.
+/// One line per image: verdict, where it is (object, container), the
+/// reference as given, normalised, reasons; then the summary.
 pub fn render_text(report: &Report) -> String {
     let mut out = String::new();
     for i in &report.images {
+        let exempt = i.warnings.iter().all(|w| w.starts_with("not checked: "));
         let verdict = match (i.allowed, i.warnings.is_empty()) {
             (false, _) => "DENY ",
             (true, true) => "ALLOW",
+            (true, false) if exempt => "EXEMPT",
             (true, false) => "WARN ",
         };
         let normalized = i.normalized.as_deref().unwrap_or("(invalid)");
-        out.push_str(&format!("{verdict}  {}  {normalized}", i.image));
+        out.push_str(verdict);
+        for place in [&i.object, &i.container].into_iter().flatten() {
+            out.push_str("  ");
+            out.push_str(place);
+        }
+        out.push_str(&format!("  {}  {normalized}", i.image));
         for r in i.reasons.iter().chain(&i.warnings) {
             out.push_str("\n       ");
             out.push_str(r);
         }
         out.push('\n');
     }
+    let s = &report.summary;
+    if s.objects > 0 {
+        out.push_str(&format!(
+            "{} objects, {} containers: {} denied, {} warned, {} allowed\n",
+            s.objects,
+            s.containers,
+            s.denied,
+            s.warned,
+            s.containers - s.denied - s.warned
+        ));
+    }
     out
 }
 
-/// Reads every JSON document in `text` (one or several concatenated).
-pub fn requests_from_text(text: &str, namespace: Option<&str>) -> Result<Vec<Request>, String> {
-    let mut out = Vec::new();
-    for (n, doc) in serde_json::Deserializer::from_str(text)
+/// The documents of `text`: JSON (one or several concatenated), else
+/// YAML (several separated by `---`).
+pub fn documents(text: &str) -> Result<Vec<Value>, String> {
+    let json: Result<Vec<Value>, _> = serde_json::Deserializer::from_str(text)
         .into_iter::<Value>()
-        .enumerate()
-    {
-        let doc = doc.map_err(|e| format!("document {}: not valid JSON: {e}", n + 1))?;
-        collect(&doc, namespace, 0, &mut out)?;
+        .collect();
+    match json {
+        Ok(docs) => Ok(docs),
+        Err(json_error) => crate::yaml::documents(text)
+            .map_err(|yaml_error| format!("neither JSON ({json_error}) nor YAML ({yaml_error})")),
+    }
+}
+
+/// Reads every document in `text`: one request per pod.
+pub fn requests_from_text(text: &str, namespace: Option<&str>) -> Result<Vec<Request>, String> {
+    Ok(labeled_requests(text, namespace)?
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect())
+}
+
+/// As [`requests_from_text`], each with the object it came from
+/// (`Deployment ns/name`).
+pub fn labeled_requests(
+    text: &str,
+    namespace: Option<&str>,
+) -> Result<Vec<(Option<String>, Request)>, String> {
+    let mut out = Vec::new();
+    for (n, doc) in documents(text)?.iter().enumerate() {
+        collect(doc, namespace, 0, &mut out).map_err(|e| format!("document {}: {e}", n + 1))?;
     }
     Ok(out)
+}
+
+/// `Kind namespace/name`, or `Kind name` without a namespace.
+fn label(kind: &str, namespace: Option<&str>, name: &str) -> String {
+    match namespace.filter(|n| !n.is_empty()) {
+        Some(ns) => format!("{kind} {ns}/{name}"),
+        None => format!("{kind} {name}"),
+    }
 }
 
 /// Appends one request per pod found in `doc`.
@@ -306,7 +404,7 @@ fn collect(
     doc: &Value,
     namespace: Option<&str>,
     depth: usize,
-    out: &mut Vec<Request>,
+    out: &mut Vec<(Option<String>, Request)>,
 ) -> Result<(), String> {
     if depth > NESTING_MAX {
         return Err(format!("lists nested deeper than {NESTING_MAX}"));
@@ -332,7 +430,7 @@ fn collect(
         imagepolicy::KIND => {
             let review =
                 imagepolicy::ImageReview::deserialize(doc).map_err(|e| at(e.to_string()))?;
-            out.push(review.to_request().map_err(at)?);
+            out.push((Some("ImageReview".into()), review.to_request().map_err(at)?));
         }
         admission::KIND => {
             let text = doc.to_string();
@@ -340,7 +438,8 @@ fn collect(
             let req = &review.request;
             if let PodObjects::Pods { path, object, .. } = req.pod_objects().map_err(at)? {
                 let ns = req.namespace.as_deref().or(namespace);
-                push_pod(&object, path, ns, out).map_err(at)?;
+                let l = label(&req.kind.kind, ns, req.name.as_deref().unwrap_or(""));
+                push_pod(&object, path, ns, l, out).map_err(at)?;
             }
         }
         k if k.ends_with("List") && doc.get("items").is_some() => match doc.get("items") {
@@ -355,7 +454,8 @@ fn collect(
             if let Some(path) = PodPath::of_kind(kind) {
                 let object = Object::deserialize(doc).map_err(|e| at(e.to_string()))?;
                 let ns = object.metadata.namespace.clone();
-                push_pod(&object, path, ns.as_deref().or(namespace), out).map_err(at)?;
+                let ns = ns.as_deref().or(namespace);
+                push_pod(&object, path, ns, label(kind, ns, name), out).map_err(at)?;
             }
         }
     }
@@ -366,14 +466,18 @@ fn push_pod(
     object: &Object,
     path: PodPath,
     namespace: Option<&str>,
-    out: &mut Vec<Request>,
+    label: String,
+    out: &mut Vec<(Option<String>, Request)>,
 ) -> Result<(), String> {
     if let Some(pod) = object.pod(path) {
-        out.push(Request {
-            namespace: namespace.map(str::to_string),
-            annotations: pod.metadata.annotations.clone(),
-            images: pod.images()?,
-        });
+        out.push((
+            Some(label),
+            Request {
+                namespace: namespace.map(str::to_string),
+                annotations: pod.metadata.annotations.clone(),
+                images: pod.images()?,
+            },
+        ));
     }
     Ok(())
 }
@@ -414,9 +518,51 @@ mod tests {
     }
 
     #[test]
+    fn yaml_documents_and_lists_name_their_objects() {
+        let text = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: team-a}\nspec:\n  template:\n    spec:\n      containers:\n      - {name: app, image: nginx}\n---\nkind: List\nitems:\n- kind: Pod\n  metadata: {name: p}\n  spec: {containers: [{name: c, image: 'ghcr.io/x/y:1'}]}\n";
+        let reqs = labeled_requests(text, Some("default")).unwrap();
+        let r = report(&Policy::default(), &reqs);
+        let places: Vec<(Option<&str>, Option<&str>, bool)> = r
+            .images
+            .iter()
+            .map(|i| (i.object.as_deref(), i.container.as_deref(), i.allowed))
+            .collect();
+        assert_eq!(
+            places,
+            [
+                (
+                    Some("Deployment team-a/web"),
+                    Some("container \"app\""),
+                    false
+                ),
+                (Some("Pod default/p"), Some("container \"c\""), true),
+            ]
+        );
+        assert_eq!(
+            r.summary,
+            Summary {
+                objects: 2,
+                containers: 2,
+                denied: 1,
+                warned: 0
+            }
+        );
+        let text = render_text(&r);
+        assert!(
+            text.starts_with("DENY   Deployment team-a/web  container \"app\"  nginx  "),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("2 objects, 2 containers: 1 denied, 0 warned, 1 allowed\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn bad_documents_are_explained() {
         let cases = [
-            ("{", "document 1: not valid JSON"),
+            ("{", "neither JSON (EOF while parsing"),
+            ("kind: Pod\n  bad: [", "nor YAML"),
             ("7", "expected a Kubernetes object"),
             (
                 r#"{"kind":"Pod","metadata":{"name":"p"},"spec":{"containers":{}}}"#,
@@ -436,10 +582,13 @@ mod tests {
     #[test]
     fn text_and_json_report() {
         let policy = Policy::default();
-        let reqs = vec![Request {
-            images: vec![ImageInput::bare("nginx"), ImageInput::bare("nginx:1.27")],
-            ..Request::default()
-        }];
+        let reqs = vec![(
+            None,
+            Request {
+                images: vec![ImageInput::bare("nginx"), ImageInput::bare("nginx:1.27")],
+                ..Request::default()
+            },
+        )];
         let r = report(&policy, &reqs);
         assert!(!r.allowed);
         let text = render_text(&r);
@@ -455,6 +604,7 @@ mod tests {
         assert_eq!(
             json["images"][1],
             serde_json::json!({
+                "object": null, "container": null,
                 "image": "nginx:1.27", "normalized": "docker.io/library/nginx:1.27",
                 "allowed": true, "reasons": [], "warnings": []
             })

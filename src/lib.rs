@@ -22,6 +22,7 @@ pub mod policy;
 pub mod review;
 pub mod server;
 pub mod setup;
+pub mod yaml;
 
 /// What can stop a command. Exit status 2 for everything the user can fix
 /// in the invocation or configuration, 1 for runtime failures.

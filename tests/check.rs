@@ -127,13 +127,28 @@ fn json_output_has_exactly_the_documented_shape() {
     assert_eq!(code, 1);
     assert_eq!(v["allowed"], false);
     let obj = v.as_object().unwrap();
-    assert_eq!(obj.keys().collect::<Vec<_>>(), ["allowed", "images"]);
+    assert_eq!(
+        obj.keys().collect::<Vec<_>>(),
+        ["allowed", "images", "summary"]
+    );
     let img = v["images"][0].as_object().unwrap();
     let mut keys: Vec<&String> = img.keys().collect();
     keys.sort();
     assert_eq!(
         keys,
-        ["allowed", "image", "normalized", "reasons", "warnings"]
+        [
+            "allowed",
+            "container",
+            "image",
+            "normalized",
+            "object",
+            "reasons",
+            "warnings"
+        ]
+    );
+    assert_eq!(
+        v["summary"],
+        serde_json::json!({"objects": 0, "containers": 2, "denied": 1, "warned": 0})
     );
     assert_eq!(v["images"][1]["allowed"], true);
 }
@@ -163,7 +178,7 @@ fn documents_from_stdin_and_files() {
     assert_eq!(out.status.code(), Some(1));
     let text = stdout(&out);
     assert!(
-        text.contains("ALLOW  nginx:1.27  docker.io/library/nginx:1.27"),
+        text.contains("ALLOW  Pod p  container \"app\"  nginx:1.27  docker.io/library/nginx:1.27"),
         "{text}"
     );
     assert!(
@@ -247,6 +262,65 @@ fn duplicate_keys_in_the_policy_file_exit_2() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// An audit of what runs: `kubectl get ... -o json` (a List) or the YAML
+/// kept in git, several documents in one file.
+#[test]
+fn audit_of_a_list_and_of_multi_document_yaml() {
+    let list = r#"{"apiVersion":"v1","kind":"List","items":[
+        {"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"web","namespace":"shop"},
+         "spec":{"template":{"spec":{"containers":[{"name":"app","image":"nginx:latest"}]}}}},
+        {"apiVersion":"v1","kind":"Pod","metadata":{"name":"db-0","namespace":"shop"},
+         "spec":{"containers":[{"name":"db","image":"postgres:16"}]}}]}"#;
+    let (code, v) = check_json(&["-f", "-"], Some(list));
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(v["images"][0]["object"], "Deployment shop/web");
+    assert_eq!(v["images"][0]["container"], "container \"app\"");
+    assert_eq!(v["images"][1]["object"], "Pod shop/db-0");
+    assert_eq!(
+        v["summary"],
+        serde_json::json!({"objects": 2, "containers": 2, "denied": 1, "warned": 0})
+    );
+    let yaml = "# from git\napiVersion: batch/v1\nkind: CronJob\nmetadata:\n  name: report\n  namespace: ops\nspec:\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          containers:\n          - name: r\n            image: ghcr.io/acme/report:2.1\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: debug\nspec:\n  containers:\n  - name: sh\n    image: busybox\n";
+    let dir = temp_dir("audit-yaml");
+    let file = dir.join("manifests.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let out = run(&["check", "-n", "ops", "-f", file.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(
+        text.contains("ALLOW  CronJob ops/report  container \"r\"  ghcr.io/acme/report:2.1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("DENY   Pod ops/debug  container \"sh\"  busybox"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("2 objects, 2 containers: 1 denied, 0 warned, 1 allowed\n"),
+        "{text}"
+    );
+    // Warn mode: nothing denied, the findings still listed, exit 0.
+    let out = run(
+        &["check", "--mode", "warn", "-f", file.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        stdout(&out).contains("0 denied, 1 warned"),
+        "{}",
+        stdout(&out)
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn the_policy_file_alone_is_checked() {
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/policy.json");
+    let out = run(&["check", "--policy", file], None);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("a valid policy"), "{}", stdout(&out));
+}
+
 #[test]
 fn the_example_policy_file_is_valid() {
     let file = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/policy.json");
@@ -286,7 +360,7 @@ fn usage_errors_exit_2() {
     let out = run(&["check", "-f", "-"], Some("{not json"));
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        stderr(&out).contains("stdin: document 1: not valid JSON"),
+        stderr(&out).contains("stdin: neither JSON (") && stderr(&out).contains("nor YAML ("),
         "{}",
         stderr(&out)
     );

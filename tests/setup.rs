@@ -12,10 +12,34 @@ use crate::common::{
     temp_dir,
 };
 
+/// Parsed with yaml-rust2's own loader, not the project's YAML code.
 fn yaml_docs(text: &str) -> Vec<Value> {
-    use serde::Deserialize;
-    serde_yaml::Deserializer::from_str(text)
-        .map(|d| Value::deserialize(d).unwrap_or_else(|e| panic!("{e}:\n{text}")))
+    use yaml_rust2::Yaml;
+    fn value(y: &Yaml) -> Value {
+        match y {
+            Yaml::Real(r) => serde_json::json!(r.parse::<f64>().unwrap()),
+            Yaml::Integer(i) => serde_json::json!(i),
+            Yaml::String(s) => Value::String(s.clone()),
+            Yaml::Boolean(b) => Value::Bool(*b),
+            Yaml::Array(a) => Value::Array(a.iter().map(value).collect()),
+            Yaml::Hash(h) => Value::Object(
+                h.iter()
+                    .map(|(k, v)| {
+                        (
+                            k.as_str().map_or_else(|| format!("{k:?}"), str::to_string),
+                            value(v),
+                        )
+                    })
+                    .collect(),
+            ),
+            Yaml::Null => Value::Null,
+            other => panic!("unexpected YAML node {other:?}"),
+        }
+    }
+    yaml_rust2::YamlLoader::load_from_str(text)
+        .unwrap_or_else(|e| panic!("{e}:\n{text}"))
+        .iter()
+        .map(value)
         .collect()
 }
 
@@ -382,8 +406,18 @@ fn config_webhook_prints_complete_configurations() {
         mutate_rules.contains("persistentvolumeclaims") && !mutate_rules.contains("deployments")
     );
     // Without --mutate: the validating configuration only.
-    let out = run(&["config", "webhook", "--ca", ca.to_str().unwrap()], None);
-    assert_eq!(yaml_docs(&stdout(&out)).len(), 1);
+    let out = run(
+        &[
+            "config",
+            "webhook",
+            "--namespace",
+            "ib",
+            "--ca",
+            ca.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(yaml_docs(&stdout(&out)).len(), 1, "{}", stderr(&out));
     let out = run(
         &[
             "config",
