@@ -66,7 +66,7 @@ pub struct ImageReport {
 /// Runs the command; `Ok(true)` when every image is allowed.
 pub fn run(args: &CheckArgs) -> Result<bool, Error> {
     if args.mutate {
-        return print_patches(args).map(|()| true);
+        return print_patches(args);
     }
     let policy = args.policy_flags().load()?;
     if args.images.is_empty() && args.file.is_empty() {
@@ -143,21 +143,35 @@ fn read_documents(args: &CheckArgs) -> Result<Vec<(String, String)>, Error> {
 }
 
 /// `check --mutate`: one JSON Patch per object, one per line.
-fn print_patches(args: &CheckArgs) -> Result<(), Error> {
+fn print_patches(args: &CheckArgs) -> Result<bool, Error> {
     if args.file.is_empty() || !args.images.is_empty() {
         return Err(Error::Usage(
             "--mutate reads objects with -f and takes no image arguments".into(),
         ));
     }
     let rules = args.policy_flags().load_rules()?;
+    let mut mutated = Vec::new();
     for (name, text) in read_documents(args)? {
-        let patches = patches_from_text(&rules, &text, args.namespace.as_deref())
+        let patches = patched_from_text(&rules, &text, args.namespace.as_deref())
             .map_err(|e| Error::Input(format!("{name}: {e}")))?;
-        for p in patches {
+        for (doc, p) in patches {
             println!("{}", serde_json::to_string(&p).unwrap_or_default());
+            mutated.push(doc);
         }
     }
-    Ok(())
+    if !args.validate {
+        return Ok(true);
+    }
+    // Then as /validate would see them, mutated.
+    let mut requests = Vec::new();
+    for doc in &mutated {
+        requests.extend(
+            labeled_requests(&doc.to_string(), args.namespace.as_deref()).map_err(Error::Input)?,
+        );
+    }
+    let report = report(&rules.policy, &requests);
+    print!("{}", render_text(&report));
+    Ok(report.allowed)
 }
 
 /// The patches `/mutate` would return for every object in `text`: an
@@ -168,6 +182,18 @@ pub fn patches_from_text(
     text: &str,
     namespace: Option<&str>,
 ) -> Result<Vec<Vec<PatchOp>>, String> {
+    Ok(patched_from_text(rules, text, namespace)?
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect())
+}
+
+/// As [`patches_from_text`], each with its document as patched.
+fn patched_from_text(
+    rules: &Rules,
+    text: &str,
+    namespace: Option<&str>,
+) -> Result<Vec<(Value, Vec<PatchOp>)>, String> {
     let mut out = Vec::new();
     for doc in documents(text)? {
         collect_patches(rules, &doc, namespace, 0, &mut out)?;
@@ -180,8 +206,9 @@ fn collect_patches(
     doc: &Value,
     namespace: Option<&str>,
     depth: usize,
-    out: &mut Vec<Vec<PatchOp>>,
+    out: &mut Vec<(Value, Vec<PatchOp>)>,
 ) -> Result<(), String> {
+    let unchanged = || (doc.clone(), Vec::new());
     if depth > NESTING_MAX {
         return Err(format!("lists nested deeper than {NESTING_MAX}"));
     }
@@ -211,9 +238,13 @@ fn collect_patches(
         let review = admission::parse(doc.to_string().as_bytes()).map_err(|e| e.to_string())?;
         match admission::mutate(&rules.policy, &rules.mutate, &review).1 {
             admission::MutateOutcome::Patched(m) | admission::MutateOutcome::Unchanged(m) => {
-                out.push(m.patch)
+                let mut patched = doc.clone();
+                if let Some(object) = patched.pointer_mut("/request/object") {
+                    mutate::apply(object, &m.patch)?;
+                }
+                out.push((patched, m.patch));
             }
-            admission::MutateOutcome::Denied { .. } => out.push(Vec::new()),
+            admission::MutateOutcome::Denied { .. } => out.push(unchanged()),
             admission::MutateOutcome::Unreadable(e) => return Err(e),
         }
         return Ok(());
@@ -235,7 +266,7 @@ fn collect_patches(
             .iter()
             .any(|(_, r)| !rules.policy.decide(r).allowed)
         {
-            out.push(Vec::new());
+            out.push(unchanged());
             return Ok(());
         }
     }
@@ -251,7 +282,9 @@ fn collect_patches(
             old_object: None,
         },
     );
-    out.push(m.patch);
+    let mut patched = doc.clone();
+    mutate::apply(&mut patched, &m.patch)?;
+    out.push((patched, m.patch));
     Ok(())
 }
 

@@ -117,7 +117,7 @@ macro_rules! with_policy_flags {
 with_policy_flags! {
     /// Judge images offline: exit 0 if all are allowed, 1 if any is denied, 2 on a usage or configuration error.
     pub struct CheckArgs {
-        /// read a JSON document: a Pod, a workload, a List, an AdmissionReview or an ImageReview ('-' for stdin); repeatable
+        /// read documents, JSON or YAML (several with ---): Pods, workloads, Lists (kubectl get -o json), AdmissionReviews, ImageReviews ('-' for stdin); repeatable
         #[argh(option, short = 'f')]
         pub file: Vec<String>,
         /// namespace to judge in (documents' own namespace wins)
@@ -129,6 +129,9 @@ with_policy_flags! {
         /// print the JSON Patch /mutate would apply to each object read with -f (one per line)
         #[argh(switch)]
         pub mutate: bool,
+        /// with --mutate: then judge the mutated objects as /validate would (the mutate-then-validate set-up)
+        #[argh(switch)]
+        pub validate: bool,
         /// images to judge
         #[argh(positional)]
         pub images: Vec<String>,

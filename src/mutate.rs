@@ -583,6 +583,50 @@ fn record_rewrites(
     m.patch.push(op);
 }
 
+/// Applies our own patch operations (add, replace, remove; `-` appends)
+/// to `doc`, for `check --mutate --validate`.
+pub fn apply(doc: &mut Value, patch: &[PatchOp]) -> Result<(), String> {
+    for op in patch {
+        let (parent, last) = op
+            .path
+            .rsplit_once('/')
+            .ok_or_else(|| format!("bad path {:?}", op.path))?;
+        let last = last.replace("~1", "/").replace("~0", "~");
+        let target = doc
+            .pointer_mut(parent)
+            .ok_or_else(|| format!("no {parent:?} for {:?}", op.path))?;
+        match (op.op, target) {
+            ("remove", Value::Object(m)) => {
+                m.remove(&last);
+            }
+            (_, Value::Object(m)) => {
+                m.insert(last, op.value.clone());
+            }
+            ("add", Value::Array(a)) if last == "-" => a.push(op.value.clone()),
+            (kind, Value::Array(a)) => {
+                let i: usize = last
+                    .parse()
+                    .map_err(|_| format!("bad index in {:?}", op.path))?;
+                match kind {
+                    "replace" if i < a.len() => a[i] = op.value.clone(),
+                    "add" if i <= a.len() => a.insert(i, op.value.clone()),
+                    "remove" if i < a.len() => {
+                        a.remove(i);
+                    }
+                    _ => return Err(format!("index out of range in {:?}", op.path)),
+                }
+            }
+            _ => {
+                return Err(format!(
+                    "{:?} does not lead into an object or array",
+                    op.path
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Standard base64 with padding (RFC 4648), for the `patch` field.
 pub fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -736,6 +780,37 @@ mod tests {
         let found = c.overlapping_targets();
         assert_eq!(found.len(), 2, "{found:#?}");
         assert!(found[0].contains("\"mirror.example.com/quay\" and \"mirror.example.com\""));
+    }
+
+    /// Our small applier agrees with an independent implementation.
+    #[test]
+    fn own_patch_applier_agrees_with_json_patch() {
+        let pod = json!({"metadata": {"annotations": {REWRITTEN_ANNOTATION: "forged"}},
+            "spec": {"containers": [{"name": "a", "image": "nginx:1.27"}, {"name": "b", "image": "quay.io/x/y:1"}],
+                     "initContainers": [{"name": "i", "image": "busybox:1.36", "imagePullPolicy": "Never"}],
+                     "imagePullSecrets": [{"name": "old"}]}});
+        let c = MutateConfig {
+            image_pull_secrets: vec!["regcred".into()],
+            append_pull_secrets: true,
+            image_pull_policy: Some(PullPolicy::Always),
+            ..cfg()
+        };
+        let patch = mutate(&c, &subject(POD, "CREATE", &pod, None)).patch;
+        assert!(patch.len() >= 5, "{patch:#?}");
+        let mut ours = pod.clone();
+        super::apply(&mut ours, &patch).unwrap();
+        assert_eq!(ours, apply(&pod, &patch));
+        assert!(
+            super::apply(
+                &mut ours.clone(),
+                &[PatchOp {
+                    op: "replace",
+                    path: "/spec/containers/9/image".into(),
+                    value: json!("x")
+                }]
+            )
+            .is_err()
+        );
     }
 
     /// Only this webhook writes the rewritten-images annotation.

@@ -276,3 +276,34 @@ fn check_mutate_prints_the_patch() {
     let out = run(&["check", "--mutate", "nginx"], None);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// The mutate-then-validate set-up offline: patches, then the verdict on
+/// the mutated objects.
+#[test]
+fn check_mutate_validate_judges_the_mutated_objects() {
+    let docs = "kind: Pod\nmetadata: {name: ok}\nspec: {containers: [{name: c, image: 'quay.io/team/app:1'}]}\n---\nkind: Pod\nmetadata: {name: bad}\nspec: {containers: [{name: c, image: 'ghcr.io/evil/x:1'}]}\n";
+    let out = run(
+        &[
+            "check",
+            "--mutate",
+            "--validate",
+            "--rewrite-registry",
+            "mirror.example.com",
+            "--allow-registry",
+            "quay.io/team",
+            "-f",
+            "-",
+        ],
+        Some(docs),
+    );
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}{}", stderr(&out));
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].contains("mirror.example.com/quay.io/team/app:1"),
+        "{text}"
+    );
+    assert_eq!(lines[1], "[]", "{text}"); // refused as written: no patch
+    assert!(text.contains("ALLOW  Pod ok  container \"c\"  mirror.example.com/quay.io/team/app:1  quay.io/team/app:1"), "{text}");
+    assert!(text.contains("DENY   Pod bad"), "{text}");
+}
