@@ -333,16 +333,112 @@ pub fn run_apiserver(a: &ApiserverArgs) -> Result<(), Error> {
         &admission_config(&kubeconfig_path, a.default_allow),
         0o644,
     )?;
-    println!(
-        "wrote {}\nwrote {}\n",
-        admission_path.display(),
-        kubeconfig_path.display()
-    );
+    let patches = out.join("kubeadm-patches");
+    crate::files::private_dir(&patches)
+        .map_err(|e| Error::Input(format!("{}: {e}", patches.display())))?;
+    let patch_path = patches.join("kube-apiserver+json.json");
+    write(
+        &patch_path,
+        &kubeadm_patch(&pki, &out, &admission_path),
+        0o644,
+    )?;
+    let cluster_path = out.join("kubeadm-cluster-configuration.yaml");
+    write(
+        &cluster_path,
+        &cluster_configuration(&pki, &out, &admission_path),
+        0o644,
+    )?;
+    for p in [
+        &admission_path,
+        &kubeconfig_path,
+        &patch_path,
+        &cluster_path,
+    ] {
+        println!("wrote {}", p.display());
+    }
+    println!();
     print!(
         "{}",
         apiserver_instructions(&url, &pki, &out, &admission_path)
     );
     Ok(())
+}
+
+/// The flags, volumes and mounts the apiserver's static pod needs:
+/// (flag, value) and (volume name, host path).
+fn apiserver_additions<'a>(
+    pki: &'a Path,
+    out: &'a Path,
+    admission: &'a Path,
+) -> ([(&'static str, String); 2], [(&'static str, &'a Path); 2]) {
+    (
+        [
+            // A second --enable-admission-plugins adds to the first (a
+            // string-slice flag), so NodeRestriction and the rest stay.
+            ("enable-admission-plugins", "ImagePolicyWebhook".to_string()),
+            (
+                "admission-control-config-file",
+                admission.display().to_string(),
+            ),
+        ],
+        [("image-bouncer-config", out), ("image-bouncer-pki", pki)],
+    )
+}
+
+/// A JSON patch (RFC 6902) for kubeadm's `--patches` folder: kubeadm
+/// applies `kube-apiserver+json.json` to the manifest it writes on `init`,
+/// `join` and `upgrade`. Volumes are of type `Directory`, so a path typo
+/// fails the pod instead of creating an empty folder.
+pub fn kubeadm_patch(pki: &Path, out: &Path, admission: &Path) -> String {
+    let (flags, volumes) = apiserver_additions(pki, out, admission);
+    let mut ops = Vec::new();
+    for (name, value) in flags {
+        ops.push(serde_json::json!({"op": "add", "path": "/spec/containers/0/command/-", "value": format!("--{name}={value}")}));
+    }
+    for (name, path) in volumes {
+        let path = path.display().to_string();
+        ops.push(serde_json::json!({"op": "add", "path": "/spec/volumes/-",
+            "value": {"name": name, "hostPath": {"path": path, "type": "Directory"}}}));
+        ops.push(
+            serde_json::json!({"op": "add", "path": "/spec/containers/0/volumeMounts/-",
+            "value": {"name": name, "mountPath": path, "readOnly": true}}),
+        );
+    }
+    // Serialising plain JSON values cannot fail.
+    serde_json::to_string_pretty(&ops).unwrap_or_default() + "\n"
+}
+
+/// The same for kubeadm's `ClusterConfiguration` (API v1beta4), which
+/// kubeadm keeps in the `kubeadm-config` ConfigMap and reuses on upgrade.
+pub fn cluster_configuration(pki: &Path, out: &Path, admission: &Path) -> String {
+    let (flags, volumes) = apiserver_additions(pki, out, admission);
+    let mut s = String::from(
+        "# Written by `image-bouncer config apiserver`: merge into your ClusterConfiguration
+# (kubectl -n kube-system edit configmap kubeadm-config) so that kubeadm upgrade keeps it.
+apiVersion: kubeadm.k8s.io/v1beta4
+kind: ClusterConfiguration
+apiServer:
+  extraArgs:
+",
+    );
+    for (name, value) in flags {
+        // extraArgs replace kubeadm's own value: keep NodeRestriction.
+        let value = if name == "enable-admission-plugins" {
+            format!("NodeRestriction,{value}")
+        } else {
+            value
+        };
+        let _ = writeln!(s, "  - name: {name}\n    value: {}", q(&value));
+    }
+    s.push_str("  extraVolumes:\n");
+    for (name, path) in volumes {
+        let p = q(&path.display().to_string());
+        let _ = writeln!(
+            s,
+            "  - name: {name}\n    hostPath: {p}\n    mountPath: {p}\n    readOnly: true\n    pathType: Directory"
+        );
+    }
+    s
 }
 
 /// The kubeconfig the ImagePolicyWebhook plugin reads: whom to call, how
@@ -409,39 +505,29 @@ plugins:
 
 fn apiserver_instructions(url: &Url, pki: &Path, out: &Path, admission: &Path) -> String {
     let mut s = String::new();
+    let patches = out.join("kubeadm-patches");
     let _ = writeln!(
         s,
-        "1. kube-apiserver flags (keep your other plugins in the list):\n\
-         \x20   --enable-admission-plugins=NodeRestriction,ImagePolicyWebhook\n\
-         \x20   --admission-control-config-file={}\n",
-        admission.display()
-    );
-    let _ = writeln!(
-        s,
-        "2. kubeadm runs the apiserver as a static pod: mount both folders into it. In\n\
-         \x20  /etc/kubernetes/manifests/kube-apiserver.yaml, add under spec.containers[0]:\n\
-         \x20   volumeMounts:\n\
-         \x20   - {{name: image-bouncer-config, mountPath: {out}, readOnly: true}}\n\
-         \x20   - {{name: image-bouncer-pki, mountPath: {pki}, readOnly: true}}\n\
-         \x20  and under spec:\n\
-         \x20   volumes:\n\
-         \x20   - {{name: image-bouncer-config, hostPath: {{path: {out}, type: DirectoryOrCreate}}}}\n\
-         \x20   - {{name: image-bouncer-pki, hostPath: {{path: {pki}, type: DirectoryOrCreate}}}}\n\
-         \x20  or, for `kubeadm init/upgrade`, in ClusterConfiguration.apiServer:\n\
-         \x20   extraArgs:  (kubeadm v1beta4: a list of {{name, value}})\n\
-         \x20     enable-admission-plugins: NodeRestriction,ImagePolicyWebhook\n\
-         \x20     admission-control-config-file: {adm}\n\
-         \x20   extraVolumes:\n\
-         \x20   - {{name: image-bouncer-config, hostPath: {out}, mountPath: {out}, readOnly: true, pathType: DirectoryOrCreate}}\n\
-         \x20   - {{name: image-bouncer-pki, hostPath: {pki}, mountPath: {pki}, readOnly: true, pathType: DirectoryOrCreate}}\n",
+        "1. kube-apiserver needs two flags and two read-only mounts:\n\
+         \x20   --enable-admission-plugins=...,ImagePolicyWebhook\n\
+         \x20   --admission-control-config-file={adm}\n\
+         \x20   {out} and {pki} (hostPath type Directory: a typo fails, it is not created)\n\
+         \x20  kubeadm applies them without hand edits from the patches folder:\n\
+         \x20   this node now:   kubectl -n kube-system get configmap kubeadm-config -o jsonpath='{{.data.ClusterConfiguration}}' > /tmp/kubeadm.yaml\n\
+         \x20                    kubeadm init phase control-plane apiserver --config /tmp/kubeadm.yaml --patches {patches}\n\
+         \x20   new nodes:       kubeadm init|join ... --patches {patches}\n\
+         \x20   upgrades:        kubeadm upgrade apply|node ... --patches {patches}\n\
+         \x20  or merge {out}/kubeadm-cluster-configuration.yaml (kubeadm v1beta4) into the\n\
+         \x20  kubeadm-config ConfigMap, which kubeadm upgrade reuses.\n",
+        adm = admission.display(),
         out = out.display(),
         pki = pki.display(),
-        adm = admission.display(),
+        patches = patches.display(),
     );
     if url.host.parse::<IpAddr>().is_err() {
         let _ = writeln!(
             s,
-            "3. The apiserver uses the node's resolver (hostNetwork): add to /etc/hosts on every\n\
+            "2. The apiserver uses the node's resolver (hostNetwork): add to /etc/hosts on every\n\
              \x20  control-plane node (use the address image-bouncer listens on):\n\
              \x20   127.0.0.1 {}\n",
             url.host
@@ -449,7 +535,7 @@ fn apiserver_instructions(url: &Url, pki: &Path, out: &Path, admission: &Path) -
     }
     let _ = writeln!(
         s,
-        "4. Run image-bouncer on that node, listening where the URL points:\n\
+        "3. Run image-bouncer on that node, listening where the URL points (before step 1):\n\
          \x20   image-bouncer serve --listen 127.0.0.1:{port} --cert {pki}/{SERVER_CERT} --key {pki}/tls.key \\\n\
          \x20     --client-ca {pki}/ca-bundle.crt --client-name {CLIENT_CN} --policy /etc/image-bouncer/policy.json",
         port = url.port,

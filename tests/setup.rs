@@ -169,17 +169,80 @@ fn config_apiserver_writes_valid_yaml_and_explains_the_rest() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
     for want in [
-        "--enable-admission-plugins=NodeRestriction,ImagePolicyWebhook",
         &format!(
             "--admission-control-config-file={}/admission-config.yaml",
             cfg.display()
         ),
         "127.0.0.1 image-bouncer.local",
-        "extraVolumes:",
-        &format!("mountPath: {}", pki.display()),
+        &format!("--patches {}/kubeadm-patches", cfg.display()),
     ] {
         assert!(text.contains(want), "missing {want:?} in\n{text}");
     }
+    // The kubeadm patch, applied to the manifest kubeadm writes, gives
+    // exactly the flags, volumes and mounts wanted, and nothing else.
+    let manifest_text =
+        std::fs::read_to_string(fixtures().join("kubeadm/kube-apiserver.yaml")).unwrap();
+    let manifest = yaml_docs(&manifest_text).remove(0);
+    let patch: json_patch::Patch = serde_json::from_str(
+        &std::fs::read_to_string(cfg.join("kubeadm-patches/kube-apiserver+json.json")).unwrap(),
+    )
+    .unwrap();
+    let mut patched = manifest.clone();
+    json_patch::patch(&mut patched, &patch).unwrap();
+    // Still YAML a parser accepts (JSON is YAML), and a Pod.
+    let patched = yaml_docs(&serde_json::to_string_pretty(&patched).unwrap()).remove(0);
+    let list = |v: &Value, p: &str| v.pointer(p).unwrap().as_array().unwrap().clone();
+    let added = |p: &str| {
+        let before = list(&manifest, p);
+        list(&patched, p)
+            .into_iter()
+            .filter(|x| !before.contains(x))
+            .collect::<Vec<_>>()
+    };
+    let adm_path = cfg.join("admission-config.yaml");
+    assert_eq!(
+        added("/spec/containers/0/command"),
+        [
+            Value::from("--enable-admission-plugins=ImagePolicyWebhook"),
+            Value::from(format!(
+                "--admission-control-config-file={}",
+                adm_path.display()
+            )),
+        ]
+    );
+    assert!(
+        list(&patched, "/spec/containers/0/command")
+            .contains(&Value::from("--enable-admission-plugins=NodeRestriction"))
+    );
+    assert_eq!(
+        added("/spec/volumes"),
+        [
+            serde_json::json!({"name": "image-bouncer-config", "hostPath": {"path": cfg.to_str().unwrap(), "type": "Directory"}}),
+            serde_json::json!({"name": "image-bouncer-pki", "hostPath": {"path": pki.to_str().unwrap(), "type": "Directory"}}),
+        ]
+    );
+    assert_eq!(
+        added("/spec/containers/0/volumeMounts"),
+        [
+            serde_json::json!({"name": "image-bouncer-config", "mountPath": cfg.to_str().unwrap(), "readOnly": true}),
+            serde_json::json!({"name": "image-bouncer-pki", "mountPath": pki.to_str().unwrap(), "readOnly": true}),
+        ]
+    );
+    // The ClusterConfiguration, kubeadm's current API, for upgrades.
+    let cc = &yaml_docs(
+        &std::fs::read_to_string(cfg.join("kubeadm-cluster-configuration.yaml")).unwrap(),
+    )[0];
+    assert_eq!(cc["apiVersion"], "kubeadm.k8s.io/v1beta4");
+    assert_eq!(cc["kind"], "ClusterConfiguration");
+    assert_eq!(
+        cc["apiServer"]["extraArgs"][0],
+        serde_json::json!({"name": "enable-admission-plugins", "value": "NodeRestriction,ImagePolicyWebhook"})
+    );
+    assert_eq!(cc["apiServer"]["extraVolumes"][1]["pathType"], "Directory");
+    assert_eq!(
+        cc["apiServer"]["extraVolumes"][1]["hostPath"],
+        pki.to_str().unwrap()
+    );
     let adm = &yaml_docs(&std::fs::read_to_string(cfg.join("admission-config.yaml")).unwrap())[0];
     assert_eq!(adm["apiVersion"], "apiserver.config.k8s.io/v1");
     assert_eq!(adm["kind"], "AdmissionConfiguration");
