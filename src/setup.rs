@@ -364,13 +364,17 @@ pub fn run_apiserver(a: &ApiserverArgs) -> Result<(), Error> {
     Ok(())
 }
 
-/// The flags, volumes and mounts the apiserver's static pod needs:
-/// (flag, value) and (volume name, host path).
+/// The apiserver flags image-bouncer needs: (name, value).
+type Flags = [(&'static str, String); 2];
+/// Its read-only mounts: (volume name, host path, also the mount path).
+type Mounts<'a> = [(&'static str, &'a Path); 2];
+
+/// The flags, volumes and mounts the apiserver's static pod needs.
 fn apiserver_additions<'a>(
     pki: &'a Path,
     out: &'a Path,
     admission: &'a Path,
-) -> ([(&'static str, String); 2], [(&'static str, &'a Path); 2]) {
+) -> (Flags, Mounts<'a>) {
     (
         [
             // A second --enable-admission-plugins adds to the first (a
