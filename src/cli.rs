@@ -186,9 +186,12 @@ with_policy_flags! {
         /// how often certificate and policy files are checked for changes (default 2s)
         #[argh(option)]
         pub reload_interval: Option<String>,
-        /// log format: text (default) or json
+        /// log format: text (default) or json (then nothing else goes to stdout)
         #[argh(option)]
         pub log_format: Option<String>,
+        /// also serve GET /metrics, /healthz and /readyz over plain HTTP here, e.g. 127.0.0.1:9090 (for Prometheus and probes without a client certificate)
+        #[argh(option)]
+        pub metrics_listen: Option<String>,
         /// log at debug level (RUST_LOG overrides)
         #[argh(switch)]
         pub debug: bool,

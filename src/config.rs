@@ -791,6 +791,15 @@ pub fn serve_settings(a: &crate::cli::ServeArgs) -> Result<crate::server::Settin
             port.unwrap_or(defaults::PORT),
         ))),
     };
+    let metrics_listen = a.metrics_listen.as_ref().and_then(|l| {
+        l.parse::<std::net::SocketAddr>()
+            .map_err(|_| {
+                problems.push(format!(
+                    "--metrics-listen: {l:?} is not an address like 127.0.0.1:9090"
+                ))
+            })
+            .ok()
+    });
     let self_signed = a.self_signed && a.cert.is_none() && a.key.is_none() && !a.insecure_http;
     if a.self_signed && !self_signed {
         problems
@@ -903,6 +912,8 @@ pub fn serve_settings(a: &crate::cli::ServeArgs) -> Result<crate::server::Settin
     match listen {
         Some(listen) if problems.is_empty() => Ok(crate::server::Settings {
             listen,
+            metrics_listen,
+            announce: a.log_format.as_deref() != Some("json"),
             tls,
             client_names: a.client_name.clone(),
             policy,

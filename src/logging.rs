@@ -14,8 +14,9 @@ pub enum Format {
 
 /// Installs the logger once; later calls do nothing.
 pub fn init(format: Format, debug: bool) {
+    // --debug is about this program: libraries (rustls) stay at info.
     let level = if debug {
-        "debug".to_string()
+        "info,image_bouncer=debug".to_string()
     } else {
         legacy_level().unwrap_or("info").to_string()
     };
@@ -26,17 +27,41 @@ pub fn init(format: Format, debug: bool) {
         match format {
             Format::Text => writeln!(buf, "{ts} {:<5} {}", record.level(), record.args()),
             Format::Json => {
-                let line = serde_json::json!({
+                let mut line = serde_json::json!({
                     "ts": ts,
                     "level": record.level().as_str().to_ascii_lowercase(),
                     "target": record.target(),
                     "msg": record.args().to_string(),
                 });
+                // Structured fields (a decision's endpoint, verdict, ...)
+                // each get their own key; they never replace the above.
+                if let Some(obj) = line.as_object_mut() {
+                    let mut fields = Fields(obj);
+                    let _ = record.key_values().visit(&mut fields);
+                }
                 writeln!(buf, "{line}")
             }
         }
     });
     let _ = b.try_init();
+}
+
+/// Collects a record's key-value fields into the JSON line.
+struct Fields<'a>(&'a mut serde_json::Map<String, serde_json::Value>);
+
+impl<'kvs> log::kv::VisitSource<'kvs> for Fields<'_> {
+    fn visit_pair(
+        &mut self,
+        key: log::kv::Key<'kvs>,
+        value: log::kv::Value<'kvs>,
+    ) -> Result<(), log::kv::Error> {
+        let key = key.as_str();
+        if !self.0.contains_key(key) {
+            self.0
+                .insert(key.to_string(), serde_json::Value::String(value.to_string()));
+        }
+        Ok(())
+    }
 }
 
 /// `LOG_LEVEL` of k8s-mutate-image-and-policy-webhook (trace, debug, info,

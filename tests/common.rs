@@ -139,33 +139,17 @@ impl Server {
             .spawn()
             .unwrap();
         let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut l = sink.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        // Keep draining stdout so the server never blocks on it.
-        std::thread::spawn(move || {
-            let mut sink = Vec::new();
-            let _ = stdout.read_to_end(&mut sink);
-        });
-        match line.trim().strip_prefix("listening on ") {
+        let (addr, stdout_text) = listening_address(&mut child, Some(log.clone()));
+        match addr {
             Some(a) => Ok(Server {
-                addr: a.parse().unwrap(),
+                addr: a,
                 child,
                 log,
             }),
             None => {
                 let status = child.wait().unwrap();
                 std::thread::sleep(Duration::from_millis(50));
-                Err(format!("{status}: {}", log.lock().unwrap()))
+                Err(format!("{status}: {stdout_text}{}", log.lock().unwrap()))
             }
         }
     }
@@ -406,18 +390,51 @@ pub fn tls_server(name: &str, extra: &[&str]) -> (Pki, Server) {
 pub fn spawn_listening(cmd: &mut Command) -> (Child, SocketAddr) {
     let mut child = cmd
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
-    (child, addr.parse().unwrap())
+    let (addr, out) = listening_address(&mut child, None);
+    (child, addr.unwrap_or_else(|| panic!("no address in {out:?}")))
+}
+
+/// Where a started server listens: the `listening on ADDR` line on stdout
+/// (text logs), or the `addr` field of its `serving ...` JSON log line on
+/// stderr (JSON logs, where stdout stays empty). Both streams are drained
+/// for the life of the process; stderr goes into `log` when given.
+fn listening_address(
+    child: &mut Child,
+    log: Option<Arc<Mutex<String>>>,
+) -> (Option<SocketAddr>, String) {
+    let (tx, rx) = std::sync::mpsc::channel::<Option<SocketAddr>>();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let tx2 = tx.clone();
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            if let Some(a) = line.trim().strip_prefix("listening on ") {
+                let _ = tx2.send(a.parse().ok());
+            }
+        }
+        let _ = tx2.send(None);
+    });
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                && v["msg"].as_str().is_some_and(|m| m.starts_with("serving "))
+                && let Some(a) = v["addr"].as_str()
+            {
+                let _ = tx.send(a.parse().ok());
+            }
+            if let Some(log) = &log {
+                let mut l = log.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        }
+        let _ = tx.send(None);
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(20)).ok().flatten();
+    (addr, String::new())
 }
 
 /// Where to connect to a server listening on `addr` (all addresses: loopback).

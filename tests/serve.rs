@@ -199,6 +199,8 @@ fn client_certificates_are_required_and_checked() {
         pki.ca_file.to_str().unwrap(),
         "--client-name",
         "kube-apiserver",
+        "--metrics-listen",
+        "127.0.0.1:0",
     ]);
     let with = |c: &std::path::Path, k: &std::path::Path| client_config(&pki.ca_file, Some((c, k)));
     let mut ok = Client::tls(server.addr, with(&good_cert, &good_key)).unwrap();
@@ -227,6 +229,25 @@ fn client_certificates_are_required_and_checked() {
         metrics.contains("image_bouncer_tls_handshake_failures_total 3"),
         "{metrics}"
     );
+    // Refused handshakes are logged (rate-limited) with the peer.
+    assert!(server.log().contains("refused a TLS handshake from 127.0.0.1:"), "{}", server.log());
+    // Probes and metrics without a client certificate, on their own plain
+    // port, which serves nothing else.
+    let log = server.log();
+    let probe: std::net::SocketAddr = log
+        .split("also on http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut plain = Client::plain(probe);
+    let m = plain.get("/metrics").unwrap();
+    assert_eq!(m.status, 200);
+    assert!(m.text().contains("image_bouncer_requests_total"));
+    assert_eq!(plain.get("/readyz").unwrap().status, 200);
+    let r = Client::plain(probe).post("/image_policy", &fixture(REVIEW_OK)).unwrap();
+    assert_eq!(r.status, 404);
 }
 
 #[test]
@@ -576,10 +597,35 @@ fn json_log_lines() {
         &c.post("/image_policy", &fixture(REVIEW_LATEST)).unwrap()
     ));
     server.wait_for_log("/image_policy: denied", Duration::from_secs(2));
+    let mut decisions = 0;
     for line in server.log().lines() {
         let v: serde_json::Value =
             serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
         assert!(v["ts"].as_str().unwrap().ends_with('Z'), "{line}");
         assert!(v["level"].is_string() && v["msg"].is_string(), "{line}");
+        // A decision's facts are fields of their own.
+        if v["verdict"] == "denied" {
+            decisions += 1;
+            assert_eq!(v["endpoint"], "/image_policy", "{line}");
+            assert_eq!(v["images"], "nginx:latest", "{line}");
+            assert!(v["reason"].as_str().unwrap().contains("latest tag"), "{line}");
+        }
     }
+    assert_eq!(decisions, 1, "{}", server.log());
+}
+
+/// With JSON logs, stdout carries nothing (a bare line would break JSON
+/// pod logs); the address is in the log line's `addr` field.
+#[test]
+fn json_logs_leave_stdout_empty() {
+    let mut child = std::process::Command::new(crate::common::BIN)
+        .args(["serve", "--insecure-http", "--log-format", "json", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.stdout.is_empty(), "{:?}", String::from_utf8_lossy(&out.stdout));
 }

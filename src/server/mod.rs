@@ -48,6 +48,11 @@ const DRAIN_POLL: Duration = Duration::from_millis(20);
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
+    /// A plain-HTTP listener for /metrics, /healthz and /readyz only.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Print `listening on ADDR` on stdout (not in JSON log mode, where
+    /// stdout carries nothing but JSON... which is nothing).
+    pub announce: bool,
     /// `None` only with `--insecure-http`.
     pub tls: Option<TlsFiles>,
     /// Accepted client certificate names (empty: any the CA signed).
@@ -236,6 +241,8 @@ pub struct Shared {
     body_budget: Arc<http::BodyBudget>,
     draining: AtomicBool,
     conns: Mutex<Table>,
+    /// Refused TLS handshakes are logged at most once a second.
+    handshake_log: RateLimit,
     next_id: AtomicU64,
     settings: Settings,
 }
@@ -344,6 +351,7 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
         body_budget: http::BodyBudget::new(settings.max_body_memory),
         draining: AtomicBool::new(false),
         conns: Mutex::new(Table::default()),
+        handshake_log: RateLimit::new(Duration::from_secs(1)),
         next_id: AtomicU64::new(0),
         settings,
     });
@@ -365,21 +373,40 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
     } else {
         "http"
     };
+    let probes = match shared.settings.metrics_listen {
+        Some(addr) => {
+            let l = listen(addr).map_err(|e| ServeError::Bind(addr, e))?;
+            let probe_local = l.local_addr().map_err(|e| ServeError::Bind(addr, e))?;
+            info!(addr = probe_local.to_string().as_str(); "/metrics, /healthz and /readyz also on http://{probe_local}");
+            Some(l)
+        }
+        None => None,
+    };
     info!(
-        "listening on {scheme}://{local} ({} workers, at most {} connections)",
+        addr = local.to_string().as_str();
+        "serving {scheme}://{local} ({} workers, at most {} connections)",
         shared.settings.workers, shared.settings.max_connections
     );
-    // Tests and scripts wait for this line on stdout to know the port.
-    println!("listening on {local}");
-    let _ = std::io::stdout().flush();
+    if shared.settings.announce {
+        // Tests and scripts wait for this line on stdout to know the port.
+        println!("listening on {local}");
+        let _ = std::io::stdout().flush();
+    }
 
     let acceptor = {
         let shared = shared.clone();
         thread::Builder::new()
             .name("accept".into())
-            .spawn(move || accept_loop(&shared, &listener))
+            .spawn(move || accept_loop(&shared, &listener, Port::Webhook))
             .map_err(|e| ServeError::Bind(local, e))?
     };
+    if let Some(l) = probes {
+        let shared = shared.clone();
+        thread::Builder::new()
+            .name("accept-probes".into())
+            .spawn(move || accept_loop(&shared, &l, Port::Probes))
+            .map_err(|e| ServeError::Bind(local, e))?;
+    }
     watch(&shared, &signals, initial);
     drain(&shared, local);
     let _ = acceptor.join();
@@ -562,7 +589,16 @@ fn drain(shared: &Shared, local: SocketAddr) {
     }
 }
 
-fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener) {
+/// Which listener a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Port {
+    /// TLS (unless --insecure-http), every endpoint.
+    Webhook,
+    /// Plain HTTP, /metrics, /healthz and /readyz only.
+    Probes,
+}
+
+fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener, port: Port) {
     loop {
         let (socket, peer) = match listener.accept() {
             Ok(x) => x,
@@ -612,7 +648,7 @@ fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener) {
                     shared: &shared2,
                     id,
                 };
-                connection(&shared2, socket, peer, activity);
+                connection(&shared2, socket, peer, activity, port);
             });
         if let Err(e) = spawned {
             warn!("cannot start a thread for {peer}: {e}");
@@ -644,23 +680,72 @@ impl Drop for ConnGuard<'_> {
 }
 
 /// Serves one connection: handshake, then requests until it closes.
-fn connection(shared: &Shared, socket: TcpStream, peer: SocketAddr, activity: Arc<Activity>) {
+fn connection(
+    shared: &Shared,
+    socket: TcpStream,
+    peer: SocketAddr,
+    activity: Arc<Activity>,
+    port: Port,
+) {
     let limits = shared.settings.limits;
-    match shared.tls_config() {
-        None => {
+    match (port, shared.tls_config()) {
+        (Port::Probes, _) | (_, None) => {
             activity.set(State::Idle);
-            serve_requests(shared, socket, limits, activity);
+            serve_requests(shared, socket, limits, activity, port);
         }
-        Some(config) => match handshake(shared, config, socket) {
+        (Port::Webhook, Some(config)) => match handshake(shared, config, socket) {
             Ok(stream) => {
                 activity.set(State::Idle);
-                serve_requests(shared, stream, limits, activity);
+                serve_requests(shared, stream, limits, activity, port);
             }
             Err(e) => {
                 shared.metrics.handshake_failed();
-                debug!("TLS handshake with {peer} failed: {e}");
+                if let Some(suppressed) = shared.handshake_log.allow() {
+                    let more = if suppressed > 0 {
+                        format!(" ({suppressed} more since the last such line)")
+                    } else {
+                        String::new()
+                    };
+                    warn!(peer = peer.to_string().as_str(), reason = e.as_str();
+                          "refused a TLS handshake from {peer}: {e}{more}");
+                }
             }
         },
+    }
+}
+
+/// At most one line per interval, counting what it leaves out: refused
+/// handshakes are worth a line, a flood of them is not worth a disk.
+pub struct RateLimit {
+    every_ms: u64,
+    last: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl RateLimit {
+    pub fn new(every: Duration) -> Self {
+        RateLimit {
+            every_ms: u64::try_from(every.as_millis()).unwrap_or(u64::MAX),
+            last: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(lines left out since the last one)` when a line may go out.
+    pub fn allow(&self) -> Option<u64> {
+        let now = http::now_ms().saturating_add(self.every_ms);
+        let last = self.last.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= self.every_ms
+            && self
+                .last
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            Some(self.suppressed.swap(0, Ordering::Relaxed))
+        } else {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            None
+        }
     }
 }
 
@@ -707,6 +792,7 @@ fn serve_requests<T: Transport>(
     stream: T,
     limits: Limits,
     activity: Arc<Activity>,
+    port: Port,
 ) {
     let Ok(conn) = Conn::new(stream, limits) else {
         return;
@@ -734,7 +820,7 @@ fn serve_requests<T: Transport>(
                 break;
             }
         };
-        let response = routes::handle(shared, &req);
+        let response = routes::handle(shared, &req, port);
         let keep_alive = req.keep_alive && !response.close && !shared.is_draining();
         let written = conn.write_response(&response, keep_alive);
         drop(req);

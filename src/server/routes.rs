@@ -11,14 +11,24 @@ use log::{info, log_enabled, trace, warn};
 use crate::metrics::{Endpoint, Outcome as Counted};
 use crate::policy::{Decision, MAX_LISTED, Request};
 use crate::review::{admission, imagepolicy};
-use crate::server::Shared;
+use crate::server::{Port, Shared};
 use crate::server::http::{Request as HttpRequest, Response};
 
 const JSON: &str = "application/json";
 
 /// Answers one request.
-pub fn handle(shared: &Shared, req: &HttpRequest) -> Response {
+pub fn handle(shared: &Shared, req: &HttpRequest, port: Port) -> Response {
     let started = Instant::now();
+    let probe = matches!(req.path.as_str(), "/healthz" | "/readyz" | "/metrics");
+    if port == Port::Probes && !probe {
+        shared
+            .metrics
+            .request(Endpoint::Other, Counted::Invalid, started.elapsed());
+        return Response::text(
+            404,
+            format!("{}: this port serves /metrics, /healthz and /readyz only", req.path),
+        );
+    }
     let (endpoint, allowed_methods) = match req.path.as_str() {
         "/image_policy" => (Endpoint::ImagePolicy, "POST"),
         "/validate" | "/" => (Endpoint::Validate, "POST"),
@@ -257,10 +267,17 @@ fn log_decision(endpoint: &str, what: &str, request: &Request, d: &Decision) {
             "{endpoint}: break-glass annotation {key:?} used in namespace {ns:?} for images {images:?}"
         );
     }
+    // The same facts as fields, for JSON log lines (`--log-format json`).
+    let images_list = images.join(",");
+    let break_glass = d.break_glass.as_deref().unwrap_or("");
     if detail.is_empty() {
-        info!("{endpoint}: {verdict}: {what} namespace={ns:?} images={images:?}");
+        info!(endpoint = endpoint, verdict = verdict, object = what, namespace = ns,
+              images = images_list.as_str(), reason = "", break_glass = break_glass;
+              "{endpoint}: {verdict}: {what} namespace={ns:?} images={images:?}");
     } else {
-        info!("{endpoint}: {verdict}: {what} namespace={ns:?} images={images:?}: {detail}");
+        info!(endpoint = endpoint, verdict = verdict, object = what, namespace = ns,
+              images = images_list.as_str(), reason = detail.as_str(), break_glass = break_glass;
+              "{endpoint}: {verdict}: {what} namespace={ns:?} images={images:?}: {detail}");
     }
 }
 
