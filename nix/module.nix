@@ -24,6 +24,11 @@ in
       default = "127.0.0.1:8443";
       description = "Address to listen on; the local apiserver calls it.";
     };
+    metricsListen = mkOption {
+      type = types.nullOr types.str;
+      default = "127.0.0.1:9090";
+      description = "Plain-HTTP address for /metrics, /healthz and /readyz (null: none).";
+    };
     certFile = mkOption {
       type = types.str;
       default = "/etc/image-bouncer/pki/tls.crt";
@@ -83,6 +88,10 @@ in
             cfg.certFile
             "--key"
             cfg.keyFile
+          ]
+          ++ lib.optionals (cfg.metricsListen != null) [
+            "--metrics-listen"
+            cfg.metricsListen
           ]
           ++ lib.optionals (cfg.clientCaFile != null) [
             "--client-ca"

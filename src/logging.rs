@@ -57,8 +57,10 @@ impl<'kvs> log::kv::VisitSource<'kvs> for Fields<'_> {
     ) -> Result<(), log::kv::Error> {
         let key = key.as_str();
         if !self.0.contains_key(key) {
-            self.0
-                .insert(key.to_string(), serde_json::Value::String(value.to_string()));
+            self.0.insert(
+                key.to_string(),
+                serde_json::Value::String(value.to_string()),
+            );
         }
         Ok(())
     }

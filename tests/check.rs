@@ -338,14 +338,24 @@ fn the_example_policy_file_is_valid() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.contains("ALLOW  ghcr.io/acme/app:1.0"), "{text}");
-    assert!(text.contains("WARN   ghcr.io/acme/experimental/x:1"), "{text}");
+    assert!(
+        text.contains("WARN   ghcr.io/acme/experimental/x:1"),
+        "{text}"
+    );
     assert!(
         text.contains("deniedRegistries entry \"ghcr.io/acme/experimental\""),
         "{text}"
     );
     // The same file in enforce mode refuses it.
     let out = run(
-        &["check", "--policy", file, "--mode", "enforce", "ghcr.io/acme/experimental/x:1"],
+        &[
+            "check",
+            "--policy",
+            file,
+            "--mode",
+            "enforce",
+            "ghcr.io/acme/experimental/x:1",
+        ],
         None,
     );
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));

@@ -394,7 +394,10 @@ pub fn spawn_listening(cmd: &mut Command) -> (Child, SocketAddr) {
         .spawn()
         .unwrap();
     let (addr, out) = listening_address(&mut child, None);
-    (child, addr.unwrap_or_else(|| panic!("no address in {out:?}")))
+    (
+        child,
+        addr.unwrap_or_else(|| panic!("no address in {out:?}")),
+    )
 }
 
 /// Where a started server listens: the `listening on ADDR` line on stdout

@@ -53,4 +53,12 @@ if have nix; then
   nix flake check --no-build "${stub[@]}" >/dev/null 2>&1
   pass "nix flake check --no-build against the stand-in nixpkgs"
 fi
+if have promtool; then
+  promtool check rules deploy/monitoring/rules.yaml >/dev/null
+  pass "promtool check rules deploy/monitoring/rules.yaml"
+  (cd deploy/monitoring && promtool test rules rules.test.yaml >/dev/null)
+  pass "promtool test rules deploy/monitoring/rules.test.yaml"
+  promtool check config deploy/monitoring/scrape.yaml >/dev/null
+  pass "promtool check config deploy/monitoring/scrape.yaml"
+fi
 echo "packaging: $passed passed, 0 failed"

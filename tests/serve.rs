@@ -230,7 +230,13 @@ fn client_certificates_are_required_and_checked() {
         "{metrics}"
     );
     // Refused handshakes are logged (rate-limited) with the peer.
-    assert!(server.log().contains("refused a TLS handshake from 127.0.0.1:"), "{}", server.log());
+    assert!(
+        server
+            .log()
+            .contains("refused a TLS handshake from 127.0.0.1:"),
+        "{}",
+        server.log()
+    );
     // Probes and metrics without a client certificate, on their own plain
     // port, which serves nothing else.
     let log = server.log();
@@ -246,7 +252,9 @@ fn client_certificates_are_required_and_checked() {
     assert_eq!(m.status, 200);
     assert!(m.text().contains("image_bouncer_requests_total"));
     assert_eq!(plain.get("/readyz").unwrap().status, 200);
-    let r = Client::plain(probe).post("/image_policy", &fixture(REVIEW_OK)).unwrap();
+    let r = Client::plain(probe)
+        .post("/image_policy", &fixture(REVIEW_OK))
+        .unwrap();
     assert_eq!(r.status, 404);
 }
 
@@ -608,7 +616,10 @@ fn json_log_lines() {
             decisions += 1;
             assert_eq!(v["endpoint"], "/image_policy", "{line}");
             assert_eq!(v["images"], "nginx:latest", "{line}");
-            assert!(v["reason"].as_str().unwrap().contains("latest tag"), "{line}");
+            assert!(
+                v["reason"].as_str().unwrap().contains("latest tag"),
+                "{line}"
+            );
         }
     }
     assert_eq!(decisions, 1, "{}", server.log());
@@ -619,7 +630,14 @@ fn json_log_lines() {
 #[test]
 fn json_logs_leave_stdout_empty() {
     let mut child = std::process::Command::new(crate::common::BIN)
-        .args(["serve", "--insecure-http", "--log-format", "json", "--listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--insecure-http",
+            "--log-format",
+            "json",
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -627,5 +645,9 @@ fn json_logs_leave_stdout_empty() {
     std::thread::sleep(Duration::from_millis(500));
     child.kill().unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.stdout.is_empty(), "{:?}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.stdout.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }

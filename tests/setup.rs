@@ -717,7 +717,12 @@ fn deploy_manifests_are_complete() {
                     "/policy/policy.json",
                     dir.join("policy.json").to_str().unwrap(),
                 )
-                .replace("--port=8443", "--port=0")
+                // Test servers listen on loopback only.
+                .replace("--port=8443", "--listen=127.0.0.1:0")
+                .replace(
+                    "--metrics-listen=0.0.0.0:9090",
+                    "--metrics-listen=127.0.0.1:0",
+                )
         })
         .collect();
     assert_eq!(args[0], "serve");
@@ -730,4 +735,29 @@ fn deploy_manifests_are_complete() {
     assert_eq!(r.status, 200);
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+/// The monitoring bundle: the operator's PrometheusRule holds exactly the
+/// rule file's groups (promtool tests the file: tests/packaging.sh), and
+/// the ServiceMonitor finds the Service's metrics port.
+#[test]
+fn monitoring_manifests_agree() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let read = |p: &str| yaml_docs(&std::fs::read_to_string(dir.join(p)).unwrap()).remove(0);
+    let rules = read("monitoring/rules.yaml");
+    let crd = read("monitoring/prometheusrule.yaml");
+    assert_eq!(crd["kind"], "PrometheusRule");
+    assert_eq!(crd["spec"]["groups"], rules["groups"]);
+    assert!(rules["groups"][0]["rules"].as_array().unwrap().len() >= 7);
+    let monitor = read("monitoring/servicemonitor.yaml");
+    let service = read("service.yaml");
+    let port = monitor["spec"]["endpoints"][0]["port"].as_str().unwrap();
+    assert!(
+        service["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == port),
+        "{service}"
+    );
 }

@@ -11,8 +11,8 @@ use log::{info, log_enabled, trace, warn};
 use crate::metrics::{Endpoint, Outcome as Counted};
 use crate::policy::{Decision, MAX_LISTED, Request};
 use crate::review::{admission, imagepolicy};
-use crate::server::{Port, Shared};
 use crate::server::http::{Request as HttpRequest, Response};
+use crate::server::{Port, Shared};
 
 const JSON: &str = "application/json";
 
@@ -26,7 +26,10 @@ pub fn handle(shared: &Shared, req: &HttpRequest, port: Port) -> Response {
             .request(Endpoint::Other, Counted::Invalid, started.elapsed());
         return Response::text(
             404,
-            format!("{}: this port serves /metrics, /healthz and /readyz only", req.path),
+            format!(
+                "{}: this port serves /metrics, /healthz and /readyz only",
+                req.path
+            ),
         );
     }
     let (endpoint, allowed_methods) = match req.path.as_str() {
