@@ -98,6 +98,7 @@ macro_rules! with_policy_flags {
                     exempt_namespaces: split_commas(&self.exempt_namespace),
                     exempt_images: split_commas(&self.exempt_image),
                     break_glass: self.break_glass,
+                    legacy_env: false,
                     rewrite_registry: self.rewrite_registry.clone(),
                     rewrite_layout: self.rewrite_layout.clone(),
                     registry_mirrors: self.registry_mirror.clone(),
@@ -228,7 +229,8 @@ const SWITCHES: &[&str] = &[
 #[derive(Debug, PartialEq)]
 pub enum Command {
     Check(Box<CheckArgs>),
-    Serve(Box<ServeArgs>),
+    /// With whether the older project's environment is read (drop-in mode).
+    Serve(Box<ServeArgs>, bool),
     Certs(crate::setup::CertsArgs),
     ConfigApiserver(crate::setup::ApiserverArgs),
     ConfigWebhook(crate::setup::WebhookArgs),
@@ -265,7 +267,7 @@ pub fn parse(args: &[String]) -> Result<Command, Early> {
     };
     let Some(first) = args.first() else {
         return match legacy_env_serve(&|k| std::env::var(k).ok()) {
-            Some(serve) => Ok(Command::Serve(Box::new(serve))),
+            Some(serve) => Ok(Command::Serve(Box::new(serve), true)),
             None => Err(usage(OVERVIEW.to_string())),
         };
     };
@@ -290,9 +292,7 @@ pub fn parse(args: &[String]) -> Result<Command, Early> {
             ))),
         },
         // kube-image-bouncer had no subcommands: its flags alone mean serve.
-        flag if flag.starts_with('-') => {
-            sub(&["image-bouncer"], args).map(|c| Command::Serve(Box::new(c)))
-        }
+        flag if flag.starts_with('-') => sub(&["image-bouncer"], args).map(serve_with_env),
         other => Err(usage(format!("unknown command {other:?}\n\n{OVERVIEW}"))),
     }
 }
@@ -316,6 +316,10 @@ pub fn apply_bouncer_env(a: &mut ServeArgs, env: &dyn Fn(&str) -> Option<String>
     }
 }
 
+/// Where k8s-mutate-image-and-policy-webhook's certificate was mounted.
+const LEGACY_CERT: &str = "/run/secrets/tls/webhook-server-tls.crt";
+const LEGACY_KEY: &str = "/run/secrets/tls/webhook-server-tls.key";
+
 /// Without arguments, the older tools' environment still means "serve":
 /// kube-image-bouncer's `BOUNCER_*` variables, or
 /// k8s-mutate-image-and-policy-webhook's, which was configured by
@@ -329,22 +333,18 @@ pub fn legacy_env_serve(env: &dyn Fn(&str) -> Option<String>) -> Option<ServeArg
         "BOUNCER_PORT",
         "BOUNCER_DEBUG",
     ];
-    let mutate_tls = ["TLS_CERT_FILE", "TLS_KEY_FILE", "PORT"];
+    // The older project's mode needs its certificate: named by a variable,
+    // or at its default path (PORT or REGISTRY alone are too common).
+    let mutate_tls = ["TLS_CERT_FILE", "TLS_KEY_FILE"];
     let mut a = ServeArgs::default();
-    if mutate_tls.iter().chain(crate::config::MUTATE_ENV).any(set) {
+    if mutate_tls.iter().any(set) || std::path::Path::new(LEGACY_CERT).is_file() {
         let or = |k: &str, default: &str| {
             env(k)
                 .filter(|v| !v.is_empty())
                 .unwrap_or_else(|| default.to_string())
         };
-        a.cert = Some(or(
-            "TLS_CERT_FILE",
-            "/run/secrets/tls/webhook-server-tls.crt",
-        ));
-        a.key = Some(or(
-            "TLS_KEY_FILE",
-            "/run/secrets/tls/webhook-server-tls.key",
-        ));
+        a.cert = Some(or("TLS_CERT_FILE", LEGACY_CERT));
+        a.key = Some(or("TLS_KEY_FILE", LEGACY_KEY));
         a.listen = Some(format!("0.0.0.0:{}", or("PORT", "8443")));
     } else if !bouncer.iter().any(set) {
         return None;
@@ -355,7 +355,7 @@ pub fn legacy_env_serve(env: &dyn Fn(&str) -> Option<String>) -> Option<ServeArg
 
 fn serve_with_env(mut a: ServeArgs) -> Command {
     apply_bouncer_env(&mut a, &|k| std::env::var(k).ok());
-    Command::Serve(Box::new(a))
+    Command::Serve(Box::new(a), false)
 }
 
 /// Parses one subcommand's flags with argh, after `--flag=value` splitting.
@@ -459,7 +459,7 @@ mod tests {
 
     #[test]
     fn kube_image_bouncer_arguments_serve() {
-        let Ok(Command::Serve(s)) = parse(&args(&[
+        let Ok(Command::Serve(s, _)) = parse(&args(&[
             "--cert=/tls/tls.crt",
             "--key=/tls/tls.key",
             "--debug",
@@ -471,7 +471,7 @@ mod tests {
         assert_eq!(s.key.as_deref(), Some("/tls/tls.key"));
         assert!(s.debug);
         assert_eq!(s.policy_flags().allow_registries, ["a.io", "b.io"]);
-        let Ok(Command::Serve(s)) = parse(&args(&["-k", "k.pem", "-c", "c.pem", "-p", "8443"]))
+        let Ok(Command::Serve(s, _)) = parse(&args(&["-k", "k.pem", "-c", "c.pem", "-p", "8443"]))
         else {
             panic!("not serve");
         };
@@ -486,6 +486,7 @@ mod tests {
         let env = |k: &str| match k {
             "REGISTRY" => Some("mirror.example.com".to_string()),
             "PORT" => Some("9443".to_string()),
+            "TLS_KEY_FILE" => Some("/k.pem".to_string()),
             _ => None,
         };
         let s = legacy_env_serve(&env).unwrap();
@@ -494,6 +495,11 @@ mod tests {
             Some("/run/secrets/tls/webhook-server-tls.crt")
         );
         assert_eq!(s.listen.as_deref(), Some("0.0.0.0:9443"));
+        // PORT or REGISTRY alone (common in CI) do not make a server.
+        for k in ["PORT", "REGISTRY"] {
+            let only = |name: &str| (name == k).then(|| "x".to_string());
+            assert!(legacy_env_serve(&only).is_none(), "{k}");
+        }
         assert!(legacy_env_serve(&|_| None).is_none());
         assert!(legacy_env_serve(&|_| Some(String::new())).is_none());
         // kube-image-bouncer's variables, as fallbacks for its flags.

@@ -36,6 +36,10 @@ pub struct PolicyFlags {
     pub exempt_namespaces: Vec<String>,
     pub exempt_images: Vec<String>,
     pub break_glass: bool,
+    /// Read k8s-mutate-image-and-policy-webhook's variables (`REGISTRY`,
+    /// ...): only in its drop-in mode, `image-bouncer` with no arguments,
+    /// since names this generic are set by CI templates for other things.
+    pub legacy_env: bool,
     /// Mutation flags; each one set replaces what env or file say.
     pub rewrite_registry: Option<String>,
     pub rewrite_layout: Option<String>,
@@ -155,7 +159,9 @@ impl PolicyFlags {
                 Err(e) => problems.push(e),
             }
         }
-        merge_env(&mut raw_mutate, env, &mut problems);
+        if self.legacy_env {
+            merge_env(&mut raw_mutate, env, &mut problems);
+        }
         self.merge_into(&mut raw);
         self.merge_mutate_into(&mut raw_mutate);
         let policy = build(raw, &mut problems);
@@ -351,6 +357,11 @@ fn merge_env(
             None
         }
     };
+    for k in MUTATE_ENV {
+        if get(k).is_some() {
+            log::info!("environment variable {k} is part of the configuration");
+        }
+    }
     if let Some(v) = get("REGISTRY") {
         raw.rewrite_registry = Some((origin("REGISTRY"), v));
     }
@@ -768,7 +779,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// Checks `serve` flags completely (before any socket is bound) and turns
 /// them into server settings.
-pub fn serve_settings(a: &crate::cli::ServeArgs) -> Result<crate::server::Settings, ConfigError> {
+pub fn serve_settings(
+    a: &crate::cli::ServeArgs,
+    legacy_env: bool,
+) -> Result<crate::server::Settings, ConfigError> {
     use crate::server::http::Limits;
     use crate::server::tls::TlsFiles;
     let mut problems = Vec::new();
@@ -894,7 +908,10 @@ pub fn serve_settings(a: &crate::cli::ServeArgs) -> Result<crate::server::Settin
         &a.reload_interval,
         defaults::RELOAD_INTERVAL,
     );
-    let policy = a.policy_flags();
+    let policy = PolicyFlags {
+        legacy_env,
+        ..a.policy_flags()
+    };
     // The policy is checked now too, so every problem shows at once.
     if let Err(e) = policy.load_rules() {
         problems.extend(e.problems);
@@ -1245,7 +1262,7 @@ mod tests {
             mode: Some("loud".into()),
             ..Default::default()
         };
-        let e = serve_settings(&args).unwrap_err();
+        let e = serve_settings(&args, false).unwrap_err();
         for want in [
             "--listen",
             "--cert needs --key",
@@ -1261,7 +1278,7 @@ mod tests {
             );
         }
         assert_eq!(e.problems.len(), 7, "{e}");
-        let none = serve_settings(&crate::cli::ServeArgs::default()).unwrap_err();
+        let none = serve_settings(&crate::cli::ServeArgs::default(), false).unwrap_err();
         assert!(none.problems[0].starts_with("TLS is required"));
     }
 
@@ -1368,7 +1385,14 @@ mod tests {
             ("EXCLUDE_NAMESPACES", "kube-system,kube-public"),
             ("IGNORED_REGISTRIES", "registry.k8s.io"),
         ];
+        // Outside the drop-in mode the variables are not read at all.
         let r = rules(file, PolicyFlags::default(), &env).unwrap().mutate;
+        assert_eq!(r.rewrite_registry.unwrap().raw, "file.example.com");
+        let legacy = || PolicyFlags {
+            legacy_env: true,
+            ..PolicyFlags::default()
+        };
+        let r = rules(file, legacy(), &env).unwrap().mutate;
         assert_eq!(r.rewrite_registry.unwrap().raw, "env.example.com");
         assert_eq!(r.image_pull_secrets, ["env-a", "env-b"]);
         assert!(r.append_pull_secrets);
@@ -1379,33 +1403,23 @@ mod tests {
         let flags = PolicyFlags {
             rewrite_registry: Some("flag.example.com".into()),
             image_pull_secrets: vec!["from-flag".into()],
-            ..PolicyFlags::default()
+            ..legacy()
         };
         let r = rules(file, flags, &env).unwrap().mutate;
         assert_eq!(r.rewrite_registry.unwrap().raw, "flag.example.com");
         assert_eq!(r.image_pull_secrets, ["from-flag"]);
         // FORCE_IMAGE_PULL_POLICY alone forces Always; false forces nothing.
-        let r = rules(
-            "{}",
-            PolicyFlags::default(),
-            &[("FORCE_IMAGE_PULL_POLICY", "true")],
-        )
-        .unwrap();
+        let r = rules("{}", legacy(), &[("FORCE_IMAGE_PULL_POLICY", "true")]).unwrap();
         assert_eq!(r.mutate.image_pull_policy, Some(PullPolicy::Always));
         let r = rules(
             "{}",
-            PolicyFlags::default(),
+            legacy(),
             &[("FORCE_IMAGE_PULL_POLICY", "false"), ("REGISTRY", "")],
         )
         .unwrap();
         assert_eq!(r.mutate.image_pull_policy, None);
         assert!(r.mutate.rewrite_registry.is_none(), "empty means unset");
-        let e = rules(
-            "{}",
-            PolicyFlags::default(),
-            &[("IMAGE_PULL_SECRET_APPEND", "maybe")],
-        )
-        .unwrap_err();
+        let e = rules("{}", legacy(), &[("IMAGE_PULL_SECRET_APPEND", "maybe")]).unwrap_err();
         assert_eq!(
             e.problems,
             ["environment IMAGE_PULL_SECRET_APPEND: \"maybe\" is not true or false"]

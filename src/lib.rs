@@ -109,13 +109,13 @@ pub fn run(args: &[String]) -> ExitCode {
         cli::Command::Certs(a) => setup::run_certs(&a).map(|()| ExitCode::SUCCESS),
         cli::Command::ConfigApiserver(a) => setup::run_apiserver(&a).map(|()| ExitCode::SUCCESS),
         cli::Command::ConfigWebhook(a) => setup::run_webhook(&a).map(|()| ExitCode::SUCCESS),
-        cli::Command::Serve(args) => {
+        cli::Command::Serve(args, legacy_env) => {
             let format = match args.log_format.as_deref() {
                 Some("json") => logging::Format::Json,
                 _ => logging::Format::Text,
             };
             logging::init(format, args.debug);
-            config::serve_settings(&args)
+            config::serve_settings(&args, legacy_env)
                 .map_err(Error::Config)
                 .and_then(|settings| server::serve(settings).map_err(Error::Serve))
                 .map(|()| ExitCode::SUCCESS)

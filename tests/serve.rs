@@ -532,8 +532,9 @@ fn kube_image_bouncer_command_line_serves() {
             &format!("--cert={}", cert.display()),
             &format!("--key={}", key.display()),
             "--debug",
-            "-p",
-            "0",
+            // -p 0 would listen on every address; tests stay on loopback.
+            "--listen",
+            "127.0.0.1:0",
             "--registry-whitelist=docker.io",
         ]));
     let addr = loopback(printed);
@@ -554,6 +555,46 @@ fn kube_image_bouncer_command_line_serves() {
     );
     child.kill().unwrap();
     child.wait().unwrap();
+    // Its environment variables work on this path too (no subcommand),
+    // as with `serve`.
+    let (mut child, printed) = spawn_listening(
+        std::process::Command::new(crate::common::BIN)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--registry-whitelist",
+                "docker.io",
+            ])
+            .env("BOUNCER_CERTIFICATE", &cert)
+            .env("BOUNCER_KEY", &key),
+    );
+    let mut c = Client::tls(loopback(printed), client_config(&pki.ca_file, None)).unwrap();
+    assert_eq!(c.get("/healthz").unwrap().status, 200);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Generic names alone change nothing: PORT does not make a server,
+    // REGISTRY does not make check --mutate rewrite.
+    let out = std::process::Command::new(crate::common::BIN)
+        .env("PORT", "9443")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Usage: image-bouncer"));
+    let mut check = std::process::Command::new(crate::common::BIN)
+        .args(["check", "--mutate", "-f", "-"])
+        .env("REGISTRY", "mirror.example.com")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(br#"{"kind":"Pod","metadata":{"name":"p"},"spec":{"containers":[{"name":"c","image":"nginx:1.27"}]}}"#)
+        .unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
     let _ = std::io::stdout().flush();
 }
 
