@@ -16,13 +16,13 @@ macro_rules! with_policy_flags {
         $(#[$meta:meta])*
         pub struct $name:ident { $($body:tt)* }
     ) => {
-        $(#[$meta])*
         #[derive(FromArgs, Debug, Default, PartialEq)]
+        $(#[$meta])*
         pub struct $name {
             // Raw tokens, not `ty` fragments: argh inspects field types by
             // their path, which a captured `ty` would hide.
             $($body)*
-            /// policy file (JSON); see the README for its keys
+            /// policy file (JSON): keys mode, denyLatest, requireDigest, allowedRegistries, deniedRegistries, exemptImages, exemptNamespaces, breakGlass, mutate (README, "Policy"); `image-bouncer check --policy FILE` checks one
             #[argh(option)]
             pub policy: Option<String>,
             /// allow only images from these registries (repeatable, comma lists accepted): host[:port], host/path/prefix or *.domain
@@ -140,7 +140,8 @@ with_policy_flags! {
 }
 
 with_policy_flags! {
-    /// Serve the webhook: POST /image_policy (ImageReview), /validate and / (AdmissionReview), GET /healthz, /readyz, /metrics.
+    /// Serve the webhook: POST /image_policy (ImageReview), /validate and / (AdmissionReview), POST /mutate (JSON Patch), GET /healthz, /readyz, /metrics.
+    #[argh(note = "--cert and --key are required unless --self-signed (or --insecure-http) is given.\nEnvironment: BOUNCER_CERTIFICATE, BOUNCER_KEY, BOUNCER_PORT, BOUNCER_DEBUG (kube-image-bouncer's, when the flags are not given); RUST_LOG (log level). With no arguments at all, k8s-mutate-image-and-policy-webhook's TLS_CERT_FILE, TLS_KEY_FILE, PORT, REGISTRY, IMAGE_PULL_SECRET, ... (README, \"Mutating webhook\").")]
     pub struct ServeArgs {
         /// PEM certificate chain to serve (reloaded when it changes)
         #[argh(option, short = 'c')]
@@ -259,6 +260,14 @@ Commands:
 
 Run 'image-bouncer <command> --help' for the flags of a command.";
 
+const CONFIG_HELP: &str = "\
+Usage: image-bouncer config apiserver|webhook [<args>]
+
+  config apiserver   write the ImagePolicyWebhook admission config, kubeconfig and kubeadm patches
+  config webhook     print Validating/MutatingWebhookConfiguration with the caBundle
+
+Run 'image-bouncer config apiserver --help' or 'image-bouncer config webhook --help' for their flags.";
+
 /// Parses the arguments after the program name.
 pub fn parse(args: &[String]) -> Result<Command, Early> {
     let usage = |m: String| Early {
@@ -281,6 +290,7 @@ pub fn parse(args: &[String]) -> Result<Command, Early> {
         "serve" => sub(&["image-bouncer serve"], &args[1..]).map(serve_with_env),
         "certs" => sub(&["image-bouncer certs"], &args[1..]).map(Command::Certs),
         "config" => match args.get(1).map(String::as_str) {
+            Some("-h" | "--help" | "help") => Ok(Command::Print(CONFIG_HELP.to_string())),
             Some("apiserver") => {
                 sub(&["image-bouncer config apiserver"], &args[2..]).map(Command::ConfigApiserver)
             }
@@ -478,6 +488,33 @@ mod tests {
         assert_eq!(
             (s.key.as_deref(), s.cert.as_deref(), s.port),
             (Some("k.pem"), Some("c.pem"), Some(8443))
+        );
+    }
+
+    #[test]
+    fn help_says_what_the_commands_do() {
+        assert!(
+            matches!(parse(&args(&["config", "--help"])), Ok(Command::Print(t)) if t.contains("config apiserver"))
+        );
+        let Err(serve) = parse(&args(&["serve", "--help"])) else {
+            panic!("serve --help is printed by argh");
+        };
+        assert!(serve.ok);
+        for want in [
+            "POST /mutate",
+            "required unless --self-signed",
+            "BOUNCER_CERTIFICATE",
+            "--metrics-listen",
+        ] {
+            assert!(serve.output.contains(want), "{want}: {}", serve.output);
+        }
+        let Err(check) = parse(&args(&["check", "--help"])) else {
+            panic!("check --help");
+        };
+        assert!(
+            check.output.contains("allowedRegistries"),
+            "{}",
+            check.output
         );
     }
 

@@ -280,7 +280,13 @@ fn parse_policy_text(
             v
         }
         Err(e) => {
-            problems.push(format!("{source}: not valid JSON: {e}"));
+            // YAML is what people try first; say what is expected.
+            let hint = if text.trim_start().starts_with('{') {
+                ""
+            } else {
+                " (the policy file is a JSON object, e.g. {\"allowedRegistries\": [\"ghcr.io/acme\"]}; YAML is not read: convert it with `yq -o json`; deploy/policy.json is a commented example)"
+            };
+            problems.push(format!("{source}: not valid JSON: {e}{hint}"));
             return (raw, raw_mutate);
         }
     };
@@ -843,7 +849,7 @@ pub fn serve_settings(
             None
         }
         (None, None, false) => {
-            problems.push("TLS is required: give --cert and --key (plain HTTP only with --insecure-http, for testing)".into());
+            problems.push("TLS is required: give --cert and --key (make them with `image-bouncer certs`), or try it out with --self-signed (plain HTTP only with --insecure-http, for testing)".into());
             None
         }
     };
@@ -916,9 +922,13 @@ pub fn serve_settings(
     if let Err(e) = policy.load_rules() {
         problems.extend(e.problems);
     }
+    let mut self_signed_ca = None;
     let tls = match (self_signed, problems.is_empty()) {
         (true, true) => match make_self_signed(a.self_signed_ca.as_deref(), a.client_ca.as_ref()) {
-            Ok(files) => Some(files),
+            Ok((files, ca)) => {
+                self_signed_ca = Some(ca);
+                Some(files)
+            }
             Err(e) => {
                 problems.push(format!("--self-signed: {e}"));
                 None
@@ -932,6 +942,7 @@ pub fn serve_settings(
             metrics_listen,
             announce: a.log_format.as_deref() != Some("json"),
             tls,
+            self_signed_ca,
             client_names: a.client_name.clone(),
             policy,
             workers,
@@ -956,12 +967,13 @@ pub fn serve_settings(
 
 /// `--self-signed`: a throwaway CA and serving certificate for localhost,
 /// written to a private temporary folder (so that the server's reload logic
-/// stays the same), and the CA certificate written where clients can find
-/// it.
+/// stays the same); the CA certificate and where clients will find it,
+/// written by the server once it listens (a failed start must not replace
+/// the CA file of one that runs).
 fn make_self_signed(
     ca_out: Option<&str>,
     client_ca: Option<&String>,
-) -> Result<crate::server::tls::TlsFiles, String> {
+) -> Result<(crate::server::tls::TlsFiles, (PathBuf, String)), String> {
     use crate::certs;
     let set = certs::generate(
         &["localhost".to_string()],
@@ -975,21 +987,22 @@ fn make_self_signed(
     // A new folder with a random name, never one made beforehand by
     // someone who could then read the keys or swap the certificate.
     let tmp = std::env::temp_dir();
-    let dir = crate::files::fresh_private_dir(&tmp, "image-bouncer-self-signed-")
-        .map_err(|e| format!("{}: cannot create a private folder: {e}", tmp.display()))?;
+    let dir = crate::files::fresh_private_dir(&tmp, "image-bouncer-self-signed-").map_err(|e| {
+        format!(
+            "{}: cannot create a private folder for the throwaway key ({e}); set TMPDIR to a writable folder, or give --cert and --key",
+            tmp.display()
+        )
+    })?;
     certs::write(&dir, &set, false).map_err(|e| e.to_string())?;
     let ca_path = PathBuf::from(ca_out.unwrap_or("image-bouncer-ca.crt"));
-    certs::write_file(&ca_path, set.ca_cert.as_bytes(), 0o644).map_err(|e| e.to_string())?;
-    log::info!(
-        "--self-signed: serving a throwaway certificate for localhost; its CA is in {} (curl --cacert {} https://localhost:PORT/healthz)",
-        ca_path.display(),
-        ca_path.display()
-    );
-    Ok(crate::server::tls::TlsFiles {
-        cert: dir.join(certs::SERVER_CERT),
-        key: dir.join(certs::SERVER_KEY),
-        client_ca: client_ca.map(Into::into),
-    })
+    Ok((
+        crate::server::tls::TlsFiles {
+            cert: dir.join(certs::SERVER_CERT),
+            key: dir.join(certs::SERVER_KEY),
+            client_ca: client_ca.map(Into::into),
+        },
+        (ca_path, set.ca_cert),
+    ))
 }
 
 #[cfg(test)]
@@ -1194,6 +1207,8 @@ mod tests {
     #[test]
     fn not_json_or_not_an_object() {
         assert!(parse("{").unwrap_err()[0].starts_with("p.json: not valid JSON"));
+        let yaml = parse("allowedRegistries:\n- ghcr.io\n").unwrap_err();
+        assert!(yaml[0].contains("YAML is not read"), "{yaml:?}");
         assert_eq!(
             parse("[]").unwrap_err(),
             vec!["p.json: $: expected an object, found an array"]

@@ -616,6 +616,23 @@ fn serve_self_signed_needs_no_set_up() {
             d.display()
         );
     }
+    // A second start on the same port fails to bind and leaves the
+    // running server's CA file as it was.
+    let before = std::fs::read(&ca).unwrap();
+    let out = run(
+        &[
+            "serve",
+            "--self-signed",
+            "--self-signed-ca",
+            ca.to_str().unwrap(),
+            "--port",
+            &addr.port().to_string(),
+        ],
+        None,
+    );
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("cannot listen"), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&ca).unwrap(), before);
     child.kill().unwrap();
     child.wait().unwrap();
     let out = run(&["serve", "--self-signed", "--insecure-http"], None);

@@ -125,14 +125,18 @@ fn envelope<O: serde::de::DeserializeOwned>(body: &[u8]) -> Result<Review<O>, Ba
         Some(V1BETA1) => V1BETA1,
         other => {
             return Err(BadReview::Invalid(format!(
-                "apiVersion {other:?} is not {V1} or {V1BETA1}"
+                "apiVersion {} is not {V1} or {V1BETA1}",
+                other.map_or("(missing)".to_string(), |v| format!("{v:?}"))
             )));
         }
     };
     if review.kind.as_deref() != Some(KIND) {
         return Err(BadReview::Invalid(format!(
-            "kind {:?} is not {KIND}",
-            review.kind
+            "kind {} is not {KIND}",
+            review
+                .kind
+                .as_deref()
+                .map_or("(missing)".to_string(), |k| format!("{k:?}"))
         )));
     }
     let request = review
@@ -172,10 +176,14 @@ impl<O> AdmissionRequest<O> {
         }
     }
 
-    /// `namespace/name` for logs (name may be empty with generateName).
+    /// `namespace/name` for logs (`(unnamed)` before generateName gave one).
     pub fn display_name(&self) -> String {
         let ns = self.namespace.as_deref().unwrap_or("");
-        let name = self.name.as_deref().unwrap_or("");
+        let name = self
+            .name
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .unwrap_or("(unnamed)");
         if ns.is_empty() {
             name.to_string()
         } else {

@@ -55,6 +55,8 @@ pub struct Settings {
     pub announce: bool,
     /// `None` only with `--insecure-http`.
     pub tls: Option<TlsFiles>,
+    /// `--self-signed`: where to write its CA certificate, once listening.
+    pub self_signed_ca: Option<(std::path::PathBuf, String)>,
     /// Accepted client certificate names (empty: any the CA signed).
     pub client_names: Vec<String>,
     pub policy: PolicyFlags,
@@ -284,6 +286,8 @@ pub enum ServeError {
     Tls(tls::TlsError),
     Bind(SocketAddr, std::io::Error),
     Signals(std::io::Error),
+    /// The `--self-signed` CA file could not be written.
+    SelfSignedCa(String),
 }
 
 impl std::fmt::Display for ServeError {
@@ -293,6 +297,7 @@ impl std::fmt::Display for ServeError {
             ServeError::Tls(e) => write!(f, "TLS: {e}"),
             ServeError::Bind(a, e) => write!(f, "cannot listen on {a}: {e}"),
             ServeError::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
+            ServeError::SelfSignedCa(e) => write!(f, "--self-signed: {e}"),
         }
     }
 }
@@ -373,6 +378,17 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
     } else {
         "http"
     };
+    if let Some((path, pem)) = &shared.settings.self_signed_ca {
+        // Only now: a start that failed to bind leaves a running server's
+        // CA file alone.
+        crate::certs::write_file(path, pem.as_bytes(), 0o644)
+            .map_err(|e| ServeError::SelfSignedCa(e.to_string()))?;
+        info!(
+            "--self-signed: serving a throwaway certificate for localhost; its CA is in {0} (curl --cacert {0} https://localhost:{1}/healthz)",
+            path.display(),
+            local.port()
+        );
+    }
     let probes = match shared.settings.metrics_listen {
         Some(addr) => {
             let l = listen(addr).map_err(|e| ServeError::Bind(addr, e))?;
