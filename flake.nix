@@ -16,7 +16,9 @@
       version = (builtins.fromTOML (builtins.readFile ./Cargo.toml)).package.version;
 
       # A static musl binary: runs on any Linux node, and alone in a scratch image.
-      binary = pkgs: pkgs.callPackage ./nix/package.nix { inherit version; };
+      # The source revision `--version` prints (none for a dirty tree).
+      revision = self.shortRev or null;
+      binary = pkgs: pkgs.callPackage ./nix/package.nix { inherit version revision; };
       # A scratch OCI image holding only that binary; `arch` is the OCI name.
       image =
         pkgs: bin: arch:

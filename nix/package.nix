@@ -5,12 +5,15 @@
   stdenv,
   rustPlatform,
   version,
+  revision ? null,
 }:
 rustPlatform.buildRustPackage {
   pname = "image-bouncer";
   inherit version;
   src = import ./source.nix { inherit lib; };
   cargoLock.lockFile = ../Cargo.lock;
+  # Read by `image-bouncer --version` at build time.
+  env = lib.optionalAttrs (revision != null) { IMAGE_BOUNCER_REVISION = revision; };
 
   # The end-to-end tests start the binary on 127.0.0.1, which the build
   # sandbox allows; they cannot run for another architecture.

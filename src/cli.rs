@@ -268,6 +268,17 @@ Usage: image-bouncer config apiserver|webhook [<args>]
 
 Run 'image-bouncer config apiserver --help' or 'image-bouncer config webhook --help' for their flags.";
 
+/// `image-bouncer 0.1.0`, with the source revision when the build knew it
+/// (the Nix flake sets `IMAGE_BOUNCER_REVISION`).
+pub fn version() -> String {
+    match option_env!("IMAGE_BOUNCER_REVISION") {
+        Some(rev) if !rev.is_empty() => {
+            format!("image-bouncer {} ({rev})", env!("CARGO_PKG_VERSION"))
+        }
+        _ => format!("image-bouncer {}", env!("CARGO_PKG_VERSION")),
+    }
+}
+
 /// Parses the arguments after the program name.
 pub fn parse(args: &[String]) -> Result<Command, Early> {
     let usage = |m: String| Early {
@@ -282,10 +293,7 @@ pub fn parse(args: &[String]) -> Result<Command, Early> {
     };
     match first.as_str() {
         "-h" | "--help" | "help" => Ok(Command::Print(OVERVIEW.to_string())),
-        "-V" | "--version" | "version" => Ok(Command::Print(format!(
-            "image-bouncer {}",
-            env!("CARGO_PKG_VERSION")
-        ))),
+        "-V" | "--version" | "version" => Ok(Command::Print(version())),
         "check" => sub(&["image-bouncer check"], &args[1..]).map(|c| Command::Check(Box::new(c))),
         "serve" => sub(&["image-bouncer serve"], &args[1..]).map(serve_with_env),
         "certs" => sub(&["image-bouncer certs"], &args[1..]).map(Command::Certs),
