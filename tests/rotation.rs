@@ -121,6 +121,7 @@ fn renewal_and_ca_rotation_fail_no_review() {
     stop.store(true, Ordering::Relaxed);
     let errors = load.join().unwrap();
     let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    eprintln!("rotation under load: {ok} reviews, {failed} failed");
     assert_eq!(failed, 0, "{failed} failed of {}: {errors:?}", ok + failed);
     assert!(ok > 50, "only {ok} reviews");
     // After the rotation the old CA is gone: a client with a certificate of
