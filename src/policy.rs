@@ -180,6 +180,9 @@ pub enum ContainerKind {
     Container,
     Init,
     Ephemeral,
+    /// `spec.volumes[].image` (Kubernetes 1.31+): an image mounted as a
+    /// volume, pulled like a container's.
+    ImageVolume,
 }
 
 /// Where an image came from, when known (ImageReview does not name containers).
@@ -195,6 +198,7 @@ impl fmt::Display for Container {
             ContainerKind::Container => "container",
             ContainerKind::Init => "init container",
             ContainerKind::Ephemeral => "ephemeral container",
+            ContainerKind::ImageVolume => "image volume",
         };
         write!(f, "{kind} {:?}", self.name)
     }

@@ -125,6 +125,9 @@ pub struct Spec {
     pub init_containers: Capped<ContainerSpec>,
     #[serde(deserialize_with = "null_default")]
     pub ephemeral_containers: Capped<ContainerSpec>,
+    /// Only those with an `image` source matter.
+    #[serde(deserialize_with = "null_default")]
+    pub volumes: Capped<VolumeSpec>,
     /// Deployment, ReplicaSet, StatefulSet, DaemonSet, Job,
     /// ReplicationController.
     pub template: Option<Box<PodTemplate>>,
@@ -153,6 +156,20 @@ pub struct ContainerSpec {
     /// Optional in workload templates (other tooling may fill it in); the
     /// apiserver rejects pods without one.
     pub image: Option<String>,
+}
+
+/// A pod volume, reduced to an image source (`image.reference`).
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(default)]
+pub struct VolumeSpec {
+    pub name: Option<String>,
+    pub image: Option<ImageSource>,
+}
+
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(default)]
+pub struct ImageSource {
+    pub reference: Option<String>,
 }
 
 /// `null` decodes as the default, as the apiserver treats it.
@@ -220,11 +237,16 @@ static NO_CONTAINERS: Capped<ContainerSpec> = Capped {
     items: Vec::new(),
     total: 0,
 };
+static NO_VOLUMES: Capped<VolumeSpec> = Capped {
+    items: Vec::new(),
+    total: 0,
+};
 
 /// A pod's metadata and container lists, wherever they sit in the object.
 pub struct PodRef<'a> {
     pub metadata: &'a Metadata,
     lists: [(ContainerKind, &'a Capped<ContainerSpec>); 3],
+    volumes: &'a Capped<VolumeSpec>,
     /// A workload's template, not a pod: the apiserver lets an image be
     /// blank there (other tooling fills it in).
     template: bool,
@@ -249,6 +271,7 @@ impl Object {
                     (ContainerKind::Init, &NO_CONTAINERS),
                     (ContainerKind::Ephemeral, &self.ephemeral_containers),
                 ],
+                volumes: &NO_VOLUMES,
                 template: false,
             }),
             PodPath::Template => self
@@ -288,13 +311,14 @@ impl<'a> PodRef<'a> {
                 (ContainerKind::Init, list(|s| &s.init_containers)),
                 (ContainerKind::Ephemeral, list(|s| &s.ephemeral_containers)),
             ],
+            volumes: spec.map_or(&NO_VOLUMES, |s| &s.volumes),
             template,
         }
     }
 
-    /// Containers in all lists, read or not.
+    /// Containers in all lists and volumes, read or not.
     pub fn container_count(&self) -> usize {
-        self.lists.iter().map(|(_, l)| l.total()).sum()
+        self.lists.iter().map(|(_, l)| l.total()).sum::<usize>() + self.volumes.total()
     }
 
     /// Every image, in the order containers, initContainers,
@@ -308,6 +332,25 @@ impl<'a> PodRef<'a> {
             return Err(too_many_containers(count));
         }
         let template = self.template;
+        // Image volumes are pulled like containers' images: judged alike.
+        let volumes = self
+            .volumes
+            .items()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| {
+                let image = v.image.as_ref()?.reference.as_deref()?;
+                if template && image.trim().is_empty() {
+                    return None;
+                }
+                Some(ImageInput {
+                    image: image.to_string(),
+                    container: Some(Container {
+                        kind: ContainerKind::ImageVolume,
+                        name: v.name.clone().unwrap_or_else(|| format!("#{i}")),
+                    }),
+                })
+            });
         Ok(self
             .lists
             .iter()
@@ -326,6 +369,7 @@ impl<'a> PodRef<'a> {
                     })
                 })
             })
+            .chain(volumes)
             .collect())
     }
 }
@@ -444,6 +488,25 @@ mod tests {
         let pod: Object = serde_json::from_value(t).unwrap();
         let got = pod.pod(PodPath::Pod).unwrap().images().unwrap();
         assert_eq!(got.len(), 3);
+    }
+
+    #[test]
+    fn image_volumes_are_images_in_pods_and_templates() {
+        let spec = json!({"containers": [{"name": "c", "image": "nginx:1.27"}],
+            "volumes": [{"name": "cfg", "configMap": {"name": "x"}}, {"name": "models", "image": {"reference": "quay.io/evil/models:1"}}]});
+        let pod: Object = serde_json::from_value(json!({"spec": spec})).unwrap();
+        let deploy: Object =
+            serde_json::from_value(json!({"spec": {"template": {"spec": spec}}})).unwrap();
+        for (o, path) in [(&pod, PodPath::Pod), (&deploy, PodPath::Template)] {
+            let got = o.pod(path).unwrap().images().unwrap();
+            let last = got.last().unwrap();
+            assert_eq!(last.image, "quay.io/evil/models:1");
+            assert_eq!(
+                last.container.as_ref().unwrap().to_string(),
+                "image volume \"models\""
+            );
+            assert_eq!(got.len(), 2);
+        }
     }
 
     #[test]
