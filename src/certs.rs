@@ -325,7 +325,7 @@ pub struct Issued {
 }
 
 fn read(path: &Path) -> Result<String, CertError> {
-    crate::config::read_limited(path, 1 << 20)
+    crate::files::read_limited(path, 1 << 20)
         .map_err(|e| CertError::Write(path.to_path_buf(), std::io::Error::other(e)))
 }
 
@@ -520,7 +520,7 @@ pub fn rotate(step: RotateStep, i: &Issue<'_>) -> Result<Issued, CertError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::der::cert_info;
+    use crate::der::cert_info;
     use rustls::client::danger::ServerCertVerifier;
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;

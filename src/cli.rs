@@ -7,7 +7,64 @@
 
 use argh::FromArgs;
 
-use crate::config::{PolicyFlags, split_commas};
+use std::path::PathBuf;
+
+/// The policy flags shared by `check` and `serve`, after comma lists were
+/// split. Built here; `config.rs`
+/// validates them (`PolicyFlags::load_rules`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PolicyFlags {
+    pub file: Option<PathBuf>,
+    pub allow_registries: Vec<String>,
+    pub deny_registries: Vec<String>,
+    pub require_digest: bool,
+    pub allow_latest: bool,
+    pub mode: Option<String>,
+    pub exempt_namespaces: Vec<String>,
+    pub exempt_images: Vec<String>,
+    pub break_glass: bool,
+    /// Read k8s-mutate-image-and-policy-webhook's variables (`REGISTRY`,
+    /// ...): only in its drop-in mode, `image-bouncer` with no arguments,
+    /// since names this generic are set by CI templates for other things.
+    pub legacy_env: bool,
+    /// Mutation flags; each one set replaces what env or file say.
+    pub rewrite_registry: Option<String>,
+    pub rewrite_layout: Option<String>,
+    /// `from=to` pairs.
+    pub registry_mirrors: Vec<String>,
+    pub ignored_registries: Vec<String>,
+    pub image_pull_secrets: Vec<String>,
+    pub append_pull_secrets: bool,
+    pub image_pull_policy: Option<String>,
+    pub default_storage_class: Option<String>,
+    pub exclude_namespaces: Vec<String>,
+    pub mutate_templates: bool,
+}
+
+/// The environment variables of k8s-mutate-image-and-policy-webhook, read
+/// so that this binary is a drop-in replacement for it.
+pub const MUTATE_ENV: &[&str] = &[
+    "REGISTRY",
+    "IMAGE_PULL_SECRET",
+    "IMAGE_PULL_SECRET_APPEND",
+    "FORCE_IMAGE_PULL_POLICY",
+    "IMAGE_PULL_POLICY_TO_FORCE",
+    "DEFAULT_STORAGE_CLASS",
+    "EXCLUDE_NAMESPACES",
+    "IGNORED_REGISTRIES",
+    "IGNORE_REGISTRIES",
+];
+
+/// Splits repeatable flag values on commas (`--allow-registry a,b`).
+pub fn split_commas(values: &[String]) -> Vec<String> {
+    values
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
 
 /// Defines a subcommand's flag struct with the shared policy flags appended
 /// (argh has no `flatten`).
@@ -226,15 +283,96 @@ const SWITCHES: &[&str] = &[
     "--default-allow",
 ];
 
+/// Issue a serving certificate for the given names and a client certificate for the apiserver (ECDSA P-256), from the CA in the folder (renewal keeps it) or a new one; rotate the CA with overlap.
+#[derive(FromArgs, Debug, Default, PartialEq)]
+pub struct CertsArgs {
+    /// folder to write ca.crt, ca.key, tls.crt, tls.key, apiserver-client.crt and apiserver-client.key into
+    #[argh(option)]
+    pub out: String,
+    /// DNS name of the webhook, e.g. image-bouncer.local or image-bouncer.image-bouncer.svc (repeatable)
+    #[argh(option)]
+    pub host: Vec<String>,
+    /// IP address of the webhook, e.g. 127.0.0.1 (repeatable)
+    #[argh(option)]
+    pub ip: Vec<String>,
+    /// validity in days (default 365)
+    #[argh(option, default = "365")]
+    pub days: u32,
+    /// replace existing files
+    #[argh(switch)]
+    pub force: bool,
+    /// make a new CA even if the folder has one (everything that trusts the old one must change)
+    #[argh(switch)]
+    pub new_ca: bool,
+    /// issue from this CA certificate (with --ca-key) instead of the folder's
+    #[argh(option)]
+    pub ca_cert: Option<String>,
+    /// the key of --ca-cert
+    #[argh(option)]
+    pub ca_key: Option<String>,
+    /// one step of a CA rotation with overlap: begin (new CA, trusted beside the old), switch (new leaves from it), finish (drop the old CA)
+    #[argh(option)]
+    pub rotate_ca: Option<String>,
+    /// also write the apiserver's client certificate for in-cluster (*.svc) names, which do not need one
+    #[argh(switch)]
+    pub client_cert: bool,
+}
+
+/// Write the AdmissionConfiguration and kubeconfig for the ImagePolicyWebhook plugin, and print the kube-apiserver flags, kubeadm mounts and /etc/hosts line.
+#[derive(FromArgs, Debug, Default, PartialEq)]
+pub struct ApiserverArgs {
+    /// the webhook's URL as the apiserver will call it, e.g. https://image-bouncer.local:8443/image_policy
+    #[argh(option)]
+    pub url: String,
+    /// folder with ca.crt, tls.crt, apiserver-client.crt and apiserver-client.key (from `image-bouncer certs`)
+    #[argh(option)]
+    pub pki: String,
+    /// admit pods on every webhook error: unreachable, timed out, any non-200 answer (default: refuse them; allowing fails open)
+    #[argh(switch)]
+    pub default_allow: bool,
+    /// folder to write admission-config.yaml and kubeconfig.yaml into, and where the apiserver will read them (default /etc/kubernetes/image-bouncer)
+    #[argh(option, default = "String::from(\"/etc/kubernetes/image-bouncer\")")]
+    pub out: String,
+}
+
+/// Print a ValidatingWebhookConfiguration (and with --mutate a MutatingWebhookConfiguration) for the in-cluster server.
+#[derive(FromArgs, Debug, Default, PartialEq)]
+pub struct WebhookArgs {
+    /// namespace of the webhook's Service (default image-bouncer)
+    #[argh(option, default = "String::from(\"image-bouncer\")")]
+    pub namespace: String,
+    /// name of the webhook's Service (default image-bouncer)
+    #[argh(option, default = "String::from(\"image-bouncer\")")]
+    pub service: String,
+    /// PEM CA (or CA bundle) that signed the serving certificate; becomes the caBundle
+    #[argh(option)]
+    pub ca: String,
+    /// the serving certificate, checked for the Service's DNS name (default: tls.crt beside --ca, if there)
+    #[argh(option)]
+    pub cert: Option<String>,
+    /// also print a MutatingWebhookConfiguration for /mutate
+    #[argh(switch)]
+    pub mutate: bool,
+    /// with --mutate: also send workloads to /mutate (for mutateTemplates)
+    #[argh(switch)]
+    pub mutate_templates: bool,
+    /// port of the Service (default 443)
+    #[argh(option, default = "443")]
+    pub port: u16,
+    /// seconds the apiserver waits for an answer, 1 to 30 (default 5)
+    #[argh(option, default = "5")]
+    pub timeout: u8,
+}
+
 /// What the command line asks for.
 #[derive(Debug, PartialEq)]
 pub enum Command {
     Check(Box<CheckArgs>),
     /// With whether the older project's environment is read (drop-in mode).
     Serve(Box<ServeArgs>, bool),
-    Certs(crate::setup::CertsArgs),
-    ConfigApiserver(crate::setup::ApiserverArgs),
-    ConfigWebhook(crate::setup::WebhookArgs),
+    Certs(CertsArgs),
+    ConfigApiserver(ApiserverArgs),
+    ConfigWebhook(WebhookArgs),
     /// Top-level help or version: print and exit 0.
     Print(String),
 }

@@ -7,11 +7,13 @@
 //! them (the server's reloader does).
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
 
+pub use crate::cli::{MUTATE_ENV, PolicyFlags, split_commas};
 use crate::mutate::{Layout, MutateConfig, PullPolicy, Target};
 
 mod strict;
@@ -23,37 +25,6 @@ const POLICY_FILE_MAX: u64 = 4 * 1024 * 1024;
 /// Keys starting with this are comments and ignored, at any level.
 pub const COMMENT_PREFIX: &str = "//";
 
-/// The policy flags shared by `check` and `serve`, after comma lists were
-/// split. Built by `cli.rs`.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct PolicyFlags {
-    pub file: Option<PathBuf>,
-    pub allow_registries: Vec<String>,
-    pub deny_registries: Vec<String>,
-    pub require_digest: bool,
-    pub allow_latest: bool,
-    pub mode: Option<String>,
-    pub exempt_namespaces: Vec<String>,
-    pub exempt_images: Vec<String>,
-    pub break_glass: bool,
-    /// Read k8s-mutate-image-and-policy-webhook's variables (`REGISTRY`,
-    /// ...): only in its drop-in mode, `image-bouncer` with no arguments,
-    /// since names this generic are set by CI templates for other things.
-    pub legacy_env: bool,
-    /// Mutation flags; each one set replaces what env or file say.
-    pub rewrite_registry: Option<String>,
-    pub rewrite_layout: Option<String>,
-    /// `from=to` pairs.
-    pub registry_mirrors: Vec<String>,
-    pub ignored_registries: Vec<String>,
-    pub image_pull_secrets: Vec<String>,
-    pub append_pull_secrets: bool,
-    pub image_pull_policy: Option<String>,
-    pub default_storage_class: Option<String>,
-    pub exclude_namespaces: Vec<String>,
-    pub mutate_templates: bool,
-}
-
 /// What a policy file and the flags configure: the policy every endpoint
 /// decides with, and the mutations of `/mutate`.
 #[derive(Debug, Clone, Default)]
@@ -61,20 +32,6 @@ pub struct Rules {
     pub policy: Policy,
     pub mutate: MutateConfig,
 }
-
-/// The environment variables of k8s-mutate-image-and-policy-webhook, read
-/// so that this binary is a drop-in replacement for it.
-pub const MUTATE_ENV: &[&str] = &[
-    "REGISTRY",
-    "IMAGE_PULL_SECRET",
-    "IMAGE_PULL_SECRET_APPEND",
-    "FORCE_IMAGE_PULL_POLICY",
-    "IMAGE_PULL_POLICY_TO_FORCE",
-    "DEFAULT_STORAGE_CLASS",
-    "EXCLUDE_NAMESPACES",
-    "IGNORED_REGISTRIES",
-    "IGNORE_REGISTRIES",
-];
 
 /// Everything wrong with a configuration, one problem per line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -250,20 +207,7 @@ impl PolicyFlags {
     }
 }
 
-/// Reads a whole file, refusing anything larger than `max` bytes.
-pub fn read_limited(path: &Path, max: u64) -> Result<String, String> {
-    use std::io::Read;
-    let shown = path.display();
-    let file = std::fs::File::open(path).map_err(|e| format!("{shown}: cannot open: {e}"))?;
-    let mut text = String::new();
-    file.take(max + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| format!("{shown}: cannot read: {e}"))?;
-    if text.len() as u64 > max {
-        return Err(format!("{shown}: larger than {max} bytes"));
-    }
-    Ok(text)
-}
+use crate::files::read_limited;
 
 /// Parses the policy file's JSON, recording every problem with its path.
 fn parse_policy_text(
@@ -707,15 +651,89 @@ fn with_mirrors(mut policy: Policy, mutate: &MutateConfig, problems: &mut Vec<St
     policy
 }
 
-/// Splits repeatable flag values on commas (`--allow-registry a,b`).
-pub fn split_commas(values: &[String]) -> Vec<String> {
-    values
-        .iter()
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
+/// Size caps and deadlines of one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Request line plus headers.
+    pub max_head: usize,
+    /// Decoded body.
+    pub max_body: usize,
+    /// Paths with a cap of their own instead of `max_body`.
+    pub path_caps: &'static [(&'static str, usize)],
+    /// From the first byte of a request to its last.
+    pub request_timeout: Duration,
+    /// Between requests on a keep-alive connection.
+    pub idle_timeout: Duration,
+    /// For one response to be written.
+    pub write_timeout: Duration,
+}
+
+/// The files a TLS configuration is built from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+}
+
+/// Validated server settings (built by [`serve_settings`]): plain values,
+/// so that the server needs nothing of the flags.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    /// A plain-HTTP listener for /metrics, /healthz and /readyz only.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Print `listening on ADDR` on stdout (not in JSON log mode, where
+    /// stdout carries nothing but JSON... which is nothing).
+    pub announce: bool,
+    /// `None` only with `--insecure-http`.
+    pub tls: Option<TlsFiles>,
+    /// `--self-signed`: where to write its CA certificate, once listening.
+    pub self_signed_ca: Option<(PathBuf, String)>,
+    /// Accepted client certificate names (empty: any the CA signed).
+    pub client_names: Vec<String>,
+    /// How to (re)load the policy and mutations.
+    pub policy: PolicySource,
+    pub workers: usize,
+    pub max_connections: usize,
+    /// Connections one client address may hold.
+    pub max_connections_per_peer: usize,
+    /// Request body bytes all connections may hold at once.
+    pub max_body_memory: usize,
+    pub limits: Limits,
+    pub handshake_timeout: Duration,
+    pub drain_timeout: Duration,
+    /// How often files are checked for changes.
+    pub reload_interval: Duration,
+}
+
+/// Where the rules come from, for the server's reloader: the policy file
+/// to watch, and how to build [`Rules`] again from file, flags and
+/// environment (what `PolicyFlags::load_rules` does), so that the server
+/// imports no flag type.
+#[derive(Clone)]
+pub struct PolicySource {
+    pub file: Option<PathBuf>,
+    load: std::sync::Arc<dyn Fn() -> Result<Rules, ConfigError> + Send + Sync>,
+}
+
+impl std::fmt::Debug for PolicySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PolicySource({:?})", self.file)
+    }
+}
+
+impl PolicySource {
+    pub fn of(flags: PolicyFlags) -> Self {
+        PolicySource {
+            file: flags.file.clone(),
+            load: std::sync::Arc::new(move || flags.load_rules()),
+        }
+    }
+
+    pub fn load_rules(&self) -> Result<Rules, ConfigError> {
+        (self.load)()
+    }
 }
 
 /// Defaults of `serve`, each with why.
@@ -788,9 +806,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 pub fn serve_settings(
     a: &crate::cli::ServeArgs,
     legacy_env: bool,
-) -> Result<crate::server::Settings, ConfigError> {
-    use crate::server::http::Limits;
-    use crate::server::tls::TlsFiles;
+) -> Result<Settings, ConfigError> {
     let mut problems = Vec::new();
     let listen = match (&a.listen, a.port) {
         (Some(l), _) => l
@@ -937,14 +953,14 @@ pub fn serve_settings(
         _ => tls,
     };
     match listen {
-        Some(listen) if problems.is_empty() => Ok(crate::server::Settings {
+        Some(listen) if problems.is_empty() => Ok(Settings {
             listen,
             metrics_listen,
             announce: a.log_format.as_deref() != Some("json"),
             tls,
             self_signed_ca,
             client_names: a.client_name.clone(),
-            policy,
+            policy: PolicySource::of(policy),
             workers,
             max_connections,
             max_connections_per_peer,
@@ -973,7 +989,7 @@ pub fn serve_settings(
 fn make_self_signed(
     ca_out: Option<&str>,
     client_ca: Option<&String>,
-) -> Result<(crate::server::tls::TlsFiles, (PathBuf, String)), String> {
+) -> Result<(TlsFiles, (PathBuf, String)), String> {
     use crate::certs;
     let set = certs::generate(
         &["localhost".to_string()],
@@ -996,7 +1012,7 @@ fn make_self_signed(
     certs::write(&dir, &set, false).map_err(|e| e.to_string())?;
     let ca_path = PathBuf::from(ca_out.unwrap_or("image-bouncer-ca.crt"));
     Ok((
-        crate::server::tls::TlsFiles {
+        TlsFiles {
             cert: dir.join(certs::SERVER_CERT),
             key: dir.join(certs::SERVER_KEY),
             client_ca: client_ca.map(Into::into),

@@ -19,6 +19,21 @@ use std::path::{Path, PathBuf};
 /// Group and others may not write into an output folder.
 const NOT_WRITABLE_BY_OTHERS: u32 = 0o022;
 
+/// Reads a whole file, refusing anything larger than `max` bytes.
+pub fn read_limited(path: &Path, max: u64) -> Result<String, String> {
+    use std::io::Read;
+    let shown = path.display();
+    let file = std::fs::File::open(path).map_err(|e| format!("{shown}: cannot open: {e}"))?;
+    let mut text = String::new();
+    file.take(max + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("{shown}: cannot read: {e}"))?;
+    if text.len() as u64 > max {
+        return Err(format!("{shown}: larger than {max} bytes"));
+    }
+    Ok(text)
+}
+
 /// The effective user ID of this process (Linux: `/proc/self/status`).
 pub fn effective_uid() -> io::Result<u32> {
     let status = std::fs::read_to_string("/proc/self/status")?;

@@ -11,10 +11,12 @@ pub mod certs;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod der;
 pub mod files;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod image_ref;
+pub mod kinds;
 pub mod logging;
 pub mod metrics;
 pub mod mutate;

@@ -12,8 +12,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::image_ref::{self, ImageRef};
+use crate::kinds::PodPath;
 use crate::policy::{self, MirrorBack, NamespacePattern, RegistryPattern, Upstream};
-use crate::review::workload::PodPath;
 
 /// The annotation that opts an object out of every mutation.
 pub const SKIP_ANNOTATION: &str = "image-bouncer.io/skip-mutation";

@@ -1,6 +1,7 @@
 //! Integration tests: the real binary, spawned as a user would run it.
 #![allow(clippy::unwrap_used)]
 
+mod architecture;
 mod check;
 mod common;
 mod dos;

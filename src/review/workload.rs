@@ -14,6 +14,7 @@ use std::marker::PhantomData;
 use serde::de::{IgnoredAny, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
+pub use crate::kinds::PodPath;
 use crate::policy::{Container, ContainerKind, ImageInput};
 
 /// A Kubernetes object, reduced to what leads to pod specs.
@@ -179,57 +180,6 @@ where
     T: Default + Deserialize<'de>,
 {
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
-}
-
-/// How a kind holds its pod.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PodPath {
-    /// The object is the pod (`spec`).
-    Pod,
-    /// `spec.template`.
-    Template,
-    /// `template` (the PodTemplate kind).
-    PodTemplate,
-    /// `spec.jobTemplate.spec.template`.
-    CronJob,
-    /// `ephemeralContainers` of the `EphemeralContainers` kind, which the
-    /// `pods/ephemeralcontainers` subresource used before Kubernetes 1.22.
-    EphemeralContainers,
-}
-
-impl PodPath {
-    /// The kinds (by API group and kind) that have pods. Groups matter: a
-    /// custom resource called `Job` elsewhere has another schema.
-    pub fn of(group: &str, kind: &str) -> Option<PodPath> {
-        match (group, kind) {
-            ("", "Pod") => Some(PodPath::Pod),
-            ("", "PodTemplate") => Some(PodPath::PodTemplate),
-            ("", "EphemeralContainers") => Some(PodPath::EphemeralContainers),
-            ("", "ReplicationController")
-            | ("apps" | "extensions", "Deployment" | "ReplicaSet" | "DaemonSet")
-            | ("apps", "StatefulSet")
-            | ("batch", "Job") => Some(PodPath::Template),
-            ("batch", "CronJob") => Some(PodPath::CronJob),
-            _ => None,
-        }
-    }
-
-    /// For documents without a group at hand (`check -f`): by kind alone.
-    pub fn of_kind(kind: &str) -> Option<PodPath> {
-        ["", "apps", "batch"]
-            .iter()
-            .find_map(|g| PodPath::of(g, kind))
-    }
-
-    /// The JSON pointer of the pod template (empty for a Pod itself).
-    pub fn pointer(self) -> &'static str {
-        match self {
-            PodPath::Pod | PodPath::EphemeralContainers => "",
-            PodPath::Template => "/spec/template",
-            PodPath::PodTemplate => "/template",
-            PodPath::CronJob => "/spec/jobTemplate/spec/template",
-        }
-    }
 }
 
 /// The list of a pod that has none.

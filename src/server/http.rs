@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use rustls::{ServerConnection, StreamOwned};
 
+pub use crate::config::Limits;
+
 /// Most headers a request may have; the apiserver sends about eight.
 pub const MAX_HEADERS: usize = 64;
 /// Bytes read from the socket at a time; a typical review fits in one.
@@ -27,23 +29,6 @@ const FIRST_READ: usize = 4 * 1024;
 const TIMEOUT_SLACK: Duration = Duration::from_millis(10);
 /// Buffer kept by a connection between requests; more is freed.
 const KEEP_BUFFER: usize = 64 * 1024;
-
-/// Size caps and deadlines of one connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Request line plus headers.
-    pub max_head: usize,
-    /// Decoded body.
-    pub max_body: usize,
-    /// Paths with a cap of their own instead of `max_body`.
-    pub path_caps: &'static [(&'static str, usize)],
-    /// From the first byte of a request to its last.
-    pub request_timeout: Duration,
-    /// Between requests on a keep-alive connection.
-    pub idle_timeout: Duration,
-    /// For one response to be written.
-    pub write_timeout: Duration,
-}
 
 impl Limits {
     /// The body cap of a path.

@@ -20,16 +20,18 @@ use std::time::{Duration, Instant};
 use log::{debug, error, info, warn};
 use rustls::{ServerConnection, StreamOwned};
 
-use crate::config::{ConfigError, PolicyFlags, Rules};
+pub use crate::config::Settings;
+use crate::config::{ConfigError, Rules};
 use crate::metrics::{Metrics, Reloaded};
 
-pub mod der;
+/// Kept here too: older paths name it `server::der`.
+pub use crate::der;
 pub mod http;
 pub mod routes;
 pub mod tls;
 
 use http::{Activity, Conn, Limits, ReadError, State, Transport};
-use tls::{Fingerprint, TlsFiles};
+use tls::Fingerprint;
 
 /// Connection threads only parse HTTP and run rustls; 256 KiB is plenty and
 /// keeps a thousand idle connections cheap (untouched stack is not resident).
@@ -43,35 +45,6 @@ const EXPIRY_LOG_EVERY: Duration = Duration::from_secs(24 * 3600);
 const SIGNAL_POLL: Duration = Duration::from_millis(50);
 /// How often draining checks whether connections are gone.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
-
-/// Validated server settings (built by `config::serve_settings`).
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub listen: SocketAddr,
-    /// A plain-HTTP listener for /metrics, /healthz and /readyz only.
-    pub metrics_listen: Option<SocketAddr>,
-    /// Print `listening on ADDR` on stdout (not in JSON log mode, where
-    /// stdout carries nothing but JSON... which is nothing).
-    pub announce: bool,
-    /// `None` only with `--insecure-http`.
-    pub tls: Option<TlsFiles>,
-    /// `--self-signed`: where to write its CA certificate, once listening.
-    pub self_signed_ca: Option<(std::path::PathBuf, String)>,
-    /// Accepted client certificate names (empty: any the CA signed).
-    pub client_names: Vec<String>,
-    pub policy: PolicyFlags,
-    pub workers: usize,
-    pub max_connections: usize,
-    /// Connections one client address may hold.
-    pub max_connections_per_peer: usize,
-    /// Request body bytes all connections may hold at once.
-    pub max_body_memory: usize,
-    pub limits: Limits,
-    pub handshake_timeout: Duration,
-    pub drain_timeout: Duration,
-    /// How often files are checked for changes.
-    pub reload_interval: Duration,
-}
 
 /// A fixed number of permits to decode and judge requests.
 pub struct Workers {

@@ -17,22 +17,15 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ServerConfig, WebPkiClientVerifier};
 
-use crate::config::read_limited;
-use crate::server::der;
+pub use crate::config::TlsFiles;
+use crate::der;
+use crate::files::read_limited;
 
 /// PEM files are a few KB; a CA bundle maybe a few hundred.
 const PEM_FILE_MAX: u64 = 1024 * 1024;
 /// The only application protocol we speak. Offering `h2` would make the
 /// apiserver's Go client switch to HTTP/2, which we do not implement.
 const ALPN_HTTP11: &[u8] = b"http/1.1";
-
-/// The files a TLS configuration is built from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    pub client_ca: Option<PathBuf>,
-}
 
 /// A configuration in force: rustls' and what our own client checks need.
 pub struct Active {
