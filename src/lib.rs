@@ -21,6 +21,7 @@ pub mod logging;
 pub mod metrics;
 pub mod mutate;
 pub mod policy;
+pub mod registry;
 pub mod review;
 pub mod server;
 pub mod setup;
