@@ -4,4 +4,5 @@
 //! policy; the admission step asks it for facts (digests) and passes them
 //! to `policy` as values.
 
+pub mod credentials;
 pub mod proxy;
