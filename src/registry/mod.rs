@@ -4,5 +4,7 @@
 //! policy; the admission step asks it for facts (digests) and passes them
 //! to `policy` as values.
 
+pub mod challenge;
 pub mod credentials;
+pub mod digest;
 pub mod proxy;
