@@ -264,9 +264,23 @@ pub fn files(set: &CertSet) -> [(&'static str, &str, bool); 6] {
 /// Without `force`, refuses if any of the files (or a symlink in its place)
 /// exists, before writing anything.
 pub fn write(dir: &Path, set: &CertSet, force: bool) -> Result<Vec<PathBuf>, CertError> {
-    let all = files(set);
+    crate::files::private_dir(dir).map_err(|e| CertError::Write(dir.to_path_buf(), e))?;
+    let all: Vec<(&str, String, bool)> = files(set)
+        .into_iter()
+        .map(|(n, pem, secret)| (n, pem.to_string(), secret))
+        .collect();
+    write_all(dir, &all, force)
+}
+
+/// Writes `(name, PEM, secret)` files into `dir` (keys 0600, the rest
+/// 0644); without `force` refuses first if any is there (a symlink too).
+fn write_all(
+    dir: &Path,
+    files: &[(&str, String, bool)],
+    force: bool,
+) -> Result<Vec<PathBuf>, CertError> {
     if !force {
-        let existing: Vec<PathBuf> = all
+        let existing: Vec<PathBuf> = files
             .iter()
             .map(|(n, _, _)| dir.join(n))
             .filter(|p| crate::files::exists(p))
@@ -275,11 +289,10 @@ pub fn write(dir: &Path, set: &CertSet, force: bool) -> Result<Vec<PathBuf>, Cer
             return Err(CertError::Exists(existing));
         }
     }
-    crate::files::private_dir(dir).map_err(|e| CertError::Write(dir.to_path_buf(), e))?;
     let mut written = Vec::new();
-    for (name, pem, secret) in all {
+    for (name, pem, secret) in files {
         let path = dir.join(name);
-        write_file(&path, pem.as_bytes(), if secret { 0o600 } else { 0o644 })?;
+        write_file(&path, pem.as_bytes(), if *secret { 0o600 } else { 0o644 })?;
         written.push(path);
     }
     Ok(written)
@@ -361,22 +374,7 @@ pub fn issue(i: &Issue<'_>) -> Result<Issued, CertError> {
         files.push((CLIENT_CERT, c, false));
         files.push((CLIENT_KEY, k, true));
     }
-    if !i.force {
-        let existing: Vec<PathBuf> = files
-            .iter()
-            .map(|(n, _, _)| dir.join(n))
-            .filter(|p| crate::files::exists(p))
-            .collect();
-        if !existing.is_empty() {
-            return Err(CertError::Exists(existing));
-        }
-    }
-    let mut written = Vec::new();
-    for (name, pem, secret) in files {
-        let path = dir.join(name);
-        write_file(&path, pem.as_bytes(), if secret { 0o600 } else { 0o644 })?;
-        written.push(path);
-    }
+    let mut written = write_all(dir, &files, i.force)?;
     written.push(write_bundle(dir)?);
     Ok(Issued {
         written,
