@@ -8,6 +8,7 @@ mod dos;
 mod fuzz_corpus;
 mod golden;
 mod mutate;
+mod registry;
 mod rotation;
 mod serve;
 mod setup;

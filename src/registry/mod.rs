@@ -5,6 +5,7 @@
 //! to `policy` as values.
 
 pub mod challenge;
+pub mod client;
 pub mod credentials;
 pub mod digest;
 pub mod proxy;

@@ -1,0 +1,249 @@
+//! The registry client against the real CNCF distribution registry
+//! (Debian's `docker-registry`), started here on 127.0.0.1 with TLS
+//! (certificates from `image-bouncer certs`) and htpasswd Basic auth
+//! (`htpasswd` from `apache2-utils`). Images are pushed through the
+//! registry API by the test itself.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use image_bouncer::image_ref::ImageRef;
+use image_bouncer::registry::client::{Client, LookupError};
+use image_bouncer::registry::credentials::Credentials;
+use image_bouncer::registry::digest::Digest;
+use image_bouncer::registry::proxy::ProxyConfig;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+use crate::common::{run, temp_dir};
+
+struct Registry {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Starts the registry, or `None` when it is not installed (CI installs
+/// it and sets CI=true, where a missing registry is a failure).
+fn start(name: &str) -> Option<Registry> {
+    let have = |b: &str| Command::new(b).arg("--version").output().is_ok();
+    if !have("docker-registry") || !Path::new("/usr/bin/htpasswd").exists() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "docker-registry and htpasswd are needed"
+        );
+        eprintln!("skip: docker-registry or htpasswd is not installed");
+        return None;
+    }
+    let dir = temp_dir(name);
+    let pki = dir.join("pki");
+    let out = run(
+        &[
+            "certs",
+            "--out",
+            pki.to_str().unwrap(),
+            "--host",
+            "localhost",
+            "--ip",
+            "127.0.0.1",
+        ],
+        None,
+    );
+    assert!(out.status.success());
+    let htpasswd = Command::new("htpasswd")
+        .args(["-Bbn", "alice", "s3cret"])
+        .output()
+        .unwrap();
+    std::fs::write(dir.join("htpasswd"), &htpasswd.stdout).unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = format!(
+        "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {d}/data\nhttp:\n  addr: 127.0.0.1:{port}\n  tls:\n    certificate: {d}/pki/tls.crt\n    key: {d}/pki/tls.key\nauth:\n  htpasswd:\n    realm: test\n    path: {d}/htpasswd\n",
+        d = dir.display()
+    );
+    std::fs::write(dir.join("config.yml"), config).unwrap();
+    let child = Command::new("docker-registry")
+        .args(["serve", dir.join("config.yml").to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "registry did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some(Registry { child, port, dir })
+}
+
+fn ca(r: &Registry) -> Vec<CertificateDer<'static>> {
+    CertificateDer::pem_file_iter(r.dir.join("pki/ca.crt"))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+fn basic(user: &str, pass: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+    )
+}
+
+/// Pushes a blob and returns its digest.
+fn push_blob(agent: &ureq::Agent, base: &str, repo: &str, bytes: &[u8]) -> String {
+    let digest = Digest::sha256_of(bytes).to_string();
+    let resp = agent
+        .post(&format!("{base}/v2/{repo}/blobs/uploads/"))
+        .header("Authorization", basic("alice", "s3cret"))
+        .send_empty()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    let location = resp
+        .headers()
+        .get("location")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let location = if location.starts_with("http") {
+        location
+    } else {
+        format!("{base}{location}")
+    };
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let resp = agent
+        .put(&format!("{location}{sep}digest={digest}"))
+        .header("Authorization", basic("alice", "s3cret"))
+        .header("Content-Type", "application/octet-stream")
+        .send(bytes)
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201, "blob upload");
+    digest
+}
+
+/// Pushes a one-layer OCI image under `tag`; returns the manifest digest.
+fn push_image(r: &Registry, repo: &str, tag: &str, layer: &[u8]) -> String {
+    let roots: Vec<ureq::tls::Certificate<'static>> = ca(r)
+        .iter()
+        .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned())
+        .collect();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .tls_config(
+            ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(roots)))
+                .build(),
+        )
+        .build()
+        .into();
+    let base = format!("https://127.0.0.1:{}", r.port);
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let config_digest = push_blob(&agent, &base, repo, config);
+    let layer_digest = push_blob(&agent, &base, repo, layer);
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer_digest}","size":{}}}]}}"#,
+        config.len(),
+        layer.len()
+    );
+    let resp = agent
+        .put(&format!("{base}/v2/{repo}/manifests/{tag}"))
+        .header("Authorization", basic("alice", "s3cret"))
+        .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+        .send(manifest.as_bytes())
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201, "manifest push");
+    Digest::sha256_of(manifest.as_bytes()).to_string()
+}
+
+fn credentials(key: &str, user: &str, pass: &str) -> Credentials {
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+    Credentials::parse(&format!(
+        r#"{{"auths": {{"{key}": {{"auth": "{auth}"}}}}}}"#
+    ))
+    .unwrap()
+}
+
+#[test]
+fn tags_resolve_to_the_digest_pushed_only_with_the_right_credentials() {
+    let Some(r) = start("registry-resolve") else {
+        return;
+    };
+    let digest = push_image(&r, "team/app", "v1", b"layer one");
+    let image = ImageRef::parse(&format!("127.0.0.1:{}/team/app:v1", r.port)).unwrap();
+    let within = Duration::from_secs(5);
+    let client = |creds: Credentials| Client::new(creds, ProxyConfig::default(), &ca(&r));
+    // The right credentials, for exactly this registry.
+    let ok = client(credentials(
+        &format!("127.0.0.1:{}", r.port),
+        "alice",
+        "s3cret",
+    ));
+    assert_eq!(ok.resolve(&image, within).unwrap().to_string(), digest);
+    // The tag moves: the new digest (no cache in the client itself).
+    let moved = push_image(&r, "team/app", "v1", b"layer two");
+    assert_ne!(moved, digest);
+    assert_eq!(ok.resolve(&image, within).unwrap().to_string(), moved);
+    // A digest reference is its own answer.
+    let pinned = ImageRef::parse(&format!("127.0.0.1:{}/team/app@{digest}", r.port)).unwrap();
+    assert_eq!(ok.resolve(&pinned, within).unwrap().to_string(), digest);
+    // No credentials, wrong ones, ones for a lookalike host or another port.
+    for (creds, why) in [
+        (Credentials::default(), "none are configured for it"),
+        (
+            credentials(&format!("127.0.0.1:{}", r.port), "alice", "wrong"),
+            "refused",
+        ),
+        (
+            credentials(
+                &format!("127.0.0.1.attacker.net:{}", r.port),
+                "alice",
+                "s3cret",
+            ),
+            "none are configured for it",
+        ),
+        (
+            credentials("127.0.0.1", "alice", "s3cret"),
+            "none are configured for it",
+        ),
+        (
+            credentials(&format!("localhost:{}", r.port), "alice", "s3cret"),
+            "none are configured for it",
+        ),
+    ] {
+        match client(creds).resolve(&image, within) {
+            Err(LookupError::Permanent(m)) => assert!(m.contains(why), "{why}: {m}"),
+            other => panic!("{why}: {other:?}"),
+        }
+    }
+    // A tag that is not there, and a registry that is down.
+    let missing = ImageRef::parse(&format!("127.0.0.1:{}/team/app:nope", r.port)).unwrap();
+    assert!(
+        matches!(ok.resolve(&missing, within), Err(LookupError::Permanent(m)) if m.contains("404"))
+    );
+    let port = r.port;
+    drop(r);
+    let down = ImageRef::parse(&format!("127.0.0.1:{port}/team/app:v1")).unwrap();
+    assert!(matches!(
+        ok.resolve(&down, within),
+        Err(LookupError::Transient(_))
+    ));
+}
