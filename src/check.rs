@@ -62,6 +62,12 @@ pub struct ImageReport {
     pub allowed: bool,
     pub reasons: Vec<String>,
     pub warnings: Vec<String>,
+    /// With `--resolve`: the digest the registry serves now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// With `--resolve`: why the registry could not say.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolve_error: Option<String>,
 }
 
 /// Runs the command; `Ok(true)` when every image is allowed.
@@ -69,7 +75,8 @@ pub fn run(args: &CheckArgs) -> Result<bool, Error> {
     if args.mutate {
         return print_patches(args);
     }
-    let policy = args.policy_flags().load()?;
+    let rules = args.policy_flags().load_rules()?;
+    let policy = rules.policy.clone();
     if args.images.is_empty() && args.file.is_empty() {
         if let Some(file) = &args.policy {
             // `check --policy FILE`: the file alone, as a linter.
@@ -108,7 +115,10 @@ pub fn run(args: &CheckArgs) -> Result<bool, Error> {
     if requests.iter().all(|(_, r)| r.images.is_empty()) {
         log::warn!("no container images found in the given documents");
     }
-    let report = report(&policy, &requests);
+    let mut report = report(&policy, &requests);
+    if args.resolve {
+        resolve(&rules, &mut report);
+    }
     if args.json {
         let text = serde_json::to_string_pretty(&report)
             .map_err(|e| Error::Input(format!("cannot encode the report: {e}")))?;
@@ -289,6 +299,38 @@ fn collect_patches(
     Ok(())
 }
 
+/// Asks each image's registry for the digest it serves (each distinct
+/// image once), with the client and settings the server would use.
+fn resolve(rules: &Rules, report: &mut Report) {
+    use crate::registry::client::Client;
+    use crate::registry::proxy::ProxyConfig;
+    let client = Client::new(
+        rules.registry.credentials.clone(),
+        ProxyConfig::from_env(&|k| std::env::var(k).ok()),
+        &rules.registry.extra_ca,
+    );
+    let mut done: BTreeMap<String, Result<String, String>> = BTreeMap::new();
+    for i in &mut report.images {
+        let Some(name) = i.normalized.clone() else {
+            continue;
+        };
+        let answer = done.entry(name.clone()).or_insert_with(|| {
+            crate::image_ref::ImageRef::parse(&name)
+                .map_err(|e| e.to_string())
+                .and_then(|r| {
+                    client
+                        .resolve(&r, std::time::Duration::from_secs(10))
+                        .map(|d| d.to_string())
+                        .map_err(|e| e.to_string())
+                })
+        });
+        match answer {
+            Ok(d) => i.digest = Some(d.clone()),
+            Err(e) => i.resolve_error = Some(e.clone()),
+        }
+    }
+}
+
 /// Judges every request and flattens the verdicts per image.
 pub fn report(policy: &Policy, requests: &[(Option<String>, Request)]) -> Report {
     let mut images = Vec::new();
@@ -347,6 +389,8 @@ fn image_reports(d: &Decision) -> Vec<ImageReport> {
                 allowed: reasons.is_empty(),
                 reasons,
                 warnings,
+                digest: None,
+                resolve_error: None,
             }
         })
         .collect()
@@ -374,6 +418,12 @@ pub fn render_text(report: &Report) -> String {
         for r in i.reasons.iter().chain(&i.warnings) {
             out.push_str("\n       ");
             out.push_str(r);
+        }
+        if let Some(d) = &i.digest {
+            out.push_str(&format!("\n       resolves to {d}"));
+        }
+        if let Some(e) = &i.resolve_error {
+            out.push_str(&format!("\n       cannot resolve: {e}"));
         }
         out.push('\n');
     }

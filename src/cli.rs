@@ -190,6 +190,9 @@ with_policy_flags! {
         /// with --mutate: then judge the mutated objects as /validate would (the mutate-then-validate set-up)
         #[argh(switch)]
         pub validate: bool,
+        /// also ask each image's registry which digest it serves (registryCredentials and registries of the policy file)
+        #[argh(switch)]
+        pub resolve: bool,
         /// images to judge
         #[argh(positional)]
         pub images: Vec<String>,

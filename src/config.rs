@@ -31,6 +31,17 @@ pub const COMMENT_PREFIX: &str = "//";
 pub struct Rules {
     pub policy: Policy,
     pub mutate: MutateConfig,
+    /// How to reach registries (credentials, their CAs).
+    pub registry: RegistryConfig,
+}
+
+/// The registry settings of the policy file, read and checked.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryConfig {
+    /// From `registryCredentials` (a docker config.json).
+    pub credentials: crate::registry::credentials::Credentials,
+    /// The `ca` files of `registries`, trusted besides the public roots.
+    pub extra_ca: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 /// Everything wrong with a configuration, one problem per line.
@@ -69,7 +80,13 @@ struct RawPolicy {
     denied: Vec<(String, String)>,
     exempt_images: Vec<(String, String)>,
     exempt_namespaces: Vec<(String, String)>,
+    /// (where, path) of `registryCredentials`.
+    registry_credentials: Option<(String, String)>,
+    registries: Vec<RawRegistry>,
 }
+
+/// (where, registry, CA file, plain HTTP) of one `registries` entry.
+type RawRegistry = (String, String, Option<String>, Option<bool>);
 
 /// The `mutate` settings before validation; each field is the value of the
 /// highest source that set it (flags > environment > file), with where it
@@ -121,11 +138,20 @@ impl PolicyFlags {
         }
         self.merge_into(&mut raw);
         self.merge_mutate_into(&mut raw_mutate);
+        let raw_registry = (
+            raw.registry_credentials.take(),
+            std::mem::take(&mut raw.registries),
+        );
         let policy = build(raw, &mut problems);
         let mutate = build_mutate(raw_mutate, &mut problems);
         let policy = policy.map(|p| with_mirrors(p, &mutate, &mut problems));
+        let registry = build_registry(&raw_registry, &mut problems);
         match (policy, problems.is_empty()) {
-            (Some(policy), true) => Ok(Rules { policy, mutate }),
+            (Some(policy), true) => Ok(Rules {
+                policy,
+                mutate,
+                registry,
+            }),
             _ => Err(ConfigError { problems }),
         }
     }
@@ -255,6 +281,11 @@ fn parse_policy_text(
             "exemptImages" => raw.exempt_images = w.strings(&path, v),
             "exemptNamespaces" => raw.exempt_namespaces = w.strings(&path, v),
             "mutate" => raw_mutate = w.mutate(&path, v),
+            "registryCredentials" => {
+                raw.registry_credentials =
+                    w.string(&path, v).map(|s| (format!("{source}: {path}"), s))
+            }
+            "registries" => raw.registries = w.registries(&path, v),
             _ => w.problem(
                 &path,
                 format!("unknown key (expected one of {})", KNOWN_KEYS.join(", ")),
@@ -451,6 +482,8 @@ const KNOWN_KEYS: &[&str] = &[
     "exemptNamespaces",
     "breakGlass",
     "mutate",
+    "registryCredentials",
+    "registries",
 ];
 
 /// Collects typed values out of JSON, recording type errors by path.
@@ -489,6 +522,52 @@ impl Walker<'_> {
                 None
             }
         }
+    }
+
+    /// `registries`: registry -> {"ca": file, "plainHttp": bool}.
+    fn registries(
+        &mut self,
+        path: &str,
+        v: &Value,
+    ) -> Vec<(String, String, Option<String>, Option<bool>)> {
+        let mut out = Vec::new();
+        let Some(map) = v.as_object() else {
+            self.problem(
+                path,
+                format!(
+                    "expected an object of registry: settings, found {}",
+                    type_name(v)
+                ),
+            );
+            return out;
+        };
+        for (registry, settings) in map {
+            let at = format!("{path}.{registry}");
+            let Some(obj) = settings.as_object() else {
+                self.problem(
+                    &at,
+                    format!("expected an object, found {}", type_name(settings)),
+                );
+                continue;
+            };
+            let (mut ca, mut plain) = (None, None);
+            for (k, v) in obj {
+                let p = format!("{at}.{k}");
+                match k.as_str() {
+                    k if k.starts_with(COMMENT_PREFIX) => {}
+                    "ca" => ca = self.string(&p, v),
+                    "plainHttp" => plain = self.boolean(&p, v),
+                    _ => self.problem(&p, "unknown key (expected ca, plainHttp)"),
+                }
+            }
+            out.push((
+                format!("{}: {at}", self.source),
+                registry.clone(),
+                ca,
+                plain,
+            ));
+        }
+        out
     }
 
     /// The `mutate` section.
@@ -620,6 +699,54 @@ fn build(raw: RawPolicy, problems: &mut Vec<String>) -> Option<Policy> {
         policy.break_glass = b;
     }
     problems.is_empty().then_some(policy)
+}
+
+/// Reads the credentials file and the registries' CA files.
+fn build_registry(
+    raw: &(Option<(String, String)>, Vec<RawRegistry>),
+    problems: &mut Vec<String>,
+) -> RegistryConfig {
+    use rustls::pki_types::pem::PemObject;
+    let mut out = RegistryConfig::default();
+    if let Some((origin, path)) = &raw.0 {
+        match read_limited(std::path::Path::new(path), 1 << 20) {
+            Ok(text) => match crate::registry::credentials::Credentials::parse(&text) {
+                Ok(c) => {
+                    for u in &c.unsupported {
+                        log::warn!("{path}: {u}");
+                    }
+                    out.credentials = c;
+                }
+                Err(e) => problems.extend(e.into_iter().map(|p| format!("{origin}: {path}: {p}"))),
+            },
+            Err(e) => problems.push(format!("{origin}: {e}")),
+        }
+    }
+    for (origin, registry, ca, plain) in &raw.1 {
+        if let Err(e) = crate::image_ref::validate_domain(registry) {
+            problems.push(format!(
+                "{origin}: {}",
+                crate::image_ref::ParseError::describe(&e)
+            ));
+        }
+        if *plain == Some(true) {
+            problems.push(format!("{origin}: plainHttp is not supported yet; serve the registry over TLS (a private CA goes in \"ca\")"));
+        }
+        if let Some(ca) = ca {
+            let certs: Vec<_> = read_limited(std::path::Path::new(ca), 1 << 20)
+                .map(|pem| {
+                    rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+                        .filter_map(Result::ok)
+                        .collect()
+                })
+                .unwrap_or_default();
+            if certs.is_empty() {
+                problems.push(format!("{origin}: {ca}: no PEM certificate could be read"));
+            }
+            out.extra_ca.extend(certs);
+        }
+    }
+    out
 }
 
 /// Lets the policy judge a mirrored image by the image it mirrors, and
@@ -1218,6 +1345,33 @@ mod tests {
             problems[0].contains("\"regcred\" is given twice"),
             "{problems:#?}"
         );
+    }
+
+    #[test]
+    fn registry_settings_are_checked_with_the_rest() {
+        let problems = parse_rules_problems(
+            r#"{"registryCredentials": "/nonexistent/config.json",
+                "registries": {"registry.local:5000": {"ca": "/nonexistent/ca.crt", "plainHttp": true, "x": 1},
+                               "bad host": {}}}"#,
+        );
+        for e in [
+            "$.registryCredentials: /nonexistent/config.json: cannot open",
+            "$.registries.registry.local:5000.x: unknown key",
+            "plainHttp is not supported yet",
+            "/nonexistent/ca.crt: no PEM certificate",
+            "$.registries.bad host: registry host",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.contains(e)),
+                "missing {e:?} in {problems:#?}"
+            );
+        }
+    }
+
+    fn parse_rules_problems(text: &str) -> Vec<String> {
+        rules(text, PolicyFlags::default(), &[])
+            .unwrap_err()
+            .problems
     }
 
     #[test]

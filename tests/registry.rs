@@ -174,6 +174,10 @@ fn push_image(r: &Registry, repo: &str, tag: &str, layer: &[u8]) -> String {
     Digest::sha256_of(manifest.as_bytes()).to_string()
 }
 
+fn missing_image(r: &Registry) -> String {
+    format!("127.0.0.1:{}/team/app:nope", r.port)
+}
+
 fn credentials(key: &str, user: &str, pass: &str) -> Credentials {
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
     Credentials::parse(&format!(
@@ -234,6 +238,49 @@ fn tags_resolve_to_the_digest_pushed_only_with_the_right_credentials() {
             other => panic!("{why}: {other:?}"),
         }
     }
+    // check --resolve: the same client, configured by the policy file.
+    let auth = base64::engine::general_purpose::STANDARD.encode("alice:s3cret");
+    let dockercfg = r.dir.join("config.json");
+    std::fs::write(
+        &dockercfg,
+        format!(
+            r#"{{"auths": {{"127.0.0.1:{}": {{"auth": "{auth}"}}}}}}"#,
+            r.port
+        ),
+    )
+    .unwrap();
+    let policy = r.dir.join("policy.json");
+    std::fs::write(
+        &policy,
+        format!(
+            r#"{{"registryCredentials": {:?}, "registries": {{"127.0.0.1:{}": {{"ca": {:?}}}}}}}"#,
+            dockercfg.to_str().unwrap(),
+            r.port,
+            r.dir.join("pki/ca.crt").to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let out = run(
+        &[
+            "check",
+            "--json",
+            "--resolve",
+            "--policy",
+            policy.to_str().unwrap(),
+            &image.to_string(),
+            &missing_image(&r),
+        ],
+        None,
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["images"][0]["digest"], moved.as_str(), "{v}");
+    assert!(
+        v["images"][1]["resolve_error"]
+            .as_str()
+            .unwrap()
+            .contains("404"),
+        "{v}"
+    );
     // A tag that is not there, and a registry that is down.
     let missing = ImageRef::parse(&format!("127.0.0.1:{}/team/app:nope", r.port)).unwrap();
     assert!(
