@@ -247,7 +247,7 @@ fn collect_patches(
     if kind == admission::KIND {
         // Exactly what /mutate answers for this review.
         let review = admission::parse(doc.to_string().as_bytes()).map_err(|e| e.to_string())?;
-        match admission::mutate(&rules.policy, &rules.mutate, &review).1 {
+        match admission::mutate(&rules.policy, &rules.mutate, &review, None).1 {
             admission::MutateOutcome::Patched(m) | admission::MutateOutcome::Unchanged(m) => {
                 let mut patched = doc.clone();
                 if let Some(object) = patched.pointer_mut("/request/object") {
@@ -291,6 +291,8 @@ fn collect_patches(
             namespace: ns,
             object: doc,
             old_object: None,
+            // Offline: no registry lookups, so nothing is pinned.
+            pins: None,
         },
     );
     let mut patched = doc.clone();

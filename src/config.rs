@@ -104,6 +104,8 @@ struct RawMutate {
     default_storage_class: Option<(String, String)>,
     exclude_namespaces: Option<Vec<(String, String)>>,
     mutate_templates: Option<bool>,
+    mutate_digest: Option<Vec<(String, String)>>,
+    on_registry_error: Option<(String, String)>,
 }
 
 impl PolicyFlags {
@@ -306,6 +308,8 @@ const MUTATE_KEYS: &[&str] = &[
     "defaultStorageClass",
     "excludeNamespaces",
     "mutateTemplates",
+    "mutateDigest",
+    "onRegistryError",
 ];
 
 /// Reads the mutation variables of the environment (empty means unset, as
@@ -425,6 +429,27 @@ fn build_mutate(raw: RawMutate, problems: &mut Vec<String>) -> MutateConfig {
         check(
             &origin,
             object_name(&c).map(|()| cfg.default_storage_class = Some(c.clone())),
+        );
+    }
+    for (origin, p) in raw.mutate_digest.unwrap_or_default() {
+        check(
+            &origin,
+            ImagePattern::parse(&p).map(|p| cfg.mutate_digest.push(p)),
+        );
+    }
+    if let Some((origin, v)) = raw.on_registry_error {
+        check(
+            &origin,
+            match v.as_str() {
+                "deny" => Ok(()),
+                "allow" => {
+                    cfg.allow_on_registry_error = true;
+                    Ok(())
+                }
+                other => Err(format!(
+                    "onRegistryError {other:?} is not \"deny\" or \"allow\""
+                )),
+            },
         );
     }
     for (origin, ns) in raw.exclude_namespaces.unwrap_or_default() {
@@ -616,6 +641,10 @@ impl Walker<'_> {
                 }
                 "excludeNamespaces" => raw.exclude_namespaces = Some(self.strings(&p, v)),
                 "mutateTemplates" => raw.mutate_templates = self.boolean(&p, v),
+                "mutateDigest" => raw.mutate_digest = Some(self.strings(&p, v)),
+                "onRegistryError" => {
+                    raw.on_registry_error = self.string(&p, v).map(|s| (origin, s))
+                }
                 _ => self.problem(
                     &p,
                     format!("unknown key (expected one of {})", MUTATE_KEYS.join(", ")),

@@ -119,7 +119,7 @@ pub fn review(data: &[u8]) {
     if let Ok(r) = admission::parse(data) {
         for (reply, patch_allowed) in [
             (admission::validate(&policy, &r).0, false),
-            (admission::mutate(&policy, &mutate, &r).0, true),
+            (admission::mutate(&policy, &mutate, &r, None).0, true),
         ] {
             let v: Value = serde_json::from_slice(&reply).unwrap_or(Value::Null);
             assert_eq!(v["kind"], "AdmissionReview", "{v}");

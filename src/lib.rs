@@ -7,6 +7,7 @@
 use std::fmt;
 use std::process::ExitCode;
 
+pub mod admit;
 pub mod certs;
 pub mod check;
 pub mod cli;

@@ -148,6 +148,11 @@ pub struct MutateConfig {
     /// Also mutate pod templates of workloads (off: GitOps tools would see
     /// drift between the stored object and their manifests).
     pub mutate_templates: bool,
+    /// Images to pin to the digest their tag names now (`mutateDigest`).
+    pub mutate_digest: Vec<crate::policy::ImagePattern>,
+    /// `onRegistryError: "allow"`: a failed lookup leaves the image
+    /// unpinned instead of denying the request.
+    pub allow_on_registry_error: bool,
 }
 
 impl MutateConfig {
@@ -197,7 +202,8 @@ impl MutateConfig {
 
     /// True when no mutation is configured at all.
     pub fn is_empty(&self) -> bool {
-        self.rewrite_registry.is_none()
+        self.mutate_digest.is_empty()
+            && self.rewrite_registry.is_none()
             && self.registry_mirrors.is_empty()
             && self.image_pull_secrets.is_empty()
             && self.image_pull_policy.is_none()
@@ -225,6 +231,10 @@ pub struct Subject<'a> {
     pub namespace: Option<&'a str>,
     pub object: &'a Value,
     pub old_object: Option<&'a Value>,
+    /// Digests to pin (`mutateDigest`), gathered by the admission step:
+    /// the image as it will be pulled (after any rewrite) -> that image
+    /// with `@sha256:...`. Pure values; nothing here looks anything up.
+    pub pins: Option<&'a std::collections::BTreeMap<String, String>>,
 }
 
 /// The result: patch operations and a human summary for the log.
@@ -294,7 +304,7 @@ pub fn mutate(cfg: &MutateConfig, t: &Subject<'_>) -> Mutation {
     // changed image (and a new ephemeral container) may be patched.
     let running_pod = path == PodPath::Pod && t.operation == "UPDATE";
     let mut m = Mutation::default();
-    pod_spec(cfg, pod, old_pod, base, running_pod, &mut m);
+    pod_spec(cfg, pod, old_pod, base, running_pod, t.pins, &mut m);
     // A subresource update keeps only its own part of the object (the
     // apiserver drops metadata changes there), so no annotation is added.
     if t.sub_resource.is_none_or(str::is_empty) {
@@ -334,6 +344,7 @@ fn pod_spec(
     old_pod: Option<&Value>,
     base: &str,
     running_pod: bool,
+    pins: Option<&std::collections::BTreeMap<String, String>>,
     m: &mut Mutation,
 ) {
     let old_image = |list: &str, name: Option<&str>| -> Option<String> {
@@ -358,14 +369,23 @@ fn pod_spec(
             let changed = before.as_deref() != image;
             if let Some(image) = image
                 && (!running_pod || changed)
-                && let Some(new) = rewrite_image(cfg, image)
             {
-                m.patch.push(PatchOp {
-                    op: "replace",
-                    path: format!("{at}/image"),
-                    value: json!(new),
-                });
-                m.rewrites.push((image.to_string(), new));
+                let rewritten = rewrite_image(cfg, image);
+                let pulled = rewritten.clone().unwrap_or_else(|| image.to_string());
+                let pinned = pins.and_then(|p| p.get(&pulled)).cloned();
+                if let Some(new) = pinned.clone().or(rewritten.clone()) {
+                    m.patch.push(PatchOp {
+                        op: "replace",
+                        path: format!("{at}/image"),
+                        value: json!(new),
+                    });
+                }
+                if let Some(r) = rewritten {
+                    m.rewrites.push((image.to_string(), r));
+                }
+                if let Some(p) = pinned {
+                    m.notes.push(format!("{image} pinned as {p}"));
+                }
             }
             let may_set_policy = !running_pod || (list == "ephemeralContainers" && is_new);
             if let Some(policy) = cfg.image_pull_policy
@@ -389,6 +409,18 @@ fn pod_spec(
     if !running_pod {
         pull_secrets(cfg, pod, base, m);
     }
+}
+
+/// The image as it will be pulled (after any rewrite), when
+/// `mutateDigest` asks for it to be pinned: it names a tag (or nothing),
+/// not a digest, and the image as written matches an entry.
+pub fn pin_wanted(cfg: &MutateConfig, image: &str) -> Option<ImageRef> {
+    let written = ImageRef::parse(image).ok()?;
+    if written.digest().is_some() || !cfg.mutate_digest.iter().any(|p| p.matches(&written)) {
+        return None;
+    }
+    let pulled = rewrite_image(cfg, image).unwrap_or_else(|| image.to_string());
+    ImageRef::parse(&pulled).ok()
 }
 
 /// Where an image should live instead, if anywhere.
@@ -526,7 +558,10 @@ fn record_rewrites(
     for text in claimed {
         for entry in text.split(',') {
             let true_record = entry.split_once('=').is_some_and(|(from, to)| {
-                images.contains(&to) && rewrite_image(cfg, from).as_deref() == Some(to)
+                // The image may carry the digest pinned after the rewrite.
+                let now =
+                    |i: &&str| *i == to || i.strip_prefix(to).is_some_and(|r| r.starts_with('@'));
+                images.iter().any(now) && rewrite_image(cfg, from).as_deref() == Some(to)
             });
             if true_record && !entries.iter().any(|e| e == entry) {
                 entries.push(entry.to_string());
@@ -685,6 +720,7 @@ mod tests {
             namespace: Some("default"),
             object,
             old_object: old,
+            pins: None,
         }
     }
 

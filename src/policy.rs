@@ -830,6 +830,20 @@ impl ImagePattern {
     /// `host:port` without a path is a registry (`10.0.0.5:5000`), never a
     /// host with a tag.
     pub fn parse(s: &str) -> Result<Self, String> {
+        if s == "*" {
+            // Every image of every registry.
+            return Ok(ImagePattern {
+                raw: s.to_string(),
+                base: RegistryPattern {
+                    raw: s.to_string(),
+                    host: HostPattern::Subdomain(String::new()),
+                    port: None,
+                    path: PathPattern::Any,
+                },
+                tag: None,
+                digest: None,
+            });
+        }
         let (name_and_tag, digest) = match s.split_once('@') {
             Some((n, d)) => (n, Some(d)),
             None => (s, None),

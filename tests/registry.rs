@@ -294,3 +294,96 @@ fn tags_resolve_to_the_digest_pushed_only_with_the_right_credentials() {
         Err(LookupError::Transient(_))
     ));
 }
+
+/// `/mutate` pins `name:tag` to `name:tag@sha256:...` for `mutateDigest`
+/// images, over TLS against the real registry; a lookup that fails denies,
+/// unless `onRegistryError` is `allow`.
+#[test]
+fn mutate_pins_digests_end_to_end() {
+    let Some(r) = start("registry-pin") else {
+        return;
+    };
+    let digest = push_image(&r, "team/app", "v1", b"pinned layer");
+    let auth = base64::engine::general_purpose::STANDARD.encode("alice:s3cret");
+    let dockercfg = r.dir.join("config.json");
+    std::fs::write(
+        &dockercfg,
+        format!(
+            r#"{{"auths": {{"127.0.0.1:{}": {{"auth": "{auth}"}}}}}}"#,
+            r.port
+        ),
+    )
+    .unwrap();
+    let policy_file = |on_error: &str| {
+        let p = r.dir.join(format!("policy-{on_error}.json"));
+        std::fs::write(
+            &p,
+            format!(
+                r#"{{"registryCredentials": {:?}, "registries": {{"127.0.0.1:{}": {{"ca": {:?}}}}}, "mutate": {{"mutateDigest": ["*"], "onRegistryError": "{on_error}"}}}}"#,
+                dockercfg.to_str().unwrap(),
+                r.port,
+                r.dir.join("pki/ca.crt").to_str().unwrap()
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let review = |image: &str| {
+        let body = std::fs::read(
+            crate::common::fixtures().join("admission/pod-create-allowed.request.json"),
+        )
+        .unwrap();
+        let mut v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        v["request"]["object"]["spec"]["containers"][0]["image"] = image.into();
+        v.to_string()
+    };
+    let image = format!("127.0.0.1:{}/team/app:v1", r.port);
+    let deny = policy_file("deny");
+    let (pki, server) =
+        crate::common::tls_server("registry-pin-server", &["--policy", deny.to_str().unwrap()]);
+    let config = crate::common::client_config(&pki.ca_file, None);
+    let mut c = crate::common::Client::tls(server.addr, config.clone()).unwrap();
+    let v = c.post("/mutate", review(&image).as_bytes()).unwrap().json();
+    assert_eq!(v["response"]["allowed"], true, "{v}");
+    let patch: serde_json::Value = serde_json::from_slice(&crate::golden::base64_decode(
+        v["response"]["patch"].as_str().unwrap(),
+    ))
+    .unwrap();
+    let pinned = format!("{image}@{digest}");
+    assert!(
+        patch
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|op| op["path"] == "/spec/containers/0/image" && op["value"] == pinned.as_str()),
+        "{patch}"
+    );
+    // A tag the registry does not have: denied, naming image and status.
+    let missing = format!("127.0.0.1:{}/team/app:nope", r.port);
+    let v = c
+        .post("/mutate", review(&missing).as_bytes())
+        .unwrap()
+        .json();
+    assert_eq!(v["response"]["allowed"], false, "{v}");
+    let m = v["response"]["status"]["message"].as_str().unwrap();
+    assert!(
+        m.contains("could not be pinned") && m.contains("404"),
+        "{m}"
+    );
+    drop(server);
+    // onRegistryError allow: admitted, unpinned.
+    let allow = policy_file("allow");
+    let (pki, server) =
+        crate::common::tls_server("registry-pin-allow", &["--policy", allow.to_str().unwrap()]);
+    let mut c = crate::common::Client::tls(
+        server.addr,
+        crate::common::client_config(&pki.ca_file, None),
+    )
+    .unwrap();
+    let v = c
+        .post("/mutate", review(&missing).as_bytes())
+        .unwrap()
+        .json();
+    assert_eq!(v["response"]["allowed"], true, "{v}");
+    assert!(v["response"].get("patch").is_none(), "{v}");
+}

@@ -363,6 +363,20 @@ fn judge_pod<O>(
     Outcome::Decided { request, decision }
 }
 
+/// A denial of the review by the admission step (a lookup that failed),
+/// in the review's version, with its uid.
+pub fn refusal(review: &Review, message: &str) -> Vec<u8> {
+    reply_bytes(
+        review.api_version,
+        Response::deny(
+            &review.uid,
+            403,
+            "Forbidden",
+            format!("image policy: {message}"),
+        ),
+    )
+}
+
 /// What the mutating endpoint did, for the log.
 #[derive(Debug)]
 pub enum MutateOutcome {
@@ -380,7 +394,12 @@ pub enum MutateOutcome {
 
 /// Answers a mutating review: allowed, with a JSON Patch only when there is
 /// something to change (never `patch: null`).
-pub fn mutate(policy: &Policy, cfg: &MutateConfig, review: &Review) -> (Vec<u8>, MutateOutcome) {
+pub fn mutate(
+    policy: &Policy,
+    cfg: &MutateConfig,
+    review: &Review,
+    pins: Option<&BTreeMap<String, String>>,
+) -> (Vec<u8>, MutateOutcome) {
     let req = &review.request;
     // Rules are written about the images users write: judge those before
     // any rewrite, or a rule naming the original registry could never
@@ -427,6 +446,7 @@ pub fn mutate(policy: &Policy, cfg: &MutateConfig, review: &Review) -> (Vec<u8>,
                     namespace: req.namespace.as_deref(),
                     object: object.as_ref().unwrap_or(&null),
                     old_object: old.as_ref(),
+                    pins,
                 },
             );
             if m.patch.is_empty() {

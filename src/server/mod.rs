@@ -210,6 +210,9 @@ impl Table {
 /// State shared by all threads.
 pub struct Shared {
     rules: RwLock<Arc<Rules>>,
+    /// The registry client of those rules (credentials, CAs), with its
+    /// token cache; rebuilt with them.
+    registry: RwLock<Arc<crate::registry::client::Client>>,
     tls: RwLock<Option<Arc<tls::Active>>>,
     pub metrics: Metrics,
     pub workers: Workers,
@@ -224,6 +227,14 @@ pub struct Shared {
 
 impl Shared {
     /// The policy and mutations in force now.
+    /// The registry client in force now.
+    pub fn registry(&self) -> Arc<crate::registry::client::Client> {
+        self.registry
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     pub fn rules(&self) -> Arc<Rules> {
         self.rules
             .read()
@@ -322,6 +333,7 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
     let mut settings = settings;
     settings.max_connections = clamp_to_open_files(settings.max_connections, open_files_limit());
     let shared = Arc::new(Shared {
+        registry: RwLock::new(Arc::new(registry_client(&rules))),
         rules: RwLock::new(Arc::new(rules)),
         tls: RwLock::new(tls_config),
         metrics,
@@ -400,6 +412,16 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
     drain(&shared, local);
     let _ = acceptor.join();
     Ok(())
+}
+
+/// A registry client for these rules' credentials and CAs, and the
+/// process's proxy environment.
+fn registry_client(rules: &Rules) -> crate::registry::client::Client {
+    crate::registry::client::Client::new(
+        rules.registry.credentials.clone(),
+        crate::registry::proxy::ProxyConfig::from_env(&|k| std::env::var(k).ok()),
+        &rules.registry.extra_ca,
+    )
 }
 
 /// Connections the kernel completes before we accept them. Bursts (an
@@ -496,6 +518,10 @@ fn watch(shared: &Shared, signals: &Signals, initial: Fingerprints) {
 fn reload_policy(shared: &Shared) {
     match shared.settings.policy.load_rules() {
         Ok(r) => {
+            *shared
+                .registry
+                .write()
+                .unwrap_or_else(PoisonError::into_inner) = Arc::new(registry_client(&r));
             *shared.rules.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(r);
             shared.metrics.reload(Reloaded::Policy, true);
             info!("policy reloaded");

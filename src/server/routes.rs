@@ -215,7 +215,19 @@ fn mutate(shared: &Shared, body: &[u8]) -> (Response, Counted) {
         }
     };
     let rules = shared.rules();
-    let (reply, outcome) = admission::mutate(&rules.policy, &rules.mutate, &review);
+    // Digests to pin are looked up first (the admission step), each
+    // distinct image once; a failed lookup denies unless configured not to.
+    let pins = match crate::admit::digest_pins(&rules.mutate, &review, &*shared.registry()) {
+        Ok(p) => p,
+        Err(reason) => {
+            warn!("/mutate: {}: denied: {reason}", review.request.summary());
+            return (
+                Response::json(admission::refusal(&review, &reason)),
+                Counted::Denied,
+            );
+        }
+    };
+    let (reply, outcome) = admission::mutate(&rules.policy, &rules.mutate, &review, Some(&pins));
     let what = review.request.summary().to_string();
     match &outcome {
         admission::MutateOutcome::Patched(m) => {
