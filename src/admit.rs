@@ -19,6 +19,16 @@ pub trait Resolver {
     fn resolve(&self, image: &ImageRef) -> Result<Digest, LookupError>;
 }
 
+impl Resolver for crate::registry::client::Client {
+    fn resolve(&self, image: &ImageRef) -> Result<Digest, LookupError> {
+        crate::registry::client::Client::resolve(
+            self,
+            image,
+            crate::registry::client::LOOKUP_BUDGET,
+        )
+    }
+}
+
 /// The pins `/mutate` should apply to this review: pulled image -> that
 /// image `@digest`. `Err` is the reason to deny (a lookup failed and
 /// `onRegistryError` is not `allow`).

@@ -328,14 +328,8 @@ impl Client {
     }
 }
 
-impl crate::admit::Resolver for Client {
-    fn resolve(&self, image: &ImageRef) -> Result<Digest, LookupError> {
-        // Safely under the apiserver's 5 s webhook timeout.
-        Client::resolve(self, image, LOOKUP_BUDGET)
-    }
-}
-
-/// How long one lookup may take inside a review.
+/// How long one lookup may take inside a review: safely under the
+/// apiserver's 5 s webhook timeout.
 pub const LOOKUP_BUDGET: Duration = Duration::from_secs(3);
 
 /// Percent-encodes a query value (RFC 3986 unreserved characters stay).
