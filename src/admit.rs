@@ -21,11 +21,7 @@ pub trait Resolver {
 
 impl Resolver for crate::registry::client::Client {
     fn resolve(&self, image: &ImageRef) -> Result<Digest, LookupError> {
-        crate::registry::client::Client::resolve(
-            self,
-            image,
-            crate::registry::client::LOOKUP_BUDGET,
-        )
+        self.resolve_cached(image, crate::registry::client::LOOKUP_BUDGET)
     }
 }
 

@@ -6,7 +6,7 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -72,14 +72,15 @@ fn start(name: &str) -> Option<Registry> {
         .unwrap()
         .port();
     let config = format!(
-        "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {d}/data\nhttp:\n  addr: 127.0.0.1:{port}\n  tls:\n    certificate: {d}/pki/tls.crt\n    key: {d}/pki/tls.key\nauth:\n  htpasswd:\n    realm: test\n    path: {d}/htpasswd\n",
+        "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {d}/data\nhttp:\n  addr: 127.0.0.1:{port}\n  tls:\n    certificate: {d}/pki/tls.crt\n    key: {d}/pki/tls.key\nauth:\n  htpasswd:\n    realm: test\n    path: {d}/htpasswd\n",
         d = dir.display()
     );
     std::fs::write(dir.join("config.yml"), config).unwrap();
+    let log = std::fs::File::create(dir.join("registry.log")).unwrap();
     let child = Command::new("docker-registry")
         .args(["serve", dir.join("config.yml").to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
         .spawn()
         .unwrap();
     let start = Instant::now();
@@ -386,4 +387,53 @@ fn mutate_pins_digests_end_to_end() {
         .json();
     assert_eq!(v["response"]["allowed"], true, "{v}");
     assert!(v["response"].get("patch").is_none(), "{v}");
+}
+
+/// Manifest lookups the registry answered 200, from its access log.
+fn manifest_heads(r: &Registry, repo: &str) -> usize {
+    let log = std::fs::read_to_string(r.dir.join("registry.log")).unwrap_or_default();
+    log.lines()
+        .filter(|l| l.contains(&format!("\"HEAD /v2/{repo}/manifests/")) && l.contains("\" 200 "))
+        .count()
+}
+
+/// 100 reviews at once of one new image make one registry lookup, and the
+/// answer is then cached.
+#[test]
+fn concurrent_lookups_of_one_image_are_one_request() {
+    let Some(r) = start("registry-flight") else {
+        return;
+    };
+    let digest = push_image(&r, "team/hot", "v1", b"hot layer");
+    let client = std::sync::Arc::new(Client::new(
+        credentials(&format!("127.0.0.1:{}", r.port), "alice", "s3cret"),
+        ProxyConfig::default(),
+        &ca(&r),
+    ));
+    let image = ImageRef::parse(&format!("127.0.0.1:{}/team/hot:v1", r.port)).unwrap();
+    let answers: Vec<_> = (0..100)
+        .map(|_| {
+            let (c, i) = (client.clone(), image.clone());
+            std::thread::spawn(move || c.resolve_cached(&i, Duration::from_secs(5)))
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap().unwrap().to_string())
+        .collect();
+    assert!(answers.iter().all(|a| *a == digest));
+    assert_eq!(
+        client
+            .resolve_cached(&image, Duration::from_secs(5))
+            .unwrap()
+            .to_string(),
+        digest
+    );
+    // The access log is written asynchronously; give it a moment.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        manifest_heads(&r, "team/hot"),
+        1,
+        "{}",
+        std::fs::read_to_string(r.dir.join("registry.log")).unwrap()
+    );
 }

@@ -52,7 +52,31 @@ pub struct Client {
     credentials: Credentials,
     /// (registry, scope) -> (token, valid until).
     tokens: Mutex<HashMap<(String, String), (String, Instant)>>,
+    /// Tag -> answer, until a time: short for failures (a back-off), never
+    /// longer than CACHE_TTL (a tag can move).
+    cache: Mutex<HashMap<String, Remembered>>,
+    /// Lookups under way: later askers wait for the first one's answer.
+    inflight: Mutex<HashMap<String, Arc<Flight>>>,
 }
+
+/// A lookup's answer and until when it is believed.
+type Remembered = (Result<Digest, LookupError>, Instant);
+
+/// One lookup under way.
+#[derive(Default)]
+struct Flight {
+    answer: Mutex<Option<Result<Digest, LookupError>>>,
+    done: std::sync::Condvar,
+}
+
+/// How long a resolved tag is believed: a tag moved is seen after this.
+pub const CACHE_TTL: Duration = Duration::from_secs(30);
+/// How long a failure is remembered: transient ones briefly (no hammering
+/// a registry that is down or rate limiting), permanent ones a little longer.
+const TRANSIENT_BACKOFF: Duration = Duration::from_secs(2);
+const PERMANENT_TTL: Duration = Duration::from_secs(10);
+/// Tags remembered at most; past it the expired go, then all.
+const CACHE_MAX: usize = 4096;
 
 impl Client {
     /// `extra_ca`: certificates trusted besides the bundled Mozilla roots.
@@ -89,7 +113,90 @@ impl Client {
             proxies,
             credentials,
             tokens: Mutex::new(HashMap::new()),
+            cache: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// As [`Client::resolve`], answered from the cache when it can, and
+    /// with one lookup in flight per tag however many ask at once.
+    pub fn resolve_cached(&self, r: &ImageRef, within: Duration) -> Result<Digest, LookupError> {
+        if let Some(d) = r.digest() {
+            return Digest::parse(d).map_err(LookupError::Permanent);
+        }
+        let key = format!(
+            "{}:{}/{}:{}",
+            r.registry_host(),
+            r.registry_port().unwrap_or(443),
+            r.path(),
+            r.effective_tag().unwrap_or("latest")
+        );
+        let now = Instant::now();
+        if let Some((answer, until)) = self
+            .cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            && *until > now
+        {
+            return answer.clone();
+        }
+        let (flight, leader) = {
+            let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
+            match inflight.get(&key) {
+                Some(f) => (f.clone(), false),
+                None => {
+                    let f = Arc::new(Flight::default());
+                    inflight.insert(key.clone(), f.clone());
+                    (f, true)
+                }
+            }
+        };
+        if leader {
+            let answer = self.resolve(r, within);
+            let ttl = match &answer {
+                Ok(_) => CACHE_TTL,
+                Err(LookupError::Transient(_)) => TRANSIENT_BACKOFF,
+                Err(LookupError::Permanent(_)) => PERMANENT_TTL,
+            };
+            {
+                let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+                if cache.len() >= CACHE_MAX {
+                    let now = Instant::now();
+                    cache.retain(|_, (_, until)| *until > now);
+                    if cache.len() >= CACHE_MAX {
+                        cache.clear();
+                    }
+                }
+                cache.insert(key.clone(), (answer.clone(), Instant::now() + ttl));
+            }
+            *flight.answer.lock().unwrap_or_else(PoisonError::into_inner) = Some(answer.clone());
+            flight.done.notify_all();
+            self.inflight
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&key);
+            return answer;
+        }
+        let deadline = now + within;
+        let mut answer = flight.answer.lock().unwrap_or_else(PoisonError::into_inner);
+        while answer.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(LookupError::Transient(format!(
+                    "{}: the lookup under way did not finish in time",
+                    r.domain()
+                )));
+            }
+            answer = flight
+                .done
+                .wait_timeout(answer, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        answer
+            .clone()
+            .unwrap_or_else(|| Err(LookupError::Transient("no answer".into())))
     }
 
     /// The digest `r` names now: its own digest, or what the registry
