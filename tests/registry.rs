@@ -437,3 +437,66 @@ fn concurrent_lookups_of_one_image_are_one_request() {
         std::fs::read_to_string(r.dir.join("registry.log")).unwrap()
     );
 }
+
+/// A registry that answers 429 with `Retry-After` gets no request before
+/// that time; the review gets a clear "rate limiting" reason. (The
+/// distribution registry never rate-limits, so this one is a few lines of
+/// TLS on loopback that counts what it is sent.)
+#[test]
+fn retry_after_is_honoured() {
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let pki = crate::common::Pki::new("registry-429");
+    let (cert, key) = pki.server("limited");
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&key).unwrap();
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap(),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let seen = requests.clone();
+    std::thread::spawn(move || {
+        for sock in listener.incoming().flatten() {
+            let mut tls = rustls::StreamOwned::new(
+                rustls::ServerConnection::new(config.clone()).unwrap(),
+                sock,
+            );
+            let mut buf = [0u8; 4096];
+            if tls.read(&mut buf).unwrap_or(0) > 0 {
+                seen.fetch_add(1, Ordering::SeqCst);
+                let _ = tls.write_all(b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 30\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                let _ = tls.flush();
+            }
+        }
+    });
+    let ca: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&pki.ca_file)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let client = Client::new(Credentials::default(), ProxyConfig::default(), &ca);
+    let image = ImageRef::parse(&format!("127.0.0.1:{port}/team/app:v1")).unwrap();
+    let first = client.resolve(&image, Duration::from_secs(5));
+    assert!(
+        matches!(&first, Err(LookupError::Transient(m)) if m.contains("Retry-After 30 s")),
+        "{first:?}"
+    );
+    let second = client.resolve(&image, Duration::from_secs(5));
+    assert!(
+        matches!(&second, Err(LookupError::Transient(m)) if m.contains("no request for")),
+        "{second:?}"
+    );
+    assert_eq!(requests.load(Ordering::SeqCst), 1);
+}

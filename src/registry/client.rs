@@ -57,7 +57,14 @@ pub struct Client {
     cache: Mutex<HashMap<String, Remembered>>,
     /// Lookups under way: later askers wait for the first one's answer.
     inflight: Mutex<HashMap<String, Arc<Flight>>>,
+    /// Registry host -> no request before this (`Retry-After` of a 429 or
+    /// 503).
+    not_before: Mutex<HashMap<String, Instant>>,
 }
+
+/// A `Retry-After` longer than this is taken as this (a registry must not
+/// switch us off for hours with one header).
+const RETRY_AFTER_MAX: Duration = Duration::from_secs(300);
 
 /// A lookup's answer and until when it is believed.
 type Remembered = (Result<Digest, LookupError>, Instant);
@@ -115,6 +122,7 @@ impl Client {
             tokens: Mutex::new(HashMap::new()),
             cache: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
+            not_before: Mutex::new(HashMap::new()),
         }
     }
 
@@ -280,6 +288,22 @@ impl Client {
                     )));
                 }
                 429 | 500..=599 => {
+                    let wait = resp
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .map(|s| Duration::from_secs(s).min(RETRY_AFTER_MAX));
+                    if let Some(wait) = wait.filter(|_| status == 429 || status == 503) {
+                        self.not_before
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .insert(host.clone(), Instant::now() + wait);
+                        return Err(LookupError::Transient(format!(
+                            "{host} is rate limiting ({status}, Retry-After {} s)",
+                            wait.as_secs()
+                        )));
+                    }
                     return Err(LookupError::Transient(format!("{host} answered {status}")));
                 }
                 other => {
@@ -320,6 +344,20 @@ impl Client {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(LookupError::Transient(format!("{host}: no time left")));
+        }
+        // A registry that asked us to wait gets no request before then.
+        if let Some(until) = self
+            .not_before
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(host)
+            .copied()
+            .filter(|u| *u > Instant::now())
+        {
+            let secs = until.saturating_duration_since(Instant::now()).as_secs() + 1;
+            return Err(LookupError::Transient(format!(
+                "{host} is rate limiting: no request for {secs} s more (Retry-After)"
+            )));
         }
         let mut req = self.agent.head(url).header("Accept", MANIFEST_TYPES);
         if let Some(a) = auth {
