@@ -309,8 +309,9 @@ fn resolve(rules: &Rules, report: &mut Report) {
     let client = Client::new(
         rules.registry.credentials.clone(),
         ProxyConfig::from_env(&|k| std::env::var(k).ok()),
-        &rules.registry.extra_ca,
-    );
+        &[],
+    )
+    .with_registry_cas(&rules.registry.cas);
     let mut done: BTreeMap<String, Result<String, String>> = BTreeMap::new();
     for i in &mut report.images {
         let Some(name) = i.normalized.clone() else {

@@ -40,8 +40,9 @@ pub struct Rules {
 pub struct RegistryConfig {
     /// From `registryCredentials` (a docker config.json).
     pub credentials: crate::registry::credentials::Credentials,
-    /// The `ca` files of `registries`, trusted besides the public roots.
-    pub extra_ca: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// Each registry's `ca` file (`registries`), trusted for it alone,
+    /// besides the public roots.
+    pub cas: std::collections::BTreeMap<String, Vec<rustls::pki_types::CertificateDer<'static>>>,
 }
 
 /// Everything wrong with a configuration, one problem per line.
@@ -772,7 +773,7 @@ fn build_registry(
             if certs.is_empty() {
                 problems.push(format!("{origin}: {ca}: no PEM certificate could be read"));
             }
-            out.extra_ca.extend(certs);
+            out.cas.entry(registry.clone()).or_default().extend(certs);
         }
     }
     out

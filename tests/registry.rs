@@ -239,6 +239,24 @@ fn tags_resolve_to_the_digest_pushed_only_with_the_right_credentials() {
             other => panic!("{why}: {other:?}"),
         }
     }
+    // A registry's CA is trusted for that registry only.
+    let creds = || credentials(&format!("127.0.0.1:{}", r.port), "alice", "s3cret");
+    let for_port = |port: u16| {
+        let cas = std::collections::BTreeMap::from([(format!("127.0.0.1:{port}"), ca(&r))]);
+        Client::new(creds(), ProxyConfig::default(), &[]).with_registry_cas(&cas)
+    };
+    assert_eq!(
+        for_port(r.port)
+            .resolve(&image, within)
+            .unwrap()
+            .to_string(),
+        moved
+    );
+    let other = for_port(r.port.wrapping_add(1).max(1));
+    assert!(
+        matches!(other.resolve(&image, within), Err(LookupError::Transient(m)) if m.contains("certificate") || m.contains("UnknownIssuer") || m.contains("tls")),
+        "the CA of another registry was trusted"
+    );
     // check --resolve: the same client, configured by the policy file.
     let auth = base64::engine::general_purpose::STANDARD.encode("alice:s3cret");
     let dockercfg = r.dir.join("config.json");

@@ -47,7 +47,10 @@ impl std::fmt::Display for LookupError {
 /// A registry client: one agent (one trust set), the proxy settings, the
 /// credentials and the tokens they earned.
 pub struct Client {
+    /// Public roots (and any CA given for all registries).
     agent: ureq::Agent,
+    /// Registry key -> an agent that also trusts that registry's CA.
+    agents: HashMap<String, ureq::Agent>,
     proxies: ProxyConfig,
     credentials: Credentials,
     /// (registry, scope) -> (token, valid until).
@@ -86,37 +89,17 @@ const PERMANENT_TTL: Duration = Duration::from_secs(10);
 const CACHE_MAX: usize = 4096;
 
 impl Client {
-    /// `extra_ca`: certificates trusted besides the bundled Mozilla roots.
+    /// `extra_ca`: certificates trusted besides the bundled Mozilla roots,
+    /// for every registry (see [`Client::with_registry_cas`] for one).
     pub fn new(
         credentials: Credentials,
         proxies: ProxyConfig,
         extra_ca: &[rustls::pki_types::CertificateDer<'static>],
     ) -> Client {
-        let mut roots: Vec<ureq::tls::Certificate<'static>> =
-            webpki_root_certs::TLS_SERVER_ROOT_CERTS
-                .iter()
-                .chain(extra_ca)
-                .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned())
-                .collect();
-        roots.dedup_by(|a, b| a.der() == b.der());
-        let tls = ureq::tls::TlsConfig::builder()
-            .root_certs(ureq::tls::RootCerts::Specific(Arc::new(roots)))
-            .build();
-        let agent = ureq::Agent::config_builder()
-            .proxy(None)
-            .http_status_as_error(false)
-            .https_only(true)
-            .max_redirects(5)
-            .user_agent(concat!("image-bouncer/", env!("CARGO_PKG_VERSION")))
-            .timeout_global(Some(Duration::from_secs(5)))
-            .timeout_connect(Some(Duration::from_secs(3)))
-            .timeout_per_read(Some(Duration::from_secs(3)))
-            .max_response_header_size(64 * 1024)
-            .tls_config(tls)
-            .build()
-            .into();
+        let agent = build_agent(extra_ca);
         Client {
             agent,
+            agents: HashMap::new(),
             proxies,
             credentials,
             tokens: Mutex::new(HashMap::new()),
@@ -124,6 +107,24 @@ impl Client {
             inflight: Mutex::new(HashMap::new()),
             not_before: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Trusts each registry's own CA for that registry only (besides the
+    /// public roots): `registry` is `host` or `host:port` by identity.
+    pub fn with_registry_cas(
+        mut self,
+        cas: &std::collections::BTreeMap<String, Vec<rustls::pki_types::CertificateDer<'static>>>,
+    ) -> Self {
+        for (registry, certs) in cas {
+            self.agents
+                .insert(registry_key(registry), build_agent(certs));
+        }
+        self
+    }
+
+    /// The agent whose trust set is this host's.
+    fn agent_for(&self, host: &str) -> &ureq::Agent {
+        self.agents.get(&registry_key(host)).unwrap_or(&self.agent)
     }
 
     /// As [`Client::resolve`], answered from the cache when it can, and
@@ -359,7 +360,10 @@ impl Client {
                 "{host} is rate limiting: no request for {secs} s more (Retry-After)"
             )));
         }
-        let mut req = self.agent.head(url).header("Accept", MANIFEST_TYPES);
+        let mut req = self
+            .agent_for(host)
+            .head(url)
+            .header("Accept", MANIFEST_TYPES);
         if let Some(a) = auth {
             req = req.header("Authorization", a);
         }
@@ -403,7 +407,7 @@ impl Client {
                 .next()
                 .unwrap_or("")
                 .to_string();
-            let mut req = self.agent.get(&url);
+            let mut req = self.agent_for(&realm_host).get(&url);
             // The challenge sent us to this realm: the credentials may go
             // there, and nowhere else.
             if let Some(b) = credential.and_then(basic) {
@@ -476,6 +480,44 @@ impl Client {
 /// How long one lookup may take inside a review: safely under the
 /// apiserver's 5 s webhook timeout.
 pub const LOOKUP_BUDGET: Duration = Duration::from_secs(3);
+
+/// `host` or `host:port`, by identity (`image_ref::canonical_host`), with
+/// 443 left out.
+fn registry_key(domain: &str) -> String {
+    let (host, port) = crate::image_ref::split_port(domain);
+    let host = crate::image_ref::canonical_host(host);
+    match crate::image_ref::canonical_port(port).ok().flatten() {
+        Some(p) => format!("{host}:{p}"),
+        None => host,
+    }
+}
+
+/// An agent with REGISTRY.md's settings, trusting the bundled Mozilla
+/// roots and `extra`.
+fn build_agent(extra: &[rustls::pki_types::CertificateDer<'static>]) -> ureq::Agent {
+    let mut roots: Vec<ureq::tls::Certificate<'static>> = webpki_root_certs::TLS_SERVER_ROOT_CERTS
+        .iter()
+        .chain(extra)
+        .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned())
+        .collect();
+    roots.dedup_by(|a, b| a.der() == b.der());
+    let tls = ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::Specific(Arc::new(roots)))
+        .build();
+    ureq::Agent::config_builder()
+        .proxy(None)
+        .http_status_as_error(false)
+        .https_only(true)
+        .max_redirects(5)
+        .user_agent(concat!("image-bouncer/", env!("CARGO_PKG_VERSION")))
+        .timeout_global(Some(Duration::from_secs(5)))
+        .timeout_connect(Some(Duration::from_secs(3)))
+        .timeout_per_read(Some(Duration::from_secs(3)))
+        .max_response_header_size(64 * 1024)
+        .tls_config(tls)
+        .build()
+        .into()
+}
 
 /// Percent-encodes a query value (RFC 3986 unreserved characters stay).
 fn encode(s: &str) -> String {

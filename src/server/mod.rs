@@ -420,8 +420,9 @@ fn registry_client(rules: &Rules) -> crate::registry::client::Client {
     crate::registry::client::Client::new(
         rules.registry.credentials.clone(),
         crate::registry::proxy::ProxyConfig::from_env(&|k| std::env::var(k).ok()),
-        &rules.registry.extra_ca,
+        &[],
     )
+    .with_registry_cas(&rules.registry.cas)
 }
 
 /// Connections the kernel completes before we accept them. Bursts (an
