@@ -175,6 +175,18 @@ fn push_image(r: &Registry, repo: &str, tag: &str, layer: &[u8]) -> String {
     Digest::sha256_of(manifest.as_bytes()).to_string()
 }
 
+/// A docker config.json with alice's credentials for this registry.
+fn write_dockercfg(r: &Registry) -> PathBuf {
+    let auth = base64::engine::general_purpose::STANDARD.encode("alice:s3cret");
+    let path = r.dir.join("config.json");
+    let text = format!(
+        r#"{{"auths": {{"127.0.0.1:{}": {{"auth": "{auth}"}}}}}}"#,
+        r.port
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 fn missing_image(r: &Registry) -> String {
     format!("127.0.0.1:{}/team/app:nope", r.port)
 }
@@ -258,16 +270,7 @@ fn tags_resolve_to_the_digest_pushed_only_with_the_right_credentials() {
         "the CA of another registry was trusted"
     );
     // check --resolve: the same client, configured by the policy file.
-    let auth = base64::engine::general_purpose::STANDARD.encode("alice:s3cret");
-    let dockercfg = r.dir.join("config.json");
-    std::fs::write(
-        &dockercfg,
-        format!(
-            r#"{{"auths": {{"127.0.0.1:{}": {{"auth": "{auth}"}}}}}}"#,
-            r.port
-        ),
-    )
-    .unwrap();
+    let dockercfg = write_dockercfg(&r);
     let policy = r.dir.join("policy.json");
     std::fs::write(
         &policy,
@@ -323,16 +326,7 @@ fn mutate_pins_digests_end_to_end() {
         return;
     };
     let digest = push_image(&r, "team/app", "v1", b"pinned layer");
-    let auth = base64::engine::general_purpose::STANDARD.encode("alice:s3cret");
-    let dockercfg = r.dir.join("config.json");
-    std::fs::write(
-        &dockercfg,
-        format!(
-            r#"{{"auths": {{"127.0.0.1:{}": {{"auth": "{auth}"}}}}}}"#,
-            r.port
-        ),
-    )
-    .unwrap();
+    let dockercfg = write_dockercfg(&r);
     let policy_file = |on_error: &str| {
         let p = r.dir.join(format!("policy-{on_error}.json"));
         std::fs::write(
