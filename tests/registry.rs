@@ -383,6 +383,18 @@ fn mutate_pins_digests_end_to_end() {
         m.contains("could not be pinned") && m.contains("404"),
         "{m}"
     );
+    // The same image again: from the cache. All of it counted.
+    let v = c.post("/mutate", review(&image).as_bytes()).unwrap().json();
+    assert_eq!(v["response"]["allowed"], true);
+    let metrics = c.get("/metrics").unwrap().text();
+    for want in [
+        "image_bouncer_registry_lookups_total{outcome=\"ok\"} 1",
+        "image_bouncer_registry_lookups_total{outcome=\"permanent\"} 1",
+        "image_bouncer_registry_cache_total{result=\"hit\"} 1",
+        "image_bouncer_registry_cache_total{result=\"miss\"} 2",
+    ] {
+        assert!(metrics.contains(want), "{want} in {metrics}");
+    }
     drop(server);
     // onRegistryError allow: admitted, unpinned.
     let allow = policy_file("allow");

@@ -63,6 +63,50 @@ pub struct Client {
     /// Registry host -> no request before this (`Retry-After` of a 429 or
     /// 503).
     not_before: Mutex<HashMap<String, Instant>>,
+    stats: Stats,
+}
+
+/// Counters for `/metrics`. No per-registry label: registries are chosen
+/// by whoever writes the image, and labels must stay few.
+#[derive(Default)]
+pub struct Stats {
+    cache_hits: std::sync::atomic::AtomicU64,
+    cache_misses: std::sync::atomic::AtomicU64,
+    ok: std::sync::atomic::AtomicU64,
+    transient: std::sync::atomic::AtomicU64,
+    permanent: std::sync::atomic::AtomicU64,
+    rate_limited: std::sync::atomic::AtomicU64,
+}
+
+impl Stats {
+    fn add(counter: &std::sync::atomic::AtomicU64) {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Prometheus text.
+    pub fn render(&self) -> String {
+        let v = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        format!(
+            "# HELP image_bouncer_registry_lookups_total Tag lookups at registries by outcome.\n\
+             # TYPE image_bouncer_registry_lookups_total counter\n\
+             image_bouncer_registry_lookups_total{{outcome=\"ok\"}} {}\n\
+             image_bouncer_registry_lookups_total{{outcome=\"transient\"}} {}\n\
+             image_bouncer_registry_lookups_total{{outcome=\"permanent\"}} {}\n\
+             # HELP image_bouncer_registry_cache_total Tag lookups answered from the cache (hit) or not (miss).\n\
+             # TYPE image_bouncer_registry_cache_total counter\n\
+             image_bouncer_registry_cache_total{{result=\"hit\"}} {}\n\
+             image_bouncer_registry_cache_total{{result=\"miss\"}} {}\n\
+             # HELP image_bouncer_registry_rate_limited_total Lookups refused without a request because a registry asked to wait (Retry-After).\n\
+             # TYPE image_bouncer_registry_rate_limited_total counter\n\
+             image_bouncer_registry_rate_limited_total {}\n",
+            v(&self.ok),
+            v(&self.transient),
+            v(&self.permanent),
+            v(&self.cache_hits),
+            v(&self.cache_misses),
+            v(&self.rate_limited)
+        )
+    }
 }
 
 /// A `Retry-After` longer than this is taken as this (a registry must not
@@ -106,7 +150,12 @@ impl Client {
             cache: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
             not_before: Mutex::new(HashMap::new()),
+            stats: Stats::default(),
         }
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
     }
 
     /// Trusts each registry's own CA for that registry only (besides the
@@ -148,8 +197,10 @@ impl Client {
             .get(&key)
             && *until > now
         {
+            Stats::add(&self.stats.cache_hits);
             return answer.clone();
         }
+        Stats::add(&self.stats.cache_misses);
         let (flight, leader) = {
             let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
             match inflight.get(&key) {
@@ -163,6 +214,11 @@ impl Client {
         };
         if leader {
             let answer = self.resolve(r, within);
+            Stats::add(match &answer {
+                Ok(_) => &self.stats.ok,
+                Err(LookupError::Transient(_)) => &self.stats.transient,
+                Err(LookupError::Permanent(_)) => &self.stats.permanent,
+            });
             let ttl = match &answer {
                 Ok(_) => CACHE_TTL,
                 Err(LookupError::Transient(_)) => TRANSIENT_BACKOFF,
@@ -355,6 +411,7 @@ impl Client {
             .copied()
             .filter(|u| *u > Instant::now())
         {
+            Stats::add(&self.stats.rate_limited);
             let secs = until.saturating_duration_since(Instant::now()).as_secs() + 1;
             return Err(LookupError::Transient(format!(
                 "{host} is rate limiting: no request for {secs} s more (Retry-After)"

@@ -64,7 +64,7 @@ pub fn handle(shared: &Shared, req: &HttpRequest, port: Port) -> Response {
                 Response::new(
                     200,
                     "text/plain; version=0.0.4; charset=utf-8",
-                    shared.metrics.render(),
+                    shared.metrics.render() + &shared.registry().stats().render(),
                 ),
                 Counted::Served,
             ),
