@@ -408,6 +408,43 @@ fn pod_spec(
     }
     if !running_pod {
         pull_secrets(cfg, pod, base, m);
+        image_volumes(cfg, pod, base, pins, m);
+    }
+}
+
+/// Image volumes (`spec.volumes[].image.reference`) are pulled like
+/// containers' images: moved and pinned alike (a running pod's volumes
+/// cannot change, so only at creation).
+fn image_volumes(
+    cfg: &MutateConfig,
+    pod: &Value,
+    base: &str,
+    pins: Option<&std::collections::BTreeMap<String, String>>,
+    m: &mut Mutation,
+) {
+    let Some(volumes) = pod.pointer("/spec/volumes").and_then(Value::as_array) else {
+        return;
+    };
+    for (i, v) in volumes.iter().enumerate() {
+        let Some(image) = v.pointer("/image/reference").and_then(Value::as_str) else {
+            continue;
+        };
+        let rewritten = rewrite_image(cfg, image);
+        let pulled = rewritten.clone().unwrap_or_else(|| image.to_string());
+        let pinned = pins.and_then(|p| p.get(&pulled)).cloned();
+        if let Some(new) = pinned.clone().or(rewritten.clone()) {
+            m.patch.push(PatchOp {
+                op: "replace",
+                path: format!("{base}/spec/volumes/{i}/image/reference"),
+                value: json!(new),
+            });
+        }
+        if let Some(r) = rewritten {
+            m.rewrites.push((image.to_string(), r));
+        }
+        if let Some(p) = pinned {
+            m.notes.push(format!("{image} pinned as {p}"));
+        }
     }
 }
 
@@ -544,12 +581,20 @@ fn record_rewrites(
             .and_then(Value::as_str)
             .map(str::to_string)
     };
-    let images: Vec<&str> = LISTS
+    let mut images: Vec<&str> = LISTS
         .iter()
         .filter_map(|l| object.pointer(&format!("{base}/spec/{l}"))?.as_array())
         .flatten()
         .filter_map(|c| c.get("image")?.as_str())
         .collect();
+    images.extend(
+        object
+            .pointer(&format!("{base}/spec/volumes"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.pointer("/image/reference")?.as_str()),
+    );
     let mut entries: Vec<String> = Vec::new();
     let claimed = old_object
         .and_then(recorded)
@@ -816,6 +861,46 @@ mod tests {
         let found = c.overlapping_targets();
         assert_eq!(found.len(), 2, "{found:#?}");
         assert!(found[0].contains("\"mirror.example.com/quay\" and \"mirror.example.com\""));
+    }
+
+    /// Pins (gathered by the admission step) apply to containers and image
+    /// volumes alike, after the rewrite.
+    #[test]
+    fn pins_apply_to_containers_and_image_volumes() {
+        let pod = json!({"spec": {"containers": [{"name": "c", "image": "quay.io/a/app:1"}],
+            "volumes": [{"name": "m", "image": {"reference": "quay.io/a/models:2"}}, {"name": "e", "emptyDir": {}}]}});
+        let d = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let pins = std::collections::BTreeMap::from([
+            (
+                "mirror.example.com/quay.io/a/app:1".to_string(),
+                format!("mirror.example.com/quay.io/a/app:1@{d}"),
+            ),
+            (
+                "mirror.example.com/quay.io/a/models:2".to_string(),
+                format!("mirror.example.com/quay.io/a/models:2@{d}"),
+            ),
+        ]);
+        let mut s = subject(POD, "CREATE", &pod, None);
+        s.pins = Some(&pins);
+        let out = apply(&pod, &mutate(&cfg(), &s).patch);
+        assert_eq!(
+            out["spec"]["containers"][0]["image"],
+            format!("mirror.example.com/quay.io/a/app:1@{d}")
+        );
+        assert_eq!(
+            out["spec"]["volumes"][0]["image"]["reference"],
+            format!("mirror.example.com/quay.io/a/models:2@{d}")
+        );
+        assert!(out["spec"]["volumes"][1].get("image").is_none());
+        // Without pins: moved only.
+        let out = apply(
+            &pod,
+            &mutate(&cfg(), &subject(POD, "CREATE", &pod, None)).patch,
+        );
+        assert_eq!(
+            out["spec"]["volumes"][0]["image"]["reference"],
+            "mirror.example.com/quay.io/a/models:2"
+        );
     }
 
     /// Our small applier agrees with an independent implementation.
