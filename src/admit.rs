@@ -16,12 +16,18 @@ use crate::review::workload::{Object, PodPath};
 /// Whatever answers "which digest does this name now" (the registry
 /// client; something else in tests of this module).
 pub trait Resolver {
-    fn resolve(&self, image: &ImageRef) -> Result<Digest, LookupError>;
+    /// The digest `image` names now, within `within`.
+    fn resolve(&self, image: &ImageRef, within: std::time::Duration)
+    -> Result<Digest, LookupError>;
 }
 
 impl Resolver for crate::registry::client::Client {
-    fn resolve(&self, image: &ImageRef) -> Result<Digest, LookupError> {
-        self.resolve_cached(image, crate::registry::client::LOOKUP_BUDGET)
+    fn resolve(
+        &self,
+        image: &ImageRef,
+        within: std::time::Duration,
+    ) -> Result<Digest, LookupError> {
+        self.resolve_cached(image, within)
     }
 }
 
@@ -72,6 +78,10 @@ pub fn digest_pins(
     let Some(Ok(images)) = object.pod(path).map(|p| p.images()) else {
         return Ok(pins);
     };
+    // One deadline for the whole review, safely under the apiserver's 5 s
+    // webhook timeout however many images it holds; when it runs out the
+    // review is denied (or, with onRegistryError allow, left unpinned).
+    let deadline = std::time::Instant::now() + crate::registry::client::LOOKUP_BUDGET;
     for input in images {
         let Some(pulled) = mutate::pin_wanted(cfg, &input.image) else {
             continue;
@@ -80,7 +90,15 @@ pub fn digest_pins(
         if pins.contains_key(&key) {
             continue; // one lookup per distinct image
         }
-        match resolver.resolve(&pulled) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let answer = if left.is_zero() {
+            Err(LookupError::Transient(
+                "the review's lookup deadline ran out".into(),
+            ))
+        } else {
+            resolver.resolve(&pulled, left)
+        };
+        match answer {
             Ok(digest) => {
                 pins.insert(key.clone(), format!("{key}@{digest}"));
             }
@@ -94,4 +112,87 @@ pub fn digest_pins(
         }
     }
     Ok(pins)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::time::Duration;
+
+    /// Answers after a pause, and records what it was asked.
+    struct Slow(Duration, RefCell<Vec<String>>);
+
+    impl Resolver for Slow {
+        fn resolve(&self, image: &ImageRef, within: Duration) -> Result<Digest, LookupError> {
+            self.1.borrow_mut().push(image.to_string());
+            std::thread::sleep(self.0.min(within));
+            if self.0 > within {
+                return Err(LookupError::Transient("timed out".into()));
+            }
+            Ok(Digest::sha256_of(image.to_string().as_bytes()))
+        }
+    }
+
+    fn review(images: &[&str]) -> Review {
+        let containers: Vec<_> = images
+            .iter()
+            .enumerate()
+            .map(|(i, im)| serde_json::json!({"name": format!("c{i}"), "image": im}))
+            .collect();
+        let body = serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE",
+                        "namespace": "default", "object": {"spec": {"containers": containers}}}});
+        crate::review::admission::parse(body.to_string().as_bytes()).unwrap()
+    }
+
+    fn cfg(allow: bool) -> MutateConfig {
+        MutateConfig {
+            mutate_digest: vec![crate::policy::ImagePattern::parse("*").unwrap()],
+            allow_on_registry_error: allow,
+            ..MutateConfig::default()
+        }
+    }
+
+    #[test]
+    fn each_distinct_image_once_and_one_deadline_per_review() {
+        let fast = Slow(Duration::ZERO, RefCell::new(Vec::new()));
+        let pins = digest_pins(
+            &cfg(false),
+            &review(&[
+                "a.io/x:1",
+                "a.io/x:1",
+                "b.io/y:2",
+                &format!("c.io/z@{}", Digest::sha256_of(b"z")),
+            ]),
+            &fast,
+        )
+        .unwrap();
+        assert_eq!(fast.1.borrow().len(), 2, "{:?}", fast.1.borrow()); // the pinned one is not looked up
+        assert_eq!(pins.len(), 2);
+        assert!(pins["a.io/x:1"].starts_with("a.io/x:1@sha256:"));
+        // Slow registries: the review's deadline, not each lookup's, bounds it.
+        let slow = Slow(Duration::from_millis(1200), RefCell::new(Vec::new()));
+        let started = std::time::Instant::now();
+        let e = digest_pins(
+            &cfg(false),
+            &review(&["a.io/1:1", "a.io/2:1", "a.io/3:1", "a.io/4:1"]),
+            &slow,
+        )
+        .unwrap_err();
+        assert!(
+            started.elapsed() < crate::registry::client::LOOKUP_BUDGET + Duration::from_millis(500),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(e.contains("could not be pinned"), "{e}");
+        // onRegistryError allow: what could not be looked up stays unpinned.
+        let pins = digest_pins(
+            &cfg(true),
+            &review(&["a.io/1:1", "a.io/2:1", "a.io/3:1"]),
+            &slow,
+        )
+        .unwrap();
+        assert!(pins.len() < 3);
+    }
 }

@@ -534,7 +534,7 @@ impl Client {
     }
 }
 
-/// How long one lookup may take inside a review: safely under the
+/// How long the lookups of one review may take together: safely under the
 /// apiserver's 5 s webhook timeout.
 pub const LOOKUP_BUDGET: Duration = Duration::from_secs(3);
 
