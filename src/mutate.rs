@@ -95,11 +95,6 @@ impl Target {
         inside(self, other) || inside(other, self)
     }
 
-    /// The root as a registry pattern.
-    pub fn pattern(&self) -> &RegistryPattern {
-        &self.pattern
-    }
-
     fn mirror_back(&self, upstream: Upstream) -> MirrorBack {
         MirrorBack::new(&self.domain, &self.prefix, upstream)
     }
@@ -370,22 +365,7 @@ fn pod_spec(
             if let Some(image) = image
                 && (!running_pod || changed)
             {
-                let rewritten = rewrite_image(cfg, image);
-                let pulled = rewritten.clone().unwrap_or_else(|| image.to_string());
-                let pinned = pins.and_then(|p| p.get(&pulled)).cloned();
-                if let Some(new) = pinned.clone().or(rewritten.clone()) {
-                    m.patch.push(PatchOp {
-                        op: "replace",
-                        path: format!("{at}/image"),
-                        value: json!(new),
-                    });
-                }
-                if let Some(r) = rewritten {
-                    m.rewrites.push((image.to_string(), r));
-                }
-                if let Some(p) = pinned {
-                    m.notes.push(format!("{image} pinned as {p}"));
-                }
+                move_image(cfg, image, format!("{at}/image"), pins, m);
             }
             let may_set_policy = !running_pod || (list == "ephemeralContainers" && is_new);
             if let Some(policy) = cfg.image_pull_policy
@@ -429,22 +409,35 @@ fn image_volumes(
         let Some(image) = v.pointer("/image/reference").and_then(Value::as_str) else {
             continue;
         };
-        let rewritten = rewrite_image(cfg, image);
-        let pulled = rewritten.clone().unwrap_or_else(|| image.to_string());
-        let pinned = pins.and_then(|p| p.get(&pulled)).cloned();
-        if let Some(new) = pinned.clone().or(rewritten.clone()) {
-            m.patch.push(PatchOp {
-                op: "replace",
-                path: format!("{base}/spec/volumes/{i}/image/reference"),
-                value: json!(new),
-            });
-        }
-        if let Some(r) = rewritten {
-            m.rewrites.push((image.to_string(), r));
-        }
-        if let Some(p) = pinned {
-            m.notes.push(format!("{image} pinned as {p}"));
-        }
+        let at = format!("{base}/spec/volumes/{i}/image/reference");
+        move_image(cfg, image, at, pins, m);
+    }
+}
+
+/// Rewrites `image` (at JSON pointer `at`) and pins the result to its
+/// digest when the admission step found one; records what it did.
+fn move_image(
+    cfg: &MutateConfig,
+    image: &str,
+    at: String,
+    pins: Option<&std::collections::BTreeMap<String, String>>,
+    m: &mut Mutation,
+) {
+    let rewritten = rewrite_image(cfg, image);
+    let pulled = rewritten.as_deref().unwrap_or(image);
+    let pinned = pins.and_then(|p| p.get(pulled)).cloned();
+    if let Some(new) = pinned.as_ref().or(rewritten.as_ref()) {
+        m.patch.push(PatchOp {
+            op: "replace",
+            path: at,
+            value: json!(new),
+        });
+    }
+    if let Some(p) = pinned {
+        m.notes.push(format!("{image} pinned as {p}"));
+    }
+    if let Some(r) = rewritten {
+        m.rewrites.push((image.to_string(), r));
     }
 }
 
