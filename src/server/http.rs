@@ -421,7 +421,7 @@ pub struct Conn<T: Transport> {
     read_timeout: Option<Duration>,
     budget: Option<Arc<BodyBudget>>,
     activity: Arc<Activity>,
-    /// The path of the request being read, once its head is parsed (so a
+    /// The path of a request refused after its head was parsed (so the
     /// refusal can be answered in the endpoint's own format).
     path: Option<String>,
 }
@@ -496,8 +496,7 @@ impl<T: Transport> Conn<T> {
         self.charge(permit, held, deadline)
     }
 
-    /// The path of the request last read or being read, if its head was
-    /// parsed.
+    /// The path of the request just refused, if its head was parsed.
     pub fn path(&self) -> Option<&str> {
         self.path.as_deref()
     }
@@ -520,39 +519,14 @@ impl<T: Transport> Conn<T> {
         self.path = None;
         let deadline = Instant::now() + self.limits.request_timeout;
         let head = self.read_head(deadline)?;
-        self.path = Some(head.path.clone());
-        let mut permit = None;
-        let (body, consumed) = if head.chunked {
-            self.send_continue(&head)?;
-            let cap = self.limits.body_cap(&head.path);
-            self.read_chunked(head.len, cap, deadline, &mut permit)?
-        } else {
-            let n = head.content_length.unwrap_or(0);
-            let cap = self.limits.body_cap(&head.path);
-            if n > cap {
-                return Err(ReadError::Reject(
-                    413,
-                    format!("request body of {n} bytes is larger than the limit of {cap} bytes"),
-                ));
+        // The path is kept only for a refusal, to answer it in the
+        // endpoint's own format (no copy on the way of a normal request).
+        let (body, consumed, permit) = match self.read_body_of(&head, deadline) {
+            Ok(x) => x,
+            Err(e) => {
+                self.path = Some(head.path);
+                return Err(e);
             }
-            if n > 0 {
-                self.send_continue(&head)?;
-            }
-            // What came with the head is charged too; then each read.
-            self.charge(&mut permit, self.buf.len() - head.len, deadline)?;
-            while self.buf.len() < head.len + n {
-                self.read_body(head.len, 0, deadline, &mut permit)?;
-            }
-            let body = if n <= SMALL_BODY {
-                self.buf[head.len..head.len + n].to_vec()
-            } else {
-                // A large body is moved out, not copied (twice the memory).
-                let rest = self.buf.split_off(head.len + n);
-                let mut body = std::mem::replace(&mut self.buf, rest);
-                body.drain(..head.len);
-                body
-            };
-            (body, if n <= SMALL_BODY { head.len + n } else { 0 })
         };
         self.buf.drain(..consumed);
         // Give a large request's memory back instead of keeping it for the
@@ -576,6 +550,49 @@ impl<T: Transport> Conn<T> {
     pub fn answered(&self) {
         self.activity.held.store(0, Ordering::Relaxed);
         self.activity.set(State::Idle);
+    }
+
+    /// Reads the body `head` announces: (body, bytes of the buffer it
+    /// used, its share of the budget).
+    fn read_body_of(
+        &mut self,
+        head: &Head,
+        deadline: Instant,
+    ) -> Result<(Vec<u8>, usize, Option<BodyPermit>), ReadError> {
+        let mut permit = None;
+        let cap = self.limits.body_cap(&head.path);
+        if head.chunked {
+            self.send_continue(head)?;
+            let (body, consumed) = self.read_chunked(head.len, cap, deadline, &mut permit)?;
+            return Ok((body, consumed, permit));
+        }
+        let n = head.content_length.unwrap_or(0);
+        if n > cap {
+            return Err(ReadError::Reject(
+                413,
+                format!("request body of {n} bytes is larger than the limit of {cap} bytes"),
+            ));
+        }
+        if n > 0 {
+            self.send_continue(head)?;
+        }
+        // What came with the head is charged too; then each read.
+        self.charge(&mut permit, self.buf.len() - head.len, deadline)?;
+        while self.buf.len() < head.len + n {
+            self.read_body(head.len, 0, deadline, &mut permit)?;
+        }
+        if n <= SMALL_BODY {
+            return Ok((
+                self.buf[head.len..head.len + n].to_vec(),
+                head.len + n,
+                permit,
+            ));
+        }
+        // A large body is moved out, not copied (twice the memory).
+        let rest = self.buf.split_off(head.len + n);
+        let mut body = std::mem::replace(&mut self.buf, rest);
+        body.drain(..head.len);
+        Ok((body, 0, permit))
     }
 
     fn send_continue(&mut self, head: &Head) -> Result<(), ReadError> {
