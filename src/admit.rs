@@ -31,6 +31,22 @@ impl Resolver for crate::registry::client::Client {
     }
 }
 
+/// The registry client for a policy's registry settings (credentials,
+/// CAs, plain HTTP registries) and the process's proxy environment: the
+/// one the server and `check --resolve` both use.
+pub fn registry_client(
+    cfg: &crate::config::RegistryConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> crate::registry::client::Client {
+    crate::registry::client::Client::new(
+        cfg.credentials.clone(),
+        crate::registry::proxy::ProxyConfig::from_env(env),
+        &[],
+    )
+    .with_plain_http(&cfg.plain_http)
+    .with_registry_cas(&cfg.cas)
+}
+
 /// The pins `/mutate` should apply to this review: pulled image -> that
 /// image `@digest`. `Err` is the reason to deny (a lookup failed and
 /// `onRegistryError` is not `allow`).

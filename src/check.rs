@@ -304,14 +304,7 @@ fn collect_patches(
 /// Asks each image's registry for the digest it serves (each distinct
 /// image once), with the client and settings the server would use.
 fn resolve(rules: &Rules, report: &mut Report) {
-    use crate::registry::client::Client;
-    use crate::registry::proxy::ProxyConfig;
-    let client = Client::new(
-        rules.registry.credentials.clone(),
-        ProxyConfig::from_env(&|k| std::env::var(k).ok()),
-        &[],
-    )
-    .with_registry_cas(&rules.registry.cas);
+    let client = crate::admit::registry_client(&rules.registry, &|k| std::env::var(k).ok());
     let mut done: BTreeMap<String, Result<String, String>> = BTreeMap::new();
     for i in &mut report.images {
         let Some(name) = i.normalized.clone() else {

@@ -43,6 +43,8 @@ pub struct RegistryConfig {
     /// Each registry's `ca` file (`registries`), trusted for it alone,
     /// besides the public roots.
     pub cas: std::collections::BTreeMap<String, Vec<rustls::pki_types::CertificateDer<'static>>>,
+    /// Registries configured `plainHttp: true`: spoken to over http.
+    pub plain_http: std::collections::BTreeSet<String>,
 }
 
 /// Everything wrong with a configuration, one problem per line.
@@ -760,7 +762,15 @@ fn build_registry(
             ));
         }
         if *plain == Some(true) {
-            problems.push(format!("{origin}: plainHttp is not supported yet; serve the registry over TLS (a private CA goes in \"ca\")"));
+            if ca.is_some() {
+                problems.push(format!(
+                    "{origin}: a plain HTTP registry has no certificate to check; give ca or plainHttp, not both"
+                ));
+            }
+            log::warn!(
+                "{origin}: {registry} is spoken to over plain HTTP: its answers can be changed and its credentials and tokens read on the way"
+            );
+            out.plain_http.insert(registry.clone());
         }
         if let Some(ca) = ca {
             let certs: Vec<_> = read_limited(std::path::Path::new(ca), 1 << 20)
@@ -1387,7 +1397,7 @@ mod tests {
         for e in [
             "$.registryCredentials: /nonexistent/config.json: cannot open",
             "$.registries.registry.local:5000.x: unknown key",
-            "plainHttp is not supported yet",
+            "give ca or plainHttp, not both",
             "/nonexistent/ca.crt: no PEM certificate",
             "$.registries.bad host: registry host",
         ] {

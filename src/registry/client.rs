@@ -1,12 +1,17 @@
 //! The OCI distribution client: resolves a tag to the digest the registry
 //! serves for it, with `HEAD /v2/<name>/manifests/<tag>` (Docker Hub does
-//! not count HEAD against its pull limit), anonymously, with Basic
+//! not count HEAD against its pull limit); fetches manifests and blobs,
+//! each checked against its digest while it streams in under a cap; lists
+//! a manifest's referrers (the OCI referrers API, or the `sha256-<hex>`
+//! tag schema where a registry has no such API). Anonymously, with Basic
 //! credentials, or through the Bearer token flow. ureq 3 does the HTTP
 //! (configured as ../shared/REGISTRY.md says); proxies, credentials,
 //! challenges and digests are this module's siblings. Knows no policy.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Read as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -14,18 +19,30 @@ use base64::Engine as _;
 use crate::image_ref::{DOCKER_HUB, ImageRef};
 use crate::registry::challenge;
 use crate::registry::credentials::{Credential, Credentials};
-use crate::registry::digest::Digest;
+use crate::registry::digest::{Digest, Hasher, Refused, Verifier};
 use crate::registry::proxy::ProxyConfig;
 
 /// What a manifest request accepts; the digest depends on the type the
 /// registry picks, so HEAD sends it too.
 pub const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+/// The OCI image index type (referrers answers, the fallback tag).
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+/// A manifest larger than this is refused (the distribution registry's own
+/// limit; a 4 MiB manifest already lists thousands of layers).
+pub const MANIFEST_MAX: usize = 4 << 20;
 /// Docker Hub's API host for `docker.io`.
 const DOCKER_HUB_API: &str = "registry-1.docker.io";
 /// A token without `expires_in` lives this long (the distribution spec).
 const TOKEN_DEFAULT_TTL: Duration = Duration::from_secs(60);
 /// Token responses are small; more is refused.
-const TOKEN_MAX: u64 = 64 * 1024;
+const TOKEN_MAX: usize = 64 * 1024;
+/// Requests under way to one registry at most; more wait (within their
+/// deadline) so that one rollout cannot open hundreds of connections to a
+/// registry that already struggles.
+pub const MAX_IN_FLIGHT: usize = 8;
+/// Referrers pages followed at most, and descriptors kept at most.
+const REFERRER_PAGES: usize = 8;
+const REFERRERS_MAX: usize = 1024;
 
 /// Why a lookup failed: a transient failure may succeed on a retry and is
 /// never cached for long; a permanent one is an answer.
@@ -44,49 +61,103 @@ impl std::fmt::Display for LookupError {
     }
 }
 
-/// A registry client: one agent (one trust set), the proxy settings, the
+/// A manifest as fetched: its bytes were checked against `digest`.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub media_type: String,
+    pub digest: Digest,
+    pub bytes: Vec<u8>,
+}
+
+/// An OCI descriptor, as an index or the referrers API lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct Descriptor {
+    #[serde(rename = "mediaType", default)]
+    pub media_type: String,
+    pub digest: String,
+    pub size: u64,
+    #[serde(rename = "artifactType", default)]
+    pub artifact_type: Option<String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// A registry client: one agent per trust set, the proxy settings, the
 /// credentials and the tokens they earned.
 pub struct Client {
     /// Public roots (and any CA given for all registries).
     agent: ureq::Agent,
-    /// Registry key -> an agent that also trusts that registry's CA.
+    /// Registry key -> an agent that also trusts that registry's CA (or,
+    /// for a plain HTTP registry, one that may speak http).
     agents: HashMap<String, ureq::Agent>,
+    /// Registry keys configured as plain HTTP.
+    plain: HashSet<String>,
     proxies: ProxyConfig,
     credentials: Credentials,
     /// (registry, scope) -> (token, valid until).
     tokens: Mutex<HashMap<(String, String), (String, Instant)>>,
     /// Tag -> answer, until a time: short for failures (a back-off), never
-    /// longer than CACHE_TTL (a tag can move).
+    /// longer than the tag TTL (a tag can move).
     cache: Mutex<HashMap<String, Remembered>>,
+    tag_ttl: Duration,
     /// Lookups under way: later askers wait for the first one's answer.
     inflight: Mutex<HashMap<String, Arc<Flight>>>,
     /// Registry host -> no request before this (`Retry-After` of a 429 or
     /// 503).
     not_before: Mutex<HashMap<String, Instant>>,
+    /// Registry host -> requests under way (at most MAX_IN_FLIGHT).
+    busy: Mutex<HashMap<String, usize>>,
+    freed: Condvar,
     stats: Stats,
 }
+
+/// Lookup latency buckets (seconds).
+const BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 
 /// Counters for `/metrics`. No per-registry label: registries are chosen
 /// by whoever writes the image, and labels must stay few.
 #[derive(Default)]
 pub struct Stats {
-    cache_hits: std::sync::atomic::AtomicU64,
-    cache_misses: std::sync::atomic::AtomicU64,
-    ok: std::sync::atomic::AtomicU64,
-    transient: std::sync::atomic::AtomicU64,
-    permanent: std::sync::atomic::AtomicU64,
-    rate_limited: std::sync::atomic::AtomicU64,
+    cache_hits: AtomicU64,
+    cache_misses: AtomicU64,
+    ok: AtomicU64,
+    transient: AtomicU64,
+    permanent: AtomicU64,
+    rate_limited: AtomicU64,
+    requests: AtomicU64,
+    retries: AtomicU64,
+    slot_waits: AtomicU64,
+    /// Lookups by latency bucket (the last one is +Inf), and their sum in
+    /// microseconds.
+    latency: [AtomicU64; BUCKETS.len() + 1],
+    latency_sum_us: AtomicU64,
 }
 
 impl Stats {
-    fn add(counter: &std::sync::atomic::AtomicU64) {
-        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    fn add(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn observe(&self, took: Duration) {
+        let secs = took.as_secs_f64();
+        let i = BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(BUCKETS.len());
+        Stats::add(&self.latency[i]);
+        self.latency_sum_us
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Requests sent to registries so far (token endpoints included).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
     }
 
     /// Prometheus text.
     pub fn render(&self) -> String {
-        let v = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
-        format!(
+        let v = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut out = format!(
             "# HELP image_bouncer_registry_lookups_total Tag lookups at registries by outcome.\n\
              # TYPE image_bouncer_registry_lookups_total counter\n\
              image_bouncer_registry_lookups_total{{outcome=\"ok\"}} {}\n\
@@ -98,14 +169,43 @@ impl Stats {
              image_bouncer_registry_cache_total{{result=\"miss\"}} {}\n\
              # HELP image_bouncer_registry_rate_limited_total Lookups refused without a request because a registry asked to wait (Retry-After).\n\
              # TYPE image_bouncer_registry_rate_limited_total counter\n\
-             image_bouncer_registry_rate_limited_total {}\n",
+             image_bouncer_registry_rate_limited_total {}\n\
+             # HELP image_bouncer_registry_requests_total HTTP requests sent to registries and their token endpoints.\n\
+             # TYPE image_bouncer_registry_requests_total counter\n\
+             image_bouncer_registry_requests_total {}\n\
+             # HELP image_bouncer_registry_stale_retries_total Requests sent again once because a pooled connection had gone stale.\n\
+             # TYPE image_bouncer_registry_stale_retries_total counter\n\
+             image_bouncer_registry_stale_retries_total {}\n\
+             # HELP image_bouncer_registry_slot_waits_total Requests that waited because a registry had the most requests under way.\n\
+             # TYPE image_bouncer_registry_slot_waits_total counter\n\
+             image_bouncer_registry_slot_waits_total {}\n\
+             # HELP image_bouncer_registry_lookup_duration_seconds Tag lookups that went to a registry, by time taken.\n\
+             # TYPE image_bouncer_registry_lookup_duration_seconds histogram\n",
             v(&self.ok),
             v(&self.transient),
             v(&self.permanent),
             v(&self.cache_hits),
             v(&self.cache_misses),
-            v(&self.rate_limited)
-        )
+            v(&self.rate_limited),
+            v(&self.requests),
+            v(&self.retries),
+            v(&self.slot_waits),
+        );
+        let mut total = 0;
+        for (i, b) in BUCKETS.iter().enumerate() {
+            total += v(&self.latency[i]);
+            out.push_str(&format!(
+                "image_bouncer_registry_lookup_duration_seconds_bucket{{le=\"{b}\"}} {total}\n"
+            ));
+        }
+        total += v(&self.latency[BUCKETS.len()]);
+        out.push_str(&format!(
+            "image_bouncer_registry_lookup_duration_seconds_bucket{{le=\"+Inf\"}} {total}\n\
+             image_bouncer_registry_lookup_duration_seconds_sum {}\n\
+             image_bouncer_registry_lookup_duration_seconds_count {total}\n",
+            v(&self.latency_sum_us) as f64 / 1e6
+        ));
+        out
     }
 }
 
@@ -120,10 +220,11 @@ type Remembered = (Result<Digest, LookupError>, Instant);
 #[derive(Default)]
 struct Flight {
     answer: Mutex<Option<Result<Digest, LookupError>>>,
-    done: std::sync::Condvar,
+    done: Condvar,
 }
 
-/// How long a resolved tag is believed: a tag moved is seen after this.
+/// How long a resolved tag is believed by default: a tag moved is seen
+/// after this.
 pub const CACHE_TTL: Duration = Duration::from_secs(30);
 /// How long a failure is remembered: transient ones briefly (no hammering
 /// a registry that is down or rate limiting), permanent ones a little longer.
@@ -131,6 +232,50 @@ const TRANSIENT_BACKOFF: Duration = Duration::from_secs(2);
 const PERMANENT_TTL: Duration = Duration::from_secs(10);
 /// Tags remembered at most; past it the expired go, then all.
 const CACHE_MAX: usize = 4096;
+
+/// Where an image's requests go.
+struct Target {
+    /// `host[:port]` connected to (`registry-1.docker.io` for Docker Hub).
+    host: String,
+    /// `https://host[:port]`, or `http://` for a plain HTTP registry.
+    base: String,
+    /// The repository path (`library/nginx`).
+    name: String,
+    plain: bool,
+    registry_host: String,
+    registry_port: Option<u16>,
+}
+
+/// GET or HEAD: the only methods sent to a registry (both idempotent, so
+/// a stale pooled connection is retried once).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Get,
+    Head,
+}
+
+/// Frees a request slot of a registry when dropped.
+struct Slot<'a> {
+    client: &'a Client,
+    host: String,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut busy = self
+            .client
+            .busy
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = busy.get_mut(&self.host) {
+            *n -= 1;
+            if *n == 0 {
+                busy.remove(&self.host);
+            }
+        }
+        self.client.freed.notify_all();
+    }
+}
 
 impl Client {
     /// `extra_ca`: certificates trusted besides the bundled Mozilla roots,
@@ -140,16 +285,19 @@ impl Client {
         proxies: ProxyConfig,
         extra_ca: &[rustls::pki_types::CertificateDer<'static>],
     ) -> Client {
-        let agent = build_agent(extra_ca);
         Client {
-            agent,
+            agent: build_agent(extra_ca, true),
             agents: HashMap::new(),
+            plain: HashSet::new(),
             proxies,
             credentials,
             tokens: Mutex::new(HashMap::new()),
             cache: Mutex::new(HashMap::new()),
+            tag_ttl: CACHE_TTL,
             inflight: Mutex::new(HashMap::new()),
             not_before: Mutex::new(HashMap::new()),
+            busy: Mutex::new(HashMap::new()),
+            freed: Condvar::new(),
             stats: Stats::default(),
         }
     }
@@ -162,18 +310,54 @@ impl Client {
     /// public roots): `registry` is `host` or `host:port` by identity.
     pub fn with_registry_cas(
         mut self,
-        cas: &std::collections::BTreeMap<String, Vec<rustls::pki_types::CertificateDer<'static>>>,
+        cas: &BTreeMap<String, Vec<rustls::pki_types::CertificateDer<'static>>>,
     ) -> Self {
         for (registry, certs) in cas {
-            self.agents
-                .insert(registry_key(registry), build_agent(certs));
+            let key = registry_key(registry);
+            let https_only = !self.plain.contains(&key);
+            self.agents.insert(key, build_agent(certs, https_only));
         }
+        self
+    }
+
+    /// Speaks plain HTTP to these registries (`host[:port]` by identity),
+    /// and to them alone: their tokens and credentials cross the network
+    /// in the clear, which is why only a configuration can ask for it.
+    pub fn with_plain_http<'a>(mut self, registries: impl IntoIterator<Item = &'a String>) -> Self {
+        for r in registries {
+            let key = registry_key(r);
+            self.agents.insert(key.clone(), build_agent(&[], false));
+            self.plain.insert(key);
+        }
+        self
+    }
+
+    /// How long a resolved tag is believed (default [`CACHE_TTL`]).
+    pub fn with_tag_ttl(mut self, ttl: Duration) -> Self {
+        self.tag_ttl = ttl;
         self
     }
 
     /// The agent whose trust set is this host's.
     fn agent_for(&self, host: &str) -> &ureq::Agent {
         self.agents.get(&registry_key(host)).unwrap_or(&self.agent)
+    }
+
+    fn target(&self, r: &ImageRef) -> Target {
+        let host = if r.registry_host() == DOCKER_HUB {
+            DOCKER_HUB_API.to_string()
+        } else {
+            r.domain().to_string()
+        };
+        let plain = self.plain.contains(&registry_key(r.domain()));
+        Target {
+            base: format!("{}://{host}", if plain { "http" } else { "https" }),
+            host,
+            name: r.path().to_string(),
+            plain,
+            registry_host: r.registry_host().to_string(),
+            registry_port: r.registry_port(),
+        }
     }
 
     /// As [`Client::resolve`], answered from the cache when it can, and
@@ -213,16 +397,18 @@ impl Client {
             }
         };
         if leader {
+            let began = Instant::now();
             let answer = self.resolve(r, within);
+            self.stats.observe(began.elapsed());
             Stats::add(match &answer {
                 Ok(_) => &self.stats.ok,
                 Err(LookupError::Transient(_)) => &self.stats.transient,
                 Err(LookupError::Permanent(_)) => &self.stats.permanent,
             });
             let ttl = match &answer {
-                Ok(_) => CACHE_TTL,
-                Err(LookupError::Transient(_)) => TRANSIENT_BACKOFF,
-                Err(LookupError::Permanent(_)) => PERMANENT_TTL,
+                Ok(_) => self.tag_ttl,
+                Err(LookupError::Transient(_)) => TRANSIENT_BACKOFF.min(self.tag_ttl),
+                Err(LookupError::Permanent(_)) => PERMANENT_TTL.min(self.tag_ttl),
             };
             {
                 let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
@@ -265,72 +451,254 @@ impl Client {
     }
 
     /// The digest `r` names now: its own digest, or what the registry
-    /// serves for its tag (`latest` when it has none). `within` bounds the
-    /// whole lookup.
+    /// serves for its tag (`latest` when it has none), by `HEAD`; a
+    /// registry that sends no `Docker-Content-Digest` is asked with `GET`
+    /// and the bytes are hashed. `within` bounds the whole lookup.
     pub fn resolve(&self, r: &ImageRef, within: Duration) -> Result<Digest, LookupError> {
         if let Some(d) = r.digest() {
             return Digest::parse(d).map_err(LookupError::Permanent);
         }
         let tag = r.effective_tag().unwrap_or("latest");
-        let host = if r.registry_host() == DOCKER_HUB {
-            DOCKER_HUB_API.to_string()
+        let t = self.target(r);
+        let deadline = Instant::now() + within;
+        let path = format!("/v2/{}/manifests/{tag}", t.name);
+        let (resp, slot) = self.send(&t, Method::Head, &path, MANIFEST_TYPES, deadline)?;
+        drop(slot);
+        match resp.status().as_u16() {
+            200 => {}
+            404 => {
+                return Err(LookupError::Permanent(format!(
+                    "{} has no {}:{tag} (404)",
+                    t.host, t.name
+                )));
+            }
+            other => {
+                return Err(LookupError::Permanent(format!(
+                    "{} answered {other} for {}:{tag}",
+                    t.host, t.name
+                )));
+            }
+        }
+        match header(&resp, "docker-content-digest") {
+            Some(h) => Digest::parse(h).map_err(|e| {
+                LookupError::Permanent(format!("{} sent a bad digest for {tag}: {e}", t.host))
+            }),
+            None => Ok(self.fetch_manifest(&t, tag, deadline)?.digest),
+        }
+    }
+
+    /// The manifest `reference` (a tag or a digest) of `r`'s repository.
+    /// By digest, the bytes must hash to it; by tag, to the
+    /// `Docker-Content-Digest` the registry sent, if any. More than
+    /// [`MANIFEST_MAX`] is refused as it arrives.
+    pub fn manifest(
+        &self,
+        r: &ImageRef,
+        reference: &str,
+        within: Duration,
+    ) -> Result<Manifest, LookupError> {
+        let t = self.target(r);
+        self.fetch_manifest(&t, reference, Instant::now() + within)
+    }
+
+    fn fetch_manifest(
+        &self,
+        t: &Target,
+        reference: &str,
+        deadline: Instant,
+    ) -> Result<Manifest, LookupError> {
+        let path = format!("/v2/{}/manifests/{reference}", t.name);
+        let (mut resp, _slot) = self.send(t, Method::Get, &path, MANIFEST_TYPES, deadline)?;
+        let status = resp.status().as_u16();
+        if status != 200 {
+            return Err(LookupError::Permanent(format!(
+                "{} has no {}:{reference} ({status})",
+                t.host, t.name
+            )));
+        }
+        let content_type = header(&resp, "content-type")
+            .map(|c| c.split(';').next().unwrap_or("").trim().to_string())
+            .unwrap_or_default();
+        let expected = if reference.contains(':') {
+            Some(Digest::parse(reference).map_err(LookupError::Permanent)?)
         } else {
-            r.domain().to_string()
+            header(&resp, "docker-content-digest")
+                .map(|h| {
+                    Digest::parse(h).map_err(|e| {
+                        LookupError::Permanent(format!(
+                            "{} sent a bad digest for {reference}: {e}",
+                            t.host
+                        ))
+                    })
+                })
+                .transpose()?
         };
-        let url = format!("https://{host}/v2/{}/manifests/{tag}", r.path());
-        let scope = format!("repository:{}:pull", r.path());
-        let key = (host.clone(), scope.clone());
+        let what = format!("{}/{}:{reference}", t.host, t.name);
+        let (bytes, digest) = read_checked(&mut resp, expected, MANIFEST_MAX, &what)?;
+        let media_type = manifest_type(&bytes, &content_type)
+            .map_err(|e| LookupError::Permanent(format!("{what}: {e}")))?;
+        Ok(Manifest {
+            media_type,
+            digest,
+            bytes,
+        })
+    }
+
+    /// The blob `digest` of `r`'s repository, `size` bytes as its
+    /// descriptor says, checked against the digest as it streams in. A
+    /// descriptor larger than `cap` is refused before anything is asked.
+    pub fn blob(
+        &self,
+        r: &ImageRef,
+        digest: &Digest,
+        size: u64,
+        cap: usize,
+        within: Duration,
+    ) -> Result<Vec<u8>, LookupError> {
+        let t = self.target(r);
+        let what = format!("{}/{}@{digest}", t.host, t.name);
+        if size > cap as u64 {
+            return Err(LookupError::Permanent(format!(
+                "{what}: its descriptor says {size} bytes, more than the {cap} accepted"
+            )));
+        }
+        let path = format!("/v2/{}/blobs/{digest}", t.name);
+        let deadline = Instant::now() + within;
+        let (mut resp, _slot) = self.send(&t, Method::Get, &path, "*/*", deadline)?;
+        let status = resp.status().as_u16();
+        if status != 200 {
+            return Err(LookupError::Permanent(format!(
+                "{} has no blob {digest} in {} ({status})",
+                t.host, t.name
+            )));
+        }
+        let (bytes, _) = read_checked(&mut resp, Some(digest.clone()), size as usize, &what)?;
+        if bytes.len() as u64 != size {
+            return Err(LookupError::Permanent(format!(
+                "{what}: {} bytes arrived, its descriptor says {size}",
+                bytes.len()
+            )));
+        }
+        Ok(bytes)
+    }
+
+    /// The manifests that name `subject` as theirs (signatures,
+    /// attestations), of `artifact_type` if given: from the referrers API,
+    /// or, where the registry has none (404), from the index tagged
+    /// `sha256-<hex>` (the OCI tag schema). No such index: none.
+    pub fn referrers(
+        &self,
+        r: &ImageRef,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+        within: Duration,
+    ) -> Result<Vec<Descriptor>, LookupError> {
+        let t = self.target(r);
+        let deadline = Instant::now() + within;
+        let mut path = format!("/v2/{}/referrers/{subject}", t.name);
+        if let Some(a) = artifact_type {
+            path.push_str(&format!("?artifactType={}", encode(a)));
+        }
+        let mut found = Vec::new();
+        for page in 0..REFERRER_PAGES {
+            let (mut resp, slot) = self.send(&t, Method::Get, &path, OCI_INDEX, deadline)?;
+            let status = resp.status().as_u16();
+            if status == 404 && page == 0 {
+                drop((resp, slot));
+                return self.referrers_by_tag(&t, subject, artifact_type, deadline);
+            }
+            if status != 200 {
+                return Err(LookupError::Permanent(format!(
+                    "{} answered {status} for the referrers of {subject}",
+                    t.host
+                )));
+            }
+            let next = header(&resp, "link").and_then(next_link);
+            let what = format!("{}/{} referrers of {subject}", t.host, t.name);
+            let (bytes, _) = read_checked(&mut resp, None, MANIFEST_MAX, &what)?;
+            found.extend(index_entries(&bytes, &what)?);
+            if found.len() > REFERRERS_MAX {
+                return Err(LookupError::Permanent(format!(
+                    "{what}: more than {REFERRERS_MAX} referrers"
+                )));
+            }
+            match next {
+                Some(n) => path = n,
+                None => break,
+            }
+        }
+        found.retain(|d| artifact_type.is_none_or(|a| d.artifact_type.as_deref() == Some(a)));
+        Ok(found)
+    }
+
+    fn referrers_by_tag(
+        &self,
+        t: &Target,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+        deadline: Instant,
+    ) -> Result<Vec<Descriptor>, LookupError> {
+        let tag = subject.tag_form();
+        let m = match self.fetch_manifest(t, &tag, deadline) {
+            Ok(m) => m,
+            Err(LookupError::Permanent(e)) if e.ends_with("(404)") => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        if m.media_type != OCI_INDEX {
+            return Err(LookupError::Permanent(format!(
+                "{}/{}:{tag} is a {}, not the OCI index the referrers tag schema asks for",
+                t.host, t.name, m.media_type
+            )));
+        }
+        let what = format!("{}/{}:{tag}", t.host, t.name);
+        let mut found = index_entries(&m.bytes, &what)?;
+        found.retain(|d| artifact_type.is_none_or(|a| d.artifact_type.as_deref() == Some(a)));
+        Ok(found)
+    }
+
+    /// One request to a registry, authorised: a cached token first; on a
+    /// `401` the challenge is answered (Basic, or a Bearer token) and the
+    /// request sent once more. Answers other than 2xx/3xx/404 are errors
+    /// here, with the registry's status and whether a retry may help.
+    fn send(
+        &self,
+        t: &Target,
+        method: Method,
+        path: &str,
+        accept: &str,
+        deadline: Instant,
+    ) -> Result<(ureq::http::Response<ureq::Body>, Slot<'_>), LookupError> {
+        // Held until the caller has read the body.
+        let slot = self.slot(&t.host, deadline)?;
+        let url = format!("{}{path}", t.base);
+        let scope = format!("repository:{}:pull", t.name);
+        let key = (t.host.clone(), scope.clone());
         let credential = self
             .credentials
-            .for_registry(r.registry_host(), r.registry_port());
-        let deadline = Instant::now() + within;
-        let cached = self
+            .for_registry(&t.registry_host, t.registry_port);
+        let mut auth = self
             .tokens
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&key)
             .filter(|(_, until)| *until > Instant::now())
             .map(|(t, _)| format!("Bearer {t}"));
-        let mut auth = cached;
         for attempt in 0..2 {
-            let resp = self.head(&url, &host, auth.as_deref(), deadline)?;
+            let resp = self.call(&t.host, method, &url, accept, auth.as_deref(), deadline)?;
             let status = resp.status().as_u16();
             match status {
-                200 => {
-                    let header = resp
-                        .headers()
-                        .get("docker-content-digest")
-                        .and_then(|v| v.to_str().ok())
-                        .ok_or_else(|| {
-                            LookupError::Permanent(format!(
-                                "{host} answered {tag} without a Docker-Content-Digest"
-                            ))
-                        })?;
-                    return Digest::parse(header).map_err(|e| {
-                        LookupError::Permanent(format!("{host} sent a bad digest for {tag}: {e}"))
-                    });
-                }
                 401 if attempt == 0 => {
-                    let header = resp
-                        .headers()
-                        .get("www-authenticate")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("");
-                    let challenges = challenge::parse(header)
-                        .map_err(|e| LookupError::Permanent(format!("{host}: {e}")))?;
-                    auth = Some(self.answer(
-                        &host,
-                        &challenges,
-                        credential,
-                        &scope,
-                        &key,
-                        deadline,
-                    )?);
+                    let challenges =
+                        challenge::parse(header(&resp, "www-authenticate").unwrap_or(""))
+                            .map_err(|e| LookupError::Permanent(format!("{}: {e}", t.host)))?;
+                    drop(resp);
+                    auth = Some(self.answer(t, &challenges, credential, &scope, &key, deadline)?);
                 }
                 401 | 403 => {
                     return Err(LookupError::Permanent(format!(
-                        "{host} refused access to {} ({status}){}",
-                        r.path(),
+                        "{} refused access to {} ({status}){}",
+                        t.host,
+                        t.name,
                         if credential.is_some() {
                             ""
                         } else {
@@ -338,38 +706,38 @@ impl Client {
                         }
                     )));
                 }
-                404 => {
-                    return Err(LookupError::Permanent(format!(
-                        "{host} has no {}:{tag} (404)",
-                        r.path()
-                    )));
-                }
                 429 | 500..=599 => {
-                    let wait = resp
-                        .headers()
-                        .get("retry-after")
-                        .and_then(|v| v.to_str().ok())
+                    let wait = header(&resp, "retry-after")
                         .and_then(|v| v.trim().parse::<u64>().ok())
                         .map(|s| Duration::from_secs(s).min(RETRY_AFTER_MAX));
                     if let Some(wait) = wait.filter(|_| status == 429 || status == 503) {
                         self.not_before
                             .lock()
                             .unwrap_or_else(PoisonError::into_inner)
-                            .insert(host.clone(), Instant::now() + wait);
+                            .insert(t.host.clone(), Instant::now() + wait);
                         return Err(LookupError::Transient(format!(
-                            "{host} is rate limiting ({status}, Retry-After {} s)",
+                            "{} is rate limiting ({status}, Retry-After {} s)",
+                            t.host,
                             wait.as_secs()
                         )));
                     }
-                    return Err(LookupError::Transient(format!("{host} answered {status}")));
+                    return Err(LookupError::Transient(format!(
+                        "{} answered {status}",
+                        t.host
+                    )));
                 }
+                s if s < 400 || s == 404 => return Ok((resp, slot)),
                 other => {
-                    return Err(LookupError::Permanent(format!("{host} answered {other}")));
+                    return Err(LookupError::Permanent(format!(
+                        "{} answered {other}",
+                        t.host
+                    )));
                 }
             }
         }
         Err(LookupError::Permanent(format!(
-            "{host} refused the credentials"
+            "{} refused the credentials",
+            t.host
         )))
     }
 
@@ -391,17 +759,47 @@ impl Client {
             .transpose()
     }
 
-    fn head(
+    /// Waits (within the deadline) for one of the registry's request slots.
+    fn slot(&self, host: &str, deadline: Instant) -> Result<Slot<'_>, LookupError> {
+        let mut busy = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut waited = false;
+        while busy.get(host).copied().unwrap_or(0) >= MAX_IN_FLIGHT {
+            if !waited {
+                Stats::add(&self.stats.slot_waits);
+                waited = true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(LookupError::Transient(format!(
+                    "{host}: {MAX_IN_FLIGHT} requests to it are already under way"
+                )));
+            }
+            busy = self
+                .freed
+                .wait_timeout(busy, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        *busy.entry(host.to_string()).or_insert(0) += 1;
+        Ok(Slot {
+            client: self,
+            host: host.to_string(),
+        })
+    }
+
+    /// Sends one request (the Authorization header to this host only;
+    /// ureq drops it on every redirect) and returns the answer, whatever
+    /// its status. A pooled connection that turns out stale is retried
+    /// once on a new one.
+    fn call(
         &self,
-        url: &str,
         host: &str,
+        method: Method,
+        url: &str,
+        accept: &str,
         auth: Option<&str>,
         deadline: Instant,
     ) -> Result<ureq::http::Response<ureq::Body>, LookupError> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(LookupError::Transient(format!("{host}: no time left")));
-        }
         // A registry that asked us to wait gets no request before then.
         if let Some(until) = self
             .not_before
@@ -417,66 +815,120 @@ impl Client {
                 "{host} is rate limiting: no request for {secs} s more (Retry-After)"
             )));
         }
-        let mut req = self
-            .agent_for(host)
-            .head(url)
-            .header("Accept", MANIFEST_TYPES);
-        if let Some(a) = auth {
-            req = req.header("Authorization", a);
+        let https = url.starts_with("https://");
+        for attempt in 0..2 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(LookupError::Transient(format!("{host}: no time left")));
+            }
+            let agent = self.agent_for(host);
+            let mut req = match method {
+                Method::Get => agent.get(url),
+                Method::Head => agent.head(url),
+            }
+            .header("Accept", accept);
+            if let Some(a) = auth {
+                req = req.header("Authorization", a);
+            }
+            Stats::add(&self.stats.requests);
+            match req
+                .config()
+                .proxy(self.proxy_for(https, host)?)
+                .timeout_global(Some(left))
+                .build()
+                .call()
+            {
+                Err(ureq::Error::Io(e)) if attempt == 0 && stale(&e) => {
+                    Stats::add(&self.stats.retries);
+                }
+                other => return other.map_err(|e| transport(host, e)),
+            }
         }
-        req.config()
-            .proxy(self.proxy_for(true, host)?)
-            .timeout_global(Some(left))
-            .build()
-            .call()
-            .map_err(|e| LookupError::Transient(format!("{host}: {e}")))
+        Err(LookupError::Transient(format!(
+            "{host}: the connection closed twice"
+        )))
     }
 
     /// The Authorization header a challenge asks for.
     fn answer(
         &self,
-        host: &str,
+        t: &Target,
         challenges: &[challenge::Challenge],
         credential: Option<&Credential>,
         scope: &str,
         key: &(String, String),
         deadline: Instant,
     ) -> Result<String, LookupError> {
-        let basic = |c: &Credential| match c {
-            Credential::Basic { username, password } => Some(format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
-            )),
-            Credential::IdentityToken(_) => None,
-        };
+        let host = &t.host;
         if let Some(c) = challenges.iter().find(|c| c.scheme == "bearer") {
             let realm = c
-                .realm(false)
+                .realm(t.plain)
                 .map_err(|e| LookupError::Permanent(format!("{host}: {e}")))?;
-            let mut url = format!("{realm}?scope={}", encode(scope));
-            if let Some(service) = c.param("service") {
-                url.push_str(&format!("&service={}", encode(service)));
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
             let realm_host = realm
-                .trim_start_matches("https://")
-                .split('/')
+                .split_once("://")
+                .map_or("", |(_, rest)| rest)
+                .split(['/', '?'])
                 .next()
                 .unwrap_or("")
                 .to_string();
-            let mut req = self.agent_for(&realm_host).get(&url);
+            let service = c.param("service");
+            let mut query = format!("scope={}", encode(scope));
+            if let Some(s) = service {
+                query.push_str(&format!("&service={}", encode(s)));
+            }
+            let sep = if realm.contains('?') { '&' } else { '?' };
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(LookupError::Transient(format!("{host}: no time left")));
+            }
+            let agent = self.agent_for(&realm_host);
+            let https = realm.starts_with("https://");
             // The challenge sent us to this realm: the credentials may go
             // there, and nowhere else.
-            if let Some(b) = credential.and_then(basic) {
-                req = req.header("Authorization", b);
-            }
-            let mut resp = req
-                .config()
-                .proxy(self.proxy_for(true, &realm_host)?)
-                .timeout_global(Some(left))
-                .build()
-                .call()
-                .map_err(|e| LookupError::Transient(format!("token endpoint of {host}: {e}")))?;
+            Stats::add(&self.stats.requests);
+            let sent = match credential {
+                Some(Credential::IdentityToken(refresh)) => {
+                    let mut form = format!(
+                        "grant_type=refresh_token&client_id=image-bouncer&refresh_token={}&{query}",
+                        encode(refresh)
+                    );
+                    if service.is_none() {
+                        form.push_str("&service=");
+                    }
+                    agent
+                        .post(realm)
+                        .header("Content-Type", "application/x-www-form-urlencoded")
+                        .config()
+                        .proxy(self.proxy_for(https, &realm_host)?)
+                        .timeout_global(Some(left))
+                        .build()
+                        .send(form.as_bytes())
+                }
+                other => {
+                    let mut req = agent.get(&format!("{realm}{sep}{query}"));
+                    if let Some(Credential::Basic { username, password }) = other {
+                        req = req.header(
+                            "Authorization",
+                            format!(
+                                "Basic {}",
+                                base64::engine::general_purpose::STANDARD
+                                    .encode(format!("{username}:{password}"))
+                            ),
+                        );
+                    }
+                    req.config()
+                        .proxy(self.proxy_for(https, &realm_host)?)
+                        .timeout_global(Some(left))
+                        .build()
+                        .call()
+                }
+            };
+            let mut resp = sent.map_err(|e| {
+                LookupError::Transient(format!(
+                    "token endpoint of {host}: {}",
+                    transport(&realm_host, e)
+                ))
+            })?;
             let status = resp.status().as_u16();
             if status != 200 {
                 let kind = if status == 429 || status >= 500 {
@@ -484,30 +936,36 @@ impl Client {
                 } else {
                     LookupError::Permanent
                 };
-                return Err(kind(format!("token endpoint of {host} answered {status}")));
+                return Err(kind(format!(
+                    "token endpoint of {host} answered {status}{}",
+                    if credential.is_some() {
+                        " (the credentials were refused)"
+                    } else {
+                        "; no credentials are configured for it"
+                    }
+                )));
             }
-            let body = resp
-                .body_mut()
-                .with_config()
-                .limit(TOKEN_MAX)
-                .read_to_string()
-                .map_err(|e| LookupError::Transient(format!("token endpoint of {host}: {e}")))?;
+            let what = format!("token endpoint of {host}");
+            let (body, _) = read_checked(&mut resp, None, TOKEN_MAX, &what)?;
             #[derive(serde::Deserialize)]
             struct Token {
                 token: Option<String>,
                 access_token: Option<String>,
                 expires_in: Option<u64>,
             }
-            let t: Token = serde_json::from_str(&body).map_err(|e| {
-                LookupError::Permanent(format!("token endpoint of {host} sent no token: {e}"))
-            })?;
+            let t: Token = serde_json::from_slice(&body)
+                .map_err(|e| LookupError::Permanent(format!("{what} sent no token: {e}")))?;
             let token = t
                 .token
+                .filter(|t| !t.is_empty())
                 .or(t.access_token)
                 .filter(|t| !t.is_empty())
-                .ok_or_else(|| {
-                    LookupError::Permanent(format!("token endpoint of {host} sent no token"))
-                })?;
+                .ok_or_else(|| LookupError::Permanent(format!("{what} sent no token")))?;
+            if token.bytes().any(|b| !(0x21..0x7f).contains(&b)) {
+                return Err(LookupError::Permanent(format!(
+                    "{what} sent a token that cannot be a header value"
+                )));
+            }
             let ttl = t.expires_in.map_or(TOKEN_DEFAULT_TTL, Duration::from_secs);
             self.tokens
                 .lock()
@@ -522,16 +980,160 @@ impl Client {
             return Ok(format!("Bearer {token}"));
         }
         if challenges.iter().any(|c| c.scheme == "basic") {
-            return credential.and_then(basic).ok_or_else(|| {
-                LookupError::Permanent(format!(
+            return match credential {
+                Some(Credential::Basic { username, password }) => Ok(format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD
+                        .encode(format!("{username}:{password}"))
+                )),
+                Some(Credential::IdentityToken(_)) => Err(LookupError::Permanent(format!(
+                    "{host} asks for a password; only an identity token is configured for it"
+                ))),
+                None => Err(LookupError::Permanent(format!(
                     "{host} asks for credentials; none are configured for it"
-                ))
-            });
+                ))),
+            };
         }
         Err(LookupError::Permanent(format!(
             "{host} asks for an authentication scheme image-bouncer does not speak"
         )))
     }
+}
+
+/// A response header as text.
+fn header<'a>(resp: &'a ureq::http::Response<ureq::Body>, name: &str) -> Option<&'a str> {
+    resp.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// An error of a pooled connection the server had closed: worth one retry.
+fn stale(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+    )
+}
+
+/// A transport failure as the review will read it; never with a URL's
+/// query (tokens are not in URLs, but a realm's query could be anything).
+fn transport(host: &str, e: ureq::Error) -> LookupError {
+    match e {
+        ureq::Error::RequireHttpsOnly(url) => LookupError::Permanent(format!(
+            "{host} sent us to {}, which is not https; only a registry configured as plainHttp may speak http",
+            url.split('?').next().unwrap_or("")
+        )),
+        ureq::Error::TooManyRedirects => {
+            LookupError::Permanent(format!("{host}: too many redirects"))
+        }
+        ureq::Error::BodyExceedsLimit(n) => {
+            LookupError::Permanent(format!("{host} sent more than {n} bytes"))
+        }
+        ureq::Error::Timeout(t) => LookupError::Transient(format!("{host}: timed out ({t})")),
+        other => LookupError::Transient(format!("{host}: {other}")),
+    }
+}
+
+/// Reads a body under `cap`, hashing it: against `expected` when given
+/// (a mismatch is a lying registry), else sha256. An announced length
+/// over the cap is refused before a byte is read.
+fn read_checked(
+    resp: &mut ureq::http::Response<ureq::Body>,
+    expected: Option<Digest>,
+    cap: usize,
+    what: &str,
+) -> Result<(Vec<u8>, Digest), LookupError> {
+    let too_large =
+        |cap: usize| LookupError::Permanent(format!("{what}: {}", Refused::TooLarge { cap }));
+    if resp
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > cap as u64)
+    {
+        return Err(too_large(cap));
+    }
+    enum Check {
+        Against(Verifier),
+        Any(Hasher),
+    }
+    let mut check = match &expected {
+        Some(d) => Check::Against(Verifier::new(d.clone(), cap)),
+        None => Check::Any(Hasher::new(cap)),
+    };
+    let mut out = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    let mut reader = resp.body_mut().as_reader();
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(LookupError::Transient(format!(
+                    "{what}: the body did not arrive: {e}"
+                )));
+            }
+        };
+        let fed = match &mut check {
+            Check::Against(v) => v.update(&buf[..n]),
+            Check::Any(h) => h.update(&buf[..n]),
+        };
+        fed.map_err(|e| LookupError::Permanent(format!("{what}: {e}")))?;
+        out.extend_from_slice(&buf[..n]);
+    }
+    let digest = match check {
+        Check::Against(v) => {
+            v.finish()
+                .map_err(|e| LookupError::Permanent(format!("{what}: {e}")))?;
+            expected.unwrap_or_else(|| Digest::sha256_of(&out))
+        }
+        Check::Any(h) => h.finish(),
+    };
+    Ok((out, digest))
+}
+
+/// A manifest's media type: its own `mediaType`, which must agree with
+/// the `Content-Type` it came with when both are there.
+fn manifest_type(bytes: &[u8], content_type: &str) -> Result<String, String> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        #[serde(rename = "mediaType")]
+        media_type: Option<String>,
+    }
+    let head: Head = serde_json::from_slice(bytes).map_err(|e| format!("not a manifest: {e}"))?;
+    match head.media_type {
+        Some(m) if !content_type.is_empty() && m != content_type => {
+            Err(format!("says it is a {m} but was sent as {content_type}"))
+        }
+        Some(m) => Ok(m),
+        None if !content_type.is_empty() => Ok(content_type.to_string()),
+        None => Err("has no media type".into()),
+    }
+}
+
+/// The `manifests` of an index, each with a readable digest.
+fn index_entries(bytes: &[u8], what: &str) -> Result<Vec<Descriptor>, LookupError> {
+    #[derive(serde::Deserialize)]
+    struct Index {
+        #[serde(default)]
+        manifests: Vec<Descriptor>,
+    }
+    let index: Index = serde_json::from_slice(bytes)
+        .map_err(|e| LookupError::Permanent(format!("{what}: not an index: {e}")))?;
+    for d in &index.manifests {
+        Digest::parse(&d.digest)
+            .map_err(|e| LookupError::Permanent(format!("{what}: a descriptor's {e}")))?;
+    }
+    Ok(index.manifests)
+}
+
+/// The `rel="next"` target of a `Link` header, if it stays on the same
+/// registry (a path, not a URL elsewhere).
+fn next_link(link: &str) -> Option<String> {
+    let (target, params) = link.split_once(';')?;
+    let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+    (params.contains("rel=\"next\"") && target.starts_with("/v2/")).then(|| target.to_string())
 }
 
 /// How long the lookups of one review may take together: safely under the
@@ -551,7 +1153,10 @@ fn registry_key(domain: &str) -> String {
 
 /// An agent with REGISTRY.md's settings, trusting the bundled Mozilla
 /// roots and `extra`.
-fn build_agent(extra: &[rustls::pki_types::CertificateDer<'static>]) -> ureq::Agent {
+fn build_agent(
+    extra: &[rustls::pki_types::CertificateDer<'static>],
+    https_only: bool,
+) -> ureq::Agent {
     let mut roots: Vec<ureq::tls::Certificate<'static>> = webpki_root_certs::TLS_SERVER_ROOT_CERTS
         .iter()
         .chain(extra)
@@ -564,12 +1169,20 @@ fn build_agent(extra: &[rustls::pki_types::CertificateDer<'static>]) -> ureq::Ag
     ureq::Agent::config_builder()
         .proxy(None)
         .http_status_as_error(false)
-        .https_only(true)
+        .https_only(https_only)
         .max_redirects(5)
+        .redirect_auth_headers(ureq::config::RedirectAuthHeaders::Never)
         .user_agent(concat!("image-bouncer/", env!("CARGO_PKG_VERSION")))
         .timeout_global(Some(Duration::from_secs(5)))
+        .timeout_resolve(Some(Duration::from_secs(2)))
         .timeout_connect(Some(Duration::from_secs(3)))
         .timeout_per_read(Some(Duration::from_secs(3)))
+        .timeout_per_write(Some(Duration::from_secs(3)))
+        .input_buffer_size(64 * 1024)
+        .output_buffer_size(16 * 1024)
+        .max_idle_connections(64)
+        .max_idle_connections_per_host(4)
+        .max_idle_age(Duration::from_secs(30))
         .max_response_header_size(64 * 1024)
         .tls_config(tls)
         .build()

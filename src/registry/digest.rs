@@ -47,6 +47,12 @@ impl Digest {
         })
     }
 
+    /// `sha256-<hex>`: the tag the OCI referrers fallback (tag schema)
+    /// and cosign's attachments are named after.
+    pub fn tag_form(&self) -> String {
+        self.to_string().replace(':', "-")
+    }
+
     /// The sha256 digest of `bytes` (for a tag, whose digest is what the
     /// registry sent).
     pub fn sha256_of(bytes: &[u8]) -> Digest {
@@ -69,6 +75,40 @@ impl std::fmt::Display for Digest {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Hashes content whose digest is not known in advance (a manifest
+/// fetched by tag), under a cap: sha256, as registries compute it.
+pub struct Hasher {
+    ctx: digest::Context,
+    received: usize,
+    cap: usize,
+}
+
+impl Hasher {
+    pub fn new(cap: usize) -> Self {
+        Hasher {
+            ctx: digest::Context::new(&digest::SHA256),
+            received: 0,
+            cap,
+        }
+    }
+
+    pub fn update(&mut self, chunk: &[u8]) -> Result<(), Refused> {
+        self.received = self.received.saturating_add(chunk.len());
+        if self.received > self.cap {
+            return Err(Refused::TooLarge { cap: self.cap });
+        }
+        self.ctx.update(chunk);
+        Ok(())
+    }
+
+    pub fn finish(self) -> Digest {
+        Digest {
+            algorithm: Algorithm::Sha256,
+            hex: hex(self.ctx.finish().as_ref()),
+        }
+    }
 }
 
 /// Why received content was refused.
@@ -112,6 +152,11 @@ impl Verifier {
             received: 0,
             cap,
         }
+    }
+
+    /// Bytes taken so far.
+    pub fn received(&self) -> usize {
+        self.received
     }
 
     pub fn update(&mut self, chunk: &[u8]) -> Result<(), Refused> {

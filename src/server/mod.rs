@@ -417,12 +417,7 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
 /// A registry client for these rules' credentials and CAs, and the
 /// process's proxy environment.
 fn registry_client(rules: &Rules) -> crate::registry::client::Client {
-    crate::registry::client::Client::new(
-        rules.registry.credentials.clone(),
-        crate::registry::proxy::ProxyConfig::from_env(&|k| std::env::var(k).ok()),
-        &[],
-    )
-    .with_registry_cas(&rules.registry.cas)
+    crate::admit::registry_client(&rules.registry, &|k| std::env::var(k).ok())
 }
 
 /// Connections the kernel completes before we accept them. Bursts (an
