@@ -9,6 +9,7 @@ mod fuzz_corpus;
 mod golden;
 mod mutate;
 mod registry;
+mod registry_edges;
 mod rotation;
 mod serve;
 mod setup;

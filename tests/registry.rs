@@ -20,10 +20,15 @@ use rustls::pki_types::pem::PemObject;
 
 use crate::common::{run, temp_dir};
 
-struct Registry {
+pub struct Registry {
     child: Child,
-    port: u16,
-    dir: PathBuf,
+    pub port: u16,
+    pub dir: PathBuf,
+    /// `https://127.0.0.1:<port>` (or `http://` for a plain one).
+    pub base: String,
+    /// The Authorization header pushes carry.
+    pub push_auth: String,
+    agent: ureq::Agent,
 }
 
 impl Drop for Registry {
@@ -34,9 +39,30 @@ impl Drop for Registry {
     }
 }
 
-/// Starts the registry, or `None` when it is not installed (CI installs
-/// it and sets CI=true, where a missing registry is a failure).
-fn start(name: &str) -> Option<Registry> {
+/// How a test registry is set up.
+pub struct Setup<'a> {
+    /// Names its serving certificate holds (besides 127.0.0.1); `None`:
+    /// plain HTTP.
+    pub tls_host: Option<&'a str>,
+    /// `auth:` section of its configuration; `None`: htpasswd with alice.
+    pub auth: Option<String>,
+    /// The Authorization header for pushes (default alice's Basic).
+    pub push_auth: Option<String>,
+}
+
+impl Default for Setup<'_> {
+    fn default() -> Self {
+        Setup {
+            tls_host: Some("localhost"),
+            auth: None,
+            push_auth: None,
+        }
+    }
+}
+
+/// True when the registry can run here; in CI (which installs it) a
+/// missing registry is a failure.
+pub fn have_registry() -> bool {
     let have = |b: &str| Command::new(b).arg("--version").output().is_ok();
     if !have("docker-registry") || !Path::new("/usr/bin/htpasswd").exists() {
         assert!(
@@ -44,23 +70,45 @@ fn start(name: &str) -> Option<Registry> {
             "docker-registry and htpasswd are needed"
         );
         eprintln!("skip: docker-registry or htpasswd is not installed");
+        return false;
+    }
+    true
+}
+
+/// Starts the registry, or `None` when it is not installed (CI installs
+/// it and sets CI=true, where a missing registry is a failure).
+fn start(name: &str) -> Option<Registry> {
+    start_with(name, Setup::default())
+}
+
+pub fn start_with(name: &str, setup: Setup) -> Option<Registry> {
+    if !have_registry() {
         return None;
     }
     let dir = temp_dir(name);
     let pki = dir.join("pki");
-    let out = run(
-        &[
-            "certs",
-            "--out",
-            pki.to_str().unwrap(),
-            "--host",
-            "localhost",
-            "--ip",
-            "127.0.0.1",
-        ],
-        None,
-    );
-    assert!(out.status.success());
+    let tls = match setup.tls_host {
+        Some(host) => {
+            let out = run(
+                &[
+                    "certs",
+                    "--out",
+                    pki.to_str().unwrap(),
+                    "--host",
+                    host,
+                    "--ip",
+                    "127.0.0.1",
+                ],
+                None,
+            );
+            assert!(out.status.success());
+            format!(
+                "  tls:\n    certificate: {d}/pki/tls.crt\n    key: {d}/pki/tls.key\n",
+                d = dir.display()
+            )
+        }
+        None => String::new(),
+    };
     let htpasswd = Command::new("htpasswd")
         .args(["-Bbn", "alice", "s3cret"])
         .output()
@@ -71,8 +119,14 @@ fn start(name: &str) -> Option<Registry> {
         .local_addr()
         .unwrap()
         .port();
+    let auth = setup.auth.unwrap_or_else(|| {
+        format!(
+            "  htpasswd:\n    realm: test\n    path: {}/htpasswd\n",
+            dir.display()
+        )
+    });
     let config = format!(
-        "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {d}/data\nhttp:\n  addr: 127.0.0.1:{port}\n  tls:\n    certificate: {d}/pki/tls.crt\n    key: {d}/pki/tls.key\nauth:\n  htpasswd:\n    realm: test\n    path: {d}/htpasswd\n",
+        "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {d}/data\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{tls}auth:\n{auth}",
         d = dir.display()
     );
     std::fs::write(dir.join("config.yml"), config).unwrap();
@@ -91,92 +145,146 @@ fn start(name: &str) -> Option<Registry> {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    Some(Registry { child, port, dir })
+    let mut builder = ureq::Agent::config_builder().http_status_as_error(false);
+    if setup.tls_host.is_some() {
+        let roots: Vec<ureq::tls::Certificate<'static>> =
+            CertificateDer::pem_file_iter(dir.join("pki/ca.crt"))
+                .unwrap()
+                .map(|c| ureq::tls::Certificate::from_der(c.unwrap().as_ref()).to_owned())
+                .collect();
+        builder = builder.tls_config(
+            ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(roots)))
+                .build(),
+        );
+    }
+    let scheme = if setup.tls_host.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    Some(Registry {
+        child,
+        port,
+        base: format!("{scheme}://127.0.0.1:{port}"),
+        push_auth: setup.push_auth.unwrap_or_else(|| basic("alice", "s3cret")),
+        dir,
+        agent: builder.build().into(),
+    })
 }
 
-fn ca(r: &Registry) -> Vec<CertificateDer<'static>> {
+pub fn ca(r: &Registry) -> Vec<CertificateDer<'static>> {
     CertificateDer::pem_file_iter(r.dir.join("pki/ca.crt"))
         .unwrap()
         .map(Result::unwrap)
         .collect()
 }
 
-fn basic(user: &str, pass: &str) -> String {
+pub fn basic(user: &str, pass: &str) -> String {
     format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
     )
 }
 
-/// Pushes a blob and returns its digest.
-fn push_blob(agent: &ureq::Agent, base: &str, repo: &str, bytes: &[u8]) -> String {
-    let digest = Digest::sha256_of(bytes).to_string();
-    let resp = agent
-        .post(&format!("{base}/v2/{repo}/blobs/uploads/"))
-        .header("Authorization", basic("alice", "s3cret"))
-        .send_empty()
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 202);
-    let location = resp
-        .headers()
-        .get("location")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_string();
-    let location = if location.starts_with("http") {
-        location
-    } else {
-        format!("{base}{location}")
-    };
-    let sep = if location.contains('?') { '&' } else { '?' };
-    let resp = agent
-        .put(&format!("{location}{sep}digest={digest}"))
-        .header("Authorization", basic("alice", "s3cret"))
-        .header("Content-Type", "application/octet-stream")
-        .send(bytes)
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 201, "blob upload");
-    digest
+impl Registry {
+    /// Pushes a blob and returns its digest.
+    pub fn push_blob(&self, repo: &str, bytes: &[u8]) -> String {
+        let digest = Digest::sha256_of(bytes).to_string();
+        let resp = self
+            .agent
+            .post(&format!("{}/v2/{repo}/blobs/uploads/", self.base))
+            .header("Authorization", &self.push_auth)
+            .send_empty()
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 202, "upload start");
+        let location = resp
+            .headers()
+            .get("location")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        let location = if location.starts_with("http") {
+            location
+        } else {
+            format!("{}{location}", self.base)
+        };
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let resp = self
+            .agent
+            .put(&format!("{location}{sep}digest={digest}"))
+            .header("Authorization", &self.push_auth)
+            .header("Content-Type", "application/octet-stream")
+            .send(bytes)
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 201, "blob upload");
+        digest
+    }
+
+    /// Pushes a manifest under `reference`; returns its digest.
+    pub fn push_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> String {
+        let mut resp = self
+            .agent
+            .put(&format!("{}/v2/{repo}/manifests/{reference}", self.base))
+            .header("Authorization", &self.push_auth)
+            .header("Content-Type", media_type)
+            .send(bytes)
+            .unwrap();
+        let status = resp.status().as_u16();
+        assert_eq!(
+            status,
+            201,
+            "manifest push: {}",
+            resp.body_mut().read_to_string().unwrap_or_default()
+        );
+        Digest::sha256_of(bytes).to_string()
+    }
+
+    /// Pushes a one-layer OCI image manifest under `tag`; returns
+    /// (manifest digest, its bytes).
+    pub fn push_image_manifest(&self, repo: &str, tag: &str, layer: &[u8]) -> (String, String) {
+        let config =
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+        let config_digest = self.push_blob(repo, config);
+        let layer_digest = self.push_blob(repo, layer);
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer_digest}","size":{}}}]}}"#,
+            config.len(),
+            layer.len()
+        );
+        let d = self.push_manifest(
+            repo,
+            tag,
+            "application/vnd.oci.image.manifest.v1+json",
+            manifest.as_bytes(),
+        );
+        (d, manifest)
+    }
+
+    /// Where the registry keeps a blob's bytes on disk.
+    pub fn blob_file(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        self.dir.join(format!(
+            "data/docker/registry/v2/blobs/sha256/{}/{hex}/data",
+            &hex[..2]
+        ))
+    }
 }
 
 /// Pushes a one-layer OCI image under `tag`; returns the manifest digest.
 fn push_image(r: &Registry, repo: &str, tag: &str, layer: &[u8]) -> String {
-    let roots: Vec<ureq::tls::Certificate<'static>> = ca(r)
-        .iter()
-        .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned())
-        .collect();
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .tls_config(
-            ureq::tls::TlsConfig::builder()
-                .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(roots)))
-                .build(),
-        )
-        .build()
-        .into();
-    let base = format!("https://127.0.0.1:{}", r.port);
-    let config =
-        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
-    let config_digest = push_blob(&agent, &base, repo, config);
-    let layer_digest = push_blob(&agent, &base, repo, layer);
-    let manifest = format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer_digest}","size":{}}}]}}"#,
-        config.len(),
-        layer.len()
-    );
-    let resp = agent
-        .put(&format!("{base}/v2/{repo}/manifests/{tag}"))
-        .header("Authorization", basic("alice", "s3cret"))
-        .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
-        .send(manifest.as_bytes())
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 201, "manifest push");
-    Digest::sha256_of(manifest.as_bytes()).to_string()
+    r.push_image_manifest(repo, tag, layer).0
 }
 
 /// A docker config.json with alice's credentials for this registry.
-fn write_dockercfg(r: &Registry) -> PathBuf {
+pub fn write_dockercfg(r: &Registry) -> PathBuf {
     let auth = base64::engine::general_purpose::STANDARD.encode("alice:s3cret");
     let path = r.dir.join("config.json");
     let text = format!(
