@@ -47,6 +47,20 @@ pub fn registry_client(
     .with_registry_cas(&cfg.cas)
 }
 
+/// How long the registry lookups of one review may take: the
+/// apiserver's timeout for it (its `?timeout=`) less 2 s for everything
+/// else, between 1 s and 25 s; without one, 3 s (under the 5 s that
+/// `config webhook` writes by default).
+pub fn lookup_budget(apiserver_timeout: Option<std::time::Duration>) -> std::time::Duration {
+    use std::time::Duration;
+    match apiserver_timeout {
+        None => crate::registry::client::LOOKUP_BUDGET,
+        Some(t) => t
+            .saturating_sub(Duration::from_secs(2))
+            .clamp(Duration::from_secs(1), Duration::from_secs(25)),
+    }
+}
+
 /// The pins `/mutate` should apply to this review: pulled image -> that
 /// image `@digest`. `Err` is the reason to deny (a lookup failed and
 /// `onRegistryError` is not `allow`).
@@ -54,6 +68,7 @@ pub fn digest_pins(
     cfg: &MutateConfig,
     review: &Review,
     resolver: &dyn Resolver,
+    budget: std::time::Duration,
 ) -> Result<BTreeMap<String, String>, String> {
     let mut pins = BTreeMap::new();
     if cfg.mutate_digest.is_empty() {
@@ -94,10 +109,10 @@ pub fn digest_pins(
     let Some(Ok(images)) = object.pod(path).map(|p| p.images()) else {
         return Ok(pins);
     };
-    // One deadline for the whole review, safely under the apiserver's 5 s
+    // One deadline for the whole review, safely under the apiserver's
     // webhook timeout however many images it holds; when it runs out the
     // review is denied (or, with onRegistryError allow, left unpinned).
-    let deadline = std::time::Instant::now() + crate::registry::client::LOOKUP_BUDGET;
+    let deadline = std::time::Instant::now() + budget;
     for input in images {
         let Some(pulled) = mutate::pin_wanted(cfg, &input.image) else {
             continue;
@@ -182,6 +197,7 @@ mod tests {
                 &format!("c.io/z@{}", Digest::sha256_of(b"z")),
             ]),
             &fast,
+            crate::registry::client::LOOKUP_BUDGET,
         )
         .unwrap();
         assert_eq!(fast.1.borrow().len(), 2, "{:?}", fast.1.borrow()); // the pinned one is not looked up
@@ -194,6 +210,7 @@ mod tests {
             &cfg(false),
             &review(&["a.io/1:1", "a.io/2:1", "a.io/3:1", "a.io/4:1"]),
             &slow,
+            crate::registry::client::LOOKUP_BUDGET,
         )
         .unwrap_err();
         assert!(
@@ -207,8 +224,20 @@ mod tests {
             &cfg(true),
             &review(&["a.io/1:1", "a.io/2:1", "a.io/3:1"]),
             &slow,
+            Duration::from_secs(1),
         )
         .unwrap();
         assert!(pins.len() < 3);
+    }
+
+    #[test]
+    fn the_budget_follows_the_apiservers_timeout() {
+        let s = Duration::from_secs;
+        assert_eq!(lookup_budget(None), s(3));
+        assert_eq!(lookup_budget(Some(s(5))), s(3));
+        assert_eq!(lookup_budget(Some(s(10))), s(8));
+        assert_eq!(lookup_budget(Some(s(2))), s(1));
+        assert_eq!(lookup_budget(Some(s(1))), s(1));
+        assert_eq!(lookup_budget(Some(s(30))), s(25));
     }
 }

@@ -362,9 +362,12 @@ pub struct WebhookArgs {
     /// port of the Service (default 443)
     #[argh(option, default = "443")]
     pub port: u16,
-    /// seconds the apiserver waits for an answer, 1 to 30 (default 5)
-    #[argh(option, default = "5")]
-    pub timeout: u8,
+    /// seconds the apiserver waits for an answer, 1 to 30 (default 5; 10 for /mutate when --policy pins digests)
+    #[argh(option)]
+    pub timeout: Option<u8>,
+    /// the policy file the server will run: when it pins digests (mutateDigest), /mutate gets time for registry lookups
+    #[argh(option)]
+    pub policy: Option<String>,
 }
 
 /// What the command line asks for.

@@ -474,8 +474,35 @@ pub fn run_webhook(a: &WebhookArgs) -> Result<(), Error> {
             problems.push(format!("{flag}: {v:?} is not a Kubernetes name"));
         }
     }
-    if !(1..=30).contains(&a.timeout) {
+    if a.timeout.is_some_and(|t| !(1..=30).contains(&t)) {
         problems.push("--timeout must be between 1 and 30 seconds".into());
+    }
+    let lookups = match &a.policy {
+        None => false,
+        Some(p) => match (crate::cli::PolicyFlags {
+            file: Some(p.into()),
+            ..Default::default()
+        })
+        .load_rules()
+        {
+            Ok(rules) => !rules.mutate.mutate_digest.is_empty(),
+            Err(e) => {
+                problems.extend(e.problems);
+                false
+            }
+        },
+    };
+    if lookups && !a.mutate {
+        problems.push(format!(
+            "{}: pins digests (mutateDigest), which only /mutate does; add --mutate",
+            a.policy.as_deref().unwrap_or("")
+        ));
+    }
+    if lookups && a.timeout.is_some_and(|t| t < MUTATE_LOOKUP_MIN) {
+        problems.push(format!(
+            "--timeout {} leaves under 2 s for registry lookups, and the policy pins digests; give at least {MUTATE_LOOKUP_MIN} (default with --policy: {MUTATE_LOOKUP_TIMEOUT})",
+            a.timeout.unwrap_or(0)
+        ));
     }
     if a.mutate_templates && !a.mutate {
         problems.push("--mutate-templates needs --mutate".into());
@@ -526,7 +553,7 @@ pub fn run_webhook(a: &WebhookArgs) -> Result<(), Error> {
     }
     match ca {
         Ok(pem) if problems.is_empty() => {
-            print!("{}", webhook_configs(a, &base64(pem.as_bytes())));
+            print!("{}", webhook_configs(a, &base64(pem.as_bytes()), lookups));
             Ok(())
         }
         _ => Err(Error::Config(crate::config::ConfigError { problems })),
@@ -556,9 +583,24 @@ fn workload_rules() -> String {
     ) + &rule("batch", CREATE_UPDATE, "\"jobs\", \"cronjobs\"")
 }
 
-/// The YAML of the webhook configurations.
-pub fn webhook_configs(a: &WebhookArgs, ca_bundle: &str) -> String {
+/// `timeoutSeconds` of /mutate when its policy pins digests: the server
+/// gives lookups the apiserver's timeout less 2 s (`admit::lookup_budget`),
+/// 8 s here, room for a token round trip and a slow registry.
+const MUTATE_LOOKUP_TIMEOUT: u8 = 10;
+/// Less than this leaves the lookups under 2 s.
+const MUTATE_LOOKUP_MIN: u8 = 4;
+/// Without lookups: the apiserver's callers wait at most this long.
+const DEFAULT_TIMEOUT: u8 = 5;
+
+/// The YAML of the webhook configurations; `lookups`: the policy pins
+/// digests, so /mutate waits on registries.
+pub fn webhook_configs(a: &WebhookArgs, ca_bundle: &str, lookups: bool) -> String {
     let common = |path: &str| {
+        let timeout = a.timeout.unwrap_or(if lookups && path == "/mutate" {
+            MUTATE_LOOKUP_TIMEOUT
+        } else {
+            DEFAULT_TIMEOUT
+        });
         format!(
             "  admissionReviewVersions: [\"v1\", \"v1beta1\"]
   sideEffects: None
@@ -581,7 +623,6 @@ pub fn webhook_configs(a: &WebhookArgs, ca_bundle: &str) -> String {
       operator: NotIn
       values: [\"kube-system\", {ns}]
 ",
-            timeout = a.timeout,
             ns = q(&a.namespace),
             svc = q(&a.service),
             path = q(path),

@@ -859,3 +859,58 @@ fn the_bearer_token_flow() {
     let asked = realm_seen.lock().unwrap()[before..].to_vec();
     assert!(asked.iter().all(|s| s.header("authorization").is_none()));
 }
+
+/// The server gives a review's lookups the apiserver's own timeout (its
+/// `?timeout=`) less 2 s, and denies when that runs out: a registry that
+/// never answers holds `/mutate?timeout=3s` about 1 s, and a review
+/// without the query the default 3 s.
+#[test]
+fn the_lookup_deadline_follows_the_apiservers_timeout() {
+    let pki = crate::common::Pki::new("registry-deadline");
+    let (port, _) = scripted(
+        &pki,
+        "silent",
+        Box::new(|_, _| std::thread::sleep(Duration::from_secs(10))),
+    );
+    let policy = pki.dir.join("policy.json");
+    std::fs::write(
+        &policy,
+        format!(
+            r#"{{"registries": {{"127.0.0.1:{port}": {{"ca": {:?}}}}}, "mutate": {{"mutateDigest": ["*"]}}}}"#,
+            pki.ca_file.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let (server_pki, server) = crate::common::tls_server(
+        "registry-deadline-server",
+        &["--policy", policy.to_str().unwrap()],
+    );
+    let body =
+        std::fs::read(crate::common::fixtures().join("admission/pod-create-allowed.request.json"))
+            .unwrap();
+    let review: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let config = crate::common::client_config(&server_pki.ca_file, None);
+    // Another image each time: a failure is remembered for a moment.
+    for (path, repo, low, high) in [
+        ("/mutate?timeout=3s", "one", 900, 2000),
+        ("/mutate", "two", 2900, 4500),
+    ] {
+        let mut v = review.clone();
+        v["request"]["object"]["spec"]["containers"][0]["image"] =
+            format!("127.0.0.1:{port}/team/{repo}:v1").into();
+        let body = v.to_string();
+        let mut c = crate::common::Client::tls(server.addr, config.clone()).unwrap();
+        let began = Instant::now();
+        let v = c.post(path, body.as_bytes()).unwrap().json();
+        let took = began.elapsed().as_millis();
+        assert_eq!(v["response"]["allowed"], false, "{v}");
+        assert!(
+            v["response"]["status"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("could not be pinned"),
+            "{v}"
+        );
+        assert!((low..high).contains(&took), "{path}: {took} ms: {v}");
+    }
+}

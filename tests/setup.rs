@@ -778,3 +778,58 @@ fn monitoring_manifests_agree() {
         "{service}"
     );
 }
+
+/// With a policy that pins digests, /mutate gets time for registry
+/// lookups (10 s, of which the server gives lookups 8) and /validate
+/// keeps 5 s; a timeout that leaves lookups no time is refused.
+#[test]
+fn config_webhook_sizes_the_timeout_for_lookups() {
+    let dir = temp_dir("config-webhook-timeout");
+    assert!(
+        run(
+            &[
+                "certs",
+                "--out",
+                dir.to_str().unwrap(),
+                "--host",
+                "image-bouncer.ib.svc"
+            ],
+            None
+        )
+        .status
+        .success()
+    );
+    let policy = dir.join("policy.json");
+    std::fs::write(&policy, r#"{"mutate": {"mutateDigest": ["*"]}}"#).unwrap();
+    let ca = dir.join("ca.crt");
+    let webhook = |extra: &[&str]| {
+        let mut args = vec![
+            "config",
+            "webhook",
+            "--namespace",
+            "ib",
+            "--ca",
+            ca.to_str().unwrap(),
+            "--policy",
+            policy.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        run(&args, None)
+    };
+    let out = webhook(&["--mutate"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let docs = yaml_docs(&stdout(&out));
+    assert_eq!(docs[0]["webhooks"][0]["timeoutSeconds"], 5);
+    assert_eq!(docs[1]["webhooks"][0]["timeoutSeconds"], 10);
+    let out = webhook(&["--mutate", "--timeout", "3"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("at least 4"), "{}", stderr(&out));
+    let out = webhook(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("add --mutate"), "{}", stderr(&out));
+    // A policy without lookups changes nothing.
+    std::fs::write(&policy, r#"{"denyLatest": true}"#).unwrap();
+    let out = webhook(&["--mutate"]);
+    let docs = yaml_docs(&stdout(&out));
+    assert_eq!(docs[1]["webhooks"][0]["timeoutSeconds"], 5);
+}

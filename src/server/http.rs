@@ -363,6 +363,9 @@ pub struct Request {
     /// Without the query string (the apiserver sends `?timeout=30s`).
     pub path: String,
     pub content_type: Option<String>,
+    /// The apiserver's `?timeout=` (its webhook `timeoutSeconds`): how
+    /// long it will wait for this answer.
+    pub timeout: Option<Duration>,
     pub body: Vec<u8>,
     pub keep_alive: bool,
     /// The body's share of the budget, held until the request is dropped.
@@ -430,6 +433,7 @@ pub struct Conn<T: Transport> {
 struct Head {
     method: String,
     path: String,
+    timeout: Option<Duration>,
     content_type: Option<String>,
     len: usize,
     content_length: Option<usize>,
@@ -540,6 +544,7 @@ impl<T: Transport> Conn<T> {
             method: head.method,
             path: head.path,
             content_type: head.content_type,
+            timeout: head.timeout,
             body,
             keep_alive: head.keep_alive,
             body_permit: permit,
@@ -780,6 +785,36 @@ fn is_timeout(e: &io::Error) -> bool {
     )
 }
 
+/// A Go duration as the apiserver writes a webhook timeout (`10s`,
+/// `1m0s`, `500ms`); anything else, or more than a minute, is `None`.
+pub fn parse_go_duration(s: &str) -> Option<Duration> {
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 || digits > 6 {
+            return None;
+        }
+        let n: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let (unit, len) = if rest.starts_with("ms") {
+            (Duration::from_millis(n), 2)
+        } else if rest.starts_with('s') {
+            (Duration::from_secs(n), 1)
+        } else if rest.starts_with('m') {
+            (Duration::from_secs(n * 60), 1)
+        } else {
+            return None;
+        };
+        total += unit;
+        rest = &rest[len..];
+    }
+    (total <= Duration::from_secs(60)).then_some(total)
+}
+
 fn find_crlf(b: &[u8]) -> Option<usize> {
     b.windows(2).position(|w| w == b"\r\n")
 }
@@ -789,14 +824,17 @@ fn interpret(req: &httparse::Request<'_, '_>, len: usize) -> Result<Head, ReadEr
     let bad = |m: &str| Err(ReadError::Reject(400, m.to_string()));
     let method = req.method.unwrap_or("").to_string();
     let target = req.path.unwrap_or("");
-    let path = target
-        .split_once('?')
-        .map_or(target, |(p, _)| p)
-        .to_string();
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let timeout = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("timeout="))
+        .and_then(parse_go_duration);
+    let path = path.to_string();
     let http11 = req.version == Some(1);
     let mut head = Head {
         method,
         path,
+        timeout,
         content_type: None,
         len,
         content_length: None,
@@ -1177,5 +1215,25 @@ mod tests {
         let r = conn.read_request().unwrap();
         assert_eq!(r.body, b"{}");
         assert_eq!(&client.join().unwrap(), b"HTTP/1.1 100 Continue\r\n\r\n");
+    }
+
+    #[test]
+    fn the_apiservers_timeout_is_read_as_go_writes_it() {
+        let s = Duration::from_secs;
+        for (text, want) in [
+            ("10s", Some(s(10))),
+            ("30s", Some(s(30))),
+            ("1m0s", Some(s(60))),
+            ("500ms", Some(Duration::from_millis(500))),
+            ("2m", None),
+            ("", None),
+            ("10", None),
+            ("s", None),
+            ("-1s", None),
+            ("1h", None),
+            ("99999999999s", None),
+        ] {
+            assert_eq!(parse_go_duration(text), want, "{text:?}");
+        }
     }
 }

@@ -96,7 +96,7 @@ pub fn handle(shared: &Shared, req: &HttpRequest, port: Port) -> Response {
                 }
                 match endpoint {
                     Endpoint::ImagePolicy => image_policy(shared, &req.body),
-                    Endpoint::Mutate => mutate(shared, &req.body),
+                    Endpoint::Mutate => mutate(shared, &req.body, req.timeout),
                     _ => validate(shared, &req.body),
                 }
             }
@@ -206,7 +206,11 @@ fn validate(shared: &Shared, body: &[u8]) -> (Response, Counted) {
     (Response::json(reply), counted)
 }
 
-fn mutate(shared: &Shared, body: &[u8]) -> (Response, Counted) {
+fn mutate(
+    shared: &Shared,
+    body: &[u8],
+    apiserver_timeout: Option<std::time::Duration>,
+) -> (Response, Counted) {
     let review = match admission::parse(body) {
         Ok(r) => r,
         Err(e) => {
@@ -217,7 +221,9 @@ fn mutate(shared: &Shared, body: &[u8]) -> (Response, Counted) {
     let rules = shared.rules();
     // Digests to pin are looked up first (the admission step), each
     // distinct image once; a failed lookup denies unless configured not to.
-    let pins = match crate::admit::digest_pins(&rules.mutate, &review, &*shared.registry()) {
+    let budget = crate::admit::lookup_budget(apiserver_timeout);
+    let pins = match crate::admit::digest_pins(&rules.mutate, &review, &*shared.registry(), budget)
+    {
         Ok(p) => p,
         Err(reason) => {
             warn!("/mutate: {}: denied: {reason}", review.request.summary());
