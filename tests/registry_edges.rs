@@ -914,3 +914,131 @@ fn the_lookup_deadline_follows_the_apiservers_timeout() {
         assert!((low..high).contains(&took), "{path}: {took} ms: {v}");
     }
 }
+
+/// At most `MAX_IN_FLIGHT` requests are under way to one registry however
+/// many reviews ask; the rest wait their turn within their deadline.
+#[test]
+fn requests_to_one_registry_are_capped() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let pki = crate::common::Pki::new("registry-slots");
+    let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (n, m) = (now.clone(), most.clone());
+    let digest = Digest::sha256_of(b"m").to_string();
+    let (port, seen) = scripted(
+        &pki,
+        "slow",
+        Box::new(move |_, w| {
+            let here = n.fetch_add(1, Ordering::SeqCst) + 1;
+            m.fetch_max(here, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(300));
+            n.fetch_sub(1, Ordering::SeqCst);
+            let _ = write!(
+                w,
+                "HTTP/1.1 200 OK\r\nDocker-Content-Digest: {digest}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }),
+    );
+    let client = Arc::new(Client::new(
+        Credentials::default(),
+        ProxyConfig::default(),
+        &pki_roots(&pki),
+    ));
+    let answers: Vec<_> = (0..20)
+        .map(|i| {
+            let c = client.clone();
+            let img = ImageRef::parse(&format!("127.0.0.1:{port}/team/app:v{i}")).unwrap();
+            std::thread::spawn(move || c.resolve(&img, WITHIN))
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+    assert_eq!(seen.lock().unwrap().len(), 20);
+    let most = most.load(Ordering::SeqCst);
+    assert!(
+        (2..=image_bouncer::registry::client::MAX_IN_FLIGHT).contains(&most),
+        "{most} at once"
+    );
+    assert!(
+        !client
+            .stats()
+            .render()
+            .contains("image_bouncer_registry_slot_waits_total 0\n"),
+        "{}",
+        client.stats().render()
+    );
+}
+
+/// A pooled connection the registry closed as our request went out is
+/// retried once on a new connection, and counted.
+#[test]
+fn a_stale_pooled_connection_is_retried_once() {
+    let pki = crate::common::Pki::new("registry-stale");
+    let (cert, key) = pki.server("stale");
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&key).unwrap();
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap(),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let digest = Digest::sha256_of(b"stale").to_string();
+    let connections = Arc::new(Mutex::new(0usize));
+    let counted = connections.clone();
+    std::thread::spawn(move || {
+        for sock in listener.incoming().flatten() {
+            *counted.lock().unwrap() += 1;
+            let (config, digest) = (config.clone(), digest.clone());
+            std::thread::spawn(move || {
+                let tls =
+                    rustls::StreamOwned::new(rustls::ServerConnection::new(config).unwrap(), sock);
+                let mut reader = BufReader::new(tls);
+                // The first request is answered and the connection kept;
+                // the second is read and the connection dropped unanswered.
+                if read_request(&mut reader).is_none() {
+                    return;
+                }
+                let _ = write!(
+                    reader.get_mut(),
+                    "HTTP/1.1 200 OK\r\nDocker-Content-Digest: {digest}\r\nContent-Length: 0\r\n\r\n"
+                );
+                let _ = reader.get_mut().flush();
+                let _ = read_request(&mut reader);
+                let _ = reader.get_mut().sock.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    let client = Client::new(
+        Credentials::default(),
+        ProxyConfig::default(),
+        &pki_roots(&pki),
+    );
+    let img = |tag: &str| ImageRef::parse(&format!("127.0.0.1:{port}/team/app:{tag}")).unwrap();
+    assert_eq!(
+        client.resolve(&img("a"), WITHIN).unwrap().to_string(),
+        Digest::sha256_of(b"stale").to_string()
+    );
+    let second = client.resolve(&img("b"), WITHIN);
+    assert!(second.is_ok(), "{second:?}");
+    assert_eq!(
+        *connections.lock().unwrap(),
+        2,
+        "the second lookup reused, then reconnected once"
+    );
+    let metrics = client.stats().render();
+    assert!(
+        metrics.contains("image_bouncer_registry_stale_retries_total 1\n"),
+        "{metrics}"
+    );
+}
