@@ -323,10 +323,13 @@ fn tags_resolve_to_the_digest_pushed_only_with_the_right_credentials() {
         "s3cret",
     ));
     assert_eq!(ok.resolve(&image, within).unwrap().to_string(), digest);
-    // The tag moves: the new digest (no cache in the client itself).
+    // The tag moves: the new digest (no cache in the client itself). The
+    // registry asked for Basic once; from then on one round trip.
     let moved = push_image(&r, "team/app", "v1", b"layer two");
     assert_ne!(moved, digest);
+    let sent = ok.stats().requests();
     assert_eq!(ok.resolve(&image, within).unwrap().to_string(), moved);
+    assert_eq!(ok.stats().requests(), sent + 1);
     // A digest reference is its own answer.
     let pinned = ImageRef::parse(&format!("127.0.0.1:{}/team/app@{digest}", r.port)).unwrap();
     assert_eq!(ok.resolve(&pinned, within).unwrap().to_string(), digest);
@@ -503,6 +506,49 @@ fn mutate_pins_digests_end_to_end() {
     ] {
         assert!(metrics.contains(want), "{want} in {metrics}");
     }
+    // The exposition, registry histogram included, passes promtool's lint.
+    if Command::new("promtool").arg("--version").output().is_ok() {
+        use std::io::Write as _;
+        let mut lint = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        lint.stdin
+            .take()
+            .unwrap()
+            .write_all(metrics.as_bytes())
+            .unwrap();
+        let out = lint.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        assert!(std::env::var("CI").is_err(), "promtool is needed");
+    }
+    // An image volume is pinned like a container's image.
+    let mut v: serde_json::Value = serde_json::from_str(&review(&image)).unwrap();
+    v["request"]["object"]["spec"]["volumes"] =
+        serde_json::json!([{"name": "data", "image": {"reference": image}}]);
+    let reply = c.post("/mutate", v.to_string().as_bytes()).unwrap().json();
+    let patch: serde_json::Value = serde_json::from_slice(&crate::golden::base64_decode(
+        reply["response"]["patch"].as_str().unwrap(),
+    ))
+    .unwrap();
+    assert!(
+        patch
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|op| op["path"] == "/spec/volumes/0/image/reference"
+                && op["value"] == pinned.as_str()),
+        "{patch}"
+    );
     drop(server);
     // onRegistryError allow: admitted, unpinned.
     let allow = policy_file("allow");

@@ -105,6 +105,9 @@ pub struct Client {
     /// Registry host -> no request before this (`Retry-After` of a 429 or
     /// 503).
     not_before: Mutex<HashMap<String, Instant>>,
+    /// Registry hosts that asked for Basic credentials: they get them
+    /// with the first request from then on (one round trip, not two).
+    basic_hosts: Mutex<HashSet<String>>,
     /// Registry host -> requests under way (at most MAX_IN_FLIGHT).
     busy: Mutex<HashMap<String, usize>>,
     freed: Condvar,
@@ -296,6 +299,7 @@ impl Client {
             tag_ttl: CACHE_TTL,
             inflight: Mutex::new(HashMap::new()),
             not_before: Mutex::new(HashMap::new()),
+            basic_hosts: Mutex::new(HashSet::new()),
             busy: Mutex::new(HashMap::new()),
             freed: Condvar::new(),
             stats: Stats::default(),
@@ -683,6 +687,16 @@ impl Client {
             .get(&key)
             .filter(|(_, until)| *until > Instant::now())
             .map(|(t, _)| format!("Bearer {t}"));
+        if auth.is_none()
+            && let Some(c @ Credential::Basic { .. }) = credential
+            && self
+                .basic_hosts
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(&t.host)
+        {
+            auth = basic_header(c);
+        }
         for attempt in 0..2 {
             let resp = self.call(&t.host, method, &url, accept, auth.as_deref(), deadline)?;
             let status = resp.status().as_u16();
@@ -906,15 +920,8 @@ impl Client {
                 }
                 other => {
                     let mut req = agent.get(&format!("{realm}{sep}{query}"));
-                    if let Some(Credential::Basic { username, password }) = other {
-                        req = req.header(
-                            "Authorization",
-                            format!(
-                                "Basic {}",
-                                base64::engine::general_purpose::STANDARD
-                                    .encode(format!("{username}:{password}"))
-                            ),
-                        );
+                    if let Some(b) = other.and_then(basic_header) {
+                        req = req.header("Authorization", b);
                     }
                     req.config()
                         .proxy(self.proxy_for(https, &realm_host)?)
@@ -981,11 +988,13 @@ impl Client {
         }
         if challenges.iter().any(|c| c.scheme == "basic") {
             return match credential {
-                Some(Credential::Basic { username, password }) => Ok(format!(
-                    "Basic {}",
-                    base64::engine::general_purpose::STANDARD
-                        .encode(format!("{username}:{password}"))
-                )),
+                Some(c @ Credential::Basic { .. }) => {
+                    self.basic_hosts
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(host.clone());
+                    basic_header(c).ok_or_else(|| LookupError::Permanent("no password".into()))
+                }
                 Some(Credential::IdentityToken(_)) => Err(LookupError::Permanent(format!(
                     "{host} asks for a password; only an identity token is configured for it"
                 ))),
@@ -997,6 +1006,17 @@ impl Client {
         Err(LookupError::Permanent(format!(
             "{host} asks for an authentication scheme image-bouncer does not speak"
         )))
+    }
+}
+
+/// `Basic base64(user:password)` for a Basic credential.
+fn basic_header(c: &Credential) -> Option<String> {
+    match c {
+        Credential::Basic { username, password } => Some(format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
+        )),
+        Credential::IdentityToken(_) => None,
     }
 }
 
