@@ -1,0 +1,359 @@
+//! What registry lookups cost, against the real distribution registry
+//! (Debian's `docker-registry`, started here on 127.0.0.1 with TLS and
+//! htpasswd Basic auth): a cached lookup, a cold lookup's round trips,
+//! 100 concurrent reviews of one new image, and a 1,000-pod rollout of one
+//! new tag through the real server's `/mutate`. Prints a Markdown table.
+//!
+//!   bench/registry.sh          (release build; needs docker-registry, htpasswd)
+
+mod common;
+
+use std::io::Write as _;
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use common::*;
+use image_bouncer::image_ref::ImageRef;
+use image_bouncer::registry::client::Client;
+use image_bouncer::registry::credentials::Credentials;
+use image_bouncer::registry::digest::Digest;
+use image_bouncer::registry::proxy::ProxyConfig;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+struct Registry {
+    child: Child,
+    port: u16,
+    agent: ureq::Agent,
+    log: std::path::PathBuf,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn basic() -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("alice:s3cret")
+    )
+}
+
+impl Registry {
+    fn start(work: &std::path::Path, pki: &Pki) -> Registry {
+        let htpasswd = Command::new("htpasswd")
+            .args(["-Bbn", "alice", "s3cret"])
+            .output()
+            .expect("htpasswd (apache2-utils)");
+        std::fs::write(work.join("htpasswd"), &htpasswd.stdout).expect("write");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let config = format!(
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {w}/data\nhttp:\n  addr: 127.0.0.1:{port}\n  tls:\n    certificate: {crt}\n    key: {key}\nauth:\n  htpasswd:\n    realm: bench\n    path: {w}/htpasswd\n",
+            w = work.display(),
+            crt = pki.path("tls.crt"),
+            key = pki.path("tls.key"),
+        );
+        std::fs::write(work.join("registry.yml"), config).expect("write");
+        let log = work.join("registry.log");
+        let out = std::fs::File::create(&log).expect("log");
+        let child = Command::new("docker-registry")
+            .args(["serve", work.join("registry.yml").to_str().expect("path")])
+            .stdout(out.try_clone().expect("log"))
+            .stderr(out)
+            .spawn()
+            .expect("docker-registry");
+        let began = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                began.elapsed() < Duration::from_secs(10),
+                "registry did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let roots = roots(pki)
+            .iter()
+            .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned())
+            .collect();
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(ureq::tls::RootCerts::Specific(Arc::new(roots)))
+                    .build(),
+            )
+            .build()
+            .into();
+        Registry {
+            child,
+            port,
+            agent,
+            log,
+        }
+    }
+
+    fn blob(&self, repo: &str, bytes: &[u8]) -> String {
+        let digest = Digest::sha256_of(bytes).to_string();
+        let base = format!("https://127.0.0.1:{}", self.port);
+        let resp = self
+            .agent
+            .post(&format!("{base}/v2/{repo}/blobs/uploads/"))
+            .header("Authorization", basic())
+            .send_empty()
+            .expect("upload");
+        let loc = resp.headers()["location"]
+            .to_str()
+            .expect("location")
+            .to_string();
+        let loc = if loc.starts_with("http") {
+            loc
+        } else {
+            format!("{base}{loc}")
+        };
+        let sep = if loc.contains('?') { '&' } else { '?' };
+        let resp = self
+            .agent
+            .put(&format!("{loc}{sep}digest={digest}"))
+            .header("Authorization", basic())
+            .send(bytes)
+            .expect("upload");
+        assert_eq!(resp.status().as_u16(), 201);
+        digest
+    }
+
+    /// Pushes a one-layer image under `tag`; returns its digest.
+    fn image(&self, repo: &str, tag: &str) -> String {
+        let config =
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+        let c = self.blob(repo, config);
+        let l = self.blob(repo, tag.as_bytes());
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{c}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{l}","size":{}}}]}}"#,
+            config.len(),
+            tag.len()
+        );
+        let resp = self
+            .agent
+            .put(&format!(
+                "https://127.0.0.1:{}/v2/{repo}/manifests/{tag}",
+                self.port
+            ))
+            .header("Authorization", basic())
+            .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+            .send(manifest.as_bytes())
+            .expect("push");
+        assert_eq!(resp.status().as_u16(), 201);
+        Digest::sha256_of(manifest.as_bytes()).to_string()
+    }
+
+    /// Manifest HEADs the registry answered 200 for this tag.
+    fn heads(&self, repo: &str, tag: &str) -> usize {
+        std::thread::sleep(Duration::from_millis(300)); // the access log is asynchronous
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| {
+                l.contains(&format!("\"HEAD /v2/{repo}/manifests/{tag} ")) && l.contains("\" 200 ")
+            })
+            .count()
+    }
+}
+
+fn roots(pki: &Pki) -> Vec<CertificateDer<'static>> {
+    CertificateDer::pem_file_iter(pki.path("ca.crt"))
+        .expect("CA")
+        .map(|c| c.expect("CA"))
+        .collect()
+}
+
+fn main() {
+    let mut bin = "target/release/image-bouncer".to_string();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if a == "--bin" {
+            bin = args.next().expect("--bin PATH");
+        }
+    }
+    let work = std::env::temp_dir().join(format!("ib-bench-registry-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    let pki = Pki::new(&work.join("pki"));
+    pki.issue();
+    let r = Registry::start(&work, &pki);
+    let registry = format!("127.0.0.1:{}", r.port);
+    let dockercfg = work.join("config.json");
+    std::fs::write(
+        &dockercfg,
+        format!(
+            r#"{{"auths": {{"{registry}": {{"auth": "{}"}}}}}}"#,
+            base64::engine::general_purpose::STANDARD.encode("alice:s3cret")
+        ),
+    )
+    .expect("write");
+    let creds = Credentials::parse(&std::fs::read_to_string(&dockercfg).expect("read"))
+        .expect("credentials");
+    let client = Arc::new(Client::new(creds, ProxyConfig::default(), &roots(&pki)));
+    let within = Duration::from_secs(5);
+    let mut rows: Vec<(String, String)> = Vec::new();
+
+    // 1. A cached lookup.
+    let hot_digest = r.image("team/app", "hot");
+    let hot = ImageRef::parse(&format!("{registry}/team/app:hot")).expect("image");
+    assert_eq!(
+        client
+            .resolve_cached(&hot, within)
+            .expect("lookup")
+            .to_string(),
+        hot_digest
+    );
+    let n = 1_000_000;
+    let began = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(client.resolve_cached(&hot, within).expect("cached"));
+    }
+    let per = began.elapsed().as_nanos() as f64 / n as f64;
+    rows.push((
+        "cached lookup, per image".into(),
+        format!("{:.2} µs ({n} lookups, one thread)", per / 1000.0),
+    ));
+
+    // 2. Cold lookups (a new tag each), credentials already learned.
+    let tags: Vec<String> = (0..100).map(|i| format!("cold{i}")).collect();
+    for t in &tags {
+        r.image("team/app", t);
+    }
+    let sent = client.stats().requests();
+    let mut took = Vec::new();
+    for t in &tags {
+        let img = ImageRef::parse(&format!("{registry}/team/app:{t}")).expect("image");
+        let began = Instant::now();
+        client.resolve_cached(&img, within).expect("cold lookup");
+        took.push(began.elapsed().as_micros() as u64);
+    }
+    took.sort_unstable();
+    let trips = (client.stats().requests() - sent) as f64 / tags.len() as f64;
+    rows.push((
+        "cold lookup, round trips (Basic learned)".into(),
+        format!(
+            "{trips:.2} per lookup; p50 {:.2} ms, p99 {:.2} ms (100 tags)",
+            pct(&took, 0.5),
+            pct(&took, 0.99)
+        ),
+    ));
+
+    // 3. 100 concurrent reviews of one new image.
+    r.image("team/app", "burst");
+    let burst = ImageRef::parse(&format!("{registry}/team/app:burst")).expect("image");
+    let sent = client.stats().requests();
+    let threads: Vec<_> = (0..100)
+        .map(|_| {
+            let (c, i) = (client.clone(), burst.clone());
+            std::thread::spawn(move || c.resolve_cached(&i, within).map(|d| d.to_string()))
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("thread").expect("lookup");
+    }
+    rows.push((
+        "100 concurrent lookups of one new tag".into(),
+        format!(
+            "{} registry request(s); {} manifest HEAD(s) in the registry's log",
+            client.stats().requests() - sent,
+            r.heads("team/app", "burst")
+        ),
+    ));
+
+    // 4. A 1,000-pod rollout of one new tag through the real server.
+    let rollout_digest = r.image("team/app", "rollout");
+    let policy = work.join("policy.json");
+    std::fs::write(
+        &policy,
+        format!(
+            r#"{{"registryCredentials": {:?}, "registries": {{"{registry}": {{"ca": {:?}}}}}, "mutate": {{"mutateDigest": ["*"]}}}}"#,
+            dockercfg.display().to_string(),
+            pki.path("ca.crt")
+        ),
+    )
+    .expect("write");
+    let (mut server, addr) = start_server(
+        &bin,
+        &[
+            "--cert".into(),
+            pki.path("tls.crt"),
+            "--key".into(),
+            pki.path("tls.key"),
+            "--policy".into(),
+            policy.display().to_string(),
+        ],
+        &work.join("server.log"),
+    );
+    let mut review: serde_json::Value =
+        serde_json::from_slice(&fixture("admission/pod-create-allowed.request.json"))
+            .expect("fixture");
+    review["request"]["object"]["spec"]["containers"][0]["image"] =
+        format!("{registry}/team/app:rollout").into();
+    let body = Arc::new(review.to_string().into_bytes());
+    let config = tls_config(&pki.path("ca.crt"), false);
+    let pinned = Arc::new(format!("{registry}/team/app:rollout@{rollout_digest}"));
+    let began = Instant::now();
+    let clients: Vec<_> = (0..20)
+        .map(|_| {
+            let (config, body, pinned) = (config.clone(), body.clone(), pinned.clone());
+            std::thread::spawn(move || {
+                let mut tls = connect(addr, &config).expect("connect");
+                let mut took = Vec::new();
+                for _ in 0..1000 / 20 {
+                    let t = Instant::now();
+                    let (status, reply) =
+                        exchange(&mut tls, &post("/mutate", &body)).expect("mutate");
+                    took.push(t.elapsed().as_micros() as u64);
+                    assert_eq!(status, 200);
+                    let v: serde_json::Value = serde_json::from_slice(&reply).expect("json");
+                    let patch = base64::engine::general_purpose::STANDARD
+                        .decode(v["response"]["patch"].as_str().expect("a patch"))
+                        .expect("base64");
+                    assert!(
+                        String::from_utf8_lossy(&patch).contains(pinned.as_str()),
+                        "not pinned: {v}"
+                    );
+                }
+                took
+            })
+        })
+        .collect();
+    let mut took: Vec<u64> = clients
+        .into_iter()
+        .flat_map(|t| t.join().expect("client"))
+        .collect();
+    let wall = began.elapsed();
+    took.sort_unstable();
+    rows.push((
+        format!(
+            "{}-pod rollout of one new tag (/mutate, 20 connections)",
+            took.len()
+        ),
+        format!(
+            "{} manifest HEAD(s) at the registry; {:.0} reviews/s, p50 {:.2} ms, p99 {:.2} ms",
+            r.heads("team/app", "rollout"),
+            took.len() as f64 / wall.as_secs_f64(),
+            pct(&took, 0.5),
+            pct(&took, 0.99)
+        ),
+    ));
+    let _ = server.kill();
+    let _ = server.wait();
+
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "| measurement | result |\n| --- | --- |");
+    for (k, v) in rows {
+        let _ = writeln!(out, "| {k} | {v} |");
+    }
+    drop(r);
+    let _ = std::fs::remove_dir_all(&work);
+}
