@@ -1042,3 +1042,77 @@ fn a_stale_pooled_connection_is_retried_once() {
         "{metrics}"
     );
 }
+
+/// What a token endpoint says is believed within reason: an absurd
+/// `expires_in` neither overflows a clock nor keeps a token for ever, a
+/// token that cannot be a header value is refused, and a realm that is
+/// not https gets nothing.
+#[test]
+fn token_answers_are_believed_within_reason() {
+    let pki = crate::common::Pki::new("registry-token-edges");
+    let port = Arc::new(Mutex::new(0u16));
+    let p = port.clone();
+    let digest = Digest::sha256_of(b"t").to_string();
+    let (registry, seen) = scripted(
+        &pki,
+        "tokens",
+        Box::new(move |req, w| {
+            let port = *p.lock().unwrap();
+            let target = req.line.split(' ').nth(1).unwrap_or("");
+            let body = if target.starts_with("/token-huge") {
+                r#"{"token":"abc","expires_in":18446744073709551615}"#
+            } else if target.starts_with("/token-bad") {
+                "{\"token\":\"a\\r\\nX-Injected: 1\"}"
+            } else if req.header("authorization") == Some("Bearer abc") {
+                let _ = write!(
+                    w,
+                    "HTTP/1.1 200 OK\r\nDocker-Content-Digest: {digest}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                return;
+            } else {
+                let realm = if target.contains("/bad/") {
+                    format!("https://127.0.0.1:{port}/token-bad")
+                } else if target.contains("/http/") {
+                    format!("http://127.0.0.1:{port}/token-huge")
+                } else {
+                    format!("https://127.0.0.1:{port}/token-huge")
+                };
+                let _ = write!(
+                    w,
+                    "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"{realm}\",service=\"s\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                return;
+            };
+            let _ = write!(
+                w,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }),
+    );
+    *port.lock().unwrap() = registry;
+    let client = Client::new(
+        creds_for(&format!("127.0.0.1:{registry}")),
+        ProxyConfig::default(),
+        &pki_roots(&pki),
+    );
+    let img = |repo: &str| ImageRef::parse(&format!("127.0.0.1:{registry}/{repo}:v1")).unwrap();
+    assert_eq!(
+        client
+            .resolve(&img("team/app"), WITHIN)
+            .unwrap()
+            .to_string(),
+        Digest::sha256_of(b"t").to_string()
+    );
+    permanent(
+        client.resolve(&img("team/bad/app"), WITHIN),
+        "cannot be a header value",
+    );
+    let before = seen.lock().unwrap().len();
+    permanent(
+        client.resolve(&img("team/http/app"), WITHIN),
+        "is not https",
+    );
+    let asked = seen.lock().unwrap()[before..].to_vec();
+    assert_eq!(asked.len(), 1, "only the registry was asked: {asked:?}");
+}

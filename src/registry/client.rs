@@ -34,6 +34,11 @@ pub const MANIFEST_MAX: usize = 4 << 20;
 const DOCKER_HUB_API: &str = "registry-1.docker.io";
 /// A token without `expires_in` lives this long (the distribution spec).
 const TOKEN_DEFAULT_TTL: Duration = Duration::from_secs(60);
+/// A token is kept at most this long, whatever its `expires_in` says.
+const TOKEN_MAX_TTL: Duration = Duration::from_secs(3600);
+/// Tokens and Retry-After waits remembered at most (registries and
+/// repositories are named by whoever writes the image).
+const REMEMBERED_MAX: usize = 4096;
 /// Token responses are small; more is refused.
 const TOKEN_MAX: usize = 64 * 1024;
 /// Requests under way to one registry at most; more wait (within their
@@ -725,10 +730,18 @@ impl Client {
                         .and_then(|v| v.trim().parse::<u64>().ok())
                         .map(|s| Duration::from_secs(s).min(RETRY_AFTER_MAX));
                     if let Some(wait) = wait.filter(|_| status == 429 || status == 503) {
-                        self.not_before
+                        let mut not_before = self
+                            .not_before
                             .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .insert(t.host.clone(), Instant::now() + wait);
+                            .unwrap_or_else(PoisonError::into_inner);
+                        if not_before.len() >= REMEMBERED_MAX {
+                            let now = Instant::now();
+                            not_before.retain(|_, until| *until > now);
+                            if not_before.len() >= REMEMBERED_MAX {
+                                not_before.clear();
+                            }
+                        }
+                        not_before.insert(t.host.clone(), Instant::now() + wait);
                         return Err(LookupError::Transient(format!(
                             "{} is rate limiting ({status}, Retry-After {} s)",
                             t.host,
@@ -973,17 +986,27 @@ impl Client {
                     "{what} sent a token that cannot be a header value"
                 )));
             }
-            let ttl = t.expires_in.map_or(TOKEN_DEFAULT_TTL, Duration::from_secs);
-            self.tokens
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(
-                    key.clone(),
-                    (
-                        token.clone(),
-                        Instant::now() + ttl.saturating_sub(Duration::from_secs(5)),
-                    ),
-                );
+            // A registry's word on how long its token lives, within reason
+            // (an absurd expires_in must not overflow a clock).
+            let ttl = t
+                .expires_in
+                .map_or(TOKEN_DEFAULT_TTL, Duration::from_secs)
+                .min(TOKEN_MAX_TTL);
+            let mut tokens = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
+            if tokens.len() >= REMEMBERED_MAX {
+                let now = Instant::now();
+                tokens.retain(|_, (_, until)| *until > now);
+                if tokens.len() >= REMEMBERED_MAX {
+                    tokens.clear();
+                }
+            }
+            tokens.insert(
+                key.clone(),
+                (
+                    token.clone(),
+                    Instant::now() + ttl.saturating_sub(Duration::from_secs(5)),
+                ),
+            );
             return Ok(format!("Bearer {token}"));
         }
         if challenges.iter().any(|c| c.scheme == "basic") {
