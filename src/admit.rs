@@ -106,18 +106,25 @@ pub fn digest_pins(
     {
         return Ok(pins);
     }
-    let Some(Ok(images)) = object.pod(path).map(|p| p.images()) else {
-        return Ok(pins);
+    let images = match object.pod(path).map(|p| p.images()) {
+        Some(Ok(images)) => images,
+        // Pins were asked for and the images cannot all be read: refuse
+        // rather than admit what could not be pinned.
+        Some(Err(e)) => {
+            return Err(format!(
+                "the pod's images cannot be read, so they cannot be pinned: {e}"
+            ));
+        }
+        None => return Ok(pins),
     };
     // One deadline for the whole review, safely under the apiserver's
     // webhook timeout however many images it holds; when it runs out the
     // review is denied (or, with onRegistryError allow, left unpinned).
     let deadline = std::time::Instant::now() + budget;
     for input in images {
-        let Some(pulled) = mutate::pin_wanted(cfg, &input.image) else {
+        let Some((key, pulled)) = mutate::pin_wanted(cfg, &input.image) else {
             continue;
         };
-        let key = pulled.to_string();
         if pins.contains_key(&key) {
             continue; // one lookup per distinct image
         }
@@ -239,5 +246,65 @@ mod tests {
         assert_eq!(lookup_budget(Some(s(2))), s(1));
         assert_eq!(lookup_budget(Some(s(1))), s(1));
         assert_eq!(lookup_budget(Some(s(30))), s(25));
+    }
+
+    /// Short names (Docker Hub's `nginx:1`, any spelling) are pinned as
+    /// written: the pin is found by the patch, never silently dropped.
+    #[test]
+    fn short_and_odd_spellings_are_pinned_as_written() {
+        let fast = Slow(Duration::ZERO, RefCell::new(Vec::new()));
+        let images = [
+            "nginx:1",
+            "org/app:2",
+            "INDEX.DOCKER.IO/org/app:3",
+            "docker.io/nginx:1",
+        ];
+        let review = review(&images);
+        let cfg = cfg(false);
+        let pins = digest_pins(&cfg, &review, &fast, Duration::from_secs(1)).unwrap();
+        let (reply, outcome) = crate::review::admission::mutate(
+            &crate::policy::Policy::default(),
+            &cfg,
+            &review,
+            Some(&pins),
+        );
+        assert!(
+            matches!(outcome, crate::review::admission::MutateOutcome::Patched(_)),
+            "{outcome:?}"
+        );
+        let v: serde_json::Value = serde_json::from_slice(&reply).unwrap();
+        use base64::Engine as _;
+        let patch = base64::engine::general_purpose::STANDARD
+            .decode(v["response"]["patch"].as_str().unwrap())
+            .unwrap();
+        let patch: serde_json::Value = serde_json::from_slice(&patch).unwrap();
+        for (i, image) in images.iter().enumerate() {
+            let want = format!("{image}@");
+            assert!(
+                patch
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|op| op["path"] == format!("/spec/containers/{i}/image")
+                        && op["value"].as_str().unwrap().starts_with(&want)),
+                "{image} not pinned: {patch}"
+            );
+        }
+    }
+
+    /// A pod whose images cannot all be read is refused when pins are
+    /// wanted, not admitted unpinned.
+    #[test]
+    fn an_unreadable_pod_is_not_admitted_unpinned() {
+        let fast = Slow(Duration::ZERO, RefCell::new(Vec::new()));
+        let volumes: Vec<_> = (0..1100)
+            .map(|i| serde_json::json!({"name": format!("v{i}"), "image": {"reference": "a.io/x:1"}}))
+            .collect();
+        let body = serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE",
+                        "namespace": "default", "object": {"spec": {"containers": [{"name": "c", "image": "a.io/x:1"}], "volumes": volumes}}}});
+        let review = crate::review::admission::parse(body.to_string().as_bytes()).unwrap();
+        let e = digest_pins(&cfg(false), &review, &fast, Duration::from_secs(1)).unwrap_err();
+        assert!(e.contains("cannot be pinned"), "{e}");
     }
 }

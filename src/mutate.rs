@@ -444,13 +444,16 @@ fn move_image(
 /// The image as it will be pulled (after any rewrite), when
 /// `mutateDigest` asks for it to be pinned: it names a tag (or nothing),
 /// not a digest, and the image as written matches an entry.
-pub fn pin_wanted(cfg: &MutateConfig, image: &str) -> Option<ImageRef> {
+pub fn pin_wanted(cfg: &MutateConfig, image: &str) -> Option<(String, ImageRef)> {
     let written = ImageRef::parse(image).ok()?;
     if written.digest().is_some() || !cfg.mutate_digest.iter().any(|p| p.matches(&written)) {
         return None;
     }
+    // The pin is keyed by the pulled name exactly as the patch will write
+    // it (`move_image` looks it up so), not by its normal form.
     let pulled = rewrite_image(cfg, image).unwrap_or_else(|| image.to_string());
-    ImageRef::parse(&pulled).ok()
+    let parsed = ImageRef::parse(&pulled).ok()?;
+    Some((pulled, parsed))
 }
 
 /// Where an image should live instead, if anywhere.

@@ -114,37 +114,53 @@ pub fn start_with(name: &str, setup: Setup) -> Option<Registry> {
         .output()
         .unwrap();
     std::fs::write(dir.join("htpasswd"), &htpasswd.stdout).unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let auth = setup.auth.unwrap_or_else(|| {
         format!(
             "  htpasswd:\n    realm: test\n    path: {}/htpasswd\n",
             dir.display()
         )
     });
-    let config = format!(
-        "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {d}/data\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{tls}auth:\n{auth}",
-        d = dir.display()
-    );
-    std::fs::write(dir.join("config.yml"), config).unwrap();
-    let log = std::fs::File::create(dir.join("registry.log")).unwrap();
-    let child = Command::new("docker-registry")
-        .args(["serve", dir.join("config.yml").to_str().unwrap()])
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "registry did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // A free port can be taken by another test between our probe and the
+    // registry's bind: then this registry exits, and another one answers
+    // on "our" port. Wait for our own registry to say it listens, and try
+    // another port if it could not.
+    let (child, port) = 'started: {
+        for _ in 0..5 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let config = format!(
+                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {d}/data\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{tls}auth:\n{auth}",
+                d = dir.display()
+            );
+            std::fs::write(dir.join("config.yml"), config).unwrap();
+            let log = std::fs::File::create(dir.join("registry.log")).unwrap();
+            let mut child = Command::new("docker-registry")
+                .args(["serve", dir.join("config.yml").to_str().unwrap()])
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap();
+            let start = Instant::now();
+            loop {
+                let log = std::fs::read_to_string(dir.join("registry.log")).unwrap_or_default();
+                if log.contains(&format!("listening on 127.0.0.1:{port}")) {
+                    break 'started (child, port);
+                }
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "registry did not start: {log}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        panic!("the registry could not bind a port five times");
+    };
     let mut builder = ureq::Agent::config_builder().http_status_as_error(false);
     if setup.tls_host.is_some() {
         let roots: Vec<ureq::tls::Certificate<'static>> =

@@ -1059,10 +1059,13 @@ fn token_answers_are_believed_within_reason() {
         Box::new(move |req, w| {
             let port = *p.lock().unwrap();
             let target = req.line.split(' ').nth(1).unwrap_or("");
+            let long = format!(r#"{{"token":"{}"}}"#, "a".repeat(20_000));
             let body = if target.starts_with("/token-huge") {
                 r#"{"token":"abc","expires_in":18446744073709551615}"#
             } else if target.starts_with("/token-bad") {
                 "{\"token\":\"a\\r\\nX-Injected: 1\"}"
+            } else if target.starts_with("/token-long") {
+                long.as_str()
             } else if req.header("authorization") == Some("Bearer abc") {
                 let _ = write!(
                     w,
@@ -1072,6 +1075,10 @@ fn token_answers_are_believed_within_reason() {
             } else {
                 let realm = if target.contains("/bad/") {
                     format!("https://127.0.0.1:{port}/token-bad")
+                } else if target.contains("/long/") {
+                    format!("https://127.0.0.1:{port}/token-long")
+                } else if target.contains("/user/") {
+                    format!("https://10.0.0.1@127.0.0.1:{port}/token-huge")
                 } else if target.contains("/http/") {
                     format!("http://127.0.0.1:{port}/token-huge")
                 } else {
@@ -1108,6 +1115,17 @@ fn token_answers_are_believed_within_reason() {
         client.resolve(&img("team/bad/app"), WITHIN),
         "cannot be a header value",
     );
+    permanent(
+        client.resolve(&img("team/long/app"), WITHIN),
+        "at most 16384",
+    );
+    let before = seen.lock().unwrap().len();
+    permanent(client.resolve(&img("team/user/app"), WITHIN), "user part");
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        before + 1,
+        "the realm was asked"
+    );
     let before = seen.lock().unwrap().len();
     permanent(
         client.resolve(&img("team/http/app"), WITHIN),
@@ -1115,4 +1133,96 @@ fn token_answers_are_believed_within_reason() {
     );
     let asked = seen.lock().unwrap()[before..].to_vec();
     assert_eq!(asked.len(), 1, "only the registry was asked: {asked:?}");
+}
+
+/// Only the registry's own challenge is answered: a redirect to a host
+/// that asks for credentials gets none, and its token realm is never
+/// contacted.
+#[test]
+fn a_redirect_target_cannot_ask_for_the_registrys_credentials() {
+    let pki = crate::common::Pki::new("registry-redirect-401");
+    let realm_port = Arc::new(Mutex::new(0u16));
+    let rp = realm_port.clone();
+    let (other, other_seen) = scripted(
+        &pki,
+        "other",
+        Box::new(move |_, w| {
+            let port = *rp.lock().unwrap();
+            let _ = write!(
+                w,
+                "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"https://localhost:{port}/token\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }),
+    );
+    *realm_port.lock().unwrap() = other;
+    let (registry, _) = scripted(
+        &pki,
+        "redirecting",
+        Box::new(move |req, w| {
+            if req.header("authorization").is_none() {
+                let _ = w.write_all(b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"r\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            } else {
+                let _ = write!(
+                    w,
+                    "HTTP/1.1 307 Temporary Redirect\r\nLocation: https://localhost:{other}/v2/x/manifests/v1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+        }),
+    );
+    let client = Client::new(
+        creds_for(&format!("127.0.0.1:{registry}")),
+        ProxyConfig::default(),
+        &pki_roots(&pki),
+    );
+    let img = ImageRef::parse(&format!("127.0.0.1:{registry}/team/app:v1")).unwrap();
+    permanent(
+        client.manifest(&img, "v1", WITHIN),
+        "they are not sent there",
+    );
+    let seen = other_seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "only the redirected request: {seen:?}");
+    assert!(seen[0].header("authorization").is_none(), "{seen:?}");
+    assert!(
+        seen[0].line.starts_with("GET /v2/"),
+        "the realm was contacted: {seen:?}"
+    );
+}
+
+/// A lookup that ran out of its caller's time is not another caller's
+/// answer: a review with time left that was waiting on it asks again,
+/// and nothing is remembered.
+#[test]
+fn one_reviews_deadline_is_not_anothers_failure() {
+    let pki = crate::common::Pki::new("registry-deadline-share");
+    let digest = Digest::sha256_of(b"slow").to_string();
+    let (port, seen) = scripted(
+        &pki,
+        "slowish",
+        Box::new(move |_, w| {
+            std::thread::sleep(Duration::from_millis(700));
+            let _ = write!(
+                w,
+                "HTTP/1.1 200 OK\r\nDocker-Content-Digest: {digest}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }),
+    );
+    let client = Arc::new(Client::new(
+        Credentials::default(),
+        ProxyConfig::default(),
+        &pki_roots(&pki),
+    ));
+    let img = ImageRef::parse(&format!("127.0.0.1:{port}/team/app:v1")).unwrap();
+    let (c, i) = (client.clone(), img.clone());
+    let hurried = std::thread::spawn(move || c.resolve_cached(&i, Duration::from_millis(300)));
+    std::thread::sleep(Duration::from_millis(50));
+    let patient = client.resolve_cached(&img, Duration::from_secs(5));
+    assert!(
+        matches!(hurried.join().unwrap(), Err(LookupError::Transient(_))),
+        "the hurried lookup had 300 ms"
+    );
+    assert_eq!(
+        patient.unwrap().to_string(),
+        Digest::sha256_of(b"slow").to_string()
+    );
+    assert!(seen.lock().unwrap().len() >= 2);
 }

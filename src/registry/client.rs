@@ -15,6 +15,7 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use ureq::ResponseExt as _;
 
 use crate::image_ref::{DOCKER_HUB, ImageRef};
 use crate::registry::challenge;
@@ -37,8 +38,11 @@ const TOKEN_DEFAULT_TTL: Duration = Duration::from_secs(60);
 /// A token is kept at most this long, whatever its `expires_in` says.
 const TOKEN_MAX_TTL: Duration = Duration::from_secs(3600);
 /// Tokens and Retry-After waits remembered at most (registries and
-/// repositories are named by whoever writes the image).
-const REMEMBERED_MAX: usize = 4096;
+/// repositories are named by whoever writes the image): with tokens of at
+/// most TOKEN_LEN_MAX, 16 MiB at worst.
+const REMEMBERED_MAX: usize = 1024;
+/// A token longer than this is refused (real ones are 1–4 KiB).
+const TOKEN_LEN_MAX: usize = 16 * 1024;
 /// Token responses are small; more is refused.
 const TOKEN_MAX: usize = 64 * 1024;
 /// Requests under way to one registry at most; more wait (within their
@@ -229,6 +233,10 @@ type Remembered = (Result<Digest, LookupError>, Instant);
 struct Flight {
     answer: Mutex<Option<Result<Digest, LookupError>>>,
     done: Condvar,
+    /// The leader ran out of its own time: its failure is nobody else's
+    /// answer (another review's slow images must not fail this one), so
+    /// waiters ask again themselves.
+    retry: std::sync::atomic::AtomicBool,
 }
 
 /// How long a resolved tag is believed by default: a tag moved is seen
@@ -353,12 +361,18 @@ impl Client {
     }
 
     fn target(&self, r: &ImageRef) -> Target {
-        let host = if r.registry_host() == DOCKER_HUB {
-            DOCKER_HUB_API.to_string()
-        } else {
-            r.domain().to_string()
-        };
-        let plain = self.plain.contains(&registry_key(r.domain()));
+        // One spelling per registry (case, IPv6 form, `:443`, leading
+        // zeros), so that caches, slots, waits and tokens are per registry,
+        // not per spelling. Docker Hub's names on its own port are its API
+        // host; on another port they are just a host.
+        let key = registry_key(r.domain());
+        let host =
+            if r.registry_host() == DOCKER_HUB && matches!(r.registry_port(), None | Some(443)) {
+                DOCKER_HUB_API.to_string()
+            } else {
+                key.clone()
+            };
+        let plain = self.plain.contains(&key);
         Target {
             base: format!("{}://{host}", if plain { "http" } else { "https" }),
             host,
@@ -409,6 +423,22 @@ impl Client {
             let began = Instant::now();
             let answer = self.resolve(r, within);
             self.stats.observe(began.elapsed());
+            let out_of_time = matches!(answer, Err(LookupError::Transient(_)))
+                && began.elapsed() + Duration::from_millis(20) >= within;
+            if out_of_time {
+                // Gone from the table first, so that a waiter asking again
+                // starts a new lookup instead of finding this one.
+                self.inflight
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&key);
+                flight.retry.store(true, Ordering::SeqCst);
+                *flight.answer.lock().unwrap_or_else(PoisonError::into_inner) =
+                    Some(answer.clone());
+                flight.done.notify_all();
+                Stats::add(&self.stats.transient);
+                return answer;
+            }
             Stats::add(match &answer {
                 Ok(_) => &self.stats.ok,
                 Err(LookupError::Transient(_)) => &self.stats.transient,
@@ -453,6 +483,17 @@ impl Client {
                 .wait_timeout(answer, left)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
+        }
+        if flight.retry.load(Ordering::SeqCst) {
+            drop(answer);
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(LookupError::Transient(format!(
+                    "{}: no time left for the lookup",
+                    r.domain()
+                )));
+            }
+            return self.resolve_cached(r, left);
         }
         answer
             .clone()
@@ -706,6 +747,13 @@ impl Client {
             let resp = self.call(&t.host, method, &url, accept, auth.as_deref(), deadline)?;
             let status = resp.status().as_u16();
             match status {
+                401 if !answered_by(&resp, &t.host) => {
+                    return Err(LookupError::Permanent(format!(
+                        "{} redirected us to {}, which asks for credentials; they are not sent there",
+                        t.host,
+                        resp.get_uri().host().unwrap_or("another host")
+                    )));
+                }
                 401 if attempt == 0 => {
                     let challenges =
                         challenge::parse(header(&resp, "www-authenticate").unwrap_or(""))
@@ -891,13 +939,8 @@ impl Client {
             let realm = c
                 .realm(t.plain)
                 .map_err(|e| LookupError::Permanent(format!("{host}: {e}")))?;
-            let realm_host = realm
-                .split_once("://")
-                .map_or("", |(_, rest)| rest)
-                .split(['/', '?'])
-                .next()
-                .unwrap_or("")
-                .to_string();
+            let realm_host =
+                realm_host(realm).map_err(|e| LookupError::Permanent(format!("{host}: {e}")))?;
             let service = c.param("service");
             let mut query = format!("scope={}", encode(scope));
             if let Some(s) = service {
@@ -981,6 +1024,12 @@ impl Client {
                 .or(t.access_token)
                 .filter(|t| !t.is_empty())
                 .ok_or_else(|| LookupError::Permanent(format!("{what} sent no token")))?;
+            if token.len() > TOKEN_LEN_MAX {
+                return Err(LookupError::Permanent(format!(
+                    "{what} sent a token of {} bytes (at most {TOKEN_LEN_MAX} are kept)",
+                    token.len()
+                )));
+            }
             if token.bytes().any(|b| !(0x21..0x7f).contains(&b)) {
                 return Err(LookupError::Permanent(format!(
                     "{what} sent a token that cannot be a header value"
@@ -1041,6 +1090,32 @@ fn basic_header(c: &Credential) -> Option<String> {
         )),
         Credential::IdentityToken(_) => None,
     }
+}
+
+/// Whether the answer came from `host` itself (not from where a redirect
+/// led): only the registry's own challenge is answered.
+fn answered_by(resp: &ureq::http::Response<ureq::Body>, host: &str) -> bool {
+    resp.get_uri()
+        .authority()
+        .is_some_and(|a| registry_key(a.as_str()) == registry_key(host))
+}
+
+/// The `host[:port]` a token realm names, from a URL with no user part
+/// (`https://a@b/` connects to b: trust and proxy decisions must be made
+/// for what is connected to).
+fn realm_host(realm: &str) -> Result<String, String> {
+    let uri: ureq::http::Uri = realm
+        .parse()
+        .map_err(|_| format!("the token realm {realm:?} is not a URL"))?;
+    let authority = uri
+        .authority()
+        .ok_or_else(|| format!("the token realm {realm:?} names no host"))?;
+    if authority.as_str().contains('@') {
+        return Err(format!(
+            "the token realm {realm:?} carries a user part; refused"
+        ));
+    }
+    Ok(authority.as_str().to_string())
 }
 
 /// A response header as text.
