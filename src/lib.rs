@@ -26,6 +26,7 @@ pub mod registry;
 pub mod review;
 pub mod server;
 pub mod setup;
+pub mod verify;
 pub mod yaml;
 
 /// What can stop a command. Exit status 2 for everything the user can fix

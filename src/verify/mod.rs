@@ -1,0 +1,11 @@
+//! Signature verification, offline: cosign's signatures over an image
+//! digest, checked against configured keys or a sigstore trusted root
+//! (Fulcio CAs, Rekor and CT log keys). It is handed bytes that the
+//! admission step fetched from the registry and returns facts (which
+//! digest was signed, by what key or identity, at what trusted time); it
+//! does no I/O and knows no policy.
+
+pub mod keys;
+
+pub mod time;
+pub mod trust;
