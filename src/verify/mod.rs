@@ -5,7 +5,10 @@
 //! digest was signed, by what key or identity, at what trusted time); it
 //! does no I/O and knows no policy.
 
+pub mod fulcio;
 pub mod keys;
+pub mod rekor;
+pub mod sct;
 
 pub mod time;
 pub mod trust;

@@ -1,0 +1,282 @@
+//! Fulcio certificates (keyless signing): the leaf is chained to a
+//! certificate authority of the trusted root **at the trusted signing
+//! time** (never "now": Fulcio certificates live ten minutes), with the
+//! code-signing EKU; every certificate of the path and the authority's
+//! `validFor` must hold at that time. Then what the certificate says of
+//! its holder: the SAN (URI, e-mail or Fulcio's otherName) and the OIDC
+//! issuer (extension `.1`, raw, and `.8`, DER; both present and different
+//! is refused).
+
+use rustls::pki_types::{CertificateDer, UnixTime};
+use x509_parser::prelude::*;
+
+use crate::verify::trust::TrustedRoot;
+
+/// id-kp-codeSigning, 1.3.6.1.5.5.7.3.3, DER content octets.
+const EKU_CODE_SIGNING: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x03];
+/// Fulcio's OIDC issuer extensions (raw string; DER UTF8String) and the
+/// otherName SAN type (username identities).
+const OID_ISSUER_V1: &str = "1.3.6.1.4.1.57264.1.1";
+const OID_ISSUER_V2: &str = "1.3.6.1.4.1.57264.1.8";
+const OID_OTHERNAME_SAN: &str = "1.3.6.1.4.1.57264.1.7";
+
+/// Who a certificate was issued to, as Fulcio wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// SAN values: URIs, e-mail addresses, Fulcio otherName usernames.
+    pub subjects: Vec<String>,
+    /// The OIDC issuer, if the certificate names one.
+    pub issuer: Option<String>,
+}
+
+/// A leaf that chained to the trusted root at the time given.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub identity: Identity,
+    /// The SubjectPublicKeyInfo of each certificate that may have issued
+    /// the leaf (for the SCT's issuer key hash).
+    pub issuer_spkis: Vec<Vec<u8>>,
+    /// The leaf's own key.
+    pub leaf_spki: Vec<u8>,
+    /// Which authority (its URI).
+    pub authority: String,
+}
+
+/// Reads a leaf's identity (no trust implied).
+pub fn identity(leaf: &[u8]) -> Result<Identity, String> {
+    let (_, cert) = parse_x509_certificate(leaf)
+        .map_err(|e| format!("the signing certificate cannot be read: {e}"))?;
+    let mut subjects = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::URI(u) => subjects.push(u.to_string()),
+                GeneralName::RFC822Name(e) => subjects.push(e.to_string()),
+                GeneralName::OtherName(oid, value) if oid.to_id_string() == OID_OTHERNAME_SAN => {
+                    subjects
+                        .push(utf8_string(value).ok_or("the otherName SAN is not a UTF8String")?);
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut v1 = None;
+    let mut v2 = None;
+    for ext in cert.extensions() {
+        match ext.oid.to_id_string().as_str() {
+            OID_ISSUER_V1 => {
+                v1 = Some(
+                    String::from_utf8(ext.value.to_vec())
+                        .map_err(|_| "the issuer extension (.1) is not UTF-8")?,
+                )
+            }
+            OID_ISSUER_V2 => {
+                v2 = Some(
+                    utf8_string(ext.value)
+                        .ok_or("the issuer extension (.8) is not a UTF8String")?,
+                )
+            }
+            _ => {}
+        }
+    }
+    let issuer = match (v1, v2) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(format!(
+                "the certificate names two OIDC issuers ({a:?} in .1, {b:?} in .8)"
+            ));
+        }
+        (a, b) => b.or(a),
+    };
+    Ok(Identity { subjects, issuer })
+}
+
+/// A DER UTF8String, possibly inside an explicit `[0]` (otherName).
+fn utf8_string(mut der: &[u8]) -> Option<String> {
+    if der.first() == Some(&0xA0) {
+        der = content(der)?;
+    }
+    if der.first() != Some(&0x0C) {
+        return None;
+    }
+    String::from_utf8(content(der)?.to_vec()).ok()
+}
+
+/// The content of one DER TLV that fills `der` exactly.
+fn content(der: &[u8]) -> Option<&[u8]> {
+    let (len, header) = match *der.get(1)? {
+        n if n < 0x80 => (n as usize, 2),
+        0x81 => (*der.get(2)? as usize, 3),
+        0x82 => ((*der.get(2)? as usize) << 8 | *der.get(3)? as usize, 4),
+        _ => return None,
+    };
+    (der.len() == header + len).then(|| &der[header..])
+}
+
+/// Chains `leaf` (with `extra` certificates the signature carried, used
+/// only as intermediates) to an authority of `root` valid at `t` (Unix
+/// seconds), requiring the code-signing EKU, and every certificate of the
+/// chain valid at `t`.
+pub fn verify(
+    leaf: &[u8],
+    extra: &[Vec<u8>],
+    root: &TrustedRoot,
+    t: i64,
+) -> Result<Verified, String> {
+    if t < 0 {
+        return Err("the signing time is before 1970".into());
+    }
+    let identity = identity(leaf)?;
+    let (_, cert) = parse_x509_certificate(leaf)
+        .map_err(|e| format!("the signing certificate cannot be read: {e}"))?;
+    let leaf_der = CertificateDer::from(leaf);
+    let end = webpki::EndEntityCert::try_from(&leaf_der)
+        .map_err(|e| format!("the signing certificate cannot be used: {e:?}"))?;
+    let time = UnixTime::since_unix_epoch(std::time::Duration::from_secs(t as u64));
+    let mut last = String::from("no certificate authority in the trusted root");
+    for ca in &root.authorities {
+        if !ca.valid.contains(t) {
+            last = format!(
+                "no certificate authority of the trusted root was valid at the signing time {t}"
+            );
+            continue;
+        }
+        let Some((anchor_der, inner)) = ca.chain.split_last() else {
+            continue;
+        };
+        let anchor_cert = CertificateDer::from(anchor_der.as_slice());
+        let Ok(anchor) = webpki::anchor_from_trusted_cert(&anchor_cert) else {
+            continue;
+        };
+        // The anchor's own validity is not checked by the path builder.
+        if !valid_at(anchor_der, t) {
+            last = format!(
+                "the trust anchor of {} was not valid at the signing time",
+                ca.uri
+            );
+            continue;
+        }
+        let intermediates: Vec<CertificateDer<'_>> = inner
+            .iter()
+            .chain(extra)
+            .map(|c| CertificateDer::from(c.as_slice()))
+            .collect();
+        match end.verify_for_usage(
+            webpki::ALL_VERIFICATION_ALGS,
+            &[anchor],
+            &intermediates,
+            time,
+            webpki::KeyUsage::required(EKU_CODE_SIGNING),
+            None,
+            None,
+        ) {
+            Ok(_) => {
+                let issuer_spkis = ca
+                    .chain
+                    .iter()
+                    .chain(extra)
+                    .filter_map(|c| {
+                        let (_, c) = parse_x509_certificate(c).ok()?;
+                        (c.subject().as_raw() == cert.issuer().as_raw())
+                            .then(|| c.public_key().raw.to_vec())
+                    })
+                    .collect();
+                return Ok(Verified {
+                    identity,
+                    issuer_spkis,
+                    leaf_spki: cert.public_key().raw.to_vec(),
+                    authority: ca.uri.clone(),
+                });
+            }
+            Err(webpki::Error::CertExpired { .. }) | Err(webpki::Error::CertNotValidYet { .. }) => {
+                last = format!("the signing certificate was not valid at the signing time {t}");
+            }
+            Err(webpki::Error::RequiredEkuNotFoundContext(_)) => {
+                last = "the signing certificate is not for code signing (EKU)".into();
+            }
+            Err(e) => {
+                last = format!("the signing certificate does not chain to the trusted root: {e:?}")
+            }
+        }
+    }
+    Err(last)
+}
+
+/// Whether a certificate's validity contains `t`.
+fn valid_at(der: &[u8], t: i64) -> bool {
+    parse_x509_certificate(der).is_ok_and(|(_, c)| {
+        c.validity().not_before.timestamp() <= t && t <= c.validity().not_after.timestamp()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::pem::PemObject;
+
+    fn fixture(path: &str) -> String {
+        std::fs::read_to_string(format!(
+            "{}/tests/fixtures/{path}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
+    fn pem_certs(text: &str) -> Vec<Vec<u8>> {
+        CertificateDer::pem_slice_iter(text.as_bytes())
+            .map(|c| c.unwrap().as_ref().to_vec())
+            .collect()
+    }
+
+    /// The real Fulcio leaves chain to their roots at their signing
+    /// times, and not a minute after their ten minutes.
+    #[test]
+    fn real_fulcio_leaves_chain_at_the_signing_time_only() {
+        let root = TrustedRoot::parse(&fixture("cosign/keyless/trusted_root.json")).unwrap();
+        let leaf = pem_certs(&fixture("cosign/keyless/certificate.pem")).remove(0);
+        let v = verify(&leaf, &[], &root, 1_676_524_985).unwrap();
+        assert_eq!(v.identity.subjects, ["sozercan@gmail.com"]);
+        assert_eq!(
+            v.identity.issuer.as_deref(),
+            Some("https://github.com/login/oauth")
+        );
+        assert!(!v.issuer_spkis.is_empty());
+        let e = verify(&leaf, &[], &root, 1_676_524_985 + 3600).unwrap_err();
+        assert!(e.contains("not valid at the signing time"), "{e}");
+        assert!(verify(&leaf, &[], &TrustedRoot::default(), 1_676_524_985).is_err());
+
+        let pg = TrustedRoot::parse(&fixture("sigstore/trusted-roots/public-good.json")).unwrap();
+        let leaf = pem_certs(&fixture(
+            "sigstore/image-legacy/keyless-2021-rekord/certificate.pem",
+        ))
+        .remove(0);
+        let v = verify(&leaf, &[], &pg, 1_634_714_717).unwrap();
+        assert_eq!(v.identity.subjects, ["flavio@castelli.me"]);
+        assert_eq!(v.identity.issuer, None);
+
+        let m: serde_json::Value = serde_json::from_str(&fixture(
+            "sigstore/image-legacy/gha-keyless-2026/signature-manifest.json",
+        ))
+        .unwrap();
+        let ann = &m["layers"][0]["annotations"];
+        let leaf = pem_certs(ann["dev.sigstore.cosign/certificate"].as_str().unwrap()).remove(0);
+        let chain = pem_certs(ann["dev.sigstore.cosign/chain"].as_str().unwrap());
+        let bundle: serde_json::Value =
+            serde_json::from_str(ann["dev.sigstore.cosign/bundle"].as_str().unwrap()).unwrap();
+        let t = bundle["Payload"]["integratedTime"].as_i64().unwrap();
+        let v = verify(&leaf, &chain, &pg, t).unwrap();
+        assert_eq!(
+            v.identity.subjects,
+            [
+                "https://github.com/salrashid123/go-bazel-github-workflow/.github/workflows/release.yaml@refs/tags/v0.0.30"
+            ]
+        );
+        assert_eq!(
+            v.identity.issuer.as_deref(),
+            Some("https://token.actions.githubusercontent.com")
+        );
+        // A root that holds only the chain the signature carried is no root.
+        let mut stranger = pg.clone();
+        stranger.authorities.clear();
+        assert!(verify(&leaf, &chain, &stranger, t).is_err());
+    }
+}
