@@ -7,7 +7,9 @@
 
 pub mod fulcio;
 pub mod keys;
+pub mod legacy;
 pub mod rekor;
+pub mod rules;
 pub mod sct;
 
 pub mod time;

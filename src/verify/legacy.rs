@@ -1,0 +1,543 @@
+//! cosign's legacy image signatures: an OCI image at `<repo>:sha256-<hex>.sig`
+//! whose layers are simple-signing payloads, each with its signature,
+//! certificate, chain and Rekor bundle in the layer's annotations. One
+//! layer is verified at a time over its exact payload bytes; a signature
+//! is accepted when any layer passes every check its rule requires.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use serde::Deserialize;
+
+use crate::verify::keys::PublicKey;
+use crate::verify::rekor::Promise;
+use crate::verify::rules::Trust;
+
+/// The layer media type cosign writes (it does not check it when
+/// verifying, nor do we: the payload's content decides).
+pub const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
+const ANN_SIGNATURE: &str = "dev.cosignproject.cosign/signature";
+const ANN_CERTIFICATE: &str = "dev.sigstore.cosign/certificate";
+const ANN_CHAIN: &str = "dev.sigstore.cosign/chain";
+const ANN_BUNDLE: &str = "dev.sigstore.cosign/bundle";
+/// Signature layers looked at per image, at most (a hostile registry may
+/// list thousands).
+pub const MAX_LAYERS: usize = 100;
+/// A payload larger than this is not a simple-signing payload.
+pub const MAX_PAYLOAD: usize = 1 << 20;
+
+/// One signature layer of the `.sig` manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigLayer {
+    pub digest: String,
+    pub size: u64,
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// The `sha256-<hex>.sig` tag of a digest.
+pub fn signature_tag(digest: &str) -> String {
+    format!("{}.sig", digest.replace(':', "-"))
+}
+
+/// The layers of a signature manifest, the first MAX_LAYERS of them, and
+/// how many there were.
+pub fn signature_layers(manifest: &[u8]) -> Result<(Vec<SigLayer>, usize), String> {
+    #[derive(Deserialize)]
+    struct Manifest {
+        #[serde(default)]
+        layers: Vec<Layer>,
+    }
+    #[derive(Deserialize)]
+    struct Layer {
+        digest: String,
+        size: u64,
+        #[serde(default)]
+        annotations: BTreeMap<String, String>,
+    }
+    let m: Manifest = serde_json::from_slice(manifest)
+        .map_err(|e| format!("the signature manifest cannot be read: {e}"))?;
+    let total = m.layers.len();
+    Ok((
+        m.layers
+            .into_iter()
+            .take(MAX_LAYERS)
+            .map(|l| SigLayer {
+                digest: l.digest,
+                size: l.size,
+                annotations: l.annotations,
+            })
+            .collect(),
+        total,
+    ))
+}
+
+/// What a verified signature says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signed {
+    /// The digest signed (the one admitted).
+    pub digest: String,
+    /// `key <name>` or `identity <subject> from issuer <issuer>`.
+    pub signer: String,
+    /// The repository name the payload was signed for (reported; cosign
+    /// does not compare it, and mirrored images keep their signed name).
+    pub reference: String,
+    /// The trusted signing time (Unix seconds) and where it came from.
+    pub time: Option<i64>,
+    pub time_source: Option<&'static str>,
+    pub log_index: Option<i64>,
+}
+
+/// Reads the simple-signing payload: (docker-reference, digest signed).
+fn claims(payload: &[u8]) -> Result<(String, String), String> {
+    #[derive(Deserialize)]
+    struct Payload {
+        critical: Critical,
+    }
+    #[derive(Deserialize)]
+    struct Critical {
+        identity: Ident,
+        image: Image,
+        #[serde(rename = "type")]
+        kind: String,
+    }
+    #[derive(Deserialize)]
+    struct Ident {
+        #[serde(rename = "docker-reference")]
+        docker_reference: String,
+    }
+    #[derive(Deserialize)]
+    struct Image {
+        #[serde(rename = "docker-manifest-digest")]
+        docker_manifest_digest: String,
+    }
+    let p: Payload = serde_json::from_slice(payload)
+        .map_err(|e| format!("the signed payload is not a cosign simple-signing payload: {e}"))?;
+    if !p
+        .critical
+        .kind
+        .eq_ignore_ascii_case("cosign container image signature")
+    {
+        return Err(format!(
+            "the signed payload is of type {:?}, not a cosign container image signature",
+            p.critical.kind
+        ));
+    }
+    Ok((
+        p.critical.identity.docker_reference,
+        p.critical.image.docker_manifest_digest,
+    ))
+}
+
+/// Verifies one layer's signature (`payload` is its blob, already checked
+/// against the layer digest) as a signature of `digest` under `trust`.
+pub fn verify_layer(
+    payload: &[u8],
+    annotations: &BTreeMap<String, String>,
+    digest: &str,
+    trust: &Trust,
+) -> Result<Signed, String> {
+    let (reference, signed_digest) = claims(payload)?;
+    if signed_digest != digest {
+        return Err(format!("a signature for another digest ({signed_digest})"));
+    }
+    let signature = annotations
+        .get(ANN_SIGNATURE)
+        .ok_or("a signature layer without a signature")?;
+    let signature = base64::engine::general_purpose::STANDARD
+        .decode(signature.trim())
+        .map_err(|_| "a signature that is not base64")?;
+    let promise = annotations
+        .get(ANN_BUNDLE)
+        .map(|b| Promise::from_legacy_annotation(b))
+        .transpose()?;
+    // Keyed: any configured key that verifies.
+    if let Some(k) = trust
+        .keys
+        .iter()
+        .find(|k| k.key.verify(payload, &signature))
+    {
+        let (time, log_index) = if trust.ignore_tlog {
+            (None, None)
+        } else {
+            let root = trust
+                .root
+                .as_deref()
+                .ok_or("no trusted root to check the log entry with")?;
+            let p = promise
+                .as_ref()
+                .ok_or("the signature has no transparency log entry")?;
+            p.verify_set(root)?;
+            p.entry()?.matches(payload, &signature, &k.key.spki)?;
+            (Some(p.integrated_time), Some(p.log_index))
+        };
+        return Ok(Signed {
+            digest: digest.to_string(),
+            signer: format!("key {} ({})", k.name, k.key.describe()),
+            reference,
+            time,
+            time_source: time.map(|_| "transparency log (SET)"),
+            log_index,
+        });
+    }
+    let Some(cert_pem) = annotations.get(ANN_CERTIFICATE) else {
+        return Err(if trust.keys.is_empty() {
+            "a signature with no certificate (signed with a key, and this rule trusts identities only)".into()
+        } else {
+            "a signature by an unknown key".into()
+        });
+    };
+    if trust.identities.is_empty() {
+        return Err("a keyless signature, and this rule trusts keys only".into());
+    }
+    let leaf = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+        .map_err(|_| "the signing certificate is not PEM")?;
+    let chain: Vec<Vec<u8>> = annotations
+        .get(ANN_CHAIN)
+        .map(|c| {
+            CertificateDer::pem_slice_iter(c.as_bytes())
+                .filter_map(Result::ok)
+                .map(|c| c.as_ref().to_vec())
+                .collect()
+        })
+        .unwrap_or_default();
+    let identity = crate::verify::fulcio::identity(leaf.as_ref())?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref())
+        .map_err(|e| format!("the signing certificate cannot be read: {e}"))?;
+    let leaf_key = PublicKey::from_spki(parsed.public_key().raw)?;
+    if !leaf_key.verify(payload, &signature) {
+        return Err("the signature does not verify with its certificate's key".into());
+    }
+    let root = trust
+        .root
+        .as_deref()
+        .ok_or("no trusted root to check the certificate with")?;
+    // The only trusted time here is the log's: a keyless signature without
+    // a verified SET has none (RFC 3161 timestamps come in a later version).
+    if trust.ignore_tlog {
+        return Err("a keyless signature needs a trusted signing time; with ignoreTlog it has none (RFC 3161 timestamps are not read yet)".into());
+    }
+    let p = promise
+        .as_ref()
+        .ok_or("the keyless signature has no transparency log entry, so no trusted signing time")?;
+    p.verify_set(root)?;
+    p.entry()?.matches(payload, &signature, leaf.as_ref())?;
+    let t = p.integrated_time;
+    let verified = crate::verify::fulcio::verify(leaf.as_ref(), &chain, root, t)?;
+    if !trust.ignore_sct {
+        crate::verify::sct::verify(leaf.as_ref(), &verified.issuer_spkis, root)?;
+    }
+    let issuer = identity.issuer.as_deref().unwrap_or("");
+    let accepted = trust.identities.iter().any(|rule| {
+        identity.issuer.is_some()
+            && rule.issuer.matches(issuer)
+            && identity.subjects.iter().any(|s| rule.subject.matches(s))
+    });
+    let subject = identity.subjects.join(", ");
+    if !accepted {
+        return Err(format!(
+            "identity {subject:?} from issuer {:?} is not accepted",
+            identity.issuer.as_deref().unwrap_or("(none)")
+        ));
+    }
+    Ok(Signed {
+        digest: digest.to_string(),
+        signer: format!("identity {subject} from issuer {issuer}"),
+        reference,
+        time: Some(t),
+        time_source: Some("transparency log (SET)"),
+        log_index: Some(p.log_index),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify::rules::{IdentityRule, Matcher, NamedKey};
+    use crate::verify::trust::TrustedRoot;
+    use std::sync::Arc;
+
+    fn fixture(path: &str) -> String {
+        std::fs::read_to_string(format!(
+            "{}/tests/fixtures/{path}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
+    fn root(path: &str) -> Option<Arc<TrustedRoot>> {
+        Some(Arc::new(TrustedRoot::parse(&fixture(path)).unwrap()))
+    }
+
+    fn identity(issuer: &str, subject: Matcher) -> IdentityRule {
+        IdentityRule {
+            issuer: Matcher::Exact(issuer.into()),
+            subject,
+        }
+    }
+
+    /// One byte changed where the payload stays a valid payload for the
+    /// same digest: the case of the signed repository's first letter.
+    fn changed(payload: &[u8]) -> Vec<u8> {
+        let mut p = payload.to_vec();
+        let at = String::from_utf8_lossy(payload).find("\"docker-reference\":\"").unwrap() + 20;
+        p[at] ^= 0x20;
+        assert!(claims(&p).is_ok());
+        p
+    }
+
+    const GHA: &str = "https://token.actions.githubusercontent.com";
+    const GHA_SUBJECT: &str = "https://github.com/salrashid123/go-bazel-github-workflow/.github/workflows/release.yaml@refs/tags/v0.0.30";
+
+    /// The real 2026 GitHub Actions keyless signature of a multi-arch
+    /// index: admitted for its identity with SCT and SET checked, and for
+    /// nothing else.
+    #[test]
+    fn real_keyless_2026_signature() {
+        let m: serde_json::Value = serde_json::from_str(&fixture(
+            "sigstore/image-legacy/gha-keyless-2026/signature-manifest.json",
+        ))
+        .unwrap();
+        let (layers, total) = signature_layers(m.to_string().as_bytes()).unwrap();
+        assert_eq!(total, 1);
+        let payload = fixture("sigstore/image-legacy/gha-keyless-2026/payload.json").into_bytes();
+        assert_eq!(
+            crate::registry::digest::Digest::sha256_of(&payload).to_string(),
+            layers[0].digest
+        );
+        let digest = "sha256:c05263d2ff654c3a94243662440913f045075d59c436e2c69e9145ec2b87a321";
+        let trust = Trust {
+            identities: vec![identity(GHA, Matcher::Exact(GHA_SUBJECT.into()))],
+            root: root("sigstore/trusted-roots/public-good.json"),
+            ..Trust::default()
+        };
+        let ann = &layers[0].annotations;
+        let s = verify_layer(&payload, ann, digest, &trust).unwrap();
+        assert_eq!(s.reference, "index.docker.io/salrashid123/server_image");
+        assert_eq!(s.log_index, Some(1_004_096_555));
+        assert!(s.signer.contains(GHA_SUBJECT), "{}", s.signer);
+        // One byte changed, another digest, another identity, a prefix regex.
+        let e = verify_layer(&changed(&payload), ann, digest, &trust).unwrap_err();
+        assert!(!e.is_empty());
+        let other = format!("sha256:{}", "1".repeat(64));
+        assert!(
+            verify_layer(&payload, ann, &other, &trust)
+                .unwrap_err()
+                .contains("another digest")
+        );
+        for subject in [
+            Matcher::Exact("https://github.com/salrashid123/other/.github/workflows/release.yaml@refs/tags/v0.0.30".into()),
+            Matcher::regex("https://github.com/salrashid123/").unwrap(),
+            Matcher::regex("https://github.com/salrashid123/go-bazel-github-workflow/.github/workflows/release.yaml").unwrap(),
+        ] {
+            let t = Trust { identities: vec![identity(GHA, subject)], ..trust.clone() };
+            assert!(verify_layer(&payload, ann, digest, &t).unwrap_err().contains("not accepted"));
+        }
+        let t = Trust {
+            identities: vec![identity(
+                "https://accounts.google.com",
+                Matcher::Exact(GHA_SUBJECT.into()),
+            )],
+            ..trust.clone()
+        };
+        assert!(
+            verify_layer(&payload, ann, digest, &t)
+                .unwrap_err()
+                .contains("not accepted")
+        );
+        let t = Trust {
+            identities: vec![identity(
+                GHA,
+                Matcher::regex("https://github.com/salrashid123/.+@refs/tags/v.+").unwrap(),
+            )],
+            ..trust.clone()
+        };
+        verify_layer(&payload, ann, digest, &t).unwrap();
+        // No CT logs in the root: the SCT cannot be checked, so refused
+        // unless ignoreSCT.
+        let mut no_ct = (*trust.root.clone().unwrap()).clone();
+        no_ct.ctlogs.clear();
+        let t = Trust {
+            root: Some(Arc::new(no_ct)),
+            ..trust.clone()
+        };
+        assert!(
+            verify_layer(&payload, ann, digest, &t)
+                .unwrap_err()
+                .contains("SCT")
+        );
+        let t = Trust {
+            ignore_sct: true,
+            ..t
+        };
+        verify_layer(&payload, ann, digest, &t).unwrap();
+        // Keyless with the log waived has no trusted time: refused.
+        let t = Trust {
+            ignore_tlog: true,
+            ..trust.clone()
+        };
+        assert!(
+            verify_layer(&payload, ann, digest, &t)
+                .unwrap_err()
+                .contains("trusted signing time")
+        );
+        // A rule of keys only refuses it.
+        let t = Trust {
+            identities: vec![],
+            keys: vec![NamedKey {
+                name: "k".into(),
+                key: PublicKey::from_pem(&fixture("cosign/keyed-p384/cosign.pub")).unwrap(),
+            }],
+            ..trust.clone()
+        };
+        assert!(
+            verify_layer(&payload, ann, digest, &t)
+                .unwrap_err()
+                .contains("trusts keys only")
+        );
+    }
+
+    fn annotations(dir: &str, bundle: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (
+                ANN_SIGNATURE.to_string(),
+                fixture(&format!("{dir}/signature.b64")).trim().to_string(),
+            ),
+            (
+                ANN_CERTIFICATE.to_string(),
+                fixture(&format!("{dir}/certificate.pem")),
+            ),
+            (ANN_CHAIN.to_string(), fixture(&format!("{dir}/chain.pem"))),
+            (ANN_BUNDLE.to_string(), fixture(bundle)),
+        ])
+    }
+
+    /// cosign's 2023 keyless vector (Ratify's): admitted for
+    /// sozercan@gmail.com at GitHub's OAuth issuer; the broken SET is not.
+    #[test]
+    fn real_keyless_2023_signature() {
+        let payload = fixture("cosign/keyless/payload.json").into_bytes();
+        let (_, digest) = claims(&payload).unwrap();
+        let trust = Trust {
+            identities: vec![identity(
+                "https://github.com/login/oauth",
+                Matcher::Exact("sozercan@gmail.com".into()),
+            )],
+            root: root("cosign/keyless/trusted_root.json"),
+            // This root lists no CT logs (PROVENANCE.md).
+            ignore_sct: true,
+            ..Trust::default()
+        };
+        let ann = annotations("cosign/keyless", "cosign/keyless/bundle.json");
+        let s = verify_layer(&payload, &ann, &digest, &trust).unwrap();
+        assert_eq!(s.time, Some(1_676_524_985));
+        assert!(verify_layer(&changed(&payload), &ann, &digest, &trust).is_err());
+        let bad = annotations("cosign/keyless", "cosign/keyless-bad-set/bundle.json");
+        assert!(verify_layer(&payload, &bad, &digest, &trust).is_err());
+        let mut no_bundle = ann.clone();
+        no_bundle.remove(ANN_BUNDLE);
+        assert!(
+            verify_layer(&payload, &no_bundle, &digest, &trust)
+                .unwrap_err()
+                .contains("no transparency log entry")
+        );
+    }
+
+    /// The 2021 signature chains and its SET verifies, but its certificate
+    /// names no OIDC issuer, so no identity rule (which always names one)
+    /// accepts it.
+    #[test]
+    fn real_2021_signature_without_an_issuer_is_not_accepted() {
+        let dir = "sigstore/image-legacy/keyless-2021-rekord";
+        let payload = fixture(&format!("{dir}/payload.json")).into_bytes();
+        let (_, digest) = claims(&payload).unwrap();
+        let ann = BTreeMap::from([
+            (
+                ANN_SIGNATURE.to_string(),
+                fixture(&format!("{dir}/signature.b64")).trim().to_string(),
+            ),
+            (
+                ANN_CERTIFICATE.to_string(),
+                fixture(&format!("{dir}/certificate.pem")),
+            ),
+            (
+                ANN_BUNDLE.to_string(),
+                fixture(&format!("{dir}/bundle-annotation.json")),
+            ),
+        ]);
+        let trust = Trust {
+            identities: vec![IdentityRule {
+                issuer: Matcher::regex(".*").unwrap(),
+                subject: Matcher::Exact("flavio@castelli.me".into()),
+            }],
+            root: root("sigstore/trusted-roots/public-good.json"),
+            ignore_sct: true,
+            ..Trust::default()
+        };
+        let e = verify_layer(&payload, &ann, &digest, &trust).unwrap_err();
+        assert!(e.contains("from issuer \"(none)\" is not accepted"), "{e}");
+    }
+
+    /// The real keyed signatures, with the log waived (none was written):
+    /// each key admits its own, and refuses with another key, a changed
+    /// byte, or when a log entry is required.
+    #[test]
+    fn real_keyed_signatures() {
+        for dir in [
+            "sigstore/image-legacy/keyed-p256-sigstore-rs",
+            "sigstore/image-legacy/keyed-rsa-pkcs1-suse-obs",
+            "cosign/keyed-p384",
+        ] {
+            let payload = fixture(&format!("{dir}/payload.json")).into_bytes();
+            let (_, digest) = claims(&payload).unwrap();
+            let ann = BTreeMap::from([(
+                ANN_SIGNATURE.to_string(),
+                fixture(&format!("{dir}/signature.b64")).trim().to_string(),
+            )]);
+            let key = NamedKey {
+                name: "cosign.pub".into(),
+                key: PublicKey::from_pem(&fixture(&format!("{dir}/cosign.pub"))).unwrap(),
+            };
+            let trust = Trust {
+                keys: vec![key],
+                ignore_tlog: true,
+                ..Trust::default()
+            };
+            let s = verify_layer(&payload, &ann, &digest, &trust).unwrap();
+            assert!(s.signer.starts_with("key cosign.pub"), "{}", s.signer);
+            assert!(
+                verify_layer(&changed(&payload), &ann, &digest, &trust)
+                    .unwrap_err()
+                    .contains("unknown key"),
+                "{dir}"
+            );
+            let other = NamedKey {
+                name: "other".into(),
+                key: PublicKey::from_pem(&fixture(
+                    "sigstore/image-legacy/keyed-p256-sigstore-rs/other.pub",
+                ))
+                .unwrap(),
+            };
+            let t = Trust {
+                keys: vec![other],
+                ..trust.clone()
+            };
+            assert!(
+                verify_layer(&payload, &ann, &digest, &t)
+                    .unwrap_err()
+                    .contains("unknown key")
+            );
+            let t = Trust {
+                ignore_tlog: false,
+                root: root("sigstore/trusted-roots/public-good.json"),
+                ..trust.clone()
+            };
+            assert!(
+                verify_layer(&payload, &ann, &digest, &t)
+                    .unwrap_err()
+                    .contains("no transparency log entry")
+            );
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! What a `verifyImages` entry trusts, as values the verifier applies:
+//! keys, keyless identities (issuer and subject, each exact or a regex
+//! matched against the **whole** value), the trusted root, and the
+//! options that waive a check. Built and validated by `config`.
+
+use std::sync::Arc;
+
+use crate::verify::keys::PublicKey;
+use crate::verify::trust::TrustedRoot;
+
+/// An exact value, or a regex that must match all of it.
+#[derive(Debug, Clone)]
+pub enum Matcher {
+    Exact(String),
+    /// Compiled from `^(?:<pattern>)$`; `source` is what was written.
+    Regex {
+        source: String,
+        re: regex::Regex,
+    },
+}
+
+impl Matcher {
+    /// A regex matched whole, as if wrapped in `^(?:…)$`: a pattern that
+    /// matches a prefix only (`https://github.com/acme/`) matches nothing
+    /// longer.
+    pub fn regex(source: &str) -> Result<Matcher, String> {
+        let re = regex::RegexBuilder::new(&format!("^(?:{source})$"))
+            .size_limit(1 << 20)
+            .build()
+            .map_err(|e| format!("{source:?} is not a regular expression: {e}"))?;
+        Ok(Matcher::Regex {
+            source: source.to_string(),
+            re,
+        })
+    }
+
+    pub fn matches(&self, value: &str) -> bool {
+        match self {
+            Matcher::Exact(v) => v == value,
+            Matcher::Regex { re, .. } => re.is_match(value),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Matcher::Exact(v) => format!("{v:?}"),
+            Matcher::Regex { source, .. } => format!("/{source}/"),
+        }
+    }
+}
+
+/// One accepted keyless signer.
+#[derive(Debug, Clone)]
+pub struct IdentityRule {
+    pub issuer: Matcher,
+    pub subject: Matcher,
+}
+
+/// A key, and where it came from (for reports).
+#[derive(Debug, Clone)]
+pub struct NamedKey {
+    pub name: String,
+    pub key: PublicKey,
+}
+
+/// Everything one rule trusts.
+#[derive(Debug, Clone, Default)]
+pub struct Trust {
+    pub keys: Vec<NamedKey>,
+    pub identities: Vec<IdentityRule>,
+    pub root: Option<Arc<TrustedRoot>>,
+    pub ignore_tlog: bool,
+    pub ignore_sct: bool,
+    /// sha256 over the contents of the keys and the root and the options:
+    /// a cached verdict is only as good as what it was checked against.
+    pub fingerprint: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regexes_match_whole_values() {
+        let m = Matcher::regex(
+            "https://github.com/acme/.+/\\.github/workflows/release\\.yml@refs/tags/v.+",
+        )
+        .unwrap();
+        assert!(
+            m.matches("https://github.com/acme/app/.github/workflows/release.yml@refs/tags/v1.2")
+        );
+        // Only a prefix, or with something after it: no match.
+        let prefix = Matcher::regex("https://github.com/acme/").unwrap();
+        assert!(
+            !prefix.matches("https://github.com/acme/app/.github/workflows/x.yml@refs/heads/main")
+        );
+        assert!(!m.matches(
+            "https://github.com/acme/app/.github/workflows/release.yml@refs/tags/v1.2\nx"
+        ));
+        assert!(
+            !m.matches("xhttps://github.com/acme/app/.github/workflows/release.yml@refs/tags/v1")
+        );
+        // An alternation cannot escape the anchors.
+        let alt = Matcher::regex("a|b").unwrap();
+        assert!(alt.matches("a") && alt.matches("b") && !alt.matches("ab") && !alt.matches("xa"));
+        assert!(Matcher::regex("(").is_err());
+        assert!(
+            Matcher::Exact("a".into()).matches("a") && !Matcher::Exact("a".into()).matches("ab")
+        );
+    }
+}
