@@ -103,6 +103,7 @@ pub fn run(args: &CheckArgs) -> Result<bool, Error> {
                 namespace: args.namespace.clone(),
                 annotations: BTreeMap::new(),
                 images: args.images.iter().map(ImageInput::bare).collect(),
+                ..Request::default()
             },
         ));
     }
@@ -556,6 +557,7 @@ fn push_pod(
                 namespace: namespace.map(str::to_string),
                 annotations: pod.metadata.annotations.clone(),
                 images: pod.images()?,
+                ..Request::default()
             },
         ));
     }

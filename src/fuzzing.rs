@@ -96,14 +96,16 @@ fn policy_and_mutations() -> (Policy, MutateConfig) {
 /// kind (ImageReview always; AdmissionReview with the request's uid).
 pub fn review(data: &[u8]) {
     let (policy, mutate) = policy_and_mutations();
-    if let Ok((reply, _)) = imagepolicy::review(&policy, data) {
+    if let Ok((reply, _)) = imagepolicy::review(&policy, data, &crate::policy::no_facts) {
         let v: Value = serde_json::from_slice(&reply).unwrap_or(Value::Null);
         assert_eq!(v["kind"], "ImageReview", "{v}");
         assert!(v["status"]["allowed"].is_boolean(), "{v}");
     }
     // The one-pass and the two-pass readings of a review must agree.
-    let fast = admission::validate_body(&policy, data).map(|(reply, _, _)| reply);
-    let slow = admission::parse(data).map(|r| admission::validate(&policy, &r).0);
+    let fast = admission::validate_body(&policy, data, &crate::policy::no_facts)
+        .map(|(reply, _, _)| reply);
+    let slow = admission::parse(data)
+        .map(|r| admission::validate(&policy, &r, &crate::policy::no_facts).0);
     assert_eq!(fast.is_ok(), slow.is_ok());
     if let (Ok(a), Ok(b)) = (&fast, &slow) {
         let (a, b): (Value, Value) = (
@@ -118,7 +120,10 @@ pub fn review(data: &[u8]) {
     }
     if let Ok(r) = admission::parse(data) {
         for (reply, patch_allowed) in [
-            (admission::validate(&policy, &r).0, false),
+            (
+                admission::validate(&policy, &r, &crate::policy::no_facts).0,
+                false,
+            ),
             (admission::mutate(&policy, &mutate, &r, None).0, true),
         ] {
             let v: Value = serde_json::from_slice(&reply).unwrap_or(Value::Null);

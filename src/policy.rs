@@ -48,6 +48,8 @@ pub struct Policy {
     /// written about the images users write (built from the mutate
     /// configuration).
     pub mirrors: Vec<MirrorBack>,
+    /// `verifyImages`: images that must carry an accepted signature.
+    pub verify_images: Vec<VerifyRequirement>,
 }
 
 /// A registry root holding mirrored images, and how a name there maps back
@@ -160,6 +162,7 @@ impl Default for Policy {
             exempt_namespaces: Vec::new(),
             break_glass: false,
             mirrors: Vec::new(),
+            verify_images: Vec::new(),
         }
     }
 }
@@ -227,6 +230,54 @@ pub struct Request {
     /// Pod annotations (only those that matter are read).
     pub annotations: BTreeMap<String, String>,
     pub images: Vec<ImageInput>,
+    /// Signature facts gathered before deciding, by image as written.
+    pub signatures: Facts,
+    /// Signatures are judged elsewhere on this path (`/mutate` judges
+    /// names before rewriting; the validating webhook, which sees the
+    /// pinned digests, judges signatures). Off by default: fail closed.
+    pub skip_signatures: bool,
+}
+
+/// Signature facts by image (as written in the request).
+pub type Facts = BTreeMap<String, SignatureFact>;
+
+/// What gathers the facts of a request before it is decided (the
+/// admission step; [`no_facts`] where there is nothing to gather).
+pub type Gather<'a> = &'a dyn Fn(&Request) -> Facts;
+
+/// Gathers nothing: a `verifyImages` entry then refuses what it covers.
+pub fn no_facts(_: &Request) -> Facts {
+    Facts::new()
+}
+
+/// What signature verification found for one image under one
+/// `verifyImages` entry (gathered by the admission step, not here).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignatureFact {
+    /// Index into `Policy::verify_images`.
+    pub rule: usize,
+    /// The signer and the digest it signed, or why nothing verified.
+    pub outcome: Result<Signer, String>,
+}
+
+/// A verified signature, in words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signer {
+    pub digest: String,
+    /// `key <name>` or `identity <subject> from issuer <issuer>`.
+    pub by: String,
+}
+
+/// A `verifyImages` entry as the policy sees it: which images must be
+/// signed. What they must be signed by is the verifier's business.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyRequirement {
+    /// `verifyImages[<i>]`, for reasons.
+    pub label: String,
+    pub images: Vec<ImagePattern>,
+    /// Verify a tag's current digest instead of refusing tag-only images
+    /// on paths that cannot pin them.
+    pub verify_tags: bool,
 }
 
 /// The rule an image broke.
@@ -240,6 +291,8 @@ pub enum Rule {
     LatestTag,
     Untagged,
     DigestRequired,
+    /// A `verifyImages` entry matched and no signature verified.
+    SignatureRequired,
 }
 
 impl Rule {
@@ -252,6 +305,7 @@ impl Rule {
             Rule::LatestTag => "latest-tag",
             Rule::Untagged => "untagged",
             Rule::DigestRequired => "digest-required",
+            Rule::SignatureRequired => "signature-required",
         }
     }
 
@@ -265,6 +319,7 @@ impl Rule {
             Rule::LatestTag => "the latest tag is not allowed",
             Rule::Untagged => "no tag, so it resolves to :latest",
             Rule::DigestRequired => "not pinned by digest",
+            Rule::SignatureRequired => "no accepted signature",
         }
     }
 }
@@ -320,9 +375,9 @@ impl Policy {
             .images
             .iter()
             .map(|i| {
-                let a = judged
-                    .entry(i.image.as_str())
-                    .or_insert_with(|| self.assess(&i.image));
+                let a = judged.entry(i.image.as_str()).or_insert_with(|| {
+                    self.assess(&i.image, req.signatures.get(&i.image), req.skip_signatures)
+                });
                 self.render(i, a)
             })
             .collect();
@@ -354,7 +409,12 @@ impl Policy {
 
     /// All rules for one image, without the words (which name the
     /// container and are written by [`Policy::render`]).
-    fn assess(&self, image: &str) -> Assessment {
+    fn assess(
+        &self,
+        image: &str,
+        signature: Option<&SignatureFact>,
+        skip_signatures: bool,
+    ) -> Assessment {
         let parsed = ImageRef::parse(image).map(|r| {
             // A mirrored image is judged as the image it mirrors.
             match self.mirrors.iter().find_map(|m| m.upstream_of(&r)) {
@@ -420,7 +480,54 @@ impl Policy {
         if self.require_digest && r.digest().is_none() {
             a.failures.push((Rule::DigestRequired, String::new()));
         }
+        if let Some((i, req)) = self.verify_requirement(&r).filter(|_| !skip_signatures) {
+            let detail = match signature {
+                Some(SignatureFact {
+                    rule,
+                    outcome: Ok(_),
+                }) if *rule == i => None,
+                Some(SignatureFact {
+                    rule,
+                    outcome: Err(why),
+                }) if *rule == i => Some(format!("{} requires it; {why}", req.label)),
+                _ => Some(format!(
+                    "{} requires it, and its signatures were not verified",
+                    req.label
+                )),
+            };
+            if let Some(d) = detail {
+                a.failures.push((Rule::SignatureRequired, d));
+            }
+        }
         a
+    }
+
+    /// The `verifyImages` entry (index and entry) an image falls under:
+    /// the first whose patterns match it, judged by the name the other
+    /// rules judge (a mirrored image by the image it mirrors).
+    fn verify_requirement(&self, r: &ImageRef) -> Option<(usize, &VerifyRequirement)> {
+        self.verify_images
+            .iter()
+            .enumerate()
+            .find(|(_, v)| v.images.iter().any(|p| p.matches(r)))
+    }
+
+    /// Which `verifyImages` entry an image must be verified under, if any:
+    /// none for an image that does not parse, is exempt, or matches no
+    /// entry. The admission step asks this before gathering signatures.
+    pub fn verification_for(&self, image: &str) -> Option<usize> {
+        if self.verify_images.is_empty() {
+            return None;
+        }
+        let r = ImageRef::parse(image).ok()?;
+        let r = match self.mirrors.iter().find_map(|m| m.upstream_of(&r)) {
+            Some(up) => ImageRef::parse(&up).ok()?,
+            None => r,
+        };
+        if self.exempt_images.iter().any(|p| p.matches(&r)) {
+            return None;
+        }
+        self.verify_requirement(&r).map(|(i, _)| i)
     }
 
     /// The verdict on one container's image: what, why, how to fix.
@@ -459,6 +566,7 @@ impl Policy {
                     Rule::DigestRequired => format!(
                         "{who} resolves to {full}, which is not pinned by digest; use name@sha256:<digest>"
                     ),
+                    Rule::SignatureRequired => format!("{who} must be signed: {detail}"),
                 };
                 Violation {
                     rule: *rule,
@@ -1467,5 +1575,64 @@ mod tests {
         assert!(p.matches(&ImageRef::parse(&format!("nginx@{D}")).unwrap()));
         assert!(!p.matches(&ImageRef::parse("nginx:1").unwrap()));
         assert!(NamespacePattern::parse("Kube").is_err());
+    }
+
+    /// A verifyImages entry: the image is admitted only with a verified
+    /// fact for that entry; exemptions, warn mode and the /mutate
+    /// pre-judgement work as for every rule.
+    #[test]
+    fn signatures_are_required_where_an_entry_matches() {
+        let mut p = Policy {
+            verify_images: vec![VerifyRequirement {
+                label: "verifyImages[0]".into(),
+                images: vec![ImagePattern::parse("ghcr.io/acme/*").unwrap()],
+                verify_tags: false,
+            }],
+            exempt_images: vec![ImagePattern::parse("ghcr.io/acme/tools").unwrap()],
+            ..Policy::default()
+        };
+        let image = "ghcr.io/acme/app@sha256:0000000000000000000000000000000000000000000000000000000000000000";
+        let req = |facts: Facts| Request {
+            images: vec![
+                ImageInput::bare(image),
+                ImageInput::bare("docker.io/library/nginx:1.27"),
+            ],
+            signatures: facts,
+            ..Request::default()
+        };
+        let fact = |rule: usize, outcome: Result<Signer, String>| {
+            Facts::from([(image.to_string(), SignatureFact { rule, outcome })])
+        };
+        let signed = Ok(Signer {
+            digest: "sha256:0".into(),
+            by: "key k".into(),
+        });
+        assert!(p.decide(&req(fact(0, signed.clone()))).allowed);
+        let d = p.decide(&req(Facts::new()));
+        assert!(!d.allowed);
+        assert_eq!(d.images[0].violations[0].rule, Rule::SignatureRequired);
+        assert!(
+            d.images[0].violations[0]
+                .message
+                .contains("verifyImages[0] requires it"),
+            "{:?}",
+            d.images[0]
+        );
+        assert!(d.images[1].violations.is_empty(), "nginx is not covered");
+        let d = p.decide(&req(fact(0, Err("a signature by an unknown key".into()))));
+        assert!(d.images[0].violations[0].message.contains("unknown key"));
+        // A fact for another entry is no fact for this one.
+        assert!(!p.decide(&req(fact(1, signed.clone()))).allowed);
+        assert_eq!(p.verification_for(image), Some(0));
+        assert_eq!(p.verification_for("ghcr.io/acme/tools:1"), None, "exempt");
+        assert_eq!(p.verification_for("quay.io/acme/app:1"), None);
+        assert_eq!(p.verification_for("not a ref"), None);
+        let skipped = Request {
+            skip_signatures: true,
+            ..req(Facts::new())
+        };
+        assert!(p.decide(&skipped).allowed);
+        p.mode = Mode::Warn;
+        assert!(p.decide(&req(Facts::new())).allowed);
     }
 }

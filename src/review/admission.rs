@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::mutate::{self, MutateConfig, Mutation, Subject};
-use crate::policy::{ContainerKind, Decision, ImageVerdict, MAX_LISTED, Policy, Request};
+use crate::policy::{ContainerKind, Decision, Gather, ImageVerdict, MAX_LISTED, Policy, Request};
 use crate::review::workload::{MAX_CONTAINERS, Object, PodPath, too_many_containers};
 
 pub const V1: &str = "admission.k8s.io/v1";
@@ -210,6 +210,7 @@ impl<O> AdmissionRequest<O> {
 pub fn validate_body(
     policy: &Policy,
     body: &[u8],
+    gather: Gather<'_>,
 ) -> Result<(Vec<u8>, Outcome, Summary), BadReview> {
     if let Ok(review) = envelope::<Object>(body) {
         let req = &review.request;
@@ -226,14 +227,14 @@ pub fn validate_body(
                         .old_object
                         .as_ref()
                         .filter(|_| req.operation.as_deref() == Some("UPDATE"));
-                    judge_pod(policy, req, path, object, old)
+                    judge_pod(policy, req, path, object, old, Some(gather))
                 }
             },
         };
         return Ok((reply(&review, &outcome), outcome, req.summary()));
     }
     let review = parse(body)?;
-    let (bytes, outcome) = validate(policy, &review);
+    let (bytes, outcome) = validate(policy, &review, gather);
     Ok((bytes, outcome, review.request.summary()))
 }
 
@@ -291,12 +292,12 @@ impl AdmissionRequest<Raw> {
 }
 
 /// Judges a validating review (object undecoded) and returns the reply.
-pub fn validate(policy: &Policy, review: &Review) -> (Vec<u8>, Outcome) {
+pub fn validate(policy: &Policy, review: &Review, gather: Gather<'_>) -> (Vec<u8>, Outcome) {
     let req = &review.request;
     let outcome = match req.pod_objects() {
         Ok(PodObjects::Skip(why)) => Outcome::Skipped(why),
         Ok(PodObjects::Pods { path, object, old }) => {
-            judge_pod(policy, req, path, &object, old.as_deref())
+            judge_pod(policy, req, path, &object, old.as_deref(), Some(gather))
         }
         Err(e) => Outcome::Invalid(e),
     };
@@ -319,6 +320,7 @@ fn judge_pod<O>(
     path: PodPath,
     object: &Object,
     old: Option<&Object>,
+    gather: Option<Gather<'_>>,
 ) -> Outcome {
     let Some(pod) = object.pod(path) else {
         return Outcome::Skipped(format!("{} has no pod template", req.kind.kind));
@@ -351,14 +353,19 @@ fn judge_pod<O>(
             key.is_none_or(|k| !before.contains(&k))
         });
     }
-    let request = Request {
+    let mut request = Request {
         namespace: req
             .namespace
             .clone()
             .or_else(|| pod.metadata.namespace.clone()),
         annotations: pod.metadata.annotations.clone(),
         images,
+        signatures: Default::default(),
+        skip_signatures: gather.is_none(),
     };
+    if let Some(g) = gather {
+        request.signatures = g(&request);
+    }
     let decision = policy.decide(&request);
     Outcome::Decided { request, decision }
 }
@@ -407,7 +414,7 @@ pub fn mutate(
     if cfg.rewrites()
         && let Ok(PodObjects::Pods { path, object, old }) = req.pod_objects()
         && let Outcome::Decided { request, decision } =
-            judge_pod(policy, req, path, &object, old.as_deref())
+            judge_pod(policy, req, path, &object, old.as_deref(), None)
         && !decision.allowed
     {
         let response = Response::from_decision(&review.uid, &decision);
@@ -625,7 +632,7 @@ mod tests {
     fn run(policy: &Policy, review: Value) -> Value {
         let body = serde_json::to_vec(&review).unwrap();
         let r = parse(&body).unwrap();
-        let (bytes, _) = validate(policy, &r);
+        let (bytes, _) = validate(policy, &r, &crate::policy::no_facts);
         serde_json::from_slice(&bytes).unwrap()
     }
 

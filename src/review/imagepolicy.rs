@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::{Decision, ImageInput, Policy, Request};
+use crate::policy::{Decision, Gather, ImageInput, Policy, Request};
 use crate::review::workload::{Capped, MAX_CONTAINERS, too_many_containers};
 
 pub const API_VERSION: &str = "imagepolicy.k8s.io/v1alpha1";
@@ -100,16 +100,22 @@ impl ImageReview {
                 .iter()
                 .map(|c| ImageInput::bare(c.image.clone()))
                 .collect(),
+            ..Request::default()
         })
     }
 }
 
 /// Answers one ImageReview body: the reply bytes and what happened.
-pub fn review(policy: &Policy, body: &[u8]) -> Result<(Vec<u8>, Outcome), NotJson> {
+pub fn review(
+    policy: &Policy,
+    body: &[u8],
+    gather: Gather<'_>,
+) -> Result<(Vec<u8>, Outcome), NotJson> {
     let parsed = serde_json::from_slice::<ImageReview>(body).map_err(|e| e.to_string());
     let outcome = match parsed {
         Ok(r) => match r.to_request() {
-            Ok(request) => {
+            Ok(mut request) => {
+                request.signatures = gather(&request);
                 let decision = policy.decide(&request);
                 Outcome::Decided { request, decision }
             }
@@ -168,7 +174,12 @@ mod tests {
     use serde_json::{Value, json};
 
     fn answer(body: &str) -> Value {
-        let (bytes, _) = review(&Policy::default(), body.as_bytes()).unwrap();
+        let (bytes, _) = review(
+            &Policy::default(),
+            body.as_bytes(),
+            &crate::policy::no_facts,
+        )
+        .unwrap();
         serde_json::from_slice(&bytes).unwrap()
     }
 
@@ -202,7 +213,12 @@ mod tests {
             r#"{{"kind":"ImageReview","spec":{{"containers":[{}]}}}}"#,
             vec![r#"{"image":"a"}"#; 500_000].join(",")
         );
-        let (bytes, outcome) = review(&Policy::default(), many.as_bytes()).unwrap();
+        let (bytes, outcome) = review(
+            &Policy::default(),
+            many.as_bytes(),
+            &crate::policy::no_facts,
+        )
+        .unwrap();
         assert!(matches!(outcome, Outcome::Invalid(_)));
         let v: Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(v["status"]["allowed"], false);
@@ -222,7 +238,12 @@ mod tests {
             r#"{{"kind":"ImageReview","spec":{{"containers":[{}]}}}}"#,
             list.join(",")
         );
-        let (bytes, _) = review(&Policy::default(), body.as_bytes()).unwrap();
+        let (bytes, _) = review(
+            &Policy::default(),
+            body.as_bytes(),
+            &crate::policy::no_facts,
+        )
+        .unwrap();
         let v: Value = serde_json::from_slice(&bytes).unwrap();
         let reason = v["status"]["reason"].as_str().unwrap();
         assert_eq!(reason.matches("has no tag").count(), 20, "{reason}");
@@ -258,7 +279,7 @@ mod tests {
                 "{body}: {v}"
             );
         }
-        assert!(review(&Policy::default(), b"{not json").is_err());
-        assert!(review(&Policy::default(), b"").is_err());
+        assert!(review(&Policy::default(), b"{not json", &crate::policy::no_facts).is_err());
+        assert!(review(&Policy::default(), b"", &crate::policy::no_facts).is_err());
     }
 }

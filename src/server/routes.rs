@@ -129,7 +129,7 @@ fn readyz(shared: &Shared) -> Response {
 
 fn image_policy(shared: &Shared, body: &[u8]) -> (Response, Counted) {
     let rules = shared.rules();
-    match imagepolicy::review(&rules.policy, body) {
+    match imagepolicy::review(&rules.policy, body, &crate::policy::no_facts) {
         Err(imagepolicy::NotJson(e)) => {
             warn!("/image_policy: denied a body that is not JSON: {e}");
             (
@@ -177,13 +177,14 @@ pub fn refused(path: Option<&str>, status: u16, message: &str) -> Response {
 
 fn validate(shared: &Shared, body: &[u8]) -> (Response, Counted) {
     let rules = shared.rules();
-    let (reply, outcome, summary) = match admission::validate_body(&rules.policy, body) {
-        Ok(x) => x,
-        Err(e) => {
-            warn!("/validate: {e}");
-            return (Response::text(400, e), Counted::Invalid);
-        }
-    };
+    let (reply, outcome, summary) =
+        match admission::validate_body(&rules.policy, body, &crate::policy::no_facts) {
+            Ok(x) => x,
+            Err(e) => {
+                warn!("/validate: {e}");
+                return (Response::text(400, e), Counted::Invalid);
+            }
+        };
     let what = summary.to_string();
     let counted = match &outcome {
         admission::Outcome::Skipped(why) => {

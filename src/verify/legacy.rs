@@ -281,7 +281,10 @@ mod tests {
     /// same digest: the case of the signed repository's first letter.
     fn changed(payload: &[u8]) -> Vec<u8> {
         let mut p = payload.to_vec();
-        let at = String::from_utf8_lossy(payload).find("\"docker-reference\":\"").unwrap() + 20;
+        let at = String::from_utf8_lossy(payload)
+            .find("\"docker-reference\":\"")
+            .unwrap()
+            + 20;
         p[at] ^= 0x20;
         assert!(claims(&p).is_ok());
         p
