@@ -17,6 +17,7 @@ pub use crate::cli::{MUTATE_ENV, PolicyFlags, split_commas};
 use crate::mutate::{Layout, MutateConfig, PullPolicy, Target};
 
 mod strict;
+pub mod verify;
 use crate::policy::{ImagePattern, Mode, NamespacePattern, Policy, RegistryPattern};
 
 /// A policy file larger than this is surely a mistake (a wrong path).
@@ -33,6 +34,9 @@ pub struct Rules {
     pub mutate: MutateConfig,
     /// How to reach registries (credentials, their CAs).
     pub registry: RegistryConfig,
+    /// Whom each `verifyImages` entry trusts (same order as
+    /// `policy.verify_images`).
+    pub verify: Vec<verify::VerifyRule>,
 }
 
 /// The registry settings of the policy file, read and checked.
@@ -86,6 +90,8 @@ struct RawPolicy {
     /// (where, path) of `registryCredentials`.
     registry_credentials: Option<(String, String)>,
     registries: Vec<RawRegistry>,
+    /// (source, the `verifyImages` value), read by `verify::build`.
+    verify_images: Option<(String, Value)>,
 }
 
 /// (where, registry, CA file, plain HTTP) of one `registries` entry.
@@ -147,7 +153,14 @@ impl PolicyFlags {
             raw.registry_credentials.take(),
             std::mem::take(&mut raw.registries),
         );
-        let policy = build(raw, &mut problems);
+        let (requirements, verify) = match raw.verify_images.take() {
+            Some((source, v)) => verify::build(&source, &v, &mut problems),
+            None => Default::default(),
+        };
+        let policy = build(raw, &mut problems).map(|mut p| {
+            p.verify_images = requirements;
+            p
+        });
         let mutate = build_mutate(raw_mutate, &mut problems);
         let policy = policy.map(|p| with_mirrors(p, &mutate, &mut problems));
         let registry = build_registry(&raw_registry, &mut problems);
@@ -156,6 +169,7 @@ impl PolicyFlags {
                 policy,
                 mutate,
                 registry,
+                verify,
             }),
             _ => Err(ConfigError { problems }),
         }
@@ -291,6 +305,7 @@ fn parse_policy_text(
                     w.string(&path, v).map(|s| (format!("{source}: {path}"), s))
             }
             "registries" => raw.registries = w.registries(&path, v),
+            "verifyImages" => raw.verify_images = Some((source.to_string(), v.clone())),
             _ => w.problem(
                 &path,
                 format!("unknown key (expected one of {})", KNOWN_KEYS.join(", ")),
@@ -501,6 +516,7 @@ fn object_name(s: &str) -> Result<(), String> {
 }
 
 const KNOWN_KEYS: &[&str] = &[
+    "verifyImages",
     "mode",
     "denyLatest",
     "requireDigest",
@@ -1655,5 +1671,57 @@ mod tests {
     fn comma_lists() {
         let v = split_commas(&["a,b".into(), " c ,".into()]);
         assert_eq!(v, ["a", "b", "c"]);
+    }
+
+    /// `verifyImages` read strictly: a good entry loads (keys, root,
+    /// identities); every problem of a bad one is reported at once.
+    #[test]
+    fn verify_images_are_read_strictly() {
+        let f = |p: &str| format!("{}/tests/fixtures/{p}", env!("CARGO_MANIFEST_DIR"));
+        let good = format!(
+            r#"{{"verifyImages": [{{"images": ["ghcr.io/acme/*"], "trustedRoot": {:?}, "keys": [{:?}],
+                "identities": [{{"issuer": "https://token.actions.githubusercontent.com", "subjectRegExp": "https://github.com/acme/.+"}}],
+                "ignoreSCT": false, "verifyTags": true, "onRegistryError": "deny", "// why": "a comment"}}]}}"#,
+            f("sigstore/trusted-roots/public-good.json"),
+            f("cosign/keyed-p384/cosign.pub")
+        );
+        let r = rules(&good, PolicyFlags::default(), &[]).unwrap();
+        assert_eq!(r.policy.verify_images.len(), 1);
+        assert!(r.policy.verify_images[0].verify_tags);
+        assert_eq!(r.verify[0].trust.keys.len(), 1);
+        assert_eq!(r.verify[0].trust.identities.len(), 1);
+        assert!(r.verify[0].trust.root.is_some());
+        assert!(r.verify[0].trust.fingerprint.starts_with("sha256:"));
+        let problems = parse_rules_problems(&format!(
+            r#"{{"verifyImages": [
+                {{"images": ["ghcr.io/acme/*"], "keys": ["/nonexistent.pub"], "ignoreTLog": true}},
+                {{"images": [], "identities": [{{"issuer": "x", "subject": "a", "subjectRegExp": "b"}}, {{"issuer": "x", "subjectRegexp": "b"}}, {{"issuerRegExp": "(", "subject": "a"}}]}},
+                {{"images": ["*"], "keys": [{:?}]}},
+                {{"images": ["*"], "identities": [{{"issuer": "x", "subject": "y"}}], "trustedRoot": {:?}}},
+                "not an entry",
+                {{"images": ["*"], "identities": [{{"issuer": "x", "subject": "y"}}]}}
+            ]}}"#,
+            f("cosign/keyed-p384/payload.json"),
+            f("cosign/keyed-p384/cosign.pub")
+        ));
+        for want in [
+            "$.verifyImages[0].ignoreTLog: unknown key",
+            "$.verifyImages[0].keys: /nonexistent.pub: cannot open",
+            "$.verifyImages[0]: neither keys nor identities",
+            "$.verifyImages[1]: no images",
+            "$.verifyImages[1].identities[0]: give exactly one",
+            "$.verifyImages[1].identities[1].subjectRegexp: unknown key",
+            "$.verifyImages[1].identities[2].issuerRegExp: \"(\" is not a regular expression",
+            "$.verifyImages[5]: identities need a trustedRoot",
+            "no PEM PUBLIC KEY",
+            "$.verifyImages[2]: keys need a trustedRoot",
+            "$.verifyImages[3].trustedRoot",
+            "$.verifyImages[4]: expected an object",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.contains(want)),
+                "{want:?} in {problems:#?}"
+            );
+        }
     }
 }

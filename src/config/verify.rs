@@ -1,0 +1,283 @@
+//! `verifyImages`: each entry read strictly (an unknown key anywhere is a
+//! problem: a misspelt field must not silently weaken a rule), its key
+//! and trusted-root files read and checked, and split into what the
+//! policy needs (which images) and what the verifier needs (whom to
+//! trust). All problems are reported with the rest of the file's.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::{COMMENT_PREFIX, type_name};
+use crate::files::read_limited;
+use crate::policy::{ImagePattern, VerifyRequirement};
+use crate::verify::keys::PublicKey;
+use crate::verify::rules::{IdentityRule, Matcher, NamedKey, Trust};
+use crate::verify::trust::TrustedRoot;
+
+/// What the verifier applies for one entry.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyRule {
+    pub label: String,
+    pub trust: Trust,
+    /// A registry that cannot be reached admits the image unverified
+    /// (`onRegistryError: allow`), with a warning; default deny.
+    pub allow_on_registry_error: bool,
+}
+
+const ENTRY_KEYS: &[&str] = &[
+    "images",
+    "trustedRoot",
+    "keys",
+    "identities",
+    "ignoreTlog",
+    "ignoreSCT",
+    "verifyTags",
+    "onRegistryError",
+];
+
+/// Trusted roots and keys are small; more is not one.
+const FILE_MAX: u64 = 4 << 20;
+
+/// Reads `verifyImages` (`source` names the file).
+pub fn build(
+    source: &str,
+    v: &Value,
+    problems: &mut Vec<String>,
+) -> (Vec<VerifyRequirement>, Vec<VerifyRule>) {
+    let mut requirements = Vec::new();
+    let mut rules = Vec::new();
+    let at = |p: &str| format!("{source}: {p}");
+    let Some(entries) = v.as_array() else {
+        problems.push(format!(
+            "{}: expected a list of entries, found {}",
+            at("$.verifyImages"),
+            type_name(v)
+        ));
+        return (requirements, rules);
+    };
+    for (i, entry) in entries.iter().enumerate() {
+        let path = format!("$.verifyImages[{i}]");
+        let label = format!("verifyImages[{i}]");
+        let Some(obj) = entry.as_object() else {
+            problems.push(format!(
+                "{}: expected an object, found {}",
+                at(&path),
+                type_name(entry)
+            ));
+            continue;
+        };
+        let mut images = Vec::new();
+        let mut trust = Trust::default();
+        let mut verify_tags = false;
+        let mut allow = false;
+        let mut root_file: Option<String> = None;
+        let mut fingerprint = ring::digest::Context::new(&ring::digest::SHA256);
+        let boolean = |k: &str, v: &Value, problems: &mut Vec<String>| match v {
+            Value::Bool(b) => *b,
+            other => {
+                problems.push(format!(
+                    "{}: expected true or false, found {}",
+                    at(&format!("{path}.{k}")),
+                    type_name(other)
+                ));
+                false
+            }
+        };
+        let strings = |k: &str, v: &Value, problems: &mut Vec<String>| -> Vec<String> {
+            match v.as_array() {
+                Some(items) => items
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(j, s)| match s.as_str() {
+                        Some(s) => Some(s.to_string()),
+                        None => {
+                            problems.push(format!(
+                                "{}: expected a string, found {}",
+                                at(&format!("{path}.{k}[{j}]")),
+                                type_name(s)
+                            ));
+                            None
+                        }
+                    })
+                    .collect(),
+                None => {
+                    problems.push(format!(
+                        "{}: expected a list of strings, found {}",
+                        at(&format!("{path}.{k}")),
+                        type_name(v)
+                    ));
+                    Vec::new()
+                }
+            }
+        };
+        for (k, v) in obj {
+            let p = format!("{path}.{k}");
+            match k.as_str() {
+                k if k.starts_with(COMMENT_PREFIX) => {}
+                "images" => {
+                    for s in strings(k, v, problems) {
+                        match ImagePattern::parse(&s) {
+                            Ok(pat) => images.push(pat),
+                            Err(e) => problems.push(format!("{}: {s:?}: {e}", at(&p))),
+                        }
+                    }
+                }
+                "trustedRoot" => match v.as_str() {
+                    Some(f) => root_file = Some(f.to_string()),
+                    None => problems.push(format!(
+                        "{}: expected a file name, found {}",
+                        at(&p),
+                        type_name(v)
+                    )),
+                },
+                "keys" => {
+                    for f in strings(k, v, problems) {
+                        match read_limited(std::path::Path::new(&f), FILE_MAX).and_then(|pem| {
+                            PublicKey::from_pem(&pem).map_err(|e| format!("{f}: {e}"))
+                        }) {
+                            Ok(key) => {
+                                fingerprint.update(&key.spki);
+                                trust.keys.push(NamedKey {
+                                    name: f.clone(),
+                                    key,
+                                });
+                            }
+                            Err(e) => problems.push(format!("{}: {e}", at(&p))),
+                        }
+                    }
+                }
+                "identities" => trust.identities = identities(&at(&p), v, problems),
+                "ignoreTlog" => trust.ignore_tlog = boolean(k, v, problems),
+                "ignoreSCT" => trust.ignore_sct = boolean(k, v, problems),
+                "verifyTags" => verify_tags = boolean(k, v, problems),
+                "onRegistryError" => match v.as_str() {
+                    Some("deny") => allow = false,
+                    Some("allow") => allow = true,
+                    _ => problems.push(format!(
+                        "{}: expected \"deny\" or \"allow\", found {v}",
+                        at(&p)
+                    )),
+                },
+                _ => problems.push(format!(
+                    "{}: unknown key (expected one of {})",
+                    at(&p),
+                    ENTRY_KEYS.join(", ")
+                )),
+            }
+        }
+        if images.is_empty() {
+            problems.push(format!(
+                "{}: no images: say which images must be signed (\"*\" for all)",
+                at(&path)
+            ));
+        }
+        if trust.keys.is_empty() && trust.identities.is_empty() {
+            problems.push(format!(
+                "{}: neither keys nor identities: nothing could ever verify",
+                at(&path)
+            ));
+        }
+        match &root_file {
+            Some(f) => match read_limited(std::path::Path::new(f), FILE_MAX).and_then(|t| {
+                fingerprint.update(t.as_bytes());
+                TrustedRoot::parse(&t).map_err(|e| format!("{f}: {e}"))
+            }) {
+                Ok(root) => trust.root = Some(Arc::new(root)),
+                Err(e) => problems.push(format!("{}: {e}", at(&format!("{path}.trustedRoot")))),
+            },
+            None if !trust.identities.is_empty() => problems.push(format!(
+                "{}: identities need a trustedRoot (the Fulcio CAs, Rekor and CT log keys)",
+                at(&path)
+            )),
+            None if !trust.ignore_tlog => problems.push(format!(
+                "{}: keys need a trustedRoot to check the transparency log entry, unless ignoreTlog is true",
+                at(&path)
+            )),
+            None => {}
+        }
+        for (issuer, subject) in trust
+            .identities
+            .iter()
+            .map(|r| (r.issuer.describe(), r.subject.describe()))
+        {
+            fingerprint.update(format!("{issuer}\n{subject}\n").as_bytes());
+        }
+        fingerprint.update(&[trust.ignore_tlog as u8, trust.ignore_sct as u8]);
+        trust.fingerprint =
+            crate::registry::digest::Digest::sha256_of(fingerprint.finish().as_ref()).to_string();
+        requirements.push(VerifyRequirement {
+            label: label.clone(),
+            images,
+            verify_tags,
+        });
+        rules.push(VerifyRule {
+            label,
+            trust,
+            allow_on_registry_error: allow,
+        });
+    }
+    (requirements, rules)
+}
+
+/// `identities`: each `{issuer | issuerRegExp, subject | subjectRegExp}`.
+fn identities(at: &str, v: &Value, problems: &mut Vec<String>) -> Vec<IdentityRule> {
+    let Some(items) = v.as_array() else {
+        problems.push(format!(
+            "{at}: expected a list of identities, found {}",
+            type_name(v)
+        ));
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (j, item) in items.iter().enumerate() {
+        let here = format!("{at}[{j}]");
+        let Some(obj) = item.as_object() else {
+            problems.push(format!(
+                "{here}: expected an object, found {}",
+                type_name(item)
+            ));
+            continue;
+        };
+        let (mut issuer, mut subject) = (Vec::new(), Vec::new());
+        for (k, v) in obj {
+            let value = match v.as_str() {
+                Some(s) if !s.is_empty() => s,
+                _ if k.starts_with(COMMENT_PREFIX) => continue,
+                _ => {
+                    problems.push(format!(
+                        "{here}.{k}: expected a non-empty string, found {v}"
+                    ));
+                    continue;
+                }
+            };
+            let m = match k.as_str() {
+                k if k.starts_with(COMMENT_PREFIX) => continue,
+                "issuer" | "subject" => Ok(Matcher::Exact(value.to_string())),
+                "issuerRegExp" | "subjectRegExp" => Matcher::regex(value),
+                _ => {
+                    problems.push(format!(
+                        "{here}.{k}: unknown key (expected issuer or issuerRegExp, subject or subjectRegExp)"
+                    ));
+                    continue;
+                }
+            };
+            match (m, k.starts_with("issuer")) {
+                (Ok(m), true) => issuer.push(m),
+                (Ok(m), false) => subject.push(m),
+                (Err(e), _) => problems.push(format!("{here}.{k}: {e}")),
+            }
+        }
+        if issuer.len() != 1 || subject.len() != 1 {
+            problems.push(format!(
+                "{here}: give exactly one of issuer/issuerRegExp and one of subject/subjectRegExp"
+            ));
+            continue;
+        }
+        out.push(IdentityRule {
+            issuer: issuer.remove(0),
+            subject: subject.remove(0),
+        });
+    }
+    out
+}
