@@ -13,3 +13,4 @@ mod registry_edges;
 mod rotation;
 mod serve;
 mod setup;
+mod signatures;

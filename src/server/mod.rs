@@ -213,6 +213,9 @@ pub struct Shared {
     /// The registry client of those rules (credentials, CAs), with its
     /// token cache; rebuilt with them.
     registry: RwLock<Arc<crate::registry::client::Client>>,
+    /// Signature verdicts by digest and by what was trusted; kept across
+    /// policy reloads (a changed key or root changes the fingerprint).
+    pub verdicts: crate::admit::signatures::Verdicts,
     tls: RwLock<Option<Arc<tls::Active>>>,
     pub metrics: Metrics,
     pub workers: Workers,
@@ -334,6 +337,7 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
     settings.max_connections = clamp_to_open_files(settings.max_connections, open_files_limit());
     let shared = Arc::new(Shared {
         registry: RwLock::new(Arc::new(registry_client(&rules))),
+        verdicts: Default::default(),
         rules: RwLock::new(Arc::new(rules)),
         tls: RwLock::new(tls_config),
         metrics,

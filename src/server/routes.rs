@@ -95,9 +95,9 @@ pub fn handle(shared: &Shared, req: &HttpRequest, port: Port) -> Response {
                     );
                 }
                 match endpoint {
-                    Endpoint::ImagePolicy => image_policy(shared, &req.body),
+                    Endpoint::ImagePolicy => image_policy(shared, &req.body, req.timeout),
                     Endpoint::Mutate => mutate(shared, &req.body, req.timeout),
-                    _ => validate(shared, &req.body),
+                    _ => validate(shared, &req.body, req.timeout),
                 }
             }
         }
@@ -127,9 +127,37 @@ fn readyz(shared: &Shared) -> Response {
     }
 }
 
-fn image_policy(shared: &Shared, body: &[u8]) -> (Response, Counted) {
+/// The admission step for signatures: what `verifyImages` needs, gathered
+/// within the apiserver's time for this call.
+fn gather_signatures<'a>(
+    shared: &'a Shared,
+    rules: &'a crate::config::Rules,
+    apiserver_timeout: Option<std::time::Duration>,
+) -> impl Fn(&Request) -> crate::policy::Facts + 'a {
+    let budget = crate::admit::lookup_budget(apiserver_timeout);
+    move |req| {
+        if rules.policy.verify_images.is_empty() {
+            return crate::policy::Facts::new();
+        }
+        crate::admit::signatures::gather(
+            &rules.policy,
+            &rules.verify,
+            req,
+            &shared.registry(),
+            &shared.verdicts,
+            budget,
+        )
+    }
+}
+
+fn image_policy(
+    shared: &Shared,
+    body: &[u8],
+    apiserver_timeout: Option<std::time::Duration>,
+) -> (Response, Counted) {
     let rules = shared.rules();
-    match imagepolicy::review(&rules.policy, body, &crate::policy::no_facts) {
+    let gather = gather_signatures(shared, &rules, apiserver_timeout);
+    match imagepolicy::review(&rules.policy, body, &gather) {
         Err(imagepolicy::NotJson(e)) => {
             warn!("/image_policy: denied a body that is not JSON: {e}");
             (
@@ -175,16 +203,20 @@ pub fn refused(path: Option<&str>, status: u16, message: &str) -> Response {
     }
 }
 
-fn validate(shared: &Shared, body: &[u8]) -> (Response, Counted) {
+fn validate(
+    shared: &Shared,
+    body: &[u8],
+    apiserver_timeout: Option<std::time::Duration>,
+) -> (Response, Counted) {
     let rules = shared.rules();
-    let (reply, outcome, summary) =
-        match admission::validate_body(&rules.policy, body, &crate::policy::no_facts) {
-            Ok(x) => x,
-            Err(e) => {
-                warn!("/validate: {e}");
-                return (Response::text(400, e), Counted::Invalid);
-            }
-        };
+    let gather = gather_signatures(shared, &rules, apiserver_timeout);
+    let (reply, outcome, summary) = match admission::validate_body(&rules.policy, body, &gather) {
+        Ok(x) => x,
+        Err(e) => {
+            warn!("/validate: {e}");
+            return (Response::text(400, e), Counted::Invalid);
+        }
+    };
     let what = summary.to_string();
     let counted = match &outcome {
         admission::Outcome::Skipped(why) => {

@@ -1,8 +1,10 @@
-//! The admission step: facts that need I/O (digests now, signatures
-//! next), gathered before the pure parts decide, and handed to them as
-//! values. For `/mutate` with `mutateDigest`: each distinct image that is
-//! to be pinned is looked up once, at the registry the pod will pull from
-//! (after any rewrite).
+//! The admission step: facts that need I/O (digests, signatures),
+//! gathered before the pure parts decide, and handed to them as values.
+//! For `/mutate` with `mutateDigest`: each distinct image that is to be
+//! pinned is looked up once, at the registry the pod will pull from
+//! (after any rewrite). Signatures: `signatures`.
+
+pub mod signatures;
 
 use std::collections::BTreeMap;
 

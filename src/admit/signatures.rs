@@ -1,0 +1,268 @@
+//! Signature facts for `verifyImages`: for each distinct image a rule
+//! covers, the digest to verify (written in the reference, or — with
+//! `verifyTags` — the tag's digest now), the signatures the registry holds
+//! for it (cosign's `sha256-<hex>.sig` image), each checked by `verify`;
+//! verdicts cached by digest and by what was trusted, never by tag. All
+//! of it within the review's deadline: running out denies.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::config::verify::VerifyRule;
+use crate::image_ref::ImageRef;
+use crate::policy::{Facts, Policy, Request, SignatureFact, Signer};
+use crate::registry::client::{Client, LookupError};
+use crate::registry::digest::Digest;
+use crate::verify::legacy::{self, Signed};
+
+/// A verified digest stays admitted this long without asking the registry
+/// again (a digest and its signatures cannot change; a registry that is
+/// down does not stop pods of images verified before).
+pub const VERIFIED_TTL: Duration = Duration::from_secs(24 * 3600);
+/// A refusal (no signature, a bad one) is remembered briefly: a signature
+/// pushed just now is seen within this.
+pub const REFUSED_TTL: Duration = Duration::from_secs(30);
+/// Verdicts remembered at most.
+const VERDICTS_MAX: usize = 4096;
+/// Bytes fetched at most for one image's signatures.
+pub const FETCH_MAX: usize = 8 << 20;
+
+/// What verifying one digest under one rule came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Verified(Signed),
+    /// Checked and refused (no signature, none valid).
+    Refused(String),
+    /// Could not be checked (registry down, timeout): never cached.
+    Unavailable(String),
+}
+
+/// Verdicts by (repository, digest, rule fingerprint).
+#[derive(Default)]
+pub struct Verdicts {
+    cache: Mutex<HashMap<(String, String), (Verdict, Instant)>>,
+}
+
+impl Verdicts {
+    fn get(&self, key: &(String, String)) -> Option<Verdict> {
+        let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        cache
+            .get(key)
+            .filter(|(_, until)| *until > Instant::now())
+            .map(|(v, _)| v.clone())
+    }
+
+    fn put(&self, key: (String, String), v: &Verdict) {
+        let ttl = match v {
+            Verdict::Verified(_) => VERIFIED_TTL,
+            Verdict::Refused(_) => REFUSED_TTL,
+            Verdict::Unavailable(_) => return,
+        };
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.len() >= VERDICTS_MAX {
+            let now = Instant::now();
+            cache.retain(|_, (_, until)| *until > now);
+            if cache.len() >= VERDICTS_MAX {
+                cache.clear();
+            }
+        }
+        cache.insert(key, (v.clone(), Instant::now() + ttl));
+    }
+}
+
+/// Facts for the images of `request` that `policy` wants verified, within
+/// `budget`.
+pub fn gather(
+    policy: &Policy,
+    rules: &[VerifyRule],
+    request: &Request,
+    client: &Client,
+    verdicts: &Verdicts,
+    budget: Duration,
+) -> Facts {
+    let mut facts = Facts::new();
+    if policy.verify_images.is_empty() {
+        return facts;
+    }
+    let deadline = Instant::now() + budget;
+    for input in &request.images {
+        if facts.contains_key(&input.image) {
+            continue;
+        }
+        let Some(i) = policy.verification_for(&input.image) else {
+            continue;
+        };
+        let (Some(rule), Some(req)) = (rules.get(i), policy.verify_images.get(i)) else {
+            continue;
+        };
+        let outcome = fact(
+            &input.image,
+            rule,
+            req.verify_tags,
+            client,
+            verdicts,
+            deadline,
+        );
+        facts.insert(input.image.clone(), SignatureFact { rule: i, outcome });
+    }
+    facts
+}
+
+/// The fact for one image.
+fn fact(
+    image: &str,
+    rule: &VerifyRule,
+    verify_tags: bool,
+    client: &Client,
+    verdicts: &Verdicts,
+    deadline: Instant,
+) -> Result<Signer, String> {
+    let left = || deadline.saturating_duration_since(Instant::now());
+    let r = ImageRef::parse(image).map_err(|e| e.reason())?;
+    let digest = match r.digest() {
+        Some(d) => Digest::parse(d)?,
+        None => {
+            let resolved = client.resolve_cached(&r, left());
+            if !verify_tags {
+                let name = format!("{}/{}", r.domain(), r.path());
+                return Err(match resolved {
+                    Ok(d) => format!(
+                        "it names a tag, which can move after admission: pin it by digest (it resolves to {d} now: {name}@{d})"
+                    ),
+                    Err(e) => format!(
+                        "it names a tag, which can move after admission: pin it by digest (its digest could not be looked up: {e})"
+                    ),
+                });
+            }
+            match resolved {
+                Ok(d) => d,
+                Err(e) => {
+                    return unavailable(
+                        rule,
+                        image,
+                        &format!("its tag could not be resolved: {e}"),
+                    );
+                }
+            }
+        }
+    };
+    let key = (
+        format!(
+            "{}:{}/{}@{digest}",
+            r.registry_host(),
+            r.registry_port().unwrap_or(443),
+            r.path()
+        ),
+        rule.trust.fingerprint.clone(),
+    );
+    let verdict = match verdicts.get(&key) {
+        Some(v) => v,
+        None => {
+            let v = verify_digest(&r, &digest, rule, client, deadline);
+            verdicts.put(key, &v);
+            v
+        }
+    };
+    match verdict {
+        Verdict::Verified(s) => Ok(Signer {
+            digest: s.digest.clone(),
+            by: s.signer.clone(),
+        }),
+        Verdict::Refused(why) => Err(why),
+        Verdict::Unavailable(why) => unavailable(rule, image, &why),
+    }
+}
+
+/// A signature that could not be checked: denied, or with
+/// `onRegistryError: allow` admitted unverified (and logged).
+fn unavailable(rule: &VerifyRule, image: &str, why: &str) -> Result<Signer, String> {
+    if rule.allow_on_registry_error {
+        log::warn!(
+            "{image}: admitted unverified ({}: onRegistryError allow): {why}",
+            rule.label
+        );
+        Ok(Signer {
+            digest: String::new(),
+            by: format!("nobody (unverified: {why}; onRegistryError allow)"),
+        })
+    } else {
+        Err(why.to_string())
+    }
+}
+
+/// Fetches and checks the signatures of `digest` in `r`'s repository.
+pub fn verify_digest(
+    r: &ImageRef,
+    digest: &Digest,
+    rule: &VerifyRule,
+    client: &Client,
+    deadline: Instant,
+) -> Verdict {
+    let left = || deadline.saturating_duration_since(Instant::now());
+    let timed_out = || Verdict::Unavailable(format!("verification timed out for {r}"));
+    let transient = |e: LookupError| match e {
+        LookupError::Transient(_) if left().is_zero() => timed_out(),
+        LookupError::Transient(m) => Verdict::Unavailable(format!(
+            "the registry could not be asked for signatures: {m}"
+        )),
+        LookupError::Permanent(m) => {
+            Verdict::Refused(format!("its signatures could not be read: {m}"))
+        }
+    };
+    let digest_s = digest.to_string();
+    let tag = legacy::signature_tag(&digest_s);
+    let manifest = match client.manifest(r, &tag, left()) {
+        Ok(m) => m,
+        Err(LookupError::Permanent(m)) if m.contains("(404)") => {
+            return Verdict::Refused(format!("no signature found (no {tag} in {})", r.path()));
+        }
+        Err(e) => return transient(e),
+    };
+    let (layers, total) = match legacy::signature_layers(&manifest.bytes) {
+        Ok(x) => x,
+        Err(e) => return Verdict::Refused(e),
+    };
+    let mut fetched = manifest.bytes.len();
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    for layer in &layers {
+        if left().is_zero() {
+            return timed_out();
+        }
+        let Ok(layer_digest) = Digest::parse(&layer.digest) else {
+            *reasons
+                .entry("a signature layer with a bad digest".into())
+                .or_default() += 1;
+            continue;
+        };
+        if layer.size as usize > legacy::MAX_PAYLOAD || fetched + layer.size as usize > FETCH_MAX {
+            *reasons
+                .entry("signature layers larger than accepted".into())
+                .or_default() += 1;
+            continue;
+        }
+        fetched += layer.size as usize;
+        let payload = match client.blob(r, &layer_digest, layer.size, legacy::MAX_PAYLOAD, left()) {
+            Ok(p) => p,
+            Err(e) => return transient(e),
+        };
+        match legacy::verify_layer(&payload, &layer.annotations, &digest_s, &rule.trust) {
+            Ok(s) => return Verdict::Verified(s),
+            Err(e) => *reasons.entry(e).or_default() += 1,
+        }
+    }
+    let mut why: Vec<String> = reasons
+        .into_iter()
+        .map(|(r, n)| if n > 1 { format!("{r} (×{n})") } else { r })
+        .collect();
+    if total > layers.len() {
+        why.push(format!(
+            "{} more signatures not looked at",
+            total - layers.len()
+        ));
+    }
+    if why.is_empty() {
+        why.push("the signature image has no layers".into());
+    }
+    Verdict::Refused(format!("no accepted signature: {}", why.join("; ")))
+}
