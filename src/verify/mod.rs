@@ -5,9 +5,11 @@
 //! digest was signed, by what key or identity, at what trusted time); it
 //! does no I/O and knows no policy.
 
+pub mod bundle;
 pub mod fulcio;
 pub mod keys;
 pub mod legacy;
+pub mod merkle;
 pub mod rekor;
 pub mod rules;
 pub mod sct;

@@ -137,6 +137,13 @@ pub struct Entry {
 impl Entry {
     pub fn parse(body: &[u8]) -> Result<Entry, String> {
         #[derive(Deserialize)]
+        struct Kind {
+            kind: String,
+        }
+        if serde_json::from_slice::<Kind>(body).is_ok_and(|k| k.kind == "dsse") {
+            return Entry::parse_dsse(body);
+        }
+        #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Body {
             api_version: String,
@@ -191,6 +198,53 @@ impl Entry {
             signature: b64(&b.spec.signature.content, "the logged signature")?,
             signer_pem: String::from_utf8(signer)
                 .map_err(|_| "the logged public key is not PEM")?,
+        })
+    }
+
+    /// A `dsse` 0.0.1 entry: the payload's hash, the one signature and
+    /// its verifier.
+    fn parse_dsse(body: &[u8]) -> Result<Entry, String> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Body {
+            api_version: String,
+            spec: Spec,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Spec {
+            payload_hash: Hash,
+            signatures: Vec<Sig>,
+        }
+        #[derive(Deserialize)]
+        struct Hash {
+            algorithm: String,
+            value: String,
+        }
+        #[derive(Deserialize)]
+        struct Sig {
+            signature: String,
+            verifier: String,
+        }
+        let b: Body = serde_json::from_slice(body)
+            .map_err(|e| format!("the log entry's body is not a dsse entry: {e}"))?;
+        if b.api_version != "0.0.1" {
+            return Err(format!(
+                "the log entry is a dsse {} entry; 0.0.1 is read",
+                b.api_version
+            ));
+        }
+        if b.spec.payload_hash.algorithm != "sha256" {
+            return Err("the dsse log entry does not hash with sha256".into());
+        }
+        let [sig] = b.spec.signatures.as_slice() else {
+            return Err("the dsse log entry does not hold exactly one signature".into());
+        };
+        let signer = b64(&sig.verifier, "the logged verifier")?;
+        Ok(Entry {
+            sha256: b.spec.payload_hash.value.to_ascii_lowercase(),
+            signature: b64(&sig.signature, "the logged signature")?,
+            signer_pem: String::from_utf8(signer).map_err(|_| "the logged verifier is not PEM")?,
         })
     }
 

@@ -1,0 +1,581 @@
+//! Sigstore bundles (v0.1–v0.3) around a DSSE envelope whose payload is an
+//! in-toto Statement naming the image digest — what `cosign sign` writes
+//! since v3 and attaches as an OCI referrer. The signature is over the
+//! DSSE pre-authentication encoding of the exact payload bytes (never
+//! re-serialised); exactly one signature; a Rekor v1 entry (SET, and the
+//! inclusion proof with its signed checkpoint when present) must log this
+//! very envelope; keyless certificates are judged at the SET's time.
+//! Rekor v2 entries and RFC 3161 timestamps are refused with a reason
+//! until they are verified (the next version).
+
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::verify::keys::PublicKey;
+use crate::verify::legacy::Signed;
+use crate::verify::rekor::{Entry, Promise};
+use crate::verify::rules::Trust;
+
+/// Bundle media types read.
+const MEDIA_TYPES: [&str; 4] = [
+    "application/vnd.dev.sigstore.bundle.v0.3+json",
+    "application/vnd.dev.sigstore.bundle+json;version=0.3",
+    "application/vnd.dev.sigstore.bundle+json;version=0.2",
+    "application/vnd.dev.sigstore.bundle+json;version=0.1",
+];
+/// The artifact type cosign attaches bundles with.
+pub const ARTIFACT_TYPE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
+/// A layer holding a bundle: its media type starts so.
+pub const LAYER_PREFIX: &str = "application/vnd.dev.sigstore.bundle";
+const IN_TOTO: &str = "application/vnd.in-toto+json";
+/// Log entries looked at per bundle, at most.
+const MAX_ENTRIES: usize = 8;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawBundle {
+    media_type: String,
+    verification_material: Material,
+    dsse_envelope: Option<Dsse>,
+    message_signature: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Material {
+    certificate: Option<RawBytes>,
+    x509_certificate_chain: Option<Chain>,
+    public_key: Option<Value>,
+    #[serde(default)]
+    tlog_entries: Vec<TlogEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawBytes {
+    raw_bytes: String,
+}
+
+#[derive(Deserialize)]
+struct Chain {
+    certificates: Vec<RawBytes>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TlogEntry {
+    log_index: Value,
+    log_id: LogId,
+    kind_version: KindVersion,
+    #[serde(default)]
+    integrated_time: Value,
+    inclusion_promise: Option<InclusionPromise>,
+    inclusion_proof: Option<InclusionProof>,
+    canonicalized_body: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LogId {
+    key_id: String,
+}
+
+#[derive(Deserialize)]
+struct KindVersion {
+    kind: String,
+    version: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct InclusionPromise {
+    signed_entry_timestamp: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct InclusionProof {
+    log_index: Value,
+    root_hash: String,
+    tree_size: Value,
+    #[serde(default)]
+    hashes: Vec<String>,
+    checkpoint: Option<Checkpoint>,
+}
+
+#[derive(Deserialize)]
+struct Checkpoint {
+    envelope: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Dsse {
+    payload: String,
+    payload_type: String,
+    signatures: Vec<DsseSig>,
+}
+
+#[derive(Deserialize)]
+struct DsseSig {
+    sig: String,
+}
+
+fn b64(s: &str, what: &str) -> Result<Vec<u8>, String> {
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .map_err(|e| format!("{what} is not base64: {e}"))
+}
+
+/// proto3 JSON writes int64 as a string; accept a number too. Negative
+/// is refused.
+fn int(v: &Value, what: &str) -> Result<i64, String> {
+    let n = match v {
+        Value::String(s) => s.parse::<i64>().ok(),
+        Value::Number(n) => n.as_i64(),
+        Value::Null => Some(0),
+        _ => None,
+    }
+    .ok_or_else(|| format!("{what} is not an integer"))?;
+    if n < 0 {
+        return Err(format!("{what} is negative"));
+    }
+    Ok(n)
+}
+
+/// DSSE's pre-authentication encoding.
+pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "DSSEv1 {} {payload_type} {} ",
+        payload_type.len(),
+        payload.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(payload);
+    out
+}
+
+/// The digests an in-toto Statement's subjects name, and their names.
+fn subjects(payload: &[u8]) -> Result<Vec<(String, String)>, String> {
+    #[derive(Deserialize)]
+    struct Statement {
+        #[serde(rename = "_type")]
+        kind: String,
+        subject: Vec<Subject>,
+    }
+    #[derive(Deserialize)]
+    struct Subject {
+        #[serde(default)]
+        name: String,
+        digest: std::collections::BTreeMap<String, String>,
+    }
+    let s: Statement = serde_json::from_slice(payload)
+        .map_err(|e| format!("the signed payload is not an in-toto Statement: {e}"))?;
+    if !matches!(
+        s.kind.as_str(),
+        "https://in-toto.io/Statement/v0.1" | "https://in-toto.io/Statement/v1"
+    ) {
+        return Err(format!(
+            "the signed payload is a {:?}, not an in-toto Statement",
+            s.kind
+        ));
+    }
+    Ok(s.subject
+        .into_iter()
+        .flat_map(|sub| {
+            sub.digest.into_iter().map(move |(alg, hex)| {
+                (
+                    format!("{alg}:{}", hex.to_ascii_lowercase()),
+                    sub.name.clone(),
+                )
+            })
+        })
+        .collect())
+}
+
+/// Verifies a bundle as a signature of `digest` under `trust`.
+pub fn verify(bundle: &[u8], digest: &str, trust: &Trust) -> Result<Signed, String> {
+    let b: RawBundle =
+        serde_json::from_slice(bundle).map_err(|e| format!("the bundle cannot be read: {e}"))?;
+    if !MEDIA_TYPES.contains(&b.media_type.as_str()) {
+        return Err(format!(
+            "bundle media type {:?} is not one this version reads",
+            b.media_type
+        ));
+    }
+    if b.message_signature.is_some() {
+        return Err("a bundle with a message signature signs a blob, not an image".into());
+    }
+    let dsse = b.dsse_envelope.ok_or("a bundle without a DSSE envelope")?;
+    if dsse.payload_type != IN_TOTO {
+        return Err(format!(
+            "a DSSE envelope of type {:?}, not an in-toto statement",
+            dsse.payload_type
+        ));
+    }
+    let [sig] = dsse.signatures.as_slice() else {
+        return Err(format!(
+            "a DSSE envelope with {} signatures (exactly one is accepted)",
+            dsse.signatures.len()
+        ));
+    };
+    let payload = b64(&dsse.payload, "the DSSE payload")?;
+    let signature = b64(&sig.sig, "the DSSE signature")?;
+    let subjects = subjects(&payload)?;
+    let Some((_, reference)) = subjects.iter().find(|(d, _)| d == digest) else {
+        return Err(format!(
+            "a signature for another digest ({})",
+            subjects
+                .iter()
+                .map(|(d, _)| d.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    };
+    let signed = pae(&dsse.payload_type, &payload);
+    let m = &b.verification_material;
+    let certs: Vec<Vec<u8>> = match (&m.certificate, &m.x509_certificate_chain) {
+        (Some(c), _) => vec![b64(&c.raw_bytes, "the certificate")?],
+        (None, Some(chain)) => chain
+            .certificates
+            .iter()
+            .map(|c| b64(&c.raw_bytes, "a chain certificate"))
+            .collect::<Result<_, _>>()?,
+        (None, None) => Vec::new(),
+    };
+    if certs.is_empty() && m.public_key.is_none() {
+        return Err(if m.x509_certificate_chain.is_some() {
+            "a bundle with an empty certificate chain".into()
+        } else {
+            "a bundle with neither a certificate nor a public key".into()
+        });
+    }
+    // The signer, and the DER the log entry must name.
+    enum By<'a> {
+        Key(&'a crate::verify::rules::NamedKey),
+        Cert(Vec<u8>),
+    }
+    let by = if let Some(leaf) = certs.first() {
+        let (_, parsed) = x509_parser::parse_x509_certificate(leaf)
+            .map_err(|e| format!("the signing certificate cannot be read: {e}"))?;
+        if !PublicKey::from_spki(parsed.public_key().raw)?.verify(&signed, &signature) {
+            return Err("the signature does not verify with its certificate's key".into());
+        }
+        if trust.identities.is_empty() {
+            return Err("a keyless signature, and this rule trusts keys only".into());
+        }
+        By::Cert(leaf.clone())
+    } else {
+        match trust
+            .keys
+            .iter()
+            .find(|k| k.key.verify(&signed, &signature))
+        {
+            Some(k) => By::Key(k),
+            None => return Err("a signature by an unknown key".into()),
+        }
+    };
+    let signer_der: &[u8] = match &by {
+        By::Key(k) => &k.key.spki,
+        By::Cert(c) => c,
+    };
+    // The log.
+    let mut time = None;
+    let mut log_index = None;
+    if !trust.ignore_tlog || matches!(by, By::Cert(_)) {
+        if trust.ignore_tlog {
+            return Err("a keyless signature needs a trusted signing time; with ignoreTlog it has none (RFC 3161 timestamps are not read yet)".into());
+        }
+        let root = trust
+            .root
+            .as_deref()
+            .ok_or("no trusted root to check the log entry with")?;
+        if m.tlog_entries.is_empty() {
+            return Err("the signature has no transparency log entry".into());
+        }
+        let mut last = String::new();
+        for e in m.tlog_entries.iter().take(MAX_ENTRIES) {
+            match check_entry(e, root, &payload, &signature, signer_der) {
+                Ok((t, i)) => {
+                    time = Some(t);
+                    log_index = Some(i);
+                    break;
+                }
+                Err(why) => last = why,
+            }
+        }
+        if time.is_none() {
+            return Err(last);
+        }
+    }
+    let signer = match by {
+        By::Key(k) => format!("key {} ({})", k.name, k.key.describe()),
+        By::Cert(leaf) => {
+            let root = trust
+                .root
+                .as_deref()
+                .ok_or("no trusted root to check the certificate with")?;
+            let t = time.ok_or("no trusted signing time")?;
+            let verified = crate::verify::fulcio::verify(&leaf, &certs[1..], root, t)?;
+            if !trust.ignore_sct {
+                crate::verify::sct::verify(&leaf, &verified.issuer_spkis, root)?;
+            }
+            let identity = verified.identity;
+            let issuer = identity.issuer.as_deref().unwrap_or("");
+            let accepted = identity.issuer.is_some()
+                && trust.identities.iter().any(|rule| {
+                    rule.issuer.matches(issuer)
+                        && identity.subjects.iter().any(|s| rule.subject.matches(s))
+                });
+            let subject = identity.subjects.join(", ");
+            if !accepted {
+                return Err(format!(
+                    "identity {subject:?} from issuer {:?} is not accepted",
+                    identity.issuer.as_deref().unwrap_or("(none)")
+                ));
+            }
+            format!("identity {subject} from issuer {issuer}")
+        }
+    };
+    Ok(Signed {
+        digest: digest.to_string(),
+        signer,
+        reference: reference.clone(),
+        time,
+        time_source: time.map(|_| "transparency log (SET)"),
+        log_index,
+    })
+}
+
+/// One log entry: a Rekor v1 entry whose SET verifies, which logs this
+/// payload, signature and signer, and whose inclusion proof (if any)
+/// reaches a checkpoint the log signed. Returns (integrated time, index).
+fn check_entry(
+    e: &TlogEntry,
+    root: &crate::verify::trust::TrustedRoot,
+    payload: &[u8],
+    signature: &[u8],
+    signer_der: &[u8],
+) -> Result<(i64, i64), String> {
+    let kind = (
+        e.kind_version.kind.as_str(),
+        e.kind_version.version.as_str(),
+    );
+    if kind.1 == "0.0.2" {
+        return Err("a Rekor v2 log entry: these are verified from the next version on (RFC 3161 timestamps too)".into());
+    }
+    if !matches!(kind, ("dsse", "0.0.1") | ("hashedrekord", "0.0.1")) {
+        return Err(format!(
+            "a {} {} log entry is not read for image signatures",
+            kind.0, kind.1
+        ));
+    }
+    let promise = e
+        .inclusion_promise
+        .as_ref()
+        .ok_or("the log entry has no signed entry timestamp (SET), so no trusted time")?;
+    let p = Promise {
+        body: e.canonicalized_body.clone(),
+        integrated_time: int(&e.integrated_time, "integratedTime")?,
+        log_index: int(&e.log_index, "logIndex")?,
+        log_id: b64(&e.log_id.key_id, "the log ID")?,
+        set: b64(&promise.signed_entry_timestamp, "the SET")?,
+    };
+    let log = p.verify_set(root)?;
+    let body = b64(&e.canonicalized_body, "the log entry's body")?;
+    Entry::parse(&body)?.matches(payload, signature, signer_der)?;
+    if let Some(proof) = &e.inclusion_proof {
+        let hashes: Vec<[u8; 32]> = proof
+            .hashes
+            .iter()
+            .map(|h| {
+                b64(h, "a proof hash")?
+                    .try_into()
+                    .map_err(|_| "a proof hash is not 32 bytes".to_string())
+            })
+            .collect::<Result<_, _>>()?;
+        let index = int(&proof.log_index, "inclusionProof.logIndex")? as u64;
+        let size = int(&proof.tree_size, "treeSize")? as u64;
+        let computed = crate::verify::merkle::root_from_proof(&body, index, size, &hashes)?;
+        let claimed = b64(&proof.root_hash, "the proof's root hash")?;
+        if computed[..] != claimed[..] {
+            return Err("the log entry's inclusion proof does not lead to its root hash".into());
+        }
+        let checkpoint = proof
+            .checkpoint
+            .as_ref()
+            .ok_or("the inclusion proof has no checkpoint")?;
+        let (cp_size, cp_root) =
+            crate::verify::merkle::verify_checkpoint(&checkpoint.envelope, log)?;
+        if cp_size != size || cp_root[..] != claimed[..] {
+            return Err("the checkpoint does not commit to the inclusion proof's tree".into());
+        }
+    }
+    Ok((p.integrated_time, p.log_index))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify::rules::{IdentityRule, Matcher};
+    use crate::verify::trust::TrustedRoot;
+    use std::sync::Arc;
+
+    fn fixture(path: &str) -> String {
+        std::fs::read_to_string(format!(
+            "{}/tests/fixtures/{path}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
+    const DIR: &str = "sigstore/image-bundle/cosign-oci-attestation-2025";
+    const IMAGE: &str = "sha256:732112270d7e59418a8c080b134b24cabd67d250d0d0147a97ed95ba5c280aa4";
+
+    fn trust(subject: &str, root: &str) -> Trust {
+        Trust {
+            identities: vec![IdentityRule {
+                issuer: Matcher::Exact("https://github.com/login/oauth".into()),
+                subject: Matcher::Exact(subject.into()),
+            }],
+            root: Some(Arc::new(TrustedRoot::parse(&fixture(root)).unwrap())),
+            ..Trust::default()
+        }
+    }
+
+    /// cosign's real 2025 image bundle: admitted for its subject image
+    /// and identity with either root; refused for another identity,
+    /// another image, one byte changed anywhere that matters.
+    #[test]
+    fn the_real_image_bundle() {
+        let bundle = fixture(&format!("{DIR}/oci-attestation.sigstore.json"));
+        for root in [
+            format!("{DIR}/trusted_root_pgi.json"),
+            "sigstore/trusted-roots/public-good.json".into(),
+        ] {
+            let t = trust("cody@soyland.com", &root);
+            let s = verify(bundle.as_bytes(), IMAGE, &t).unwrap();
+            assert_eq!(s.log_index, Some(175_508_996));
+            assert!(s.signer.contains("cody@soyland.com"));
+        }
+        let t = trust(
+            "cody@soyland.com",
+            "sigstore/trusted-roots/public-good.json",
+        );
+        assert!(
+            verify(
+                bundle.as_bytes(),
+                IMAGE,
+                &trust(
+                    "someone@else.com",
+                    "sigstore/trusted-roots/public-good.json"
+                )
+            )
+            .unwrap_err()
+            .contains("not accepted")
+        );
+        let other = format!("sha256:{}", "2".repeat(64));
+        assert!(
+            verify(bundle.as_bytes(), &other, &t)
+                .unwrap_err()
+                .contains("another digest")
+        );
+        // Changed: the payload (re-encoded), the signature, the SET, a
+        // proof hash, the checkpoint.
+        let v: Value = serde_json::from_str(&bundle).unwrap();
+        let mutate = |f: &dyn Fn(&mut Value)| {
+            let mut c = v.clone();
+            f(&mut c);
+            verify(c.to_string().as_bytes(), IMAGE, &t)
+        };
+        let flip = |s: &str| -> String {
+            let mut b = base64::engine::general_purpose::STANDARD.decode(s).unwrap();
+            let i = b.len() / 2;
+            b[i] ^= 1;
+            base64::engine::general_purpose::STANDARD.encode(b)
+        };
+        let payload = v["dsseEnvelope"]["payload"].as_str().unwrap().to_string();
+        let decoded = String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(&payload)
+                .unwrap(),
+        )
+        .unwrap();
+        let spaced = decoded.replacen("\"predicate\"", "\"predicate\" ", 1);
+        assert!(
+            mutate(
+                &|c| c["dsseEnvelope"]["payload"] = base64::engine::general_purpose::STANDARD
+                    .encode(&spaced)
+                    .into()
+            )
+            .is_err(),
+            "re-serialised payload"
+        );
+        assert!(
+            mutate(&|c| c["dsseEnvelope"]["signatures"][0]["sig"] =
+                flip(c["dsseEnvelope"]["signatures"][0]["sig"].as_str().unwrap()).into())
+            .is_err()
+        );
+        let e = "/verificationMaterial/tlogEntries/0";
+        assert!(
+            mutate(&|c| {
+                let p = c
+                    .pointer_mut(&format!("{e}/inclusionPromise/signedEntryTimestamp"))
+                    .unwrap();
+                *p = flip(p.as_str().unwrap()).into();
+            })
+            .is_err()
+        );
+        let r = mutate(&|c| {
+            let p = c
+                .pointer_mut(&format!("{e}/inclusionProof/hashes/0"))
+                .unwrap();
+            *p = flip(p.as_str().unwrap()).into();
+        });
+        assert!(r.unwrap_err().contains("inclusion proof"));
+        let r = mutate(&|c| {
+            let p = c
+                .pointer_mut(&format!("{e}/inclusionProof/checkpoint/envelope"))
+                .unwrap();
+            *p = p
+                .as_str()
+                .unwrap()
+                .replace("53604735\n", "53604736\n")
+                .into();
+        });
+        assert!(r.is_err());
+        let r = mutate(&|c| {
+            c.pointer_mut(&format!("{e}/inclusionProof"))
+                .unwrap()
+                .as_object_mut()
+                .unwrap()
+                .remove("checkpoint");
+        });
+        assert!(r.unwrap_err().contains("no checkpoint"));
+        let r = mutate(&|c| {
+            c.pointer_mut(e)
+                .unwrap()
+                .as_object_mut()
+                .unwrap()
+                .remove("inclusionPromise");
+        });
+        assert!(r.unwrap_err().contains("no signed entry timestamp"));
+        let r = mutate(&|c| {
+            let sigs = c["dsseEnvelope"]["signatures"].clone();
+            c["dsseEnvelope"]["signatures"]
+                .as_array_mut()
+                .unwrap()
+                .extend(sigs.as_array().unwrap().clone());
+        });
+        assert!(r.unwrap_err().contains("exactly one"));
+        let r = mutate(&|c| c["mediaType"] = "application/vnd.dev.sigstore.bundle.v9+json".into());
+        assert!(r.unwrap_err().contains("media type"));
+        let r = mutate(&|c| {
+            c.pointer_mut(&format!("{e}/kindVersion/version"))
+                .map(|v| *v = "0.0.2".into())
+                .unwrap()
+        });
+        assert!(r.unwrap_err().contains("Rekor v2"));
+    }
+}
