@@ -229,3 +229,73 @@ fn legacy_signatures_end_to_end() {
 fn policy_path(dir: &Path) -> String {
     dir.join("policy.json").to_str().unwrap().to_string()
 }
+
+/// The real cosign image bundle (DSSE, Rekor dsse entry with SET,
+/// inclusion proof and checkpoint), attached as cosign attaches it: a
+/// referrer manifest pushed by digest and, since this registry has no
+/// referrers API, listed in the `sha256-<hex>` fallback index.
+#[test]
+fn a_bundle_attached_as_a_referrer_end_to_end() {
+    const IMAGE: &str = "sha256:732112270d7e59418a8c080b134b24cabd67d250d0d0147a97ed95ba5c280aa4";
+    const DIR: &str = "sigstore/image-bundle/cosign-oci-attestation-2025";
+    let Some(r) = start_with("signatures-bundle", Setup::default()) else {
+        return;
+    };
+    let reg = format!("127.0.0.1:{}", r.port);
+    let repo = "team/attested";
+    let bundle = fixture(&format!("{DIR}/oci-attestation.sigstore.json"));
+    let layer = r.push_blob(repo, bundle.as_bytes());
+    let empty = r.push_blob(repo, b"{}");
+    let artifact = "application/vnd.dev.sigstore.bundle.v0.3+json";
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": artifact,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "size": 2, "digest": empty, "artifactType": artifact},
+        "layers": [{"mediaType": artifact, "size": bundle.len(), "digest": layer}],
+        "subject": {"mediaType": "application/vnd.docker.distribution.manifest.v2+json", "size": 264, "digest": IMAGE},
+        "annotations": {"dev.sigstore.bundle.content": "dsse-envelope", "dev.sigstore.bundle.predicateType": "https://cosign.sigstore.dev/attestation/v1"},
+    })
+    .to_string();
+    let manifest_digest = Digest::sha256_of(manifest.as_bytes()).to_string();
+    r.push_manifest(
+        repo,
+        &manifest_digest,
+        "application/vnd.oci.image.manifest.v1+json",
+        manifest.as_bytes(),
+    );
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "size": manifest.len(), "digest": manifest_digest, "artifactType": artifact}],
+    })
+    .to_string();
+    r.push_manifest(
+        repo,
+        &IMAGE.replace(':', "-"),
+        "application/vnd.oci.image.index.v1+json",
+        index.as_bytes(),
+    );
+    let dockercfg = crate::registry::write_dockercfg(&r);
+    let policy = |subject: &str| {
+        serde_json::json!({
+            "registryCredentials": dockercfg.to_str().unwrap(),
+            "registries": {(reg.clone()): {"ca": r.dir.join("pki/ca.crt").to_str().unwrap()}},
+            "verifyImages": [{"images": [format!("{reg}/{repo}")], "trustedRoot": fixture_path(&format!("{DIR}/trusted_root_pgi.json")),
+                              "identities": [{"issuer": "https://github.com/login/oauth", "subject": subject}]}],
+        })
+    };
+    let image = format!("{reg}/{repo}@{IMAGE}");
+    let good = write_policy(&r.dir, "bundle.json", policy("cody@soyland.com"));
+    let (pki, server) = tls_server("signatures-bundle-server", &["--policy", &good]);
+    let mut c = Client::tls(server.addr, client_config(&pki.ca_file, None)).unwrap();
+    assert_eq!(validate(&mut c, &image), (true, String::new()));
+    let (ok, why) = validate(&mut c, &format!("{reg}/{repo}@{}", Digest::sha256_of(b"x")));
+    assert!(!ok && why.contains("no sigstore bundle"), "{why}");
+    drop(server);
+    let bad = write_policy(&r.dir, "bundle-other.json", policy("mallory@example.com"));
+    let (pki, server) = tls_server("signatures-bundle-other", &["--policy", &bad]);
+    let mut c = Client::tls(server.addr, client_config(&pki.ca_file, None)).unwrap();
+    let (ok, why) = validate(&mut c, &image);
+    assert!(!ok && why.contains("is not accepted"), "{why}");
+}

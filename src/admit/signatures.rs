@@ -191,8 +191,156 @@ fn unavailable(rule: &VerifyRule, image: &str, why: &str) -> Result<Signer, Stri
     }
 }
 
-/// Fetches and checks the signatures of `digest` in `r`'s repository.
+/// Fetches and checks the signatures of `digest` in `r`'s repository, in
+/// both places cosign puts them — sigstore bundles attached as referrers
+/// (cosign v3) and the legacy `sha256-<hex>.sig` image — looked up at the
+/// same time (the legacy one on a second thread), so that a cold
+/// verification costs the round trips of one format, not both.
 pub fn verify_digest(
+    r: &ImageRef,
+    digest: &Digest,
+    rule: &VerifyRule,
+    client: &Client,
+    deadline: Instant,
+) -> Verdict {
+    let (legacy, bundles) = std::thread::scope(|s| {
+        let legacy = s.spawn(|| legacy_verdict(r, digest, rule, client, deadline));
+        let bundles = bundle_verdict(r, digest, rule, client, deadline);
+        (
+            legacy
+                .join()
+                .unwrap_or_else(|_| Verdict::Unavailable("the signature lookup failed".into())),
+            bundles,
+        )
+    });
+    match (bundles, legacy) {
+        (v @ Verdict::Verified(_), _) | (_, v @ Verdict::Verified(_)) => v,
+        (Verdict::Unavailable(why), _) | (_, Verdict::Unavailable(why)) => {
+            Verdict::Unavailable(why)
+        }
+        (Verdict::Refused(b), Verdict::Refused(l)) => {
+            Verdict::Refused(format!("no accepted signature: bundles: {b}; legacy: {l}"))
+        }
+    }
+}
+
+/// Maps a lookup failure to a verdict: transient ones (and anything once
+/// the time is up) cannot be told from an outage.
+fn failed(r: &ImageRef, e: LookupError, deadline: Instant) -> Verdict {
+    match e {
+        _ if Instant::now() >= deadline => {
+            Verdict::Unavailable(format!("verification timed out for {r}"))
+        }
+        LookupError::Transient(m) => Verdict::Unavailable(format!(
+            "the registry could not be asked for signatures: {m}"
+        )),
+        LookupError::Permanent(m) => {
+            Verdict::Refused(format!("its signatures could not be read: {m}"))
+        }
+    }
+}
+
+/// Sigstore bundles among the referrers of `digest`.
+fn bundle_verdict(
+    r: &ImageRef,
+    digest: &Digest,
+    rule: &VerifyRule,
+    client: &Client,
+    deadline: Instant,
+) -> Verdict {
+    use crate::verify::bundle;
+    let left = || deadline.saturating_duration_since(Instant::now());
+    let listed = match client.referrers(r, digest, None, left()) {
+        Ok(l) => l,
+        Err(e) => return failed(r, e, deadline),
+    };
+    let candidates: Vec<_> = listed
+        .iter()
+        .filter(|d| {
+            d.artifact_type
+                .as_deref()
+                .is_some_and(|a| a.starts_with(bundle::LAYER_PREFIX))
+        })
+        .collect();
+    if candidates.is_empty() {
+        return Verdict::Refused("no sigstore bundle among the referrers".into());
+    }
+    let digest_s = digest.to_string();
+    let mut fetched = 0usize;
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    for d in candidates.iter().take(legacy::MAX_LAYERS) {
+        if left().is_zero() {
+            return Verdict::Unavailable(format!("verification timed out for {r}"));
+        }
+        let m = match client.manifest(r, &d.digest, left()) {
+            Ok(m) => m,
+            Err(e) => return failed(r, e, deadline),
+        };
+        fetched += m.bytes.len();
+        #[derive(serde::Deserialize)]
+        struct M {
+            #[serde(default)]
+            layers: Vec<crate::registry::client::Descriptor>,
+        }
+        let layer = match serde_json::from_slice::<M>(&m.bytes) {
+            Ok(M { layers })
+                if layers.len() == 1 && layers[0].media_type.starts_with(bundle::LAYER_PREFIX) =>
+            {
+                layers.into_iter().next()
+            }
+            _ => None,
+        };
+        let Some(layer) = layer else {
+            *reasons
+                .entry("a referrer that is not one bundle layer".into())
+                .or_default() += 1;
+            continue;
+        };
+        let Ok(layer_digest) = Digest::parse(&layer.digest) else {
+            *reasons
+                .entry("a bundle layer with a bad digest".into())
+                .or_default() += 1;
+            continue;
+        };
+        if layer.size as usize > legacy::MAX_PAYLOAD || fetched + layer.size as usize > FETCH_MAX {
+            *reasons
+                .entry("bundles larger than accepted".into())
+                .or_default() += 1;
+            continue;
+        }
+        fetched += layer.size as usize;
+        let blob = match client.blob(r, &layer_digest, layer.size, legacy::MAX_PAYLOAD, left()) {
+            Ok(b) => b,
+            Err(e) => return failed(r, e, deadline),
+        };
+        match bundle::verify(&blob, &digest_s, &rule.trust) {
+            Ok(s) => return Verdict::Verified(s),
+            Err(e) => *reasons.entry(e).or_default() += 1,
+        }
+    }
+    Verdict::Refused(summarise(
+        reasons,
+        candidates.len().saturating_sub(legacy::MAX_LAYERS),
+    ))
+}
+
+/// Reasons, each once with its count, and what was not looked at.
+fn summarise(reasons: BTreeMap<String, usize>, skipped: usize) -> String {
+    let mut why: Vec<String> = reasons
+        .into_iter()
+        .map(|(r, n)| if n > 1 { format!("{r} (×{n})") } else { r })
+        .collect();
+    if skipped > 0 {
+        why.push(format!("{skipped} more not looked at"));
+    }
+    if why.is_empty() {
+        why.push("nothing to verify".into());
+    }
+    why.join("; ")
+}
+
+/// cosign's legacy `sha256-<hex>.sig` image.
+fn legacy_verdict(
     r: &ImageRef,
     digest: &Digest,
     rule: &VerifyRule,
@@ -215,7 +363,7 @@ pub fn verify_digest(
     let manifest = match client.manifest(r, &tag, left()) {
         Ok(m) => m,
         Err(LookupError::Permanent(m)) if m.contains("(404)") => {
-            return Verdict::Refused(format!("no signature found (no {tag} in {})", r.path()));
+            return Verdict::Refused(format!("no signature found (no {tag})"));
         }
         Err(e) => return transient(e),
     };
