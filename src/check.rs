@@ -68,6 +68,32 @@ pub struct ImageReport {
     /// With `--resolve`: why the registry could not say.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resolve_error: Option<String>,
+    /// Under a `verifyImages` entry: what verification found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature: Option<SignatureReport>,
+}
+
+/// What signature verification found for one image.
+#[derive(Serialize, Debug, PartialEq)]
+pub struct SignatureReport {
+    /// `verifyImages[<i>]`.
+    pub rule: String,
+    pub verified: bool,
+    /// The digest that was verified.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// The key or identity that signed it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
+    /// The trusted signing time (RFC 3339) and where it came from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signed_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_source: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_index: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Runs the command; `Ok(true)` when every image is allowed.
@@ -116,7 +142,56 @@ pub fn run(args: &CheckArgs) -> Result<bool, Error> {
     if requests.iter().all(|(_, r)| r.images.is_empty()) {
         log::warn!("no container images found in the given documents");
     }
+    if !policy.verify_images.is_empty() {
+        let client = crate::admit::registry_client(&rules.registry, &|k| std::env::var(k).ok());
+        let verdicts = crate::admit::signatures::Verdicts::default();
+        for (_, req) in &mut requests {
+            req.signatures = crate::admit::signatures::gather(
+                &policy,
+                &rules.verify,
+                req,
+                &client,
+                &verdicts,
+                std::time::Duration::from_secs(20),
+            );
+        }
+    }
     let mut report = report(&policy, &requests);
+    let facts: BTreeMap<&str, &crate::policy::SignatureFact> = requests
+        .iter()
+        .flat_map(|(_, r)| r.signatures.iter().map(|(k, v)| (k.as_str(), v)))
+        .collect();
+    for i in &mut report.images {
+        if let Some(f) = facts.get(i.image.as_str()) {
+            let rule = policy
+                .verify_images
+                .get(f.rule)
+                .map(|v| v.label.clone())
+                .unwrap_or_default();
+            i.signature = Some(match &f.outcome {
+                Ok(s) => SignatureReport {
+                    rule,
+                    verified: !s.digest.is_empty(),
+                    digest: Some(s.digest.clone()).filter(|d| !d.is_empty()),
+                    signer: Some(s.by.clone()),
+                    signed_at: s.time.map(rfc3339),
+                    time_source: s.time_source.clone(),
+                    log_index: s.log_index,
+                    error: None,
+                },
+                Err(e) => SignatureReport {
+                    rule,
+                    verified: false,
+                    digest: None,
+                    signer: None,
+                    signed_at: None,
+                    time_source: None,
+                    log_index: None,
+                    error: Some(e.clone()),
+                },
+            });
+        }
+    }
     if args.resolve {
         resolve(&rules, &mut report);
     }
@@ -388,9 +463,32 @@ fn image_reports(d: &Decision) -> Vec<ImageReport> {
                 warnings,
                 digest: None,
                 resolve_error: None,
+                signature: None,
             }
         })
         .collect()
+}
+
+/// Unix seconds as an RFC 3339 UTC time.
+fn rfc3339(t: i64) -> String {
+    let days = t.div_euclid(86_400);
+    let secs = t.rem_euclid(86_400);
+    // Civil from days (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
 }
 
 /// One line per image: verdict, where it is (object, container), the
@@ -421,6 +519,18 @@ pub fn render_text(report: &Report) -> String {
         }
         if let Some(e) = &i.resolve_error {
             out.push_str(&format!("\n       cannot resolve: {e}"));
+        }
+        if let Some(s) = i.signature.as_ref().filter(|s| s.verified) {
+            out.push_str(&format!(
+                "\n       signed ({}): {} by {}{}",
+                s.rule,
+                s.digest.as_deref().unwrap_or(""),
+                s.signer.as_deref().unwrap_or(""),
+                s.signed_at
+                    .as_deref()
+                    .map(|t| format!(" at {t}"))
+                    .unwrap_or_default()
+            ));
         }
         out.push('\n');
     }

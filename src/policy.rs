@@ -266,6 +266,11 @@ pub struct Signer {
     pub digest: String,
     /// `key <name>` or `identity <subject> from issuer <issuer>`.
     pub by: String,
+    /// The trusted signing time (Unix seconds), where it came from, and
+    /// the log index, when there is one (for reports).
+    pub time: Option<i64>,
+    pub time_source: Option<String>,
+    pub log_index: Option<i64>,
 }
 
 /// A `verifyImages` entry as the policy sees it: which images must be
@@ -1606,6 +1611,9 @@ mod tests {
         let signed = Ok(Signer {
             digest: "sha256:0".into(),
             by: "key k".into(),
+            time: None,
+            time_source: None,
+            log_index: None,
         });
         assert!(p.decide(&req(fact(0, signed.clone()))).allowed);
         let d = p.decide(&req(Facts::new()));

@@ -188,6 +188,59 @@ fn legacy_signatures_end_to_end() {
     assert_eq!(v["status"]["allowed"], true, "{v}");
     drop(server);
 
+    // `check` verifies the same way and reports the facts.
+    let out = crate::common::run(
+        &[
+            "check",
+            "--json",
+            "--policy",
+            &policy,
+            &busybox,
+            &server_image,
+            &other,
+        ],
+        None,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        crate::common::stderr(&out)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sig = |i: usize| v["images"][i]["signature"].clone();
+    assert_eq!(sig(0)["verified"], true, "{v}");
+    assert_eq!(sig(0)["digest"], BUSYBOX);
+    assert!(
+        sig(0)["signer"].as_str().unwrap().starts_with("key "),
+        "{v}"
+    );
+    assert_eq!(sig(1)["verified"], true, "{v}");
+    assert_eq!(sig(1)["log_index"], 1_004_096_555);
+    assert_eq!(sig(1)["time_source"], "transparency log (SET)");
+    assert!(
+        sig(1)["signed_at"]
+            .as_str()
+            .unwrap()
+            .starts_with("2026-02-27T"),
+        "{v}"
+    );
+    assert!(sig(1)["signer"].as_str().unwrap().contains(GHA_SUBJECT));
+    assert_eq!(sig(2)["verified"], false);
+    assert!(
+        sig(2)["error"]
+            .as_str()
+            .unwrap()
+            .contains("no signature found"),
+        "{v}"
+    );
+    let text = crate::common::run(&["check", "--policy", &policy, &busybox], None);
+    assert!(
+        crate::common::stdout(&text).contains("signed (verifyImages[0])"),
+        "{}",
+        crate::common::stdout(&text)
+    );
+
     // Another key, another identity: refused, saying so.
     let policy = write_policy(
         &r.dir,

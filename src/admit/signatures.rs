@@ -6,7 +6,7 @@
 //! of it within the review's deadline: running out denies.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::config::verify::VerifyRule;
@@ -38,13 +38,88 @@ pub enum Verdict {
     Unavailable(String),
 }
 
-/// Verdicts by (repository, digest, rule fingerprint).
+/// Verdicts by (repository, digest, rule fingerprint), and the
+/// verifications under way (however many reviews ask for one image at
+/// once, its signatures are fetched once).
 #[derive(Default)]
 pub struct Verdicts {
     cache: Mutex<HashMap<(String, String), (Verdict, Instant)>>,
+    inflight: Mutex<HashMap<(String, String), Arc<Flight>>>,
+}
+
+/// One verification under way.
+#[derive(Default)]
+struct Flight {
+    verdict: Mutex<Option<Verdict>>,
+    done: Condvar,
 }
 
 impl Verdicts {
+    /// The verdict for `key`: remembered, or the one under way, or `run`
+    /// (which the first asker runs for everyone), waiting at most until
+    /// `deadline`.
+    fn verdict(
+        &self,
+        key: (String, String),
+        deadline: Instant,
+        image: &str,
+        run: impl FnOnce() -> Verdict,
+    ) -> Verdict {
+        if let Some(v) = self.get(&key) {
+            return v;
+        }
+        let (flight, leader) = {
+            let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
+            match inflight.get(&key) {
+                Some(f) => (f.clone(), false),
+                None => {
+                    let f = Arc::new(Flight::default());
+                    inflight.insert(key.clone(), f.clone());
+                    (f, true)
+                }
+            }
+        };
+        if leader {
+            let v = run();
+            self.put(key.clone(), &v);
+            self.inflight
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&key);
+            *flight
+                .verdict
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(v.clone());
+            flight.done.notify_all();
+            return v;
+        }
+        let mut v = flight
+            .verdict
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        while v.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Verdict::Unavailable(format!("verification timed out for {image}"));
+            }
+            v = flight
+                .done
+                .wait_timeout(v, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        let got = v
+            .clone()
+            .unwrap_or_else(|| Verdict::Unavailable("no verdict".into()));
+        drop(v);
+        // The first asker's outage or timeout is not this one's answer
+        // while this one has time left: ask again.
+        if matches!(got, Verdict::Unavailable(_)) && Instant::now() < deadline {
+            return self.verdict(key, deadline, image, run);
+        }
+        got
+    }
+
     fn get(&self, key: &(String, String)) -> Option<Verdict> {
         let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         cache
@@ -156,18 +231,16 @@ fn fact(
         ),
         rule.trust.fingerprint.clone(),
     );
-    let verdict = match verdicts.get(&key) {
-        Some(v) => v,
-        None => {
-            let v = verify_digest(&r, &digest, rule, client, deadline);
-            verdicts.put(key, &v);
-            v
-        }
-    };
+    let verdict = verdicts.verdict(key, deadline, image, || {
+        verify_digest(&r, &digest, rule, client, deadline)
+    });
     match verdict {
         Verdict::Verified(s) => Ok(Signer {
             digest: s.digest.clone(),
             by: s.signer.clone(),
+            time: s.time,
+            time_source: s.time_source.map(str::to_string),
+            log_index: s.log_index,
         }),
         Verdict::Refused(why) => Err(why),
         Verdict::Unavailable(why) => unavailable(rule, image, &why),
@@ -185,6 +258,9 @@ fn unavailable(rule: &VerifyRule, image: &str, why: &str) -> Result<Signer, Stri
         Ok(Signer {
             digest: String::new(),
             by: format!("nobody (unverified: {why}; onRegistryError allow)"),
+            time: None,
+            time_source: None,
+            log_index: None,
         })
     } else {
         Err(why.to_string())
