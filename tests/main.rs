@@ -14,3 +14,5 @@ mod rotation;
 mod serve;
 mod setup;
 mod signatures;
+mod signer;
+mod signing;

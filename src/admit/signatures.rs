@@ -425,15 +425,7 @@ fn legacy_verdict(
 ) -> Verdict {
     let left = || deadline.saturating_duration_since(Instant::now());
     let timed_out = || Verdict::Unavailable(format!("verification timed out for {r}"));
-    let transient = |e: LookupError| match e {
-        LookupError::Transient(_) if left().is_zero() => timed_out(),
-        LookupError::Transient(m) => Verdict::Unavailable(format!(
-            "the registry could not be asked for signatures: {m}"
-        )),
-        LookupError::Permanent(m) => {
-            Verdict::Refused(format!("its signatures could not be read: {m}"))
-        }
-    };
+    let transient = |e: LookupError| failed(r, e, deadline);
     let digest_s = digest.to_string();
     let tag = legacy::signature_tag(&digest_s);
     let manifest = match client.manifest(r, &tag, left()) {
@@ -475,18 +467,8 @@ fn legacy_verdict(
             Err(e) => *reasons.entry(e).or_default() += 1,
         }
     }
-    let mut why: Vec<String> = reasons
-        .into_iter()
-        .map(|(r, n)| if n > 1 { format!("{r} (×{n})") } else { r })
-        .collect();
-    if total > layers.len() {
-        why.push(format!(
-            "{} more signatures not looked at",
-            total - layers.len()
-        ));
+    if layers.is_empty() {
+        return Verdict::Refused("the signature image has no layers".into());
     }
-    if why.is_empty() {
-        why.push("the signature image has no layers".into());
-    }
-    Verdict::Refused(format!("no accepted signature: {}", why.join("; ")))
+    Verdict::Refused(summarise(reasons, total - layers.len()))
 }

@@ -1,0 +1,303 @@
+//! A test sigstore: keys, a Fulcio-like CA, a CT log and a Rekor log, all
+//! made here, producing signatures in cosign's exact formats (the legacy
+//! simple-signing layer with its annotations, and the bundle around a
+//! DSSE envelope), and the `trusted_root.json` that trusts them. Only the
+//! tests sign; image-bouncer verifies.
+
+use base64::Engine as _;
+use rcgen::{
+    BasicConstraints, CertificateParams, CustomExtension, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SigningKey,
+};
+
+pub fn b64(b: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn sha256(b: &[u8]) -> Vec<u8> {
+    ring::digest::digest(&ring::digest::SHA256, b)
+        .as_ref()
+        .to_vec()
+}
+
+/// A signing key and its public half.
+pub struct Key {
+    pub pair: KeyPair,
+}
+
+impl Key {
+    pub fn new(alg: &'static rcgen::SignatureAlgorithm) -> Key {
+        Key {
+            pair: KeyPair::generate_for(alg).unwrap(),
+        }
+    }
+
+    pub fn p256() -> Key {
+        Key::new(&rcgen::PKCS_ECDSA_P256_SHA256)
+    }
+
+    pub fn sign(&self, msg: &[u8]) -> Vec<u8> {
+        self.pair.sign(msg).unwrap()
+    }
+
+    pub fn spki(&self) -> Vec<u8> {
+        self.pair.subject_public_key_info()
+    }
+
+    pub fn pem(&self) -> String {
+        self.pair.public_key_pem()
+    }
+}
+
+/// cosign's simple-signing payload, as Go's json.Marshal writes it.
+pub fn payload(reference: &str, digest: &str) -> Vec<u8> {
+    format!(
+        r#"{{"critical":{{"identity":{{"docker-reference":"{reference}"}},"image":{{"docker-manifest-digest":"{digest}"}},"type":"cosign container image signature"}},"optional":null}}"#
+    )
+    .into_bytes()
+}
+
+/// A test instance: CA, CT log, Rekor.
+pub struct Sigstore {
+    ca_key: KeyPair,
+    ca: CertificateParams,
+    ca_der: Vec<u8>,
+    ct: Key,
+    pub rekor: Key,
+}
+
+/// One keyless signing certificate and its key.
+pub struct Leaf {
+    pub der: Vec<u8>,
+    pub key: Key,
+}
+
+impl Leaf {
+    pub fn pem(&self) -> String {
+        pem("CERTIFICATE", &self.der)
+    }
+}
+
+pub fn pem(label: &str, der: &[u8]) -> String {
+    let b = b64(der);
+    let lines: Vec<&str> = b
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
+}
+
+/// DER of one TLV.
+fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let n = content.len();
+    if n < 0x80 {
+        out.push(n as u8);
+    } else if n < 0x100 {
+        out.extend([0x81, n as u8]);
+    } else {
+        out.extend([0x82, (n >> 8) as u8, n as u8]);
+    }
+    out.extend_from_slice(content);
+    out
+}
+
+/// The first element (the TBSCertificate) of a certificate.
+fn tbs(cert: &[u8]) -> Vec<u8> {
+    let header = |b: &[u8]| -> (usize, usize) {
+        match b[1] {
+            n if n < 0x80 => (2, n as usize),
+            0x81 => (3, b[2] as usize),
+            0x82 => (4, (b[2] as usize) << 8 | b[3] as usize),
+            _ => panic!("long certificate"),
+        }
+    };
+    let (h, _) = header(cert);
+    let inner = &cert[h..];
+    let (h2, l2) = header(inner);
+    inner[..h2 + l2].to_vec()
+}
+
+impl Sigstore {
+    pub fn new() -> Sigstore {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "test fulcio");
+        ca.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        ca.not_after = rcgen::date_time_ymd(2040, 1, 1);
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        let ca_der = ca.self_signed(&ca_key).unwrap().der().to_vec();
+        Sigstore {
+            ca_key,
+            ca,
+            ca_der,
+            ct: Key::p256(),
+            rekor: Key::p256(),
+        }
+    }
+
+    /// The trusted root for this instance.
+    pub fn trusted_root(&self) -> String {
+        let log = |k: &Key, url: &str| {
+            serde_json::json!({
+                "baseUrl": url, "hashAlgorithm": "SHA2_256",
+                "publicKey": {"rawBytes": b64(&k.spki()), "keyDetails": "PKIX_ECDSA_P256_SHA_256",
+                              "validFor": {"start": "2020-01-01T00:00:00Z"}},
+                "logId": {"keyId": b64(&sha256(&k.spki()))},
+            })
+        };
+        serde_json::json!({
+            "mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1",
+            "tlogs": [log(&self.rekor, "https://rekor.test")],
+            "certificateAuthorities": [{"subject": {"commonName": "test fulcio"}, "uri": "https://fulcio.test",
+                "certChain": {"certificates": [{"rawBytes": b64(&self.ca_der)}]},
+                "validFor": {"start": "2020-01-01T00:00:00Z"}}],
+            "ctlogs": [log(&self.ct, "https://ct.test")],
+        })
+        .to_string()
+    }
+
+    /// A Fulcio-like leaf for `subject` (a URI) from OIDC `issuer`, valid
+    /// on the day `y-m-d` only, with code signing and an embedded SCT.
+    pub fn leaf(&self, subject: &str, issuer: &str, day: (i32, u8, u8)) -> Leaf {
+        let key = Key::p256();
+        let params = |sct: Option<Vec<u8>>| {
+            let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+            p.subject_alt_names = vec![SanType::URI(subject.try_into().unwrap())];
+            p.extended_key_usages = vec![ExtendedKeyUsagePurpose::CodeSigning];
+            p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+            p.not_before = rcgen::date_time_ymd(day.0, day.1, day.2);
+            p.not_after =
+                rcgen::date_time_ymd(day.0, day.1, day.2) + std::time::Duration::from_secs(86_399);
+            p.serial_number = Some(rcgen::SerialNumber::from_slice(&[1, 2, 3, 4]));
+            p.distinguished_name = rcgen::DistinguishedName::new();
+            p.custom_extensions = vec![
+                CustomExtension::from_oid_content(
+                    &[1, 3, 6, 1, 4, 1, 57264, 1, 1],
+                    issuer.as_bytes().to_vec(),
+                ),
+                CustomExtension::from_oid_content(
+                    &[1, 3, 6, 1, 4, 1, 57264, 1, 8],
+                    tlv(0x0C, issuer.as_bytes()),
+                ),
+            ];
+            if let Some(s) = sct {
+                p.custom_extensions.push(CustomExtension::from_oid_content(
+                    &[1, 3, 6, 1, 4, 1, 11129, 2, 4, 2],
+                    s,
+                ));
+            }
+            p
+        };
+        let issuer_ca = Issuer::from_params(&self.ca, &self.ca_key);
+        // The CT log signs the certificate without its SCT list (the
+        // precertificate's TBS); the SCT then goes in as the last extension.
+        let pre = params(None).signed_by(&key.pair, &issuer_ca).unwrap();
+        let tbs = tbs(pre.der());
+        let timestamp: u64 = 1_767_225_600_000; // 2026-01-01, in ms
+        let mut signed = vec![0u8, 0];
+        signed.extend_from_slice(&timestamp.to_be_bytes());
+        signed.extend_from_slice(&[0, 1]);
+        signed.extend_from_slice(&sha256(&key_spki_of(&self.ca_key)));
+        let n = tbs.len();
+        signed.extend_from_slice(&[(n >> 16) as u8, (n >> 8) as u8, n as u8]);
+        signed.extend_from_slice(&tbs);
+        signed.extend_from_slice(&[0, 0]);
+        let sig = self.ct.sign(&signed);
+        let mut sct = vec![0u8];
+        sct.extend_from_slice(&sha256(&self.ct.spki()));
+        sct.extend_from_slice(&timestamp.to_be_bytes());
+        sct.extend_from_slice(&[0, 0, 4, 3]);
+        sct.extend_from_slice(&(sig.len() as u16).to_be_bytes());
+        sct.extend_from_slice(&sig);
+        let mut list = ((sct.len() + 2) as u16).to_be_bytes().to_vec();
+        list.extend_from_slice(&(sct.len() as u16).to_be_bytes());
+        list.extend_from_slice(&sct);
+        let cert = params(Some(tlv(0x04, &list)))
+            .signed_by(&key.pair, &issuer_ca)
+            .unwrap();
+        Leaf {
+            der: cert.der().to_vec(),
+            key,
+        }
+    }
+
+    /// The Rekor entry of a signature, as the legacy
+    /// `dev.sigstore.cosign/bundle` annotation: a hashedrekord body with
+    /// the payload's hash, the signature and the signer's PEM, and the SET.
+    pub fn legacy_bundle(
+        &self,
+        payload: &[u8],
+        sig: &[u8],
+        signer_pem: &str,
+        time: i64,
+        index: i64,
+    ) -> String {
+        let body = serde_json::json!({
+            "apiVersion": "0.0.1", "kind": "hashedrekord",
+            "spec": {"data": {"hash": {"algorithm": "sha256", "value": hex(&sha256(payload))}},
+                     "signature": {"content": b64(sig), "publicKey": {"content": b64(signer_pem.as_bytes())}}},
+        })
+        .to_string();
+        let body = b64(body.as_bytes());
+        let log_id = hex(&sha256(&self.rekor.spki()));
+        let canonical = format!(
+            r#"{{"body":"{body}","integratedTime":{time},"logID":"{log_id}","logIndex":{index}}}"#
+        );
+        let set = self.rekor.sign(canonical.as_bytes());
+        serde_json::json!({"SignedEntryTimestamp": b64(&set),
+            "Payload": {"body": body, "integratedTime": time, "logIndex": index, "logID": log_id}})
+        .to_string()
+    }
+
+    /// A sigstore bundle v0.3 around a DSSE envelope of an in-toto
+    /// Statement v1 for `digest`, signed with `key` (keyed: `publicKey`
+    /// material), logged as a Rekor dsse entry with a SET.
+    pub fn keyed_bundle(&self, key: &Key, digest: &str, time: i64) -> String {
+        let hexd = digest.strip_prefix("sha256:").unwrap();
+        let statement = format!(
+            r#"{{"_type":"https://in-toto.io/Statement/v1", "subject":[{{"name":"app","digest":{{"sha256":"{hexd}"}}}}],"predicateType":"https://sigstore.dev/cosign/sign/v1","predicate":{{}}}}"#
+        );
+        let ptype = "application/vnd.in-toto+json";
+        let mut pae = format!("DSSEv1 {} {ptype} {} ", ptype.len(), statement.len()).into_bytes();
+        pae.extend_from_slice(statement.as_bytes());
+        let sig = key.sign(&pae);
+        let body = serde_json::json!({"apiVersion": "0.0.1", "kind": "dsse", "spec": {
+            "envelopeHash": {"algorithm": "sha256", "value": "00"},
+            "payloadHash": {"algorithm": "sha256", "value": hex(&sha256(statement.as_bytes()))},
+            "signatures": [{"signature": b64(&sig), "verifier": b64(key.pem().as_bytes())}]}})
+        .to_string();
+        let body = b64(body.as_bytes());
+        let log_id = sha256(&self.rekor.spki());
+        let canonical = format!(
+            r#"{{"body":"{body}","integratedTime":{time},"logID":"{}","logIndex":7}}"#,
+            hex(&log_id)
+        );
+        let set = self.rekor.sign(canonical.as_bytes());
+        serde_json::json!({
+            "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+            "verificationMaterial": {
+                "publicKey": {"hint": b64(&sha256(&key.spki()))},
+                "tlogEntries": [{"logIndex": "7", "logId": {"keyId": b64(&log_id)},
+                    "kindVersion": {"kind": "dsse", "version": "0.0.1"}, "integratedTime": time.to_string(),
+                    "inclusionPromise": {"signedEntryTimestamp": b64(&set)}, "canonicalizedBody": body}],
+            },
+            "dsseEnvelope": {"payload": b64(statement.as_bytes()), "payloadType": ptype, "signatures": [{"sig": b64(&sig)}]},
+        })
+        .to_string()
+    }
+}
+
+fn key_spki_of(k: &KeyPair) -> Vec<u8> {
+    k.subject_public_key_info()
+}

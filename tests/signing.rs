@@ -1,0 +1,387 @@
+//! Signatures made here in cosign's exact formats (tests/signer.rs: keys
+//! of each type, a test CA playing Fulcio, a test CT log and Rekor in a
+//! trusted root), pushed to the real registry, judged by the real server:
+//! what must pass passes, and every way of getting it wrong is refused.
+
+use std::path::Path;
+
+use image_bouncer::registry::digest::Digest;
+
+use crate::common::{Client, client_config, tls_server};
+use crate::registry::{Registry, Setup, start_with};
+use crate::signer::{Key, Leaf, Sigstore, b64, payload};
+
+const ISSUER: &str = "https://token.actions.githubusercontent.com";
+const SUBJECT: &str = "https://github.com/acme/app/.github/workflows/release.yml@refs/heads/main";
+/// 2026-01-01T01:00:00Z: inside the test leaves' day.
+const SIGNED_AT: i64 = 1_767_229_200;
+const DAY: (i32, u8, u8) = (2026, 1, 1);
+
+/// Pushes a signature image with these (payload, annotations) layers.
+fn push_layers(r: &Registry, repo: &str, digest: &str, layers: &[(Vec<u8>, serde_json::Value)]) {
+    let mut descriptors = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for (payload, annotations) in layers {
+        let d = Digest::sha256_of(payload).to_string();
+        if seen.insert(d.clone()) {
+            r.push_blob(repo, payload);
+        }
+        descriptors.push(
+            serde_json::json!({"mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+            "size": payload.len(), "digest": d, "annotations": annotations}),
+        );
+    }
+    let config = br#"{"architecture":"","os":"","config":{}}"#;
+    let config_digest = r.push_blob(repo, config);
+    let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": config.len(), "digest": config_digest},
+        "layers": descriptors});
+    r.push_manifest(
+        repo,
+        &format!("{}.sig", digest.replace(':', "-")),
+        "application/vnd.oci.image.manifest.v1+json",
+        manifest.to_string().as_bytes(),
+    );
+}
+
+/// A keyless layer: the leaf's signature over the payload, with its
+/// certificate, chain and (unless `logged` is false) its Rekor entry.
+fn keyless_layer(
+    s: &Sigstore,
+    leaf: &Leaf,
+    payload: Vec<u8>,
+    time: i64,
+    logged: bool,
+) -> (Vec<u8>, serde_json::Value) {
+    let sig = leaf.key.sign(&payload);
+    let mut ann = serde_json::json!({
+        "dev.cosignproject.cosign/signature": b64(&sig),
+        "dev.sigstore.cosign/certificate": leaf.pem(),
+    });
+    if logged {
+        ann["dev.sigstore.cosign/bundle"] = s
+            .legacy_bundle(&payload, &sig, &leaf.pem(), time, 42)
+            .into();
+    }
+    (payload, ann)
+}
+
+fn keyed_layer(s: &Sigstore, key: &Key, payload: Vec<u8>) -> (Vec<u8>, serde_json::Value) {
+    let sig = key.sign(&payload);
+    let ann = serde_json::json!({
+        "dev.cosignproject.cosign/signature": b64(&sig),
+        "dev.sigstore.cosign/bundle": s.legacy_bundle(&payload, &sig, &key.pem(), SIGNED_AT, 43),
+    });
+    (payload, ann)
+}
+
+fn digest_of(name: &str) -> String {
+    Digest::sha256_of(name.as_bytes()).to_string()
+}
+
+fn pod(image: &str) -> String {
+    let body =
+        std::fs::read(crate::common::fixtures().join("admission/pod-create-allowed.request.json"))
+            .unwrap();
+    let mut v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    v["request"]["object"]["spec"]["containers"][0]["image"] = image.into();
+    v.to_string()
+}
+
+fn judge(c: &mut Client, image: &str) -> (bool, String) {
+    let v = c.post("/validate", pod(image).as_bytes()).unwrap().json();
+    (
+        v["response"]["allowed"].as_bool().unwrap(),
+        v["response"]["status"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .to_string(),
+    )
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+fn base_policy(r: &Registry, verify: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "registryCredentials": crate::registry::write_dockercfg(r).to_str().unwrap(),
+        "registries": {(format!("127.0.0.1:{}", r.port)): {"ca": r.dir.join("pki/ca.crt").to_str().unwrap()}},
+        "verifyImages": verify,
+    })
+}
+
+/// Keyless signatures from the test Fulcio, logged in the test Rekor with
+/// an SCT from the test CT log: the identity passes; another identity,
+/// another issuer, a prefix-only regex, a certificate expired at the
+/// signing time, no log entry, a tampered payload, a signature of another
+/// digest are refused; of several signatures one valid suffices; 10,000
+/// signature layers are bounded.
+#[test]
+fn keyless_signatures_and_what_refuses_them() {
+    let Some(r) = start_with("signing-keyless", Setup::default()) else {
+        return;
+    };
+    let reg = format!("127.0.0.1:{}", r.port);
+    let s = Sigstore::new();
+    let root = write(&r.dir, "trusted_root.json", &s.trusted_root());
+    let good = s.leaf(SUBJECT, ISSUER, DAY);
+    let img = |repo: &str, d: &str| format!("{reg}/{repo}@{d}");
+    // keyless/ok: the identity's signature.
+    let d_ok = digest_of("ok");
+    push_layers(
+        &r,
+        "keyless/ok",
+        &d_ok,
+        &[keyless_layer(
+            &s,
+            &good,
+            payload(&format!("{reg}/keyless/ok"), &d_ok),
+            SIGNED_AT,
+            true,
+        )],
+    );
+    // Another identity's signature.
+    let other = s.leaf(
+        "https://github.com/mallory/app/.github/workflows/release.yml@refs/heads/main",
+        ISSUER,
+        DAY,
+    );
+    let d_other = digest_of("other");
+    push_layers(
+        &r,
+        "keyless/other",
+        &d_other,
+        &[keyless_layer(
+            &s,
+            &other,
+            payload("x", &d_other),
+            SIGNED_AT,
+            true,
+        )],
+    );
+    // Signed at a time the certificate was not valid (the next day).
+    let d_expired = digest_of("expired");
+    push_layers(
+        &r,
+        "keyless/expired",
+        &d_expired,
+        &[keyless_layer(
+            &s,
+            &good,
+            payload("x", &d_expired),
+            SIGNED_AT + 2 * 86_400,
+            true,
+        )],
+    );
+    // No log entry.
+    let d_nolog = digest_of("nolog");
+    push_layers(
+        &r,
+        "keyless/nolog",
+        &d_nolog,
+        &[keyless_layer(
+            &s,
+            &good,
+            payload("x", &d_nolog),
+            SIGNED_AT,
+            false,
+        )],
+    );
+    // A tampered payload: the signature of the original over other bytes.
+    let d_tampered = digest_of("tampered");
+    let (orig, ann) = keyless_layer(&s, &good, payload("x", &d_tampered), SIGNED_AT, true);
+    let tampered = String::from_utf8(orig)
+        .unwrap()
+        .replace("\"x\"", "\"y\"")
+        .into_bytes();
+    push_layers(&r, "keyless/tampered", &d_tampered, &[(tampered, ann)]);
+    // A signature of another digest, served for this one.
+    let d_moved = digest_of("moved");
+    push_layers(
+        &r,
+        "keyless/moved",
+        &d_moved,
+        &[keyless_layer(
+            &s,
+            &good,
+            payload("x", &d_ok),
+            SIGNED_AT,
+            true,
+        )],
+    );
+    // Several: two bad, one good.
+    let d_several = digest_of("several");
+    push_layers(
+        &r,
+        "keyless/several",
+        &d_several,
+        &[
+            keyless_layer(&s, &other, payload("x", &d_several), SIGNED_AT, true),
+            keyless_layer(&s, &good, payload("x", &d_ok), SIGNED_AT, true),
+            keyless_layer(&s, &good, payload("x", &d_several), SIGNED_AT, true),
+        ],
+    );
+    // 10,000 layers, none valid (one blob, listed 10,000 times).
+    let d_many = digest_of("many");
+    let junk = (
+        payload("x", &d_many),
+        serde_json::json!({"dev.cosignproject.cosign/signature": "AAAA"}),
+    );
+    push_layers(&r, "keyless/many", &d_many, &vec![junk; 10_000]);
+
+    let policy = base_policy(
+        &r,
+        serde_json::json!([
+            {"images": [format!("{reg}/keyless/*")], "trustedRoot": root, "identities": [{"issuer": ISSUER, "subject": SUBJECT}]},
+            {"images": [format!("{reg}/issuer/*")], "trustedRoot": root, "identities": [{"issuer": "https://accounts.google.com", "subject": SUBJECT}]},
+            {"images": [format!("{reg}/prefix/*")], "trustedRoot": root, "identities": [{"issuer": ISSUER, "subjectRegExp": "https://github.com/acme/"}]},
+            {"images": [format!("{reg}/regex/*")], "trustedRoot": root, "identities": [{"issuerRegExp": "https://token\\.actions\\.githubusercontent\\.com", "subjectRegExp": "https://github.com/acme/[^/]+/\\.github/workflows/release\\.yml@refs/heads/main"}]},
+        ]),
+    );
+    // The same good signature, under the other rules' repositories.
+    for repo in ["issuer/app", "prefix/app", "regex/app"] {
+        push_layers(
+            &r,
+            repo,
+            &d_ok,
+            &[keyless_layer(
+                &s,
+                &good,
+                payload("x", &d_ok),
+                SIGNED_AT,
+                true,
+            )],
+        );
+    }
+    let policy = write(&r.dir, "policy.json", &policy.to_string());
+    let (pki, server) = tls_server("signing-keyless-server", &["--policy", &policy]);
+    let mut c = Client::tls(server.addr, client_config(&pki.ca_file, None)).unwrap();
+    assert_eq!(
+        judge(&mut c, &img("keyless/ok", &d_ok)),
+        (true, String::new())
+    );
+    assert_eq!(
+        judge(&mut c, &img("regex/app", &d_ok)),
+        (true, String::new())
+    );
+    assert_eq!(
+        judge(&mut c, &img("keyless/several", &d_several)),
+        (true, String::new())
+    );
+    for (image, why) in [
+        (img("keyless/other", &d_other), "mallory"),
+        (img("issuer/app", &d_ok), "is not accepted"),
+        (img("prefix/app", &d_ok), "is not accepted"),
+        (
+            img("keyless/expired", &d_expired),
+            "not valid at the signing time",
+        ),
+        (img("keyless/nolog", &d_nolog), "no transparency log entry"),
+        (img("keyless/tampered", &d_tampered), "does not verify"),
+        (img("keyless/moved", &d_moved), "another digest"),
+        (
+            img("keyless/ok", &digest_of("unsigned")),
+            "no signature found",
+        ),
+    ] {
+        let (ok, message) = judge(&mut c, &image);
+        assert!(!ok, "{image} was admitted");
+        assert!(message.contains(why), "{image}: {why:?} in {message}");
+    }
+    let began = std::time::Instant::now();
+    let (ok, message) = judge(&mut c, &img("keyless/many", &d_many));
+    assert!(
+        !ok && message.contains("9900 more not looked at"),
+        "{message}"
+    );
+    assert!(
+        began.elapsed() < std::time::Duration::from_secs(3),
+        "{:?}",
+        began.elapsed()
+    );
+}
+
+/// Keys of each type cosign makes (P-256, P-384 with SHA-384, Ed25519),
+/// in the legacy format and as a bundle referrer; a replaced key file is
+/// in force after a reload, and what the old key signed is then refused.
+#[test]
+fn keyed_signatures_of_each_type_and_a_key_replaced() {
+    let Some(r) = start_with("signing-keyed", Setup::default()) else {
+        return;
+    };
+    let reg = format!("127.0.0.1:{}", r.port);
+    let s = Sigstore::new();
+    let root = write(&r.dir, "trusted_root.json", &s.trusted_root());
+    let keys = [
+        ("p256", Key::p256()),
+        ("p384", Key::new(&rcgen::PKCS_ECDSA_P384_SHA384)),
+        ("ed25519", Key::new(&rcgen::PKCS_ED25519)),
+    ];
+    let mut files = Vec::new();
+    for (name, key) in &keys {
+        let d = digest_of(name);
+        push_layers(
+            &r,
+            &format!("keyed/{name}"),
+            &d,
+            &[keyed_layer(&s, key, payload("x", &d))],
+        );
+        files.push(write(&r.dir, &format!("{name}.pub"), &key.pem()));
+    }
+    // The P-256 key's bundle, attached as a referrer through the
+    // fallback index.
+    let d_bundle = digest_of("bundle");
+    let bundle = s.keyed_bundle(&keys[0].1, &d_bundle, SIGNED_AT);
+    let repo = "keyed/bundle";
+    let layer = r.push_blob(repo, bundle.as_bytes());
+    let empty = r.push_blob(repo, b"{}");
+    let at = "application/vnd.dev.sigstore.bundle.v0.3+json";
+    let m = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "artifactType": at,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "size": 2, "digest": empty},
+        "layers": [{"mediaType": at, "size": bundle.len(), "digest": layer}],
+        "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "size": 1, "digest": d_bundle}})
+    .to_string();
+    let md = Digest::sha256_of(m.as_bytes()).to_string();
+    r.push_manifest(
+        repo,
+        &md,
+        "application/vnd.oci.image.manifest.v1+json",
+        m.as_bytes(),
+    );
+    let index = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "size": m.len(), "digest": md, "artifactType": at}]})
+    .to_string();
+    r.push_manifest(
+        repo,
+        &d_bundle.replace(':', "-"),
+        "application/vnd.oci.image.index.v1+json",
+        index.as_bytes(),
+    );
+
+    let key_file = write(&r.dir, "cosign.pub", &keys[0].1.pem());
+    let policy = base_policy(
+        &r,
+        serde_json::json!([
+            {"images": [format!("{reg}/keyed/p*"), format!("{reg}/keyed/ed25519")], "trustedRoot": root, "keys": files},
+            {"images": [format!("{reg}/keyed/bundle")], "trustedRoot": root, "keys": [key_file]},
+        ]),
+    );
+    let policy = write(&r.dir, "policy.json", &policy.to_string());
+    let (pki, server) = tls_server("signing-keyed-server", &["--policy", &policy]);
+    let mut c = Client::tls(server.addr, client_config(&pki.ca_file, None)).unwrap();
+    for (name, _) in &keys {
+        let image = format!("{reg}/keyed/{name}@{}", digest_of(name));
+        assert_eq!(judge(&mut c, &image), (true, String::new()), "{name}");
+    }
+    let bundled = format!("{reg}/keyed/bundle@{d_bundle}");
+    assert_eq!(judge(&mut c, &bundled), (true, String::new()));
+    // The key file now holds another key: after the reload, refused.
+    std::fs::write(&key_file, Key::p256().pem()).unwrap();
+    server.signal("HUP");
+    server.wait_for_log("reloaded", std::time::Duration::from_secs(5));
+    let (ok, why) = judge(&mut c, &bundled);
+    assert!(!ok && why.contains("unknown key"), "{why}");
+}
