@@ -1226,3 +1226,52 @@ fn one_reviews_deadline_is_not_anothers_failure() {
     );
     assert!(seen.lock().unwrap().len() >= 2);
 }
+
+/// Verification has the review's deadline too, and running out denies:
+/// a registry that never answers the signature lookups makes
+/// `/validate?timeout=3s` deny "verification timed out" in about a second.
+#[test]
+fn a_stalled_signature_lookup_denies_at_the_deadline() {
+    let pki = crate::common::Pki::new("registry-verify-deadline");
+    let (port, _) = scripted(
+        &pki,
+        "silent-sigs",
+        Box::new(|_, _| std::thread::sleep(Duration::from_secs(10))),
+    );
+    let key = crate::common::fixtures().join("cosign/keyed-p384/cosign.pub");
+    let policy = pki.dir.join("policy.json");
+    std::fs::write(
+        &policy,
+        serde_json::json!({
+            "registries": {(format!("127.0.0.1:{port}")): {"ca": pki.ca_file.to_str().unwrap()}},
+            "verifyImages": [{"images": ["*"], "keys": [key.to_str().unwrap()], "ignoreTlog": true}],
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let (server_pki, server) = crate::common::tls_server(
+        "registry-verify-deadline-server",
+        &["--policy", policy.to_str().unwrap()],
+    );
+    let body =
+        std::fs::read(crate::common::fixtures().join("admission/pod-create-allowed.request.json"))
+            .unwrap();
+    let mut v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    v["request"]["object"]["spec"]["containers"][0]["image"] =
+        format!("127.0.0.1:{port}/team/app@{}", Digest::sha256_of(b"app")).into();
+    let mut c = crate::common::Client::tls(
+        server.addr,
+        crate::common::client_config(&server_pki.ca_file, None),
+    )
+    .unwrap();
+    let began = Instant::now();
+    let v = c
+        .post("/validate?timeout=3s", v.to_string().as_bytes())
+        .unwrap()
+        .json();
+    let took = began.elapsed();
+    assert_eq!(v["response"]["allowed"], false, "{v}");
+    let m = v["response"]["status"]["message"].as_str().unwrap();
+    assert!(m.contains("verification timed out for"), "{m}");
+    assert!(took < Duration::from_millis(2500), "{took:?}");
+}
