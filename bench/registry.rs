@@ -153,6 +153,20 @@ impl Registry {
         Digest::sha256_of(manifest.as_bytes()).to_string()
     }
 
+    fn manifest(&self, repo: &str, reference: &str, media_type: &str, bytes: &[u8]) {
+        let resp = self
+            .agent
+            .put(&format!(
+                "https://127.0.0.1:{}/v2/{repo}/manifests/{reference}",
+                self.port
+            ))
+            .header("Authorization", basic())
+            .header("Content-Type", media_type)
+            .send(bytes)
+            .expect("push");
+        assert_eq!(resp.status().as_u16(), 201, "manifest push");
+    }
+
     /// Manifest HEADs the registry answered 200 for this tag.
     fn heads(&self, repo: &str, tag: &str) -> usize {
         std::thread::sleep(Duration::from_millis(300)); // the access log is asynchronous
@@ -269,6 +283,10 @@ fn main() {
         ),
     ));
 
+    // 5-8. Signature verification (the real 2026 keyless signature and the
+    // real cosign image bundle, served by the registry).
+    signatures(&r, &client, &registry, &mut rows);
+
     // 4. A 1,000-pod rollout of one new tag through the real server.
     let rollout_digest = r.image("team/app", "rollout");
     let policy = work.join("policy.json");
@@ -356,4 +374,189 @@ fn main() {
     }
     drop(r);
     let _ = std::fs::remove_dir_all(&work);
+}
+
+fn fixture_text(p: &str) -> String {
+    String::from_utf8(fixture(p)).expect("utf-8")
+}
+
+/// Pushes the real signatures and measures verifying them.
+fn signatures(
+    r: &Registry,
+    client: &Arc<Client>,
+    registry: &str,
+    rows: &mut Vec<(String, String)>,
+) {
+    use image_bouncer::admit::signatures::{Verdicts, gather};
+    use image_bouncer::config::verify::VerifyRule;
+    use image_bouncer::policy::{ImageInput, ImagePattern, Policy, Request, VerifyRequirement};
+    use image_bouncer::verify::rules::{IdentityRule, Matcher, Trust};
+    use image_bouncer::verify::trust::TrustedRoot;
+    const SERVER_IMAGE: &str =
+        "sha256:c05263d2ff654c3a94243662440913f045075d59c436e2c69e9145ec2b87a321";
+    const ATTESTED: &str =
+        "sha256:732112270d7e59418a8c080b134b24cabd67d250d0d0147a97ed95ba5c280aa4";
+    let served = fixture_text("sigstore/image-legacy/gha-keyless-2026/signature-manifest.json");
+    let m: serde_json::Value = serde_json::from_str(&served).expect("json");
+    let payload = fixture_text("sigstore/image-legacy/gha-keyless-2026/payload.json");
+    let layer = m["layers"][0]["digest"]
+        .as_str()
+        .expect("layer")
+        .to_string();
+    r.blob("team/server_image", payload.as_bytes());
+    let config = format!(
+        r#"{{"architecture":"","created":"0001-01-01T00:00:00Z","history":[{{"created":"0001-01-01T00:00:00Z"}}],"os":"","rootfs":{{"type":"layers","diff_ids":["{layer}"]}},"config":{{}}}}"#
+    );
+    r.blob("team/server_image", config.as_bytes());
+    let oci = "application/vnd.oci.image.manifest.v1+json";
+    r.manifest(
+        "team/server_image",
+        &format!("{}.sig", SERVER_IMAGE.replace(':', "-")),
+        oci,
+        served.as_bytes(),
+    );
+    // The bundle, as a referrer in the fallback index.
+    let bundle = fixture_text(
+        "sigstore/image-bundle/cosign-oci-attestation-2025/oci-attestation.sigstore.json",
+    );
+    let at = "application/vnd.dev.sigstore.bundle.v0.3+json";
+    let bl = r.blob("team/attested", bundle.as_bytes());
+    let empty = r.blob("team/attested", b"{}");
+    let rm = serde_json::json!({"schemaVersion": 2, "mediaType": oci, "artifactType": at,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "size": 2, "digest": empty},
+        "layers": [{"mediaType": at, "size": bundle.len(), "digest": bl}]})
+    .to_string();
+    let rmd = Digest::sha256_of(rm.as_bytes()).to_string();
+    r.manifest("team/attested", &rmd, oci, rm.as_bytes());
+    let index = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{"mediaType": oci, "size": rm.len(), "digest": rmd, "artifactType": at}]}).to_string();
+    r.manifest(
+        "team/attested",
+        &ATTESTED.replace(':', "-"),
+        "application/vnd.oci.image.index.v1+json",
+        index.as_bytes(),
+    );
+
+    let root = Arc::new(
+        TrustedRoot::parse(&fixture_text("sigstore/trusted-roots/public-good.json")).expect("root"),
+    );
+    let identity = |issuer: &str, subject: &str| IdentityRule {
+        issuer: Matcher::Exact(issuer.into()),
+        subject: Matcher::Exact(subject.into()),
+    };
+    let trust = Trust {
+        identities: vec![
+            identity(
+                "https://token.actions.githubusercontent.com",
+                "https://github.com/salrashid123/go-bazel-github-workflow/.github/workflows/release.yaml@refs/tags/v0.0.30",
+            ),
+            identity("https://github.com/login/oauth", "cody@soyland.com"),
+        ],
+        root: Some(root),
+        fingerprint: "bench".into(),
+        ..Trust::default()
+    };
+    let policy = Policy {
+        verify_images: vec![VerifyRequirement {
+            label: "verifyImages[0]".into(),
+            images: vec![ImagePattern::parse("*").expect("pattern")],
+            verify_tags: false,
+        }],
+        ..Policy::default()
+    };
+    let rules = vec![VerifyRule {
+        label: "verifyImages[0]".into(),
+        trust: trust.clone(),
+        allow_on_registry_error: false,
+    }];
+    let request = |image: &str| Request {
+        images: vec![ImageInput::bare(image)],
+        ..Request::default()
+    };
+    let within = Duration::from_secs(5);
+    for (name, image) in [
+        (
+            "legacy .sig",
+            format!("{registry}/team/server_image@{SERVER_IMAGE}"),
+        ),
+        (
+            "bundle referrer (fallback index)",
+            format!("{registry}/team/attested@{ATTESTED}"),
+        ),
+    ] {
+        let verdicts = Verdicts::default();
+        let sent = client.stats().requests();
+        let began = Instant::now();
+        let facts = gather(&policy, &rules, &request(&image), client, &verdicts, within);
+        let took = began.elapsed();
+        assert!(
+            facts.values().all(|f| f.outcome.is_ok()),
+            "{name}: {facts:?}"
+        );
+        rows.push((
+            format!("cold verification, {name}"),
+            format!(
+                "{} registry requests ({} ms wall)",
+                client.stats().requests() - sent,
+                took.as_millis()
+            ),
+        ));
+        if name.starts_with("legacy") {
+            let n = 100_000;
+            let req = request(&image);
+            let began = Instant::now();
+            for _ in 0..n {
+                std::hint::black_box(gather(&policy, &rules, &req, client, &verdicts, within));
+            }
+            rows.push((
+                "cached verified image, per review".into(),
+                format!(
+                    "{:.2} µs ({n} reviews of one image)",
+                    began.elapsed().as_nanos() as f64 / n as f64 / 1000.0
+                ),
+            ));
+            // 100 concurrent reviews of the image, nothing cached yet.
+            let verdicts = Arc::new(Verdicts::default());
+            let sent = client.stats().requests();
+            let threads: Vec<_> = (0..100)
+                .map(|_| {
+                    let (c, v, p, ru, req) = (
+                        client.clone(),
+                        verdicts.clone(),
+                        policy.clone(),
+                        rules.clone(),
+                        request(&image),
+                    );
+                    std::thread::spawn(move || gather(&p, &ru, &req, &c, &v, within))
+                })
+                .collect();
+            for t in threads {
+                let f = t.join().expect("thread");
+                assert!(f.values().all(|f| f.outcome.is_ok()));
+            }
+            rows.push((
+                "100 concurrent reviews of one new signed image".into(),
+                format!(
+                    "{} registry requests (one verification)",
+                    client.stats().requests() - sent
+                ),
+            ));
+        }
+    }
+    // CPU of one keyless verification (no I/O): the real 2026 layer.
+    let ann: std::collections::BTreeMap<String, String> =
+        serde_json::from_value(m["layers"][0]["annotations"].clone()).expect("annotations");
+    let n = 2000;
+    let began = Instant::now();
+    for _ in 0..n {
+        image_bouncer::verify::legacy::verify_layer(payload.as_bytes(), &ann, SERVER_IMAGE, &trust)
+            .expect("verifies");
+    }
+    rows.push((
+        "CPU of one keyless verification (signature, SET, chain, SCT, identity)".into(),
+        format!(
+            "{:.0} µs ({n} runs, one thread)",
+            began.elapsed().as_micros() as f64 / n as f64
+        ),
+    ));
 }

@@ -80,17 +80,35 @@ impl Verdicts {
             }
         };
         if leader {
+            // Whatever happens in `run` (a panic included), the flight is
+            // removed and its waiters woken.
+            struct Land<'a> {
+                verdicts: &'a Verdicts,
+                key: &'a (String, String),
+                flight: &'a Flight,
+            }
+            impl Drop for Land<'_> {
+                fn drop(&mut self) {
+                    self.verdicts
+                        .inflight
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .remove(self.key);
+                    self.flight.done.notify_all();
+                }
+            }
+            let land = Land {
+                verdicts: self,
+                key: &key,
+                flight: &flight,
+            };
             let v = run();
             self.put(key.clone(), &v);
-            self.inflight
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&key);
             *flight
                 .verdict
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner) = Some(v.clone());
-            flight.done.notify_all();
+            drop(land);
             return v;
         }
         let mut v = flight
@@ -136,8 +154,14 @@ impl Verdicts {
         };
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         if cache.len() >= VERDICTS_MAX {
+            // Expired first, then refusals (cheap to make by the thousand),
+            // and verified digests only last: they keep pods running while
+            // a registry is down.
             let now = Instant::now();
             cache.retain(|_, (_, until)| *until > now);
+            if cache.len() >= VERDICTS_MAX {
+                cache.retain(|_, (v, _)| matches!(v, Verdict::Verified(_)));
+            }
             if cache.len() >= VERDICTS_MAX {
                 cache.clear();
             }
@@ -285,18 +309,29 @@ pub fn verify_digest(
         (
             legacy
                 .join()
-                .unwrap_or_else(|_| Verdict::Unavailable("the signature lookup failed".into())),
+                .unwrap_or_else(|_| Verdict::Refused("the signature lookup failed".into())),
             bundles,
         )
     });
+    combine(bundles, legacy)
+}
+
+/// One verdict from both places. Unavailable only when neither place
+/// could be asked: a registry that answers one lookup and fails the other
+/// on purpose must not reach onRegistryError's "allow".
+fn combine(bundles: Verdict, legacy: Verdict) -> Verdict {
     match (bundles, legacy) {
         (v @ Verdict::Verified(_), _) | (_, v @ Verdict::Verified(_)) => v,
-        (Verdict::Unavailable(why), _) | (_, Verdict::Unavailable(why)) => {
-            Verdict::Unavailable(why)
-        }
+        (Verdict::Unavailable(b), Verdict::Unavailable(_)) => Verdict::Unavailable(b),
         (Verdict::Refused(b), Verdict::Refused(l)) => {
             Verdict::Refused(format!("no accepted signature: bundles: {b}; legacy: {l}"))
         }
+        (Verdict::Refused(b), Verdict::Unavailable(l)) => Verdict::Refused(format!(
+            "no accepted signature: bundles: {b}; legacy: could not be fetched: {l}"
+        )),
+        (Verdict::Unavailable(b), Verdict::Refused(l)) => Verdict::Refused(format!(
+            "no accepted signature: bundles: could not be fetched: {b}; legacy: {l}"
+        )),
     }
 }
 
@@ -471,4 +506,55 @@ fn legacy_verdict(
         return Verdict::Refused("the signature image has no layers".into());
     }
     Verdict::Refused(summarise(reasons, total - layers.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_place_refusing_is_not_an_outage() {
+        let signed = Signed {
+            digest: "sha256:0".into(),
+            signer: "key k".into(),
+            reference: "r".into(),
+            time: None,
+            time_source: None,
+            log_index: None,
+        };
+        let v = || Verdict::Verified(signed.clone());
+        let r = || Verdict::Refused("no".into());
+        let u = || Verdict::Unavailable("down".into());
+        assert_eq!(combine(v(), u()), v());
+        assert_eq!(combine(u(), v()), v());
+        assert!(matches!(combine(u(), u()), Verdict::Unavailable(_)));
+        assert!(matches!(combine(r(), u()), Verdict::Refused(_)));
+        assert!(matches!(combine(u(), r()), Verdict::Refused(_)));
+        assert!(matches!(combine(r(), r()), Verdict::Refused(_)));
+    }
+
+    /// A full cache gives up refusals before verified digests.
+    #[test]
+    fn refusals_go_before_verified_digests() {
+        let verdicts = Verdicts::default();
+        let key = |i: usize| (format!("r@{i}"), "f".to_string());
+        let signed = Signed {
+            digest: "d".into(),
+            signer: "s".into(),
+            reference: "r".into(),
+            time: None,
+            time_source: None,
+            log_index: None,
+        };
+        verdicts.put(key(0), &Verdict::Verified(signed));
+        for i in 1..VERDICTS_MAX + 10 {
+            verdicts.put(key(i), &Verdict::Refused("no".into()));
+        }
+        assert!(matches!(verdicts.get(&key(0)), Some(Verdict::Verified(_))));
+        verdicts.put(key(0), &Verdict::Unavailable("down".into()));
+        assert!(
+            matches!(verdicts.get(&key(0)), Some(Verdict::Verified(_))),
+            "outages are not remembered"
+        );
+    }
 }

@@ -49,6 +49,8 @@ const TOKEN_MAX: usize = 64 * 1024;
 /// deadline) so that one rollout cannot open hundreds of connections to a
 /// registry that already struggles.
 pub const MAX_IN_FLIGHT: usize = 8;
+/// A registry without the referrers API is asked again after this.
+const REFERRERS_API_RECHECK: Duration = Duration::from_secs(3600);
 /// Referrers pages followed at most, and descriptors kept at most.
 const REFERRER_PAGES: usize = 8;
 const REFERRERS_MAX: usize = 1024;
@@ -117,6 +119,10 @@ pub struct Client {
     /// Registry hosts that asked for Basic credentials: they get them
     /// with the first request from then on (one round trip, not two).
     basic_hosts: Mutex<HashSet<String>>,
+    /// Registry hosts that answered 404 for the referrers API, until when:
+    /// they are asked for the tag-schema index directly (one round trip
+    /// less per signature lookup).
+    no_referrers_api: Mutex<HashMap<String, Instant>>,
     /// Registry host -> requests under way (at most MAX_IN_FLIGHT).
     busy: Mutex<HashMap<String, usize>>,
     freed: Condvar,
@@ -313,6 +319,7 @@ impl Client {
             inflight: Mutex::new(HashMap::new()),
             not_before: Mutex::new(HashMap::new()),
             basic_hosts: Mutex::new(HashSet::new()),
+            no_referrers_api: Mutex::new(HashMap::new()),
             busy: Mutex::new(HashMap::new()),
             freed: Condvar::new(),
             stats: Stats::default(),
@@ -649,12 +656,30 @@ impl Client {
         if let Some(a) = artifact_type {
             path.push_str(&format!("?artifactType={}", encode(a)));
         }
+        let known_absent = self
+            .no_referrers_api
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&t.host)
+            .is_some_and(|until| *until > Instant::now());
+        if known_absent {
+            return self.referrers_by_tag(&t, subject, artifact_type, deadline);
+        }
         let mut found = Vec::new();
         for page in 0..REFERRER_PAGES {
             let (mut resp, slot) = self.send(&t, Method::Get, &path, OCI_INDEX, deadline)?;
             let status = resp.status().as_u16();
             if status == 404 && page == 0 {
                 drop((resp, slot));
+                let mut absent = self
+                    .no_referrers_api
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if absent.len() >= REMEMBERED_MAX {
+                    absent.clear();
+                }
+                absent.insert(t.host.clone(), Instant::now() + REFERRERS_API_RECHECK);
+                drop(absent);
                 return self.referrers_by_tag(&t, subject, artifact_type, deadline);
             }
             if status != 200 {
