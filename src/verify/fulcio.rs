@@ -140,29 +140,38 @@ pub fn verify(
             );
             continue;
         }
-        let Some((anchor_der, inner)) = ca.chain.split_last() else {
-            continue;
-        };
-        let anchor_cert = CertificateDer::from(anchor_der.as_slice());
-        let Ok(anchor) = webpki::anchor_from_trusted_cert(&anchor_cert) else {
-            continue;
-        };
-        // The anchor's own validity is not checked by the path builder.
-        if !valid_at(anchor_der, t) {
+        // Every certificate of the authority's chain is trust material of
+        // the root (written there by whoever vouched for the root), so each
+        // may anchor a path: a leaf issued by the intermediate is checked
+        // against it directly, one signature instead of two. Each must be
+        // valid at the signing time, which the path builder does not check
+        // for anchors.
+        if ca.chain.iter().any(|c| !valid_at(c, t)) {
             last = format!(
-                "the trust anchor of {} was not valid at the signing time",
+                "a certificate of {}'s chain was not valid at the signing time",
                 ca.uri
             );
             continue;
         }
-        let intermediates: Vec<CertificateDer<'_>> = inner
+        let anchor_certs: Vec<CertificateDer<'_>> = ca
+            .chain
             .iter()
-            .chain(extra)
+            .map(|c| CertificateDer::from(c.as_slice()))
+            .collect();
+        let anchors: Vec<_> = anchor_certs
+            .iter()
+            .filter_map(|c| webpki::anchor_from_trusted_cert(c).ok())
+            .collect();
+        if anchors.is_empty() {
+            continue;
+        }
+        let intermediates: Vec<CertificateDer<'_>> = extra
+            .iter()
             .map(|c| CertificateDer::from(c.as_slice()))
             .collect();
         match end.verify_for_usage(
             webpki::ALL_VERIFICATION_ALGS,
-            &[anchor],
+            &anchors,
             &intermediates,
             time,
             webpki::KeyUsage::required(EKU_CODE_SIGNING),
