@@ -468,6 +468,7 @@ fn signatures(
         label: "verifyImages[0]".into(),
         trust: trust.clone(),
         allow_on_registry_error: false,
+        verified_ttl: Duration::from_secs(3600),
     }];
     let request = |image: &str| Request {
         images: vec![ImageInput::bare(image)],

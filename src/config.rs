@@ -1692,9 +1692,13 @@ mod tests {
         assert_eq!(r.verify[0].trust.identities.len(), 1);
         assert!(r.verify[0].trust.root.is_some());
         assert!(r.verify[0].trust.fingerprint.starts_with("sha256:"));
+        assert_eq!(
+            r.verify[0].verified_ttl,
+            std::time::Duration::from_secs(86_400)
+        );
         let problems = parse_rules_problems(&format!(
             r#"{{"verifyImages": [
-                {{"images": ["ghcr.io/acme/*"], "keys": ["/nonexistent.pub"], "ignoreTLog": true}},
+                {{"images": ["ghcr.io/acme/*"], "keys": ["/nonexistent.pub"], "ignoreTLog": true, "verifiedCacheSeconds": -1}},
                 {{"images": [], "identities": [{{"issuer": "x", "subject": "a", "subjectRegExp": "b"}}, {{"issuer": "x", "subjectRegexp": "b"}}, {{"issuerRegExp": "(", "subject": "a"}}]}},
                 {{"images": ["*"], "keys": [{:?}]}},
                 {{"images": ["*"], "identities": [{{"issuer": "x", "subject": "y"}}], "trustedRoot": {:?}}},
@@ -1707,6 +1711,7 @@ mod tests {
         for want in [
             "$.verifyImages[0].ignoreTLog: unknown key",
             "$.verifyImages[0].keys: /nonexistent.pub: cannot open",
+            "$.verifyImages[0].verifiedCacheSeconds: expected a number of seconds",
             "$.verifyImages[0]: neither keys nor identities",
             "$.verifyImages[1]: no images",
             "$.verifyImages[1].identities[0]: give exactly one",

@@ -264,6 +264,34 @@ impl Sigstore {
     /// Statement v1 for `digest`, signed with `key` (keyed: `publicKey`
     /// material), logged as a Rekor dsse entry with a SET.
     pub fn keyed_bundle(&self, key: &Key, digest: &str, time: i64) -> String {
+        self.dsse_bundle(
+            &|m| key.sign(m),
+            &key.pem(),
+            serde_json::json!({"publicKey": {"hint": b64(&sha256(&key.spki()))}}),
+            digest,
+            time,
+        )
+    }
+
+    /// The same, signed keyless by `leaf` (`certificate` material).
+    pub fn keyless_bundle(&self, leaf: &Leaf, digest: &str, time: i64) -> String {
+        self.dsse_bundle(
+            &|m| leaf.key.sign(m),
+            &leaf.pem(),
+            serde_json::json!({"certificate": {"rawBytes": b64(&leaf.der)}}),
+            digest,
+            time,
+        )
+    }
+
+    fn dsse_bundle(
+        &self,
+        sign: &dyn Fn(&[u8]) -> Vec<u8>,
+        verifier_pem: &str,
+        mut material: serde_json::Value,
+        digest: &str,
+        time: i64,
+    ) -> String {
         let hexd = digest.strip_prefix("sha256:").unwrap();
         let statement = format!(
             r#"{{"_type":"https://in-toto.io/Statement/v1", "subject":[{{"name":"app","digest":{{"sha256":"{hexd}"}}}}],"predicateType":"https://sigstore.dev/cosign/sign/v1","predicate":{{}}}}"#
@@ -271,11 +299,11 @@ impl Sigstore {
         let ptype = "application/vnd.in-toto+json";
         let mut pae = format!("DSSEv1 {} {ptype} {} ", ptype.len(), statement.len()).into_bytes();
         pae.extend_from_slice(statement.as_bytes());
-        let sig = key.sign(&pae);
+        let sig = sign(&pae);
         let body = serde_json::json!({"apiVersion": "0.0.1", "kind": "dsse", "spec": {
             "envelopeHash": {"algorithm": "sha256", "value": "00"},
             "payloadHash": {"algorithm": "sha256", "value": hex(&sha256(statement.as_bytes()))},
-            "signatures": [{"signature": b64(&sig), "verifier": b64(key.pem().as_bytes())}]}})
+            "signatures": [{"signature": b64(&sig), "verifier": b64(verifier_pem.as_bytes())}]}})
         .to_string();
         let body = b64(body.as_bytes());
         let log_id = sha256(&self.rekor.spki());
@@ -284,14 +312,12 @@ impl Sigstore {
             hex(&log_id)
         );
         let set = self.rekor.sign(canonical.as_bytes());
+        material["tlogEntries"] = serde_json::json!([{"logIndex": "7", "logId": {"keyId": b64(&log_id)},
+            "kindVersion": {"kind": "dsse", "version": "0.0.1"}, "integratedTime": time.to_string(),
+            "inclusionPromise": {"signedEntryTimestamp": b64(&set)}, "canonicalizedBody": body}]);
         serde_json::json!({
             "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
-            "verificationMaterial": {
-                "publicKey": {"hint": b64(&sha256(&key.spki()))},
-                "tlogEntries": [{"logIndex": "7", "logId": {"keyId": b64(&log_id)},
-                    "kindVersion": {"kind": "dsse", "version": "0.0.1"}, "integratedTime": time.to_string(),
-                    "inclusionPromise": {"signedEntryTimestamp": b64(&set)}, "canonicalizedBody": body}],
-            },
+            "verificationMaterial": material,
             "dsseEnvelope": {"payload": b64(statement.as_bytes()), "payloadType": ptype, "signatures": [{"sig": b64(&sig)}]},
         })
         .to_string()

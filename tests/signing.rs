@@ -75,6 +75,35 @@ fn keyed_layer(s: &Sigstore, key: &Key, payload: Vec<u8>) -> (Vec<u8>, serde_jso
     (payload, ann)
 }
 
+/// Attaches a bundle to `digest` as cosign does: a referrer manifest
+/// pushed by digest, listed in the `sha256-<hex>` fallback index.
+fn push_bundle(r: &Registry, repo: &str, digest: &str, bundle: &str) {
+    let layer = r.push_blob(repo, bundle.as_bytes());
+    let empty = r.push_blob(repo, b"{}");
+    let at = "application/vnd.dev.sigstore.bundle.v0.3+json";
+    let m = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "artifactType": at,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "size": 2, "digest": empty},
+        "layers": [{"mediaType": at, "size": bundle.len(), "digest": layer}],
+        "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "size": 1, "digest": digest}})
+    .to_string();
+    let md = Digest::sha256_of(m.as_bytes()).to_string();
+    r.push_manifest(
+        repo,
+        &md,
+        "application/vnd.oci.image.manifest.v1+json",
+        m.as_bytes(),
+    );
+    let index = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "size": m.len(), "digest": md, "artifactType": at}]})
+    .to_string();
+    r.push_manifest(
+        repo,
+        &digest.replace(':', "-"),
+        "application/vnd.oci.image.index.v1+json",
+        index.as_bytes(),
+    );
+}
+
 fn digest_of(name: &str) -> String {
     Digest::sha256_of(name.as_bytes()).to_string()
 }
@@ -232,6 +261,22 @@ fn keyless_signatures_and_what_refuses_them() {
     );
     push_layers(&r, "keyless/many", &d_many, &vec![junk; 10_000]);
 
+    // Both formats: the same identity's bundle, attached as a referrer;
+    // another identity's bundle for another image.
+    let d_bundle = digest_of("keyless-bundle");
+    push_bundle(
+        &r,
+        "keyless/bundled",
+        &d_bundle,
+        &s.keyless_bundle(&good, &d_bundle, SIGNED_AT),
+    );
+    let d_bundle_other = digest_of("keyless-bundle-other");
+    push_bundle(
+        &r,
+        "keyless/bundled",
+        &d_bundle_other,
+        &s.keyless_bundle(&other, &d_bundle_other, SIGNED_AT),
+    );
     let policy = base_policy(
         &r,
         serde_json::json!([
@@ -271,8 +316,13 @@ fn keyless_signatures_and_what_refuses_them() {
         judge(&mut c, &img("keyless/several", &d_several)),
         (true, String::new())
     );
+    assert_eq!(
+        judge(&mut c, &img("keyless/bundled", &d_bundle)),
+        (true, String::new())
+    );
     for (image, why) in [
         (img("keyless/other", &d_other), "mallory"),
+        (img("keyless/bundled", &d_bundle_other), "mallory"),
         (img("issuer/app", &d_ok), "is not accepted"),
         (img("prefix/app", &d_ok), "is not accepted"),
         (
@@ -335,31 +385,7 @@ fn keyed_signatures_of_each_type_and_a_key_replaced() {
     // fallback index.
     let d_bundle = digest_of("bundle");
     let bundle = s.keyed_bundle(&keys[0].1, &d_bundle, SIGNED_AT);
-    let repo = "keyed/bundle";
-    let layer = r.push_blob(repo, bundle.as_bytes());
-    let empty = r.push_blob(repo, b"{}");
-    let at = "application/vnd.dev.sigstore.bundle.v0.3+json";
-    let m = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "artifactType": at,
-        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "size": 2, "digest": empty},
-        "layers": [{"mediaType": at, "size": bundle.len(), "digest": layer}],
-        "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "size": 1, "digest": d_bundle}})
-    .to_string();
-    let md = Digest::sha256_of(m.as_bytes()).to_string();
-    r.push_manifest(
-        repo,
-        &md,
-        "application/vnd.oci.image.manifest.v1+json",
-        m.as_bytes(),
-    );
-    let index = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "size": m.len(), "digest": md, "artifactType": at}]})
-    .to_string();
-    r.push_manifest(
-        repo,
-        &d_bundle.replace(':', "-"),
-        "application/vnd.oci.image.index.v1+json",
-        index.as_bytes(),
-    );
+    push_bundle(&r, "keyed/bundle", &d_bundle, &bundle);
 
     let key_file = write(&r.dir, "cosign.pub", &keys[0].1.pem());
     let policy = base_policy(

@@ -16,10 +16,6 @@ use crate::registry::client::{Client, LookupError};
 use crate::registry::digest::Digest;
 use crate::verify::legacy::{self, Signed};
 
-/// A verified digest stays admitted this long without asking the registry
-/// again (a digest and its signatures cannot change; a registry that is
-/// down does not stop pods of images verified before).
-pub const VERIFIED_TTL: Duration = Duration::from_secs(24 * 3600);
 /// A refusal (no signature, a bad one) is remembered briefly: a signature
 /// pushed just now is seen within this.
 pub const REFUSED_TTL: Duration = Duration::from_secs(30);
@@ -63,6 +59,7 @@ impl Verdicts {
         key: (String, String),
         deadline: Instant,
         image: &str,
+        verified_ttl: Duration,
         run: impl FnOnce() -> Verdict,
     ) -> Verdict {
         if let Some(v) = self.get(&key) {
@@ -103,7 +100,7 @@ impl Verdicts {
                 flight: &flight,
             };
             let v = run();
-            self.put(key.clone(), &v);
+            self.put(key.clone(), &v, verified_ttl);
             *flight
                 .verdict
                 .lock()
@@ -133,7 +130,7 @@ impl Verdicts {
         // The first asker's outage or timeout is not this one's answer
         // while this one has time left: ask again.
         if matches!(got, Verdict::Unavailable(_)) && Instant::now() < deadline {
-            return self.verdict(key, deadline, image, run);
+            return self.verdict(key, deadline, image, verified_ttl, run);
         }
         got
     }
@@ -146,9 +143,9 @@ impl Verdicts {
             .map(|(v, _)| v.clone())
     }
 
-    fn put(&self, key: (String, String), v: &Verdict) {
+    fn put(&self, key: (String, String), v: &Verdict, verified_ttl: Duration) {
         let ttl = match v {
-            Verdict::Verified(_) => VERIFIED_TTL,
+            Verdict::Verified(_) => verified_ttl,
             Verdict::Refused(_) => REFUSED_TTL,
             Verdict::Unavailable(_) => return,
         };
@@ -255,7 +252,7 @@ fn fact(
         ),
         rule.trust.fingerprint.clone(),
     );
-    let verdict = verdicts.verdict(key, deadline, image, || {
+    let verdict = verdicts.verdict(key, deadline, image, rule.verified_ttl, || {
         verify_digest(&r, &digest, rule, client, deadline)
     });
     match verdict {
@@ -546,12 +543,13 @@ mod tests {
             time_source: None,
             log_index: None,
         };
-        verdicts.put(key(0), &Verdict::Verified(signed));
+        let day = Duration::from_secs(86_400);
+        verdicts.put(key(0), &Verdict::Verified(signed), day);
         for i in 1..VERDICTS_MAX + 10 {
-            verdicts.put(key(i), &Verdict::Refused("no".into()));
+            verdicts.put(key(i), &Verdict::Refused("no".into()), day);
         }
         assert!(matches!(verdicts.get(&key(0)), Some(Verdict::Verified(_))));
-        verdicts.put(key(0), &Verdict::Unavailable("down".into()));
+        verdicts.put(key(0), &Verdict::Unavailable("down".into()), day);
         assert!(
             matches!(verdicts.get(&key(0)), Some(Verdict::Verified(_))),
             "outages are not remembered"

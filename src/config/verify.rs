@@ -23,7 +23,17 @@ pub struct VerifyRule {
     /// A registry that cannot be reached admits the image unverified
     /// (`onRegistryError: allow`), with a warning; default deny.
     pub allow_on_registry_error: bool,
+    /// How long a verified digest stays admitted without asking again
+    /// (`verifiedCacheSeconds`, default 24 h): also while its registry is
+    /// down.
+    pub verified_ttl: std::time::Duration,
 }
+
+/// `verifiedCacheSeconds` when not given: a digest and its signatures
+/// are immutable, and a day covers a registry outage.
+pub const VERIFIED_TTL_DEFAULT: u64 = 24 * 3600;
+/// At most a week: a revoked key or identity must stop counting.
+const VERIFIED_TTL_MAX: u64 = 7 * 24 * 3600;
 
 const ENTRY_KEYS: &[&str] = &[
     "images",
@@ -34,6 +44,7 @@ const ENTRY_KEYS: &[&str] = &[
     "ignoreSCT",
     "verifyTags",
     "onRegistryError",
+    "verifiedCacheSeconds",
 ];
 
 /// Trusted roots and keys are small; more is not one.
@@ -71,6 +82,7 @@ pub fn build(
         let mut trust = Trust::default();
         let mut verify_tags = false;
         let mut allow = false;
+        let mut verified_ttl = VERIFIED_TTL_DEFAULT;
         let mut root_file: Option<String> = None;
         let mut fingerprint = ring::digest::Context::new(&ring::digest::SHA256);
         let boolean = |k: &str, v: &Value, problems: &mut Vec<String>| match v {
@@ -151,6 +163,13 @@ pub fn build(
                 "ignoreTlog" => trust.ignore_tlog = boolean(k, v, problems),
                 "ignoreSCT" => trust.ignore_sct = boolean(k, v, problems),
                 "verifyTags" => verify_tags = boolean(k, v, problems),
+                "verifiedCacheSeconds" => match v.as_u64() {
+                    Some(n) if n <= VERIFIED_TTL_MAX => verified_ttl = n,
+                    _ => problems.push(format!(
+                        "{}: expected a number of seconds from 0 to {VERIFIED_TTL_MAX}, found {v}",
+                        at(&p)
+                    )),
+                },
                 "onRegistryError" => match v.as_str() {
                     Some("deny") => allow = false,
                     Some("allow") => allow = true,
@@ -215,6 +234,7 @@ pub fn build(
             label,
             trust,
             allow_on_registry_error: allow,
+            verified_ttl: std::time::Duration::from_secs(verified_ttl),
         });
     }
     (requirements, rules)
