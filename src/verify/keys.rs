@@ -2,7 +2,8 @@
 //! SubjectPublicKeyInfo) and the signature checks each kind gets: ECDSA
 //! P-256 with SHA-256; P-384 with SHA-384 or SHA-256 (cosign signed with
 //! SHA-256 whatever the curve until v2.6, SHA-384 since); RSA PKCS#1 v1.5
-//! with SHA-256; Ed25519. Signatures are over the exact bytes given.
+//! with SHA-256; Ed25519, pure or prehashed (Ed25519ph, which cosign v2.6+
+//! signs with for Ed25519 keys). Signatures are over the exact bytes given.
 
 use ring::signature::{self, UnparsedPublicKey};
 use rustls::pki_types::pem::PemObject;
@@ -126,7 +127,7 @@ impl PublicKey {
             UnparsedPublicKey::new(*alg, &self.raw)
                 .verify(message, sig)
                 .is_ok()
-        })
+        }) || (self.kind == Kind::Ed25519 && ed25519ph(&self.raw, message, sig))
     }
 
     /// sha256 of the SubjectPublicKeyInfo (Rekor v1 and CT log IDs).
@@ -136,6 +137,26 @@ impl PublicKey {
         out.copy_from_slice(d.as_ref());
         out
     }
+}
+
+/// RFC 8032 Ed25519ph: Ed25519 over SHA-512 of the message, with the
+/// prehash domain separator and an empty context.
+fn ed25519ph(key: &[u8], message: &[u8], sig: &[u8]) -> bool {
+    use ed25519_dalek::Digest as _;
+    let (Ok(key), Ok(sig)) = (
+        <[u8; 32]>::try_from(key),
+        ed25519_dalek::Signature::from_slice(sig),
+    ) else {
+        return false;
+    };
+    ed25519_dalek::VerifyingKey::from_bytes(&key).is_ok_and(|k| {
+        k.verify_prehashed(
+            ed25519_dalek::Sha512::new().chain_update(message),
+            None,
+            &sig,
+        )
+        .is_ok()
+    })
 }
 
 #[cfg(test)]
@@ -196,5 +217,29 @@ mod tests {
             "ECDSA P-384"
         );
         assert!(PublicKey::from_pem("not a key").is_err());
+    }
+    /// Ed25519ph as cosign v2.6+ signs with Ed25519 keys: verified; the
+    /// same bytes signed pure are verified too; neither for other bytes.
+    #[test]
+    fn ed25519_pure_and_prehashed() {
+        use ed25519_dalek::Digest as _;
+        use ed25519_dalek::Signer as _;
+        let signing = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        let mut spki = vec![
+            0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+        ];
+        spki.extend_from_slice(signing.verifying_key().as_bytes());
+        let key = PublicKey::from_spki(&spki).unwrap();
+        assert_eq!(key.describe(), "Ed25519");
+        let msg = b"{\"critical\":{}}";
+        let ph = signing
+            .sign_prehashed(ed25519_dalek::Sha512::new().chain_update(msg), None)
+            .unwrap();
+        assert!(key.verify(msg, &ph.to_bytes()));
+        assert!(!key.verify(b"other", &ph.to_bytes()));
+        let pure = signing.sign(msg);
+        assert!(key.verify(msg, &pure.to_bytes()));
+        assert!(!key.verify(b"other", &pure.to_bytes()));
+        assert!(!key.verify(msg, &ph.to_bytes()[..63]));
     }
 }
