@@ -84,4 +84,13 @@ fn no_import_circles_and_pure_parts_stay_pure() {
         "cli holds raw flags only: {:?}",
         graph["cli"]
     );
+    // The verifier gets bytes and returns facts: no registry, policy,
+    // configuration or server (only the DER date helper).
+    for m in &graph["verify"] {
+        assert!(m == "der", "verify imports {m}: {:?}", graph["verify"]);
+    }
+    // The registry client knows no policy, verifier or server either.
+    for m in ["policy", "verify", "server", "config", "admit"] {
+        assert!(!graph["registry"].contains(m), "registry imports {m}");
+    }
 }
