@@ -444,3 +444,26 @@ fn listening_address(
 pub fn loopback(addr: SocketAddr) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], addr.port()))
 }
+
+/// A TLS server configuration with a certificate for localhost and
+/// 127.0.0.1 from `pki` (for servers the tests play themselves).
+pub fn tls_server_config(pki: &Pki, name: &str) -> Arc<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let (cert, key) = pki.server(name);
+    let chain: Vec<rustls::pki_types::CertificateDer<'static>> =
+        rustls::pki_types::CertificateDer::pem_file_iter(&cert)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&key).unwrap();
+    Arc::new(
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap(),
+    )
+}

@@ -404,22 +404,19 @@ fn bundle_verdict(
                 .or_default() += 1;
             continue;
         };
-        let Ok(layer_digest) = Digest::parse(&layer.digest) else {
-            *reasons
-                .entry("a bundle layer with a bad digest".into())
-                .or_default() += 1;
-            continue;
-        };
-        if layer.size as usize > legacy::MAX_PAYLOAD || fetched + layer.size as usize > FETCH_MAX {
-            *reasons
-                .entry("bundles larger than accepted".into())
-                .or_default() += 1;
-            continue;
-        }
-        fetched += layer.size as usize;
-        let blob = match client.blob(r, &layer_digest, layer.size, legacy::MAX_PAYLOAD, left()) {
-            Ok(b) => b,
-            Err(e) => return failed(r, e, deadline),
+        let blob = match fetch_capped(
+            client,
+            r,
+            &layer.digest,
+            layer.size,
+            "bundle",
+            &mut fetched,
+            &mut reasons,
+            deadline,
+        ) {
+            Ok(Some(b)) => b,
+            Ok(None) => continue,
+            Err(v) => return v,
         };
         match bundle::verify(&blob, &digest_s, &rule.trust) {
             Ok(s) => return Verdict::Verified(s),
@@ -430,6 +427,43 @@ fn bundle_verdict(
         reasons,
         candidates.len().saturating_sub(legacy::MAX_LAYERS),
     ))
+}
+
+/// One signature blob (a payload or a bundle) by its descriptor, within
+/// the caps: `None` when the caps refuse it (the reason is counted),
+/// `Err` with the verdict when the registry cannot be asked.
+#[allow(clippy::too_many_arguments)]
+fn fetch_capped(
+    client: &Client,
+    r: &ImageRef,
+    digest: &str,
+    size: u64,
+    what: &str,
+    fetched: &mut usize,
+    reasons: &mut BTreeMap<String, usize>,
+    deadline: Instant,
+) -> Result<Option<Vec<u8>>, Verdict> {
+    let Ok(d) = Digest::parse(digest) else {
+        *reasons
+            .entry(format!("a {what} with a bad digest"))
+            .or_default() += 1;
+        return Ok(None);
+    };
+    let size_ok = usize::try_from(size)
+        .ok()
+        .filter(|n| *n <= legacy::MAX_PAYLOAD && *fetched + n <= FETCH_MAX);
+    let Some(n) = size_ok else {
+        *reasons
+            .entry(format!("a {what} larger than accepted"))
+            .or_default() += 1;
+        return Ok(None);
+    };
+    *fetched += n;
+    let left = deadline.saturating_duration_since(Instant::now());
+    client
+        .blob(r, &d, size, legacy::MAX_PAYLOAD, left)
+        .map(Some)
+        .map_err(|e| failed(r, e, deadline))
 }
 
 /// Reasons, each once with its count, and what was not looked at.
@@ -477,22 +511,19 @@ fn legacy_verdict(
         if left().is_zero() {
             return timed_out();
         }
-        let Ok(layer_digest) = Digest::parse(&layer.digest) else {
-            *reasons
-                .entry("a signature layer with a bad digest".into())
-                .or_default() += 1;
-            continue;
-        };
-        if layer.size as usize > legacy::MAX_PAYLOAD || fetched + layer.size as usize > FETCH_MAX {
-            *reasons
-                .entry("signature layers larger than accepted".into())
-                .or_default() += 1;
-            continue;
-        }
-        fetched += layer.size as usize;
-        let payload = match client.blob(r, &layer_digest, layer.size, legacy::MAX_PAYLOAD, left()) {
-            Ok(p) => p,
-            Err(e) => return transient(e),
+        let payload = match fetch_capped(
+            client,
+            r,
+            &layer.digest,
+            layer.size,
+            "signature layer",
+            &mut fetched,
+            &mut reasons,
+            deadline,
+        ) {
+            Ok(Some(p)) => p,
+            Ok(None) => continue,
+            Err(v) => return v,
         };
         match legacy::verify_layer(&payload, &layer.annotations, &digest_s, &rule.trust) {
             Ok(s) => return Verdict::Verified(s),

@@ -321,21 +321,7 @@ pub fn verify(bundle: &[u8], digest: &str, trust: &Trust) -> Result<Signed, Stri
             if !trust.ignore_sct {
                 crate::verify::sct::verify(&leaf, &verified.issuer_spkis, root)?;
             }
-            let identity = verified.identity;
-            let issuer = identity.issuer.as_deref().unwrap_or("");
-            let accepted = identity.issuer.is_some()
-                && trust.identities.iter().any(|rule| {
-                    rule.issuer.matches(issuer)
-                        && identity.subjects.iter().any(|s| rule.subject.matches(s))
-                });
-            let subject = identity.subjects.join(", ");
-            if !accepted {
-                return Err(format!(
-                    "identity {subject:?} from issuer {:?} is not accepted",
-                    identity.issuer.as_deref().unwrap_or("(none)")
-                ));
-            }
-            format!("identity {subject} from issuer {issuer}")
+            trust.accept(&verified.identity)?
         }
     };
     Ok(Signed {
@@ -422,13 +408,7 @@ mod tests {
     use crate::verify::trust::TrustedRoot;
     use std::sync::Arc;
 
-    fn fixture(path: &str) -> String {
-        std::fs::read_to_string(format!(
-            "{}/tests/fixtures/{path}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
-    }
+    use crate::verify::fixture;
 
     const DIR: &str = "sigstore/image-bundle/cosign-oci-attestation-2025";
     const IMAGE: &str = "sha256:732112270d7e59418a8c080b134b24cabd67d250d0d0147a97ed95ba5c280aa4";

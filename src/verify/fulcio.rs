@@ -222,13 +222,7 @@ mod tests {
     use super::*;
     use rustls::pki_types::pem::PemObject;
 
-    fn fixture(path: &str) -> String {
-        std::fs::read_to_string(format!(
-            "{}/tests/fixtures/{path}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
-    }
+    use crate::verify::fixture;
 
     fn pem_certs(text: &str) -> Vec<Vec<u8>> {
         CertificateDer::pem_slice_iter(text.as_bytes())

@@ -164,13 +164,7 @@ mod tests {
     use super::*;
     use base64::Engine as _;
 
-    fn fixture(path: &str) -> String {
-        std::fs::read_to_string(format!(
-            "{}/tests/fixtures/{path}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
-    }
+    use crate::verify::fixture;
 
     fn sig(path: &str) -> Vec<u8> {
         base64::engine::general_purpose::STANDARD

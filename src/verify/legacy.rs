@@ -228,22 +228,9 @@ pub fn verify_layer(
     if !trust.ignore_sct {
         crate::verify::sct::verify(leaf.as_ref(), &verified.issuer_spkis, root)?;
     }
-    let issuer = identity.issuer.as_deref().unwrap_or("");
-    let accepted = trust.identities.iter().any(|rule| {
-        identity.issuer.is_some()
-            && rule.issuer.matches(issuer)
-            && identity.subjects.iter().any(|s| rule.subject.matches(s))
-    });
-    let subject = identity.subjects.join(", ");
-    if !accepted {
-        return Err(format!(
-            "identity {subject:?} from issuer {:?} is not accepted",
-            identity.issuer.as_deref().unwrap_or("(none)")
-        ));
-    }
     Ok(Signed {
         digest: digest.to_string(),
-        signer: format!("identity {subject} from issuer {issuer}"),
+        signer: trust.accept(&identity)?,
         reference,
         time: Some(t),
         time_source: Some("transparency log (SET)"),
@@ -258,13 +245,7 @@ mod tests {
     use crate::verify::trust::TrustedRoot;
     use std::sync::Arc;
 
-    fn fixture(path: &str) -> String {
-        std::fs::read_to_string(format!(
-            "{}/tests/fixtures/{path}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
-    }
+    use crate::verify::fixture;
 
     fn root(path: &str) -> Option<Arc<TrustedRoot>> {
         Some(Arc::new(TrustedRoot::parse(&fixture(path)).unwrap()))

@@ -16,3 +16,10 @@ pub mod sct;
 
 pub mod time;
 pub mod trust;
+
+/// A file of tests/fixtures (upstream vectors, unchanged), for unit tests.
+#[cfg(test)]
+pub(crate) fn fixture(path: &str) -> String {
+    let p = format!("{}/tests/fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
+}

@@ -286,13 +286,7 @@ impl Entry {
 mod tests {
     use super::*;
 
-    fn fixture(path: &str) -> String {
-        std::fs::read_to_string(format!(
-            "{}/tests/fixtures/{path}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
-    }
+    use crate::verify::fixture;
 
     /// The real SETs: cosign's 2023 keyless vector with its root, and the
     /// 2021 rekord entry with the public-good root; the broken SET and

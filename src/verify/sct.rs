@@ -159,13 +159,7 @@ mod tests {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
 
-    fn fixture(path: &str) -> String {
-        std::fs::read_to_string(format!(
-            "{}/tests/fixtures/{path}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
-    }
+    use crate::verify::fixture;
 
     /// The real 2026 GitHub Actions leaf carries an SCT from the 2022
     /// public-good CT log: it verifies; a root without CT logs, or a

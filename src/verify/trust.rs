@@ -230,13 +230,7 @@ impl TrustedRoot {
 mod tests {
     use super::*;
 
-    fn fixture(path: &str) -> String {
-        std::fs::read_to_string(format!(
-            "{}/tests/fixtures/{path}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
-    }
+    use crate::verify::fixture;
 
     #[test]
     fn real_trusted_roots_are_read() {
