@@ -370,10 +370,37 @@ pub struct WebhookArgs {
     pub policy: Option<String>,
 }
 
+/// Verify one sigstore bundle offline, as the sigstore-conformance client protocol asks: exit 0 when it verifies, 1 with the reason when not.
+#[derive(FromArgs, Debug, Default, PartialEq)]
+pub struct VerifyBundleArgs {
+    /// the sigstore bundle (JSON)
+    #[argh(option)]
+    pub bundle: String,
+    /// the signer's identity (certificate SAN), exact
+    #[argh(option)]
+    pub certificate_identity: Option<String>,
+    /// the signer's OIDC issuer, exact
+    #[argh(option)]
+    pub certificate_oidc_issuer: Option<String>,
+    /// a PEM public key the bundle must be signed with (instead of an identity)
+    #[argh(option)]
+    pub key: Option<String>,
+    /// the sigstore trusted_root.json (required: nothing is fetched)
+    #[argh(option)]
+    pub trusted_root: Option<String>,
+    /// the staging instance: still needs --trusted-root (nothing is fetched)
+    #[argh(switch)]
+    pub staging: bool,
+    /// the artifact: a file, or sha256:<hex>
+    #[argh(positional)]
+    pub artifact: String,
+}
+
 /// What the command line asks for.
 #[derive(Debug, PartialEq)]
 pub enum Command {
     Check(Box<CheckArgs>),
+    VerifyBundle(VerifyBundleArgs),
     /// With whether the older project's environment is read (drop-in mode).
     Serve(Box<ServeArgs>, bool),
     Certs(CertsArgs),
@@ -401,6 +428,7 @@ Commands:
   certs              make a CA, a serving and an apiserver client certificate
   config apiserver   write the ImagePolicyWebhook admission config and kubeconfig
   config webhook     print Validating/MutatingWebhookConfiguration with the caBundle
+  verify-bundle      verify one sigstore bundle offline (why a signature is refused)
 
 Run 'image-bouncer <command> --help' for the flags of a command.";
 
@@ -439,6 +467,9 @@ pub fn parse(args: &[String]) -> Result<Command, Early> {
         "-h" | "--help" | "help" => Ok(Command::Print(OVERVIEW.to_string())),
         "-V" | "--version" | "version" => Ok(Command::Print(version())),
         "check" => sub(&["image-bouncer check"], &args[1..]).map(|c| Command::Check(Box::new(c))),
+        "verify-bundle" => {
+            sub(&["image-bouncer verify-bundle"], &args[1..]).map(Command::VerifyBundle)
+        }
         "serve" => sub(&["image-bouncer serve"], &args[1..]).map(serve_with_env),
         "certs" => sub(&["image-bouncer certs"], &args[1..]).map(Command::Certs),
         "config" => match args.get(1).map(String::as_str) {

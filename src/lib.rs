@@ -27,6 +27,7 @@ pub mod review;
 pub mod server;
 pub mod setup;
 pub mod verify;
+pub mod verify_bundle;
 pub mod yaml;
 
 /// What can stop a command. Exit status 2 for everything the user can fix
@@ -111,6 +112,16 @@ pub fn run(args: &[String]) -> ExitCode {
                 }
             })
         }
+        cli::Command::VerifyBundle(a) => match verify_bundle::run(&a) {
+            Ok(signer) => {
+                println!("verified: {signer}");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(why) => {
+                eprintln!("not verified: {why}");
+                Ok(ExitCode::from(1))
+            }
+        },
         cli::Command::Certs(a) => setup::run_certs(&a).map(|()| ExitCode::SUCCESS),
         cli::Command::ConfigApiserver(a) => setup::run_apiserver(&a).map(|()| ExitCode::SUCCESS),
         cli::Command::ConfigWebhook(a) => setup::run_webhook(&a).map(|()| ExitCode::SUCCESS),

@@ -4,6 +4,7 @@
 mod architecture;
 mod check;
 mod common;
+mod conformance;
 mod dos;
 mod fuzz_corpus;
 mod golden;

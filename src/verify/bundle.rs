@@ -144,6 +144,22 @@ fn int(v: &Value, what: &str) -> Result<i64, String> {
     Ok(n)
 }
 
+/// What a signature is over: the bytes, or (a message signature checked
+/// against a digest alone) their SHA-256.
+enum Content {
+    Bytes(Vec<u8>),
+    Sha256(Vec<u8>),
+}
+
+impl Content {
+    fn verifies(&self, key: &PublicKey, sig: &[u8]) -> bool {
+        match self {
+            Content::Bytes(b) => key.verify(b, sig),
+            Content::Sha256(d) => key.verify_sha256_digest(d, sig),
+        }
+    }
+}
+
 /// DSSE's pre-authentication encoding.
 pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
     let mut out = format!(
@@ -196,6 +212,28 @@ fn subjects(payload: &[u8]) -> Result<Vec<(String, String)>, String> {
 
 /// Verifies a bundle as a signature of `digest` under `trust`.
 pub fn verify(bundle: &[u8], digest: &str, trust: &Trust) -> Result<Signed, String> {
+    verify_artifact(bundle, &Artifact::Image(digest), trust)
+}
+
+/// What a bundle is checked against.
+#[derive(Debug, Clone, Copy)]
+pub enum Artifact<'a> {
+    /// An image digest: DSSE statements only (a message signature signs a
+    /// blob).
+    Image(&'a str),
+    /// A file's bytes: a message signature over them, or a DSSE statement
+    /// naming their digest.
+    File(&'a [u8]),
+    /// A file's digest (`sha256:<hex>`) only.
+    Digest(&'a str),
+}
+
+/// Verifies a bundle as a signature of `artifact` under `trust`.
+pub fn verify_artifact(
+    bundle: &[u8],
+    artifact: &Artifact<'_>,
+    trust: &Trust,
+) -> Result<Signed, String> {
     let b: RawBundle =
         serde_json::from_slice(bundle).map_err(|e| format!("the bundle cannot be read: {e}"))?;
     if !MEDIA_TYPES.contains(&b.media_type.as_str()) {
@@ -204,36 +242,119 @@ pub fn verify(bundle: &[u8], digest: &str, trust: &Trust) -> Result<Signed, Stri
             b.media_type
         ));
     }
-    if b.message_signature.is_some() {
-        return Err("a bundle with a message signature signs a blob, not an image".into());
-    }
-    let dsse = b.dsse_envelope.ok_or("a bundle without a DSSE envelope")?;
-    if dsse.payload_type != IN_TOTO {
-        return Err(format!(
-            "a DSSE envelope of type {:?}, not an in-toto statement",
-            dsse.payload_type
-        ));
-    }
-    let [sig] = dsse.signatures.as_slice() else {
-        return Err(format!(
-            "a DSSE envelope with {} signatures (exactly one is accepted)",
-            dsse.signatures.len()
-        ));
+    // What was signed, what the log entry must hold, the signature, the
+    // name signed for, and the digest admitted.
+    let (signed, logged, signature, reference, digest) = match (
+        &b.message_signature,
+        &b.dsse_envelope,
+        artifact,
+    ) {
+        (Some(_), Some(_), _) => {
+            return Err("a bundle with both a message signature and a DSSE envelope".into());
+        }
+        (None, None, _) => {
+            return Err("a bundle with neither a DSSE envelope nor a message signature".into());
+        }
+        (Some(_), None, Artifact::Image(_)) => {
+            return Err("a bundle with a message signature signs a blob, not an image".into());
+        }
+        (Some(ms), None, Artifact::File(_) | Artifact::Digest(_)) => {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "camelCase")]
+            struct MessageSignature {
+                message_digest: Option<MessageDigest>,
+                signature: String,
+            }
+            #[derive(Deserialize)]
+            struct MessageDigest {
+                algorithm: String,
+                digest: String,
+            }
+            let ms: MessageSignature = serde_json::from_value(ms.clone())
+                .map_err(|e| format!("the message signature cannot be read: {e}"))?;
+            let (actual, signed) = match artifact {
+                Artifact::File(bytes) => (
+                    ring::digest::digest(&ring::digest::SHA256, bytes)
+                        .as_ref()
+                        .to_vec(),
+                    Content::Bytes(bytes.to_vec()),
+                ),
+                Artifact::Digest(d) => {
+                    let hex = d
+                        .strip_prefix("sha256:")
+                        .ok_or("a digest other than sha256")?;
+                    let raw: Vec<u8> = (0..hex.len())
+                        .step_by(2)
+                        .map(|i| u8::from_str_radix(hex.get(i..i + 2).unwrap_or("zz"), 16))
+                        .collect::<Result<_, _>>()
+                        .map_err(|_| "the digest is not hex")?;
+                    (raw.clone(), Content::Sha256(raw))
+                }
+                Artifact::Image(_) => return Err("unreachable".into()),
+            };
+            if let Some(md) = &ms.message_digest
+                && (md.algorithm != "SHA2_256" || b64(&md.digest, "the message digest")? != actual)
+            {
+                return Err(
+                    "the message signature is for another artifact (its message digest differs)"
+                        .into(),
+                );
+            }
+            let digest = crate::verify::hex_digest("sha256", &actual);
+            (
+                signed,
+                actual,
+                b64(&ms.signature, "the signature")?,
+                String::new(),
+                digest,
+            )
+        }
+        (None, Some(dsse), _) => {
+            if dsse.payload_type != IN_TOTO {
+                return Err(format!(
+                    "a DSSE envelope of type {:?}, not an in-toto statement",
+                    dsse.payload_type
+                ));
+            }
+            let [sig] = dsse.signatures.as_slice() else {
+                return Err(format!(
+                    "a DSSE envelope with {} signatures (exactly one is accepted)",
+                    dsse.signatures.len()
+                ));
+            };
+            let payload = b64(&dsse.payload, "the DSSE payload")?;
+            let signature = b64(&sig.sig, "the DSSE signature")?;
+            let digest = match artifact {
+                Artifact::Image(d) | Artifact::Digest(d) => d.to_string(),
+                Artifact::File(bytes) => crate::verify::hex_digest(
+                    "sha256",
+                    ring::digest::digest(&ring::digest::SHA256, bytes).as_ref(),
+                ),
+            };
+            let subjects = subjects(&payload)?;
+            let Some((_, reference)) = subjects.iter().find(|(d, _)| *d == digest) else {
+                return Err(format!(
+                    "a signature for another digest ({})",
+                    subjects
+                        .iter()
+                        .map(|(d, _)| d.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            };
+            let reference = reference.clone();
+            let logged = ring::digest::digest(&ring::digest::SHA256, &payload)
+                .as_ref()
+                .to_vec();
+            (
+                Content::Bytes(pae(&dsse.payload_type, &payload)),
+                logged,
+                signature,
+                reference,
+                digest,
+            )
+        }
     };
-    let payload = b64(&dsse.payload, "the DSSE payload")?;
-    let signature = b64(&sig.sig, "the DSSE signature")?;
-    let subjects = subjects(&payload)?;
-    let Some((_, reference)) = subjects.iter().find(|(d, _)| d == digest) else {
-        return Err(format!(
-            "a signature for another digest ({})",
-            subjects
-                .iter()
-                .map(|(d, _)| d.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-    };
-    let signed = pae(&dsse.payload_type, &payload);
     let m = &b.verification_material;
     let certs: Vec<Vec<u8>> = match (&m.certificate, &m.x509_certificate_chain) {
         (Some(c), _) => vec![b64(&c.raw_bytes, "the certificate")?],
@@ -259,7 +380,7 @@ pub fn verify(bundle: &[u8], digest: &str, trust: &Trust) -> Result<Signed, Stri
     let by = if let Some(leaf) = certs.first() {
         let (_, parsed) = x509_parser::parse_x509_certificate(leaf)
             .map_err(|e| format!("the signing certificate cannot be read: {e}"))?;
-        if !PublicKey::from_spki(parsed.public_key().raw)?.verify(&signed, &signature) {
+        if !signed.verifies(&PublicKey::from_spki(parsed.public_key().raw)?, &signature) {
             return Err("the signature does not verify with its certificate's key".into());
         }
         if trust.identities.is_empty() {
@@ -270,7 +391,7 @@ pub fn verify(bundle: &[u8], digest: &str, trust: &Trust) -> Result<Signed, Stri
         match trust
             .keys
             .iter()
-            .find(|k| k.key.verify(&signed, &signature))
+            .find(|k| signed.verifies(&k.key, &signature))
         {
             Some(k) => By::Key(k),
             None => return Err("a signature by an unknown key".into()),
@@ -296,7 +417,7 @@ pub fn verify(bundle: &[u8], digest: &str, trust: &Trust) -> Result<Signed, Stri
         }
         let mut last = String::new();
         for e in m.tlog_entries.iter().take(MAX_ENTRIES) {
-            match check_entry(e, root, &payload, &signature, signer_der) {
+            match check_entry(e, root, &logged, &signature, signer_der) {
                 Ok((t, i)) => {
                     time = Some(t);
                     log_index = Some(i);
@@ -325,9 +446,9 @@ pub fn verify(bundle: &[u8], digest: &str, trust: &Trust) -> Result<Signed, Stri
         }
     };
     Ok(Signed {
-        digest: digest.to_string(),
+        digest,
         signer,
-        reference: reference.clone(),
+        reference,
         time,
         time_source: time.map(|_| "transparency log (SET)"),
         log_index,
@@ -340,7 +461,7 @@ pub fn verify(bundle: &[u8], digest: &str, trust: &Trust) -> Result<Signed, Stri
 fn check_entry(
     e: &TlogEntry,
     root: &crate::verify::trust::TrustedRoot,
-    payload: &[u8],
+    logged_sha256: &[u8],
     signature: &[u8],
     signer_der: &[u8],
 ) -> Result<(i64, i64), String> {
@@ -370,7 +491,7 @@ fn check_entry(
     };
     let log = p.verify_set(root)?;
     let body = b64(&e.canonicalized_body, "the log entry's body")?;
-    Entry::parse(&body)?.matches(payload, signature, signer_der)?;
+    Entry::parse(&body)?.matches_sha256(logged_sha256, signature, signer_der)?;
     if let Some(proof) = &e.inclusion_proof {
         let hashes: Vec<[u8; 32]> = proof
             .hashes

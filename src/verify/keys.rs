@@ -130,6 +130,32 @@ impl PublicKey {
         }) || (self.kind == Kind::Ed25519 && ed25519ph(&self.raw, message, sig))
     }
 
+    /// Whether `sig` (ASN.1 DER) signs content whose SHA-256 is `digest`
+    /// (ECDSA only: RSA and Ed25519 need the content itself).
+    pub fn verify_sha256_digest(&self, digest: &[u8], sig: &[u8]) -> bool {
+        use p256::ecdsa::signature::hazmat::PrehashVerifier as _;
+        if digest.len() != 32 {
+            return false;
+        }
+        match self.kind {
+            Kind::P256 => match (
+                p256::ecdsa::VerifyingKey::from_sec1_bytes(&self.raw),
+                p256::ecdsa::Signature::from_der(sig),
+            ) {
+                (Ok(k), Ok(s)) => k.verify_prehash(digest, &s).is_ok(),
+                _ => false,
+            },
+            Kind::P384 => match (
+                p384::ecdsa::VerifyingKey::from_sec1_bytes(&self.raw),
+                p384::ecdsa::Signature::from_der(sig),
+            ) {
+                (Ok(k), Ok(s)) => k.verify_prehash(digest, &s).is_ok(),
+                _ => false,
+            },
+            Kind::Rsa | Kind::Ed25519 => false,
+        }
+    }
+
     /// sha256 of the SubjectPublicKeyInfo (Rekor v1 and CT log IDs).
     pub fn key_id(&self) -> [u8; 32] {
         let d = ring::digest::digest(&ring::digest::SHA256, &self.spki);

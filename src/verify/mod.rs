@@ -17,6 +17,12 @@ pub mod sct;
 pub mod time;
 pub mod trust;
 
+/// `<algorithm>:<lowercase hex>`.
+pub fn hex_digest(algorithm: &str, bytes: &[u8]) -> String {
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{algorithm}:{hex}")
+}
+
 /// A file of tests/fixtures (upstream vectors, unchanged), for unit tests.
 #[cfg(test)]
 pub(crate) fn fixture(path: &str) -> String {

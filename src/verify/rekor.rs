@@ -257,7 +257,18 @@ impl Entry {
         signature: &[u8],
         signer_der: &[u8],
     ) -> Result<(), String> {
-        let digest = hex(ring::digest::digest(&ring::digest::SHA256, payload).as_ref());
+        let digest = ring::digest::digest(&ring::digest::SHA256, payload);
+        self.matches_sha256(digest.as_ref(), signature, signer_der)
+    }
+
+    /// As [`Entry::matches`], for content known by its sha256 only.
+    pub fn matches_sha256(
+        &self,
+        sha256: &[u8],
+        signature: &[u8],
+        signer_der: &[u8],
+    ) -> Result<(), String> {
+        let digest = hex(sha256);
         if self.sha256 != digest {
             return Err("the log entry is for other content than this signature's payload".into());
         }
