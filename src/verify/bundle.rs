@@ -244,117 +244,115 @@ pub fn verify_artifact(
     }
     // What was signed, what the log entry must hold, the signature, the
     // name signed for, and the digest admitted.
-    let (signed, logged, signature, reference, digest) = match (
-        &b.message_signature,
-        &b.dsse_envelope,
-        artifact,
-    ) {
-        (Some(_), Some(_), _) => {
-            return Err("a bundle with both a message signature and a DSSE envelope".into());
-        }
-        (None, None, _) => {
-            return Err("a bundle with neither a DSSE envelope nor a message signature".into());
-        }
-        (Some(_), None, Artifact::Image(_)) => {
-            return Err("a bundle with a message signature signs a blob, not an image".into());
-        }
-        (Some(ms), None, Artifact::File(_) | Artifact::Digest(_)) => {
-            #[derive(Deserialize)]
-            #[serde(rename_all = "camelCase")]
-            struct MessageSignature {
-                message_digest: Option<MessageDigest>,
-                signature: String,
+    let (signed, logged, signature, reference, digest) =
+        match (&b.message_signature, &b.dsse_envelope, artifact) {
+            (Some(_), Some(_), _) => {
+                return Err("a bundle with both a message signature and a DSSE envelope".into());
             }
-            #[derive(Deserialize)]
-            struct MessageDigest {
-                algorithm: String,
-                digest: String,
+            (None, None, _) => {
+                return Err("a bundle with neither a DSSE envelope nor a message signature".into());
             }
-            let ms: MessageSignature = serde_json::from_value(ms.clone())
-                .map_err(|e| format!("the message signature cannot be read: {e}"))?;
-            let (actual, signed) = match artifact {
-                Artifact::File(bytes) => (
-                    ring::digest::digest(&ring::digest::SHA256, bytes)
-                        .as_ref()
-                        .to_vec(),
-                    Content::Bytes(bytes.to_vec()),
-                ),
-                Artifact::Digest(d) => {
-                    let hex = d
-                        .strip_prefix("sha256:")
-                        .ok_or("a digest other than sha256")?;
-                    let raw: Vec<u8> = (0..hex.len())
-                        .step_by(2)
-                        .map(|i| u8::from_str_radix(hex.get(i..i + 2).unwrap_or("zz"), 16))
-                        .collect::<Result<_, _>>()
-                        .map_err(|_| "the digest is not hex")?;
-                    (raw.clone(), Content::Sha256(raw))
+            (Some(_), None, Artifact::Image(_)) => {
+                return Err("a bundle with a message signature signs a blob, not an image".into());
+            }
+            (Some(ms), None, Artifact::File(_) | Artifact::Digest(_)) => {
+                #[derive(Deserialize)]
+                #[serde(rename_all = "camelCase")]
+                struct MessageSignature {
+                    message_digest: Option<MessageDigest>,
+                    signature: String,
                 }
-                Artifact::Image(_) => return Err("unreachable".into()),
-            };
-            if let Some(md) = &ms.message_digest
-                && (md.algorithm != "SHA2_256" || b64(&md.digest, "the message digest")? != actual)
-            {
-                return Err(
+                #[derive(Deserialize)]
+                struct MessageDigest {
+                    algorithm: String,
+                    digest: String,
+                }
+                let ms: MessageSignature = serde_json::from_value(ms.clone())
+                    .map_err(|e| format!("the message signature cannot be read: {e}"))?;
+                let (actual, signed) = match artifact {
+                    Artifact::File(bytes) => (
+                        ring::digest::digest(&ring::digest::SHA256, bytes)
+                            .as_ref()
+                            .to_vec(),
+                        Content::Bytes(bytes.to_vec()),
+                    ),
+                    Artifact::Digest(d) => {
+                        let hex = d
+                            .strip_prefix("sha256:")
+                            .ok_or("a digest other than sha256")?;
+                        let raw: Vec<u8> = (0..hex.len())
+                            .step_by(2)
+                            .map(|i| u8::from_str_radix(hex.get(i..i + 2).unwrap_or("zz"), 16))
+                            .collect::<Result<_, _>>()
+                            .map_err(|_| "the digest is not hex")?;
+                        (raw.clone(), Content::Sha256(raw))
+                    }
+                    Artifact::Image(_) => return Err("unreachable".into()),
+                };
+                if let Some(md) = &ms.message_digest
+                    && (md.algorithm != "SHA2_256"
+                        || b64(&md.digest, "the message digest")? != actual)
+                {
+                    return Err(
                     "the message signature is for another artifact (its message digest differs)"
                         .into(),
                 );
+                }
+                let digest = crate::verify::hex_digest("sha256", &actual);
+                (
+                    signed,
+                    actual,
+                    b64(&ms.signature, "the signature")?,
+                    String::new(),
+                    digest,
+                )
             }
-            let digest = crate::verify::hex_digest("sha256", &actual);
-            (
-                signed,
-                actual,
-                b64(&ms.signature, "the signature")?,
-                String::new(),
-                digest,
-            )
-        }
-        (None, Some(dsse), _) => {
-            if dsse.payload_type != IN_TOTO {
-                return Err(format!(
-                    "a DSSE envelope of type {:?}, not an in-toto statement",
-                    dsse.payload_type
-                ));
+            (None, Some(dsse), _) => {
+                if dsse.payload_type != IN_TOTO {
+                    return Err(format!(
+                        "a DSSE envelope of type {:?}, not an in-toto statement",
+                        dsse.payload_type
+                    ));
+                }
+                let [sig] = dsse.signatures.as_slice() else {
+                    return Err(format!(
+                        "a DSSE envelope with {} signatures (exactly one is accepted)",
+                        dsse.signatures.len()
+                    ));
+                };
+                let payload = b64(&dsse.payload, "the DSSE payload")?;
+                let signature = b64(&sig.sig, "the DSSE signature")?;
+                let digest = match artifact {
+                    Artifact::Image(d) | Artifact::Digest(d) => d.to_string(),
+                    Artifact::File(bytes) => crate::verify::hex_digest(
+                        "sha256",
+                        ring::digest::digest(&ring::digest::SHA256, bytes).as_ref(),
+                    ),
+                };
+                let subjects = subjects(&payload)?;
+                let Some((_, reference)) = subjects.iter().find(|(d, _)| *d == digest) else {
+                    return Err(format!(
+                        "a signature for another digest ({})",
+                        subjects
+                            .iter()
+                            .map(|(d, _)| d.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                };
+                let reference = reference.clone();
+                let logged = ring::digest::digest(&ring::digest::SHA256, &payload)
+                    .as_ref()
+                    .to_vec();
+                (
+                    Content::Bytes(pae(&dsse.payload_type, &payload)),
+                    logged,
+                    signature,
+                    reference,
+                    digest,
+                )
             }
-            let [sig] = dsse.signatures.as_slice() else {
-                return Err(format!(
-                    "a DSSE envelope with {} signatures (exactly one is accepted)",
-                    dsse.signatures.len()
-                ));
-            };
-            let payload = b64(&dsse.payload, "the DSSE payload")?;
-            let signature = b64(&sig.sig, "the DSSE signature")?;
-            let digest = match artifact {
-                Artifact::Image(d) | Artifact::Digest(d) => d.to_string(),
-                Artifact::File(bytes) => crate::verify::hex_digest(
-                    "sha256",
-                    ring::digest::digest(&ring::digest::SHA256, bytes).as_ref(),
-                ),
-            };
-            let subjects = subjects(&payload)?;
-            let Some((_, reference)) = subjects.iter().find(|(d, _)| *d == digest) else {
-                return Err(format!(
-                    "a signature for another digest ({})",
-                    subjects
-                        .iter()
-                        .map(|(d, _)| d.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
-            };
-            let reference = reference.clone();
-            let logged = ring::digest::digest(&ring::digest::SHA256, &payload)
-                .as_ref()
-                .to_vec();
-            (
-                Content::Bytes(pae(&dsse.payload_type, &payload)),
-                logged,
-                signature,
-                reference,
-                digest,
-            )
-        }
-    };
+        };
     let m = &b.verification_material;
     let certs: Vec<Vec<u8>> = match (&m.certificate, &m.x509_certificate_chain) {
         (Some(c), _) => vec![b64(&c.raw_bytes, "the certificate")?],

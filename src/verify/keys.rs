@@ -16,6 +16,14 @@ const OID_ED25519: &str = "1.3.101.112";
 const OID_P256: &str = "1.2.840.10045.3.1.7";
 const OID_P384: &str = "1.3.132.0.34";
 
+/// A digest algorithm a signature was made with (CMS signers name theirs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hash {
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
 /// What kind of key, and the bytes ring checks with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Kind {
@@ -128,6 +136,25 @@ impl PublicKey {
                 .verify(message, sig)
                 .is_ok()
         }) || (self.kind == Kind::Ed25519 && ed25519ph(&self.raw, message, sig))
+    }
+
+    /// Whether `sig` signs `message` with the digest `hash` (a CMS
+    /// signer's stated algorithm): ECDSA (ASN.1) or RSA PKCS#1 v1.5.
+    pub fn verify_with(&self, hash: Hash, message: &[u8], sig: &[u8]) -> bool {
+        let alg: &dyn signature::VerificationAlgorithm = match (&self.kind, hash) {
+            (Kind::P256, Hash::Sha256) => &signature::ECDSA_P256_SHA256_ASN1,
+            (Kind::P256, Hash::Sha384) => &signature::ECDSA_P256_SHA384_ASN1,
+            (Kind::P384, Hash::Sha256) => &signature::ECDSA_P384_SHA256_ASN1,
+            (Kind::P384, Hash::Sha384) => &signature::ECDSA_P384_SHA384_ASN1,
+            (Kind::Rsa, Hash::Sha256) => &signature::RSA_PKCS1_2048_8192_SHA256,
+            (Kind::Rsa, Hash::Sha384) => &signature::RSA_PKCS1_2048_8192_SHA384,
+            (Kind::Rsa, Hash::Sha512) => &signature::RSA_PKCS1_2048_8192_SHA512,
+            (Kind::Ed25519, _) => &signature::ED25519,
+            _ => return false,
+        };
+        UnparsedPublicKey::new(alg, &self.raw)
+            .verify(message, sig)
+            .is_ok()
     }
 
     /// Whether `sig` (ASN.1 DER) signs content whose SHA-256 is `digest`

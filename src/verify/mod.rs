@@ -16,6 +16,7 @@ pub mod sct;
 
 pub mod time;
 pub mod trust;
+pub mod tsa;
 
 /// `<algorithm>:<lowercase hex>`.
 pub fn hex_digest(algorithm: &str, bytes: &[u8]) -> String {
