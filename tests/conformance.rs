@@ -4,33 +4,10 @@
 //! case read by the suite's rules (its README: default artifact, identity,
 //! issuer and trusted root, each overridden by the case's files), verified
 //! with the artifact file and with its `sha256:` digest; `_fail` must be
-//! refused, the rest verified.
-//!
-//! The cases below need what the next steps build (RFC 3161 timestamps
-//! and Rekor v2 entries): they are listed, each with why, and the test
-//! also fails if one of them starts to agree, so the list stays exact.
+//! refused, the rest verified. Every case must agree, in both modes.
 
 use std::path::Path;
 use std::process::Command;
-
-/// Positive cases that need Rekor v2 entries (and the RFC 3161 timestamps
-/// they depend on for a signing time): refused today, with a reason
-/// saying so.
-const NEEDS_REKOR_V2: &[&str] = &[
-    "bundle-with-sct-with-extensions",
-    "intoto-with-custom-trust-root",
-    "rekor2-checkpoint-cosigned",
-    "rekor2-checkpoint-multiple-cosigs",
-    "rekor2-checkpoint-origin-not-first",
-    "rekor2-checkpoint-two-sigs-cosigned",
-    "rekor2-checkpoint-two-sigs-from-origin",
-    "rekor2-dsse-happy-path",
-    "rekor2-happy-path",
-    "rekor2-timestamp-with-embedded-cert",
-    "rekor2-timestamp-with-expired-cert-chain",
-    "rekor2-timestamp-without-embedded-cert",
-    "trust-root-tsa-validity-end-inclusive",
-];
 
 const IDENTITY: &str = "https://github.com/sigstore-conformance/extremely-dangerous-public-oidc-beacon/.github/workflows/extremely-dangerous-oidc-beacon.yml@refs/heads/main";
 const ISSUER: &str = "https://token.actions.githubusercontent.com";
@@ -91,15 +68,8 @@ fn the_sigstore_conformance_suite() {
         let bytes = std::fs::read(&artifact).unwrap();
         let digest = image_bouncer::registry::digest::Digest::sha256_of(&bytes).to_string();
         let want = !name.ends_with("_fail");
-        let exception = NEEDS_REKOR_V2.contains(&name);
         for (mode, input) in [("file", artifact.to_str().unwrap()), ("digest", &digest)] {
             let (got, why) = verify(case, input);
-            if exception {
-                // Refused, and saying why: never accepted unchecked.
-                assert!(!got, "{name} ({mode}) now verifies: take it off the list");
-                assert!(why.contains("Rekor v2"), "{name} ({mode}): {why}");
-                continue;
-            }
             if got == want {
                 agreed += 1;
             } else {
@@ -113,7 +83,7 @@ fn the_sigstore_conformance_suite() {
         wrong.len(),
         wrong.join("\n")
     );
-    assert_eq!(agreed, 2 * (70 - NEEDS_REKOR_V2.len()));
+    assert_eq!(agreed, 140);
 }
 
 /// `verify-bundle` fetches nothing: without a trusted root it refuses and

@@ -312,9 +312,25 @@ impl Sigstore {
             hex(&log_id)
         );
         let set = self.rekor.sign(canonical.as_bytes());
+        // A tree of this one entry: its root is the leaf hash; the
+        // checkpoint (a signed note) commits to it.
+        let mut leaf = vec![0u8];
+        leaf.extend_from_slice(
+            &base64::engine::general_purpose::STANDARD
+                .decode(&body)
+                .unwrap(),
+        );
+        let root = sha256(&leaf);
+        let note = format!("rekor.test - 1\n1\n{}\n", b64(&root));
+        let mut hinted = log_id[..4].to_vec();
+        hinted.extend_from_slice(&self.rekor.sign(note.as_bytes()));
+        let checkpoint = format!("{note}\n\u{2014} rekor.test {}\n", b64(&hinted));
         material["tlogEntries"] = serde_json::json!([{"logIndex": "7", "logId": {"keyId": b64(&log_id)},
             "kindVersion": {"kind": "dsse", "version": "0.0.1"}, "integratedTime": time.to_string(),
-            "inclusionPromise": {"signedEntryTimestamp": b64(&set)}, "canonicalizedBody": body}]);
+            "inclusionPromise": {"signedEntryTimestamp": b64(&set)},
+            "inclusionProof": {"logIndex": "0", "rootHash": b64(&root), "treeSize": "1", "hashes": [],
+                               "checkpoint": {"envelope": checkpoint}},
+            "canonicalizedBody": body}]);
         serde_json::json!({
             "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
             "verificationMaterial": material,

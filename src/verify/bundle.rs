@@ -49,6 +49,20 @@ struct Material {
     public_key: Option<Value>,
     #[serde(default)]
     tlog_entries: Vec<TlogEntry>,
+    timestamp_verification_data: Option<TimestampData>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TimestampData {
+    #[serde(default)]
+    rfc3161_timestamps: Vec<SignedTimestamp>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SignedTimestamp {
+    signed_timestamp: String,
 }
 
 #[derive(Deserialize)]
@@ -152,6 +166,16 @@ enum Content {
 }
 
 impl Content {
+    /// The SHA-256 of what was signed.
+    fn sha256(&self) -> Vec<u8> {
+        match self {
+            Content::Bytes(b) => ring::digest::digest(&ring::digest::SHA256, b)
+                .as_ref()
+                .to_vec(),
+            Content::Sha256(d) => d.clone(),
+        }
+    }
+
     fn verifies(&self, key: &PublicKey, sig: &[u8]) -> bool {
         match self {
             Content::Bytes(b) => key.verify(b, sig),
@@ -399,44 +423,78 @@ pub fn verify_artifact(
         By::Key(k) => &k.key.spki,
         By::Cert(c) => c,
     };
-    // The log.
-    let mut time = None;
-    let mut log_index = None;
-    if !trust.ignore_tlog || matches!(by, By::Cert(_)) {
-        if trust.ignore_tlog {
-            return Err("a keyless signature needs a trusted signing time; with ignoreTlog it has none (RFC 3161 timestamps are not read yet)".into());
+    let root = trust.root.as_deref();
+    // RFC 3161 timestamps over the signature: each one must verify (at
+    // most 32, no duplicates); each is a trusted signing time.
+    let mut tsa_times = Vec::new();
+    if let Some(tvd) = &m.timestamp_verification_data {
+        let tokens = &tvd.rfc3161_timestamps;
+        if tokens.len() > crate::verify::tsa::MAX_TIMESTAMPS {
+            return Err(format!(
+                "{} timestamps (at most {} are read)",
+                tokens.len(),
+                crate::verify::tsa::MAX_TIMESTAMPS
+            ));
         }
-        let root = trust
-            .root
-            .as_deref()
-            .ok_or("no trusted root to check the log entry with")?;
+        let mut seen = std::collections::BTreeSet::new();
+        for t in tokens {
+            if !seen.insert(&t.signed_timestamp) {
+                return Err("the same timestamp twice".into());
+            }
+            let root = root.ok_or("no trusted root to check the timestamps with")?;
+            let token = b64(&t.signed_timestamp, "a timestamp")?;
+            tsa_times.push(crate::verify::tsa::verify(&token, &signature, root)?);
+        }
+    }
+    // The log.
+    let mut set_time = None;
+    let mut log_index = None;
+    if !trust.ignore_tlog {
+        let root = root.ok_or("no trusted root to check the log entry with")?;
         if m.tlog_entries.is_empty() {
             return Err("the signature has no transparency log entry".into());
         }
+        let signed_sha256 = signed.sha256();
+        // Bundles from v0.2 on must prove inclusion; v0.1 may carry the
+        // promise (SET) alone.
+        let proof_required = !b.media_type.ends_with("version=0.1");
+        let logged = Logged {
+            payload_sha256: &logged,
+            signed_sha256: &signed_sha256,
+        };
         let mut last = String::new();
         for e in m.tlog_entries.iter().take(MAX_ENTRIES) {
-            match check_entry(e, root, &logged, &signature, signer_der) {
+            match check_entry(e, root, &logged, &signature, signer_der, proof_required) {
                 Ok((t, i)) => {
-                    time = Some(t);
+                    set_time = t;
                     log_index = Some(i);
                     break;
                 }
                 Err(why) => last = why,
             }
         }
-        if time.is_none() {
+        if log_index.is_none() {
             return Err(last);
         }
     }
+    let times: Vec<(i64, &'static str)> = set_time
+        .map(|t| (t, "transparency log (SET)"))
+        .into_iter()
+        .chain(tsa_times.iter().map(|t| (*t, "RFC 3161 timestamp")))
+        .collect();
     let signer = match by {
         By::Key(k) => format!("key {} ({})", k.name, k.key.describe()),
         By::Cert(leaf) => {
-            let root = trust
-                .root
-                .as_deref()
-                .ok_or("no trusted root to check the certificate with")?;
-            let t = time.ok_or("no trusted signing time")?;
-            let verified = crate::verify::fulcio::verify(&leaf, &certs[1..], root, t)?;
+            let root = root.ok_or("no trusted root to check the certificate with")?;
+            if times.is_empty() {
+                return Err("a keyless signature needs a trusted signing time: neither a verified SET nor an RFC 3161 timestamp".into());
+            }
+            // The certificate must hold at every trusted time.
+            let mut verified = None;
+            for (t, _) in &times {
+                verified = Some(crate::verify::fulcio::verify(&leaf, &certs[1..], root, *t)?);
+            }
+            let verified = verified.ok_or("no trusted signing time")?;
             if !trust.ignore_sct {
                 crate::verify::sct::verify(&leaf, &verified.issuer_spkis, root)?;
             }
@@ -447,49 +505,79 @@ pub fn verify_artifact(
         digest,
         signer,
         reference,
-        time,
-        time_source: time.map(|_| "transparency log (SET)"),
+        time: times.first().map(|(t, _)| *t),
+        time_source: times.first().map(|(_, s)| *s),
         log_index,
     })
 }
 
-/// One log entry: a Rekor v1 entry whose SET verifies, which logs this
-/// payload, signature and signer, and whose inclusion proof (if any)
-/// reaches a checkpoint the log signed. Returns (integrated time, index).
+/// What a log entry must hold: the DSSE payload's hash (a `dsse` entry),
+/// or the hash of what was signed (a `hashedrekord`: the message, or for
+/// Rekor v2 DSSE the PAE).
+struct Logged<'a> {
+    payload_sha256: &'a [u8],
+    signed_sha256: &'a [u8],
+}
+
+/// One log entry: a Rekor v1 entry whose SET verifies, or a Rekor v2
+/// entry (no SET, its time ignored) with its inclusion proof; either way
+/// logging this content, signature and signer, and with an inclusion
+/// proof (required for v2) reaching a checkpoint the log signed. Returns
+/// (the SET's integrated time, if any, and the log index).
 fn check_entry(
     e: &TlogEntry,
     root: &crate::verify::trust::TrustedRoot,
-    logged_sha256: &[u8],
+    logged: &Logged<'_>,
     signature: &[u8],
     signer_der: &[u8],
-) -> Result<(i64, i64), String> {
+    proof_required: bool,
+) -> Result<(Option<i64>, i64), String> {
+    if proof_required && e.inclusion_proof.is_none() {
+        return Err(
+            "the log entry has no inclusion proof, which bundles from v0.2 on must carry".into(),
+        );
+    }
     let kind = (
         e.kind_version.kind.as_str(),
         e.kind_version.version.as_str(),
     );
-    if kind.1 == "0.0.2" {
-        return Err("a Rekor v2 log entry: these are verified from the next version on (RFC 3161 timestamps too)".into());
-    }
-    if !matches!(kind, ("dsse", "0.0.1") | ("hashedrekord", "0.0.1")) {
-        return Err(format!(
-            "a {} {} log entry is not read for image signatures",
-            kind.0, kind.1
-        ));
-    }
-    let promise = e
-        .inclusion_promise
-        .as_ref()
-        .ok_or("the log entry has no signed entry timestamp (SET), so no trusted time")?;
-    let p = Promise {
-        body: e.canonicalized_body.clone(),
-        integrated_time: int(&e.integrated_time, "integratedTime")?,
-        log_index: int(&e.log_index, "logIndex")?,
-        log_id: b64(&e.log_id.key_id, "the log ID")?,
-        set: b64(&promise.signed_entry_timestamp, "the SET")?,
-    };
-    let log = p.verify_set(root)?;
     let body = b64(&e.canonicalized_body, "the log entry's body")?;
-    Entry::parse(&body)?.matches_sha256(logged_sha256, signature, signer_der)?;
+    let log_index = int(&e.log_index, "logIndex")?;
+    let log_id = b64(&e.log_id.key_id, "the log ID")?;
+    let (set_time, log) = match kind {
+        ("hashedrekord", "0.0.2") => {
+            let log = root
+                .tlog(&log_id)
+                .ok_or("the log entry is from a log the trusted root does not hold")?;
+            check_v2_body(&body, logged.signed_sha256, signature, signer_der)?;
+            if e.inclusion_proof.is_none() {
+                return Err("a Rekor v2 log entry without an inclusion proof".into());
+            }
+            (None, log)
+        }
+        ("dsse", "0.0.1") | ("hashedrekord", "0.0.1") | ("intoto", "0.0.2") => {
+            let promise = e
+                .inclusion_promise
+                .as_ref()
+                .ok_or("the log entry has no signed entry timestamp (SET), so no trusted time")?;
+            let p = Promise {
+                body: e.canonicalized_body.clone(),
+                integrated_time: int(&e.integrated_time, "integratedTime")?,
+                log_index,
+                log_id,
+                set: b64(&promise.signed_entry_timestamp, "the SET")?,
+            };
+            let log = p.verify_set(root)?;
+            let expected = if kind.0 == "dsse" || kind.0 == "intoto" {
+                logged.payload_sha256
+            } else {
+                logged.signed_sha256
+            };
+            Entry::parse(&body)?.matches_sha256(expected, signature, signer_der)?;
+            (Some(p.integrated_time), log)
+        }
+        (k, v) => return Err(format!("a {k} {v} log entry is not read for signatures")),
+    };
     if let Some(proof) = &e.inclusion_proof {
         let hashes: Vec<[u8; 32]> = proof
             .hashes
@@ -517,7 +605,76 @@ fn check_entry(
             return Err("the checkpoint does not commit to the inclusion proof's tree".into());
         }
     }
-    Ok((p.integrated_time, p.log_index))
+    Ok((set_time, log_index))
+}
+
+/// A Rekor v2 `hashedrekord` 0.0.2 body must log exactly this digest,
+/// signature and verifier (the entry is checked against the bundle's own
+/// content, not taken for it).
+fn check_v2_body(
+    body: &[u8],
+    signed_sha256: &[u8],
+    signature: &[u8],
+    signer_der: &[u8],
+) -> Result<(), String> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Body {
+        api_version: String,
+        kind: String,
+        spec: Spec,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Spec {
+        hashed_rekord_v002: V002,
+    }
+    #[derive(Deserialize)]
+    struct V002 {
+        data: Data,
+        signature: Sig,
+    }
+    #[derive(Deserialize)]
+    struct Data {
+        algorithm: String,
+        digest: String,
+    }
+    #[derive(Deserialize)]
+    struct Sig {
+        content: String,
+        verifier: Verifier,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Verifier {
+        x509_certificate: Option<RawBytes>,
+        public_key: Option<RawBytes>,
+    }
+    let b: Body = serde_json::from_slice(body)
+        .map_err(|e| format!("the Rekor v2 entry's body cannot be read: {e}"))?;
+    if b.api_version != "0.0.2" || b.kind != "hashedrekord" {
+        return Err("the Rekor v2 entry's body is not a hashedrekord 0.0.2".into());
+    }
+    let v = b.spec.hashed_rekord_v002;
+    if v.data.algorithm != "SHA2_256" || b64(&v.data.digest, "the logged digest")? != signed_sha256
+    {
+        return Err("the log entry is for other content than this signature's".into());
+    }
+    if b64(&v.signature.content, "the logged signature")? != signature {
+        return Err("the log entry holds another signature".into());
+    }
+    let verifier = match (
+        &v.signature.verifier.x509_certificate,
+        &v.signature.verifier.public_key,
+    ) {
+        (Some(c), _) => b64(&c.raw_bytes, "the logged certificate")?,
+        (None, Some(k)) => b64(&k.raw_bytes, "the logged key")?,
+        (None, None) => return Err("the log entry names no verifier".into()),
+    };
+    if verifier != signer_der {
+        return Err("the log entry was signed by another certificate or key".into());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -674,6 +831,12 @@ mod tests {
             c.pointer_mut(&format!("{e}/kindVersion/version"))
                 .map(|v| *v = "0.0.2".into())
                 .unwrap()
+        });
+        assert!(r.unwrap_err().contains("dsse 0.0.2 log entry is not read"));
+        // The same entry relabelled as Rekor v2: its body is not one.
+        let r = mutate(&|c| {
+            *c.pointer_mut(&format!("{e}/kindVersion")).unwrap() =
+                serde_json::json!({"kind": "hashedrekord", "version": "0.0.2"});
         });
         assert!(r.unwrap_err().contains("Rekor v2"));
     }

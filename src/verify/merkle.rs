@@ -78,7 +78,12 @@ pub fn verify_checkpoint(note: &str, log: &Log) -> Result<(u64, [u8; 32]), Strin
     // The signer's name is the origin's host part for Rekor v1
     // (`rekor.sigstore.dev - <tree id>`).
     let name = origin.split(" - ").next().unwrap_or(origin);
-    let hint = &log.key.key_id()[..4];
+    // The key hint: the first bytes of the log's ID (for Rekor v1 the
+    // sha256 of its key, for Rekor v2 the signed-note key ID).
+    let hint = log
+        .id
+        .get(..4)
+        .ok_or("the log's ID is too short for a checkpoint key hint")?;
     for line in sigs.lines() {
         let Some(rest) = line.strip_prefix("\u{2014} ") else {
             continue;

@@ -140,8 +140,10 @@ impl Entry {
         struct Kind {
             kind: String,
         }
-        if serde_json::from_slice::<Kind>(body).is_ok_and(|k| k.kind == "dsse") {
-            return Entry::parse_dsse(body);
+        match serde_json::from_slice::<Kind>(body).map(|k| k.kind) {
+            Ok(k) if k == "dsse" => return Entry::parse_dsse(body),
+            Ok(k) if k == "intoto" => return Entry::parse_intoto(body),
+            _ => {}
         }
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
@@ -245,6 +247,59 @@ impl Entry {
             sha256: b.spec.payload_hash.value.to_ascii_lowercase(),
             signature: b64(&sig.signature, "the logged signature")?,
             signer_pem: String::from_utf8(signer).map_err(|_| "the logged verifier is not PEM")?,
+        })
+    }
+
+    /// An `intoto` 0.0.2 entry: the payload's hash and the envelope's one
+    /// signature (written base64 of base64) with its public key.
+    fn parse_intoto(body: &[u8]) -> Result<Entry, String> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Body {
+            api_version: String,
+            spec: Spec,
+        }
+        #[derive(Deserialize)]
+        struct Spec {
+            content: Content,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Content {
+            envelope: Envelope,
+            payload_hash: Hash,
+        }
+        #[derive(Deserialize)]
+        struct Envelope {
+            signatures: Vec<Sig>,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Sig {
+            sig: String,
+            public_key: String,
+        }
+        #[derive(Deserialize)]
+        struct Hash {
+            algorithm: String,
+            value: String,
+        }
+        let b: Body = serde_json::from_slice(body)
+            .map_err(|e| format!("the log entry's body is not an intoto entry: {e}"))?;
+        if b.api_version != "0.0.2" || b.spec.content.payload_hash.algorithm != "sha256" {
+            return Err("the intoto log entry is not a 0.0.2 entry hashing with sha256".into());
+        }
+        let [sig] = b.spec.content.envelope.signatures.as_slice() else {
+            return Err("the intoto log entry does not hold exactly one signature".into());
+        };
+        let inner = b64(&sig.sig, "the logged signature")?;
+        let inner = String::from_utf8(inner).map_err(|_| "the logged signature is not base64")?;
+        let signer = b64(&sig.public_key, "the logged public key")?;
+        Ok(Entry {
+            sha256: b.spec.content.payload_hash.value.to_ascii_lowercase(),
+            signature: b64(inner.trim(), "the logged signature")?,
+            signer_pem: String::from_utf8(signer)
+                .map_err(|_| "the logged public key is not PEM")?,
         })
     }
 
