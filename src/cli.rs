@@ -391,7 +391,7 @@ pub struct VerifyBundleArgs {
     /// the staging instance: still needs --trusted-root (nothing is fetched)
     #[argh(switch)]
     pub staging: bool,
-    /// the artifact: a file, or sha256:<hex>
+    /// the artifact: a file, or sha256:<hex> (sha512:<hex> for a DSSE statement)
     #[argh(positional)]
     pub artifact: String,
 }

@@ -51,9 +51,12 @@ pub fn run(a: &VerifyBundleArgs) -> Result<String, String> {
     let bundle = std::fs::read(&a.bundle).map_err(|e| format!("{}: {e}", a.bundle))?;
     let file;
     let lower = a.artifact.to_ascii_lowercase();
-    let artifact = if let Some(hex) = a.artifact.strip_prefix("sha256:") {
-        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(format!("{:?} is not sha256:<64 hex digits>", a.artifact));
+    let digest_form = [("sha256:", 64), ("sha512:", 128)]
+        .into_iter()
+        .find_map(|(p, n)| lower.strip_prefix(p).map(|hex| (hex, n)));
+    let artifact = if let Some((hex, n)) = digest_form {
+        if hex.len() != n || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("{:?} is not a sha256 or sha512 digest", a.artifact));
         }
         Artifact::Digest(&lower)
     } else {

@@ -424,9 +424,12 @@ pub fn verify_artifact(
         By::Cert(c) => c,
     };
     let root = trust.root.as_deref();
-    // RFC 3161 timestamps over the signature: each one must verify (at
-    // most 32, no duplicates); each is a trusted signing time.
+    // RFC 3161 timestamps over the signature (at most 32, no duplicates):
+    // each one that verifies is a trusted signing time; one that does not
+    // gives no time (as sigstore's clients count them) and its reason is
+    // kept for the refusal when no time is left.
     let mut tsa_times = Vec::new();
+    let mut tsa_refused = Vec::new();
     if let Some(tvd) = &m.timestamp_verification_data {
         let tokens = &tvd.rfc3161_timestamps;
         if tokens.len() > crate::verify::tsa::MAX_TIMESTAMPS {
@@ -443,7 +446,10 @@ pub fn verify_artifact(
             }
             let root = root.ok_or("no trusted root to check the timestamps with")?;
             let token = b64(&t.signed_timestamp, "a timestamp")?;
-            tsa_times.push(crate::verify::tsa::verify(&token, &signature, root)?);
+            match crate::verify::tsa::verify(&token, &signature, root) {
+                Ok(t) => tsa_times.push(t),
+                Err(e) => tsa_refused.push(e),
+            }
         }
     }
     // The log.
@@ -487,7 +493,10 @@ pub fn verify_artifact(
         By::Cert(leaf) => {
             let root = root.ok_or("no trusted root to check the certificate with")?;
             if times.is_empty() {
-                return Err("a keyless signature needs a trusted signing time: neither a verified SET nor an RFC 3161 timestamp".into());
+                return Err(match tsa_refused.first() {
+                    Some(why) => format!("a keyless signature needs a trusted signing time, and it has none: {why}"),
+                    None => "a keyless signature needs a trusted signing time: neither a verified SET nor an RFC 3161 timestamp".into(),
+                });
             }
             // The certificate must hold at every trusted time.
             let mut verified = None;
