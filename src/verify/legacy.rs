@@ -22,6 +22,7 @@ const ANN_SIGNATURE: &str = "dev.cosignproject.cosign/signature";
 const ANN_CERTIFICATE: &str = "dev.sigstore.cosign/certificate";
 const ANN_CHAIN: &str = "dev.sigstore.cosign/chain";
 const ANN_BUNDLE: &str = "dev.sigstore.cosign/bundle";
+const ANN_TIMESTAMP: &str = "dev.sigstore.cosign/rfc3161timestamp";
 /// Signature layers looked at per image, at most (a hostile registry may
 /// list thousands).
 pub const MAX_LAYERS: usize = 100;
@@ -213,18 +214,53 @@ pub fn verify_layer(
         .root
         .as_deref()
         .ok_or("no trusted root to check the certificate with")?;
-    // The only trusted time here is the log's: a keyless signature without
-    // a verified SET has none (RFC 3161 timestamps come in a later version).
-    if trust.ignore_tlog {
-        return Err("a keyless signature needs a trusted signing time; with ignoreTlog it has none (RFC 3161 timestamps are not read yet)".into());
+    // Trusted times: the log's SET (unless ignoreTlog, when the log is not
+    // asked at all) and each RFC 3161 timestamp over the signature that
+    // verifies; the certificate must hold at every one.
+    let mut times: Vec<(i64, &'static str)> = Vec::new();
+    let mut log_index = None;
+    if !trust.ignore_tlog {
+        let p = promise
+            .as_ref()
+            .ok_or("the keyless signature has no transparency log entry")?;
+        p.verify_set(root)?;
+        p.entry()?.matches(payload, &signature, leaf.as_ref())?;
+        times.push((p.integrated_time, "transparency log (SET)"));
+        log_index = Some(p.log_index);
     }
-    let p = promise
-        .as_ref()
-        .ok_or("the keyless signature has no transparency log entry, so no trusted signing time")?;
-    p.verify_set(root)?;
-    p.entry()?.matches(payload, &signature, leaf.as_ref())?;
-    let t = p.integrated_time;
-    let verified = crate::verify::fulcio::verify(leaf.as_ref(), &chain, root, t)?;
+    let mut tsa_refused = None;
+    if let Some(ts) = annotations.get(ANN_TIMESTAMP) {
+        #[derive(Deserialize)]
+        struct Timestamp {
+            #[serde(rename = "SignedRFC3161Timestamp")]
+            signed: String,
+        }
+        let t: Timestamp = serde_json::from_str(ts)
+            .map_err(|e| format!("the RFC 3161 timestamp annotation cannot be read: {e}"))?;
+        let token = base64::engine::general_purpose::STANDARD
+            .decode(t.signed.trim())
+            .map_err(|_| "the RFC 3161 timestamp is not base64")?;
+        match crate::verify::tsa::verify(&token, &signature, root) {
+            Ok(t) => times.push((t, "RFC 3161 timestamp")),
+            Err(e) => tsa_refused = Some(e),
+        }
+    }
+    if times.is_empty() {
+        return Err(match tsa_refused {
+            Some(why) => format!("a keyless signature needs a trusted signing time, and it has none: {why}"),
+            None => "a keyless signature needs a trusted signing time: with ignoreTlog and no RFC 3161 timestamp it has none".into(),
+        });
+    }
+    let mut verified = None;
+    for (t, _) in &times {
+        verified = Some(crate::verify::fulcio::verify(
+            leaf.as_ref(),
+            &chain,
+            root,
+            *t,
+        )?);
+    }
+    let verified = verified.ok_or("no trusted signing time")?;
     if !trust.ignore_sct {
         crate::verify::sct::verify(leaf.as_ref(), &verified.issuer_spkis, root)?;
     }
@@ -232,9 +268,9 @@ pub fn verify_layer(
         digest: digest.to_string(),
         signer: trust.accept(&identity)?,
         reference,
-        time: Some(t),
-        time_source: Some("transparency log (SET)"),
-        log_index: Some(p.log_index),
+        time: times.first().map(|(t, _)| *t),
+        time_source: times.first().map(|(_, s)| *s),
+        log_index,
     })
 }
 
