@@ -340,6 +340,208 @@ impl Sigstore {
     }
 }
 
+/// A test timestamp authority: a root and a time-stamping leaf.
+pub struct Tsa {
+    root_der: Vec<u8>,
+    leaf_der: Vec<u8>,
+    leaf_key: KeyPair,
+}
+
+fn oid(arcs: &[u64]) -> Vec<u8> {
+    let mut body = vec![(arcs[0] * 40 + arcs[1]) as u8];
+    for &a in &arcs[2..] {
+        let mut stack = vec![(a & 0x7f) as u8];
+        let mut v = a >> 7;
+        while v > 0 {
+            stack.push(0x80 | (v & 0x7f) as u8);
+            v >>= 7;
+        }
+        body.extend(stack.into_iter().rev());
+    }
+    tlv(0x06, &body)
+}
+
+fn seq(parts: &[&[u8]]) -> Vec<u8> {
+    tlv(0x30, &parts.concat())
+}
+
+impl Tsa {
+    pub fn new() -> Tsa {
+        let root_key = KeyPair::generate().unwrap();
+        let mut root = CertificateParams::new(Vec::<String>::new()).unwrap();
+        root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        root.distinguished_name
+            .push(DnType::CommonName, "test tsa root");
+        root.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        root.not_after = rcgen::date_time_ymd(2040, 1, 1);
+        let root_der = root.self_signed(&root_key).unwrap().der().to_vec();
+        let leaf_key = KeyPair::generate().unwrap();
+        let mut leaf = CertificateParams::new(Vec::<String>::new()).unwrap();
+        leaf.distinguished_name.push(DnType::CommonName, "test tsa");
+        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::TimeStamping];
+        leaf.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        leaf.not_after = rcgen::date_time_ymd(2040, 1, 1);
+        leaf.serial_number = Some(rcgen::SerialNumber::from_slice(&[0x11, 0x22]));
+        let leaf_der = leaf
+            .signed_by(&leaf_key, &Issuer::from_params(&root, &root_key))
+            .unwrap()
+            .der()
+            .to_vec();
+        Tsa {
+            root_der,
+            leaf_der,
+            leaf_key,
+        }
+    }
+
+    /// The trusted root's `timestampAuthorities` entry.
+    pub fn authority(&self) -> serde_json::Value {
+        serde_json::json!({"subject": {"commonName": "test tsa"}, "uri": "https://tsa.test",
+            "certChain": {"certificates": [{"rawBytes": b64(&self.leaf_der)}, {"rawBytes": b64(&self.root_der)}]},
+            "validFor": {"start": "2020-01-01T00:00:00Z"}})
+    }
+
+    /// A TimeStampResp over `signature` at `gen_time` (`YYYYMMDDHHMMSSZ`),
+    /// as RFC 3161 and CMS write it, the TSA's certificate embedded.
+    pub fn timestamp(&self, signature: &[u8], gen_time: &str) -> Vec<u8> {
+        let sha256_alg = seq(&[&oid(&[2, 16, 840, 1, 101, 3, 4, 2, 1])]);
+        let tst_oid = oid(&[1, 2, 840, 113549, 1, 9, 16, 1, 4]);
+        let tst = seq(&[
+            &tlv(0x02, &[1]),
+            &oid(&[1, 2, 3, 4]),
+            &seq(&[&sha256_alg, &tlv(0x04, &sha256(signature))]),
+            &tlv(0x02, &[7]),
+            &tlv(0x18, gen_time.as_bytes()),
+        ]);
+        let attrs = [
+            seq(&[&oid(&[1, 2, 840, 113549, 1, 9, 3]), &tlv(0x31, &tst_oid)]),
+            seq(&[
+                &oid(&[1, 2, 840, 113549, 1, 9, 4]),
+                &tlv(0x31, &tlv(0x04, &sha256(&tst))),
+            ]),
+        ]
+        .concat();
+        let sig = self.leaf_key.sign(&tlv(0x31, &attrs)).unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(&self.leaf_der).unwrap();
+        let sid = seq(&[cert.issuer().as_raw(), &tlv(0x02, cert.raw_serial())]);
+        let signer_info = seq(&[
+            &tlv(0x02, &[1]),
+            &sid,
+            &sha256_alg,
+            &tlv(0xA0, &attrs),
+            &seq(&[&oid(&[1, 2, 840, 10045, 4, 3, 2])]),
+            &tlv(0x04, &sig),
+        ]);
+        let signed_data = seq(&[
+            &tlv(0x02, &[3]),
+            &tlv(0x31, &sha256_alg),
+            &seq(&[&tst_oid, &tlv(0xA0, &tlv(0x04, &tst))]),
+            &tlv(0xA0, &self.leaf_der),
+            &tlv(0x31, &signer_info),
+        ]);
+        let token = seq(&[
+            &oid(&[1, 2, 840, 113549, 1, 7, 2]),
+            &tlv(0xA0, &signed_data),
+        ]);
+        seq(&[&seq(&[&tlv(0x02, &[0])]), &token])
+    }
+}
+
+/// A test Rekor v2 log: an Ed25519 key and its origin; entries are
+/// hashedrekord 0.0.2 with an inclusion proof and a signed checkpoint.
+pub struct RekorV2 {
+    key: KeyPair,
+    origin: String,
+}
+
+impl RekorV2 {
+    pub fn new() -> RekorV2 {
+        RekorV2 {
+            key: KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap(),
+            origin: "rekor2.test".into(),
+        }
+    }
+
+    /// The C2SP signed-note key ID: sha256(origin ‖ 0x0A ‖ 0x01 ‖ key).
+    fn key_id(&self) -> Vec<u8> {
+        let mut b = self.origin.as_bytes().to_vec();
+        b.push(0x0A);
+        b.push(0x01);
+        b.extend_from_slice(self.key.der_bytes());
+        sha256(&b)
+    }
+
+    /// The trusted root's `tlogs` entry.
+    pub fn tlog(&self) -> serde_json::Value {
+        serde_json::json!({"baseUrl": format!("https://{}", self.origin), "hashAlgorithm": "SHA2_256",
+            "publicKey": {"rawBytes": b64(&self.key.subject_public_key_info()), "keyDetails": "PKIX_ED25519",
+                          "validFor": {"start": "2020-01-01T00:00:00Z"}},
+            "logId": {"keyId": b64(&self.key_id())}})
+    }
+
+    /// A `tlogEntries[]` member logging `digest` (of what was signed),
+    /// `sig` and the leaf certificate.
+    pub fn entry(&self, signed_sha256: &[u8], sig: &[u8], leaf_der: &[u8]) -> serde_json::Value {
+        let body = serde_json::json!({"apiVersion": "0.0.2", "kind": "hashedrekord", "spec": {"hashedRekordV002": {
+            "data": {"algorithm": "SHA2_256", "digest": b64(signed_sha256)},
+            "signature": {"content": b64(sig), "verifier": {"keyDetails": "PKIX_ECDSA_P256_SHA_256",
+                "x509Certificate": {"rawBytes": b64(leaf_der)}}}}}})
+        .to_string();
+        let mut leaf = vec![0u8];
+        leaf.extend_from_slice(body.as_bytes());
+        let root = sha256(&leaf);
+        let note = format!("{}\n1\n{}\n", self.origin, b64(&root));
+        let mut hinted = self.key_id()[..4].to_vec();
+        hinted.extend_from_slice(&self.key.sign(note.as_bytes()).unwrap());
+        let checkpoint = format!("{note}\n\u{2014} {} {}\n", self.origin, b64(&hinted));
+        serde_json::json!({"logIndex": "0", "logId": {"keyId": b64(&self.key_id())},
+            "kindVersion": {"kind": "hashedrekord", "version": "0.0.2"}, "integratedTime": "0",
+            "inclusionProof": {"logIndex": "0", "rootHash": b64(&root), "treeSize": "1", "hashes": [],
+                               "checkpoint": {"envelope": checkpoint}},
+            "canonicalizedBody": b64(body.as_bytes())})
+    }
+}
+
+impl Sigstore {
+    /// The trusted root with a TSA and a Rekor v2 log besides.
+    pub fn trusted_root_with(&self, tsa: &Tsa, v2: &RekorV2) -> String {
+        let mut root: serde_json::Value = serde_json::from_str(&self.trusted_root()).unwrap();
+        root["timestampAuthorities"] = serde_json::json!([tsa.authority()]);
+        root["tlogs"].as_array_mut().unwrap().push(v2.tlog());
+        root.to_string()
+    }
+
+    /// A keyless bundle logged in Rekor v2 (no SET) with an RFC 3161
+    /// timestamp from `tsa` as its only signing time.
+    pub fn rekor_v2_bundle(
+        &self,
+        leaf: &Leaf,
+        digest: &str,
+        tsa: &Tsa,
+        v2: &RekorV2,
+        gen_time: &str,
+    ) -> String {
+        let hexd = digest.strip_prefix("sha256:").unwrap();
+        let statement = format!(
+            r#"{{"_type":"https://in-toto.io/Statement/v1","subject":[{{"name":"app","digest":{{"sha256":"{hexd}"}}}}],"predicateType":"https://sigstore.dev/cosign/sign/v1","predicate":{{}}}}"#
+        );
+        let ptype = "application/vnd.in-toto+json";
+        let mut pae = format!("DSSEv1 {} {ptype} {} ", ptype.len(), statement.len()).into_bytes();
+        pae.extend_from_slice(statement.as_bytes());
+        let sig = leaf.key.sign(&pae);
+        serde_json::json!({
+            "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+            "verificationMaterial": {
+                "certificate": {"rawBytes": b64(&leaf.der)},
+                "tlogEntries": [v2.entry(&sha256(&pae), &sig, &leaf.der)],
+                "timestampVerificationData": {"rfc3161Timestamps": [{"signedTimestamp": b64(&tsa.timestamp(&sig, gen_time))}]},
+            },
+            "dsseEnvelope": {"payload": b64(statement.as_bytes()), "payloadType": ptype, "signatures": [{"sig": b64(&sig)}]},
+        })
+        .to_string()
+    }
+}
+
 fn key_spki_of(k: &KeyPair) -> Vec<u8> {
     k.subject_public_key_info()
 }

@@ -411,3 +411,89 @@ fn keyed_signatures_of_each_type_and_a_key_replaced() {
     let (ok, why) = judge(&mut c, &bundled);
     assert!(!ok && why.contains("unknown key"), "{why}");
 }
+
+/// A keyless signature whose only signing time is an RFC 3161 timestamp
+/// from the tests' own TSA: as a bundle logged in the tests' Rekor v2 log
+/// (no SET), and in the legacy format with the `rfc3161timestamp`
+/// annotation (under a rule that does not ask the log); admitted for the
+/// identity only, refused with a late timestamp or none.
+#[test]
+fn rekor_v2_and_timestamps_end_to_end() {
+    use crate::signer::{RekorV2, Tsa};
+    let Some(r) = start_with("signing-rekor-v2", Setup::default()) else {
+        return;
+    };
+    let reg = format!("127.0.0.1:{}", r.port);
+    let s = Sigstore::new();
+    let (tsa, v2) = (Tsa::new(), RekorV2::new());
+    let root = write(&r.dir, "trusted_root.json", &s.trusted_root_with(&tsa, &v2));
+    let good = s.leaf(SUBJECT, ISSUER, DAY);
+    let other = s.leaf(
+        "https://github.com/mallory/x/.github/workflows/r.yml@refs/heads/main",
+        ISSUER,
+        DAY,
+    );
+    const IN_DAY: &str = "20260101010000Z";
+    const NEXT_DAY: &str = "20260102120000Z";
+    let cases = [
+        ("ok", &good, Some(IN_DAY)),
+        ("other", &other, Some(IN_DAY)),
+        ("late", &good, Some(NEXT_DAY)),
+        ("untimed", &good, None),
+    ];
+    for (name, leaf, time) in &cases {
+        let d = digest_of(&format!("v2-{name}"));
+        let mut bundle: serde_json::Value =
+            serde_json::from_str(&s.rekor_v2_bundle(leaf, &d, &tsa, &v2, time.unwrap_or(IN_DAY)))
+                .unwrap();
+        if time.is_none() {
+            bundle["verificationMaterial"]
+                .as_object_mut()
+                .unwrap()
+                .remove("timestampVerificationData");
+        }
+        push_bundle(&r, "v2/app", &d, &bundle.to_string());
+        // The legacy format: the certificate and the timestamp over the
+        // signature, no log entry.
+        let d = digest_of(&format!("legacy-{name}"));
+        let p = payload("x", &d);
+        let sig = leaf.key.sign(&p);
+        let mut ann = serde_json::json!({"dev.cosignproject.cosign/signature": b64(&sig), "dev.sigstore.cosign/certificate": leaf.pem()});
+        if let Some(t) = time {
+            ann["dev.sigstore.cosign/rfc3161timestamp"] =
+                serde_json::json!({"SignedRFC3161Timestamp": b64(&tsa.timestamp(&sig, t))})
+                    .to_string()
+                    .into();
+        }
+        push_layers(&r, "legacy/app", &d, &[(p, ann)]);
+    }
+    let policy = base_policy(
+        &r,
+        serde_json::json!([
+            {"images": [format!("{reg}/v2/*")], "trustedRoot": root, "identities": [{"issuer": ISSUER, "subject": SUBJECT}]},
+            {"images": [format!("{reg}/legacy/*")], "trustedRoot": root, "ignoreTlog": true, "identities": [{"issuer": ISSUER, "subject": SUBJECT}]},
+        ]),
+    );
+    let policy = write(&r.dir, "policy.json", &policy.to_string());
+    let (pki, server) = tls_server("signing-rekor-v2-server", &["--policy", &policy]);
+    let mut c = Client::tls(server.addr, client_config(&pki.ca_file, None)).unwrap();
+    for repo in ["v2", "legacy"] {
+        let image = |name: &str| {
+            let prefix = if repo == "v2" { "v2" } else { "legacy" };
+            format!(
+                "{reg}/{repo}/app@{}",
+                digest_of(&format!("{prefix}-{name}"))
+            )
+        };
+        assert_eq!(judge(&mut c, &image("ok")), (true, String::new()), "{repo}");
+        for (name, why) in [
+            ("other", "mallory"),
+            ("late", "not valid at the signing time"),
+            ("untimed", "trusted signing time"),
+        ] {
+            let (ok, message) = judge(&mut c, &image(name));
+            assert!(!ok, "{repo} {name} admitted");
+            assert!(message.contains(why), "{repo} {name}: {why:?} in {message}");
+        }
+    }
+}
