@@ -553,6 +553,79 @@ fn signatures(
         image_bouncer::verify::legacy::verify_layer(payload.as_bytes(), &ann, SERVER_IMAGE, &trust)
             .expect("verifies");
     }
+    // Bundles with a timestamp, and with a Rekor v2 proof and a timestamp
+    // (the sigstore-python and conformance vectors, verified in process).
+    let bv = |name: &str,
+              bundle: &str,
+              root: &str,
+              artifact: &str,
+              issuer: &str,
+              subject: &str,
+              rows: &mut Vec<(String, String)>| {
+        use image_bouncer::verify::bundle::{Artifact, verify_artifact};
+        let root = Arc::new(TrustedRoot::parse(&fixture_text(root)).expect("root"));
+        let trust = Trust {
+            identities: vec![identity(issuer, subject)],
+            root: Some(root),
+            ..Trust::default()
+        };
+        let bundle = fixture(bundle);
+        let file = fixture(artifact);
+        let n = 500;
+        let began = Instant::now();
+        for _ in 0..n {
+            verify_artifact(&bundle, &Artifact::File(&file), &trust).expect("verifies");
+        }
+        rows.push((
+            name.into(),
+            format!(
+                "{:.0} µs ({n} runs, one thread)",
+                began.elapsed().as_micros() as f64 / n as f64
+            ),
+        ));
+    };
+    // The TSA vector's root is the `trustedRoot` member of its config.
+    let tsa_config: serde_json::Value = serde_json::from_str(&fixture_text(
+        "sigstore/sigstore-python/tsa/trust_config.json",
+    ))
+    .expect("json");
+    let tsa_root = std::env::temp_dir().join(format!("ib-bench-tsa-{}.json", std::process::id()));
+    std::fs::write(&tsa_root, tsa_config["trustedRoot"].to_string()).expect("write");
+    {
+        use image_bouncer::verify::bundle::{Artifact, verify_artifact};
+        let root = Arc::new(
+            TrustedRoot::parse(&std::fs::read_to_string(&tsa_root).expect("root")).expect("root"),
+        );
+        let trust = Trust {
+            identities: vec![identity(
+                "https://accounts.google.com",
+                "alexis.challande@trailofbits.com",
+            )],
+            root: Some(root),
+            ..Trust::default()
+        };
+        let bundle = fixture("sigstore/sigstore-python/tsa/bundle.txt.sigstore");
+        let file = fixture("sigstore/sigstore-python/tsa/bundle.txt");
+        let n = 500;
+        let began = Instant::now();
+        for _ in 0..n {
+            verify_artifact(&bundle, &Artifact::File(&file), &trust).expect("verifies");
+        }
+        rows.push((
+            "CPU of one cold verification with RFC 3161 timestamps (SET + 2 timestamps, chain, SCT)".into(),
+            format!("{:.0} µs ({n} runs, one thread)", began.elapsed().as_micros() as f64 / n as f64),
+        ));
+    }
+    let _ = std::fs::remove_file(&tsa_root);
+    bv(
+        "CPU of one cold verification with a Rekor v2 proof and a timestamp (checkpoint, proof, TSA, chain, SCT)",
+        "sigstore/conformance/bundle-verify/rekor2-happy-path/bundle.sigstore.json",
+        "sigstore/conformance/bundle-verify/rekor2-happy-path/trusted_root.json",
+        "sigstore/conformance/bundle-verify/a.txt",
+        "https://token.actions.githubusercontent.com",
+        "https://github.com/sigstore-conformance/extremely-dangerous-public-oidc-beacon/.github/workflows/extremely-dangerous-oidc-beacon.yml@refs/heads/main",
+        rows,
+    );
     rows.push((
         "CPU of one keyless verification (signature, SET, chain, SCT, identity)".into(),
         format!(
