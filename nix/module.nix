@@ -5,6 +5,7 @@ self:
   config,
   lib,
   pkgs,
+  utils,
   ...
 }:
 let
@@ -17,7 +18,8 @@ in
     package = mkOption {
       type = types.package;
       default = self.packages.${pkgs.stdenv.hostPlatform.system}.default;
-      description = "The image-bouncer package (static by default).";
+      defaultText = lib.literalExpression "image-bouncer.packages.\${pkgs.stdenv.hostPlatform.system}.default";
+      description = "The image-bouncer package (built with the cached toolchain; `static` is the musl one).";
     };
     listen = mkOption {
       type = types.str;
@@ -54,6 +56,11 @@ in
       default = "/etc/image-bouncer/policy.json";
       description = "Policy file (JSON), reloaded when it changes.";
     };
+    allowedAddresses = mkOption {
+      type = types.listOf types.str;
+      default = [ "localhost" ];
+      description = "Addresses the service may talk to (IPAddressAllow): the apiserver's, when listen is not loopback; registries, when lookups are configured.";
+    };
     extraArgs = mkOption {
       type = types.listOf types.str;
       default = [ ];
@@ -78,7 +85,8 @@ in
       after = [ "network-online.target" ];
       wants = [ "network-online.target" ];
       serviceConfig = {
-        ExecStart = lib.escapeShellArgs (
+        # systemd expands % specifiers and $ in ExecStart: escaped for it.
+        ExecStart = utils.escapeSystemdExecArgs (
           [
             (lib.getExe cfg.package)
             "serve"
@@ -138,7 +146,7 @@ in
           "AF_INET6"
         ];
         IPAddressDeny = "any";
-        IPAddressAllow = "localhost";
+        IPAddressAllow = cfg.allowedAddresses;
         RestrictNamespaces = true;
         RestrictRealtime = true;
         RestrictSUIDSGID = true;

@@ -44,11 +44,12 @@ if have nix; then
   pass "flake.lock pins the nixos-25.11 revision"
   stub=(--no-write-lock-file --override-input nixpkgs path:./tests/nix-stub)
   nix flake show "${stub[@]}" 2>/dev/null | sed "s/\x1b\[[0-9;]*m//g" | tee "$tmp/show"
-  for attr in "default: package" "image: package" "image-aarch64: package" "image-bouncer-aarch64: package" \
-    "build: derivation" "clippy: derivation" "fmt: derivation" "default: app" "NixOS module"; do
+  for attr in "default: package" "static: package" "image: package" "image-aarch64: package" \
+    "static-aarch64: package" "image-bouncer-aarch64: package" "tests: derivation" "nixos: derivation" \
+    "clippy: derivation" "fmt: derivation" "default: app" "NixOS module"; do
     grep -q "$attr" "$tmp/show" || { echo "error: flake show lacks $attr" >&2; exit 1; }
   done
-  pass "nix flake show: packages, images, apps, checks and the NixOS module for both systems"
+  pass "nix flake show: packages (cached and static), images, apps, checks (tests, lints, every package, a NixOS system) and the module for both systems"
   nix flake check --no-build "${stub[@]}" 2>&1 | grep -v '^warning: ' || true
   nix flake check --no-build "${stub[@]}" >/dev/null 2>&1
   pass "nix flake check --no-build against the stand-in nixpkgs"

@@ -18,6 +18,33 @@
           assert drv.meta ? mainProgram;
           "${drv}/bin/${drv.meta.mainProgram}";
         escapeShellArgs = args: builtins.concatStringsSep " " args;
+        literalExpression = text: { _type = "literalExpression"; inherit text; };
+        mapAttrs = builtins.mapAttrs;
+        # A NixOS system: each module is called with the options' defaults
+        # (and what the system module sets), and the service it defines is
+        # forced, as the real evaluation would.
+        nixosSystem =
+          { system, modules }:
+          let
+            module = builtins.head modules;
+            settings = builtins.elemAt modules 1;
+            args = config: {
+              inherit config lib;
+              pkgs = (pkgsFor system system) // { stdenv.hostPlatform.system = system; };
+              utils.escapeSystemdExecArgs =
+                args: assert builtins.all builtins.isString args; builtins.concatStringsSep " " args;
+            };
+            options = (module (args { })).options.services.image-bouncer;
+            cfg = builtins.mapAttrs (_: o: o.default or false) options // settings.services.image-bouncer;
+            evaluated = (module (args { services.image-bouncer = cfg; })).config;
+            service = evaluated.systemd.services.image-bouncer;
+          in
+          assert builtins.isString service.serviceConfig.ExecStart;
+          assert builtins.isList service.serviceConfig.IPAddressAllow;
+          assert options.package ? defaultText;
+          {
+            config.system.build.toplevel = stub system "nixos-system" { };
+          };
         mkIf = cond: value: if cond then value else { };
         mkEnableOption = what: { type = "bool"; description = what; };
         mkOption = attrs: attrs;
