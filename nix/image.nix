@@ -16,14 +16,19 @@ dockerTools.streamLayeredImage {
   # Same name and tag for every architecture; import the one matching the node.
   architecture = arch;
   contents = [ image-bouncer ];
-  config = {
-    Entrypoint = [ (lib.getExe image-bouncer) ];
-    # Numeric, so runAsNonRoot can check it without an /etc/passwd.
-    User = "65534:65534";
-    ExposedPorts."8443/tcp" = { };
-    Labels = {
-      "org.opencontainers.image.title" = "image-bouncer";
-      "org.opencontainers.image.version" = version;
+  # User (numeric, so runAsNonRoot can check it without an /etc/passwd),
+  # ports and labels come from image-config.json, which the container
+  # runtime test (tests/container.sh) builds its image from too.
+  config =
+    let
+      shared = builtins.fromJSON (builtins.readFile ./image-config.json);
+    in
+    {
+      Entrypoint = [ (lib.getExe image-bouncer) ];
+      inherit (shared) User;
+      ExposedPorts = lib.genAttrs shared.ExposedPorts (_: { });
+      Labels = shared.Labels // {
+        "org.opencontainers.image.version" = version;
+      };
     };
-  };
 }
