@@ -234,6 +234,10 @@ struct Used {
     all: usize,
     /// The part of bodies beyond their first SMALL_BODY bytes.
     large: usize,
+    /// Requests waiting for room: a body given back wakes them only if
+    /// there are any (a condvar notify is a system call even when nobody
+    /// waits).
+    waiting: usize,
 }
 
 /// The start of every body that is charged to the whole budget; an
@@ -328,11 +332,13 @@ impl BodyBudget {
             if left.is_zero() {
                 return false;
             }
+            used.waiting += 1;
             used = self
                 .freed
                 .wait_timeout(used, left)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
+            used.waiting -= 1;
         }
     }
 
@@ -351,8 +357,11 @@ impl Drop for BodyPermit {
             .unwrap_or_else(PoisonError::into_inner);
         used.all = used.all.saturating_sub(self.bytes);
         used.large = used.large.saturating_sub(large_part(self.bytes));
+        let wake = used.waiting > 0;
         drop(used);
-        self.budget.freed.notify_all();
+        if wake {
+            self.budget.freed.notify_all();
+        }
     }
 }
 

@@ -48,8 +48,16 @@ const DRAIN_POLL: Duration = Duration::from_millis(20);
 
 /// A fixed number of permits to decode and judge requests.
 pub struct Workers {
-    free: Mutex<usize>,
+    state: Mutex<WorkerState>,
     freed: Condvar,
+}
+
+/// Free permits, and how many threads wait for one: a permit given back
+/// wakes a waiter only if there is one (a condvar notify is a system call
+/// even when nobody waits).
+struct WorkerState {
+    free: usize,
+    waiting: usize,
 }
 
 /// Held while a worker is busy; gives the permit back when dropped.
@@ -61,21 +69,24 @@ pub struct Permit<'a> {
 impl Workers {
     fn new(n: usize) -> Self {
         Workers {
-            free: Mutex::new(n),
+            state: Mutex::new(WorkerState {
+                free: n,
+                waiting: 0,
+            }),
             freed: Condvar::new(),
         }
     }
 
     /// Waits for a free worker.
     pub fn acquire<'a>(&'a self, metrics: &'a Metrics) -> Permit<'a> {
-        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
-        while *free == 0 {
-            free = self
-                .freed
-                .wait(free)
-                .unwrap_or_else(PoisonError::into_inner);
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        while st.free == 0 {
+            st.waiting += 1;
+            st = self.freed.wait(st).unwrap_or_else(PoisonError::into_inner);
+            st.waiting -= 1;
         }
-        *free -= 1;
+        st.free -= 1;
+        drop(st);
         metrics.worker_busy(true);
         Permit {
             workers: self,
@@ -86,12 +97,17 @@ impl Workers {
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
-        *self
+        let mut st = self
             .workers
-            .free
+            .state
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) += 1;
-        self.workers.freed.notify_one();
+            .unwrap_or_else(PoisonError::into_inner);
+        st.free += 1;
+        let wake = st.waiting > 0;
+        drop(st);
+        if wake {
+            self.workers.freed.notify_one();
+        }
         self.metrics.worker_busy(false);
     }
 }
