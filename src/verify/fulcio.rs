@@ -153,30 +153,12 @@ pub fn verify(
             );
             continue;
         }
-        let anchor_certs: Vec<CertificateDer<'_>> = ca
-            .chain
-            .iter()
-            .map(|c| CertificateDer::from(c.as_slice()))
-            .collect();
-        let anchors: Vec<_> = anchor_certs
-            .iter()
-            .filter_map(|c| webpki::anchor_from_trusted_cert(c).ok())
-            .collect();
-        if anchors.is_empty() {
-            continue;
-        }
-        let intermediates: Vec<CertificateDer<'_>> = extra
-            .iter()
-            .map(|c| CertificateDer::from(c.as_slice()))
-            .collect();
-        match end.verify_for_usage(
-            webpki::ALL_VERIFICATION_ALGS,
-            &anchors,
-            &intermediates,
+        match chain_to(
+            &end,
+            &ca.chain,
+            extra.iter().map(Vec::as_slice),
             time,
-            webpki::KeyUsage::required(EKU_CODE_SIGNING),
-            None,
-            None,
+            EKU_CODE_SIGNING,
         ) {
             Ok(_) => {
                 let issuer_spkis = ca
@@ -210,8 +192,40 @@ pub fn verify(
     Err(last)
 }
 
+/// Chains `end` (with `extra` certificates as intermediates) to an
+/// authority's certificates, each of which may anchor the path (they are
+/// trust material of the root), at `time`, requiring `eku`. The anchors'
+/// own validity is the caller's to check (see [`valid_at`]).
+pub(crate) fn chain_to<'a>(
+    end: &webpki::EndEntityCert<'_>,
+    authority: &[Vec<u8>],
+    extra: impl Iterator<Item = &'a [u8]>,
+    time: UnixTime,
+    eku: &'static [u8],
+) -> Result<(), webpki::Error> {
+    let anchor_certs: Vec<CertificateDer<'_>> = authority
+        .iter()
+        .map(|c| CertificateDer::from(c.as_slice()))
+        .collect();
+    let anchors: Vec<_> = anchor_certs
+        .iter()
+        .filter_map(|c| webpki::anchor_from_trusted_cert(c).ok())
+        .collect();
+    let intermediates: Vec<CertificateDer<'_>> = extra.map(CertificateDer::from).collect();
+    end.verify_for_usage(
+        webpki::ALL_VERIFICATION_ALGS,
+        &anchors,
+        &intermediates,
+        time,
+        webpki::KeyUsage::required(eku),
+        None,
+        None,
+    )
+    .map(|_| ())
+}
+
 /// Whether a certificate's validity contains `t`.
-fn valid_at(der: &[u8], t: i64) -> bool {
+pub(crate) fn valid_at(der: &[u8], t: i64) -> bool {
     parse_x509_certificate(der).is_ok_and(|(_, c)| {
         c.validity().not_before.timestamp() <= t && t <= c.validity().not_after.timestamp()
     })

@@ -11,6 +11,7 @@
 use rustls::pki_types::{CertificateDer, UnixTime};
 use x509_parser::prelude::*;
 
+use crate::verify::fulcio::valid_at;
 use crate::verify::keys::{Hash, PublicKey};
 use crate::verify::trust::TrustedRoot;
 
@@ -272,30 +273,14 @@ pub fn verify(token: &[u8], signature: &[u8], root: &TrustedRoot) -> Result<i64,
         let Ok(end) = webpki::EndEntityCert::try_from(&der) else {
             continue;
         };
-        let anchor_certs: Vec<CertificateDer<'_>> = tsa
-            .chain
-            .iter()
-            .map(|c| CertificateDer::from(c.as_slice()))
-            .collect();
-        let anchors: Vec<_> = anchor_certs
-            .iter()
-            .filter_map(|c| webpki::anchor_from_trusted_cert(c).ok())
-            .collect();
-        let intermediates: Vec<CertificateDer<'_>> = certs
-            .iter()
-            .filter(|c| **c != cert)
-            .map(|c| CertificateDer::from(*c))
-            .collect();
         let time =
             UnixTime::since_unix_epoch(std::time::Duration::from_secs(gen_time.max(0) as u64));
-        match end.verify_for_usage(
-            webpki::ALL_VERIFICATION_ALGS,
-            &anchors,
-            &intermediates,
+        match crate::verify::fulcio::chain_to(
+            &end,
+            &tsa.chain,
+            certs.iter().copied().filter(|c| *c != cert),
             time,
-            webpki::KeyUsage::required(EKU_TIME_STAMPING),
-            None,
-            None,
+            EKU_TIME_STAMPING,
         ) {
             Ok(_) => return Ok(gen_time),
             Err(e) => last = bad(&format!("signer does not chain to the authority: {e:?}")),
@@ -327,12 +312,6 @@ fn matches_sid(cert: &[u8], sid: &Element<'_>) -> bool {
         }),
         _ => false,
     }
-}
-
-fn valid_at(der: &[u8], t: i64) -> bool {
-    parse_x509_certificate(der).is_ok_and(|(_, c)| {
-        c.validity().not_before.timestamp() <= t && t <= c.validity().not_after.timestamp()
-    })
 }
 
 #[cfg(test)]
