@@ -1,12 +1,13 @@
-//! Sigstore bundles (v0.1–v0.3) around a DSSE envelope whose payload is an
-//! in-toto Statement naming the image digest — what `cosign sign` writes
-//! since v3 and attaches as an OCI referrer. The signature is over the
-//! DSSE pre-authentication encoding of the exact payload bytes (never
-//! re-serialised); exactly one signature; a Rekor v1 entry (SET, and the
-//! inclusion proof with its signed checkpoint when present) must log this
-//! very envelope; keyless certificates are judged at the SET's time.
-//! Rekor v2 entries and RFC 3161 timestamps are refused with a reason
-//! until they are verified (the next version).
+//! Sigstore bundles (v0.1–v0.3): a DSSE envelope whose payload is an
+//! in-toto Statement naming the digest (what `cosign sign` writes for an
+//! image since v3, attached as an OCI referrer), or a message signature
+//! over an artifact. The signature is over the DSSE pre-authentication
+//! encoding of the exact payload bytes (never re-serialised), or over the
+//! artifact (or its digest); exactly one signature. A log entry must log
+//! this very content, signature and signer: Rekor v1 (SET; inclusion proof
+//! and signed checkpoint, required from v0.2 on) or Rekor v2 (hashedrekord
+//! 0.0.2, proof and checkpoint, no time). Keyless certificates are judged
+//! at every trusted time: the SET's, and each RFC 3161 timestamp's.
 
 use base64::Engine as _;
 use serde::Deserialize;

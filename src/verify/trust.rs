@@ -49,7 +49,7 @@ pub struct TrustedRoot {
     pub tlogs: Vec<Log>,
     pub ctlogs: Vec<Log>,
     pub authorities: Vec<Authority>,
-    /// RFC 3161 timestamp authorities (used from the next issue on).
+    /// RFC 3161 timestamp authorities.
     pub timestamp_authorities: Vec<Authority>,
 }
 
