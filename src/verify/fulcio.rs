@@ -93,23 +93,12 @@ pub fn identity(leaf: &[u8]) -> Result<Identity, String> {
 /// A DER UTF8String, possibly inside an explicit `[0]` (otherName).
 fn utf8_string(mut der: &[u8]) -> Option<String> {
     if der.first() == Some(&0xA0) {
-        der = content(der)?;
+        der = crate::verify::content(der)?;
     }
     if der.first() != Some(&0x0C) {
         return None;
     }
-    String::from_utf8(content(der)?.to_vec()).ok()
-}
-
-/// The content of one DER TLV that fills `der` exactly.
-fn content(der: &[u8]) -> Option<&[u8]> {
-    let (len, header) = match *der.get(1)? {
-        n if n < 0x80 => (n as usize, 2),
-        0x81 => (*der.get(2)? as usize, 3),
-        0x82 => ((*der.get(2)? as usize) << 8 | *der.get(3)? as usize, 4),
-        _ => return None,
-    };
-    (der.len() == header + len).then(|| &der[header..])
+    String::from_utf8(crate::verify::content(der)?.to_vec()).ok()
 }
 
 /// Chains `leaf` (with `extra` certificates the signature carried, used

@@ -64,26 +64,6 @@ pub fn verify(leaf: &[u8], issuer_spkis: &[Vec<u8>], root: &TrustedRoot) -> Resu
     Err(last)
 }
 
-/// One DER element: (tag, header length, content length).
-fn tlv(der: &[u8]) -> Option<(u8, usize, usize)> {
-    let tag = *der.first()?;
-    let first = *der.get(1)?;
-    let (len, header) = if first < 0x80 {
-        (first as usize, 2)
-    } else {
-        let n = (first & 0x7f) as usize;
-        if n == 0 || n > 3 {
-            return None;
-        }
-        let mut len = 0usize;
-        for i in 0..n {
-            len = len << 8 | *der.get(2 + i)? as usize;
-        }
-        (len, 2 + n)
-    };
-    (der.len() >= header + len).then_some((tag, header, len))
-}
-
 /// A DER header for `tag` and `len`.
 fn header(tag: u8, len: usize) -> Vec<u8> {
     let mut h = vec![tag];
@@ -104,46 +84,33 @@ fn header(tag: u8, len: usize) -> Vec<u8> {
 /// The leaf's TBSCertificate with the SCT list extension removed (what
 /// the log signed, RFC 6962 §3.2).
 fn precert_tbs(leaf: &[u8]) -> Option<Vec<u8>> {
-    let (_, h, _) = tlv(leaf)?;
-    let tbs_all = &leaf[h..];
-    let (tag, th, tl) = tlv(tbs_all)?;
-    if tag != 0x30 {
+    use crate::verify::{items, tlv};
+    let ((_, cert, _), _) = tlv(leaf)?;
+    let ((0x30, tbs, _), _) = tlv(cert)? else {
         return None;
-    }
-    let mut body = &tbs_all[th..th + tl];
+    };
     let mut out = Vec::new();
     let mut removed = false;
-    while !body.is_empty() {
-        let (t, eh, el) = tlv(body)?;
-        let elem = &body[..eh + el];
-        if t == 0xA3 {
-            // [3] EXPLICIT Extensions ::= SEQUENCE OF Extension
-            let inner = &elem[eh..];
-            let (st, sh, sl) = tlv(inner)?;
-            if st != 0x30 {
-                return None;
-            }
-            let mut exts = &inner[sh..sh + sl];
-            let mut kept = Vec::new();
-            while !exts.is_empty() {
-                let (_, xh, xl) = tlv(exts)?;
-                let ext = &exts[..xh + xl];
-                let (ot, oh, ol) = tlv(&ext[xh..])?;
-                if ot == 0x06 && &ext[xh + oh..xh + oh + ol] == OID_SCT_LIST {
-                    removed = true;
-                } else {
-                    kept.extend_from_slice(ext);
-                }
-                exts = &exts[xh + xl..];
-            }
-            let mut seq = header(0x30, kept.len());
-            seq.extend(kept);
-            out.extend(header(0xA3, seq.len()));
-            out.extend(seq);
-        } else {
-            out.extend_from_slice(elem);
+    for (tag, content, whole) in items(tbs)? {
+        if tag != 0xA3 {
+            out.extend_from_slice(whole);
+            continue;
         }
-        body = &body[eh + el..];
+        // [3] EXPLICIT Extensions ::= SEQUENCE OF Extension
+        let ((0x30, exts, _), _) = tlv(content)? else {
+            return None;
+        };
+        let mut kept = Vec::new();
+        for (_, ext, ext_whole) in items(exts)? {
+            match tlv(ext)? {
+                ((0x06, oid, _), _) if oid == OID_SCT_LIST => removed = true,
+                _ => kept.extend_from_slice(ext_whole),
+            }
+        }
+        let mut seq = header(0x30, kept.len());
+        seq.extend(kept);
+        out.extend(header(0xA3, seq.len()));
+        out.extend(seq);
     }
     if !removed {
         return None;

@@ -14,49 +14,12 @@ use x509_parser::prelude::*;
 use crate::verify::fulcio::valid_at;
 use crate::verify::keys::{Hash, PublicKey};
 use crate::verify::trust::TrustedRoot;
+use crate::verify::{Element, items, tlv};
 
 /// At most this many timestamps per signature.
 pub const MAX_TIMESTAMPS: usize = 32;
 /// id-kp-timeStamping, 1.3.6.1.5.5.7.3.8, DER content octets.
 const EKU_TIME_STAMPING: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x08];
-
-/// One DER element: (tag, content, the whole element).
-type Element<'a> = (u8, &'a [u8], &'a [u8]);
-
-/// One DER element of `b`, and the rest after it.
-fn tlv(b: &[u8]) -> Option<(Element<'_>, &[u8])> {
-    let tag = *b.first()?;
-    let first = *b.get(1)?;
-    let (len, h) = if first < 0x80 {
-        (first as usize, 2)
-    } else {
-        let n = (first & 0x7f) as usize;
-        if n == 0 || n > 4 {
-            return None;
-        }
-        let mut len = 0usize;
-        for i in 0..n {
-            len = len.checked_shl(8)? | *b.get(2 + i)? as usize;
-        }
-        (len, 2 + n)
-    };
-    let end = h.checked_add(len)?;
-    if b.len() < end {
-        return None;
-    }
-    Some(((tag, &b[h..end], &b[..end]), &b[end..]))
-}
-
-/// The elements of a constructed content, in order.
-fn items(mut b: &[u8]) -> Option<Vec<Element<'_>>> {
-    let mut out = Vec::new();
-    while !b.is_empty() {
-        let (e, rest) = tlv(b)?;
-        out.push(e);
-        b = rest;
-    }
-    Some(out)
-}
 
 fn oid_of(content: &[u8]) -> String {
     x509_parser::der_parser::oid::Oid::new(content.into()).to_id_string()
