@@ -9,13 +9,15 @@
 //! `denied` must be answered `allowed: false`, any other `allowed: true`.
 //! Any other answer, a non-200 status or a broken connection counts as an
 //! error. `--new-connection` makes every request a fresh TLS handshake.
+//! `--any-verdict` accepts any 200 answer (for the floor server of
+//! `bench/floor.rs`, whose answer is fixed).
 
 #[path = "common.rs"]
 mod common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Tls, connect, exchange, tls_config};
@@ -30,11 +32,16 @@ struct Args {
     new_connection: bool,
     /// With --new-connection: resume TLS sessions instead of full handshakes.
     resume: bool,
+    /// Any 200 answer will do.
+    any_verdict: bool,
+    /// Stop after this many answered requests (all clients together)
+    /// instead of after `duration`.
+    count: Option<u64>,
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage: loadgen --addr HOST:PORT --ca FILE --path PATH --body FILE [-c N] [-d SECS] [--new-connection]"
+        "usage: loadgen --addr HOST:PORT --ca FILE --path PATH --body FILE [-c N] [-d SECS] [--new-connection [--resume]] [--any-verdict] [-n COUNT]"
     );
     std::process::exit(2);
 }
@@ -43,6 +50,8 @@ fn parse_args() -> Args {
     let mut it = std::env::args().skip(1);
     let (mut addr, mut ca, mut path, mut body) = (None, None, None, None);
     let (mut concurrency, mut duration, mut new_connection, mut resume) = (1, 5.0, false, false);
+    let mut any_verdict = false;
+    let mut count = None;
     while let Some(a) = it.next() {
         let mut val = || it.next().unwrap_or_else(|| usage());
         match a.as_str() {
@@ -54,6 +63,8 @@ fn parse_args() -> Args {
             "-d" | "--duration" => duration = val().parse().unwrap_or_else(|_| usage()),
             "--new-connection" => new_connection = true,
             "--resume" => resume = true,
+            "--any-verdict" => any_verdict = true,
+            "-n" | "--requests" => count = Some(val().parse().unwrap_or_else(|_| usage())),
             _ => usage(),
         }
     }
@@ -67,6 +78,8 @@ fn parse_args() -> Args {
             duration: Duration::from_secs_f64(duration),
             new_connection,
             resume,
+            any_verdict,
+            count,
         },
         _ => usage(),
     }
@@ -76,7 +89,9 @@ fn main() {
     let args = parse_args();
     let body = std::fs::read(&args.body).expect("read body");
     let expect_allowed = !args.body.contains("denied");
-    let needle: &[u8] = if expect_allowed {
+    let needle: &[u8] = if args.any_verdict {
+        b""
+    } else if expect_allowed {
         b"\"allowed\":true"
     } else {
         b"\"allowed\":false"
@@ -95,10 +110,14 @@ fn main() {
     );
     let config = tls_config(&args.ca, args.resume);
     let stop = Arc::new(AtomicBool::new(false));
+    // Requests claimed so far, against `--requests`.
+    let claimed = Arc::new(AtomicU64::new(0));
+    let limit = args.count.unwrap_or(u64::MAX);
     let started = Instant::now();
     let workers: Vec<_> = (0..args.concurrency)
         .map(|_| {
             let (config, request, stop) = (config.clone(), request.clone(), stop.clone());
+            let claimed = claimed.clone();
             let (addr, fresh) = (args.addr, args.new_connection);
             std::thread::spawn(move || {
                 let mut latencies: Vec<u32> = Vec::with_capacity(1 << 16);
@@ -110,7 +129,9 @@ fn main() {
                     *errors += 1;
                 };
                 let mut conn: Option<Tls> = None;
-                while !stop.load(Ordering::Relaxed) {
+                while !stop.load(Ordering::Relaxed)
+                    && claimed.fetch_add(1, Ordering::Relaxed) < limit
+                {
                     let t = Instant::now();
                     if conn.is_none() || fresh {
                         match connect(addr, &config) {
@@ -123,7 +144,10 @@ fn main() {
                     }
                     let Some(c) = conn.as_mut() else { continue };
                     match exchange(c, &request) {
-                        Ok((200, reply)) if reply.windows(needle.len()).any(|w| w == needle) => {
+                        Ok((200, reply))
+                            if needle.is_empty()
+                                || reply.windows(needle.len()).any(|w| w == needle) =>
+                        {
                             latencies
                                 .push(u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX));
                         }
@@ -142,8 +166,10 @@ fn main() {
             })
         })
         .collect();
-    std::thread::sleep(args.duration);
-    stop.store(true, Ordering::Relaxed);
+    if args.count.is_none() {
+        std::thread::sleep(args.duration);
+        stop.store(true, Ordering::Relaxed);
+    }
     let mut all = Vec::new();
     let mut errors = 0;
     for w in workers {

@@ -1,35 +1,54 @@
 #!/usr/bin/env bash
-# Performance of image-bouncer over TLS, with the load generator on the same
-# machine. Prints Markdown tables.
+# Per-request cost of image-bouncer over TLS, against the floor server of
+# bench/floor.rs (same TLS configuration and socket handling, a fixed answer,
+# nothing decoded or judged), measured in the same run. Prints Markdown.
 #
-#   bench/run.sh [SECONDS_PER_RUN]                  (default 5)
-#   CONCURRENCY="1 8" BODIES="admission-v1-allowed" bench/run.sh 3
+#   bench/run.sh [SECONDS_PER_RUN]                  (default 4)
+#   CONCURRENCY="1 8" BODIES="admission-v1-allowed" REPEATS=1 bench/run.sh 2
 #
-# Keep-alive runs: every body at every concurrency. Handshake runs: a new TLS
-# connection per request, with an ECDSA P-256 and an RSA-2048 certificate.
-# Then idle and peak RSS, threads, cold start and the binary size. Bodies:
-# tests/fixtures/bench/*.json and a ~1 MB UPDATE review made here (a name
-# with "denied" must be denied; the load generator checks every answer).
-# The server logs one line per decision to a file, as in production.
+# The server (image-bouncer or the floor) runs on core 0 and the load
+# generator on core 1 (`taskset`), so "server CPU per review" is the
+# server's own user+system time over the answered reviews. Each figure is
+# the median of REPEATS runs (default 3): this machine's throughput varies
+# between identical runs. Columns per body and concurrency:
+#   req/s, p50, p99          image-bouncer, keep-alive, as the load generator saw them
+#   CPU µs                   image-bouncer's CPU per review
+#   floor µs                 the floor server's CPU per request, same body and concurrency
+#   ratio                    CPU µs / floor µs
+#   syscalls                 system calls per review (`strace -c -f` over COUNT reviews)
+#   allocs                   heap allocations per review (bench/counted.rs, COUNT reviews)
+# Then: a new TLS connection per request, idle and peak RSS, threads, cold
+# start and the binary size. The server logs one line per decision to a
+# file, as in production.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-secs=${1:-5}
-conc=${CONCURRENCY:-"1 8 64 256"}
+secs=${1:-4}
+repeats=${REPEATS:-3}
+count=${COUNT:-3000}
+conc=${CONCURRENCY:-"1 8 64"}
 bodies=${BODIES:-"imagereview-allowed imagereview-denied admission-v1-allowed admission-v1-denied admission-update-1mb"}
 
-cargo build --release --quiet --bin image-bouncer --example loadgen
+cargo build --release --quiet --bin image-bouncer --example loadgen --example floor --example counted
 bin=target/release/image-bouncer
 load=target/release/examples/loadgen
+floor=target/release/examples/floor
+counted=target/release/examples/counted
 work=$(mktemp -d)
 pid=
-sampler=
 cleanup() {
-  [ -n "$sampler" ] && kill "$sampler" 2>/dev/null
   [ -n "$pid" ] && kill "$pid" 2>/dev/null
   rm -rf "$work"
 }
 trap cleanup EXIT
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if [ "$(nproc)" -ge 2 ]; then
+  on_server="taskset -c 0"
+  on_client="taskset -c 1"
+else
+  on_server=
+  on_client=
+fi
+have_strace=$(command -v strace >/dev/null && echo yes || echo no)
 
 # A CA and two leaves for localhost (rustls refuses a CA certificate as leaf).
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
@@ -60,81 +79,166 @@ status() { awk -v k="$1:" '$1==k {print $2}' "/proc/$pid/status"; }
 cpu_ticks() { awk '{print $14+$15}' "/proc/$pid/stat"; }
 hz=$(getconf CLK_TCK)
 
-start_server() { # cert name
-  "$bin" serve --cert "$work/$1.crt" --key "$work/$1.key" --listen 127.0.0.1:0 --max-connections 8192 \
-    >"$work/out" 2>"$work/server.log" &
+start() { # what (server|floor|counted), cert name
+  local cmd
+  case $1 in
+    server) cmd=("$bin" serve --listen 127.0.0.1:0 --max-connections 8192) ;;
+    counted) cmd=(env "ALLOCATIONS_FILE=$work/allocations" "$counted" serve --listen 127.0.0.1:0 --max-connections 8192) ;;
+    floor) cmd=("$floor") ;;
+  esac
+  : >"$work/out"
+  # shellcheck disable=SC2086
+  $on_server "${cmd[@]}" --cert "$work/$2.crt" --key "$work/$2.key" >"$work/out" 2>"$work/server.log" &
   pid=$!
-  for _ in $(seq 200); do grep -q "listening on" "$work/out" 2>/dev/null && break; sleep 0.01; done
+  for _ in $(seq 300); do grep -q "listening on" "$work/out" 2>/dev/null && break; sleep 0.01; done
   addr=$(sed -n 's/^listening on //p' "$work/out")
   [ -n "$addr" ] || { cat "$work/server.log"; exit 1; }
 }
-stop_server() { kill "$pid"; wait "$pid" 2>/dev/null || true; pid=; }
+stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; pid=; }
 
-# Peak threads during a run, sampled every 100 ms.
-sample_threads() {
-  while :; do status Threads >>"$work/threads"; sleep 0.1; done
-}
-
-run() { # body-file, path, concurrency, extra loadgen flags
-  : >"$work/threads"
-  sample_threads &
-  sampler=$!
+# One timed run: prints "rps p50 p99 cpu_us errors".
+measure() { # body-file, path, concurrency, extra loadgen flags
   local before after out
   before=$(cpu_ticks)
   # shellcheck disable=SC2086
-  out=$("$load" --addr "$addr" --ca "$work/ca.crt" --path "$2" --body "$1" -c "$3" -d "$secs" ${4:-} || true)
+  out=$($on_client "$load" --addr "$addr" --ca "$work/ca.crt" --path "$2" --body "$1" -c "$3" -d "$secs" ${4:-} || true)
   after=$(cpu_ticks)
-  kill "$sampler"; wait "$sampler" 2>/dev/null || true; sampler=
-  python3 - "$(basename "$1" .json)" "$3" "$out" "$before" "$after" "$hz" "$(sort -n "$work/threads" | tail -1)" <<'PY'
+  python3 -c '
 import json, sys
-body, c, out, before, after, hz, threads = sys.argv[1:]
-r = json.loads(out)
-cpu_us = (int(after) - int(before)) / int(hz) * 1e6 / max(r["requests"], 1)
-print(f"| {body} | {c} | {r['rps']:,.0f} | {r['p50_ms']:.3f} | {r['p90_ms']:.3f} | {r['p99_ms']:.3f} | {r['max_ms']:.2f} | {cpu_us:.0f} | {threads} | {r['errors']} |")
-PY
+r = json.loads(sys.argv[1]); before, after, hz = map(int, sys.argv[2:5])
+n = max(r["requests"], 1)
+print(r["rps"], r["p50_ms"], r["p99_ms"], (after - before) / hz * 1e6 / n, r["errors"])
+' "$out" "$before" "$after" "$hz"
 }
 
-echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -m), kernel $(uname -r); load generator on the same machine"
-echo "server: $("$bin" --version) (release build), default workers; $secs s per run"
-echo
-start_server ecdsa
-echo "idle: RSS $(status VmRSS) kB, $(status Threads) threads"
-echo
-echo "### Keep-alive (ECDSA P-256 certificate)"
-echo
-echo "| body | concurrency | req/s | p50 ms | p90 ms | p99 ms | max ms | server CPU µs/req | server threads | errors |"
-echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-for body in $bodies; do
-  case $body in
-    imagereview*) path=/image_policy ;;
-    *) path=/validate ;;
+# The median of REPEATS runs, field by field (errors summed).
+median() { # body-file, path, concurrency, extra
+  for _ in $(seq "$repeats"); do measure "$@"; done | python3 -c '
+import sys, statistics
+rows = [list(map(float, l.split())) for l in sys.stdin if l.strip()]
+cols = list(zip(*rows))
+print(" ".join(str(statistics.median(c)) for c in cols[:4]), int(sum(cols[4])))
+'
+}
+
+# System calls per review: strace -c -f over COUNT reviews.
+syscalls() { # body-file, path, concurrency
+  [ "$have_strace" = yes ] || { echo "-"; return; }
+  strace -c -f -p "$pid" -o "$work/strace" 2>/dev/null &
+  local tracer=$!
+  sleep 0.5
+  # shellcheck disable=SC2086
+  $on_client "$load" --addr "$addr" --ca "$work/ca.crt" --path "$2" --body "$1" -c "$3" -n "$count" >/dev/null 2>&1 || true
+  sleep 0.2
+  kill -INT "$tracer"
+  wait "$tracer" 2>/dev/null || true
+  awk -v n="$count" '$1 ~ /^[0-9.]+$/ && NF >= 5 && $NF != "total" {calls += $4} END {printf "%.2f", calls / n}' "$work/strace"
+}
+
+# Allocations per review: the counting build over COUNT reviews.
+allocations() { # body-file, path, concurrency
+  sleep 0.05
+  local a b
+  a=$(cat "$work/allocations")
+  # shellcheck disable=SC2086
+  $on_client "$load" --addr "$addr" --ca "$work/ca.crt" --path "$2" --body "$1" -c "$3" -n "$count" >/dev/null 2>&1 || true
+  sleep 0.05
+  b=$(cat "$work/allocations")
+  awk -v a="$a" -v b="$b" -v n="$count" 'BEGIN {printf "%.1f", (b - a) / n}'
+}
+
+path_of() {
+  case $1 in
+    imagereview*) echo /image_policy ;;
+    *) echo /validate ;;
   esac
-  file=tests/fixtures/bench/$body.json
-  [ -f "$file" ] || file=$work/$body.json
+}
+file_of() {
+  if [ -f "tests/fixtures/bench/$1.json" ]; then echo "tests/fixtures/bench/$1.json"; else echo "$work/$1.json"; fi
+}
+skip() { # body, concurrency: the 1 MB body at high concurrency only measures the loopback copy
+  [ "$1" = admission-update-1mb ] && [ "$2" -gt 8 ]
+}
+
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -m), kernel $(uname -r)"
+echo "server: $("$bin" --version) (release build), default workers, ${on_server:-no pinning}; load generator ${on_client:-unpinned}"
+echo "$secs s per run, median of $repeats runs; syscalls and allocations over $count reviews"
+echo
+
+# Pass 1: image-bouncer, timed runs (and its idle/peak memory).
+declare -A ib fl sc al
+start server ecdsa
+echo "idle: RSS $(status VmRSS) kB, $(status Threads) threads"
+for body in $bodies; do
   for c in $conc; do
-    # The 1 MB body at high concurrency only measures the loopback copy.
-    if [ "$body" = admission-update-1mb ] && [ "$c" -gt 64 ]; then continue; fi
-    run "$file" "$path" "$c"
+    skip "$body" "$c" && continue
+    ib[$body,$c]=$(median "$(file_of "$body")" "$(path_of "$body")" "$c")
   done
 done
-echo
 echo "after the keep-alive runs: peak RSS $(status VmHWM) kB, RSS $(status VmRSS) kB, $(status Threads) threads"
-stop_server
+for body in $bodies; do
+  for c in $conc; do
+    skip "$body" "$c" && continue
+    sc[$body,$c]=$(syscalls "$(file_of "$body")" "$(path_of "$body")" "$c")
+  done
+done
+stop
+
+# Pass 2: the floor, the same bodies and concurrencies.
+start floor ecdsa
+for body in $bodies; do
+  for c in $conc; do
+    skip "$body" "$c" && continue
+    fl[$body,$c]=$(median "$(file_of "$body")" "$(path_of "$body")" "$c" --any-verdict)
+  done
+done
+stop
+
+# Pass 3: allocations, with the counting build.
+start counted ecdsa
+for body in $bodies; do
+  for c in $conc; do
+    skip "$body" "$c" && continue
+    al[$body,$c]=$(allocations "$(file_of "$body")" "$(path_of "$body")" "$c")
+  done
+done
+stop
+
+echo
+echo "### Keep-alive (ECDSA P-256 certificate), against the floor"
+echo
+echo "| body | concurrency | req/s | p50 ms | p99 ms | CPU µs/review | floor µs/request | ratio | syscalls/review | allocations/review | errors |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+for body in $bodies; do
+  for c in $conc; do
+    skip "$body" "$c" && continue
+    read -r rps p50 p99 cpu errors <<<"${ib[$body,$c]}"
+    read -r _ _ _ fcpu ferrors <<<"${fl[$body,$c]}"
+    python3 -c '
+import sys
+body, c, rps, p50, p99, cpu, fcpu, sc, al, errors = sys.argv[1:]
+ratio = float(cpu) / float(fcpu) if float(fcpu) > 0 else 0
+print(f"| {body} | {c} | {float(rps):,.0f} | {float(p50):.3f} | {float(p99):.3f} | {float(cpu):.1f} | {float(fcpu):.1f} | {ratio:.2f}× | {sc} | {al} | {errors} |")
+' "$body" "$c" "$rps" "$p50" "$p99" "$cpu" "$fcpu" "${sc[$body,$c]}" "${al[$body,$c]}" "$((errors + ferrors))"
+  done
+done
 
 echo
 echo "### A new TLS connection per request (ImageReview, allowed)"
 echo
-echo "| certificate | concurrency | req/s | p50 ms | p90 ms | p99 ms | max ms | server CPU µs/req | server threads | errors |"
-echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+echo "| certificate | concurrency | req/s | p50 ms | p99 ms | server CPU µs/request | errors |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
 for cert in ecdsa rsa; do
-  start_server "$cert"
+  start server "$cert"
   for c in 1 8; do
-    run tests/fixtures/bench/imagereview-allowed.json /image_policy "$c" --new-connection | sed "s/^| imagereview-allowed /| $cert, full handshake /"
+    read -r rps p50 p99 cpu errors <<<"$(measure tests/fixtures/bench/imagereview-allowed.json /image_policy "$c" --new-connection)"
+    printf '| %s, full handshake | %s | %.0f | %.3f | %.3f | %.0f | %s |\n' "$cert" "$c" "$rps" "$p50" "$p99" "$cpu" "$errors"
   done
   if [ "$cert" = ecdsa ]; then
-    run tests/fixtures/bench/imagereview-allowed.json /image_policy 8 "--new-connection --resume" | sed "s/^| imagereview-allowed /| $cert, resumed session /"
+    read -r rps p50 p99 cpu errors <<<"$(measure tests/fixtures/bench/imagereview-allowed.json /image_policy 8 "--new-connection --resume")"
+    printf '| %s, resumed session | 8 | %.0f | %.3f | %.3f | %.0f | %s |\n' "$cert" "$rps" "$p50" "$p99" "$cpu" "$errors"
   fi
-  stop_server
+  stop
 done
 
 echo

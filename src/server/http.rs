@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use rustls::{ServerConnection, StreamOwned};
 
+use super::stream::TlsStream;
+
 pub use crate::config::Limits;
 
 /// Most headers a request may have; the apiserver sends about eight.
@@ -71,6 +73,21 @@ impl Transport for StreamOwned<ServerConnection, TcpStream> {
     fn finish(&mut self) {
         self.conn.send_close_notify();
         let _ = self.conn.complete_io(&mut self.sock);
+    }
+}
+
+impl Transport for TlsStream {
+    fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        self.sock.set_read_timeout(t)
+    }
+
+    fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        self.sock.set_write_timeout(t)
+    }
+
+    fn finish(&mut self) {
+        self.conn.send_close_notify();
+        let _ = self.flush();
     }
 }
 
@@ -725,26 +742,41 @@ impl<T: Transport> Conn<T> {
     }
 
     /// One read into the buffer, waiting at most until `deadline`.
+    ///
+    /// The socket keeps one standing read timeout, at most the request
+    /// timeout, across requests and idle waits, so steady traffic sets none:
+    /// an idle wait longer than it is several waits in a row, and the
+    /// timeout is shortened only when a deadline comes nearer than it
+    /// (a slow request), and lengthened back when it is much shorter than
+    /// needed.
     fn read_more(&mut self, deadline: Instant) -> io::Result<usize> {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
-            return Err(io::ErrorKind::TimedOut.into());
-        }
-        // A timeout up to TIMEOUT_SLACK longer than needed is kept as it is.
-        let fits = self
-            .read_timeout
-            .is_some_and(|t| t >= remaining && t - remaining <= TIMEOUT_SLACK);
-        if !fits {
-            self.stream.set_read_timeout(Some(remaining))?;
-            self.read_timeout = Some(remaining);
-        }
-        // Read on the stack, keep only what arrived: an idle connection
-        // then holds no buffer at all. The first read of a request usually
-        // holds all of it; a small buffer spares zeroing a large one.
-        if self.buf.is_empty() {
-            self.read_chunk::<FIRST_READ>()
-        } else {
-            self.read_chunk::<READ_CHUNK>()
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            let standing = remaining.min(self.limits.request_timeout);
+            let keep = self
+                .read_timeout
+                .is_some_and(|t| t <= remaining + TIMEOUT_SLACK && t >= standing / 2);
+            if !keep {
+                self.stream.set_read_timeout(Some(standing))?;
+                self.read_timeout = Some(standing);
+            }
+            // Read on the stack, keep only what arrived: an idle connection
+            // then holds no buffer at all. The first read of a request
+            // usually holds all of it; a small buffer spares zeroing a
+            // large one.
+            let read = if self.buf.is_empty() {
+                self.read_chunk::<FIRST_READ>()
+            } else {
+                self.read_chunk::<READ_CHUNK>()
+            };
+            match read {
+                // The standing timeout ran out before the deadline.
+                Err(e) if is_timeout(&e) => continue,
+                r => return r,
+            }
         }
     }
 

@@ -18,7 +18,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use log::{debug, error, info, warn};
-use rustls::{ServerConnection, StreamOwned};
 
 pub use crate::config::Settings;
 use crate::config::{ConfigError, Rules};
@@ -28,9 +27,11 @@ use crate::metrics::{Metrics, Reloaded};
 pub use crate::der;
 pub mod http;
 pub mod routes;
+pub mod stream;
 pub mod tls;
 
 use http::{Activity, Conn, Limits, ReadError, State, Transport};
+use rustls::{ServerConnection, StreamOwned};
 use tls::Fingerprint;
 
 /// Connection threads only parse HTTP and run rustls; 256 KiB is plenty and
@@ -785,35 +786,17 @@ impl RateLimit {
 fn handshake(
     shared: &Shared,
     active: Arc<tls::Active>,
-    mut socket: TcpStream,
+    socket: TcpStream,
 ) -> Result<StreamOwned<ServerConnection, TcpStream>, String> {
-    let mut tls = ServerConnection::new(active.config.clone()).map_err(|e| e.to_string())?;
     let deadline = Instant::now() + shared.settings.handshake_timeout;
-    while tls.is_handshaking() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err("timed out".into());
-        }
-        socket
-            .set_read_timeout(Some(left))
-            .map_err(|e| e.to_string())?;
-        match tls.complete_io(&mut socket) {
-            Ok((0, 0)) if tls.is_handshaking() => return Err("connection closed".into()),
-            Ok(_) => {}
-            Err(e) => {
-                // Tell the client why, if we can (e.g. a refused certificate).
-                let _ = tls.write_tls(&mut socket);
-                return Err(e.to_string());
-            }
-        }
-    }
-    if let Some(chain) = tls.peer_certificates()
+    let tls = stream::handshake(active.config.clone(), socket, deadline)?;
+    if let Some(chain) = tls.conn.peer_certificates()
         && let Err(e) = tls::client_allowed(chain, &active.anchors, &shared.settings.client_names)
     {
         warn!("refused a client: {e}");
         return Err(e);
     }
-    Ok(StreamOwned::new(tls, socket))
+    Ok(StreamOwned::new(tls.conn, tls.sock))
 }
 
 /// Reads and answers requests until the client closes, an error, or

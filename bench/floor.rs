@@ -1,0 +1,103 @@
+//! The floor server: the least a server can do per request with
+//! image-bouncer's TLS configuration and socket handling, to measure
+//! image-bouncer against. Same certificate loading and rustls
+//! configuration (`server::tls::load`), same handshake and TLS stream
+//! (`server::stream`: one `recv` per arrival, one `writev` per answer),
+//! one thread per connection with the same stack and `TCP_NODELAY`, one
+//! standing read timeout. Per request it parses the head with httparse,
+//! reads `Content-Length` bytes and writes one fixed 200 answer; it does
+//! not decode, judge, log or count anything.
+//!
+//!   cargo run --release --example floor -- --cert tls.crt --key tls.key [--listen 127.0.0.1:0]
+//!
+//! Prints `listening on ADDR` on stdout, then serves until killed.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use image_bouncer::config::TlsFiles;
+use image_bouncer::server::stream::{TlsStream, handshake};
+use image_bouncer::server::tls;
+
+const ANSWER_BODY: &str = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"705ab4f5-6393-11e8-b7cc-42010a800002","allowed":true}}"#;
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let (mut cert, mut key, mut listen) = (None, None, "127.0.0.1:0".to_string());
+    while let Some(a) = args.next() {
+        let v = args.next().unwrap_or_else(|| usage());
+        match a.as_str() {
+            "--cert" => cert = Some(PathBuf::from(v)),
+            "--key" => key = Some(PathBuf::from(v)),
+            "--listen" => listen = v,
+            _ => usage(),
+        }
+    }
+    let (Some(cert), Some(key)) = (cert, key) else {
+        usage()
+    };
+    let files = TlsFiles {
+        cert,
+        key,
+        client_ca: None,
+    };
+    let config = tls::load(&files).expect("TLS files").config.config.clone();
+    let listener = TcpListener::bind(&listen).expect("listen");
+    println!("listening on {}", listener.local_addr().expect("address"));
+    let _ = std::io::stdout().flush();
+    let answer = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{ANSWER_BODY}",
+        ANSWER_BODY.len()
+    )
+    .into_bytes();
+    for socket in listener.incoming() {
+        let Ok(socket) = socket else { continue };
+        let _ = socket.set_nodelay(true);
+        let (config, answer) = (config.clone(), answer.clone());
+        let _ = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                if let Ok(mut tls) = handshake(config, socket, deadline) {
+                    let _ = tls.sock.set_read_timeout(Some(Duration::from_secs(10)));
+                    while serve_one(&mut tls, &answer) {}
+                }
+            });
+    }
+}
+
+fn usage() -> ! {
+    eprintln!("usage: floor --cert FILE --key FILE [--listen ADDR]");
+    std::process::exit(2);
+}
+
+/// Reads one request and writes the answer; false when the connection ends.
+fn serve_one(tls: &mut TlsStream, answer: &[u8]) -> bool {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut req = httparse::Request::new(&mut headers);
+        if let Ok(httparse::Status::Complete(head)) = req.parse(&buf) {
+            let len: usize = req
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                .and_then(|h| std::str::from_utf8(h.value).ok()?.parse().ok())
+                .unwrap_or(0);
+            while buf.len() < head + len {
+                match tls.read(&mut chunk) {
+                    Ok(0) | Err(_) => return false,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            return tls.write_all(answer).and_then(|()| tls.flush()).is_ok();
+        }
+        match tls.read(&mut chunk) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
