@@ -16,8 +16,6 @@ use std::time::{Duration, Instant};
 
 use rustls::{ServerConnection, StreamOwned};
 
-use super::stream::TlsStream;
-
 pub use crate::config::Limits;
 
 /// Most headers a request may have; the apiserver sends about eight.
@@ -73,21 +71,6 @@ impl Transport for StreamOwned<ServerConnection, TcpStream> {
     fn finish(&mut self) {
         self.conn.send_close_notify();
         let _ = self.conn.complete_io(&mut self.sock);
-    }
-}
-
-impl Transport for TlsStream {
-    fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
-        self.sock.set_read_timeout(t)
-    }
-
-    fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
-        self.sock.set_write_timeout(t)
-    }
-
-    fn finish(&mut self) {
-        self.conn.send_close_notify();
-        let _ = self.flush();
     }
 }
 
