@@ -151,12 +151,7 @@ pub fn read_response<S: Read>(s: &mut S) -> std::io::Result<(u16, Vec<u8>)> {
         let mut resp = httparse::Response::new(&mut headers);
         if let Ok(httparse::Status::Complete(head)) = resp.parse(&buf) {
             let status = resp.code.unwrap_or(0);
-            let len: usize = resp
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                .and_then(|h| std::str::from_utf8(h.value).ok()?.parse().ok())
-                .unwrap_or(0);
+            let len = content_length(resp.headers);
             while buf.len() < head + len {
                 let n = s.read(&mut chunk)?;
                 if n == 0 {
@@ -167,6 +162,15 @@ pub fn read_response<S: Read>(s: &mut S) -> std::io::Result<(u16, Vec<u8>)> {
             return Ok((status, buf[head..head + len].to_vec()));
         }
     }
+}
+
+/// The `Content-Length` of a parsed head (0 when absent or unreadable).
+pub fn content_length(headers: &[httparse::Header<'_>]) -> usize {
+    headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .and_then(|h| std::str::from_utf8(h.value).ok()?.parse().ok())
+        .unwrap_or(0)
 }
 
 pub fn post(path: &str, body: &[u8]) -> Vec<u8> {

@@ -12,11 +12,15 @@
 //!
 //! Prints `listening on ADDR` on stdout, then serves until killed.
 
+#[path = "common.rs"]
+mod common;
+
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use common::content_length;
 use image_bouncer::config::TlsFiles;
 use image_bouncer::server::stream::{TlsStream, handshake};
 use image_bouncer::server::tls;
@@ -80,19 +84,9 @@ fn serve_one(tls: &mut TlsStream, answer: &[u8]) -> bool {
     loop {
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut req = httparse::Request::new(&mut headers);
-        if let Ok(httparse::Status::Complete(head)) = req.parse(&buf) {
-            let len: usize = req
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                .and_then(|h| std::str::from_utf8(h.value).ok()?.parse().ok())
-                .unwrap_or(0);
-            while buf.len() < head + len {
-                match tls.read(&mut chunk) {
-                    Ok(0) | Err(_) => return false,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                }
-            }
+        if let Ok(httparse::Status::Complete(head)) = req.parse(&buf)
+            && buf.len() >= head + content_length(req.headers)
+        {
             return tls.write_all(answer).and_then(|()| tls.flush()).is_ok();
         }
         match tls.read(&mut chunk) {

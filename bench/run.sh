@@ -86,7 +86,6 @@ start() { # what (server|floor|counted), cert name
     counted) cmd=(env "ALLOCATIONS_FILE=$work/allocations" "$counted" serve --listen 127.0.0.1:0 --max-connections 8192) ;;
     floor) cmd=("$floor") ;;
   esac
-  : >"$work/out"
   # shellcheck disable=SC2086
   $on_server "${cmd[@]}" --cert "$work/$2.crt" --key "$work/$2.key" >"$work/out" 2>"$work/server.log" &
   pid=$!
@@ -156,8 +155,15 @@ path_of() {
 file_of() {
   if [ -f "tests/fixtures/bench/$1.json" ]; then echo "tests/fixtures/bench/$1.json"; else echo "$work/$1.json"; fi
 }
-skip() { # body, concurrency: the 1 MB body at high concurrency only measures the loopback copy
-  [ "$1" = admission-update-1mb ] && [ "$2" -gt 8 ]
+# Every body at every concurrency, as "body:concurrency" words, except the
+# 1 MB body above c8 (that only measures the loopback copy).
+cases() {
+  for body in $bodies; do
+    for c in $conc; do
+      [ "$body" = admission-update-1mb ] && [ "$c" -gt 8 ] && continue
+      echo "$body:$c"
+    done
+  done
 }
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -m), kernel $(uname -r)"
@@ -169,38 +175,30 @@ echo
 declare -A ib fl sc al
 start server ecdsa
 echo "idle: RSS $(status VmRSS) kB, $(status Threads) threads"
-for body in $bodies; do
-  for c in $conc; do
-    skip "$body" "$c" && continue
-    ib[$body,$c]=$(median "$(file_of "$body")" "$(path_of "$body")" "$c")
-  done
+for case in $(cases); do
+  body=${case%:*} c=${case#*:}
+  ib[$body,$c]=$(median "$(file_of "$body")" "$(path_of "$body")" "$c")
 done
 echo "after the keep-alive runs: peak RSS $(status VmHWM) kB, RSS $(status VmRSS) kB, $(status Threads) threads"
-for body in $bodies; do
-  for c in $conc; do
-    skip "$body" "$c" && continue
-    sc[$body,$c]=$(syscalls "$(file_of "$body")" "$(path_of "$body")" "$c")
-  done
+for case in $(cases); do
+  body=${case%:*} c=${case#*:}
+  sc[$body,$c]=$(syscalls "$(file_of "$body")" "$(path_of "$body")" "$c")
 done
 stop
 
 # Pass 2: the floor, the same bodies and concurrencies.
 start floor ecdsa
-for body in $bodies; do
-  for c in $conc; do
-    skip "$body" "$c" && continue
-    fl[$body,$c]=$(median "$(file_of "$body")" "$(path_of "$body")" "$c" --any-verdict)
-  done
+for case in $(cases); do
+  body=${case%:*} c=${case#*:}
+  fl[$body,$c]=$(median "$(file_of "$body")" "$(path_of "$body")" "$c" --any-verdict)
 done
 stop
 
 # Pass 3: allocations, with the counting build.
 start counted ecdsa
-for body in $bodies; do
-  for c in $conc; do
-    skip "$body" "$c" && continue
-    al[$body,$c]=$(allocations "$(file_of "$body")" "$(path_of "$body")" "$c")
-  done
+for case in $(cases); do
+  body=${case%:*} c=${case#*:}
+  al[$body,$c]=$(allocations "$(file_of "$body")" "$(path_of "$body")" "$c")
 done
 stop
 
@@ -209,18 +207,16 @@ echo "### Keep-alive (ECDSA P-256 certificate), against the floor"
 echo
 echo "| body | concurrency | req/s | p50 ms | p99 ms | CPU µs/review | floor µs/request | ratio | syscalls/review | allocations/review | errors |"
 echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-for body in $bodies; do
-  for c in $conc; do
-    skip "$body" "$c" && continue
-    read -r rps p50 p99 cpu errors <<<"${ib[$body,$c]}"
-    read -r _ _ _ fcpu ferrors <<<"${fl[$body,$c]}"
-    python3 -c '
+for case in $(cases); do
+  body=${case%:*} c=${case#*:}
+  read -r rps p50 p99 cpu errors <<<"${ib[$body,$c]}"
+  read -r _ _ _ fcpu ferrors <<<"${fl[$body,$c]}"
+  python3 -c '
 import sys
 body, c, rps, p50, p99, cpu, fcpu, sc, al, errors = sys.argv[1:]
 ratio = float(cpu) / float(fcpu) if float(fcpu) > 0 else 0
 print(f"| {body} | {c} | {float(rps):,.0f} | {float(p50):.3f} | {float(p99):.3f} | {float(cpu):.1f} | {float(fcpu):.1f} | {ratio:.2f}× | {sc} | {al} | {errors} |")
 ' "$body" "$c" "$rps" "$p50" "$p99" "$cpu" "$fcpu" "${sc[$body,$c]}" "${al[$body,$c]}" "$((errors + ferrors))"
-  done
 done
 
 echo

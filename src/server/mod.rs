@@ -18,6 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use log::{debug, error, info, warn};
+use rustls::{ServerConnection, StreamOwned};
 
 pub use crate::config::Settings;
 use crate::config::{ConfigError, Rules};
@@ -31,7 +32,6 @@ pub mod stream;
 pub mod tls;
 
 use http::{Activity, Conn, Limits, ReadError, State, Transport};
-use rustls::{ServerConnection, StreamOwned};
 use tls::Fingerprint;
 
 /// Connection threads only parse HTTP and run rustls; 256 KiB is plenty and

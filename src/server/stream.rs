@@ -9,6 +9,10 @@
 //! decrypted bytes wait, so its plaintext buffer never holds more than one
 //! `recv`'s worth. The handshake is done with rustls' `complete_io` under
 //! a deadline (once per connection; its system calls do not matter).
+//!
+//! The server uses `handshake` and still wraps the connection in rustls'
+//! `StreamOwned` (moving it to `TlsStream` is open work, issue 21); the
+//! floor server of `bench/floor.rs` uses both.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
