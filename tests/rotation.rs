@@ -82,41 +82,58 @@ fn renewal_and_ca_rotation_fail_no_review() {
             errors
         })
     };
-    let settle = |reloads: usize| {
-        // Until the server has seen the files (the reload interval is 100 ms).
+    let reloads = || server.log().matches("certificate reloaded").count();
+    // Until the server holds what the files now say. One `certs` run writes
+    // several files, and a slow disk can spread them over more than one
+    // reload check (every 100 ms), so the server may reload more than once
+    // per step: wait for at least one reload after `before` and then for
+    // four quiet checks. A check after the last write reloads unless the
+    // server already holds the final files, so quiet means settled.
+    let settle = |before: usize| {
         let start = std::time::Instant::now();
-        while server.log().matches("certificate reloaded").count() < reloads {
+        let (mut seen, mut since) = (before, std::time::Instant::now());
+        loop {
+            let now = reloads();
+            if now != seen {
+                (seen, since) = (now, std::time::Instant::now());
+            }
+            if seen > before && since.elapsed() >= Duration::from_millis(400) {
+                break;
+            }
             assert!(
-                start.elapsed() < Duration::from_secs(10),
+                start.elapsed() < Duration::from_secs(20),
                 "no reload: {}",
                 server.log()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        std::thread::sleep(Duration::from_millis(300));
     };
     std::thread::sleep(Duration::from_millis(300));
 
     // Renewal: new leaves from the same CA; nothing else changes.
+    let before = reloads();
     let renewed = certs(&pki, &[&names[..], &["--force"]].concat());
     assert!(renewed.contains("issued from the existing CA"), "{renewed}");
-    settle(1);
+    settle(before);
     *current.lock().unwrap() = apiserver(&pki);
 
     // Rotation, step 1: trust both CAs. The server reloads the bundle; the
     // apiserver gets it at its restart.
+    let before = reloads();
     let begun = certs(&pki, &["--rotate-ca", "begin"]);
     assert!(begun.contains("rotation begun"), "{begun}");
-    settle(2);
+    settle(before);
     *current.lock().unwrap() = apiserver(&pki);
     // Step 2: leaves from the new CA; the old client certificate is still
     // trusted until the apiserver has the new one.
+    let before = reloads();
     certs(&pki, &[&["--rotate-ca", "switch"][..], &names].concat());
-    settle(3);
+    settle(before);
     *current.lock().unwrap() = apiserver(&pki);
     // Step 3: drop the old CA.
+    let before = reloads();
     certs(&pki, &["--rotate-ca", "finish"]);
-    settle(4);
+    settle(before);
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
     let errors = load.join().unwrap();
