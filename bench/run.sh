@@ -5,6 +5,7 @@
 #
 #   bench/run.sh [SECONDS_PER_RUN]                  (default 4)
 #   CONCURRENCY="1 8" BODIES="admission-v1-allowed" REPEATS=1 bench/run.sh 2
+#   SERVER_FLAGS="--workers 4" bench/run.sh        (extra flags for image-bouncer)
 #
 # The server (image-bouncer or the floor) runs on core 0 and the load
 # generator on core 1 (`taskset`), so "server CPU per review" is the
@@ -82,8 +83,10 @@ hz=$(getconf CLK_TCK)
 start() { # what (server|floor|counted), cert name
   local cmd
   case $1 in
-    server) cmd=("$bin" serve --listen 127.0.0.1:0 --max-connections 8192) ;;
-    counted) cmd=(env "ALLOCATIONS_FILE=$work/allocations" "$counted" serve --listen 127.0.0.1:0 --max-connections 8192) ;;
+    # shellcheck disable=SC2206
+    server) cmd=("$bin" serve --listen 127.0.0.1:0 --max-connections 8192 ${SERVER_FLAGS:-}) ;;
+    # shellcheck disable=SC2206
+    counted) cmd=(env "ALLOCATIONS_FILE=$work/allocations" "$counted" serve --listen 127.0.0.1:0 --max-connections 8192 ${SERVER_FLAGS:-}) ;;
     floor) cmd=("$floor") ;;
   esac
   # shellcheck disable=SC2086

@@ -257,6 +257,9 @@ with_policy_flags! {
         /// log at debug level (RUST_LOG overrides)
         #[argh(switch)]
         pub debug: bool,
+        /// write every log line when it is logged (default: info lines are written every 100 ms; warnings and errors at once)
+        #[argh(switch)]
+        pub log_sync: bool,
         /// serve plain HTTP without TLS (testing only; the apiserver requires https)
         #[argh(switch)]
         pub insecure_http: bool,

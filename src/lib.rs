@@ -103,7 +103,7 @@ pub fn run(args: &[String]) -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }
         cli::Command::Check(args) => {
-            logging::init(logging::Format::Text, false);
+            logging::init(logging::Format::Text, false, true);
             check::run(&args).map(|allowed| {
                 if allowed {
                     ExitCode::SUCCESS
@@ -130,13 +130,15 @@ pub fn run(args: &[String]) -> ExitCode {
                 Some("json") => logging::Format::Json,
                 _ => logging::Format::Text,
             };
-            logging::init(format, args.debug);
+            logging::init(format, args.debug, args.log_sync);
             config::serve_settings(&args, legacy_env)
                 .map_err(Error::Config)
                 .and_then(|settings| server::serve(settings).map_err(Error::Serve))
                 .map(|()| ExitCode::SUCCESS)
         }
     };
+    // The log lines still buffered go out before anything else is said.
+    logging::flush();
     result.unwrap_or_else(|e| {
         eprintln!("error: {}", error_chain(&e));
         e.exit_code()

@@ -1,10 +1,21 @@
-//! Log lines on stderr, as text or JSON lines, with UTC timestamps.
+//! Log lines on stderr, as text or JSON lines, with UTC timestamps, and
+//! when they are written.
 //!
 //! `RUST_LOG` overrides the level (`info`, or `debug` with `--debug`).
 //! Request bodies are only ever logged at `trace` (see `server/routes.rs`).
+//!
+//! Info and debug lines (one per decision) collect in a buffer that is
+//! written out every [`FLUSH_EVERY`], when it holds [`FLUSH_AT`] bytes, on
+//! [`flush`] (before the `listening on` line and at exit) and on a panic:
+//! a review costs no write of its own. Warnings and errors are written at
+//! once, with everything before them. What a crash (SIGKILL, an abort,
+//! the OOM killer) can lose is the info lines of its last 100 ms, never a
+//! warning or an error. `--log-sync` writes every line at once.
 
+use std::cell::Cell;
 use std::io::Write;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -12,8 +23,57 @@ pub enum Format {
     Json,
 }
 
-/// Installs the logger once; later calls do nothing.
-pub fn init(format: Format, debug: bool) {
+/// How long an info line may wait in the buffer.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// A buffer this full is written out by the thread that filled it.
+pub const FLUSH_AT: usize = 64 * 1024;
+
+/// Lines not yet written; [`WRITING`] orders the writes of two flushes.
+static PENDING: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+static WRITING: Mutex<()> = Mutex::new(());
+
+thread_local! {
+    /// Set by the formatter for the line being logged: a warning or worse.
+    static URGENT: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Writes out the buffered lines (a no-op with `--log-sync`, where there
+/// are none). Call before exiting; the server calls it once it listens.
+pub fn flush() {
+    let _order = WRITING.lock().unwrap_or_else(PoisonError::into_inner);
+    let bytes = std::mem::take(&mut *PENDING.lock().unwrap_or_else(PoisonError::into_inner));
+    if !bytes.is_empty() {
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_all(&bytes);
+        let _ = err.flush();
+    }
+}
+
+/// env_logger's pipe: appends to [`PENDING`]; its per-line `flush` writes
+/// out only for a warning, an error or a full buffer.
+struct Deferred;
+
+impl Write for Deferred {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        PENDING
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let full = PENDING.lock().unwrap_or_else(PoisonError::into_inner).len() >= FLUSH_AT;
+        if full || URGENT.with(Cell::get) {
+            flush();
+        }
+        Ok(())
+    }
+}
+
+/// Installs the logger once; later calls do nothing. `sync`: every line is
+/// written when logged, as `--log-sync` asks.
+pub fn init(format: Format, debug: bool, sync: bool) {
     // --debug is about this program: libraries (rustls) stay at info.
     let level = if debug {
         "info,image_bouncer=debug".to_string()
@@ -23,6 +83,7 @@ pub fn init(format: Format, debug: bool) {
     let env = env_logger::Env::default().default_filter_or(level);
     let mut b = env_logger::Builder::from_env(env);
     b.format(move |buf, record| {
+        URGENT.with(|u| u.set(record.level() <= log::Level::Warn));
         let ts = timestamp(SystemTime::now());
         match format {
             Format::Text => writeln!(buf, "{ts} {:<5} {}", record.level(), record.args()),
@@ -43,7 +104,28 @@ pub fn init(format: Format, debug: bool) {
             }
         }
     });
-    let _ = b.try_init();
+    // The flusher first: without it nothing would write the buffer.
+    let sync = sync
+        || std::thread::Builder::new()
+            .name("log-flush".into())
+            .stack_size(64 * 1024)
+            .spawn(|| {
+                loop {
+                    std::thread::sleep(FLUSH_EVERY);
+                    flush();
+                }
+            })
+            .is_err();
+    if !sync {
+        b.target(env_logger::Target::Pipe(Box::new(Deferred)));
+    }
+    if b.try_init().is_ok() && !sync {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            flush();
+            previous(info);
+        }));
+    }
 }
 
 /// Collects a record's key-value fields into the JSON line.

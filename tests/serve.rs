@@ -453,6 +453,41 @@ fn sigterm_drains_in_flight_requests_and_closes_idle_ones() {
     assert!(status.success(), "{status}");
 }
 
+/// Decision lines are buffered (no write per review) but reach the log
+/// while the server runs, and none is lost when it exits on SIGTERM: the
+/// last line, logged just before exit, is there too.
+#[test]
+fn buffered_log_lines_arrive_and_survive_a_clean_shutdown() {
+    let (pki, mut server) = tls_server("log-buffer", &[]);
+    let mut c = Client::tls(server.addr, client_config(&pki.ca_file, None)).unwrap();
+    let review = |i: usize| {
+        format!(
+            r#"{{"apiVersion":"imagepolicy.k8s.io/v1alpha1","kind":"ImageReview","spec":{{"containers":[{{"image":"example.com/app{i}:latest"}}]}}}}"#
+        )
+    };
+    assert!(!allowed(
+        &c.post("/image_policy", review(0).as_bytes()).unwrap()
+    ));
+    server.wait_for_log("example.com/app0:latest", Duration::from_secs(2));
+    for i in 1..=200 {
+        assert!(!allowed(
+            &c.post("/image_policy", review(i).as_bytes()).unwrap()
+        ));
+    }
+    drop(c);
+    server.signal("TERM");
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    // The process is gone; what it wrote is in the pipe, read by the
+    // test's reader thread.
+    server.wait_for_log("all connections closed; exiting", Duration::from_secs(2));
+    let log = server.log();
+    for i in 0..=200 {
+        let image = format!("images=[\"example.com/app{i}:latest\"]");
+        assert_eq!(log.matches(&image).count(), 1, "{image}: {log}");
+    }
+}
+
 #[test]
 fn startup_errors_exit_2_and_name_the_problem() {
     let cases: &[(&[&str], &str)] = &[

@@ -409,6 +409,9 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
         "serving {scheme}://{local} ({} workers, at most {} connections)",
         shared.settings.workers, shared.settings.max_connections
     );
+    // Everything so far, the address among it, is in the log before anyone
+    // is told the server listens.
+    crate::logging::flush();
     if shared.settings.announce {
         // Tests and scripts wait for this line on stdout to know the port.
         println!("listening on {local}");
