@@ -2,7 +2,7 @@
 //! load: every step of the runbook keeps every review answered.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -49,12 +49,18 @@ fn renewal_and_ca_rotation_fail_no_review() {
         "--reload-interval",
         "100ms",
     ]);
-    let current = Arc::new(Mutex::new(apiserver(&pki)));
+    // The apiserver's configuration with a generation number, and the
+    // generation of the last finished review: the load thread reviews one
+    // at a time, so once a review of generation g has finished, no older
+    // configuration is in use.
+    let current = Arc::new(Mutex::new((0u64, apiserver(&pki))));
+    let used = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let load = {
-        let (current, stop, ok, failed, addr) = (
+        let (current, used, stop, ok, failed, addr) = (
             current.clone(),
+            used.clone(),
             stop.clone(),
             ok.clone(),
             failed.clone(),
@@ -65,7 +71,7 @@ fn renewal_and_ca_rotation_fail_no_review() {
             while !stop.load(Ordering::Relaxed) {
                 // A new connection each time: every handshake sees the
                 // server's current certificate and trust.
-                let config = current.lock().unwrap().clone();
+                let (generation, config) = current.lock().unwrap().clone();
                 let answer =
                     Client::tls(addr, config).and_then(|mut c| c.post("/image_policy", REVIEW));
                 match answer {
@@ -77,6 +83,7 @@ fn renewal_and_ca_rotation_fail_no_review() {
                         errors.push(format!("{:?}", other.map(|r| r.status)));
                     }
                 }
+                used.store(generation, Ordering::Release);
                 std::thread::sleep(Duration::from_millis(5));
             }
             errors
@@ -108,6 +115,16 @@ fn renewal_and_ca_rotation_fail_no_review() {
             std::thread::sleep(Duration::from_millis(20));
         }
     };
+    // The apiserver restarts with the files as they are now: no review of
+    // the configuration before is still under way when this returns.
+    let restart = |generation: u64| {
+        *current.lock().unwrap() = (generation, apiserver(&pki));
+        let start = std::time::Instant::now();
+        while used.load(Ordering::Acquire) < generation {
+            assert!(start.elapsed() < Duration::from_secs(20), "no review");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
     std::thread::sleep(Duration::from_millis(300));
 
     // Renewal: new leaves from the same CA; nothing else changes.
@@ -115,7 +132,7 @@ fn renewal_and_ca_rotation_fail_no_review() {
     let renewed = certs(&pki, &[&names[..], &["--force"]].concat());
     assert!(renewed.contains("issued from the existing CA"), "{renewed}");
     settle(before);
-    *current.lock().unwrap() = apiserver(&pki);
+    restart(1);
 
     // Rotation, step 1: trust both CAs. The server reloads the bundle; the
     // apiserver gets it at its restart.
@@ -123,13 +140,13 @@ fn renewal_and_ca_rotation_fail_no_review() {
     let begun = certs(&pki, &["--rotate-ca", "begin"]);
     assert!(begun.contains("rotation begun"), "{begun}");
     settle(before);
-    *current.lock().unwrap() = apiserver(&pki);
+    restart(2);
     // Step 2: leaves from the new CA; the old client certificate is still
     // trusted until the apiserver has the new one.
     let before = reloads();
     certs(&pki, &[&["--rotate-ca", "switch"][..], &names].concat());
     settle(before);
-    *current.lock().unwrap() = apiserver(&pki);
+    restart(3);
     // Step 3: drop the old CA.
     let before = reloads();
     certs(&pki, &["--rotate-ca", "finish"]);

@@ -14,8 +14,6 @@ use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use rustls::{ServerConnection, StreamOwned};
-
 pub use crate::config::Limits;
 
 /// Most headers a request may have; the apiserver sends about eight.
@@ -59,7 +57,7 @@ impl Transport for TcpStream {
     }
 }
 
-impl Transport for StreamOwned<ServerConnection, TcpStream> {
+impl Transport for super::stream::TlsStream {
     fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
         self.sock.set_read_timeout(t)
     }

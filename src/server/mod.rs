@@ -18,7 +18,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use log::{debug, error, info, warn};
-use rustls::{ServerConnection, StreamOwned};
 
 pub use crate::config::Settings;
 use crate::config::{ConfigError, Rules};
@@ -790,7 +789,7 @@ fn handshake(
     shared: &Shared,
     active: Arc<tls::Active>,
     socket: TcpStream,
-) -> Result<StreamOwned<ServerConnection, TcpStream>, String> {
+) -> Result<stream::TlsStream, String> {
     let deadline = Instant::now() + shared.settings.handshake_timeout;
     let tls = stream::handshake(active.config.clone(), socket, deadline)?;
     if let Some(chain) = tls.conn.peer_certificates()
@@ -799,7 +798,7 @@ fn handshake(
         warn!("refused a client: {e}");
         return Err(e);
     }
-    Ok(StreamOwned::new(tls.conn, tls.sock))
+    Ok(tls)
 }
 
 /// Reads and answers requests until the client closes, an error, or

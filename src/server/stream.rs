@@ -1,18 +1,15 @@
 //! A server TLS connection over a blocking TCP socket, with the fewest
 //! system calls per request: one `recv` for whatever has arrived (up to
-//! RECV bytes, all of it handed to rustls at once) and one `writev` per
-//! response.
+//! [`RECV`] bytes) and one `writev` per response.
 //!
 //! rustls' own `StreamOwned` reads at most 4 KiB per `recv`, so a 6 KB
-//! review costs two; here a review up to 16 KiB arrives in one. What
-//! rustls decrypts stays in rustls until read; nothing is received while
-//! decrypted bytes wait, so its plaintext buffer never holds more than one
-//! `recv`'s worth. The handshake is done with rustls' `complete_io` under
-//! a deadline (once per connection; its system calls do not matter).
-//!
-//! The server uses `handshake` and still wraps the connection in rustls'
-//! `StreamOwned` (moving it to `TlsStream` is open work, issue 21); the
-//! floor server of `bench/floor.rs` uses both.
+//! review costs two; here a review up to 16 KiB arrives in one. rustls
+//! refuses more ciphertext once it holds over 16 KiB of plaintext not yet
+//! read, so what was received is handed to it only while its plaintext is
+//! empty, and the rest waits here: it holds at most one `recv` of
+//! ciphertext and what rustls decrypted from it, never more. The handshake
+//! is done with rustls' `complete_io` under a deadline (once per
+//! connection; its system calls do not matter).
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -29,6 +26,10 @@ const RECV: usize = 16 * 1024 + 512;
 pub struct TlsStream {
     pub conn: ServerConnection,
     pub sock: TcpStream,
+    /// Received and not yet given to rustls: `cipher[fed..got]`.
+    cipher: Box<[u8; RECV]>,
+    fed: usize,
+    got: usize,
 }
 
 /// Completes a TLS handshake by `deadline`. The error says why not, for
@@ -56,7 +57,13 @@ pub fn handshake(
             }
         }
     }
-    Ok(TlsStream { conn, sock })
+    Ok(TlsStream {
+        conn,
+        sock,
+        cipher: Box::new([0; RECV]),
+        fed: 0,
+        got: 0,
+    })
 }
 
 impl TlsStream {
@@ -68,22 +75,33 @@ impl TlsStream {
         Ok(())
     }
 
-    /// One `recv`, all of it given to rustls. `Ok(false)` at end of stream.
+    /// Gives rustls what was received, until it has plaintext to read;
+    /// receives first if nothing waits. `Ok(false)` at end of stream.
     fn receive(&mut self) -> io::Result<bool> {
-        let mut cipher = [0u8; RECV];
-        let n = self.sock.read(&mut cipher)?;
-        if n == 0 {
-            // Lets rustls tell a close_notify from a cut connection.
-            let _ = self.conn.read_tls(&mut &[][..]);
-            return Ok(false);
+        if self.fed == self.got {
+            let n = self.sock.read(&mut self.cipher[..])?;
+            if n == 0 {
+                // Lets rustls tell a close_notify from a cut connection.
+                let _ = self.conn.read_tls(&mut &[][..]);
+                return Ok(false);
+            }
+            (self.fed, self.got) = (0, n);
         }
-        let mut rest = &cipher[..n];
-        while !rest.is_empty() {
-            self.conn.read_tls(&mut rest)?;
-            if let Err(e) = self.conn.process_new_packets() {
-                // An alert for the peer, then the error.
-                let _ = self.send();
-                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+        while self.fed < self.got {
+            let mut rest = &self.cipher[self.fed..self.got];
+            let n = self.conn.read_tls(&mut rest)?;
+            self.fed += n;
+            match self.conn.process_new_packets() {
+                Ok(state) if state.plaintext_bytes_to_read() > 0 => break,
+                Ok(_) => {}
+                Err(e) => {
+                    // An alert for the peer, then the error.
+                    let _ = self.send();
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+                }
+            }
+            if n == 0 {
+                break;
             }
         }
         // Key updates and the like are answered at once.
@@ -125,5 +143,83 @@ impl Write for TlsStream {
     fn flush(&mut self) -> io::Result<()> {
         self.conn.writer().flush()?;
         self.send()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use std::net::TcpListener;
+    use std::time::Duration;
+
+    /// Full records and small ones, sent all at once: a `recv` that ends a
+    /// full record and holds small ones after it holds more plaintext than
+    /// rustls keeps unread (16 KiB), and all of it is read, in order.
+    #[test]
+    fn more_plaintext_in_one_recv_than_rustls_holds() {
+        let set = crate::certs::generate(&["localhost".into()], &[], 1).unwrap();
+        let provider = crate::server::tls::provider;
+        let server = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from_pem_slice(set.server_cert.as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(set.server_key.as_bytes()).unwrap(),
+            )
+            .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let message: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let sent = message.clone();
+        let (read, all_read) = std::sync::mpsc::channel::<()>();
+        let client = std::thread::spawn(move || {
+            let mut roots = rustls::RootCertStore::empty();
+            roots
+                .add(CertificateDer::from_pem_slice(set.ca_cert.as_bytes()).unwrap())
+                .unwrap();
+            let config = rustls::ClientConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            let name = ServerName::try_from("localhost").unwrap();
+            let mut conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+            let mut sock = TcpStream::connect(addr).unwrap();
+            while conn.is_handshaking() {
+                conn.complete_io(&mut sock).unwrap();
+            }
+            // A 16 KiB record, then forty of 100 bytes, and again; all
+            // encrypted before any is sent.
+            conn.set_buffer_limit(None);
+            let mut rest = &sent[..];
+            while !rest.is_empty() {
+                for size in std::iter::once(16_384).chain([100; 40]) {
+                    let (record, after) = rest.split_at(size.min(rest.len()));
+                    conn.writer().write_all(record).unwrap();
+                    rest = after;
+                }
+            }
+            conn.send_close_notify();
+            while conn.wants_write() {
+                conn.write_tls(&mut sock).unwrap();
+            }
+            // Closing with the server's tickets unread would reset the
+            // connection, and the server could lose what it had not read.
+            all_read.recv().unwrap();
+        });
+        let (sock, _) = listener.accept().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        sock.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut tls = handshake(Arc::new(server), sock, deadline).unwrap();
+        let mut got = Vec::new();
+        tls.read_to_end(&mut got).unwrap();
+        read.send(()).unwrap();
+        client.join().unwrap();
+        assert_eq!(got.len(), message.len());
+        assert!(got == message, "the bytes differ");
     }
 }
