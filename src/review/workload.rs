@@ -113,8 +113,77 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Capped<T> {
 pub struct Metadata {
     pub name: Option<String>,
     pub namespace: Option<String>,
-    #[serde(deserialize_with = "null_default")]
+    /// Only the annotations anything here reads (see [`read_annotation`]):
+    /// the rest (kubectl's last-applied configuration, ...) are skipped
+    /// unbuilt.
+    #[serde(deserialize_with = "kept_annotations")]
     pub annotations: BTreeMap<String, String>,
+}
+
+/// Whether an annotation is read at all: break-glass requests and the
+/// opt-out of mutation.
+pub fn read_annotation(key: &str) -> bool {
+    crate::policy::is_break_glass_key(key) || key == crate::mutate::SKIP_ANNOTATION
+}
+
+/// A map of annotations (or `null`), keeping those [`read_annotation`]
+/// names; values of others are checked to be strings and dropped.
+fn kept_annotations<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    struct Kept;
+    impl<'de> Visitor<'de> for Kept {
+        type Value = BTreeMap<String, String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a map of annotations or null")
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(BTreeMap::new())
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(BTreeMap::new())
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_map(self)
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut kept = BTreeMap::new();
+            while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+                if read_annotation(&key) {
+                    let value: String = map.next_value()?;
+                    kept.insert(key.into_owned(), value);
+                } else {
+                    // Still a string, as the apiserver would have it.
+                    map.next_value::<Key<'de>>()?;
+                }
+            }
+            Ok(kept)
+        }
+    }
+    d.deserialize_option(Kept)
+}
+
+/// A string, borrowed from the body unless it holds escapes.
+struct Key<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Key(std::borrow::Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(V)
+    }
 }
 
 #[derive(Deserialize, Debug, Default, Clone)]
@@ -329,11 +398,48 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    #[test]
+    fn only_annotations_that_are_read_are_kept() {
+        let body = r#"{"metadata": {"annotations": {
+            "kubectl.kubernetes.io/last-applied-configuration": "{\"big\": true}",
+            "ops.image-policy.k8s.io/INC-1": "break-glass",
+            "image-policy.k8s.io/no-prefix": "break-glass",
+            "image-bouncer.io/skip-mutation": "true",
+            "ops.image-policy.k8s.io/esc\u0061ped": "break-glass"}}}"#;
+        let o: Object = serde_json::from_str(body).unwrap();
+        let kept: Vec<&str> = o.metadata.annotations.keys().map(String::as_str).collect();
+        assert_eq!(
+            kept,
+            [
+                "image-bouncer.io/skip-mutation",
+                "ops.image-policy.k8s.io/INC-1",
+                "ops.image-policy.k8s.io/escaped"
+            ]
+        );
+        for none in [
+            r#"{"metadata": {"annotations": null}}"#,
+            r#"{"metadata": {}}"#,
+        ] {
+            let o: Object = serde_json::from_str(none).unwrap();
+            assert!(o.metadata.annotations.is_empty());
+        }
+        // A kept annotation must still be a string; a list is not a map.
+        for bad in [
+            r#"{"metadata": {"annotations": {"ops.image-policy.k8s.io/x": 1}}}"#,
+            r#"{"metadata": {"annotations": ["ops.image-policy.k8s.io/x"]}}"#,
+        ] {
+            assert!(serde_json::from_str::<Object>(bad).is_err(), "{bad}");
+        }
+    }
+
     fn images(kind: &str, obj: serde_json::Value) -> Vec<String> {
         let o: Object = serde_json::from_value(obj).unwrap();
         let pod = o.pod(PodPath::of_kind(kind).unwrap()).unwrap();
         assert_eq!(
-            pod.metadata.annotations.get("a").map(String::as_str),
+            pod.metadata
+                .annotations
+                .get("x.image-policy.k8s.io/a")
+                .map(String::as_str),
             Some("b"),
             "{kind}"
         );
@@ -342,7 +448,7 @@ mod tests {
 
     #[test]
     fn every_kind_with_a_pod_template() {
-        let t = json!({"metadata": {"annotations": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "x:1"}]}});
+        let t = json!({"metadata": {"annotations": {"x.image-policy.k8s.io/a": "b", "other": "c"}}, "spec": {"containers": [{"name": "c", "image": "x:1"}]}});
         let cases = [
             ("Deployment", json!({"spec": {"template": t}})),
             ("ReplicaSet", json!({"spec": {"template": t}})),
