@@ -23,6 +23,11 @@ use image_bouncer::registry::proxy::ProxyConfig;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
+/// The image the real 2026 keyless signature is for, and who signed it.
+const SERVER_IMAGE: &str =
+    "sha256:c05263d2ff654c3a94243662440913f045075d59c436e2c69e9145ec2b87a321";
+const GHA_SUBJECT: &str = "https://github.com/salrashid123/go-bazel-github-workflow/.github/workflows/release.yaml@refs/tags/v0.0.30";
+
 struct Registry {
     child: Child,
     port: u16,
@@ -367,6 +372,10 @@ fn main() {
     let _ = server.kill();
     let _ = server.wait();
 
+    // 9. The per-review figures of bench/run.sh with verifyImages and
+    // mutateDigest on, every verdict and digest cached.
+    cached_reviews(&bin, &work, &pki, &registry, &dockercfg, &mut rows);
+
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "| measurement | result |\n| --- | --- |");
     for (k, v) in rows {
@@ -392,8 +401,6 @@ fn signatures(
     use image_bouncer::policy::{ImageInput, ImagePattern, Policy, Request, VerifyRequirement};
     use image_bouncer::verify::rules::{IdentityRule, Matcher, Trust};
     use image_bouncer::verify::trust::TrustedRoot;
-    const SERVER_IMAGE: &str =
-        "sha256:c05263d2ff654c3a94243662440913f045075d59c436e2c69e9145ec2b87a321";
     const ATTESTED: &str =
         "sha256:732112270d7e59418a8c080b134b24cabd67d250d0d0147a97ed95ba5c280aa4";
     let served = fixture_text("sigstore/image-legacy/gha-keyless-2026/signature-manifest.json");
@@ -446,10 +453,7 @@ fn signatures(
     };
     let trust = Trust {
         identities: vec![
-            identity(
-                "https://token.actions.githubusercontent.com",
-                "https://github.com/salrashid123/go-bazel-github-workflow/.github/workflows/release.yaml@refs/tags/v0.0.30",
-            ),
+            identity("https://token.actions.githubusercontent.com", GHA_SUBJECT),
             identity("https://github.com/login/oauth", "cody@soyland.com"),
         ],
         root: Some(root),
@@ -633,4 +637,168 @@ fn signatures(
             began.elapsed().as_micros() as f64 / n as f64
         ),
     ));
+}
+
+/// CPU and system calls per review through the real server, on one
+/// keep-alive connection, for the 6.3 KB Pod AdmissionReview of bench/run.sh
+/// with its images in the registry: the signed image by digest, the others
+/// by a tag. Once with a policy that only allows the registry, once with a
+/// `verifyImages` rule for the signed image and `mutateDigest` for all,
+/// after one review has filled the caches. The difference is what the
+/// cached path costs.
+fn cached_reviews(
+    bin: &str,
+    work: &std::path::Path,
+    pki: &Pki,
+    registry: &str,
+    dockercfg: &std::path::Path,
+    rows: &mut Vec<(String, String)>,
+) {
+    const N: usize = 20_000;
+    let mut review: serde_json::Value =
+        serde_json::from_slice(&fixture("bench/admission-v1-allowed.json")).expect("fixture");
+    let spec = &mut review["request"]["object"]["spec"];
+    spec["containers"][0]["image"] = format!("{registry}/team/server_image@{SERVER_IMAGE}").into();
+    spec["containers"][1]["image"] = format!("{registry}/team/app:rollout").into();
+    spec["initContainers"][0]["image"] = format!("{registry}/team/app:rollout").into();
+    let body = review.to_string().into_bytes();
+    let base = serde_json::json!({
+        "registryCredentials": dockercfg.display().to_string(),
+        "registries": {registry: {"ca": pki.path("ca.crt")}},
+        "allowedRegistries": [registry],
+    });
+    let mut with = base.clone();
+    with["verifyImages"] = serde_json::json!([{
+        "images": [format!("{registry}/team/server_image")],
+        "trustedRoot": format!("{}/sigstore/trusted-roots/public-good.json", fixtures_dir()),
+        "identities": [{"issuer": "https://token.actions.githubusercontent.com", "subject": GHA_SUBJECT}],
+    }]);
+    with["mutate"] = serde_json::json!({"mutateDigest": ["*"]});
+    let config = tls_config(&pki.path("ca.crt"), false);
+    let strace = Command::new("strace").arg("-V").output().is_ok();
+    let mut figures = Vec::new();
+    for (name, policy) in [
+        ("registry allow-list only", base),
+        ("verifyImages + mutateDigest, cached", with),
+    ] {
+        let file = work.join("cached-policy.json");
+        std::fs::write(&file, policy.to_string()).expect("write");
+        let (mut server, addr) = start_server(
+            bin,
+            &[
+                "--cert".into(),
+                pki.path("tls.crt"),
+                "--key".into(),
+                pki.path("tls.key"),
+                "--policy".into(),
+                file.display().to_string(),
+            ],
+            &work.join("cached-server.log"),
+        );
+        let mut tls = connect(addr, &config).expect("connect");
+        let mut round = |path: &str, n: usize| {
+            for _ in 0..n {
+                let (status, reply) = exchange(&mut tls, &post(path, &body)).expect("review");
+                assert_eq!(status, 200);
+                let v: serde_json::Value = serde_json::from_slice(&reply).expect("json");
+                assert_eq!(v["response"]["allowed"], true, "{name} {path}: {v}");
+            }
+        };
+        for path in ["/validate", "/mutate"] {
+            round(path, 50); // fills the caches
+            let before = cpu_ticks(server.id());
+            let began = Instant::now();
+            round(path, N);
+            let wall = began.elapsed();
+            let cpu = (cpu_ticks(server.id()) - before) as f64 * 1e6 / clock_ticks() / N as f64;
+            let calls = if strace {
+                let out = work.join("strace.txt");
+                let mut tracer = Command::new("strace")
+                    .args(["-c", "-f", "-o"])
+                    .arg(&out)
+                    .args(["-p", &server.id().to_string()])
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .expect("strace");
+                std::thread::sleep(Duration::from_millis(500));
+                round(path, 2000);
+                std::thread::sleep(Duration::from_millis(200));
+                let _ = Command::new("kill")
+                    .args(["-INT", &tracer.id().to_string()])
+                    .status();
+                let _ = tracer.wait();
+                format!("{:.2}", strace_calls(&out) as f64 / 2000.0)
+            } else {
+                "-".into()
+            };
+            figures.push((name, path, N as f64 / wall.as_secs_f64(), cpu, calls));
+        }
+        let _ = server.kill();
+        let _ = server.wait();
+    }
+    for (name, path, rps, cpu, calls) in &figures {
+        rows.push((
+            format!("{path}, {name} (6.3 KB Pod, c1 keep-alive)"),
+            format!(
+                "{rps:.0} reviews/s, server CPU {cpu:.1} µs/review, {calls} system calls/review"
+            ),
+        ));
+    }
+    for path in ["/validate", "/mutate"] {
+        let cpu = |n: &str| {
+            figures
+                .iter()
+                .find(|f| f.0 == n && f.1 == path)
+                .map_or(0.0, |f| f.3)
+        };
+        rows.push((
+            format!("{path}: what the cached path adds"),
+            format!(
+                "{:+.1} µs of CPU per review",
+                cpu("verifyImages + mutateDigest, cached") - cpu("registry allow-list only")
+            ),
+        ));
+    }
+}
+
+/// The fixtures directory, as a path for the server's policy file.
+fn fixtures_dir() -> String {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .display()
+        .to_string()
+}
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    get(11) + get(12)
+}
+
+fn clock_ticks() -> f64 {
+    let out = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .expect("getconf");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(100.0)
+}
+
+/// The total of calls in an `strace -c` summary.
+fn strace_calls(path: &std::path::Path) -> u64 {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let p: Vec<&str> = l.split_whitespace().collect();
+            (p.len() >= 5 && p[0].parse::<f64>().is_ok() && p[p.len() - 1] != "total")
+                .then(|| p[3].parse::<u64>().ok())
+                .flatten()
+        })
+        .sum()
 }

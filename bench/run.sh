@@ -6,6 +6,8 @@
 #   bench/run.sh [SECONDS_PER_RUN]                  (default 4)
 #   CONCURRENCY="1 8" BODIES="admission-v1-allowed" REPEATS=1 bench/run.sh 2
 #   SERVER_FLAGS="--workers 4" bench/run.sh        (extra flags for image-bouncer)
+#   IMAGE_BOUNCER=/tmp/old/image-bouncer bench/run.sh   (another build, e.g. a
+#                                                   before; no allocation counts)
 #
 # The server (image-bouncer or the floor) runs on core 0 and the load
 # generator on core 1 (`taskset`), so "server CPU per review" is the
@@ -30,7 +32,7 @@ conc=${CONCURRENCY:-"1 8 64"}
 bodies=${BODIES:-"imagereview-allowed imagereview-denied admission-v1-allowed admission-v1-denied admission-update-1mb"}
 
 cargo build --release --quiet --bin image-bouncer --example loadgen --example floor --example counted
-bin=target/release/image-bouncer
+bin=${IMAGE_BOUNCER:-target/release/image-bouncer}
 load=target/release/examples/loadgen
 floor=target/release/examples/floor
 counted=target/release/examples/counted
@@ -139,6 +141,7 @@ syscalls() { # body-file, path, concurrency
 
 # Allocations per review: the counting build over COUNT reviews.
 allocations() { # body-file, path, concurrency
+  [ -z "${IMAGE_BOUNCER:-}" ] || { echo "-"; return; }
   sleep 0.05
   local a b
   a=$(cat "$work/allocations")

@@ -488,6 +488,46 @@ fn buffered_log_lines_arrive_and_survive_a_clean_shutdown() {
     }
 }
 
+/// A tracer attaching (strace, a debugger) interrupts every blocked
+/// system call, and a socket with a receive timeout is not restarted by
+/// the kernel: an idle keep-alive connection must live through it.
+#[test]
+fn keep_alive_connections_survive_a_tracer_attaching() {
+    let (pki, server) = tls_server("tracer", &[]);
+    let mut c = Client::tls(server.addr, client_config(&pki.ca_file, None)).unwrap();
+    assert!(allowed(
+        &c.post("/image_policy", &fixture(REVIEW_OK)).unwrap()
+    ));
+    let tracer = std::process::Command::new("strace")
+        .args([
+            "-f",
+            "-e",
+            "trace=none",
+            "-p",
+            &server.child.id().to_string(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("strace (CI installs it)");
+    std::thread::sleep(Duration::from_millis(500));
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(tracer.id() as i32).unwrap(),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    let out = tracer.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("attached"), "strace did not attach: {said}");
+    // The same connection, after every thread was interrupted.
+    assert!(allowed(
+        &c.post("/image_policy", &fixture(REVIEW_OK)).unwrap()
+    ));
+    assert!(allowed(
+        &c.post("/image_policy", &fixture(REVIEW_OK)).unwrap()
+    ));
+}
+
 #[test]
 fn startup_errors_exit_2_and_name_the_problem() {
     let cases: &[(&[&str], &str)] = &[

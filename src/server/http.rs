@@ -756,6 +756,9 @@ impl<T: Transport> Conn<T> {
             match read {
                 // The standing timeout ran out before the deadline.
                 Err(e) if is_timeout(&e) => continue,
+                // A signal or a tracer attaching: a socket with a receive
+                // timeout is not restarted by the kernel (signal(7)).
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 r => return r,
             }
         }

@@ -50,6 +50,7 @@ pub fn handshake(
         match conn.complete_io(&mut sock) {
             Ok((0, 0)) if conn.is_handshaking() => return Err("connection closed".into()),
             Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
                 // Tell the client why, if we can (e.g. a refused certificate).
                 let _ = conn.write_tls(&mut sock);
@@ -70,7 +71,14 @@ impl TlsStream {
     /// Sends everything rustls has encrypted.
     fn send(&mut self) -> io::Result<()> {
         while self.conn.wants_write() {
-            self.conn.write_tls(&mut self.sock)?;
+            match self.conn.write_tls(&mut self.sock) {
+                // A signal or a tracer: a socket with a send timeout is not
+                // restarted by the kernel (signal(7)).
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                r => {
+                    r?;
+                }
+            }
         }
         Ok(())
     }
