@@ -13,7 +13,7 @@ use crate::mutate::{self, MutateConfig};
 use crate::registry::client::LookupError;
 use crate::registry::digest::Digest;
 use crate::review::admission::Review;
-use crate::review::workload::{Object, PodPath};
+use crate::review::workload::PodPath;
 
 /// Whatever answers "which digest does this name now" (the registry
 /// client; something else in tests of this module).
@@ -93,10 +93,7 @@ pub fn digest_pins(
     {
         return Ok(pins);
     }
-    let Some(raw) = req.object.as_ref() else {
-        return Ok(pins);
-    };
-    let Ok(object) = serde_json::from_str::<Object>(raw.get()) else {
+    let Some(object) = review.typed_object() else {
         return Ok(pins);
     };
     if object

@@ -99,6 +99,22 @@ pub struct Review<O = Raw> {
     pub api_version: &'static str,
     pub uid: String,
     pub request: AdmissionRequest<O>,
+    /// The object decoded as [`Object`], once, for whoever asks first
+    /// (`/mutate` counts containers and pins digests from it).
+    typed: std::cell::OnceCell<Option<Box<Object>>>,
+}
+
+impl Review<Raw> {
+    /// The object decoded as [`Object`]; `None` if there is none or it is
+    /// not of that shape. Decoded at the first call only.
+    pub fn typed_object(&self) -> Option<&Object> {
+        self.typed
+            .get_or_init(|| {
+                let raw = self.request.object.as_ref()?;
+                serde_json::from_str::<Object>(raw.get()).ok().map(Box::new)
+            })
+            .as_deref()
+    }
 }
 
 /// Reads the envelope, keeping the object undecoded: version, kind,
@@ -151,6 +167,7 @@ fn envelope<O: serde::de::DeserializeOwned>(body: &[u8]) -> Result<Review<O>, Ba
         api_version,
         uid,
         request,
+        typed: std::cell::OnceCell::new(),
     })
 }
 
@@ -431,8 +448,7 @@ pub fn mutate(
     // patching walks every container: count them first, cheaply (the typed
     // decoder keeps at most MAX_CONTAINERS).
     let too_many = PodPath::of(&req.kind.group, &req.kind.kind).and_then(|path| {
-        let object = serde_json::from_str::<Object>(req.object.as_ref()?.get()).ok()?;
-        let n = object.pod(path)?.container_count();
+        let n = review.typed_object()?.pod(path)?.container_count();
         (n > MAX_CONTAINERS).then(|| too_many_containers(n))
     });
     let decoded = match too_many {
