@@ -7,8 +7,9 @@
 //! refuses more ciphertext once it holds over 16 KiB of plaintext not yet
 //! read, so what was received is handed to it only while its plaintext is
 //! empty, and the rest waits here: it holds at most one `recv` of
-//! ciphertext and what rustls decrypted from it, never more. The handshake
-//! is done with rustls' `complete_io` under a deadline (once per
+//! ciphertext and what rustls decrypted from it, never more, and nothing
+//! once all that arrived is read (an idle connection holds no buffer). The
+//! handshake is done with rustls' `complete_io` under a deadline (once per
 //! connection; its system calls do not matter).
 
 use std::io::{self, Read, Write};
@@ -26,10 +27,9 @@ const RECV: usize = 16 * 1024 + 512;
 pub struct TlsStream {
     pub conn: ServerConnection,
     pub sock: TcpStream,
-    /// Received and not yet given to rustls: `cipher[fed..got]`.
-    cipher: Box<[u8; RECV]>,
-    fed: usize,
-    got: usize,
+    /// Received and not yet given to rustls; empty and unallocated once
+    /// all that arrived was handed over.
+    waiting: Vec<u8>,
 }
 
 /// Completes a TLS handshake by `deadline`. The error says why not, for
@@ -61,9 +61,7 @@ pub fn handshake(
     Ok(TlsStream {
         conn,
         sock,
-        cipher: Box::new([0; RECV]),
-        fed: 0,
-        got: 0,
+        waiting: Vec::new(),
     })
 }
 
@@ -86,19 +84,37 @@ impl TlsStream {
     /// Gives rustls what was received, until it has plaintext to read;
     /// receives first if nothing waits. `Ok(false)` at end of stream.
     fn receive(&mut self) -> io::Result<bool> {
-        if self.fed == self.got {
-            let n = self.sock.read(&mut self.cipher[..])?;
+        if self.waiting.is_empty() {
+            // On the stack: only what rustls cannot take yet is kept.
+            let mut cipher = [0u8; RECV];
+            let n = self.sock.read(&mut cipher)?;
             if n == 0 {
                 // Lets rustls tell a close_notify from a cut connection.
                 let _ = self.conn.read_tls(&mut &[][..]);
                 return Ok(false);
             }
-            (self.fed, self.got) = (0, n);
+            let fed = self.feed(&cipher[..n])?;
+            self.waiting = cipher[fed..n].to_vec();
+        } else {
+            let mut waiting = std::mem::take(&mut self.waiting);
+            let fed = self.feed(&waiting)?;
+            waiting.drain(..fed);
+            if !waiting.is_empty() {
+                self.waiting = waiting;
+            }
         }
-        while self.fed < self.got {
-            let mut rest = &self.cipher[self.fed..self.got];
-            let n = self.conn.read_tls(&mut rest)?;
-            self.fed += n;
+        // Key updates and the like are answered at once.
+        self.send()?;
+        Ok(true)
+    }
+
+    /// Hands `cipher` to rustls until it has plaintext to read (or all of
+    /// it is taken); returns how many bytes it took.
+    fn feed(&mut self, cipher: &[u8]) -> io::Result<usize> {
+        let mut fed = 0;
+        while fed < cipher.len() {
+            let n = self.conn.read_tls(&mut &cipher[fed..])?;
+            fed += n;
             match self.conn.process_new_packets() {
                 Ok(state) if state.plaintext_bytes_to_read() > 0 => break,
                 Ok(_) => {}
@@ -112,9 +128,7 @@ impl TlsStream {
                 break;
             }
         }
-        // Key updates and the like are answered at once.
-        self.send()?;
-        Ok(true)
+        Ok(fed)
     }
 }
 
