@@ -194,11 +194,14 @@ pub fn proc_status(pid: u32) -> (u64, u64, u64) {
     (get("VmRSS:"), get("VmHWM:"), get("Threads:"))
 }
 
+/// Where the fixtures shipped with the tests are.
+pub fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
 /// The fixtures shipped with the tests.
 pub fn fixture(name: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
+    let path = fixtures_dir().join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 

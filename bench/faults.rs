@@ -533,9 +533,7 @@ fn malformed(ctx: &Ctx) -> (String, bool) {
         ("admission", "/validate"),
         ("mutate", "/mutate"),
     ] {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(folder);
+        let dir = fixtures_dir().join(folder);
         for entry in std::fs::read_dir(&dir).expect("fixtures") {
             let p = entry.expect("entry").path();
             let name = p

@@ -304,18 +304,7 @@ fn main() {
         ),
     )
     .expect("write");
-    let (mut server, addr) = start_server(
-        &bin,
-        &[
-            "--cert".into(),
-            pki.path("tls.crt"),
-            "--key".into(),
-            pki.path("tls.key"),
-            "--policy".into(),
-            policy.display().to_string(),
-        ],
-        &work.join("server.log"),
-    );
+    let (mut server, addr) = serve_with_policy(&bin, &pki, &policy, &work.join("server.log"));
     let mut review: serde_json::Value =
         serde_json::from_slice(&fixture("admission/pod-create-allowed.request.json"))
             .expect("fixture");
@@ -670,7 +659,7 @@ fn cached_reviews(
     let mut with = base.clone();
     with["verifyImages"] = serde_json::json!([{
         "images": [format!("{registry}/team/server_image")],
-        "trustedRoot": format!("{}/sigstore/trusted-roots/public-good.json", fixtures_dir()),
+        "trustedRoot": fixtures_dir().join("sigstore/trusted-roots/public-good.json"),
         "identities": [{"issuer": "https://token.actions.githubusercontent.com", "subject": GHA_SUBJECT}],
     }]);
     with["mutate"] = serde_json::json!({"mutateDigest": ["*"]});
@@ -683,18 +672,8 @@ fn cached_reviews(
     ] {
         let file = work.join("cached-policy.json");
         std::fs::write(&file, policy.to_string()).expect("write");
-        let (mut server, addr) = start_server(
-            bin,
-            &[
-                "--cert".into(),
-                pki.path("tls.crt"),
-                "--key".into(),
-                pki.path("tls.key"),
-                "--policy".into(),
-                file.display().to_string(),
-            ],
-            &work.join("cached-server.log"),
-        );
+        let (mut server, addr) =
+            serve_with_policy(bin, pki, &file, &work.join("cached-server.log"));
         let mut tls = connect(addr, &config).expect("connect");
         let mut round = |path: &str, n: usize| {
             for _ in 0..n {
@@ -761,12 +740,22 @@ fn cached_reviews(
     }
 }
 
-/// The fixtures directory, as a path for the server's policy file.
-fn fixtures_dir() -> String {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .display()
-        .to_string()
+/// The real server with the bench PKI's serving certificate and `policy`.
+fn serve_with_policy(
+    bin: &str,
+    pki: &Pki,
+    policy: &std::path::Path,
+    log: &std::path::Path,
+) -> (Child, std::net::SocketAddr) {
+    let args = [
+        "--cert".into(),
+        pki.path("tls.crt"),
+        "--key".into(),
+        pki.path("tls.key"),
+        "--policy".into(),
+        policy.display().to_string(),
+    ];
+    start_server(bin, &args, log)
 }
 
 /// utime + stime of a process, in clock ticks.

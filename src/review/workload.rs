@@ -149,13 +149,13 @@ fn kept_annotations<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, 
             mut map: A,
         ) -> Result<Self::Value, A::Error> {
             let mut kept = BTreeMap::new();
-            while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
                 if read_annotation(&key) {
                     let value: String = map.next_value()?;
                     kept.insert(key.into_owned(), value);
                 } else {
                     // Still a string, as the apiserver would have it.
-                    map.next_value::<Key<'de>>()?;
+                    map.next_value::<Text<'de>>()?;
                 }
             }
             Ok(kept)
@@ -165,21 +165,21 @@ fn kept_annotations<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, 
 }
 
 /// A string, borrowed from the body unless it holds escapes.
-struct Key<'de>(std::borrow::Cow<'de, str>);
+struct Text<'de>(std::borrow::Cow<'de, str>);
 
-impl<'de> Deserialize<'de> for Key<'de> {
+impl<'de> Deserialize<'de> for Text<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = Key<'de>;
+            type Value = Text<'de>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a string")
             }
             fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Key(std::borrow::Cow::Borrowed(v)))
+                Ok(Text(std::borrow::Cow::Borrowed(v)))
             }
             fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Key(std::borrow::Cow::Owned(v.to_string())))
+                Ok(Text(std::borrow::Cow::Owned(v.to_string())))
             }
         }
         d.deserialize_str(V)

@@ -69,13 +69,12 @@ impl TlsStream {
     /// Sends everything rustls has encrypted.
     fn send(&mut self) -> io::Result<()> {
         while self.conn.wants_write() {
-            match self.conn.write_tls(&mut self.sock) {
-                // A signal or a tracer: a socket with a send timeout is not
-                // restarted by the kernel (signal(7)).
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                r => {
-                    r?;
-                }
+            // A signal or a tracer interrupts it: a socket with a send
+            // timeout is not restarted by the kernel (signal(7)).
+            if let Err(e) = self.conn.write_tls(&mut self.sock)
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                return Err(e);
             }
         }
         Ok(())
