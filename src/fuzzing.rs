@@ -10,6 +10,7 @@ use serde_json::Value;
 use crate::image_ref::ImageRef;
 use crate::mutate::{MutateConfig, PullPolicy, Target};
 use crate::policy::{ImagePattern, Policy, RegistryPattern};
+use crate::review::workload::Object;
 use crate::review::{admission, imagepolicy};
 use crate::server::http::{Conn, Limits, MemoryTransport, ReadError};
 
@@ -101,6 +102,7 @@ pub fn review(data: &[u8]) {
         assert_eq!(v["kind"], "ImageReview", "{v}");
         assert!(v["status"]["allowed"].is_boolean(), "{v}");
     }
+    fast_reading_agrees(data);
     // The one-pass and the two-pass readings of a review must agree.
     let fast = admission::validate_body(&policy, data, &crate::policy::no_facts)
         .map(|(reply, _, _)| reply);
@@ -133,4 +135,48 @@ pub fn review(data: &[u8]) {
             assert!(patch_allowed || v["response"].get("patch").is_none(), "{v}");
         }
     }
+}
+
+/// The fast reader (`review::json`) accepts a review only if serde_json
+/// does, and reads from it exactly what the serde derives read: the
+/// envelope, and object and oldObject as `workload::Object`.
+pub fn fast_reading_agrees(data: &[u8]) {
+    let Some(fast) = admission::read_fast(data) else {
+        return;
+    };
+    let slow = match admission::parse(data) {
+        Ok(r) => r,
+        Err(e) => panic!("the fast reader accepted what serde_json refuses: {e}"),
+    };
+    assert_eq!(fast.api_version, slow.api_version);
+    assert_eq!(fast.uid, slow.uid);
+    let admission::AdmissionRequest {
+        uid,
+        kind,
+        sub_resource,
+        name,
+        namespace,
+        operation,
+        dry_run,
+        object,
+        old_object,
+    } = slow.request;
+    let decode = |raw: Option<admission::Raw>| {
+        raw.map(|raw| match serde_json::from_str::<Object>(raw.get()) {
+            Ok(o) => o,
+            Err(e) => panic!("the fast reader accepted an object serde refuses: {e}"),
+        })
+    };
+    let slow = admission::AdmissionRequest {
+        uid,
+        kind,
+        sub_resource,
+        name,
+        namespace,
+        operation,
+        dry_run,
+        object: decode(object),
+        old_object: decode(old_object),
+    };
+    assert_eq!(format!("{:?}", fast.request), format!("{slow:?}"));
 }

@@ -14,6 +14,7 @@ use serde_json::value::RawValue;
 
 use crate::mutate::{self, MutateConfig, Mutation, Subject};
 use crate::policy::{ContainerKind, Decision, Gather, ImageVerdict, MAX_LISTED, Policy, Request};
+use crate::review::json::{Read, Reader, Seen, optional};
 use crate::review::workload::{MAX_CONTAINERS, Object, PodPath, too_many_containers};
 
 pub const V1: &str = "admission.k8s.io/v1";
@@ -136,6 +137,111 @@ fn envelope<O: serde::de::DeserializeOwned>(body: &[u8]) -> Result<Review<O>, Ba
             BadReview::NotJson(e.to_string())
         }
     })?;
+    checked(review)
+}
+
+/// The review, object and old object decoded, in one pass of the fast
+/// reader (`review::json`); `None` when it gave up or the envelope is not
+/// one we answer, and the body must be read with serde_json to say why.
+pub fn read_fast(body: &[u8]) -> Option<Review<Object>> {
+    let text = std::str::from_utf8(body).ok()?;
+    let mut r = Reader::new(text);
+    let review = read_envelope(&mut r).ok()?;
+    r.end().ok()?;
+    checked(review).ok()
+}
+
+fn read_envelope(r: &mut Reader<'_>) -> Read<AdmissionReview<Object>> {
+    let mut review = AdmissionReview {
+        api_version: None,
+        kind: None,
+        request: None,
+    };
+    let mut seen = Seen::default();
+    r.object(|r, key| {
+        match key {
+            "apiVersion" => {
+                seen.first(0)?;
+                review.api_version = r.optional_string()?;
+            }
+            "kind" => {
+                seen.first(1)?;
+                review.kind = r.optional_string()?;
+            }
+            "request" => {
+                seen.first(2)?;
+                review.request = optional(r, read_request)?;
+            }
+            _ => r.skip()?,
+        }
+        Ok(())
+    })?;
+    Ok(review)
+}
+
+fn read_request(r: &mut Reader<'_>) -> Read<AdmissionRequest<Object>> {
+    let mut req = AdmissionRequest::default();
+    let mut seen = Seen::default();
+    r.object(|r, key| {
+        match key {
+            "uid" => {
+                seen.first(0)?;
+                req.uid = r.optional_string()?;
+            }
+            "kind" => {
+                seen.first(1)?;
+                let mut gvk = GroupVersionKind::default();
+                let mut fields = Seen::default();
+                r.object(|r, key| {
+                    let (n, to) = match key {
+                        "group" => (0, &mut gvk.group),
+                        "version" => (1, &mut gvk.version),
+                        "kind" => (2, &mut gvk.kind),
+                        _ => return r.skip(),
+                    };
+                    fields.first(n)?;
+                    *to = r.string()?.into_owned();
+                    Ok(())
+                })?;
+                req.kind = gvk;
+            }
+            "subResource" => {
+                seen.first(2)?;
+                req.sub_resource = r.optional_string()?;
+            }
+            "name" => {
+                seen.first(3)?;
+                req.name = r.optional_string()?;
+            }
+            "namespace" => {
+                seen.first(4)?;
+                req.namespace = r.optional_string()?;
+            }
+            "operation" => {
+                seen.first(5)?;
+                req.operation = r.optional_string()?;
+            }
+            "dryRun" => {
+                seen.first(6)?;
+                req.dry_run = optional(r, Reader::bool)?;
+            }
+            "object" => {
+                seen.first(7)?;
+                req.object = optional(r, Object::read)?;
+            }
+            "oldObject" => {
+                seen.first(8)?;
+                req.old_object = optional(r, Object::read)?;
+            }
+            _ => r.skip()?,
+        }
+        Ok(())
+    })?;
+    Ok(req)
+}
+
+/// The envelope we answer: a version and kind we know, a request, a uid.
+fn checked<O>(review: AdmissionReview<O>) -> Result<Review<O>, BadReview> {
     let api_version = match review.api_version.as_deref() {
         Some(V1) => V1,
         Some(V1BETA1) => V1BETA1,
@@ -220,16 +326,16 @@ impl<O> AdmissionRequest<O> {
     }
 }
 
-/// The validating endpoint on a raw body: one pass decodes the envelope and
-/// the object together; only if that fails (a malformed review, or an object
-/// of another shape) is the body read again, object apart, to answer
-/// precisely.
+/// The validating endpoint on a raw body: one pass of the fast reader
+/// decodes the envelope and the object together; only if it gives up (a
+/// malformed review, an object of another shape) is the body read again
+/// with serde_json, object apart, to answer precisely.
 pub fn validate_body(
     policy: &Policy,
     body: &[u8],
     gather: Gather<'_>,
 ) -> Result<(Vec<u8>, Outcome, Summary), BadReview> {
-    if let Ok(review) = envelope::<Object>(body) {
+    if let Some(review) = read_fast(body) {
         let req = &review.request;
         let outcome = match req.judged_path() {
             Err(why) => Outcome::Skipped(why),
@@ -659,6 +765,203 @@ mod tests {
             "namespace": "default", "operation": op,
             "object": pod(images), "oldObject": old.map(pod)
         }})
+    }
+
+    /// Every request body of the golden fixtures and the bench.
+    fn fixture_bodies() -> Vec<(String, Vec<u8>)> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let mut out = Vec::new();
+        for dir in ["admission", "mutate", "bench"] {
+            for e in std::fs::read_dir(root.join(dir)).unwrap() {
+                let path = e.unwrap().path();
+                let name = path.file_name().unwrap().to_string_lossy().to_string();
+                if name.ends_with(".request.json")
+                    || (dir == "bench" && name.starts_with("admission"))
+                {
+                    out.push((format!("{dir}/{name}"), std::fs::read(&path).unwrap()));
+                }
+            }
+        }
+        assert!(out.len() > 20, "{}", out.len());
+        out
+    }
+
+    #[test]
+    fn fast_reader_reads_every_well_formed_fixture_as_serde_does() {
+        let mut fast = 0;
+        for (name, body) in fixture_bodies() {
+            crate::fuzzing::fast_reading_agrees(&body);
+            // Whatever serde reads whole, the fast reader reads too (it
+            // gives up only on the odd or the broken).
+            let serde = envelope::<Object>(&body).is_ok();
+            if serde {
+                assert!(read_fast(&body).is_some(), "{name}");
+                fast += 1;
+            } else if !serde {
+                assert!(read_fast(&body).is_none(), "{name}");
+            }
+        }
+        assert!(fast > 20, "{fast}");
+    }
+
+    /// Same answers on bodies near the valid ones: each fixture with bytes
+    /// replaced, removed, doubled or swapped for JSON's special characters.
+    #[test]
+    fn fast_reader_agrees_with_serde_on_mutated_reviews() {
+        const PIECES: &[&[u8]] = &[
+            b"{",
+            b"}",
+            b"[",
+            b"]",
+            b"\"",
+            b":",
+            b",",
+            b"\\",
+            b"\\u0041",
+            b"\\ud800",
+            b"null",
+            b"true",
+            b"0",
+            b"-",
+            b".",
+            b"e",
+            b" ",
+            b"\n",
+            b"\x01",
+            b"\xc3\xa9",
+            b"01",
+            b"1e5",
+            b"\"image\":\"x\",",
+            b"\"containers\":null,",
+            b"\"metadata\":{},",
+            b"\"spec\":[],",
+            b"\"uid\":\"u\",",
+            b"\"object\":null,",
+            b"[[[[[[[[",
+        ];
+        let bodies = fixture_bodies();
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        let (mut accepted, mut refused) = (0, 0);
+        for _ in 0..6000 {
+            let mut body = bodies[next(bodies.len())].1.clone();
+            for _ in 0..1 + next(3) {
+                let at = next(body.len());
+                let end = (at + 1 + next(8)).min(body.len());
+                match next(4) {
+                    0 => {
+                        body.splice(at..end, PIECES[next(PIECES.len())].iter().copied());
+                    }
+                    1 => {
+                        body.drain(at..end);
+                    }
+                    2 => {
+                        let copy = body[at..end].to_vec();
+                        body.splice(at..at, copy);
+                    }
+                    _ => {
+                        body.splice(at..at, PIECES[next(PIECES.len())].iter().copied());
+                    }
+                }
+            }
+            crate::fuzzing::fast_reading_agrees(&body);
+            if read_fast(&body).is_some() {
+                accepted += 1;
+            } else {
+                refused += 1;
+            }
+        }
+        // Both sides were exercised.
+        assert!(accepted > 500 && refused > 500, "{accepted} {refused}");
+    }
+
+    /// Bodies where a reader could go wrong: both readings agree, and the
+    /// fast one reads those it should.
+    #[test]
+    fn fast_reader_edge_cases() {
+        let pod = |object: &str| {
+            format!(
+                r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{"uid":"u","kind":{{"group":"","version":"v1","kind":"Pod"}},"operation":"CREATE","object":{object}}}}}"#
+            )
+        };
+        // (object, read by the fast reader)
+        let cases: &[(&str, bool)] = &[
+            (r#"{"spec":{"containers":[{"image":"a:1"}]}}"#, true),
+            (r#"{"spec":{"containers":[{"im\u0061ge":"a:1"}]}}"#, true), // escaped key
+            (r#"{"spec":{"containers":[{"image":"a\u003a1"}]}}"#, true), // escaped value
+            (
+                r#"{"spec":{"containers":[{"image":"a:1","image":"b:1"}]}}"#,
+                false,
+            ), // duplicate
+            (
+                r#"{"spec":{"containers":[{"image":"a:1"}]},"spec":{}}"#,
+                false,
+            ),
+            (r#"{"spec":{"containers":[{"image":5}]}}"#, false),
+            (r#"{"spec":{"containers":[null]}}"#, false),
+            (
+                r#"{"spec":{"containers":null,"volumes":null},"metadata":null}"#,
+                true,
+            ),
+            (
+                r#"{"spec":{"containers":[{"image":"a:1","env":[{"x":"\ud800"}]}]}}"#,
+                true,
+            ),
+            (
+                r#"{"spec":{"containers":[{"image":"a:1","x":"a\u0001"}]}}"#,
+                true,
+            ),
+            (
+                r#"{"spec":{"containers":[{"image":"a:1","x":"tab	raw"}]}}"#,
+                false,
+            ),
+            (r#"{"spec":{"containers":[{"image":"a:1","x":01}]}}"#, false),
+            (
+                r#"{"spec":{"containers":[{"image":"a:1","x":[1,]}]}}"#,
+                false,
+            ),
+            (r#"{"spec":{"containers":[{"image":"a:1"}],}}"#, false),
+            (
+                r#"{"metadata":{"annotations":{"a.image-policy.k8s.io/b":"break-glass","c":"d"}}}"#,
+                true,
+            ),
+            (
+                r#"{"metadata":{"annotations":{"a.image-policy.k8s.io/b":null}}}"#,
+                false,
+            ),
+            (r#"{"metadata":{"annotations":{"other":7}}}"#, false),
+            (r#"{"metadata":{"annotations":{"k":"v","k":"w"}}}"#, true), // last wins, as in Go
+            (
+                r#"{"spec":{"containers":[{"image":"\ud83d\ude00"}]}}"#,
+                true,
+            ),
+            (r#"{"spec":{"containers":[{"image":"\ud83d"}]}}"#, false), // serde refuses it too
+        ];
+        for (object, fast) in cases {
+            let body = pod(object);
+            crate::fuzzing::fast_reading_agrees(body.as_bytes());
+            assert_eq!(read_fast(body.as_bytes()).is_some(), *fast, "{object}");
+        }
+        let body = pod(r#"{"spec":{"containers":[{"image":"a:1"}]}}"#);
+        for bad in [
+            format!("{body}x"),
+            format!("\u{feff}{body}"),
+            body.replace("\"u\"", "\"\""),
+        ] {
+            assert!(read_fast(bad.as_bytes()).is_none(), "{bad}");
+        }
+        let deep = pod(&format!(
+            "{{\"x\":{}1{}}}",
+            "[".repeat(120),
+            "]".repeat(120)
+        ));
+        assert!(read_fast(deep.as_bytes()).is_none());
+        crate::fuzzing::fast_reading_agrees(deep.as_bytes());
     }
 
     #[test]

@@ -5,4 +5,5 @@
 
 pub mod admission;
 pub mod imagepolicy;
+pub mod json;
 pub mod workload;
