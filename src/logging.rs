@@ -35,6 +35,9 @@ static WRITING: Mutex<()> = Mutex::new(());
 thread_local! {
     /// Set by the formatter for the line being logged: a warning or worse.
     static URGENT: Cell<bool> = const { Cell::new(false) };
+    /// Set by [`Deferred::write`] when its line filled the buffer, so that
+    /// the `flush` after it need not take the lock again.
+    static FULL: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Writes out the buffered lines (a no-op with `--log-sync`, where there
@@ -55,16 +58,16 @@ struct Deferred;
 
 impl Write for Deferred {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        PENDING
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend_from_slice(bytes);
+        let mut pending = PENDING.lock().unwrap_or_else(PoisonError::into_inner);
+        pending.extend_from_slice(bytes);
+        if pending.len() >= FLUSH_AT {
+            FULL.with(|f| f.set(true));
+        }
         Ok(bytes.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        let full = PENDING.lock().unwrap_or_else(PoisonError::into_inner).len() >= FLUSH_AT;
-        if full || URGENT.with(Cell::get) {
+        if FULL.with(|f| f.replace(false)) | URGENT.with(Cell::get) {
             flush();
         }
         Ok(())
@@ -84,10 +87,13 @@ pub fn init(format: Format, debug: bool, sync: bool) {
     let mut b = env_logger::Builder::from_env(env);
     b.format(move |buf, record| {
         URGENT.with(|u| u.set(record.level() <= log::Level::Warn));
-        let ts = timestamp(SystemTime::now());
         match format {
-            Format::Text => writeln!(buf, "{ts} {:<5} {}", record.level(), record.args()),
+            Format::Text => {
+                buf.write_all(&stamp(SystemTime::now()))?;
+                writeln!(buf, " {:<5} {}", record.level(), record.args())
+            }
             Format::Json => {
+                let ts = timestamp(SystemTime::now());
                 let mut line = serde_json::json!({
                     "ts": ts,
                     "level": record.level().as_str().to_ascii_lowercase(),
@@ -164,17 +170,32 @@ fn legacy_level() -> Option<&'static str> {
 
 /// RFC 3339 UTC with milliseconds, e.g. `2026-11-24T05:43:00.123Z`.
 pub fn timestamp(t: SystemTime) -> String {
+    String::from_utf8_lossy(&stamp(t)).into_owned()
+}
+
+/// [`timestamp`] as bytes on the stack: a log line costs no allocation for
+/// its time. Years outside 0..=9999 are clamped (no clock here gets there).
+fn stamp(t: SystemTime) -> [u8; 24] {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = i64::try_from(d.as_secs()).unwrap_or(0);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, day) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_millis()
-    )
+    let mut out = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut v: i64| {
+        for i in (at..at + width).rev() {
+            // In 0..=9: v is clamped non-negative and taken mod 10.
+            out[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, y.clamp(0, 9999));
+    put(5, 2, m);
+    put(8, 2, day);
+    put(11, 2, rem / 3600);
+    put(14, 2, rem % 3600 / 60);
+    put(17, 2, rem % 60);
+    put(20, 3, i64::from(d.subsec_millis()));
+    out
 }
 
 /// Proleptic Gregorian date of a day count since 1970-01-01 (H. Hinnant).
@@ -202,5 +223,7 @@ mod tests {
         assert_eq!(timestamp(t), "2026-11-29T05:43:00.123Z");
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
         assert_eq!(timestamp(leap), "2000-02-29T00:00:00.000Z");
+        let late = UNIX_EPOCH + Duration::from_millis(253_402_300_799_999); // the last ms of 9999
+        assert_eq!(timestamp(late), "9999-12-31T23:59:59.999Z");
     }
 }

@@ -306,7 +306,11 @@ fn log_decision(endpoint: &str, what: &str, request: &Request, d: &Decision) {
         .map(|i| i.image.as_str())
         .collect();
     let more = request.images.len().saturating_sub(MAX_LISTED);
-    let more_text = format!("(and {more} more)");
+    let more_text = if more > 0 {
+        format!("(and {more} more)")
+    } else {
+        String::new()
+    };
     if more > 0 {
         images.push(&more_text);
     }
