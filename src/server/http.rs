@@ -14,14 +14,14 @@ use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
+use super::scratch::{self, Scratch};
+
 pub use crate::config::Limits;
 
 /// Most headers a request may have; the apiserver sends about eight.
 pub const MAX_HEADERS: usize = 64;
 /// Bytes read from the socket at a time; a typical review fits in one.
 const READ_CHUNK: usize = 16 * 1024;
-/// The first read of a request: an ImageReview with its headers fits.
-const FIRST_READ: usize = 4 * 1024;
 /// How far past a deadline a read may wait, so that the socket's timeout
 /// need not be set again before every read.
 const TIMEOUT_SLACK: Duration = Duration::from_millis(10);
@@ -744,15 +744,9 @@ impl<T: Transport> Conn<T> {
                 self.stream.set_read_timeout(Some(standing))?;
                 self.read_timeout = Some(standing);
             }
-            // Read on the stack, keep only what arrived: an idle connection
-            // then holds no buffer at all. The first read of a request
-            // usually holds all of it; a small buffer spares zeroing a
-            // large one.
-            let read = if self.buf.is_empty() {
-                self.read_chunk::<FIRST_READ>()
-            } else {
-                self.read_chunk::<READ_CHUNK>()
-            };
+            // Read into the thread's scratch buffer, keep only what
+            // arrived: an idle connection then holds no buffer at all.
+            let read = self.read_chunk();
             match read {
                 // The standing timeout ran out before the deadline.
                 Err(e) if is_timeout(&e) => continue,
@@ -764,12 +758,14 @@ impl<T: Transport> Conn<T> {
         }
     }
 
-    /// One read of at most `N` bytes through a stack buffer.
-    fn read_chunk<const N: usize>(&mut self) -> io::Result<usize> {
-        let mut chunk = [0u8; N];
-        let n = self.stream.read(&mut chunk)?;
-        self.buf.extend_from_slice(&chunk[..n]);
-        Ok(n)
+    /// One read of at most [`READ_CHUNK`] bytes through the thread's
+    /// scratch buffer.
+    fn read_chunk(&mut self) -> io::Result<usize> {
+        scratch::with(Scratch::Plain, READ_CHUNK, |chunk| {
+            let n = self.stream.read(chunk)?;
+            self.buf.extend_from_slice(&chunk[..n]);
+            Ok(n)
+        })
     }
 
     /// Writes a whole response in one go (one TLS record for small ones).

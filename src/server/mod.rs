@@ -27,6 +27,7 @@ use crate::metrics::{Metrics, Reloaded};
 pub use crate::der;
 pub mod http;
 pub mod routes;
+pub mod scratch;
 pub mod stream;
 pub mod tls;
 

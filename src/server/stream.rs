@@ -19,9 +19,11 @@ use std::time::Instant;
 
 use rustls::{ServerConfig, ServerConnection};
 
+use super::scratch::{self, Scratch};
+
 /// Bytes asked of the socket in one `recv`: one full TLS record (16 KiB
 /// of plaintext) with its header and tag.
-const RECV: usize = 16 * 1024 + 512;
+const RECV: usize = scratch::LEN;
 
 /// TLS over a socket, after the handshake.
 pub struct TlsStream {
@@ -84,16 +86,22 @@ impl TlsStream {
     /// receives first if nothing waits. `Ok(false)` at end of stream.
     fn receive(&mut self) -> io::Result<bool> {
         if self.waiting.is_empty() {
-            // On the stack: only what rustls cannot take yet is kept.
-            let mut cipher = [0u8; RECV];
-            let n = self.sock.read(&mut cipher)?;
-            if n == 0 {
-                // Lets rustls tell a close_notify from a cut connection.
-                let _ = self.conn.read_tls(&mut &[][..]);
+            // Into the thread's scratch buffer: only what rustls cannot
+            // take yet is kept.
+            let open = scratch::with(Scratch::Cipher, RECV, |cipher| {
+                let n = self.sock.read(cipher)?;
+                if n == 0 {
+                    // Lets rustls tell a close_notify from a cut connection.
+                    let _ = self.conn.read_tls(&mut &[][..]);
+                    return Ok(false);
+                }
+                let fed = self.feed(&cipher[..n])?;
+                self.waiting = cipher[fed..n].to_vec();
+                Ok::<_, io::Error>(true)
+            })?;
+            if !open {
                 return Ok(false);
             }
-            let fed = self.feed(&cipher[..n])?;
-            self.waiting = cipher[fed..n].to_vec();
         } else {
             let mut waiting = std::mem::take(&mut self.waiting);
             let fed = self.feed(&waiting)?;
