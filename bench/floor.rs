@@ -2,7 +2,8 @@
 //! image-bouncer's TLS configuration and socket handling, to measure
 //! image-bouncer against. Same certificate loading and rustls
 //! configuration (`server::tls::load`), same handshake and TLS stream
-//! (`server::stream`: one `recv` per arrival, one `writev` per answer),
+//! (`server::stream`: one `recv` per arrival, one `writev` per answer;
+//! `server::scratch`: reads land in a per-thread buffer),
 //! one thread per connection with the same stack and `TCP_NODELAY`, one
 //! standing read timeout. Per request it parses the head with httparse,
 //! reads `Content-Length` bytes and writes one fixed 200 answer; it does
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use common::content_length;
 use image_bouncer::config::TlsFiles;
+use image_bouncer::server::scratch::{self, Scratch};
 use image_bouncer::server::stream::{TlsStream, handshake};
 use image_bouncer::server::tls;
 
@@ -80,7 +82,6 @@ fn usage() -> ! {
 /// Reads one request and writes the answer; false when the connection ends.
 fn serve_one(tls: &mut TlsStream, answer: &[u8]) -> bool {
     let mut buf = Vec::new();
-    let mut chunk = [0u8; 16 * 1024];
     loop {
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut req = httparse::Request::new(&mut headers);
@@ -89,9 +90,14 @@ fn serve_one(tls: &mut TlsStream, answer: &[u8]) -> bool {
         {
             return tls.write_all(answer).and_then(|()| tls.flush()).is_ok();
         }
-        match tls.read(&mut chunk) {
-            Ok(0) | Err(_) => return false,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        // The same per-thread scratch buffer as image-bouncer's reads.
+        let read = scratch::with(Scratch::Plain, 16 * 1024, |chunk| {
+            let n = tls.read(chunk)?;
+            buf.extend_from_slice(&chunk[..n]);
+            Ok::<_, std::io::Error>(n)
+        });
+        if !matches!(read, Ok(n) if n > 0) {
+            return false;
         }
     }
 }
