@@ -745,7 +745,7 @@ impl<T: Transport> Conn<T> {
                 self.read_timeout = Some(standing);
             }
             // Read into the thread's scratch buffer, keep only what
-            // arrived: an idle connection then holds no buffer at all.
+            // arrived: the connection holds no buffer of its own while idle.
             let read = self.read_chunk();
             match read {
                 // The standing timeout ran out before the deadline.

@@ -306,12 +306,9 @@ fn log_decision(endpoint: &str, what: &str, request: &Request, d: &Decision) {
         .map(|i| i.image.as_str())
         .collect();
     let more = request.images.len().saturating_sub(MAX_LISTED);
-    let more_text = if more > 0 {
-        format!("(and {more} more)")
-    } else {
-        String::new()
-    };
+    let more_text;
     if more > 0 {
+        more_text = format!("(and {more} more)");
         images.push(&more_text);
     }
     let ns = request.namespace.as_deref().unwrap_or("");
