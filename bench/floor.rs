@@ -16,14 +16,13 @@
 #[path = "common.rs"]
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::content_length;
 use image_bouncer::config::TlsFiles;
-use image_bouncer::server::scratch::{self, Scratch};
 use image_bouncer::server::stream::{TlsStream, handshake};
 use image_bouncer::server::tls;
 
@@ -90,12 +89,9 @@ fn serve_one(tls: &mut TlsStream, answer: &[u8]) -> bool {
         {
             return tls.write_all(answer).and_then(|()| tls.flush()).is_ok();
         }
-        // The same per-thread scratch buffer as image-bouncer's reads.
-        let read = scratch::with(Scratch::Plain, 16 * 1024, |chunk| {
-            let n = tls.read(chunk)?;
-            buf.extend_from_slice(&chunk[..n]);
-            Ok::<_, std::io::Error>(n)
-        });
+        // The same reads as image-bouncer's: plaintext appended to the
+        // request buffer.
+        let read = tls.read_append(&mut buf, 16 * 1024);
         if !matches!(read, Ok(n) if n > 0) {
             return false;
         }

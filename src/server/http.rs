@@ -14,14 +14,15 @@ use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::scratch::{self, Scratch};
-
 pub use crate::config::Limits;
 
 /// Most headers a request may have; the apiserver sends about eight.
 pub const MAX_HEADERS: usize = 64;
-/// Bytes read from the socket at a time; a typical review fits in one.
+/// Most bytes taken from the transport at a time; a typical review fits
+/// in one read.
 const READ_CHUNK: usize = 16 * 1024;
+/// The stack buffer of a plain (unencrypted) read: the probes port only.
+const PLAIN_CHUNK: usize = 4 * 1024;
 /// How far past a deadline a read may wait, so that the socket's timeout
 /// need not be set again before every read.
 const TIMEOUT_SLACK: Duration = Duration::from_millis(10);
@@ -45,6 +46,16 @@ pub trait Transport: Read + Write {
     fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()>;
     /// Ends the session politely before the socket closes.
     fn finish(&mut self) {}
+    /// One read of at most `max` bytes, appended to `buf`; `Ok(0)` at end
+    /// of stream. This default reads through a small zeroed stack buffer
+    /// (plain sockets: the probes port, small requests); TLS appends
+    /// rustls' plaintext without one.
+    fn read_append(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        let mut chunk = [0u8; PLAIN_CHUNK];
+        let n = self.read(&mut chunk[..max.min(PLAIN_CHUNK)])?;
+        buf.extend_from_slice(&chunk[..n]);
+        Ok(n)
+    }
 }
 
 impl Transport for TcpStream {
@@ -69,6 +80,10 @@ impl Transport for super::stream::TlsStream {
     fn finish(&mut self) {
         self.conn.send_close_notify();
         let _ = self.conn.complete_io(&mut self.sock);
+    }
+
+    fn read_append(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        super::stream::TlsStream::read_append(self, buf, max)
     }
 }
 
@@ -744,9 +759,9 @@ impl<T: Transport> Conn<T> {
                 self.stream.set_read_timeout(Some(standing))?;
                 self.read_timeout = Some(standing);
             }
-            // Read into the thread's scratch buffer, keep only what
-            // arrived: the connection holds no buffer of its own while idle.
-            let read = self.read_chunk();
+            // Only what arrived is appended: no buffer is zeroed or held
+            // for a read.
+            let read = self.stream.read_append(&mut self.buf, READ_CHUNK);
             match read {
                 // The standing timeout ran out before the deadline.
                 Err(e) if is_timeout(&e) => continue,
@@ -756,16 +771,6 @@ impl<T: Transport> Conn<T> {
                 r => return r,
             }
         }
-    }
-
-    /// One read of at most [`READ_CHUNK`] bytes through the thread's
-    /// scratch buffer.
-    fn read_chunk(&mut self) -> io::Result<usize> {
-        scratch::with(Scratch::Plain, READ_CHUNK, |chunk| {
-            let n = self.stream.read(chunk)?;
-            self.buf.extend_from_slice(&chunk[..n]);
-            Ok(n)
-        })
     }
 
     /// Writes a whole response in one go (one TLS record for small ones).

@@ -8,18 +8,19 @@
 //! read, so what was received is handed to it only while its plaintext is
 //! empty, and the rest waits here: it holds at most one `recv` of
 //! ciphertext and what rustls decrypted from it, never more, and nothing
-//! once all that arrived is read (an idle connection holds no buffer). The
+//! of its own once all that arrived is read (the `recv` lands in the
+//! thread's [`scratch`] buffer). The
 //! handshake is done with rustls' `complete_io` under a deadline (once per
 //! connection; its system calls do not matter).
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Instant;
 
 use rustls::{ServerConfig, ServerConnection};
 
-use super::scratch::{self, Scratch};
+use super::scratch;
 
 /// Bytes asked of the socket in one `recv`: one full TLS record (16 KiB
 /// of plaintext) with its header and tag.
@@ -88,7 +89,7 @@ impl TlsStream {
         if self.waiting.is_empty() {
             // Into the thread's scratch buffer: only what rustls cannot
             // take yet is kept.
-            let open = scratch::with(Scratch::Cipher, RECV, |cipher| {
+            let open = scratch::with(RECV, |cipher| {
                 let n = self.sock.read(cipher)?;
                 if n == 0 {
                     // Lets rustls tell a close_notify from a cut connection.
@@ -136,6 +137,53 @@ impl TlsStream {
             }
         }
         Ok(fed)
+    }
+}
+
+impl TlsStream {
+    /// Appends at most `max` bytes of plaintext to `buf`, receiving first
+    /// if rustls holds none; `Ok(0)` at a clean end of stream. rustls'
+    /// plaintext is copied straight into `buf`: no buffer in between.
+    pub fn read_append(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        loop {
+            let mut taken = 0;
+            while taken < max {
+                let mut reader = self.conn.reader();
+                let chunk = match reader.fill_buf() {
+                    Ok(chunk) => chunk,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    // Reported by the next read; this one has bytes.
+                    Err(_) if taken > 0 => break,
+                    Err(e) => return Err(e),
+                };
+                if chunk.is_empty() {
+                    // A close_notify: nothing more will come.
+                    return Ok(taken);
+                }
+                let n = chunk.len().min(max - taken);
+                buf.extend_from_slice(&chunk[..n]);
+                reader.consume(n);
+                taken += n;
+            }
+            if taken > 0 || max == 0 {
+                return Ok(taken);
+            }
+            if !self.receive()? {
+                // End of stream: rustls tells a close_notify (Ok(0)) from a
+                // cut connection (an error) and may still hold plaintext.
+                let mut reader = self.conn.reader();
+                return match reader.fill_buf() {
+                    Ok(chunk) => {
+                        let n = chunk.len().min(max);
+                        buf.extend_from_slice(&chunk[..n]);
+                        reader.consume(n);
+                        Ok(n)
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+                    Err(e) => Err(e),
+                };
+            }
+        }
     }
 }
 
