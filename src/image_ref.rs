@@ -288,11 +288,25 @@ impl ImageRef {
     /// The full reference with the implicit `:latest` spelled out: what the
     /// runtime will actually pull.
     pub fn normalized(&self) -> String {
-        let mut s = self.to_string();
+        let mut s = self.written(1 + IMPLICIT_TAG.len());
         if self.is_untagged() {
             s.push(':');
             s.push_str(IMPLICIT_TAG);
         }
+        s
+    }
+
+    /// `domain/path[:tag][@digest]` in a string with room for `extra`
+    /// bytes more (one allocation).
+    fn written(&self, extra: usize) -> String {
+        let tag = self.tag.as_ref().map_or(0, |t| 1 + t.len());
+        let digest = self.digest.as_ref().map_or(0, |d| 1 + d.len());
+        let mut s =
+            String::with_capacity(self.domain.len() + 1 + self.path.len() + tag + digest + extra);
+        s.push_str(&self.domain);
+        s.push('/');
+        s.push_str(&self.path);
+        self.push_tag_and_digest(&mut s);
         s
     }
 
@@ -335,9 +349,7 @@ impl fmt::Display for ImageRef {
     /// `domain/path[:tag][@digest]`, exactly what was parsed (no implicit
     /// tag), so that parsing the output gives the same reference.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut s = format!("{}/{}", self.domain, self.path);
-        self.push_tag_and_digest(&mut s);
-        f.write_str(&s)
+        f.write_str(&self.written(0))
     }
 }
 

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::policy::{Decision, Gather, ImageInput, Policy, Request};
+use crate::review::json::{GaveUp, Read, Reader, Seen, optional};
 use crate::review::workload::{Capped, MAX_CONTAINERS, too_many_containers};
 
 pub const API_VERSION: &str = "imagepolicy.k8s.io/v1alpha1";
@@ -76,7 +77,7 @@ pub struct NotJson(pub String);
 impl ImageReview {
     /// The policy request this review asks about; `Err` names what is
     /// missing or wrong.
-    pub fn to_request(&self) -> Result<Request, String> {
+    pub fn to_request(self) -> Result<Request, String> {
         match self.kind.as_deref() {
             Some(KIND) => {}
             Some(other) => return Err(format!("kind is {other:?}, expected \"{KIND}\"")),
@@ -87,22 +88,110 @@ impl ImageReview {
         if let Some(v) = self.api_version.as_deref().filter(|v| *v != API_VERSION) {
             return Err(format!("apiVersion {v:?} is not {API_VERSION}"));
         }
-        let spec = self.spec.as_ref().ok_or("no spec")?;
-        let containers = spec.containers.as_ref().map_or(&[][..], Capped::items);
-        let count = spec.containers.as_ref().map_or(0, Capped::total);
-        if count > MAX_CONTAINERS {
-            return Err(too_many_containers(count));
+        let spec = self.spec.ok_or("no spec")?;
+        let containers = spec.containers.unwrap_or_default();
+        if containers.total() > MAX_CONTAINERS {
+            return Err(too_many_containers(containers.total()));
         }
         Ok(Request {
-            namespace: spec.namespace.clone().filter(|n| !n.is_empty()),
-            annotations: spec.annotations.clone().unwrap_or_default(),
+            namespace: spec.namespace.filter(|n| !n.is_empty()),
+            annotations: spec.annotations.unwrap_or_default(),
             images: containers
-                .iter()
-                .map(|c| ImageInput::bare(c.image.clone()))
+                .into_items()
+                .into_iter()
+                .map(|c| ImageInput::bare(c.image))
                 .collect(),
             ..Request::default()
         })
     }
+
+    /// The review in one pass of the fast reader (`review::json`), read
+    /// exactly as the serde derives above read it; `None` when the reader
+    /// gave up, and serde_json must read the body and say what is wrong.
+    pub fn read_fast(body: &[u8]) -> Option<ImageReview> {
+        let text = std::str::from_utf8(body).ok()?;
+        let mut r = Reader::new(text);
+        let review = read_review(&mut r).ok()?;
+        r.end().ok()?;
+        Some(review)
+    }
+}
+
+/// Unknown fields are passed over, a field twice gives up (a serde struct
+/// refuses it), `null` is `None` for every `Option`.
+fn read_review(r: &mut Reader<'_>) -> Read<ImageReview> {
+    let mut review = ImageReview::default();
+    let mut seen = Seen::default();
+    r.object(|r, key| {
+        match key {
+            "apiVersion" => {
+                seen.first(0)?;
+                review.api_version = r.optional_string()?;
+            }
+            "kind" => {
+                seen.first(1)?;
+                review.kind = r.optional_string()?;
+            }
+            "spec" => {
+                seen.first(2)?;
+                review.spec = optional(r, read_spec)?;
+            }
+            _ => r.skip()?,
+        }
+        Ok(())
+    })?;
+    Ok(review)
+}
+
+fn read_spec(r: &mut Reader<'_>) -> Read<Spec> {
+    let mut spec = Spec::default();
+    let mut seen = Seen::default();
+    r.object(|r, key| {
+        match key {
+            "containers" => {
+                seen.first(0)?;
+                spec.containers = optional(r, |r| Capped::read(r, read_container))?;
+            }
+            "annotations" => {
+                seen.first(1)?;
+                spec.annotations = optional(r, |r| {
+                    // A map, unlike a struct, takes a key twice: the last wins.
+                    let mut map = BTreeMap::new();
+                    r.object(|r, key| {
+                        map.insert(key.to_string(), r.string()?.into_owned());
+                        Ok(())
+                    })?;
+                    Ok(map)
+                })?;
+            }
+            "namespace" => {
+                seen.first(2)?;
+                spec.namespace = r.optional_string()?;
+            }
+            _ => r.skip()?,
+        }
+        Ok(())
+    })?;
+    Ok(spec)
+}
+
+/// `image` is required and must be a string (not `null`).
+fn read_container(r: &mut Reader<'_>) -> Read<ContainerSpec> {
+    let mut image = None;
+    r.object(|r, key| {
+        if key == "image" {
+            if image.is_some() {
+                return Err(GaveUp);
+            }
+            image = Some(r.string()?.into_owned());
+            Ok(())
+        } else {
+            r.skip()
+        }
+    })?;
+    Ok(ContainerSpec {
+        image: image.ok_or(GaveUp)?,
+    })
 }
 
 /// Answers one ImageReview body: the reply bytes and what happened.
@@ -111,7 +200,10 @@ pub fn review(
     body: &[u8],
     gather: Gather<'_>,
 ) -> Result<(Vec<u8>, Outcome), NotJson> {
-    let parsed = serde_json::from_slice::<ImageReview>(body).map_err(|e| e.to_string());
+    let parsed = match ImageReview::read_fast(body) {
+        Some(r) => Ok(r),
+        None => serde_json::from_slice::<ImageReview>(body).map_err(|e| e.to_string()),
+    };
     let outcome = match parsed {
         Ok(r) => match r.to_request() {
             Ok(mut request) => {
@@ -255,6 +347,122 @@ mod tests {
                 .ends_with(" (and 1004 more)")
         );
         assert!(bytes.len() < 8 * 1024, "{} bytes", bytes.len());
+    }
+
+    /// Every ImageReview request body of the golden fixtures and the bench.
+    fn fixture_bodies() -> Vec<Vec<u8>> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let mut out = Vec::new();
+        for dir in ["imagereview", "bench"] {
+            for e in std::fs::read_dir(root.join(dir)).unwrap() {
+                let path = e.unwrap().path();
+                let name = path.file_name().unwrap().to_string_lossy().to_string();
+                if (dir == "imagereview" && name.ends_with(".request.json"))
+                    || (dir == "bench" && name.starts_with("imagereview"))
+                {
+                    out.push(std::fs::read(&path).unwrap());
+                }
+            }
+        }
+        assert!(out.len() > 10, "{}", out.len());
+        out
+    }
+
+    #[test]
+    fn fast_reader_reads_what_serde_reads() {
+        let mut fast = 0;
+        for body in fixture_bodies() {
+            crate::fuzzing::image_review_reading_agrees(&body);
+            if serde_json::from_slice::<ImageReview>(&body).is_ok() {
+                assert!(
+                    ImageReview::read_fast(&body).is_some(),
+                    "{}",
+                    String::from_utf8_lossy(&body)
+                );
+                fast += 1;
+            }
+        }
+        assert!(fast > 10, "{fast}");
+        let (mut accepted, mut refused) = (0, 0);
+        crate::fuzzing::mutations(&fixture_bodies(), 6000, |body| {
+            crate::fuzzing::image_review_reading_agrees(body);
+            if ImageReview::read_fast(body).is_some() {
+                accepted += 1;
+            } else {
+                refused += 1;
+            }
+        });
+        assert!(accepted > 500 && refused > 500, "{accepted} {refused}");
+    }
+
+    /// Where a reader could differ from serde: both agree, and the fast
+    /// one reads those it should.
+    #[test]
+    fn fast_reader_edge_cases() {
+        let cases: &[(&str, bool)] = &[
+            (
+                r#"{"kind":"ImageReview","spec":{"containers":[{"image":"a:1"}]}}"#,
+                true,
+            ),
+            // An escaped key, an escaped value, unknown fields anywhere.
+            (
+                r#"{"kind":"ImageReview","spec":{"containers":[{"im\u0061ge":"a\u003a1","x":[{}]}],"y":1},"z":null}"#,
+                true,
+            ),
+            // A field twice: serde refuses it, in a struct, not in a map.
+            (
+                r#"{"kind":"ImageReview","kind":"ImageReview","spec":{}}"#,
+                false,
+            ),
+            (r#"{"spec":{"namespace":"a","namespace":"b"}}"#, false),
+            (
+                r#"{"spec":{"containers":[{"image":"a","image":"b"}]}}"#,
+                false,
+            ),
+            (r#"{"spec":{"annotations":{"k":"1","k":"2"}}}"#, true),
+            // null is None for the options, refused for the image.
+            (
+                r#"{"apiVersion":null,"kind":null,"spec":{"containers":null,"annotations":null,"namespace":null}}"#,
+                true,
+            ),
+            (r#"{"spec":null}"#, true),
+            (r#"{"spec":{"containers":[{"image":null}]}}"#, false),
+            (r#"{"spec":{"containers":[{}]}}"#, false),
+            (r#"{"spec":{"annotations":{"k":null}}}"#, false),
+            (r#"{"spec":{"annotations":{"k":1}}}"#, false),
+            (r#"{"spec":{"containers":[1]}}"#, false),
+            // The sequence form of a struct: serde reads it, the fast reader does not.
+            (
+                r#"["imagepolicy.k8s.io/v1alpha1","ImageReview",null]"#,
+                false,
+            ),
+            // Broken JSON and trailing bytes.
+            (r#"{"spec":{"containers":[{"image":"a"},]}}"#, false),
+            (r#"{"spec":{}} {}"#, false),
+            ("{\"spec\":{\"namespace\":\"\u{1}\"}}", false),
+        ];
+        for (body, read) in cases {
+            crate::fuzzing::image_review_reading_agrees(body.as_bytes());
+            assert_eq!(
+                ImageReview::read_fast(body.as_bytes()).is_some(),
+                *read,
+                "{body}"
+            );
+        }
+        // The last duplicate annotation wins, as in serde's map.
+        let r = ImageReview::read_fast(br#"{"spec":{"annotations":{"k":"1","k":"2"}}}"#).unwrap();
+        assert_eq!(r.spec.unwrap().annotations.unwrap()["k"], "2");
+        // Past the cap, containers are counted, not kept.
+        let many = format!(
+            r#"{{"spec":{{"containers":[{}]}}}}"#,
+            vec![r#"{"image":"a"}"#; MAX_CONTAINERS + 5].join(",")
+        );
+        let r = ImageReview::read_fast(many.as_bytes()).unwrap();
+        let c = r.spec.unwrap().containers.unwrap();
+        assert_eq!(
+            (c.items().len(), c.total()),
+            (MAX_CONTAINERS, MAX_CONTAINERS + 5)
+        );
     }
 
     #[test]

@@ -63,6 +63,11 @@ impl<T> Capped<T> {
     pub fn total(&self) -> usize {
         self.total
     }
+
+    /// The items kept, taken.
+    pub fn into_items(self) -> Vec<T> {
+        self.items
+    }
 }
 
 impl<T> Default for Capped<T> {
@@ -296,7 +301,7 @@ impl Object {
 }
 
 impl<T> Capped<T> {
-    fn read<'a>(r: &mut Reader<'a>, item: fn(&mut Reader<'a>) -> Read<T>) -> Read<Self> {
+    pub fn read<'a>(r: &mut Reader<'a>, item: fn(&mut Reader<'a>) -> Read<T>) -> Read<Self> {
         let mut out = Capped::EMPTY;
         r.array(|r| {
             if out.items.len() < MAX_CONTAINERS {

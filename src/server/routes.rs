@@ -111,13 +111,18 @@ fn is_json(content_type: Option<&str>) -> bool {
     let Some(ct) = content_type else {
         return true;
     };
-    let essence = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    essence == JSON || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = ct.split(';').next().unwrap_or("").trim().as_bytes();
+    // Case-insensitive, without a lowered copy.
+    let starts = |p: &str| {
+        essence
+            .get(..p.len())
+            .is_some_and(|b| b.eq_ignore_ascii_case(p.as_bytes()))
+    };
+    let ends = |p: &str| {
+        essence.len() >= p.len()
+            && essence[essence.len() - p.len()..].eq_ignore_ascii_case(p.as_bytes())
+    };
+    essence.eq_ignore_ascii_case(JSON.as_bytes()) || (starts("application/") && ends("+json"))
 }
 
 fn readyz(shared: &Shared) -> Response {
