@@ -414,10 +414,14 @@ fn is_image_id(input: &str) -> bool {
 /// a plain dotted quad is refused by [`validate_domain`].) Two spellings
 /// with the same identity connect to the same server.
 pub fn canonical_host(host: &str) -> String {
-    let lower = host.to_ascii_lowercase();
-    if DOCKER_HUB_HOSTS.contains(&lower.as_str()) {
+    // Most hosts are written in lower case: compared before any copy.
+    if DOCKER_HUB_HOSTS
+        .iter()
+        .any(|h| h.eq_ignore_ascii_case(host))
+    {
         return DOCKER_HUB.to_string();
     }
+    let lower = host.to_ascii_lowercase();
     if let Some(inner) = lower.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
         return match inner.parse::<std::net::Ipv6Addr>() {
             Ok(v6) => match v6.to_ipv4_mapped() {

@@ -28,6 +28,15 @@ pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// A buffer this full is written out by the thread that filled it.
 pub const FLUSH_AT: usize = 64 * 1024;
 
+/// Set once JSON lines are chosen: only they show a line's fields.
+static FIELDS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether log lines show their structured fields (`--log-format json`):
+/// a caller may skip building fields that no line would show.
+pub fn shows_fields() -> bool {
+    FIELDS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Lines not yet written; [`WRITING`] orders the writes of two flushes.
 static PENDING: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 static WRITING: Mutex<()> = Mutex::new(());
@@ -83,6 +92,7 @@ pub fn init(format: Format, debug: bool, sync: bool) {
     } else {
         legacy_level().unwrap_or("info").to_string()
     };
+    FIELDS.store(format == Format::Json, std::sync::atomic::Ordering::Relaxed);
     let env = env_logger::Env::default().default_filter_or(level);
     let mut b = env_logger::Builder::from_env(env);
     b.format(move |buf, record| {

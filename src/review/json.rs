@@ -185,28 +185,17 @@ impl<'a> Reader<'a> {
     /// checking it: the position of the closing quote (consumed), and
     /// whether there were escapes.
     fn scan_string(&mut self) -> Read<(usize, bool)> {
-        // Sixteen bytes at a time: most keys and values end within the
-        // first sixteen, so the loop rarely runs twice (a branch that is
-        // easy to predict).
-        const ONES: u128 = u128::from_le_bytes([1; 16]);
-        const HIGH: u128 = u128::from_le_bytes([0x80; 16]);
         let b = self.bytes();
         let mut i = self.at;
         let mut escaped = false;
         loop {
-            // Flags every byte below 0x20 and every quote and backslash;
-            // bytes after the first flagged one may be flagged wrongly, the
-            // first is exact. Little-endian: the first byte is the lowest.
+            // Sixteen bytes at a time to the first quote, backslash or
+            // control character; most keys and values end in the first
+            // sixteen. The last few bytes of the body go one at a time.
             while let Some(chunk) = b.get(i..i + 16) {
-                let mut word = [0u8; 16];
-                word.copy_from_slice(chunk);
-                let w = u128::from_le_bytes(word);
-                let zero = |x: u128| x.wrapping_sub(ONES) & !x & HIGH;
-                let special = zero(w ^ (ONES * u128::from(b'"')))
-                    | zero(w ^ (ONES * u128::from(b'\\')))
-                    | (w.wrapping_sub(ONES * 0x20) & !w & HIGH);
-                if special != 0 {
-                    i += (special.trailing_zeros() / 8) as usize;
+                let chunk: &[u8; 16] = chunk.try_into().map_err(|_| GaveUp)?;
+                if let Some(at) = first_special(chunk) {
+                    i += at;
                     break;
                 }
                 i += 16;
@@ -380,6 +369,24 @@ impl Seen {
     }
 }
 
+/// Where the first quote, backslash or byte below 0x20 (what ends or
+/// interrupts a string's plain run) is in `chunk`, if anywhere. In plain
+/// integer arithmetic (no SIMD without unsafe code): a byte is zero after
+/// `^ c` where it equals `c`, and `x - 1 & !x & 0x80` flags a zero byte;
+/// bytes after the first flagged one may be flagged wrongly, the first is
+/// exact. Little-endian: the first byte is the lowest.
+#[inline]
+fn first_special(chunk: &[u8; 16]) -> Option<usize> {
+    const ONES: u128 = u128::from_le_bytes([1; 16]);
+    const HIGH: u128 = u128::from_le_bytes([0x80; 16]);
+    let w = u128::from_le_bytes(*chunk);
+    let zero = |x: u128| x.wrapping_sub(ONES) & !x & HIGH;
+    let special = zero(w ^ (ONES * u128::from(b'"')))
+        | zero(w ^ (ONES * u128::from(b'\\')))
+        | (w.wrapping_sub(ONES * 0x20) & !w & HIGH);
+    (special != 0).then(|| (special.trailing_zeros() / 8) as usize)
+}
+
 fn hex4(digits: &[u8]) -> Read<u16> {
     let mut v = 0u16;
     for &d in digits {
@@ -444,6 +451,46 @@ fn unescape(raw: &str) -> Read<String> {
 mod tests {
     use super::*;
     use serde_json::Value;
+
+    /// The first special byte of sixteen is found as a byte-by-byte look
+    /// finds it, wherever it is, whatever follows it, and with every byte
+    /// value around it (high bytes included).
+    #[test]
+    fn first_special_byte_in_sixteen() {
+        let reference = |c: &[u8; 16]| c.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20);
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut found = 0;
+        for round in 0..200_000 {
+            let mut chunk = [0u8; 16];
+            for b in &mut chunk {
+                // Mostly plain bytes, so that a special one is often late.
+                *b = match next() % 8 {
+                    0 => (next() % 256) as u8,
+                    _ => 0x20 + (next() % 0x60) as u8,
+                };
+            }
+            if round % 3 == 0 {
+                chunk[(next() % 16) as usize] =
+                    [b'"', b'\\', 0, 0x1f, 0x20, 0x7f, 0x80, 0xff][(next() % 8) as usize];
+            }
+            let want = reference(&chunk);
+            found += usize::from(want.is_some());
+            assert_eq!(first_special(&chunk), want, "{chunk:?}");
+        }
+        assert!(found > 50_000, "{found}");
+        for b in 0..=255u8 {
+            let mut chunk = [b'a'; 16];
+            chunk[15] = b;
+            let want = (b == b'"' || b == b'\\' || b < 0x20).then_some(15);
+            assert_eq!(first_special(&chunk), want, "{b}");
+        }
+    }
 
     /// Skips one whole document.
     fn skips(text: &str) -> bool {

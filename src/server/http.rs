@@ -777,13 +777,13 @@ impl<T: Transport> Conn<T> {
     pub fn write_response(&mut self, r: &Response, keep_alive: bool) -> io::Result<()> {
         let mut out = Vec::with_capacity(r.body.len() + 160);
         out.extend_from_slice(b"HTTP/1.1 ");
-        out.extend_from_slice(r.status.to_string().as_bytes());
+        push_decimal(&mut out, r.status.into());
         out.push(b' ');
         out.extend_from_slice(reason_phrase(r.status).as_bytes());
         out.extend_from_slice(b"\r\nContent-Type: ");
         out.extend_from_slice(r.content_type.as_bytes());
         out.extend_from_slice(b"\r\nContent-Length: ");
-        out.extend_from_slice(r.body.len().to_string().as_bytes());
+        push_decimal(&mut out, r.body.len() as u64);
         if !keep_alive {
             out.extend_from_slice(b"\r\nConnection: close");
         }
@@ -798,6 +798,21 @@ impl<T: Transport> Conn<T> {
         self.stream.write_all(&out)?;
         self.stream.flush()
     }
+}
+
+/// `n` in decimal, without a `String` for it.
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 fn too_large_head(max: usize) -> ReadError {
@@ -909,7 +924,10 @@ fn interpret(req: &httparse::Request<'_, '_>, len: usize) -> Result<Head, ReadEr
                 }
             }
         } else if name.eq_ignore_ascii_case("content-type") {
-            head.content_type = Some(String::from_utf8_lossy(h.value).trim().to_string());
+            head.content_type = Some(match std::str::from_utf8(h.value) {
+                Ok(v) => v.trim().to_string(),
+                Err(_) => String::from_utf8_lossy(h.value).trim().to_string(),
+            });
         }
     }
     if head.chunked && head.content_length.is_some() {
@@ -953,6 +971,15 @@ mod tests {
         idle_timeout: Duration::from_millis(300),
         write_timeout: Duration::from_secs(1),
     };
+
+    #[test]
+    fn decimals_are_written_as_to_string_writes_them() {
+        for n in [0, 7, 10, 200, 413, 65_535, 1_000_000, u64::MAX] {
+            let mut out = b"x".to_vec();
+            push_decimal(&mut out, n);
+            assert_eq!(out, format!("x{n}").into_bytes());
+        }
+    }
 
     /// Sends `chunks` (with pauses) to a fresh connection and returns what
     /// the server side read: requests or the error that ended it.

@@ -327,8 +327,13 @@ fn log_decision(endpoint: &str, what: &str, request: &Request, d: &Decision) {
             "{endpoint}: break-glass annotation {key:?} used in namespace {ns:?} for images {images:?}"
         );
     }
-    // The same facts as fields, for JSON log lines (`--log-format json`).
-    let images_list = images.join(",");
+    // The same facts as fields, for JSON log lines (`--log-format json`);
+    // text lines do not show them.
+    let images_list = if crate::logging::shows_fields() {
+        images.join(",")
+    } else {
+        String::new()
+    };
     let break_glass = d.break_glass.as_deref().unwrap_or("");
     if detail.is_empty() {
         info!(endpoint = endpoint, verdict = verdict, object = what, namespace = ns,
