@@ -171,13 +171,13 @@ impl ImageRef {
             return Err(err(ErrorKind::ImageId));
         }
 
-        let (name_and_tag, digest) = match input.split_once('@') {
+        let (name_and_tag, digest) = match split_at_byte(input, b'@') {
             Some((n, d)) => (n, Some(d)),
             None => (input, None),
         };
         // A ':' after the last '/' starts the tag; one before it is a port.
-        let last_slash = name_and_tag.rfind('/').map_or(0, |i| i + 1);
-        let (name, tag) = match name_and_tag[last_slash..].rfind(':') {
+        let last_slash = rfind_byte(name_and_tag, b'/').map_or(0, |i| i + 1);
+        let (name, tag) = match rfind_byte(&name_and_tag[last_slash..], b':') {
             Some(i) => (
                 &name_and_tag[..last_slash + i],
                 Some(&name_and_tag[last_slash + i + 1..]),
@@ -200,7 +200,7 @@ impl ImageRef {
         if remainder.bytes().any(|b| b.is_ascii_uppercase()) {
             return Err(err(ErrorKind::Uppercase(remainder.to_string())));
         }
-        let path = if domain == DOCKER_HUB && !remainder.contains('/') {
+        let path = if domain == DOCKER_HUB && find_byte(remainder, b'/').is_none() {
             format!("{OFFICIAL_NAMESPACE}/{remainder}")
         } else {
             remainder.to_string()
@@ -360,10 +360,26 @@ impl std::str::FromStr for ImageRef {
     }
 }
 
+/// The first `b` (ASCII) in `s`. A plain loop: cheaper than `str::find`'s
+/// `memchr` set-up on strings as short as image names.
+fn find_byte(s: &str, b: u8) -> Option<usize> {
+    s.bytes().position(|c| c == b)
+}
+
+/// The last `b` (ASCII) in `s`.
+fn rfind_byte(s: &str, b: u8) -> Option<usize> {
+    s.bytes().rposition(|c| c == b)
+}
+
+/// `s` around its first `b` (ASCII), as `str::split_once` splits it.
+fn split_at_byte(s: &str, b: u8) -> Option<(&str, &str)> {
+    find_byte(s, b).map(|i| (&s[..i], &s[i + 1..]))
+}
+
 /// Splits `name` into registry and remainder by Docker's rule. Shared with
 /// the policy patterns so that `nginx` means the same thing everywhere.
 pub fn split_domain(name: &str) -> (&str, &str) {
-    match name.split_once('/') {
+    match split_at_byte(name, b'/') {
         Some((first, rest)) if looks_like_registry(first) => (first, rest),
         _ => (DOCKER_HUB, name),
     }
@@ -371,7 +387,7 @@ pub fn split_domain(name: &str) -> (&str, &str) {
 
 /// Docker's rule for "is this first path component a registry".
 pub fn looks_like_registry(first: &str) -> bool {
-    first.contains(['.', ':'])
+    first.bytes().any(|b| b == b'.' || b == b':')
         || first == "localhost"
         || first.bytes().any(|b| b.is_ascii_uppercase())
 }
@@ -379,9 +395,9 @@ pub fn looks_like_registry(first: &str) -> bool {
 /// Splits `host[:port]` (with IPv6 in brackets) into host and port.
 pub fn split_port(domain: &str) -> (&str, Option<&str>) {
     let host_end = if domain.starts_with('[') {
-        domain.find(']').map_or(domain.len(), |i| i + 1)
+        find_byte(domain, b']').map_or(domain.len(), |i| i + 1)
     } else {
-        domain.find(':').unwrap_or(domain.len())
+        find_byte(domain, b':').unwrap_or(domain.len())
     };
     match domain[host_end..].strip_prefix(':') {
         Some(port) => (&domain[..host_end], Some(port)),
@@ -396,7 +412,7 @@ fn is_image_id(input: &str) -> bool {
     if input.len() == 64 && input.bytes().all(is_lower_hex) {
         return true;
     }
-    match input.split_once(':') {
+    match split_at_byte(input, b':') {
         Some((algorithm, hex)) => {
             ID_ALGORITHMS.contains(&algorithm)
                 && !hex.is_empty()
