@@ -48,7 +48,9 @@ impl<'a> Reader<'a> {
     fn peek(&mut self) -> Option<u8> {
         let b = self.bytes();
         while let Some(&c) = b.get(self.at) {
-            if !matches!(c, b' ' | b'\t' | b'\n' | b'\r') {
+            // Every byte JSON may put here but whitespace is above b' '
+            // (and the apiserver's JSON has no whitespace): one compare.
+            if c > b' ' || !matches!(c, b' ' | b'\t' | b'\n' | b'\r') {
                 return Some(c);
             }
             self.at += 1;
@@ -183,7 +185,9 @@ impl<'a> Reader<'a> {
 
     /// Passes the rest of a string whose opening quote was consumed,
     /// checking it: the position of the closing quote (consumed), and
-    /// whether there were escapes.
+    /// whether there were escapes. Inlined: it runs for every string, and
+    /// a call's register saves cost about a fifth of a short one.
+    #[inline(always)]
     fn scan_string(&mut self) -> Read<(usize, bool)> {
         let b = self.bytes();
         let mut i = self.at;
