@@ -201,7 +201,11 @@ impl ImageRef {
             return Err(err(ErrorKind::Uppercase(remainder.to_string())));
         }
         let path = if domain == DOCKER_HUB && find_byte(remainder, b'/').is_none() {
-            format!("{OFFICIAL_NAMESPACE}/{remainder}")
+            let mut p = String::with_capacity(OFFICIAL_NAMESPACE.len() + 1 + remainder.len());
+            p.push_str(OFFICIAL_NAMESPACE);
+            p.push('/');
+            p.push_str(remainder);
+            p
         } else {
             remainder.to_string()
         };
@@ -549,15 +553,24 @@ fn is_domain_component(c: &str) -> bool {
 /// Checks a repository path: components of `[a-z0-9]+` joined by `.`, `_`,
 /// `__` or runs of `-`, separated by `/`.
 pub fn validate_path(path: &str) -> Result<(), ErrorKind> {
-    for component in path.split('/') {
+    // Each '/'-separated component, as `path.split('/')` gives them.
+    let mut rest = path;
+    loop {
+        let (component, next) = match split_at_byte(rest, b'/') {
+            Some((c, next)) => (c, Some(next)),
+            None => (rest, None),
+        };
         if component.is_empty() {
             return Err(ErrorKind::EmptyPathComponent);
         }
         if !is_path_component(component) {
             return Err(ErrorKind::PathComponent(component.to_string()));
         }
+        match next {
+            Some(next) => rest = next,
+            None => return Ok(()),
+        }
     }
-    Ok(())
 }
 
 fn is_path_component(c: &str) -> bool {

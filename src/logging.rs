@@ -100,7 +100,16 @@ pub fn init(format: Format, debug: bool, sync: bool) {
         match format {
             Format::Text => {
                 buf.write_all(&stamp(SystemTime::now()))?;
-                writeln!(buf, " {:<5} {}", record.level(), record.args())
+                // The level padded to five, as `{:<5}` pads it.
+                let level = match record.level() {
+                    log::Level::Error => " ERROR ",
+                    log::Level::Warn => " WARN  ",
+                    log::Level::Info => " INFO  ",
+                    log::Level::Debug => " DEBUG ",
+                    log::Level::Trace => " TRACE ",
+                };
+                buf.write_all(level.as_bytes())?;
+                writeln!(buf, "{}", record.args())
             }
             Format::Json => {
                 let ts = timestamp(SystemTime::now());

@@ -93,9 +93,9 @@ fn reviews_health_and_errors_over_one_keep_alive_connection() {
         .parse()
         .unwrap();
     assert!(expiry > 1_900_000_000, "{expiry}");
-    // One info line per decision.
+    // One info line per decision, its level padded to five.
     server.wait_for_log(
-        "/image_policy: denied: Pod (ImageReview) namespace=\"default\" images=[\"nginx:latest\"]",
+        " INFO  /image_policy: denied: Pod (ImageReview) namespace=\"default\" images=[\"nginx:latest\"]",
         Duration::from_secs(2),
     );
 }

@@ -865,7 +865,10 @@ fn interpret(req: &httparse::Request<'_, '_>, len: usize) -> Result<Head, ReadEr
     let bad = |m: &str| Err(ReadError::Reject(400, m.to_string()));
     let method = req.method.unwrap_or("").to_string();
     let target = req.path.unwrap_or("");
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let (path, query) = match target.bytes().position(|b| b == b'?') {
+        Some(i) => (&target[..i], &target[i + 1..]),
+        None => (target, ""),
+    };
     let timeout = query
         .split('&')
         .find_map(|kv| kv.strip_prefix("timeout="))

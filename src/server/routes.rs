@@ -111,7 +111,12 @@ fn is_json(content_type: Option<&str>) -> bool {
     let Some(ct) = content_type else {
         return true;
     };
-    let essence = ct.split(';').next().unwrap_or("").trim().as_bytes();
+    let essence = ct.as_bytes();
+    let essence = match essence.iter().position(|&b| b == b';') {
+        Some(i) => &essence[..i],
+        None => essence,
+    }
+    .trim_ascii();
     // Case-insensitive, without a lowered copy.
     let starts = |p: &str| {
         essence
@@ -335,20 +340,75 @@ fn log_decision(endpoint: &str, what: &str, request: &Request, d: &Decision) {
         String::new()
     };
     let break_glass = d.break_glass.as_deref().unwrap_or("");
-    if detail.is_empty() {
-        info!(endpoint = endpoint, verdict = verdict, object = what, namespace = ns,
-              images = images_list.as_str(), reason = "", break_glass = break_glass;
-              "{endpoint}: {verdict}: {what} namespace={ns:?} images={images:?}");
+    // The text, as `format!("{endpoint}: {verdict}: {what} namespace={ns:?}
+    // images={images:?}[: {detail}]")` writes it, in one buffer.
+    let mut line = String::with_capacity(
+        64 + endpoint.len()
+            + what.len()
+            + ns.len()
+            + detail.len()
+            + images.iter().map(|i| i.len() + 4).sum::<usize>(),
+    );
+    for piece in [endpoint, ": ", verdict, ": ", what, " namespace="] {
+        line.push_str(piece);
+    }
+    push_debug(&mut line, ns);
+    line.push_str(" images=[");
+    for (n, image) in images.iter().enumerate() {
+        if n > 0 {
+            line.push_str(", ");
+        }
+        push_debug(&mut line, image);
+    }
+    line.push(']');
+    if !detail.is_empty() {
+        line.push_str(": ");
+        line.push_str(&detail);
+    }
+    info!(endpoint = endpoint, verdict = verdict, object = what, namespace = ns,
+          images = images_list.as_str(), reason = detail.as_str(), break_glass = break_glass;
+          "{line}");
+}
+
+/// `s` as `{s:?}` writes it; a string of printable ASCII without quotes
+/// or backslashes (nearly every name) is copied between quotes without
+/// going through the escaping formatter.
+fn push_debug(out: &mut String, s: &str) {
+    if s.bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
     } else {
-        info!(endpoint = endpoint, verdict = verdict, object = what, namespace = ns,
-              images = images_list.as_str(), reason = detail.as_str(), break_glass = break_glass;
-              "{endpoint}: {verdict}: {what} namespace={ns:?} images={images:?}: {detail}");
+        use std::fmt::Write;
+        let _ = write!(out, "{s:?}");
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::is_json;
+    use super::{is_json, push_debug};
+
+    #[test]
+    fn names_are_quoted_as_debug_quotes_them() {
+        for s in [
+            "",
+            "shop",
+            "nginx:1.25",
+            "a\"b",
+            "back\\slash",
+            "tab\there",
+            "é",
+            "\u{7f}",
+            "\u{1b}[31m",
+            "'",
+        ] {
+            let mut out = String::new();
+            push_debug(&mut out, s);
+            assert_eq!(out, format!("{s:?}"), "{s}");
+        }
+    }
 
     #[test]
     fn json_content_types() {
