@@ -462,7 +462,7 @@ mod tests {
     /// finds it, wherever it is, whatever follows it, and with every byte
     /// value around it (high bytes included).
     #[test]
-    fn first_special_byte_in_sixteen() {
+    fn first_special_byte_in_eight() {
         let reference = |c: &[u8; 8]| c.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20);
         let mut state = 0x2545_f491_4f6c_dd1du64;
         let mut next = || {

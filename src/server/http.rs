@@ -21,7 +21,7 @@ pub const MAX_HEADERS: usize = 64;
 /// Most bytes taken from the transport at a time; a typical review fits
 /// in one read.
 const READ_CHUNK: usize = 16 * 1024;
-/// The stack buffer of a plain (unencrypted) read: the probes port only.
+/// The stack buffer of [`Transport::read_append`]'s default.
 const PLAIN_CHUNK: usize = 4 * 1024;
 /// How far past a deadline a read may wait, so that the socket's timeout
 /// need not be set again before every read.
@@ -48,8 +48,8 @@ pub trait Transport: Read + Write {
     fn finish(&mut self) {}
     /// One read of at most `max` bytes, appended to `buf`; `Ok(0)` at end
     /// of stream. This default reads through a small zeroed stack buffer
-    /// (plain sockets: the probes port, small requests); TLS appends
-    /// rustls' plaintext without one.
+    /// (memory, in tests); a plain socket reads through the thread's
+    /// scratch buffer, TLS appends rustls' plaintext without one.
     fn read_append(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
         let mut chunk = [0u8; PLAIN_CHUNK];
         let n = self.read(&mut chunk[..max.min(PLAIN_CHUNK)])?;
@@ -65,6 +65,16 @@ impl Transport for TcpStream {
 
     fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
         TcpStream::set_write_timeout(self, t)
+    }
+
+    /// Through the thread's scratch buffer (no TLS here uses it): the
+    /// probes port, and reviews with `--insecure-http`.
+    fn read_append(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        super::scratch::with(max, |chunk| {
+            let n = self.read(chunk)?;
+            buf.extend_from_slice(&chunk[..n]);
+            Ok(n)
+        })
     }
 }
 

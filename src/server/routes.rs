@@ -349,9 +349,13 @@ fn log_decision(endpoint: &str, what: &str, request: &Request, d: &Decision) {
             + detail.len()
             + images.iter().map(|i| i.len() + 4).sum::<usize>(),
     );
-    for piece in [endpoint, ": ", verdict, ": ", what, " namespace="] {
+    for piece in [endpoint, ": ", verdict, ": "] {
         line.push_str(piece);
     }
+    // The object's kind and name come from the request: a client other
+    // than the apiserver could put a newline in them to forge a line.
+    push_without_controls(&mut line, what);
+    line.push_str(" namespace=");
     push_debug(&mut line, ns);
     line.push_str(" images=[");
     for (n, image) in images.iter().enumerate() {
@@ -363,11 +367,27 @@ fn log_decision(endpoint: &str, what: &str, request: &Request, d: &Decision) {
     line.push(']');
     if !detail.is_empty() {
         line.push_str(": ");
-        line.push_str(&detail);
+        push_without_controls(&mut line, &detail);
     }
     info!(endpoint = endpoint, verdict = verdict, object = what, namespace = ns,
           images = images_list.as_str(), reason = detail.as_str(), break_glass = break_glass;
           "{line}");
+}
+
+/// `s` with its control characters (newlines, escapes) written as `{:?}`
+/// writes them (`\n`, `\u{1b}`), the rest as it is.
+fn push_without_controls(out: &mut String, s: &str) {
+    if !s.chars().any(char::is_control) {
+        out.push_str(s);
+        return;
+    }
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
 }
 
 /// `s` as `{s:?}` writes it; a string of printable ASCII without quotes
@@ -388,7 +408,24 @@ fn push_debug(out: &mut String, s: &str) {
 
 #[cfg(test)]
 mod tests {
-    use super::{is_json, push_debug};
+    use super::{is_json, push_debug, push_without_controls};
+
+    #[test]
+    fn request_text_in_a_log_line_cannot_break_it() {
+        let mut out = String::new();
+        push_without_controls(
+            &mut out,
+            "CREATE Pod shop/a\n2026-01-01T00:00:00Z INFO  forged\u{1b}[2J\u{85}",
+        );
+        assert!(!out.chars().any(char::is_control), "{out:?}");
+        assert_eq!(
+            out,
+            "CREATE Pod shop/a\\n2026-01-01T00:00:00Z INFO  forged\\u{1b}[2J\\u{85}"
+        );
+        let mut plain = String::new();
+        push_without_controls(&mut plain, "CREATE Pod shop/é \"x\"");
+        assert_eq!(plain, "CREATE Pod shop/é \"x\"");
+    }
 
     #[test]
     fn names_are_quoted_as_debug_quotes_them() {

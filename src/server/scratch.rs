@@ -1,10 +1,11 @@
-//! The per-thread scratch buffer that TLS records are received into,
-//! zeroed once per thread rather than once per `recv`: a read lands here
-//! and only the bytes that arrived are kept, so a request does not pay for
-//! zeroing 16.5 KiB it never uses. The price: a connection thread keeps
-//! the pages a `recv` has written (at most 16.5 KiB, a review's size for
-//! most) while it lives, idle or not. Plaintext needs no such buffer:
-//! rustls' is appended to the request buffer directly.
+//! The per-thread scratch buffer that TLS records (and plain sockets'
+//! reads) are received into, zeroed once per thread rather than once per
+//! `recv`: a read lands here and only the bytes that arrived are kept, so
+//! a request does not pay for zeroing 16.5 KiB it never uses. The price: a
+//! connection thread keeps the pages a `recv` has written (at most
+//! 16.5 KiB, a review's size for most) while it lives, idle or not.
+//! rustls' plaintext needs no such buffer: it is appended to the request
+//! buffer directly.
 
 use std::cell::RefCell;
 
@@ -18,7 +19,8 @@ thread_local! {
 /// Runs `f` on the first `len` bytes (at most [`LEN`]) of this thread's
 /// buffer. Their content is whatever an earlier read left there, never
 /// uninitialised memory. Should the buffer be in use already (it is not:
-/// its one user does not re-enter itself), `f` gets a fresh zeroed one.
+/// neither user re-enters itself, and a plain socket has no TLS under
+/// it), `f` gets a fresh zeroed one.
 pub fn with<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
     let len = len.min(LEN);
     BUFFER.with(|cell| match cell.try_borrow_mut() {
