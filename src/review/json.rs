@@ -163,6 +163,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A string, borrowed from the body unless it holds escapes.
+    #[inline]
     pub fn string(&mut self) -> Read<Cow<'a, str>> {
         self.eat(b'"')?;
         let start = self.at;
@@ -328,7 +329,9 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// A key and its colon, passed over.
+    /// A key and its colon, passed over. Inlined into `skip`, its only
+    /// caller, for the same reason as the scan.
+    #[inline(always)]
     fn key(&mut self) -> Read<()> {
         self.eat(b'"')?;
         self.scan_string()?;
