@@ -250,3 +250,20 @@ pub fn mutations(bodies: &[Vec<u8>], count: usize, mut each: impl FnMut(&[u8])) 
         each(&body);
     }
 }
+
+/// A fast reader against serde on [`mutations`] of `bodies`: `agree`
+/// checks each body (it panics where the two differ), `reads` says whether
+/// the fast reader read it; both outcomes must have come up often, or the
+/// mutations did not exercise the reader.
+pub fn readers_agree_on_mutations(bodies: &[Vec<u8>], agree: fn(&[u8]), reads: fn(&[u8]) -> bool) {
+    let (mut accepted, mut refused) = (0, 0);
+    mutations(bodies, 6000, |body| {
+        agree(body);
+        if reads(body) {
+            accepted += 1;
+        } else {
+            refused += 1;
+        }
+    });
+    assert!(accepted > 500 && refused > 500, "{accepted} {refused}");
+}

@@ -7,3 +7,37 @@ pub mod admission;
 pub mod imagepolicy;
 pub mod json;
 pub mod workload;
+
+use json::{Read, Reader, Seen, optional};
+
+/// A review's envelope by the fast reader: `apiVersion`, `kind` and the one
+/// `field` that holds the review (`spec`, `request`), read by `read`; as a
+/// serde-derived struct of three `Option`s reads it (`null` is `None`, a
+/// field twice gives up, others are passed over).
+pub(crate) fn read_envelope<'a, T>(
+    r: &mut Reader<'a>,
+    field: &str,
+    mut read: impl FnMut(&mut Reader<'a>) -> Read<T>,
+) -> Read<(Option<String>, Option<String>, Option<T>)> {
+    let (mut api_version, mut kind, mut value) = (None, None, None);
+    let mut seen = Seen::default();
+    r.object(|r, key| {
+        match key {
+            "apiVersion" => {
+                seen.first(0)?;
+                api_version = r.optional_string()?;
+            }
+            "kind" => {
+                seen.first(1)?;
+                kind = r.optional_string()?;
+            }
+            _ if key == field => {
+                seen.first(2)?;
+                value = optional(r, &mut read)?;
+            }
+            _ => r.skip()?,
+        }
+        Ok(())
+    })?;
+    Ok((api_version, kind, value))
+}
