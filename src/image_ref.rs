@@ -52,20 +52,40 @@ const TAG_MAX: usize = 128;
 /// is refused before any work is done on it.
 const INPUT_MAX: usize = 1024;
 
-/// A parsed, normalised image reference.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// A parsed, normalised image reference, kept as the one string it prints
+/// as and the positions of its parts (a reference costs one allocation,
+/// two for a registry whose identity is spelled otherwise than Docker Hub).
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct ImageRef {
-    /// `host[:port]`, as written except that Docker Hub is spelled `docker.io`.
-    domain: String,
-    /// Repository path below the registry, e.g. `library/nginx`.
-    path: String,
-    tag: Option<String>,
-    /// `algorithm:hex`.
-    digest: Option<String>,
+    /// `domain/path[:tag][@digest]`: the domain as written except that
+    /// Docker Hub is spelled `docker.io`, the path with Docker's defaults.
+    text: String,
+    /// `text[..domain_end]` is `host[:port]`; a '/' follows.
+    domain_end: usize,
+    /// `text[domain_end + 1..path_end]` is the repository path.
+    path_end: usize,
+    /// With a tag, its end: `text[path_end + 1..tag_end]`.
+    tag_end: Option<usize>,
+    /// With a digest (`algorithm:hex`): the rest of `text` after the '@'
+    /// that follows the path or the tag.
+    digest: bool,
     /// The registry's identity: [`canonical_host`] of the host.
-    registry_host: String,
+    registry_host: std::borrow::Cow<'static, str>,
     /// [`canonical_port`]: `None` for no port or the default 443.
     registry_port: Option<u16>,
+}
+
+impl fmt::Debug for ImageRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ImageRef")
+            .field("domain", &self.domain())
+            .field("path", &self.path())
+            .field("tag", &self.tag())
+            .field("digest", &self.digest())
+            .field("registry_host", &self.registry_host())
+            .field("registry_port", &self.registry_port)
+            .finish()
+    }
 }
 
 /// Why a reference did not parse; `Display` names the part and the reason.
@@ -186,46 +206,71 @@ impl ImageRef {
         };
 
         let (domain, remainder) = split_domain(name);
-        let domain = if domain.eq_ignore_ascii_case(LEGACY_DOCKER_HUB)
-            || domain.eq_ignore_ascii_case(DOCKER_HUB)
-        {
-            DOCKER_HUB.to_string()
+        let hub = domain.eq_ignore_ascii_case(LEGACY_DOCKER_HUB)
+            || domain.eq_ignore_ascii_case(DOCKER_HUB);
+        let domain = if hub {
+            DOCKER_HUB
         } else {
             validate_domain(domain).map_err(err)?;
-            domain.to_string()
+            domain
         };
-        let (host, port) = split_port(&domain);
-        let registry_host = canonical_host(host);
+        let (host, port) = split_port(domain);
+        let registry_host = if DOCKER_HUB_HOSTS
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(host))
+        {
+            std::borrow::Cow::Borrowed(DOCKER_HUB)
+        } else {
+            std::borrow::Cow::Owned(canonical_host(host))
+        };
         let registry_port = canonical_port(port).map_err(err)?;
         if remainder.bytes().any(|b| b.is_ascii_uppercase()) {
             return Err(err(ErrorKind::Uppercase(remainder.to_string())));
         }
-        let path = if domain == DOCKER_HUB && find_byte(remainder, b'/').is_none() {
-            let mut p = String::with_capacity(OFFICIAL_NAMESPACE.len() + 1 + remainder.len());
-            p.push_str(OFFICIAL_NAMESPACE);
-            p.push('/');
-            p.push_str(remainder);
-            p
-        } else {
-            remainder.to_string()
-        };
-        validate_path(&path).map_err(err)?;
+        let official = hub && find_byte(remainder, b'/').is_none();
+        let mut text = String::with_capacity(
+            domain.len()
+                + 1
+                + OFFICIAL_NAMESPACE.len()
+                + 1
+                + remainder.len()
+                + tag.map_or(0, |t| 1 + t.len())
+                + digest.map_or(0, |d| 1 + d.len()),
+        );
+        text.push_str(domain);
+        let domain_end = text.len();
+        text.push('/');
+        if official {
+            text.push_str(OFFICIAL_NAMESPACE);
+            text.push('/');
+        }
+        text.push_str(remainder);
+        let path_end = text.len();
+        validate_path(&text[domain_end + 1..path_end]).map_err(err)?;
         // The limit applies to the name as written plus Docker's defaults.
-        let name_len = domain.len() + 1 + path.len();
-        if name_len > NAME_MAX {
-            return Err(err(ErrorKind::NameTooLong(name_len)));
+        if path_end > NAME_MAX {
+            return Err(err(ErrorKind::NameTooLong(path_end)));
         }
-        if let Some(t) = tag {
-            validate_tag(t).map_err(err)?;
-        }
+        let tag_end = match tag {
+            Some(t) => {
+                validate_tag(t).map_err(err)?;
+                text.push(':');
+                text.push_str(t);
+                Some(text.len())
+            }
+            None => None,
+        };
         if let Some(d) = digest {
             validate_digest(d).map_err(err)?;
+            text.push('@');
+            text.push_str(d);
         }
         Ok(ImageRef {
-            domain,
-            path,
-            tag: tag.map(str::to_string),
-            digest: digest.map(str::to_string),
+            text,
+            domain_end,
+            path_end,
+            tag_end,
+            digest: digest.is_some(),
             registry_host,
             registry_port,
         })
@@ -244,49 +289,50 @@ impl ImageRef {
 
     /// `host[:port]`, e.g. `docker.io`, `registry:5000`, `[::1]:5000`.
     pub fn domain(&self) -> &str {
-        &self.domain
+        &self.text[..self.domain_end]
     }
 
     /// The host without a port (IPv6 keeps its brackets).
     pub fn host(&self) -> &str {
-        split_port(&self.domain).0
+        split_port(self.domain()).0
     }
 
     pub fn port(&self) -> Option<&str> {
-        split_port(&self.domain).1
+        split_port(self.domain()).1
     }
 
     /// Repository path below the registry, e.g. `library/nginx`.
     pub fn path(&self) -> &str {
-        &self.path
+        &self.text[self.domain_end + 1..self.path_end]
     }
 
     pub fn tag(&self) -> Option<&str> {
-        self.tag.as_deref()
+        self.tag_end.map(|end| &self.text[self.path_end + 1..end])
     }
 
     pub fn digest(&self) -> Option<&str> {
-        self.digest.as_deref()
+        let after = self.tag_end.unwrap_or(self.path_end);
+        self.digest.then(|| &self.text[after + 1..])
     }
 
     /// True when neither tag nor digest was given, so `latest` applies.
     pub fn is_untagged(&self) -> bool {
-        self.tag.is_none() && self.digest.is_none()
+        self.tag_end.is_none() && !self.digest
     }
 
     /// The tag a runtime would pull: the explicit one, or `latest` when the
     /// reference has neither tag nor digest.
     pub fn effective_tag(&self) -> Option<&str> {
-        match (&self.tag, &self.digest) {
+        match (self.tag(), self.digest) {
             (Some(t), _) => Some(t),
-            (None, None) => Some(IMPLICIT_TAG),
-            (None, Some(_)) => None,
+            (None, false) => Some(IMPLICIT_TAG),
+            (None, true) => None,
         }
     }
 
     /// `domain/path`, without tag or digest.
     pub fn name(&self) -> String {
-        format!("{}/{}", self.domain, self.path)
+        self.text[..self.path_end].to_string()
     }
 
     /// The full reference with the implicit `:latest` spelled out: what the
@@ -303,14 +349,8 @@ impl ImageRef {
     /// `domain/path[:tag][@digest]` in a string with room for `extra`
     /// bytes more (one allocation).
     fn written(&self, extra: usize) -> String {
-        let tag = self.tag.as_ref().map_or(0, |t| 1 + t.len());
-        let digest = self.digest.as_ref().map_or(0, |d| 1 + d.len());
-        let mut s =
-            String::with_capacity(self.domain.len() + 1 + self.path.len() + tag + digest + extra);
-        s.push_str(&self.domain);
-        s.push('/');
-        s.push_str(&self.path);
-        self.push_tag_and_digest(&mut s);
+        let mut s = String::with_capacity(self.text.len() + extra);
+        s.push_str(&self.text);
         s
     }
 
@@ -318,14 +358,14 @@ impl ImageRef {
     /// `mirror.example.com/prefix`). The Docker Hub `library/` namespace is
     /// kept, as registry mirrors of Docker Hub expect it.
     pub fn with_domain_and_prefix(&self, domain: &str, prefix: &str) -> String {
-        let mut s = String::with_capacity(domain.len() + prefix.len() + self.path.len() + 160);
+        let mut s = String::with_capacity(domain.len() + prefix.len() + self.text.len() + 2);
         s.push_str(domain);
         if !prefix.is_empty() {
             s.push('/');
             s.push_str(prefix);
         }
         s.push('/');
-        s.push_str(&self.path);
+        s.push_str(self.path());
         self.push_tag_and_digest(&mut s);
         s
     }
@@ -338,14 +378,8 @@ impl ImageRef {
     }
 
     fn push_tag_and_digest(&self, s: &mut String) {
-        if let Some(t) = &self.tag {
-            s.push(':');
-            s.push_str(t);
-        }
-        if let Some(d) = &self.digest {
-            s.push('@');
-            s.push_str(d);
-        }
+        // `[:tag][@digest]` is the end of `text`, as written.
+        s.push_str(&self.text[self.path_end..]);
     }
 }
 
@@ -987,6 +1021,37 @@ mod tests {
         let both = ImageRef::parse(&format!("nginx:latest@sha256:{H64}")).unwrap();
         assert_eq!(both.tag(), Some("latest"));
         assert_eq!(both.digest(), Some(format!("sha256:{H64}").as_str()));
+        assert_eq!(both.name(), "docker.io/library/nginx");
+        assert_eq!(both.tag_and_digest(), format!(":latest@sha256:{H64}"));
+
+        // Every part of a reference with all of them, and the same parts
+        // printed by Debug; the registry's identity apart from its spelling.
+        let r = ImageRef::parse(&format!(
+            "Registry-1.Docker.IO:443/team/app:v1@sha256:{H64}"
+        ))
+        .unwrap();
+        assert_eq!(
+            (r.domain(), r.path(), r.tag(), r.digest()),
+            (
+                "Registry-1.Docker.IO:443",
+                "team/app",
+                Some("v1"),
+                Some(format!("sha256:{H64}").as_str())
+            )
+        );
+        assert_eq!((r.registry_host(), r.registry_port()), ("docker.io", None));
+        assert_eq!(
+            format!("{r:?}"),
+            format!(
+                "ImageRef {{ domain: \"Registry-1.Docker.IO:443\", path: \"team/app\", tag: Some(\"v1\"), digest: Some(\"sha256:{H64}\"), registry_host: \"docker.io\", registry_port: None }}"
+            )
+        );
+        let r = ImageRef::parse("Example.COM:5000/a/b").unwrap();
+        assert_eq!(
+            (r.registry_host(), r.registry_port()),
+            ("example.com", Some(5000))
+        );
+        assert_eq!((r.tag(), r.digest(), r.path()), (None, None, "a/b"));
     }
 
     #[test]
