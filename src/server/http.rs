@@ -8,6 +8,7 @@
 //! connection and for reading one request (408). It does not do routing
 //! (`routes.rs`), TLS (`tls.rs`) or HTTP/2 (never offered in ALPN).
 
+use std::borrow::Cow;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
@@ -391,10 +392,12 @@ impl Drop for BodyPermit {
 /// A request with its body read.
 #[derive(Debug)]
 pub struct Request {
-    pub method: String,
+    /// Borrowed for the methods and paths and the Content-Type the server
+    /// knows (no allocation per request for them), owned otherwise.
+    pub method: Cow<'static, str>,
     /// Without the query string (the apiserver sends `?timeout=30s`).
-    pub path: String,
-    pub content_type: Option<String>,
+    pub path: Cow<'static, str>,
+    pub content_type: Option<Cow<'static, str>>,
     /// The apiserver's `?timeout=` (its webhook `timeoutSeconds`): how
     /// long it will wait for this answer.
     pub timeout: Option<Duration>,
@@ -458,15 +461,15 @@ pub struct Conn<T: Transport> {
     activity: Arc<Activity>,
     /// The path of a request refused after its head was parsed (so the
     /// refusal can be answered in the endpoint's own format).
-    path: Option<String>,
+    path: Option<Cow<'static, str>>,
 }
 
 /// What the request head says about the body and the connection.
 struct Head {
-    method: String,
-    path: String,
+    method: Cow<'static, str>,
+    path: Cow<'static, str>,
     timeout: Option<Duration>,
-    content_type: Option<String>,
+    content_type: Option<Cow<'static, str>>,
     len: usize,
     content_length: Option<usize>,
     chunked: bool,
@@ -870,10 +873,31 @@ fn find_crlf(b: &[u8]) -> Option<usize> {
     b.windows(2).position(|w| w == b"\r\n")
 }
 
+/// The methods a route answers or refuses by name.
+const KNOWN_METHODS: &[&str] = &["GET", "POST", "HEAD", "PUT", "DELETE"];
+/// The paths the server answers.
+const KNOWN_PATHS: &[&str] = &[
+    "/",
+    "/image_policy",
+    "/validate",
+    "/mutate",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+];
+
+/// `s` borrowed from `known` when it is one of them, else a copy.
+fn known(s: &str, known: &[&'static str]) -> Cow<'static, str> {
+    match known.iter().find(|k| **k == s) {
+        Some(k) => Cow::Borrowed(k),
+        None => Cow::Owned(s.to_string()),
+    }
+}
+
 /// Reads what we need from a parsed head, refusing ambiguous framing.
 fn interpret(req: &httparse::Request<'_, '_>, len: usize) -> Result<Head, ReadError> {
     let bad = |m: &str| Err(ReadError::Reject(400, m.to_string()));
-    let method = req.method.unwrap_or("").to_string();
+    let method = known(req.method.unwrap_or(""), KNOWN_METHODS);
     let target = req.path.unwrap_or("");
     let (path, query) = match target.bytes().position(|b| b == b'?') {
         Some(i) => (&target[..i], &target[i + 1..]),
@@ -883,7 +907,7 @@ fn interpret(req: &httparse::Request<'_, '_>, len: usize) -> Result<Head, ReadEr
         .split('&')
         .find_map(|kv| kv.strip_prefix("timeout="))
         .and_then(parse_go_duration);
-    let path = path.to_string();
+    let path = known(path, KNOWN_PATHS);
     let http11 = req.version == Some(1);
     let mut head = Head {
         method,
@@ -938,8 +962,8 @@ fn interpret(req: &httparse::Request<'_, '_>, len: usize) -> Result<Head, ReadEr
             }
         } else if name.eq_ignore_ascii_case("content-type") {
             head.content_type = Some(match std::str::from_utf8(h.value) {
-                Ok(v) => v.trim().to_string(),
-                Err(_) => String::from_utf8_lossy(h.value).trim().to_string(),
+                Ok(v) => known(v.trim(), &["application/json"]),
+                Err(_) => Cow::Owned(String::from_utf8_lossy(h.value).trim().to_string()),
             });
         }
     }
@@ -984,6 +1008,24 @@ mod tests {
         idle_timeout: Duration::from_millis(300),
         write_timeout: Duration::from_secs(1),
     };
+
+    #[test]
+    fn known_names_are_borrowed_and_others_copied() {
+        assert!(matches!(
+            known("/validate", KNOWN_PATHS),
+            Cow::Borrowed("/validate")
+        ));
+        assert!(matches!(
+            known("POST", KNOWN_METHODS),
+            Cow::Borrowed("POST")
+        ));
+        // Case and prefixes matter: these are other names.
+        for other in ["/Validate", "/validate/", "post", "/valid", ""] {
+            let got = known(other, KNOWN_PATHS);
+            assert!(matches!(got, Cow::Owned(_)), "{other:?}");
+            assert_eq!(got, other);
+        }
+    }
 
     #[test]
     fn decimals_are_written_as_to_string_writes_them() {
@@ -1049,7 +1091,7 @@ mod tests {
     fn content_length_and_query_string() {
         let r = one("POST /image_policy?timeout=30s HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}").unwrap();
         assert_eq!(
-            (r.method.as_str(), r.path.as_str(), r.body.as_slice()),
+            (r.method.as_ref(), r.path.as_ref(), r.body.as_slice()),
             ("POST", "/image_policy", &b"{}"[..])
         );
         assert_eq!(r.content_type.as_deref(), Some("application/json"));

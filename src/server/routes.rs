@@ -19,7 +19,7 @@ const JSON: &str = "application/json";
 /// Answers one request.
 pub fn handle(shared: &Shared, req: &HttpRequest, port: Port) -> Response {
     let started = Instant::now();
-    let probe = matches!(req.path.as_str(), "/healthz" | "/readyz" | "/metrics");
+    let probe = matches!(req.path.as_ref(), "/healthz" | "/readyz" | "/metrics");
     if port == Port::Probes && !probe {
         shared
             .metrics
@@ -32,7 +32,7 @@ pub fn handle(shared: &Shared, req: &HttpRequest, port: Port) -> Response {
             ),
         );
     }
-    let (endpoint, allowed_methods) = match req.path.as_str() {
+    let (endpoint, allowed_methods) = match req.path.as_ref() {
         "/image_policy" => (Endpoint::ImagePolicy, "POST"),
         "/validate" | "/" => (Endpoint::Validate, "POST"),
         "/mutate" => (Endpoint::Mutate, "POST"),
