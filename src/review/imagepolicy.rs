@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::policy::{Decision, Gather, ImageInput, Policy, Request};
 use crate::review::json::{GaveUp, Read, Reader, Seen, optional};
@@ -39,24 +39,6 @@ pub struct Spec {
 #[derive(Deserialize, Debug)]
 pub struct ContainerSpec {
     pub image: String,
-}
-
-#[derive(Serialize, Debug)]
-#[serde(rename_all = "camelCase")]
-struct Reply<'a> {
-    api_version: &'static str,
-    kind: &'static str,
-    status: Status<'a>,
-}
-
-#[derive(Serialize, Debug)]
-#[serde(rename_all = "camelCase")]
-struct Status<'a> {
-    allowed: bool,
-    #[serde(skip_serializing_if = "str::is_empty")]
-    reason: &'a str,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    audit_annotations: BTreeMap<String, String>,
 }
 
 /// What happened, for the log line and metrics.
@@ -225,30 +207,144 @@ pub fn refusal(reason: &str) -> Vec<u8> {
     reply_bytes(false, reason, BTreeMap::new())
 }
 
+/// The reply, written out directly: exactly what serde_json writes for
+/// `{apiVersion, kind, status: {allowed, reason?, auditAnnotations?}}` (a
+/// test holds the two equal), without its serializer on every review.
 fn reply_bytes(
     allowed: bool,
     reason: &str,
     audit_annotations: BTreeMap<String, String>,
 ) -> Vec<u8> {
-    let reply = Reply {
-        api_version: API_VERSION,
-        kind: KIND,
-        status: Status {
-            allowed,
-            reason,
-            audit_annotations,
-        },
-    };
-    // Serialising these plain structs cannot fail (string keys only).
-    serde_json::to_vec(&reply).unwrap_or_else(|_| {
-        br#"{"apiVersion":"imagepolicy.k8s.io/v1alpha1","kind":"ImageReview","status":{"allowed":false,"reason":"internal error"}}"#.to_vec()
-    })
+    let annotations: usize = audit_annotations
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + 6)
+        .sum();
+    let mut out = Vec::with_capacity(128 + reason.len() + annotations);
+    for piece in [
+        "{\"apiVersion\":\"",
+        API_VERSION,
+        "\",\"kind\":\"",
+        KIND,
+        "\",\"status\":{\"allowed\":",
+        if allowed { "true" } else { "false" },
+    ] {
+        out.extend_from_slice(piece.as_bytes());
+    }
+    if !reason.is_empty() {
+        out.extend_from_slice(b",\"reason\":");
+        push_json_string(&mut out, reason);
+    }
+    if !audit_annotations.is_empty() {
+        out.extend_from_slice(b",\"auditAnnotations\":{");
+        for (n, (key, value)) in audit_annotations.iter().enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            push_json_string(&mut out, key);
+            out.push(b':');
+            push_json_string(&mut out, value);
+        }
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"}}");
+    out
+}
+
+/// `s` as a JSON string, escaped as serde_json escapes it: a backslash
+/// before `"` and `\`, the short escapes for backspace, form feed,
+/// newline, return and tab, `\u00XX` for the other control characters;
+/// all else as it is.
+fn push_json_string(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let mut plain = 0;
+    for (i, &b) in s.as_bytes().iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..0x20 => {
+                out.extend_from_slice(&s.as_bytes()[plain..i]);
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 0xf)]);
+                plain = i + 1;
+                continue;
+            }
+            _ => continue,
+        };
+        out.extend_from_slice(&s.as_bytes()[plain..i]);
+        out.extend_from_slice(escape);
+        plain = i + 1;
+    }
+    out.extend_from_slice(&s.as_bytes()[plain..]);
+    out.push(b'"');
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::{Value, json};
+
+    /// The reply as serde_json writes it: what `reply_bytes` must write.
+    #[derive(serde::Serialize, Debug)]
+    #[serde(rename_all = "camelCase")]
+    struct Reply<'a> {
+        api_version: &'static str,
+        kind: &'static str,
+        status: Status<'a>,
+    }
+
+    #[derive(serde::Serialize, Debug)]
+    #[serde(rename_all = "camelCase")]
+    struct Status<'a> {
+        allowed: bool,
+        #[serde(skip_serializing_if = "str::is_empty")]
+        reason: &'a str,
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        audit_annotations: BTreeMap<String, String>,
+    }
+
+    #[test]
+    fn reply_is_written_as_serde_json_writes_it() {
+        let mut strings: Vec<String> = vec![
+            String::new(),
+            "image docker.io/library/busybox:latest has no tag".into(),
+            "a \"quoted\" \\ back\\slash".into(),
+            "é, 漢字, \u{7f}, \u{85}, \u{2028}, 🦀".into(),
+        ];
+        // Every ASCII character, alone and between others.
+        strings.extend((0u8..0x80).map(|b| format!("x{}y", char::from(b))));
+        strings.push((0u8..0x80).map(char::from).collect());
+        for (n, reason) in strings.iter().enumerate() {
+            let mut annotations = BTreeMap::new();
+            for key in strings.iter().skip(n % 7).step_by(13).take(n % 4) {
+                annotations.insert(format!("image-policy.k8s.io/{key}"), reason.clone());
+            }
+            for allowed in [true, false] {
+                let want = serde_json::to_vec(&Reply {
+                    api_version: API_VERSION,
+                    kind: KIND,
+                    status: Status {
+                        allowed,
+                        reason,
+                        audit_annotations: annotations.clone(),
+                    },
+                })
+                .unwrap();
+                let got = reply_bytes(allowed, reason, annotations.clone());
+                assert_eq!(
+                    String::from_utf8_lossy(&got),
+                    String::from_utf8_lossy(&want),
+                    "{reason:?}"
+                );
+            }
+        }
+    }
 
     fn answer(body: &str) -> Value {
         let (bytes, _) = review(
