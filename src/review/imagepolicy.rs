@@ -337,10 +337,11 @@ mod tests {
                 })
                 .unwrap();
                 let got = reply_bytes(allowed, reason, annotations.clone());
-                assert_eq!(
+                assert!(
+                    got == want,
+                    "{reason:?}: {} vs {}",
                     String::from_utf8_lossy(&got),
-                    String::from_utf8_lossy(&want),
-                    "{reason:?}"
+                    String::from_utf8_lossy(&want)
                 );
             }
         }
