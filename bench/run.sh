@@ -11,13 +11,16 @@
 #
 # The server (image-bouncer or the floor) runs on core 0 and the load
 # generator on core 1 (`taskset`), so "server CPU per review" is the
-# server's own user+system time over the answered reviews. Each figure is
-# the median of REPEATS runs (default 3): this machine's throughput varies
-# between identical runs. Columns per body and concurrency:
+# server's own user+system time over the answered reviews. Both servers run
+# at once (only one has load at a time) and their runs alternate, one of
+# image-bouncer, one of the floor, REPEATS times (default 3): each figure is
+# the median of its runs, and the ratio the median of the paired runs'
+# ratios, so that a VM whose speed drifts from minute to minute moves both
+# sides of a ratio alike. Columns per body and concurrency:
 #   req/s, p50, p99          image-bouncer, keep-alive, as the load generator saw them
 #   CPU µs                   image-bouncer's CPU per review
 #   floor µs                 the floor server's CPU per request, same body and concurrency
-#   ratio                    CPU µs / floor µs
+#   ratio                    median of the pairs' CPU µs / floor µs
 #   syscalls                 system calls per review (`strace -c -f` over COUNT reviews)
 #   allocs                   heap allocations per review (bench/counted.rs, COUNT reviews)
 # Then: a new TLS connection per request, idle and peak RSS, threads, cold
@@ -38,8 +41,10 @@ floor=target/release/examples/floor
 counted=target/release/examples/counted
 work=$(mktemp -d)
 pid=
+ib_pid=
+fl_pid=
 cleanup() {
-  [ -n "$pid" ] && kill "$pid" 2>/dev/null
+  for p in "$pid" "$ib_pid" "$fl_pid"; do [ -n "$p" ] && kill "$p" 2>/dev/null; done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -92,11 +97,11 @@ start() { # what (server|floor|counted), cert name
     floor) cmd=("$floor") ;;
   esac
   # shellcheck disable=SC2086
-  $on_server "${cmd[@]}" --cert "$work/$2.crt" --key "$work/$2.key" >"$work/out" 2>"$work/server.log" &
+  $on_server "${cmd[@]}" --cert "$work/$2.crt" --key "$work/$2.key" >"$work/out.$1" 2>"$work/server.$1.log" &
   pid=$!
-  for _ in $(seq 300); do grep -q "listening on" "$work/out" 2>/dev/null && break; sleep 0.01; done
-  addr=$(sed -n 's/^listening on //p' "$work/out")
-  [ -n "$addr" ] || { cat "$work/server.log"; exit 1; }
+  for _ in $(seq 300); do grep -q "listening on" "$work/out.$1" 2>/dev/null && break; sleep 0.01; done
+  addr=$(sed -n 's/^listening on //p' "$work/out.$1")
+  [ -n "$addr" ] || { cat "$work/server.$1.log"; exit 1; }
 }
 stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; pid=; }
 
@@ -115,13 +120,20 @@ print(r["rps"], r["p50_ms"], r["p99_ms"], (after - before) / hz * 1e6 / n, r["er
 ' "$out" "$before" "$after" "$hz"
 }
 
-# The median of REPEATS runs, field by field (errors summed).
-median() { # body-file, path, concurrency, extra
-  for _ in $(seq "$repeats"); do measure "$@"; done | python3 -c '
+# REPEATS pairs of runs, image-bouncer then the floor: image-bouncer's
+# median figures, field by field, the floor's median CPU, the median of
+# the pairs' CPU ratios, and the errors of both summed. Prints
+# "rps p50 p99 cpu fcpu ratio errors".
+paired() { # body-file, path, concurrency
+  for _ in $(seq "$repeats"); do
+    pid=$ib_pid addr=$ib_addr
+    echo "$(measure "$@") $(pid=$fl_pid addr=$fl_addr measure "$@" --any-verdict)"
+  done | python3 -c '
 import sys, statistics
 rows = [list(map(float, l.split())) for l in sys.stdin if l.strip()]
-cols = list(zip(*rows))
-print(" ".join(str(statistics.median(c)) for c in cols[:4]), int(sum(cols[4])))
+m = lambda i: statistics.median(r[i] for r in rows)
+ratio = statistics.median(r[3] / r[8] if r[8] > 0 else 0 for r in rows)
+print(m(0), m(1), m(2), m(3), m(8), ratio, int(sum(r[4] + r[9] for r in rows)))
 '
 }
 
@@ -177,28 +189,30 @@ echo "server: $("$bin" --version) (release build), default workers, ${on_server:
 echo "$secs s per run, median of $repeats runs; syscalls and allocations over $count reviews"
 echo
 
-# Pass 1: image-bouncer, timed runs (and its idle/peak memory).
-declare -A ib fl sc al
+# Pass 1: image-bouncer and the floor, timed runs in pairs (and
+# image-bouncer's idle and peak memory), then image-bouncer's system calls.
+declare -A ib sc al
 start server ecdsa
+ib_pid=$pid ib_addr=$addr
 echo "idle: RSS $(status VmRSS) kB, $(status Threads) threads"
+start floor ecdsa
+fl_pid=$pid fl_addr=$addr
 for case in $(cases); do
   body=${case%:*} c=${case#*:}
-  ib[$body,$c]=$(median "$(file_of "$body")" "$(path_of "$body")" "$c")
+  ib[$body,$c]=$(paired "$(file_of "$body")" "$(path_of "$body")" "$c")
 done
+pid=$fl_pid
+stop
+fl_pid=
+pid=$ib_pid
 echo "after the keep-alive runs: peak RSS $(status VmHWM) kB, RSS $(status VmRSS) kB, $(status Threads) threads"
+addr=$ib_addr
 for case in $(cases); do
   body=${case%:*} c=${case#*:}
   sc[$body,$c]=$(syscalls "$(file_of "$body")" "$(path_of "$body")" "$c")
 done
 stop
-
-# Pass 2: the floor, the same bodies and concurrencies.
-start floor ecdsa
-for case in $(cases); do
-  body=${case%:*} c=${case#*:}
-  fl[$body,$c]=$(median "$(file_of "$body")" "$(path_of "$body")" "$c" --any-verdict)
-done
-stop
+ib_pid=
 
 # Pass 3: allocations, with the counting build.
 start counted ecdsa
@@ -215,14 +229,12 @@ echo "| body | concurrency | req/s | p50 ms | p99 ms | CPU µs/review | floor µ
 echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 for case in $(cases); do
   body=${case%:*} c=${case#*:}
-  read -r rps p50 p99 cpu errors <<<"${ib[$body,$c]}"
-  read -r _ _ _ fcpu ferrors <<<"${fl[$body,$c]}"
+  read -r rps p50 p99 cpu fcpu ratio errors <<<"${ib[$body,$c]}"
   python3 -c '
 import sys
-body, c, rps, p50, p99, cpu, fcpu, sc, al, errors = sys.argv[1:]
-ratio = float(cpu) / float(fcpu) if float(fcpu) > 0 else 0
-print(f"| {body} | {c} | {float(rps):,.0f} | {float(p50):.3f} | {float(p99):.3f} | {float(cpu):.1f} | {float(fcpu):.1f} | {ratio:.2f}× | {sc} | {al} | {errors} |")
-' "$body" "$c" "$rps" "$p50" "$p99" "$cpu" "$fcpu" "${sc[$body,$c]}" "${al[$body,$c]}" "$((errors + ferrors))"
+body, c, rps, p50, p99, cpu, fcpu, ratio, sc, al, errors = sys.argv[1:]
+print(f"| {body} | {c} | {float(rps):,.0f} | {float(p50):.3f} | {float(p99):.3f} | {float(cpu):.1f} | {float(fcpu):.1f} | {float(ratio):.2f}× | {sc} | {al} | {errors} |")
+' "$body" "$c" "$rps" "$p50" "$p99" "$cpu" "$fcpu" "$ratio" "${sc[$body,$c]}" "${al[$body,$c]}" "$errors"
 done
 
 echo
