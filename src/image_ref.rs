@@ -215,14 +215,7 @@ impl ImageRef {
             domain
         };
         let (host, port) = split_port(domain);
-        let registry_host = if DOCKER_HUB_HOSTS
-            .iter()
-            .any(|h| h.eq_ignore_ascii_case(host))
-        {
-            std::borrow::Cow::Borrowed(DOCKER_HUB)
-        } else {
-            std::borrow::Cow::Owned(canonical_host(host))
-        };
+        let registry_host = host_identity(host);
         let registry_port = canonical_port(port).map_err(err)?;
         if remainder.bytes().any(|b| b.is_ascii_uppercase()) {
             return Err(err(ErrorKind::Uppercase(remainder.to_string())));
@@ -468,16 +461,22 @@ fn is_image_id(input: &str) -> bool {
 /// a plain dotted quad is refused by [`validate_domain`].) Two spellings
 /// with the same identity connect to the same server.
 pub fn canonical_host(host: &str) -> String {
-    // Most hosts are written in lower case: compared before any copy.
+    host_identity(host).into_owned()
+}
+
+/// [`canonical_host`], borrowed for Docker Hub (no copy for the registry
+/// most references name).
+fn host_identity(host: &str) -> std::borrow::Cow<'static, str> {
+    use std::borrow::Cow;
     if DOCKER_HUB_HOSTS
         .iter()
         .any(|h| h.eq_ignore_ascii_case(host))
     {
-        return DOCKER_HUB.to_string();
+        return Cow::Borrowed(DOCKER_HUB);
     }
     let lower = host.to_ascii_lowercase();
     if let Some(inner) = lower.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        return match inner.parse::<std::net::Ipv6Addr>() {
+        return Cow::Owned(match inner.parse::<std::net::Ipv6Addr>() {
             Ok(v6) => match v6.to_ipv4_mapped() {
                 Some(v4) => v4.to_string(),
                 None => format!("[{v6}]"),
@@ -485,9 +484,9 @@ pub fn canonical_host(host: &str) -> String {
             // Grammar-valid but not an address (`[::::]`): it cannot be
             // dialled; keep the spelling.
             Err(_) => lower,
-        };
+        });
     }
-    lower
+    Cow::Owned(lower)
 }
 
 /// An IPv4 address as `inet_aton` reads it, to recognise one written in
