@@ -197,8 +197,7 @@ impl<'a> Reader<'a> {
             // Eight bytes at a time to the first quote, backslash or
             // control character. The last few bytes of the body go one at
             // a time.
-            while let Some(chunk) = b.get(i..i + 8) {
-                let chunk: &[u8; 8] = chunk.try_into().map_err(|_| GaveUp)?;
+            while let Some(chunk) = b.get(i..i + 8).and_then(|c| <&[u8; 8]>::try_from(c).ok()) {
                 if let Some(at) = first_special(chunk) {
                     i += at;
                     break;

@@ -138,13 +138,12 @@ impl TlsStream {
         }
         Ok(fed)
     }
-}
 
-impl TlsStream {
     /// Appends at most `max` bytes of plaintext to `buf`, receiving first
     /// if rustls holds none; `Ok(0)` at a clean end of stream. rustls'
     /// plaintext is copied straight into `buf`: no buffer in between.
     pub fn read_append(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        let mut ended = false;
         loop {
             let mut taken = 0;
             while taken < max {
@@ -154,6 +153,8 @@ impl TlsStream {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     // Reported by the next read; this one has bytes.
                     Err(_) if taken > 0 => break,
+                    // After the end of stream, a cut connection: rustls
+                    // tells it from a close_notify.
                     Err(e) => return Err(e),
                 };
                 if chunk.is_empty() {
@@ -165,24 +166,11 @@ impl TlsStream {
                 reader.consume(n);
                 taken += n;
             }
-            if taken > 0 || max == 0 {
+            // Bytes, nothing asked, or the stream ended with nothing left.
+            if taken > 0 || max == 0 || ended {
                 return Ok(taken);
             }
-            if !self.receive()? {
-                // End of stream: rustls tells a close_notify (Ok(0)) from a
-                // cut connection (an error) and may still hold plaintext.
-                let mut reader = self.conn.reader();
-                return match reader.fill_buf() {
-                    Ok(chunk) => {
-                        let n = chunk.len().min(max);
-                        buf.extend_from_slice(&chunk[..n]);
-                        reader.consume(n);
-                        Ok(n)
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
-                    Err(e) => Err(e),
-                };
-            }
+            ended = !self.receive()?;
         }
     }
 }
