@@ -7,6 +7,8 @@
 #
 #   bench/callgrind.sh [REQUESTS]                    (default 1000)
 #   IMAGE_BOUNCER=/tmp/old/image-bouncer bench/callgrind.sh
+#   KEEP=/tmp/cg bench/callgrind.sh    (keeps each 2N-request profile there,
+#                                       for callgrind_annotate)
 #
 # Per body: one keep-alive client, 200 requests to warm up; then the count
 # of REQUESTS requests and that of 2 x REQUESTS, each on a new connection:
@@ -31,9 +33,9 @@ openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$wo
 openssl x509 -req -in "$work/tls.csr" -CA "$work/ca.crt" -CAkey "$work/ca.key" -CAcreateserial \
   -out "$work/tls.crt" -days 2 -extfile "$work/ext" 2>/dev/null
 
-count() { # body, path, command...
-  local body=$1 path=$2
-  shift 2
+count() { # label, body, path, command...
+  local label=$1 body=$2 path=$3
+  shift 3
   rm -f "$work"/cg.* "$work/out"
   valgrind --tool=callgrind --callgrind-out-file="$work/cg.%p" "$@" \
     --cert "$work/tls.crt" --key "$work/tls.key" >"$work/out" 2>"$work/valgrind.log" &
@@ -57,6 +59,10 @@ count() { # body, path, command...
   kill "$vg"
   wait "$vg" 2>/dev/null || true
   vg=
+  if [ -n "${KEEP:-}" ]; then
+    mkdir -p "$KEEP"
+    cat "$work"/cg.*.2 >"$KEEP/$label.callgrind"
+  fi
   local once twice
   once=$(awk '/^summary:/ {s += $2} END {print s}' "$work"/cg.*.1)
   twice=$(awk '/^summary:/ {s += $2} END {print s}' "$work"/cg.*.2)
@@ -70,7 +76,7 @@ echo "| --- | ---: | ---: | ---: |"
 for spec in imagereview-allowed:/image_policy admission-v1-allowed:/validate; do
   name=${spec%%:*}
   body=tests/fixtures/bench/$name.json
-  ib=$(count "$body" "${spec#*:}" "$bin" serve --listen 127.0.0.1:0)
-  fl=$(count "$body" "${spec#*:}" "$floor")
+  ib=$(count "$name.image-bouncer" "$body" "${spec#*:}" "$bin" serve --listen 127.0.0.1:0)
+  fl=$(count "$name.floor" "$body" "${spec#*:}" "$floor")
   echo "| $name | $ib | $fl | $(awk -v a="${ib%k}" -v b="${fl%k}" 'BEGIN {printf "%.2f×", a / b}') |"
 done

@@ -401,10 +401,19 @@ pub struct Request {
     /// The apiserver's `?timeout=` (its webhook `timeoutSeconds`): how
     /// long it will wait for this answer.
     pub timeout: Option<Duration>,
-    pub body: Vec<u8>,
+    /// The request as read, the body from `body_at` on ([`Request::body`]);
+    /// given back to the connection once answered ([`Conn::answered`]).
+    buf: Vec<u8>,
+    body_at: usize,
     pub keep_alive: bool,
     /// The body's share of the budget, held until the request is dropped.
     pub body_permit: Option<BodyPermit>,
+}
+
+impl Request {
+    pub fn body(&self) -> &[u8] {
+        &self.buf[self.body_at..]
+    }
 }
 
 /// A response; `close` ends the connection after it.
@@ -560,40 +569,53 @@ impl<T: Transport> Conn<T> {
         let head = self.read_head(deadline)?;
         // The path is kept only for a refusal, to answer it in the
         // endpoint's own format (no copy on the way of a normal request).
-        let (body, consumed, permit) = match self.read_body_of(&head, deadline) {
+        let (buf, body_at, permit) = match self.read_body_of(&head, deadline) {
             Ok(x) => x,
             Err(e) => {
                 self.path = Some(head.path);
                 return Err(e);
             }
         };
-        self.buf.drain(..consumed);
-        // Give a large request's memory back instead of keeping it for the
-        // life of the connection.
-        if self.buf.capacity() > KEEP_BUFFER {
-            self.buf.shrink_to(KEEP_BUFFER);
-        }
         self.activity.set(State::Working);
-        self.activity.held.store(body.len(), Ordering::Relaxed);
+        self.activity
+            .held
+            .store(buf.len() - body_at, Ordering::Relaxed);
         Ok(Request {
             method: head.method,
             path: head.path,
             content_type: head.content_type,
             timeout: head.timeout,
-            body,
+            buf,
+            body_at,
             keep_alive: head.keep_alive,
             body_permit: permit,
         })
     }
 
     /// The request was answered; the connection waits for the next one.
-    pub fn answered(&self) {
+    /// Its buffer comes back for the next request unless it is large
+    /// (then it is freed, not kept for the life of the connection) or
+    /// bytes of the next request already wait in a buffer of their own.
+    pub fn answered(&mut self, request: Request) {
+        let Request {
+            mut buf,
+            body_permit,
+            ..
+        } = request;
+        drop(body_permit);
+        if self.buf.is_empty() && buf.capacity() <= KEEP_BUFFER {
+            buf.clear();
+            self.buf = buf;
+        }
         self.activity.held.store(0, Ordering::Relaxed);
         self.activity.set(State::Idle);
     }
 
-    /// Reads the body `head` announces: (body, bytes of the buffer it
-    /// used, its share of the budget).
+    /// Reads the body `head` announces: (a buffer holding it, where the
+    /// body starts in it, its share of the budget). The connection's
+    /// buffer itself is handed over, the head in front of the body, so
+    /// that the body is not copied; bytes after it (the next request,
+    /// pipelined) stay in a buffer of their own.
     fn read_body_of(
         &mut self,
         head: &Head,
@@ -604,7 +626,8 @@ impl<T: Transport> Conn<T> {
         if head.chunked {
             self.send_continue(head)?;
             let (body, consumed) = self.read_chunked(head.len, cap, deadline, &mut permit)?;
-            return Ok((body, consumed, permit));
+            self.buf.drain(..consumed);
+            return Ok((body, 0, permit));
         }
         let n = head.content_length.unwrap_or(0);
         if n > cap {
@@ -621,18 +644,14 @@ impl<T: Transport> Conn<T> {
         while self.buf.len() < head.len + n {
             self.read_body(head.len, 0, deadline, &mut permit)?;
         }
-        if n <= SMALL_BODY {
-            return Ok((
-                self.buf[head.len..head.len + n].to_vec(),
-                head.len + n,
-                permit,
-            ));
-        }
-        // A large body is moved out, not copied (twice the memory).
-        let rest = self.buf.split_off(head.len + n);
-        let mut body = std::mem::replace(&mut self.buf, rest);
-        body.drain(..head.len);
-        Ok((body, 0, permit))
+        let end = head.len + n;
+        let rest = match self.buf.get(end..) {
+            Some(rest) if !rest.is_empty() => rest.to_vec(),
+            _ => Vec::new(),
+        };
+        let mut buf = std::mem::replace(&mut self.buf, rest);
+        buf.truncate(end);
+        Ok((buf, head.len, permit))
     }
 
     fn send_continue(&mut self, head: &Head) -> Result<(), ReadError> {
@@ -1091,7 +1110,7 @@ mod tests {
     fn content_length_and_query_string() {
         let r = one("POST /image_policy?timeout=30s HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}").unwrap();
         assert_eq!(
-            (r.method.as_ref(), r.path.as_ref(), r.body.as_slice()),
+            (r.method.as_ref(), r.path.as_ref(), r.body()),
             ("POST", "/image_policy", &b"{}"[..])
         );
         assert_eq!(r.content_type.as_deref(), Some("application/json"));
@@ -1103,7 +1122,7 @@ mod tests {
         let two = "POST /a HTTP/1.1\r\nContent-Length: 1\r\n\r\nxGET /b HTTP/1.1\r\nConnection: close\r\n\r\n";
         let got = serve(vec![(two.as_bytes().to_vec(), 0)]);
         assert_eq!(got.len(), 2);
-        assert_eq!(got[0].as_ref().unwrap().body, b"x");
+        assert_eq!(got[0].as_ref().unwrap().body(), b"x");
         assert_eq!(got[1].as_ref().unwrap().path, "/b");
     }
 
@@ -1113,7 +1132,7 @@ mod tests {
             (b"POST /v HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nab".to_vec(), 0),
             (b"c\r\n2;ext=1\r\nde\r\n0\r\nX-Trailer: 1\r\n\r\n".to_vec(), 20),
         ]);
-        assert_eq!(got[0].as_ref().unwrap().body, b"abcde");
+        assert_eq!(got[0].as_ref().unwrap().body(), b"abcde");
     }
 
     #[test]
@@ -1174,7 +1193,7 @@ mod tests {
             Conn::new(MemoryTransport::new([raw.into_bytes()]), LIMITS)
                 .unwrap()
                 .read_request()
-                .map(|r| r.body.len())
+                .map(|r| r.body().len())
         };
         assert_eq!(req("/big", 100).unwrap(), 100);
         assert!(matches!(req("/big", 129), Err(ReadError::Reject(413, _))));
@@ -1208,6 +1227,63 @@ mod tests {
             .with_budget(budget.clone())
     }
 
+    /// The body is the connection's own buffer handed out: bytes of the
+    /// next request that came with it stay behind, and an answered
+    /// request gives the buffer back, unless it grew past what a
+    /// connection keeps.
+    #[test]
+    fn answered_requests_give_their_buffer_back() {
+        const K: usize = 1024;
+        let post = |body: &str| {
+            format!(
+                "POST /v HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+        };
+        let large = "y".repeat(KEEP_BUFFER + K);
+        let pieces = [
+            format!("{}{}", post("first"), post("second")),
+            post("third"),
+            post(&large),
+            post("last"),
+        ];
+        let limits = Limits {
+            max_body: 4 * K * K,
+            ..LIMITS
+        };
+        let mut conn =
+            Conn::new(MemoryTransport::new(pieces.map(String::into_bytes)), limits).unwrap();
+        let first = conn.read_request().unwrap();
+        assert_eq!(first.body(), b"first");
+        assert!(
+            conn.buf.starts_with(b"POST /v"),
+            "the pipelined request stays"
+        );
+        conn.answered(first);
+        let second = conn.read_request().unwrap();
+        assert_eq!(second.body(), b"second");
+        assert!(conn.buf.is_empty());
+        let kept = second.buf.as_ptr();
+        conn.answered(second);
+        assert_eq!(
+            conn.buf.as_ptr(),
+            kept,
+            "the same buffer serves the next request"
+        );
+        let third = conn.read_request().unwrap();
+        assert_eq!((third.body(), third.buf.as_ptr()), (&b"third"[..], kept));
+        conn.answered(third);
+        let big = conn.read_request().unwrap();
+        assert_eq!(big.body(), large.as_bytes());
+        assert!(big.buf.capacity() > KEEP_BUFFER);
+        conn.answered(big);
+        assert!(
+            conn.buf.capacity() <= KEEP_BUFFER,
+            "a large buffer is freed"
+        );
+        assert_eq!(conn.read_request().unwrap().body(), b"last");
+    }
+
     #[test]
     fn body_memory_is_shared_and_bounded() {
         let budget = BodyBudget::new(50);
@@ -1225,11 +1301,11 @@ mod tests {
         drop(first);
         assert_eq!(budget.used(), 0);
         let second = body_conn(&budget, 30).read_request().unwrap();
-        assert_eq!(second.body.len(), 30);
+        assert_eq!(second.body().len(), 30);
         // A body larger than the whole budget still gets through alone.
         drop(second);
         let big = body_conn(&BodyBudget::new(10), 64).read_request().unwrap();
-        assert_eq!(big.body.len(), 64);
+        assert_eq!(big.body().len(), 64);
     }
 
     #[test]
@@ -1237,7 +1313,7 @@ mod tests {
         const K: usize = 1024;
         let budget = BodyBudget::new(1024 * K);
         let large = body_conn(&budget, 700 * K).read_request().unwrap();
-        assert_eq!(large.body.len(), 700 * K);
+        assert_eq!(large.body().len(), 700 * K);
         // Another large one would fit in the whole budget, but not in the
         // three quarters that parts beyond 64 KiB may use.
         assert!(matches!(
@@ -1267,7 +1343,7 @@ mod tests {
         }
         let started = Instant::now();
         let r = body_conn(&budget, 50).read_request().unwrap();
-        assert_eq!(r.body.len(), 50);
+        assert_eq!(r.body().len(), 50);
         assert_eq!(asked.load(Ordering::Relaxed), 1);
         assert!(
             started.elapsed() < ROOM_WAIT,
@@ -1294,7 +1370,7 @@ mod tests {
         let server = thread::spawn(move || {
             let mut conn = Conn::new(sock, LIMITS).unwrap().with_budget(b);
             conn.read_request()
-                .map(|r| r.body.len())
+                .map(|r| r.body().len())
                 .map_err(|e| format!("{e:?}"))
         });
         thread::sleep(Duration::from_millis(80));
@@ -1321,7 +1397,7 @@ mod tests {
         let (sock, _) = listener.accept().unwrap();
         let mut conn = Conn::new(sock, LIMITS).unwrap();
         let r = conn.read_request().unwrap();
-        assert_eq!(r.body, b"{}");
+        assert_eq!(r.body(), b"{}");
         assert_eq!(&client.join().unwrap(), b"HTTP/1.1 100 Continue\r\n\r\n");
     }
 

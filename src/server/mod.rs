@@ -840,8 +840,7 @@ fn serve_requests<T: Transport>(
         let response = routes::handle(shared, &req, port);
         let keep_alive = req.keep_alive && !response.close && !shared.is_draining();
         let written = conn.write_response(&response, keep_alive);
-        drop(req);
-        conn.answered();
+        conn.answered(req);
         if written.is_err() || !keep_alive {
             break;
         }

@@ -91,13 +91,13 @@ pub fn handle(shared: &Shared, req: &HttpRequest, port: Port) -> Response {
                     trace!(
                         "{} request body: {}",
                         req.path,
-                        String::from_utf8_lossy(&req.body)
+                        String::from_utf8_lossy(req.body())
                     );
                 }
                 match endpoint {
-                    Endpoint::ImagePolicy => image_policy(shared, &req.body, req.timeout),
-                    Endpoint::Mutate => mutate(shared, &req.body, req.timeout),
-                    _ => validate(shared, &req.body, req.timeout),
+                    Endpoint::ImagePolicy => image_policy(shared, req.body(), req.timeout),
+                    Endpoint::Mutate => mutate(shared, req.body(), req.timeout),
+                    _ => validate(shared, req.body(), req.timeout),
                 }
             }
         }
