@@ -228,7 +228,13 @@ impl ImageRef {
                 + 1
                 + remainder.len()
                 + tag.map_or(0, |t| 1 + t.len())
-                + digest.map_or(0, |d| 1 + d.len()),
+                + digest.map_or(0, |d| 1 + d.len())
+                // Room for `into_normalized`'s implicit tag.
+                + if tag.is_none() && digest.is_none() {
+                    1 + IMPLICIT_TAG.len()
+                } else {
+                    0
+                },
         );
         text.push_str(domain);
         let domain_end = text.len();
@@ -333,6 +339,18 @@ impl ImageRef {
     pub fn normalized(&self) -> String {
         let mut s = self.written(1 + IMPLICIT_TAG.len());
         if self.is_untagged() {
+            s.push(':');
+            s.push_str(IMPLICIT_TAG);
+        }
+        s
+    }
+
+    /// [`ImageRef::normalized`] in the reference's own string (parsing
+    /// left room for the implicit tag): no allocation.
+    pub fn into_normalized(self) -> String {
+        let untagged = self.is_untagged();
+        let mut s = self.text;
+        if untagged {
             s.push(':');
             s.push_str(IMPLICIT_TAG);
         }
@@ -935,6 +953,13 @@ mod tests {
                     if !full.is_empty() {
                         assert_eq!(r.to_string(), *full, "input {input:?}");
                     }
+                    // The owned form is the same string, in the
+                    // reference's own allocation.
+                    let normalized = r.normalized();
+                    let at = r.text.as_ptr();
+                    let owned = r.into_normalized();
+                    assert_eq!(owned, normalized, "input {input:?}");
+                    assert_eq!(owned.as_ptr(), at, "input {input:?}");
                 }
                 (Err(e), Expect::Err(fragment)) => {
                     let msg = e.to_string();

@@ -363,27 +363,66 @@ pub struct Decision {
 impl Policy {
     /// Judges every image of the request and lists every violation.
     pub fn decide(&self, req: &Request) -> Decision {
+        self.judge(req, req.images.clone())
+    }
+
+    /// [`Policy::decide`], moving each image and its container into its
+    /// verdict rather than copying them: `req.images` is left empty (the
+    /// decision's verdicts hold them, in the same order).
+    pub fn decide_taking(&self, req: &mut Request) -> Decision {
+        let images = std::mem::take(&mut req.images);
+        self.judge(req, images)
+    }
+
+    fn judge(&self, req: &Request, images: Vec<ImageInput>) -> Decision {
         if let Some(ns) = req.namespace.as_deref()
             && self.exempt_namespaces.iter().any(|p| p.matches(ns))
         {
             return Decision {
                 allowed: true,
                 mode: self.mode,
-                images: req.images.iter().map(|i| self.unchecked(i)).collect(),
+                images: images.into_iter().map(unchecked).collect(),
                 exempt_namespace: Some(ns.to_string()),
                 break_glass: None,
             };
         }
-        // Each distinct image is judged once, however many containers use it.
-        let mut judged: HashMap<&str, Assessment> = HashMap::new();
-        let images: Vec<ImageVerdict> = req
-            .images
-            .iter()
-            .map(|i| {
-                let a = judged.entry(i.image.as_str()).or_insert_with(|| {
-                    self.assess(&i.image, req.signatures.get(&i.image), req.skip_signatures)
-                });
-                self.render(i, a)
+        // Each distinct image is judged once, however many containers use
+        // it: `slots` says which assessment serves each image, and each
+        // assessment counts the images it serves, so that the last of them
+        // takes its strings instead of copying them. A few images are
+        // matched by a look back, more through a map.
+        const FEW: usize = 8;
+        let mut assessed: Vec<(Assessment, usize)> = Vec::new();
+        let mut slots: Vec<usize> = Vec::with_capacity(images.len());
+        let mut by_image: HashMap<&str, usize> = HashMap::new();
+        for (n, i) in images.iter().enumerate() {
+            let known = if images.len() <= FEW {
+                images[..n]
+                    .iter()
+                    .position(|j| j.image == i.image)
+                    .map(|k| slots[k])
+            } else {
+                by_image.get(i.image.as_str()).copied()
+            };
+            let slot = known.unwrap_or_else(|| {
+                let a = self.assess(&i.image, req.signatures.get(&i.image), req.skip_signatures);
+                assessed.push((a, 0));
+                if images.len() > FEW {
+                    by_image.insert(&i.image, assessed.len() - 1);
+                }
+                assessed.len() - 1
+            });
+            assessed[slot].1 += 1;
+            slots.push(slot);
+        }
+        drop(by_image);
+        let images: Vec<ImageVerdict> = images
+            .into_iter()
+            .zip(slots)
+            .map(|(input, slot)| {
+                let (a, left) = &mut assessed[slot];
+                *left -= 1;
+                self.render(input, a, *left == 0)
             })
             .collect();
         let violated = images.iter().any(|v| !v.violations.is_empty());
@@ -399,16 +438,6 @@ impl Policy {
             images,
             exempt_namespace: None,
             break_glass,
-        }
-    }
-
-    fn unchecked(&self, input: &ImageInput) -> ImageVerdict {
-        ImageVerdict {
-            image: input.image.clone(),
-            container: input.container.clone(),
-            normalized: ImageRef::parse(&input.image).ok().map(|r| r.normalized()),
-            violations: Vec::new(),
-            exempted_by: None,
         }
     }
 
@@ -460,12 +489,13 @@ impl Policy {
             }
         };
         let mut a = Assessment {
-            normalized: Some(r.normalized()),
+            normalized: None,
             exempted_by: None,
             failures: Vec::new(),
         };
         if let Some(p) = self.exempt_images.iter().find(|p| p.matches(&r)) {
             a.exempted_by = Some(p.raw.clone());
+            a.normalized = Some(r.into_normalized());
             return a;
         }
         if let Some(p) = self.denied_registries.iter().find(|p| p.matches(&r)) {
@@ -504,6 +534,7 @@ impl Policy {
                 a.failures.push((Rule::SignatureRequired, d));
             }
         }
+        a.normalized = Some(r.into_normalized());
         a
     }
 
@@ -536,8 +567,9 @@ impl Policy {
     }
 
     /// The verdict on one container's image: what, why, how to fix.
-    fn render(&self, input: &ImageInput, a: &Assessment) -> ImageVerdict {
-        let who = Who(input);
+    /// `last`: no other image needs `a`, so its strings are taken.
+    fn render(&self, input: ImageInput, a: &mut Assessment, last: bool) -> ImageVerdict {
+        let who = Who(&input);
         let full = a.normalized.as_deref().unwrap_or("");
         let violations = a
             .failures
@@ -579,13 +611,31 @@ impl Policy {
                 }
             })
             .collect();
+        let (normalized, exempted_by) = if last {
+            (a.normalized.take(), a.exempted_by.take())
+        } else {
+            (a.normalized.clone(), a.exempted_by.clone())
+        };
         ImageVerdict {
-            image: input.image.clone(),
-            container: input.container.clone(),
-            normalized: a.normalized.clone(),
+            image: input.image,
+            container: input.container,
+            normalized,
             violations,
-            exempted_by: a.exempted_by.clone(),
+            exempted_by,
         }
+    }
+}
+
+/// The verdict on an image no rule looked at (an exempt namespace).
+fn unchecked(input: ImageInput) -> ImageVerdict {
+    ImageVerdict {
+        normalized: ImageRef::parse(&input.image)
+            .ok()
+            .map(ImageRef::into_normalized),
+        image: input.image,
+        container: input.container,
+        violations: Vec::new(),
+        exempted_by: None,
     }
 }
 
@@ -1076,6 +1126,74 @@ mod tests {
             images: images.iter().map(|i| ImageInput::bare(*i)).collect(),
             ..Request::default()
         })
+    }
+
+    /// An image used by several containers is judged once, but every
+    /// container gets its own verdict (its name in the messages), in
+    /// order, whether the verdicts copy the inputs (`decide`) or take them
+    /// (`decide_taking`), with few images (looked up by a look back) or
+    /// many (through a map).
+    #[test]
+    fn every_container_gets_its_verdict_when_images_repeat() {
+        let mut p = policy(&["ghcr.io"], &["evil.io"]);
+        p.exempt_images = vec![ImagePattern::parse("ghcr.io/tools/debug").unwrap()];
+        let pool = [
+            "ghcr.io/a/app:1",
+            "evil.io/x:1",
+            "ghcr.io/tools/debug",
+            "ghcr.io/a/app:1",
+            "NOT VALID",
+            "nginx:1",
+            "evil.io/x:1",
+        ];
+        for n in [5, 7, 20] {
+            let images: Vec<ImageInput> = (0..n)
+                .map(|i| ImageInput {
+                    image: pool[i % pool.len()].to_string(),
+                    container: Some(Container {
+                        kind: ContainerKind::Container,
+                        name: format!("c{i}"),
+                    }),
+                })
+                .collect();
+            let mut req = Request {
+                images: images.clone(),
+                ..Request::default()
+            };
+            let copied = p.decide(&req);
+            assert_eq!(req.images, images, "decide leaves the request as it was");
+            let taken = p.decide_taking(&mut req);
+            assert!(req.images.is_empty());
+            assert_eq!(copied, taken, "{n} images");
+            assert!(!taken.allowed);
+            assert_eq!(taken.images.len(), n);
+            for (i, (v, input)) in taken.images.iter().zip(&images).enumerate() {
+                assert_eq!((&v.image, &v.container), (&input.image, &input.container));
+                let name = format!("\"c{i}\"");
+                let alone = p.decide(&Request {
+                    images: vec![input.clone()],
+                    ..Request::default()
+                });
+                assert_eq!(v, &alone.images[0], "{n} images, #{i}");
+                match pool[i % pool.len()] {
+                    "ghcr.io/a/app:1" => {
+                        assert!(v.violations.is_empty());
+                        assert_eq!(v.normalized.as_deref(), Some("ghcr.io/a/app:1"));
+                    }
+                    "ghcr.io/tools/debug" => {
+                        assert_eq!(v.exempted_by.as_deref(), Some("ghcr.io/tools/debug"));
+                        assert_eq!(v.normalized.as_deref(), Some("ghcr.io/tools/debug:latest"));
+                    }
+                    _ => {
+                        assert!(!v.violations.is_empty());
+                        assert!(
+                            v.violations.iter().all(|x| x.message.contains(&name)),
+                            "{v:?}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     /// (pattern, image, matches?)

@@ -347,6 +347,7 @@ pub fn validate_body(
 pub enum Outcome {
     /// Not judged: another operation or a kind without pods.
     Skipped(String),
+    /// `request.images` were moved into `decision.images`.
     Decided {
         request: Request,
         decision: Decision,
@@ -470,7 +471,7 @@ fn judge_pod<O>(
     if let Some(g) = gather {
         request.signatures = g(&request);
     }
-    let decision = policy.decide(&request);
+    let decision = policy.decide_taking(&mut request);
     Outcome::Decided { request, decision }
 }
 
@@ -496,7 +497,8 @@ pub enum MutateOutcome {
     Unchanged(Mutation),
     /// The object could not be read; allowed unpatched (validation decides).
     Unreadable(String),
-    /// The policy refuses the images as written: denied before rewriting.
+    /// The policy refuses the images as written: denied before rewriting
+    /// (`request.images` were moved into `decision.images`).
     Denied {
         request: Request,
         decision: Decision,

@@ -44,6 +44,7 @@ pub struct ContainerSpec {
 /// What happened, for the log line and metrics.
 #[derive(Debug)]
 pub enum Outcome {
+    /// `request.images` were moved into `decision.images`.
     Decided {
         request: Request,
         decision: Decision,
@@ -175,7 +176,7 @@ pub fn review(
         Ok(r) => match r.to_request() {
             Ok(mut request) => {
                 request.signatures = gather(&request);
-                let decision = policy.decide(&request);
+                let decision = policy.decide_taking(&mut request);
                 Outcome::Decided { request, decision }
             }
             Err(e) => Outcome::Invalid(e),

@@ -309,13 +309,13 @@ fn mutate(
 /// One `info` line per decision; break-glass use also at `warn`.
 fn log_decision(endpoint: &str, what: &str, request: &Request, d: &Decision) {
     // Bounded like the reply: a request's size must not become log volume.
-    let mut images: Vec<&str> = request
+    let mut images: Vec<&str> = d
         .images
         .iter()
         .take(MAX_LISTED)
-        .map(|i| i.image.as_str())
+        .map(|v| v.image.as_str())
         .collect();
-    let more = request.images.len().saturating_sub(MAX_LISTED);
+    let more = d.images.len().saturating_sub(MAX_LISTED);
     let more_text;
     if more > 0 {
         more_text = format!("(and {more} more)");
