@@ -194,10 +194,10 @@ impl<'a> Reader<'a> {
         let mut i = self.at;
         let mut escaped = false;
         loop {
-            // Eight bytes at a time to the first quote, backslash or
-            // control character. The last few bytes of the body go one at
-            // a time.
-            while let Some(chunk) = b.get(i..i + 8).and_then(|c| <&[u8; 8]>::try_from(c).ok()) {
+            // Eight bytes at a time to the first byte that may end or
+            // interrupt the plain run (see `first_special`). The last few
+            // bytes of the body go one at a time.
+            while let Some(chunk) = b.get(i..).and_then(<[u8]>::first_chunk::<8>) {
                 if let Some(at) = first_special(chunk) {
                     i += at;
                     break;
@@ -334,6 +334,12 @@ impl<'a> Reader<'a> {
     fn key(&mut self) -> Read<()> {
         self.eat(b'"')?;
         self.scan_string()?;
+        // The colon right after the key, as the apiserver writes it,
+        // without a call; with whitespace before it, by `eat`.
+        if self.bytes().get(self.at) == Some(&b':') {
+            self.at += 1;
+            return Ok(());
+        }
         self.eat(b':')
     }
 }
@@ -375,10 +381,14 @@ impl Seen {
     }
 }
 
-/// Where the first quote, backslash or byte below 0x20 (what ends or
-/// interrupts a string's plain run) is in `chunk`, if anywhere. In plain
-/// integer arithmetic (no SIMD without unsafe code): a byte is zero after
-/// `^ c` where it equals `c`, and `x - 1 & !x & 0x80` flags a zero byte;
+/// Where the first byte below 0x23 or backslash is in `chunk`, if
+/// anywhere: every quote, backslash and control character (what ends or
+/// interrupts a string's plain run) is one, and so are space and `!`,
+/// which the caller passes over one at a time (the apiserver's strings
+/// rarely hold them). One range test instead of a test for the quote
+/// saves a fifth of the work per word. In plain integer arithmetic (no
+/// SIMD without unsafe code): `x - n` per byte borrows where a byte is
+/// below `n`, and `& !x & 0x80` keeps the borrows of bytes below 0x80;
 /// bytes after the first flagged one may be flagged wrongly, the first is
 /// exact. Little-endian: the first byte is the lowest. Eight bytes, not
 /// sixteen: a `u128` costs two registers per step on x86_64, and most keys
@@ -388,10 +398,9 @@ fn first_special(chunk: &[u8; 8]) -> Option<usize> {
     const ONES: u64 = u64::from_le_bytes([1; 8]);
     const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
     let w = u64::from_le_bytes(*chunk);
-    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
-    let special = zero(w ^ (ONES * u64::from(b'"')))
-        | zero(w ^ (ONES * u64::from(b'\\')))
-        | (w.wrapping_sub(ONES * 0x20) & !w & HIGH);
+    let below = w.wrapping_sub(ONES * 0x23);
+    let backslash = (w ^ (ONES * u64::from(b'\\'))).wrapping_sub(ONES);
+    let special = (below | backslash) & !w & HIGH;
     (special != 0).then(|| (special.trailing_zeros() / 8) as usize)
 }
 
@@ -465,7 +474,7 @@ mod tests {
     /// value around it (high bytes included).
     #[test]
     fn first_special_byte_in_eight() {
-        let reference = |c: &[u8; 8]| c.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20);
+        let reference = |c: &[u8; 8]| c.iter().position(|&b| b == b'\\' || b < 0x23);
         let mut state = 0x2545_f491_4f6c_dd1du64;
         let mut next = || {
             state ^= state << 13;
@@ -484,8 +493,9 @@ mod tests {
                 };
             }
             if round % 3 == 0 {
-                chunk[(next() % 8) as usize] =
-                    [b'"', b'\\', 0, 0x1f, 0x20, 0x7f, 0x80, 0xff][(next() % 8) as usize];
+                chunk[(next() % 8) as usize] = [
+                    b'"', b'\\', 0, 0x1f, 0x20, b'!', 0x23, 0x5b, 0x5d, 0x7f, 0x80, 0xff,
+                ][(next() % 12) as usize];
             }
             let want = reference(&chunk);
             found += usize::from(want.is_some());
@@ -495,7 +505,7 @@ mod tests {
         for b in 0..=255u8 {
             let mut chunk = [b'a'; 8];
             chunk[7] = b;
-            let want = (b == b'"' || b == b'\\' || b < 0x20).then_some(7);
+            let want = (b == b'\\' || b < 0x23).then_some(7);
             assert_eq!(first_special(&chunk), want, "{b}");
         }
     }
@@ -596,7 +606,7 @@ mod tests {
     #[test]
     fn word_scan_finds_every_special_byte_at_every_offset() {
         for at in 0..40 {
-            for special in ["\"", "\\n", "\u{1f}", "\u{0}"] {
+            for special in ["\"", "\\n", "\u{1f}", "\u{0}", " ", "!", "#"] {
                 let doc = format!(
                     "\"{}{special}{}\"",
                     "é".repeat(at / 2) + &"x".repeat(at % 2),
