@@ -7,6 +7,7 @@
 //! the request's uid. The validating endpoint never returns a patch; the
 //! mutating one returns one only when there is something to change.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
@@ -14,12 +15,15 @@ use serde_json::value::RawValue;
 
 use crate::mutate::{self, MutateConfig, Mutation, Subject};
 use crate::policy::{ContainerKind, Decision, Gather, ImageVerdict, MAX_LISTED, Policy, Request};
-use crate::review::json::{Read, Reader, Seen, optional};
-use crate::review::workload::{MAX_CONTAINERS, Object, PodPath, too_many_containers};
+use crate::review::json::{GaveUp, Read, Reader, Seen, optional};
+use crate::review::workload::{KNOWN_KINDS, MAX_CONTAINERS, Object, PodPath, too_many_containers};
 
 pub const V1: &str = "admission.k8s.io/v1";
 pub const V1BETA1: &str = "admission.k8s.io/v1beta1";
 pub const KIND: &str = "AdmissionReview";
+/// The groups and versions of kinds with pods: read without a copy.
+const KNOWN_GROUPS: &[&str] = &["", "apps", "batch"];
+const KNOWN_VERSIONS: &[&str] = &["v1", "v1beta1"];
 /// kubectl shows longer warnings, but the apiserver may cut them; keep short.
 const WARNING_MAX: usize = 120;
 
@@ -29,8 +33,8 @@ const WARNING_MAX: usize = 120;
 #[derive(Deserialize, Debug)]
 #[serde(rename_all = "camelCase", bound(deserialize = "O: Deserialize<'de>"))]
 pub struct AdmissionReview<O> {
-    pub api_version: Option<String>,
-    pub kind: Option<String>,
+    pub api_version: Option<Cow<'static, str>>,
+    pub kind: Option<Cow<'static, str>>,
     pub request: Option<AdmissionRequest<O>>,
 }
 
@@ -46,7 +50,7 @@ pub struct AdmissionRequest<O> {
     pub sub_resource: Option<String>,
     pub name: Option<String>,
     pub namespace: Option<String>,
-    pub operation: Option<String>,
+    pub operation: Option<Cow<'static, str>>,
     pub dry_run: Option<bool>,
     pub object: Option<O>,
     pub old_object: Option<O>,
@@ -74,9 +78,9 @@ pub type Raw = Box<RawValue>;
 #[derive(Deserialize, Debug, Default, Clone)]
 #[serde(default)]
 pub struct GroupVersionKind {
-    pub group: String,
-    pub version: String,
-    pub kind: String,
+    pub group: Cow<'static, str>,
+    pub version: Cow<'static, str>,
+    pub kind: Cow<'static, str>,
 }
 
 /// Why a review could not be answered at all (HTTP 400).
@@ -152,7 +156,8 @@ pub fn read_fast(body: &[u8]) -> Option<Review<Object>> {
 }
 
 fn read_envelope(r: &mut Reader<'_>) -> Read<AdmissionReview<Object>> {
-    let (api_version, kind, request) = crate::review::read_envelope(r, "request", read_request)?;
+    let (api_version, kind, request) =
+        crate::review::read_envelope(r, "request", &[V1, V1BETA1, KIND], read_request)?;
     Ok(AdmissionReview {
         api_version,
         kind,
@@ -174,14 +179,18 @@ fn read_request(r: &mut Reader<'_>) -> Read<AdmissionRequest<Object>> {
                 let mut gvk = GroupVersionKind::default();
                 let mut fields = Seen::default();
                 r.object(|r, key| {
-                    let (n, to) = match key {
-                        "group" => (0, &mut gvk.group),
-                        "version" => (1, &mut gvk.version),
-                        "kind" => (2, &mut gvk.kind),
+                    let (n, to, known) = match key {
+                        "group" => (0, &mut gvk.group, KNOWN_GROUPS),
+                        "version" => (1, &mut gvk.version, KNOWN_VERSIONS),
+                        "kind" => (2, &mut gvk.kind, KNOWN_KINDS),
                         _ => return r.skip(),
                     };
                     fields.first(n)?;
-                    *to = r.string()?.into_owned();
+                    // A string, not `null` (serde's `String` refuses it).
+                    if r.null()? {
+                        return Err(GaveUp);
+                    }
+                    *to = r.known_string(known)?.ok_or(GaveUp)?;
                     Ok(())
                 })?;
                 req.kind = gvk;
@@ -200,7 +209,7 @@ fn read_request(r: &mut Reader<'_>) -> Read<AdmissionRequest<Object>> {
             }
             "operation" => {
                 seen.first(5)?;
-                req.operation = r.optional_string()?;
+                req.operation = r.known_string(&["CREATE", "UPDATE", "DELETE", "CONNECT"])?;
             }
             "dryRun" => {
                 seen.first(6)?;
@@ -260,8 +269,8 @@ fn checked<O>(review: AdmissionReview<O>) -> Result<Review<O>, BadReview> {
 
 /// What the log line says about a request: `CREATE Pod ns/name`.
 pub struct Summary {
-    pub operation: String,
-    pub kind: String,
+    pub operation: Cow<'static, str>,
+    pub kind: Cow<'static, str>,
     pub name: String,
 }
 
@@ -274,7 +283,7 @@ impl std::fmt::Display for Summary {
 impl<O> AdmissionRequest<O> {
     pub fn summary(&self) -> Summary {
         Summary {
-            operation: self.operation.clone().unwrap_or_else(|| "?".into()),
+            operation: self.operation.clone().unwrap_or(Cow::Borrowed("?")),
             kind: self.kind.kind.clone(),
             name: self.display_name(),
         }

@@ -7,6 +7,7 @@
 //! slow, or refused for lack of memory — is answered `allowed: false` with
 //! HTTP 200 ([`refusal`]).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
@@ -21,8 +22,8 @@ pub const KIND: &str = "ImageReview";
 #[derive(Deserialize, Debug, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageReview {
-    pub api_version: Option<String>,
-    pub kind: Option<String>,
+    pub api_version: Option<Cow<'static, str>>,
+    pub kind: Option<Cow<'static, str>>,
     pub spec: Option<Spec>,
 }
 
@@ -103,7 +104,8 @@ impl ImageReview {
 /// Unknown fields are passed over, a field twice gives up (a serde struct
 /// refuses it), `null` is `None` for every `Option`.
 fn read_review(r: &mut Reader<'_>) -> Read<ImageReview> {
-    let (api_version, kind, spec) = crate::review::read_envelope(r, "spec", read_spec)?;
+    let (api_version, kind, spec) =
+        crate::review::read_envelope(r, "spec", &[API_VERSION, KIND], read_spec)?;
     Ok(ImageReview {
         api_version,
         kind,

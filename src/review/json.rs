@@ -184,6 +184,19 @@ impl<'a> Reader<'a> {
         self.string().map(|s| Some(s.into_owned()))
     }
 
+    /// A string or `null`, borrowed from `known` when it is one of those
+    /// (the apiserver's versions, kinds and operations: no allocation).
+    pub fn known_string(&mut self, known: &[&'static str]) -> Read<Option<Cow<'static, str>>> {
+        if self.null()? {
+            return Ok(None);
+        }
+        let s = self.string()?;
+        Ok(Some(match known.iter().find(|k| **k == s) {
+            Some(k) => Cow::Borrowed(k),
+            None => Cow::Owned(s.into_owned()),
+        }))
+    }
+
     /// Passes the rest of a string whose opening quote was consumed,
     /// checking it: the position of the closing quote (consumed), and
     /// whether there were escapes. Inlined: it runs for every string, and
@@ -640,6 +653,25 @@ mod tests {
             Err(GaveUp),
             "the skip counts the depth it starts at"
         );
+    }
+
+    #[test]
+    fn known_strings_are_borrowed_from_the_list() {
+        let known = ["CREATE", "UPDATE"];
+        let read = |doc: &str| Reader::new(doc).known_string(&known);
+        assert!(matches!(
+            read(r#""UPDATE""#),
+            Ok(Some(Cow::Borrowed("UPDATE")))
+        ));
+        // Escapes decoded first: the same value, borrowed all the same.
+        assert!(matches!(
+            read(r#""\u0043REATE""#),
+            Ok(Some(Cow::Borrowed("CREATE")))
+        ));
+        assert!(matches!(read(r#""DELETE""#), Ok(Some(Cow::Owned(s))) if s == "DELETE"));
+        assert!(matches!(read(r#""update""#), Ok(Some(Cow::Owned(s))) if s == "update"));
+        assert_eq!(read("null"), Ok(None));
+        assert_eq!(read("1"), Err(GaveUp));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! beyond it, so a body of 500,000 containers costs what 1,024 do. This
 //! module does not decide anything.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
 
@@ -22,8 +23,8 @@ use crate::review::json::{Read, Reader, Seen, optional, or_default};
 #[derive(Deserialize, Debug, Default, Clone)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Object {
-    pub api_version: Option<String>,
-    pub kind: Option<String>,
+    pub api_version: Option<Cow<'static, str>>,
+    pub kind: Option<Cow<'static, str>>,
     #[serde(deserialize_with = "null_default")]
     pub metadata: Metadata,
     pub spec: Option<Spec>,
@@ -34,6 +35,21 @@ pub struct Object {
     #[serde(deserialize_with = "null_default")]
     pub ephemeral_containers: Capped<ContainerSpec>,
 }
+
+/// The `apiVersion`s and kinds of objects with pods (and of the pods
+/// themselves): read without a copy.
+pub(crate) const KNOWN_API_VERSIONS: &[&str] = &["v1", "apps/v1", "batch/v1"];
+pub(crate) const KNOWN_KINDS: &[&str] = &[
+    "Pod",
+    "Deployment",
+    "ReplicaSet",
+    "StatefulSet",
+    "DaemonSet",
+    "Job",
+    "CronJob",
+    "ReplicationController",
+    "PodTemplate",
+];
 
 /// Containers (all lists of one pod together) beyond which a request is
 /// not judged but refused: real pods have a handful, and each one kept
@@ -270,11 +286,11 @@ impl Object {
             match key {
                 "apiVersion" => {
                     seen.first(0)?;
-                    o.api_version = r.optional_string()?;
+                    o.api_version = r.known_string(KNOWN_API_VERSIONS)?;
                 }
                 "kind" => {
                     seen.first(1)?;
-                    o.kind = r.optional_string()?;
+                    o.kind = r.known_string(KNOWN_KINDS)?;
                 }
                 "metadata" => {
                     seen.first(2)?;
