@@ -9,6 +9,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -16,6 +17,7 @@ use serde_json::value::RawValue;
 use crate::mutate::{self, MutateConfig, Mutation, Subject};
 use crate::policy::{ContainerKind, Decision, Gather, ImageVerdict, MAX_LISTED, Policy, Request};
 use crate::review::json::{GaveUp, Read, Reader, Seen, optional};
+use crate::review::push_json_string;
 use crate::review::workload::{KNOWN_KINDS, MAX_CONTAINERS, Object, PodPath, too_many_containers};
 
 pub const V1: &str = "admission.k8s.io/v1";
@@ -588,14 +590,6 @@ pub fn mutate(
     (reply_bytes(review.api_version, response), outcome)
 }
 
-#[derive(Serialize, Debug)]
-#[serde(rename_all = "camelCase")]
-struct Reply<'a> {
-    api_version: &'a str,
-    kind: &'static str,
-    response: Response<'a>,
-}
-
 /// `response` of an AdmissionReview; also used by the mutating endpoint.
 #[derive(Serialize, Debug)]
 #[serde(rename_all = "camelCase")]
@@ -673,15 +667,74 @@ impl<'a> Response<'a> {
     }
 }
 
-/// Serialises a reply in the request's apiVersion.
+/// Serialises a reply in the request's apiVersion: written out directly
+/// into one buffer sized for it, the bytes serde_json writes for the
+/// envelope around the `Serialize` of [`Response`] (a test holds them
+/// equal).
 pub fn reply_bytes(api_version: &str, response: Response<'_>) -> Vec<u8> {
-    let reply = Reply {
-        api_version,
-        kind: KIND,
-        response,
-    };
-    // Plain structs with string keys: serialisation cannot fail.
-    serde_json::to_vec(&reply).unwrap_or_default()
+    let r = &response;
+    let status = r.status.as_ref().map_or(0, |s| s.message.len() + 64);
+    let warnings: usize = r.warnings.iter().map(|w| w.len() + 4).sum();
+    let annotations: usize = r
+        .audit_annotations
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + 6)
+        .sum();
+    let patch = r.patch.as_ref().map_or(0, |p| p.len() + 40);
+    let mut out = Vec::with_capacity(
+        96 + api_version.len() + r.uid.len() + status + warnings + annotations + patch,
+    );
+    out.extend_from_slice(b"{\"apiVersion\":");
+    push_json_string(&mut out, api_version);
+    out.extend_from_slice(b",\"kind\":");
+    push_json_string(&mut out, KIND);
+    out.extend_from_slice(b",\"response\":{\"uid\":");
+    push_json_string(&mut out, r.uid);
+    out.extend_from_slice(if r.allowed {
+        b",\"allowed\":true"
+    } else {
+        b",\"allowed\":false"
+    });
+    if let Some(s) = &r.status {
+        // Vec's io::Write cannot fail.
+        let _ = write!(out, ",\"status\":{{\"code\":{},\"reason\":", s.code);
+        push_json_string(&mut out, s.reason);
+        out.extend_from_slice(b",\"message\":");
+        push_json_string(&mut out, &s.message);
+        out.push(b'}');
+    }
+    if let Some(t) = r.patch_type {
+        out.extend_from_slice(b",\"patchType\":");
+        push_json_string(&mut out, t);
+    }
+    if let Some(p) = &r.patch {
+        out.extend_from_slice(b",\"patch\":");
+        push_json_string(&mut out, p);
+    }
+    if !r.warnings.is_empty() {
+        out.extend_from_slice(b",\"warnings\":[");
+        for (n, w) in r.warnings.iter().enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            push_json_string(&mut out, w);
+        }
+        out.push(b']');
+    }
+    if !r.audit_annotations.is_empty() {
+        out.extend_from_slice(b",\"auditAnnotations\":{");
+        for (n, (k, v)) in r.audit_annotations.iter().enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            push_json_string(&mut out, k);
+            out.push(b':');
+            push_json_string(&mut out, v);
+        }
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"}}");
+    out
 }
 
 /// Warnings kubectl shows: one per violation that did not deny, each short.
@@ -739,6 +792,55 @@ fn clip(mut s: String) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// The reply as serde_json writes it: what `reply_bytes` must write.
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Reply<'a> {
+        api_version: &'a str,
+        kind: &'static str,
+        response: Response<'a>,
+    }
+
+    /// Every part of a reply, with every character class in its strings,
+    /// is written byte for byte as serde_json writes it.
+    #[test]
+    fn reply_is_written_as_serde_json_writes_it() {
+        let odd = "quote \" back \\ tab \t nl \n ctl \u{1} \u{1f} del \u{7f} é 😀 </script>";
+        let responses = || {
+            let mut noted = Response::allow("uid-2").with_patch("W3sib3AiOiJ=".to_string());
+            noted.warnings = vec![odd.to_string(), "second".to_string()];
+            noted.audit_annotations = [
+                ("image-policy.k8s.io/a".to_string(), odd.to_string()),
+                ("b".to_string(), String::new()),
+            ]
+            .into();
+            let mut denied = Response::deny("uid-3", 403, "Forbidden", odd.to_string());
+            denied.warnings = vec![String::new()];
+            vec![
+                Response::allow("705ab4f5-6393-11e8-b7cc-42010a800002"),
+                Response::allow(""),
+                noted,
+                denied,
+                Response::deny(odd, 400, "BadRequest", String::new()),
+            ]
+        };
+        for version in [V1, V1BETA1] {
+            for (mine, theirs) in responses().into_iter().zip(responses()) {
+                let want = serde_json::to_vec(&Reply {
+                    api_version: version,
+                    kind: KIND,
+                    response: theirs,
+                })
+                .unwrap();
+                let got = reply_bytes(version, mine);
+                assert_eq!(
+                    String::from_utf8_lossy(&got),
+                    String::from_utf8_lossy(&want)
+                );
+            }
+        }
+    }
+
     use super::*;
     use crate::policy::Mode;
     use serde_json::{Value, json};
