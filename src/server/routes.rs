@@ -227,7 +227,7 @@ fn validate(
             return (Response::text(400, e), Counted::Invalid);
         }
     };
-    let what = summary.to_string();
+    let what = summary.text();
     let counted = match &outcome {
         admission::Outcome::Skipped(why) => {
             log::debug!("/validate: {what}: allowed without judgement: {why}");
@@ -277,7 +277,7 @@ fn mutate(
         }
     };
     let (reply, outcome) = admission::mutate(&rules.policy, &rules.mutate, &review, Some(&pins));
-    let what = review.request.summary().to_string();
+    let what = review.request.summary().text();
     match &outcome {
         admission::MutateOutcome::Patched(m) => {
             let mut changes: Vec<String> = m
