@@ -250,12 +250,32 @@ pub struct ContainerSpec {
     pub image: Option<String>,
 }
 
-/// A pod volume, reduced to an image source (`image.reference`).
+/// A volume, reduced to its image (`image.reference`, Kubernetes 1.31)
+/// and, for a volume with one, its name: other volumes' names are not
+/// kept (a pod has several, and only image volumes are judged).
 #[derive(Deserialize, Debug, Default, Clone)]
-#[serde(default)]
+#[serde(from = "VolumeFields")]
 pub struct VolumeSpec {
     pub name: Option<String>,
     pub image: Option<ImageSource>,
+}
+
+/// A volume as serde reads it, before [`VolumeSpec`] drops the name of a
+/// volume without an image.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct VolumeFields {
+    name: Option<String>,
+    image: Option<ImageSource>,
+}
+
+impl From<VolumeFields> for VolumeSpec {
+    fn from(v: VolumeFields) -> Self {
+        VolumeSpec {
+            name: v.name.filter(|_| v.image.is_some()),
+            image: v.image,
+        }
+    }
 }
 
 #[derive(Deserialize, Debug, Default, Clone)]
@@ -471,14 +491,16 @@ impl ContainerSpec {
 }
 
 impl VolumeSpec {
-    fn read(r: &mut Reader<'_>) -> Read<VolumeSpec> {
+    fn read<'a>(r: &mut Reader<'a>) -> Read<VolumeSpec> {
         let mut v = VolumeSpec::default();
+        // Borrowed until we know the volume has an image.
+        let mut name: Option<std::borrow::Cow<'a, str>> = None;
         let mut seen = Seen::default();
         r.object(|r, key| {
             match key {
                 "name" => {
                     seen.first(0)?;
-                    v.name = r.optional_string()?;
+                    name = optional(r, Reader::string)?;
                 }
                 "image" => {
                     seen.first(1)?;
@@ -501,6 +523,9 @@ impl VolumeSpec {
             }
             Ok(())
         })?;
+        if v.image.is_some() {
+            v.name = name.map(std::borrow::Cow::into_owned);
+        }
         Ok(v)
     }
 }
@@ -817,6 +842,34 @@ mod tests {
             );
             assert_eq!(got.len(), 2);
         }
+    }
+
+    /// Only image volumes keep their names, in both readings; an image
+    /// volume is named whichever field comes first.
+    #[test]
+    fn only_image_volumes_keep_their_names() {
+        let body = r#"{"spec":{"volumes":[{"name":"cfg","configMap":{"name":"x"}},{"image":{"reference":"m:1"},"name":"models"},{"name":"empty","image":null},{"name":"blank","image":{}}]}}"#;
+        let slow: Object = serde_json::from_str(body).unwrap();
+        let mut r = Reader::new(body);
+        let fast = Object::read(&mut r).unwrap();
+        r.end().unwrap();
+        assert_eq!(format!("{fast:?}"), format!("{slow:?}"));
+        let names: Vec<Option<&str>> = fast
+            .spec
+            .as_ref()
+            .unwrap()
+            .volumes
+            .items()
+            .iter()
+            .map(|v| v.name.as_deref())
+            .collect();
+        assert_eq!(names, [None, Some("models"), None, Some("blank")]);
+        let got = fast.pod(PodPath::Pod).unwrap().images().unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            got[0].container.as_ref().unwrap().to_string(),
+            "image volume \"models\""
+        );
     }
 
     #[test]
