@@ -322,7 +322,8 @@ impl BodyBudget {
             return true;
         }
         let (more, more_large) = (total - held, large_part(total) - large_part(held));
-        let give_up = deadline.min(Instant::now() + ROOM_WAIT);
+        // When to stop waiting for room, known once there is a wait.
+        let mut give_up = None;
         let mut asked = false;
         let mut used = self.used.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
@@ -352,6 +353,7 @@ impl BodyBudget {
                     continue;
                 }
             }
+            let give_up = *give_up.get_or_insert_with(|| deadline.min(Instant::now() + ROOM_WAIT));
             let left = give_up.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;
