@@ -1039,6 +1039,23 @@ mod tests {
         ));
         assert!(read_fast(deep.as_bytes()).is_none());
         crate::fuzzing::fast_reading_agrees(deep.as_bytes());
+        // Deeper than one skip goes (64) but within serde_json's 128: the
+        // fast reader gives up, serde_json reads it, and it is judged.
+        let deep = pod(&format!(
+            "{{\"spec\":{{\"containers\":[{{\"image\":\"busybox\"}}]}},\"x\":{}1{}}}",
+            "[".repeat(80),
+            "]".repeat(80)
+        ));
+        assert!(read_fast(deep.as_bytes()).is_none());
+        assert!(parse(deep.as_bytes()).is_ok());
+        let (reply, outcome, _) = validate_body(
+            &Policy::default(),
+            deep.as_bytes(),
+            &crate::policy::no_facts,
+        )
+        .unwrap();
+        assert!(matches!(outcome, Outcome::Decided { ref decision, .. } if !decision.allowed));
+        assert!(String::from_utf8_lossy(&reply).contains("has no tag"));
     }
 
     #[test]

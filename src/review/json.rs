@@ -18,6 +18,11 @@ use std::borrow::Cow;
 /// deep is never accepted here. Real objects nest about 10 deep.
 pub const MAX_DEPTH: usize = 100;
 
+/// Containers one skipped value may open inside one another: a bit each
+/// in a `u64` (one register); deeper, the reader gives up (and serde_json
+/// reads the body).
+const SKIP_DEPTH: usize = 64;
+
 /// The reader will not (or cannot) go on: read the body with serde_json.
 #[derive(Debug, PartialEq, Eq)]
 pub struct GaveUp;
@@ -282,20 +287,20 @@ impl<'a> Reader<'a> {
 
     /// Passes one value of any kind, checking it, building nothing. Loops
     /// rather than recursing: a bit per open container says object or
-    /// array (at most [`MAX_DEPTH`] of them, fewer than 128 bits).
+    /// array (at most [`SKIP_DEPTH`] of them, within [`MAX_DEPTH`] in all).
     pub fn skip(&mut self) -> Read<()> {
-        let mut objects: u128 = 0;
+        let mut objects: u64 = 0;
         let mut open = 0usize;
         'value: loop {
             match self.peek().ok_or(GaveUp)? {
                 c @ (b'{' | b'[') => {
                     self.at += 1;
                     open += 1;
-                    if self.depth + open > MAX_DEPTH {
+                    if self.depth + open > MAX_DEPTH || open > SKIP_DEPTH {
                         return Err(GaveUp);
                     }
                     let object = c == b'{';
-                    objects = objects << 1 | u128::from(object);
+                    objects = objects << 1 | u64::from(object);
                     let close = if object { b'}' } else { b']' };
                     if self.peek() == Some(close) {
                         self.at += 1;
@@ -640,8 +645,24 @@ mod tests {
     #[test]
     fn depth_is_capped_below_serde_json() {
         let nest = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
-        assert!(skips(&nest(MAX_DEPTH)));
-        assert!(!skips(&nest(MAX_DEPTH + 1)));
+        assert!(skips(&nest(SKIP_DEPTH)));
+        assert!(
+            !skips(&nest(SKIP_DEPTH + 1)),
+            "one skip nests 64 deep at most"
+        );
+        // Read containers and a skip inside them count together.
+        let (full, over) = (nest(MAX_DEPTH), nest(MAX_DEPTH + 1));
+        let mut r = Reader::new(&full);
+        fn down(r: &mut Reader<'_>, left: usize) -> Read<()> {
+            if left == 0 {
+                r.skip()
+            } else {
+                r.array(|r| down(r, left - 1))
+            }
+        }
+        assert_eq!(down(&mut r, MAX_DEPTH - SKIP_DEPTH), Ok(()));
+        let mut r = Reader::new(&over);
+        assert_eq!(down(&mut r, MAX_DEPTH + 1 - SKIP_DEPTH), Err(GaveUp));
         assert!(
             !skips(&nest(100_000)),
             "deep nesting is refused, not a crash"
