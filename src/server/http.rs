@@ -609,8 +609,18 @@ impl<T: Transport> Conn<T> {
             buf.clear();
             self.buf = buf;
         }
+        self.trim();
         self.activity.held.store(0, Ordering::Relaxed);
         self.activity.set(State::Idle);
+    }
+
+    /// Frees what the connection's buffer holds beyond [`KEEP_BUFFER`]
+    /// (never the bytes in it): memory no budget counts must not outlive
+    /// the request that needed it.
+    fn trim(&mut self) {
+        if self.buf.capacity() > KEEP_BUFFER {
+            self.buf.shrink_to(KEEP_BUFFER.max(self.buf.len()));
+        }
     }
 
     /// Reads the body `head` announces: (a buffer holding it, where the
@@ -629,6 +639,9 @@ impl<T: Transport> Conn<T> {
             self.send_continue(head)?;
             let (body, consumed) = self.read_chunked(head.len, cap, deadline, &mut permit)?;
             self.buf.drain(..consumed);
+            // The raw chunks may have grown the buffer far past the body
+            // the budget counts: give that back now.
+            self.trim();
             return Ok((body, 0, permit));
         }
         let n = head.content_length.unwrap_or(0);
@@ -1284,6 +1297,58 @@ mod tests {
             "a large buffer is freed"
         );
         assert_eq!(conn.read_request().unwrap().body(), b"last");
+    }
+
+    /// A chunked body is decoded into a buffer of its own; the raw chunks
+    /// grew the connection's buffer, which is cut back to what a
+    /// connection keeps once the body is read, whether a pipelined request
+    /// follows or not, and whatever the decoded body's size (each size
+    /// line may carry an extension up to the head limit, so a few bytes
+    /// of body can take far more on the wire).
+    #[test]
+    fn chunked_bodies_leave_no_large_buffer_behind() {
+        const K: usize = 1024;
+        // `data` in chunks of `size` bytes, each size line with an
+        // extension of `ext` bytes.
+        let chunked = |data: &str, size: usize, ext: usize| {
+            let mut raw = String::from("POST /v HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+            for piece in data.as_bytes().chunks(size) {
+                let piece = std::str::from_utf8(piece).unwrap();
+                raw += &format!("{:x};e={}\r\n{piece}\r\n", piece.len(), "x".repeat(ext));
+            }
+            raw + "0\r\n\r\n"
+        };
+        let next = "POST /v HTTP/1.1\r\nContent-Length: 4\r\n\r\nnext";
+        let large = "y".repeat(3 * KEEP_BUFFER);
+        let small = "z".repeat(200);
+        let cases = [
+            (large.as_str(), large.len(), 0),
+            (small.as_str(), 1, LIMITS.max_head - 16),
+        ];
+        for (body, size, ext) in cases {
+            for pipelined in [false, true] {
+                let raw = chunked(body, size, ext) + if pipelined { next } else { "" };
+                assert!(raw.len() > 2 * KEEP_BUFFER);
+                let limits = Limits {
+                    max_body: 4 * K * K,
+                    ..LIMITS
+                };
+                // In pieces, so that the buffer grows as a slow client makes it.
+                let pieces: Vec<Vec<u8>> =
+                    raw.as_bytes().chunks(7 * K).map(<[u8]>::to_vec).collect();
+                let mut conn = Conn::new(MemoryTransport::new(pieces), limits).unwrap();
+                let req = conn.read_request().unwrap();
+                assert_eq!(req.body(), body.as_bytes());
+                let kept = conn.buf.capacity();
+                assert!(kept <= KEEP_BUFFER, "{kept} bytes kept while judging");
+                conn.answered(req);
+                let kept = conn.buf.capacity();
+                assert!(kept <= KEEP_BUFFER, "{kept} bytes kept idle");
+                if pipelined {
+                    assert_eq!(conn.read_request().unwrap().body(), b"next");
+                }
+            }
+        }
     }
 
     #[test]
