@@ -17,8 +17,8 @@ use serde_json::value::RawValue;
 use crate::mutate::{self, MutateConfig, Mutation, Subject};
 use crate::policy::{ContainerKind, Decision, Gather, ImageVerdict, MAX_LISTED, Policy, Request};
 use crate::review::json::{GaveUp, Read, Reader, Seen, optional};
-use crate::review::push_json_string;
 use crate::review::workload::{KNOWN_KINDS, MAX_CONTAINERS, Object, PodPath, too_many_containers};
+use crate::review::{push_annotations, push_json_string};
 
 pub const V1: &str = "admission.k8s.io/v1";
 pub const V1BETA1: &str = "admission.k8s.io/v1beta1";
@@ -737,18 +737,7 @@ pub fn reply_bytes(api_version: &str, response: Response<'_>) -> Vec<u8> {
         }
         out.push(b']');
     }
-    if !r.audit_annotations.is_empty() {
-        out.extend_from_slice(b",\"auditAnnotations\":{");
-        for (n, (k, v)) in r.audit_annotations.iter().enumerate() {
-            if n > 0 {
-                out.push(b',');
-            }
-            push_json_string(&mut out, k);
-            out.push(b':');
-            push_json_string(&mut out, v);
-        }
-        out.push(b'}');
-    }
+    push_annotations(&mut out, &r.audit_annotations);
     out.extend_from_slice(b"}}");
     out
 }

@@ -14,8 +14,8 @@ use serde::Deserialize;
 
 use crate::policy::{Decision, Gather, ImageInput, Policy, Request};
 use crate::review::json::{GaveUp, Read, Reader, Seen, optional};
-use crate::review::push_json_string;
 use crate::review::workload::{Capped, MAX_CONTAINERS, too_many_containers};
+use crate::review::{push_annotations, push_json_string};
 
 pub const API_VERSION: &str = "imagepolicy.k8s.io/v1alpha1";
 pub const KIND: &str = "ImageReview";
@@ -238,18 +238,7 @@ fn reply_bytes(
         out.extend_from_slice(b",\"reason\":");
         push_json_string(&mut out, reason);
     }
-    if !audit_annotations.is_empty() {
-        out.extend_from_slice(b",\"auditAnnotations\":{");
-        for (n, (key, value)) in audit_annotations.iter().enumerate() {
-            if n > 0 {
-                out.push(b',');
-            }
-            push_json_string(&mut out, key);
-            out.push(b':');
-            push_json_string(&mut out, value);
-        }
-        out.push(b'}');
-    }
+    push_annotations(&mut out, &audit_annotations);
     out.extend_from_slice(b"}}");
     out
 }

@@ -9,6 +9,7 @@ pub mod json;
 pub mod workload;
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use json::{Read, Reader, Seen, optional};
 
@@ -82,4 +83,22 @@ pub(crate) fn push_json_string(out: &mut Vec<u8>, s: &str) {
     }
     out.extend_from_slice(&s.as_bytes()[plain..]);
     out.push(b'"');
+}
+
+/// `,"auditAnnotations":{...}` after the fields before it, if there are
+/// any annotations (serde's `skip_serializing_if = "BTreeMap::is_empty"`).
+pub(crate) fn push_annotations(out: &mut Vec<u8>, annotations: &BTreeMap<String, String>) {
+    if annotations.is_empty() {
+        return;
+    }
+    out.extend_from_slice(b",\"auditAnnotations\":{");
+    for (n, (key, value)) in annotations.iter().enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        push_json_string(out, key);
+        out.push(b':');
+        push_json_string(out, value);
+    }
+    out.push(b'}');
 }
