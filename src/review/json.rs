@@ -211,11 +211,18 @@ impl<'a> Reader<'a> {
         let b = self.bytes();
         let mut i = self.at;
         let mut escaped = false;
+        // Where the last whole word of the body starts (none in a body
+        // shorter than eight bytes): `i <= last` proves `i + 8 <= len`, so
+        // the loop below needs no other bounds test.
+        let last = b.len().checked_sub(8);
         loop {
             // Eight bytes at a time to the first byte that may end or
             // interrupt the plain run (see `first_special`). The last few
             // bytes of the body go one at a time.
-            while let Some(chunk) = b.get(i..).and_then(<[u8]>::first_chunk::<8>) {
+            while last.is_some_and(|last| i <= last) {
+                let Some(chunk) = b[i..].first_chunk::<8>() else {
+                    break;
+                };
                 if let Some(at) = first_special(chunk) {
                     i += at;
                     break;
