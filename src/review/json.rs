@@ -127,7 +127,8 @@ impl<'a> Reader<'a> {
                 if self.peek() != Some(b'"') {
                     return Err(GaveUp);
                 }
-                let key = self.string()?;
+                self.at += 1;
+                let key = self.string_rest()?;
                 self.eat(b':')?;
                 field(self, &key)?;
                 match self.peek() {
@@ -171,6 +172,12 @@ impl<'a> Reader<'a> {
     #[inline]
     pub fn string(&mut self) -> Read<Cow<'a, str>> {
         self.eat(b'"')?;
+        self.string_rest()
+    }
+
+    /// The rest of a string whose opening quote was consumed.
+    #[inline]
+    fn string_rest(&mut self) -> Read<Cow<'a, str>> {
         let start = self.at;
         let (end, escaped) = self.scan_string()?;
         let raw = self.text.get(start..end).ok_or(GaveUp)?;
