@@ -47,6 +47,7 @@ pub struct AdmissionReview<O> {
     bound(deserialize = "O: Deserialize<'de>")
 )]
 pub struct AdmissionRequest<O> {
+    /// As read; a [`Review`] moves it into its own `uid`.
     pub uid: Option<String>,
     pub kind: GroupVersionKind,
     pub sub_resource: Option<String>,
@@ -253,12 +254,13 @@ fn checked<O>(review: AdmissionReview<O>) -> Result<Review<O>, BadReview> {
                 .map_or("(missing)".to_string(), |k| format!("{k:?}"))
         )));
     }
-    let request = review
+    let mut request = review
         .request
         .ok_or_else(|| BadReview::Invalid("no request".into()))?;
+    // Moved into the review, which answers with it; the request keeps none.
     let uid = request
         .uid
-        .clone()
+        .take()
         .filter(|u| !u.is_empty())
         .ok_or_else(|| BadReview::Invalid("request has no uid".into()))?;
     Ok(Review {
