@@ -452,7 +452,11 @@ fn hex4(digits: &[u8]) -> Read<u16> {
 
 /// The text of a string with escapes (already checked by `scan_string`).
 /// A surrogate escape must be half of a pair: serde_json refuses a lone
-/// one in a string it reads.
+/// one in a string it reads. Out of line: the strings that are read
+/// rarely hold escapes, and inlined it made every string read save more
+/// registers.
+#[cold]
+#[inline(never)]
 fn unescape(raw: &str) -> Read<String> {
     let mut out = String::with_capacity(raw.len());
     let mut rest = raw;
