@@ -19,6 +19,24 @@ pub enum PodPath {
     EphemeralContainers,
 }
 
+/// The API groups of the kinds that have pods ([`PodPath::of`]), as
+/// `check -f` tries them; the review readers keep these without a copy.
+pub const GROUPS: &[&str] = &["", "apps", "batch"];
+
+/// The kinds that have pods ([`PodPath::of`]), in any group.
+pub const KINDS: &[&str] = &[
+    "Pod",
+    "PodTemplate",
+    "EphemeralContainers",
+    "ReplicationController",
+    "Deployment",
+    "ReplicaSet",
+    "DaemonSet",
+    "StatefulSet",
+    "Job",
+    "CronJob",
+];
+
 impl PodPath {
     /// The kinds (by API group and kind) that have pods. Groups matter: a
     /// custom resource called `Job` elsewhere has another schema.
@@ -38,9 +56,7 @@ impl PodPath {
 
     /// For documents without a group at hand (`check -f`): by kind alone.
     pub fn of_kind(kind: &str) -> Option<PodPath> {
-        ["", "apps", "batch"]
-            .iter()
-            .find_map(|g| PodPath::of(g, kind))
+        GROUPS.iter().find_map(|g| PodPath::of(g, kind))
     }
 
     /// The JSON pointer of the pod template (empty for a Pod itself).
@@ -50,6 +66,23 @@ impl PodPath {
             PodPath::Template => "/spec/template",
             PodPath::PodTemplate => "/template",
             PodPath::CronJob => "/spec/jobTemplate/spec/template",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The list of kinds is the kinds `of` knows: each has a pod in one
+    /// of the groups, and a kind without one is not on it.
+    #[test]
+    fn the_kind_list_is_the_kinds_with_pods() {
+        for kind in KINDS {
+            assert!(PodPath::of_kind(kind).is_some(), "{kind}");
+        }
+        for other in ["Service", "ConfigMap", "pod", ""] {
+            assert!(PodPath::of_kind(other).is_none() && !KINDS.contains(&other));
         }
     }
 }

@@ -17,14 +17,14 @@ use serde_json::value::RawValue;
 use crate::mutate::{self, MutateConfig, Mutation, Subject};
 use crate::policy::{ContainerKind, Decision, Gather, ImageVerdict, MAX_LISTED, Policy, Request};
 use crate::review::json::{GaveUp, Read, Reader, Seen, optional};
-use crate::review::workload::{KNOWN_KINDS, MAX_CONTAINERS, Object, PodPath, too_many_containers};
+use crate::review::workload::{MAX_CONTAINERS, Object, PodPath, too_many_containers};
 use crate::review::{push_annotations, push_json_string};
 
 pub const V1: &str = "admission.k8s.io/v1";
 pub const V1BETA1: &str = "admission.k8s.io/v1beta1";
 pub const KIND: &str = "AdmissionReview";
-/// The groups and versions of kinds with pods: read without a copy.
-const KNOWN_GROUPS: &[&str] = &["", "apps", "batch"];
+/// The versions of kinds with pods: read without a copy, as are their
+/// groups and kinds (`kinds::GROUPS`, `kinds::KINDS`).
 const KNOWN_VERSIONS: &[&str] = &["v1", "v1beta1"];
 /// kubectl shows longer warnings, but the apiserver may cut them; keep short.
 const WARNING_MAX: usize = 120;
@@ -183,16 +183,13 @@ fn read_request(r: &mut Reader<'_>) -> Read<AdmissionRequest<Object>> {
                 let mut fields = Seen::default();
                 r.object(|r, key| {
                     let (n, to, known) = match key {
-                        "group" => (0, &mut gvk.group, KNOWN_GROUPS),
+                        "group" => (0, &mut gvk.group, crate::kinds::GROUPS),
                         "version" => (1, &mut gvk.version, KNOWN_VERSIONS),
-                        "kind" => (2, &mut gvk.kind, KNOWN_KINDS),
+                        "kind" => (2, &mut gvk.kind, crate::kinds::KINDS),
                         _ => return r.skip(),
                     };
                     fields.first(n)?;
                     // A string, not `null` (serde's `String` refuses it).
-                    if r.null()? {
-                        return Err(GaveUp);
-                    }
                     *to = r.known_string(known)?.ok_or(GaveUp)?;
                     Ok(())
                 })?;
@@ -282,12 +279,7 @@ impl Summary {
     /// What `Display` writes, in one allocation of the right size (the
     /// formatter would grow a `String` two or three times).
     pub fn text(&self) -> String {
-        let parts = [&*self.operation, " ", &*self.kind, " ", &self.name];
-        let mut out = String::with_capacity(parts.iter().map(|p| p.len()).sum());
-        for p in parts {
-            out.push_str(p);
-        }
-        out
+        [&*self.operation, " ", &*self.kind, " ", &self.name].concat()
     }
 }
 
@@ -317,11 +309,7 @@ impl<O> AdmissionRequest<O> {
         if ns.is_empty() {
             return name.to_string();
         }
-        let mut out = String::with_capacity(ns.len() + 1 + name.len());
-        for part in [ns, "/", name] {
-            out.push_str(part);
-        }
-        out
+        [ns, "/", name].concat()
     }
 
     /// Which pod path to judge, or why the request is not judged.

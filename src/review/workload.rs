@@ -36,20 +36,9 @@ pub struct Object {
     pub ephemeral_containers: Capped<ContainerSpec>,
 }
 
-/// The `apiVersion`s and kinds of objects with pods (and of the pods
-/// themselves): read without a copy.
-pub(crate) const KNOWN_API_VERSIONS: &[&str] = &["v1", "apps/v1", "batch/v1"];
-pub(crate) const KNOWN_KINDS: &[&str] = &[
-    "Pod",
-    "Deployment",
-    "ReplicaSet",
-    "StatefulSet",
-    "DaemonSet",
-    "Job",
-    "CronJob",
-    "ReplicationController",
-    "PodTemplate",
-];
+/// The `apiVersion`s of objects with pods: read without a copy, as are
+/// their kinds ([`crate::kinds::KINDS`]).
+const KNOWN_API_VERSIONS: &[&str] = &["v1", "apps/v1", "batch/v1"];
 
 /// Containers (all lists of one pod together) beyond which a request is
 /// not judged but refused: real pods have a handful, and each one kept
@@ -310,7 +299,7 @@ impl Object {
                 }
                 "kind" => {
                     seen.first(1)?;
-                    o.kind = r.known_string(KNOWN_KINDS)?;
+                    o.kind = r.known_string(crate::kinds::KINDS)?;
                 }
                 "metadata" => {
                     seen.first(2)?;

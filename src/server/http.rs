@@ -609,7 +609,6 @@ impl<T: Transport> Conn<T> {
             buf.clear();
             self.buf = buf;
         }
-        self.trim();
         self.activity.held.store(0, Ordering::Relaxed);
         self.activity.set(State::Idle);
     }
@@ -660,10 +659,8 @@ impl<T: Transport> Conn<T> {
             self.read_body(head.len, 0, deadline, &mut permit)?;
         }
         let end = head.len + n;
-        let rest = match self.buf.get(end..) {
-            Some(rest) if !rest.is_empty() => rest.to_vec(),
-            _ => Vec::new(),
-        };
+        // (An empty rest allocates nothing.)
+        let rest = self.buf[end..].to_vec();
         let mut buf = std::mem::replace(&mut self.buf, rest);
         buf.truncate(end);
         Ok((buf, head.len, permit))
