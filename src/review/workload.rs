@@ -288,6 +288,13 @@ where
 // and the fuzz corpus hold the two readings to the same result.
 
 impl Object {
+    /// Read straight into the heap: a review carries one or two objects
+    /// (512 bytes each), and the review is handed on by value a few times
+    /// between the reader and the judge; boxed, those moves copy a pointer.
+    pub fn read_boxed(r: &mut Reader<'_>) -> Read<Box<Object>> {
+        Object::read(r).map(Box::new)
+    }
+
     pub fn read(r: &mut Reader<'_>) -> Read<Object> {
         let mut o = Object::default();
         let mut seen = Seen::default();
