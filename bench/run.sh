@@ -21,6 +21,9 @@
 #   CPU µs                   image-bouncer's CPU per review
 #   floor µs                 the floor server's CPU per request, same body and concurrency
 #   ratio                    median of the pairs' CPU µs / floor µs
+#   user + system µs         the two CPU figures split into user and kernel time
+#                            (medians of their own), which says whether a gap is
+#                            work of ours or time in the kernel
 #   syscalls                 system calls per review (`strace -c -f` over COUNT reviews)
 #   allocs                   heap allocations per review (bench/counted.rs, COUNT reviews)
 # Then: a new TLS connection per request, idle and peak RSS, threads, cold
@@ -84,7 +87,7 @@ json.dump(r, open(sys.argv[1], "w"))
 PY
 
 status() { awk -v k="$1:" '$1==k {print $2}' "/proc/$pid/status"; }
-cpu_ticks() { awk '{print $14+$15}' "/proc/$pid/stat"; }
+cpu_ticks() { awk '{print $14, $15}' "/proc/$pid/stat"; } # user, system
 hz=$(getconf CLK_TCK)
 
 start() { # what (server|floor|counted), cert name
@@ -105,7 +108,7 @@ start() { # what (server|floor|counted), cert name
 }
 stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; pid=; }
 
-# One timed run: prints "rps p50 p99 cpu_us errors".
+# One timed run: prints "rps p50 p99 cpu_us errors user_us system_us".
 measure() { # body-file, path, concurrency, extra loadgen flags
   local before after out
   before=$(cpu_ticks)
@@ -114,16 +117,18 @@ measure() { # body-file, path, concurrency, extra loadgen flags
   after=$(cpu_ticks)
   python3 -c '
 import json, sys
-r = json.loads(sys.argv[1]); before, after, hz = map(int, sys.argv[2:5])
-n = max(r["requests"], 1)
-print(r["rps"], r["p50_ms"], r["p99_ms"], (after - before) / hz * 1e6 / n, r["errors"])
+r = json.loads(sys.argv[1]); hz = int(sys.argv[4])
+(u0, s0), (u1, s1) = (map(int, a.split()) for a in sys.argv[2:4])
+us = lambda ticks: ticks / hz * 1e6 / max(r["requests"], 1)
+print(r["rps"], r["p50_ms"], r["p99_ms"], us(u1 + s1 - u0 - s0), r["errors"], us(u1 - u0), us(s1 - s0))
 ' "$out" "$before" "$after" "$hz"
 }
 
 # REPEATS pairs of runs, image-bouncer then the floor: image-bouncer's
 # median figures, field by field, the floor's median CPU, the median of
-# the pairs' CPU ratios, and the errors of both summed. Prints
-# "rps p50 p99 cpu fcpu ratio errors".
+# the pairs' CPU ratios, the errors of both summed, and both servers'
+# median user and system CPU. Prints
+# "rps p50 p99 cpu fcpu ratio errors user sys fuser fsys".
 paired() { # body-file, path, concurrency
   for _ in $(seq "$repeats"); do
     pid=$ib_pid addr=$ib_addr
@@ -132,8 +137,8 @@ paired() { # body-file, path, concurrency
 import sys, statistics
 rows = [list(map(float, l.split())) for l in sys.stdin if l.strip()]
 m = lambda i: statistics.median(r[i] for r in rows)
-ratio = statistics.median(r[3] / r[8] if r[8] > 0 else 0 for r in rows)
-print(m(0), m(1), m(2), m(3), m(8), ratio, int(sum(r[4] + r[9] for r in rows)))
+ratio = statistics.median(r[3] / r[10] if r[10] > 0 else 0 for r in rows)
+print(m(0), m(1), m(2), m(3), m(10), ratio, int(sum(r[4] + r[11] for r in rows)), m(5), m(6), m(12), m(13))
 '
 }
 
@@ -225,16 +230,18 @@ stop
 echo
 echo "### Keep-alive (ECDSA P-256 certificate), against the floor"
 echo
-echo "| body | concurrency | req/s | p50 ms | p99 ms | CPU µs/review | floor µs/request | ratio | syscalls/review | allocations/review | errors |"
-echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+echo "| body | concurrency | req/s | p50 ms | p99 ms | CPU µs/review | floor µs/request | ratio | user + system µs | floor user + system µs | syscalls/review | allocations/review | errors |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 for case in $(cases); do
   body=${case%:*} c=${case#*:}
-  read -r rps p50 p99 cpu fcpu ratio errors <<<"${ib[$body,$c]}"
+  read -r rps p50 p99 cpu fcpu ratio errors user sys fuser fsys <<<"${ib[$body,$c]}"
   python3 -c '
 import sys
-body, c, rps, p50, p99, cpu, fcpu, ratio, sc, al, errors = sys.argv[1:]
-print(f"| {body} | {c} | {float(rps):,.0f} | {float(p50):.3f} | {float(p99):.3f} | {float(cpu):.1f} | {float(fcpu):.1f} | {float(ratio):.2f}× | {sc} | {al} | {errors} |")
-' "$body" "$c" "$rps" "$p50" "$p99" "$cpu" "$fcpu" "$ratio" "${sc[$body,$c]}" "${al[$body,$c]}" "$errors"
+body, c, rps, p50, p99, cpu, fcpu, ratio, user, sys_, fuser, fsys, sc, al, errors = sys.argv[1:]
+f = lambda x: f"{float(x):.1f}"
+print(f"| {body} | {c} | {float(rps):,.0f} | {float(p50):.3f} | {float(p99):.3f} | {f(cpu)} | {f(fcpu)} | {float(ratio):.2f}× "
+      f"| {f(user)} + {f(sys_)} | {f(fuser)} + {f(fsys)} | {sc} | {al} | {errors} |")
+' "$body" "$c" "$rps" "$p50" "$p99" "$cpu" "$fcpu" "$ratio" "$user" "$sys" "$fuser" "$fsys" "${sc[$body,$c]}" "${al[$body,$c]}" "$errors"
 done
 
 echo
@@ -245,11 +252,11 @@ echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
 for cert in ecdsa rsa; do
   start server "$cert"
   for c in 1 8; do
-    read -r rps p50 p99 cpu errors <<<"$(measure tests/fixtures/bench/imagereview-allowed.json /image_policy "$c" --new-connection)"
+    read -r rps p50 p99 cpu errors _ <<<"$(measure tests/fixtures/bench/imagereview-allowed.json /image_policy "$c" --new-connection)"
     printf '| %s, full handshake | %s | %.0f | %.3f | %.3f | %.0f | %s |\n' "$cert" "$c" "$rps" "$p50" "$p99" "$cpu" "$errors"
   done
   if [ "$cert" = ecdsa ]; then
-    read -r rps p50 p99 cpu errors <<<"$(measure tests/fixtures/bench/imagereview-allowed.json /image_policy 8 "--new-connection --resume")"
+    read -r rps p50 p99 cpu errors _ <<<"$(measure tests/fixtures/bench/imagereview-allowed.json /image_policy 8 "--new-connection --resume")"
     printf '| %s, resumed session | 8 | %.0f | %.3f | %.3f | %.0f | %s |\n' "$cert" "$rps" "$p50" "$p99" "$cpu" "$errors"
   fi
   stop
