@@ -6,6 +6,8 @@
 #   bench/run.sh [SECONDS_PER_RUN]                  (default 4)
 #   CONCURRENCY="1 8" BODIES="admission-v1-allowed" REPEATS=1 bench/run.sh 2
 #   SERVER_FLAGS="--workers 4" bench/run.sh        (extra flags for image-bouncer)
+#   FLOOR_FLAGS="--check-json" bench/run.sh        (a floor that also checks the
+#                                                   body is JSON, bench/floor.rs)
 #   IMAGE_BOUNCER=/tmp/old/image-bouncer bench/run.sh   (another build, e.g. a
 #                                                   before; no allocation counts)
 #
@@ -97,7 +99,8 @@ start() { # what (server|floor|counted), cert name
     server) cmd=("$bin" serve --listen 127.0.0.1:0 --max-connections 8192 ${SERVER_FLAGS:-}) ;;
     # shellcheck disable=SC2206
     counted) cmd=(env "ALLOCATIONS_FILE=$work/allocations" "$counted" serve --listen 127.0.0.1:0 --max-connections 8192 ${SERVER_FLAGS:-}) ;;
-    floor) cmd=("$floor") ;;
+    # shellcheck disable=SC2206
+    floor) cmd=("$floor" ${FLOOR_FLAGS:-}) ;;
   esac
   # shellcheck disable=SC2086
   $on_server "${cmd[@]}" --cert "$work/$2.crt" --key "$work/$2.key" >"$work/out.$1" 2>"$work/server.$1.log" &
@@ -191,6 +194,7 @@ cases() {
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -m), kernel $(uname -r)"
 echo "server: $("$bin" --version) (release build), default workers, ${on_server:-no pinning}; load generator ${on_client:-unpinned}"
+echo "floor: bench/floor.rs ${FLOOR_FLAGS:-(no flags: reads the request, writes a fixed answer)}"
 echo "$secs s per run, median of $repeats runs; syscalls and allocations over $count reviews"
 echo
 
