@@ -936,8 +936,6 @@ mod tests {
         );
     }
 
-    /// Bodies where a reader could go wrong: both readings agree, and the
-    /// fast one reads those it should.
     /// The fast reader's review is moved from reader to judge a few times:
     /// its objects live on the heap, so each move copies a few hundred
     /// bytes, not the 1.2 KB two inline objects took.
@@ -954,6 +952,8 @@ mod tests {
         assert!(review.request.object.is_some_and(|o| o.spec.is_some()));
     }
 
+    /// Bodies where a reader could go wrong: both readings agree, and the
+    /// fast one reads those it should.
     #[test]
     fn fast_reader_edge_cases() {
         let pod = |object: &str| {

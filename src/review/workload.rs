@@ -288,9 +288,10 @@ where
 // and the fuzz corpus hold the two readings to the same result.
 
 impl Object {
-    /// Read straight into the heap: a review carries one or two objects
-    /// (512 bytes each), and the review is handed on by value a few times
-    /// between the reader and the judge; boxed, those moves copy a pointer.
+    /// Read, then moved to the heap once: a review carries one or two
+    /// objects (512 bytes each), and the review is handed on by value a
+    /// few times between the reader and the judge; boxed, those moves copy
+    /// a pointer.
     pub fn read_boxed(r: &mut Reader<'_>) -> Read<Box<Object>> {
         Object::read(r).map(Box::new)
     }
