@@ -217,7 +217,10 @@ fn main() {
     .expect("write");
     let creds = Credentials::parse(&std::fs::read_to_string(&dockercfg).expect("read"))
         .expect("credentials");
-    let client = Arc::new(Client::new(creds, ProxyConfig::default(), &roots(&pki)));
+    let client = Arc::new(
+        Client::new(creds, ProxyConfig::default(), &roots(&pki))
+            .with_named_hosts(["127.0.0.1", "localhost"]),
+    );
     let within = Duration::from_secs(5);
     let mut rows: Vec<(String, String)> = Vec::new();
 

@@ -446,7 +446,7 @@ fn move_image(
 /// not a digest, and the image as written matches an entry.
 pub fn pin_wanted(cfg: &MutateConfig, image: &str) -> Option<(String, ImageRef)> {
     let written = ImageRef::parse(image).ok()?;
-    if written.digest().is_some() || !cfg.mutate_digest.iter().any(|p| p.matches(&written)) {
+    if written.digest().is_some() || !cfg.mutate_digest.iter().any(|p| p.covers(&written)) {
         return None;
     }
     // The pin is keyed by the pulled name exactly as the patch will write

@@ -498,12 +498,10 @@ impl Policy {
             a.normalized = Some(r.into_normalized());
             return a;
         }
-        if let Some(p) = self.denied_registries.iter().find(|p| p.matches(&r)) {
-            a.failures.push((Rule::DeniedRegistry, p.raw.clone()));
-        } else if !self.allowed_registries.is_empty()
-            && !self.allowed_registries.iter().any(|p| p.matches(&r))
-        {
-            a.failures.push((Rule::RegistryNotAllowed, String::new()));
+        match self.registry_lists(&r) {
+            Listed::Denied(p) => a.failures.push((Rule::DeniedRegistry, p.raw.clone())),
+            Listed::NotAllowed => a.failures.push((Rule::RegistryNotAllowed, String::new())),
+            Listed::Admitted => {}
         }
         if self.deny_latest && r.digest().is_none() {
             match r.tag() {
@@ -545,14 +543,50 @@ impl Policy {
         self.verify_images
             .iter()
             .enumerate()
-            .find(|(_, v)| v.images.iter().any(|p| p.matches(r)))
+            .find(|(_, v)| v.images.iter().any(|p| p.covers(r)))
+    }
+
+    /// What the registry lists say of an image (judged by the name the
+    /// other rules judge).
+    fn registry_lists(&self, r: &ImageRef) -> Listed<'_> {
+        if let Some(p) = self.denied_registries.iter().find(|p| p.matches(r)) {
+            Listed::Denied(p)
+        } else if !self.allowed_registries.is_empty()
+            && !self.allowed_registries.iter().any(|p| p.matches(r))
+        {
+            Listed::NotAllowed
+        } else {
+            Listed::Admitted
+        }
+    }
+
+    /// Whether the admission step may ask a registry about `image`: only
+    /// for an image that parses (not an image ID) and that the registry
+    /// lists admit, so that a refused name never causes a connection (a
+    /// pod must not make the webhook reach an address of its choosing).
+    /// Judged as [`Policy::decide`] judges (a mirrored image by the image
+    /// it mirrors, which the admin's mirror serves).
+    pub fn may_look_up(&self, image: &str) -> bool {
+        let Ok(r) = ImageRef::parse(image) else {
+            return false;
+        };
+        let r = match self.mirrors.iter().find_map(|m| m.upstream_of(&r)) {
+            Some(up) => match ImageRef::parse(&up) {
+                Ok(up) => up,
+                Err(_) => return false,
+            },
+            None => r,
+        };
+        matches!(self.registry_lists(&r), Listed::Admitted)
     }
 
     /// Which `verifyImages` entry an image must be verified under, if any:
-    /// none for an image that does not parse, is exempt, or matches no
-    /// entry. The admission step asks this before gathering signatures.
+    /// none for an image that does not parse, is exempt, is refused by
+    /// the registry lists (it is refused whatever its signatures, and is
+    /// not looked up: [`Policy::may_look_up`]), or matches no entry. The
+    /// admission step asks this before gathering signatures.
     pub fn verification_for(&self, image: &str) -> Option<usize> {
-        if self.verify_images.is_empty() {
+        if self.verify_images.is_empty() || !self.may_look_up(image) {
             return None;
         }
         let r = ImageRef::parse(image).ok()?;
@@ -637,6 +671,14 @@ fn unchecked(input: ImageInput) -> ImageVerdict {
         violations: Vec::new(),
         exempted_by: None,
     }
+}
+
+/// What the registry lists say of one image.
+enum Listed<'a> {
+    Admitted,
+    /// The `deniedRegistries` entry that matched.
+    Denied(&'a RegistryPattern),
+    NotAllowed,
 }
 
 /// What the rules found for one distinct image.
@@ -1055,6 +1097,8 @@ impl ImagePattern {
         })
     }
 
+    /// Exemption semantics (`exemptImages`): reaches no further than
+    /// written. A tag entry names that tag, not a digest written beside it.
     pub fn matches(&self, r: &ImageRef) -> bool {
         let pinned = self.tag.is_some() || self.digest.is_some();
         // A tag without a digest exempts what that tag names, not any
@@ -1067,6 +1111,41 @@ impl ImagePattern {
             && self.base.matches_path(r, pinned)
             && self.tag.as_deref().is_none_or(|t| r.tag() == Some(t))
             && digest_ok
+    }
+
+    /// Requirement semantics (`verifyImages`): reaches at least as far as
+    /// an exemption of the same text would ([`ImagePattern::matches`]),
+    /// and over every spelling that can pull the image it names. A tag
+    /// entry covers that tag (the implicit `latest` too), with or without
+    /// a digest beside it, and every digest of that repository, since a
+    /// digest may be what the tag names (`app:prod@sha256:<other>` and
+    /// `app@sha256:<other>` run `<other>`, which nothing here can tell
+    /// apart from the tag's digest without asking a registry). A digest
+    /// entry covers that digest whatever the tag. In a path, `*` crosses
+    /// `/` whether or not a tag is written.
+    pub fn covers(&self, r: &ImageRef) -> bool {
+        if !self.base.matches_registry(r) {
+            return false;
+        }
+        let pinned = self.tag.is_some() || self.digest.is_some();
+        let path_ok = match &self.base.path {
+            PathPattern::Glob(g) => glob(g, r.path(), false),
+            _ => self.base.matches_path(r, pinned),
+        };
+        if !path_ok {
+            return false;
+        }
+        if !pinned {
+            return true;
+        }
+        let by_digest = r
+            .digest()
+            .is_some_and(|d| self.tag.is_some() || self.digest.as_deref() == Some(d));
+        let by_tag = self
+            .tag
+            .as_deref()
+            .is_some_and(|t| r.effective_tag() == Some(t));
+        by_digest || by_tag || self.matches(r)
     }
 }
 
@@ -1760,5 +1839,118 @@ mod tests {
         assert!(p.decide(&skipped).allowed);
         p.mode = Mode::Warn;
         assert!(p.decide(&req(Facts::new())).allowed);
+    }
+
+    /// A requirement reaches at least as far as an exemption of the same
+    /// text, over every spelling that pulls what it names: a tag entry
+    /// covers `tag@digest` and digests of its repository (issue 33, 1).
+    #[test]
+    fn a_requirement_covers_every_spelling_of_what_it_names() {
+        const D2: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+        let covers = |pattern: &str, image: &str| {
+            ImagePattern::parse(pattern)
+                .unwrap()
+                .covers(&ImageRef::parse(image).unwrap())
+        };
+        let exempts = |pattern: &str, image: &str| {
+            ImagePattern::parse(pattern)
+                .unwrap()
+                .matches(&ImageRef::parse(image).unwrap())
+        };
+        let tag = "registry.example/acme/app:prod";
+        for image in [
+            "registry.example/acme/app:prod".to_string(),
+            format!("registry.example/acme/app:prod@{D}"),
+            format!("registry.example/acme/app@{D}"),
+            format!("registry.example/acme/app:dev@{D2}"),
+            "REGISTRY.Example:443/acme/app:prod".to_string(),
+            // An entry without a port covers every port of its host.
+            "registry.example:5000/acme/app:prod".to_string(),
+            format!("registry.example:443/acme/app:prod@{D2}"),
+        ] {
+            assert!(covers(tag, &image), "{image}");
+        }
+        for image in [
+            "registry.example/acme/app:dev",
+            "registry.example/acme/app",
+            "registry.example/acme/app2:prod",
+            "other.example/acme/app:prod",
+        ] {
+            assert!(!covers(tag, image), "{image}");
+        }
+        // Docker Hub's spellings, and the implicit tag.
+        for image in [
+            "nginx:1.27".to_string(),
+            "docker.io/library/nginx:1.27".to_string(),
+            "index.docker.io/library/nginx:1.27".to_string(),
+            format!("registry-1.docker.io/library/nginx:1.27@{D}"),
+            format!("nginx@{D}"),
+        ] {
+            assert!(covers("nginx:1.27", &image), "{image}");
+        }
+        assert!(covers("nginx:latest", "nginx"));
+        assert!(covers("nginx:latest", "docker.io/library/nginx"));
+        // A digest entry covers its digest whatever the tag.
+        let pinned = format!("registry.example/acme/app@{D}");
+        assert!(covers(&pinned, &format!("registry.example/acme/app:x@{D}")));
+        assert!(!covers(&pinned, &format!("registry.example/acme/app@{D2}")));
+        // A glob with a tag crosses components when it requires.
+        assert!(covers(
+            "registry.example/acme/*:prod",
+            "registry.example/acme/team/app:prod"
+        ));
+        // Whatever an exemption of the same text exempts, the requirement
+        // covers (over a grid of patterns and images).
+        let patterns = [
+            "registry.example/acme/app:prod",
+            "registry.example/acme",
+            "registry.example/acme/*",
+            "registry.example/acme/*:prod",
+            "*.example/acme/app:prod",
+            "nginx:1.27",
+            "nginx",
+            "registry.example:5000",
+        ];
+        let images = [
+            "registry.example/acme/app:prod".to_string(),
+            format!("registry.example/acme/app:prod@{D}"),
+            format!("registry.example/acme/app@{D}"),
+            "registry.example/acme/team/app:prod".to_string(),
+            "a.registry.example/acme/app:prod".to_string(),
+            "nginx:1.27".to_string(),
+            format!("nginx:1.27@{D}"),
+            "registry.example:5000/x:1".to_string(),
+        ];
+        for p in patterns {
+            for i in &images {
+                if exempts(p, i) {
+                    assert!(covers(p, i), "{p} exempts {i} but does not require it");
+                }
+            }
+        }
+    }
+
+    /// An image the registry lists refuse is never looked up (issue 33, 7).
+    #[test]
+    fn refused_names_are_not_looked_up() {
+        let mut p = policy(&["registry.example"], &["registry.example/bad"]);
+        p.verify_images = vec![VerifyRequirement {
+            label: "verifyImages[0]".into(),
+            images: vec![ImagePattern::parse("*").unwrap()],
+            verify_tags: false,
+        }];
+        assert!(p.may_look_up("registry.example/acme/app:1"));
+        assert_eq!(p.verification_for("registry.example/acme/app:1"), Some(0));
+        for refused in [
+            "registry.example/bad/app:1",
+            "169.254.169.254/latest/meta-data:1",
+            "127.0.0.1:8080/x:1",
+            "evil.example/x:1",
+            "not a ref",
+            D,
+        ] {
+            assert!(!p.may_look_up(refused), "{refused}");
+            assert_eq!(p.verification_for(refused), None, "{refused}");
+        }
     }
 }

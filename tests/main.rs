@@ -8,6 +8,7 @@ mod conformance;
 mod dos;
 mod fuzz_corpus;
 mod golden;
+mod lookups;
 mod mutate;
 mod registry;
 mod registry_edges;

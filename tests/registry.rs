@@ -331,7 +331,10 @@ fn tags_resolve_to_the_digest_pushed_only_with_the_right_credentials() {
     let digest = push_image(&r, "team/app", "v1", b"layer one");
     let image = ImageRef::parse(&format!("127.0.0.1:{}/team/app:v1", r.port)).unwrap();
     let within = Duration::from_secs(5);
-    let client = |creds: Credentials| Client::new(creds, ProxyConfig::default(), &ca(&r));
+    let client = |creds: Credentials| {
+        Client::new(creds, ProxyConfig::default(), &ca(&r))
+            .with_named_hosts(crate::registry::LOOPBACK)
+    };
     // The right credentials, for exactly this registry.
     let ok = client(credentials(
         &format!("127.0.0.1:{}", r.port),
@@ -382,7 +385,9 @@ fn tags_resolve_to_the_digest_pushed_only_with_the_right_credentials() {
     let creds = || credentials(&format!("127.0.0.1:{}", r.port), "alice", "s3cret");
     let for_port = |port: u16| {
         let cas = std::collections::BTreeMap::from([(format!("127.0.0.1:{port}"), ca(&r))]);
-        Client::new(creds(), ProxyConfig::default(), &[]).with_registry_cas(&cas)
+        Client::new(creds(), ProxyConfig::default(), &[])
+            .with_named_hosts(crate::registry::LOOPBACK)
+            .with_registry_cas(&cas)
     };
     assert_eq!(
         for_port(r.port)
@@ -599,11 +604,14 @@ fn concurrent_lookups_of_one_image_are_one_request() {
         return;
     };
     let digest = push_image(&r, "team/hot", "v1", b"hot layer");
-    let client = std::sync::Arc::new(Client::new(
-        credentials(&format!("127.0.0.1:{}", r.port), "alice", "s3cret"),
-        ProxyConfig::default(),
-        &ca(&r),
-    ));
+    let client = std::sync::Arc::new(
+        Client::new(
+            credentials(&format!("127.0.0.1:{}", r.port), "alice", "s3cret"),
+            ProxyConfig::default(),
+            &ca(&r),
+        )
+        .with_named_hosts(crate::registry::LOOPBACK),
+    );
     let image = ImageRef::parse(&format!("127.0.0.1:{}/team/hot:v1", r.port)).unwrap();
     let answers: Vec<_> = (0..100)
         .map(|_| {
@@ -665,7 +673,8 @@ fn retry_after_is_honoured() {
         .unwrap()
         .map(Result::unwrap)
         .collect();
-    let client = Client::new(Credentials::default(), ProxyConfig::default(), &ca);
+    let client = Client::new(Credentials::default(), ProxyConfig::default(), &ca)
+        .with_named_hosts(crate::registry::LOOPBACK);
     let image = ImageRef::parse(&format!("127.0.0.1:{port}/team/app:v1")).unwrap();
     let first = client.resolve(&image, Duration::from_secs(5));
     assert!(
@@ -679,3 +688,8 @@ fn retry_after_is_honoured() {
     );
     assert_eq!(requests.load(Ordering::SeqCst), 1);
 }
+
+/// The loopback hosts test registries and token realms listen on: named,
+/// as a `registries` entry names them, so that the client's guard lets
+/// requests reach them (`registry::guard`).
+pub const LOOPBACK: [&str; 3] = ["127.0.0.1", "127.0.0.2", "localhost"];

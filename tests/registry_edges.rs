@@ -72,7 +72,8 @@ fn content_that_does_not_match_its_digest_is_refused() {
         amd_bytes.len()
     );
     let index_digest = r.push_manifest("team/app", "multi", OCI_INDEX, index.as_bytes());
-    let client = Client::new(alice(&r), ProxyConfig::default(), &ca(&r));
+    let client = Client::new(alice(&r), ProxyConfig::default(), &ca(&r))
+        .with_named_hosts(crate::registry::LOOPBACK);
     let multi = image(&r, "team/app:multi");
     assert_eq!(
         client.resolve(&multi, WITHIN).unwrap().to_string(),
@@ -147,7 +148,8 @@ fn a_5_mb_manifest_is_refused() {
         Credentials::default(),
         ProxyConfig::default(),
         &pki_roots(&pki),
-    );
+    )
+    .with_named_hosts(crate::registry::LOOPBACK);
     for repo in ["announced", "streamed"] {
         let app = ImageRef::parse(&format!("127.0.0.1:{port}/{repo}/app:v1")).unwrap();
         permanent(
@@ -169,7 +171,8 @@ fn referrers_fall_back_to_the_tag_schema() {
         return;
     };
     let (subject, subject_bytes) = r.push_image_manifest("team/app", "v1", b"app layer");
-    let client = Client::new(alice(&r), ProxyConfig::default(), &ca(&r));
+    let client = Client::new(alice(&r), ProxyConfig::default(), &ca(&r))
+        .with_named_hosts(crate::registry::LOOPBACK);
     let app = image(&r, "team/app:v1");
     let subject = Digest::parse(&subject).unwrap();
     assert_eq!(
@@ -227,7 +230,8 @@ fn plain_http_by_configuration_and_a_moved_tag_after_the_ttl() {
     };
     let first = r.push_image_manifest("team/app", "v1", b"one").0;
     let app = image(&r, "team/app:v1");
-    let tls_only = Client::new(alice(&r), ProxyConfig::default(), &[]);
+    let tls_only = Client::new(alice(&r), ProxyConfig::default(), &[])
+        .with_named_hosts(crate::registry::LOOPBACK);
     assert!(
         matches!(
             tls_only.resolve(&app, WITHIN),
@@ -237,6 +241,7 @@ fn plain_http_by_configuration_and_a_moved_tag_after_the_ttl() {
     );
     let registry = format!("127.0.0.1:{}", r.port);
     let plain = Client::new(alice(&r), ProxyConfig::default(), &[])
+        .with_named_hosts(crate::registry::LOOPBACK)
         .with_plain_http([&registry])
         .with_tag_ttl(Duration::from_millis(700));
     assert_eq!(
@@ -387,6 +392,56 @@ fn creds_for(host_port: &str) -> Credentials {
     .unwrap()
 }
 
+/// Issue 33, 3: a registry with the referrers API that answers 404 for
+/// a repository it does not hold (as zot does) teaches nothing about its
+/// other repositories: their bundles are still found through the API.
+#[test]
+fn one_repositorys_referrers_404_hides_nothing_elsewhere() {
+    let pki = crate::common::Pki::new("registry-referrers-404");
+    let subject = Digest::sha256_of(b"subject");
+    let listed = Digest::sha256_of(b"bundle manifest");
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{listed}","size":10,"artifactType":"application/vnd.dev.sigstore.bundle.v0.3+json"}}]}}"#
+    );
+    let (port, seen) = scripted(
+        &pki,
+        "referrers-404",
+        Box::new(move |req, w| {
+            if req.line.starts_with("GET /v2/present/referrers/") {
+                let _ = write!(
+                    w,
+                    "HTTP/1.1 200 OK\r\nContent-Type: {OCI_INDEX}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{index}",
+                    index.len()
+                );
+            } else {
+                let body = r#"{"errors":[{"code":"NAME_UNKNOWN","message":"repository name not known to registry"}]}"#;
+                let _ = write!(
+                    w,
+                    "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        }),
+    );
+    let client = Client::new(
+        Credentials::default(),
+        ProxyConfig::default(),
+        &pki_roots(&pki),
+    )
+    .with_named_hosts(crate::registry::LOOPBACK);
+    let missing = ImageRef::parse(&format!("127.0.0.1:{port}/missing@{subject}")).unwrap();
+    let present = ImageRef::parse(&format!("127.0.0.1:{port}/present@{subject}")).unwrap();
+    for _ in 0..2 {
+        assert_eq!(
+            client.referrers(&missing, &subject, None, WITHIN).unwrap(),
+            vec![]
+        );
+        let found = client.referrers(&present, &subject, None, WITHIN).unwrap();
+        assert_eq!(found.len(), 1, "{:?}", seen.lock().unwrap());
+        assert_eq!(found[0].digest, listed.to_string());
+    }
+}
+
 /// A registry that stalls mid-body is given up on at the deadline, with
 /// a transient error; one that redirects a blob to storage elsewhere gets
 /// the blob fetched there without its credentials, and checked; one that
@@ -441,7 +496,8 @@ fn stalls_and_redirects() {
         creds_for(&format!("127.0.0.1:{registry}")),
         ProxyConfig::default(),
         &pki_roots(&pki),
-    );
+    )
+    .with_named_hosts(crate::registry::LOOPBACK);
     let img = |repo: &str| ImageRef::parse(&format!("127.0.0.1:{registry}/{repo}:v1")).unwrap();
     // Redirected blob: fetched, checked, no credentials at the storage.
     assert_eq!(
@@ -555,7 +611,7 @@ fn a_connect_proxy_and_no_proxy() {
         ];
         let proxies =
             ProxyConfig::from_env(&|k| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()));
-        Client::new(creds.clone(), proxies, &ca(&r))
+        Client::new(creds.clone(), proxies, &ca(&r)).with_named_hosts(crate::registry::LOOPBACK)
     };
     let count = || connects.lock().unwrap().len();
     for no_proxy in [
@@ -761,7 +817,8 @@ fn the_bearer_token_flow() {
     let realm_requests = || realm_seen.lock().unwrap().len();
 
     let before = realm_requests();
-    let client = Client::new(alice(&r), ProxyConfig::default(), &roots);
+    let client = Client::new(alice(&r), ProxyConfig::default(), &roots)
+        .with_named_hosts(crate::registry::LOOPBACK);
     assert_eq!(
         client.resolve(&app("v1"), WITHIN).unwrap().to_string(),
         digest
@@ -798,7 +855,8 @@ fn the_bearer_token_flow() {
     ))
     .unwrap();
     let before = realm_requests();
-    let with_refresh = Client::new(refresh, ProxyConfig::default(), &roots);
+    let with_refresh = Client::new(refresh, ProxyConfig::default(), &roots)
+        .with_named_hosts(crate::registry::LOOPBACK);
     assert_eq!(
         with_refresh
             .resolve(&app("v1"), WITHIN)
@@ -819,12 +877,15 @@ fn the_bearer_token_flow() {
     ))
     .unwrap();
     permanent(
-        Client::new(wrong, ProxyConfig::default(), &roots).resolve(&app("v1"), WITHIN),
+        Client::new(wrong, ProxyConfig::default(), &roots)
+            .with_named_hosts(crate::registry::LOOPBACK)
+            .resolve(&app("v1"), WITHIN),
         "the credentials were refused",
     );
     let before = realm_requests();
     permanent(
         Client::new(Credentials::default(), ProxyConfig::default(), &roots)
+            .with_named_hosts(crate::registry::LOOPBACK)
             .resolve(&app("v1"), WITHIN),
         "no credentials are configured for it",
     );
@@ -838,7 +899,9 @@ fn the_bearer_token_flow() {
     let realm_creds = creds_for(&format!("127.0.0.1:{realm}"));
     let before = realm_requests();
     permanent(
-        Client::new(realm_creds, ProxyConfig::default(), &roots).resolve(&app("v1"), WITHIN),
+        Client::new(realm_creds, ProxyConfig::default(), &roots)
+            .with_named_hosts(crate::registry::LOOPBACK)
+            .resolve(&app("v1"), WITHIN),
         "no credentials are configured for it",
     );
     let asked = realm_seen.lock().unwrap()[before..].to_vec();
@@ -923,11 +986,14 @@ fn requests_to_one_registry_are_capped() {
             );
         }),
     );
-    let client = Arc::new(Client::new(
-        Credentials::default(),
-        ProxyConfig::default(),
-        &pki_roots(&pki),
-    ));
+    let client = Arc::new(
+        Client::new(
+            Credentials::default(),
+            ProxyConfig::default(),
+            &pki_roots(&pki),
+        )
+        .with_named_hosts(crate::registry::LOOPBACK),
+    );
     let answers: Vec<_> = (0..20)
         .map(|i| {
             let c = client.clone();
@@ -993,7 +1059,8 @@ fn a_stale_pooled_connection_is_retried_once() {
         Credentials::default(),
         ProxyConfig::default(),
         &pki_roots(&pki),
-    );
+    )
+    .with_named_hosts(crate::registry::LOOPBACK);
     let img = |tag: &str| ImageRef::parse(&format!("127.0.0.1:{port}/team/app:{tag}")).unwrap();
     assert_eq!(
         client.resolve(&img("a"), WITHIN).unwrap().to_string(),
@@ -1072,7 +1139,8 @@ fn token_answers_are_believed_within_reason() {
         creds_for(&format!("127.0.0.1:{registry}")),
         ProxyConfig::default(),
         &pki_roots(&pki),
-    );
+    )
+    .with_named_hosts(crate::registry::LOOPBACK);
     let img = |repo: &str| ImageRef::parse(&format!("127.0.0.1:{registry}/{repo}:v1")).unwrap();
     assert_eq!(
         client
@@ -1143,7 +1211,8 @@ fn a_redirect_target_cannot_ask_for_the_registrys_credentials() {
         creds_for(&format!("127.0.0.1:{registry}")),
         ProxyConfig::default(),
         &pki_roots(&pki),
-    );
+    )
+    .with_named_hosts(crate::registry::LOOPBACK);
     let img = ImageRef::parse(&format!("127.0.0.1:{registry}/team/app:v1")).unwrap();
     permanent(
         client.manifest(&img, "v1", WITHIN),
@@ -1176,18 +1245,21 @@ fn one_reviews_deadline_is_not_anothers_failure() {
             );
         }),
     );
-    let client = Arc::new(Client::new(
-        Credentials::default(),
-        ProxyConfig::default(),
-        &pki_roots(&pki),
-    ));
+    let client = Arc::new(
+        Client::new(
+            Credentials::default(),
+            ProxyConfig::default(),
+            &pki_roots(&pki),
+        )
+        .with_named_hosts(crate::registry::LOOPBACK),
+    );
     let img = ImageRef::parse(&format!("127.0.0.1:{port}/team/app:v1")).unwrap();
     let (c, i) = (client.clone(), img.clone());
     let hurried = std::thread::spawn(move || c.resolve_cached(&i, Duration::from_millis(300)));
     std::thread::sleep(Duration::from_millis(50));
     let patient = client.resolve_cached(&img, Duration::from_secs(5));
     assert!(
-        matches!(hurried.join().unwrap(), Err(LookupError::Transient(_))),
+        matches!(hurried.join().unwrap(), Err(LookupError::TimedOut(_))),
         "the hurried lookup had 300 ms"
     );
     assert_eq!(
@@ -1199,7 +1271,8 @@ fn one_reviews_deadline_is_not_anothers_failure() {
 
 /// Verification has the review's deadline too, and running out denies:
 /// a registry that never answers the signature lookups makes
-/// `/validate?timeout=3s` deny "verification timed out" in about a second.
+/// `/validate?timeout=3s` deny "the review's time ran out" in about a
+/// second.
 #[test]
 fn a_stalled_signature_lookup_denies_at_the_deadline() {
     let pki = crate::common::Pki::new("registry-verify-deadline");
@@ -1242,6 +1315,9 @@ fn a_stalled_signature_lookup_denies_at_the_deadline() {
     let took = began.elapsed();
     assert_eq!(v["response"]["allowed"], false, "{v}");
     let m = v["response"]["status"]["message"].as_str().unwrap();
-    assert!(m.contains("verification timed out for"), "{m}");
+    assert!(
+        m.contains("the review's time ran out before the signatures of"),
+        "{m}"
+    );
     assert!(took < Duration::from_millis(2500), "{took:?}");
 }

@@ -18,11 +18,11 @@ const SERVER_IMAGE: &str =
 const GHA: &str = "https://token.actions.githubusercontent.com";
 const GHA_SUBJECT: &str = "https://github.com/salrashid123/go-bazel-github-workflow/.github/workflows/release.yaml@refs/tags/v0.0.30";
 
-fn fixture(p: &str) -> String {
+pub fn fixture(p: &str) -> String {
     std::fs::read_to_string(fixtures().join(p)).unwrap()
 }
 
-fn fixture_path(p: &str) -> String {
+pub fn fixture_path(p: &str) -> String {
     fixtures().join(p).to_str().unwrap().to_string()
 }
 
@@ -35,7 +35,7 @@ fn cosign_config(layer: &str) -> String {
 
 /// Pushes a one-layer signature image as cosign does; returns the layer
 /// descriptor's annotations applied.
-fn push_signature(
+pub fn push_signature(
     r: &Registry,
     repo: &str,
     digest: &str,
@@ -95,7 +95,7 @@ fn image_review(image: &str) -> String {
     .to_string()
 }
 
-fn write_policy(dir: &Path, name: &str, policy: serde_json::Value) -> String {
+pub fn write_policy(dir: &Path, name: &str, policy: serde_json::Value) -> String {
     let p = dir.join(name);
     std::fs::write(&p, policy.to_string()).unwrap();
     p.to_str().unwrap().to_string()

@@ -1,23 +1,111 @@
 //! The admission step: facts that need I/O (digests, signatures),
 //! gathered before the pure parts decide, and handed to them as values.
-//! For `/mutate` with `mutateDigest`: each distinct image that is to be
-//! pinned is looked up once, at the registry the pod will pull from
-//! (after any rewrite). Signatures: `signatures`.
+//! Only images whose names the registry lists admit are looked up
+//! (`Policy::may_look_up`); the distinct images of a review are looked up
+//! at the same time (at most [`LOOKUPS_AT_ONCE`]), each with its own
+//! outcome; running out of time always denies. For `/mutate` with
+//! `mutateDigest`: each distinct image that is to be pinned is looked up
+//! once, at the registry the pod will pull from (after any rewrite).
+//! Signatures: `signatures`.
 
 pub mod signatures;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use crate::image_ref::ImageRef;
 use crate::mutate::{self, MutateConfig};
+use crate::policy::Policy;
 use crate::registry::client::LookupError;
 use crate::registry::digest::Digest;
 use crate::review::admission::Review;
 use crate::review::workload::PodPath;
 
+/// Images of one review looked up at the same time, at most: a registry
+/// that stalls one image holds one of these, not the review.
+pub const LOOKUPS_AT_ONCE: usize = 8;
+
+/// Runs `f` on each item, at most `width` at once (the caller's thread
+/// and scoped threads), and returns the results in the items' order.
+pub(crate) fn each_at_once<T: Sync, R: Send>(
+    items: &[T],
+    width: usize,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    if items.len() <= 1 {
+        return items.iter().map(&f).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let results: Vec<Mutex<Option<R>>> = items.iter().map(|_| Mutex::new(None)).collect();
+    let work = || {
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(item) = items.get(i) else {
+                break;
+            };
+            let r = f(item);
+            *results[i].lock().unwrap_or_else(PoisonError::into_inner) = Some(r);
+        }
+    };
+    std::thread::scope(|s| {
+        for _ in 1..width.min(items.len()) {
+            s.spawn(work);
+        }
+        work();
+    });
+    results
+        .into_iter()
+        .filter_map(|m| m.into_inner().unwrap_or_else(PoisonError::into_inner))
+        .collect()
+}
+
+/// What the admission step counts for `/metrics`.
+#[derive(Default)]
+pub struct Counts {
+    registry_error_allowed: AtomicU64,
+    timed_out: AtomicU64,
+}
+
+/// The process's counts (the step has no other state that outlives a
+/// review but the verdict cache).
+pub static COUNTS: Counts = Counts {
+    registry_error_allowed: AtomicU64::new(0),
+    timed_out: AtomicU64::new(0),
+};
+
+impl Counts {
+    fn admitted_on_registry_error(&self) {
+        self.registry_error_allowed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn timed_out(&self) {
+        self.timed_out.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Images admitted unverified or unpinned under `onRegistryError: allow`.
+    pub fn registry_error_allowed(&self) -> u64 {
+        self.registry_error_allowed.load(Ordering::Relaxed)
+    }
+
+    /// Prometheus text.
+    pub fn render(&self) -> String {
+        format!(
+            "# HELP image_bouncer_registry_error_allowed_total Images admitted unverified or unpinned because their registry answered with an error or refused the connection (onRegistryError allow).\n\
+             # TYPE image_bouncer_registry_error_allowed_total counter\n\
+             image_bouncer_registry_error_allowed_total {}\n\
+             # HELP image_bouncer_lookup_timeouts_total Images denied because the review's time for lookups ran out.\n\
+             # TYPE image_bouncer_lookup_timeouts_total counter\n\
+             image_bouncer_lookup_timeouts_total {}\n",
+            self.registry_error_allowed.load(Ordering::Relaxed),
+            self.timed_out.load(Ordering::Relaxed),
+        )
+    }
+}
+
 /// Whatever answers "which digest does this name now" (the registry
 /// client; something else in tests of this module).
-pub trait Resolver {
+pub trait Resolver: Sync {
     /// The digest `image` names now, within `within`.
     fn resolve(&self, image: &ImageRef, within: std::time::Duration)
     -> Result<Digest, LookupError>;
@@ -64,9 +152,12 @@ pub fn lookup_budget(apiserver_timeout: Option<std::time::Duration>) -> std::tim
 }
 
 /// The pins `/mutate` should apply to this review: pulled image -> that
-/// image `@digest`. `Err` is the reason to deny (a lookup failed and
-/// `onRegistryError` is not `allow`).
+/// image `@digest`. `Err` is the reason to deny: a lookup ran out of
+/// time, or failed and `onRegistryError` is not `allow`. Images the
+/// policy's registry lists refuse are not looked up (the review is denied
+/// for them anyway).
 pub fn digest_pins(
+    policy: &Policy,
     cfg: &MutateConfig,
     review: &Review,
     resolver: &dyn Resolver,
@@ -116,34 +207,56 @@ pub fn digest_pins(
         }
         None => return Ok(pins),
     };
-    // One deadline for the whole review, safely under the apiserver's
-    // webhook timeout however many images it holds; when it runs out the
-    // review is denied (or, with onRegistryError allow, left unpinned).
-    let deadline = std::time::Instant::now() + budget;
+    // Each distinct image once, looked up at the same time, within one
+    // deadline for the review (safely under the apiserver's timeout).
+    let mut wanted: Vec<(String, ImageRef, String)> = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
     for input in images {
+        if !policy.may_look_up(&input.image) {
+            continue;
+        }
         let Some((key, pulled)) = mutate::pin_wanted(cfg, &input.image) else {
             continue;
         };
-        if pins.contains_key(&key) {
-            continue; // one lookup per distinct image
+        if seen.insert(key.clone()) {
+            wanted.push((key, pulled, input.image.clone()));
         }
+    }
+    let deadline = std::time::Instant::now() + budget;
+    let answers = each_at_once(&wanted, LOOKUPS_AT_ONCE, |(_, pulled, _)| {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let answer = if left.is_zero() {
-            Err(LookupError::Transient(
-                "the review's lookup deadline ran out".into(),
-            ))
-        } else {
-            resolver.resolve(&pulled, left)
-        };
+        if left.is_zero() {
+            return Err(LookupError::TimedOut(
+                "the review's time for lookups ran out".into(),
+            ));
+        }
+        match resolver.resolve(pulled, left) {
+            Err(LookupError::Transient(_)) if std::time::Instant::now() >= deadline => Err(
+                LookupError::TimedOut("the review's time for lookups ran out".into()),
+            ),
+            other => other,
+        }
+    });
+    for ((key, _, written), answer) in wanted.into_iter().zip(answers) {
         match answer {
             Ok(digest) => {
                 pins.insert(key.clone(), format!("{key}@{digest}"));
             }
-            Err(_) if cfg.allow_on_registry_error => {}
+            Err(e @ LookupError::TimedOut(_)) => {
+                COUNTS.timed_out();
+                return Err(format!(
+                    "image {written:?} could not be pinned to a digest in time: {e}"
+                ));
+            }
+            Err(e) if cfg.allow_on_registry_error => {
+                COUNTS.admitted_on_registry_error();
+                log::warn!(
+                    "image {written:?} left unpinned (onRegistryError allow): its registry could not be asked: {e}"
+                );
+            }
             Err(e) => {
                 return Err(format!(
-                    "image {:?} could not be pinned to a digest: {e}",
-                    input.image
+                    "image {written:?} could not be pinned to a digest: {e}"
                 ));
             }
         }
@@ -154,21 +267,48 @@ pub fn digest_pins(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::cell::RefCell;
     use std::time::Duration;
 
-    /// Answers after a pause, and records what it was asked.
-    struct Slow(Duration, RefCell<Vec<String>>);
+    /// Answers after a pause (or fails at once for hosts named `down*`),
+    /// and records what it was asked.
+    struct Slow(Duration, Mutex<Vec<String>>);
+
+    impl Slow {
+        fn new(pause: Duration) -> Slow {
+            Slow(pause, Mutex::new(Vec::new()))
+        }
+
+        fn asked(&self) -> Vec<String> {
+            self.1.lock().unwrap().clone()
+        }
+    }
 
     impl Resolver for Slow {
         fn resolve(&self, image: &ImageRef, within: Duration) -> Result<Digest, LookupError> {
-            self.1.borrow_mut().push(image.to_string());
-            std::thread::sleep(self.0.min(within));
-            if self.0 > within {
-                return Err(LookupError::Transient("timed out".into()));
+            self.1.lock().unwrap().push(image.to_string());
+            if image.registry_host().starts_with("down") {
+                return Err(LookupError::Transient("connection refused".into()));
+            }
+            let pause = if image.registry_host().starts_with("stall") {
+                Duration::from_secs(3600)
+            } else {
+                self.0
+            };
+            std::thread::sleep(pause.min(within));
+            if pause > within {
+                return Err(LookupError::TimedOut("timed out".into()));
             }
             Ok(Digest::sha256_of(image.to_string().as_bytes()))
         }
+    }
+
+    fn pin(
+        cfg: &MutateConfig,
+        review: &Review,
+        r: &Slow,
+        budget: Duration,
+    ) -> Result<BTreeMap<String, String>, String> {
+        digest_pins(&Policy::default(), cfg, review, r, budget)
     }
 
     fn review(images: &[&str]) -> Review {
@@ -193,8 +333,8 @@ mod tests {
 
     #[test]
     fn each_distinct_image_once_and_one_deadline_per_review() {
-        let fast = Slow(Duration::ZERO, RefCell::new(Vec::new()));
-        let pins = digest_pins(
+        let fast = Slow::new(Duration::ZERO);
+        let pins = pin(
             &cfg(false),
             &review(&[
                 "a.io/x:1",
@@ -206,34 +346,89 @@ mod tests {
             crate::registry::client::LOOKUP_BUDGET,
         )
         .unwrap();
-        assert_eq!(fast.1.borrow().len(), 2, "{:?}", fast.1.borrow()); // the pinned one is not looked up
+        assert_eq!(fast.asked().len(), 2, "{:?}", fast.asked()); // the pinned one is not looked up
         assert_eq!(pins.len(), 2);
         assert!(pins["a.io/x:1"].starts_with("a.io/x:1@sha256:"));
-        // Slow registries: the review's deadline, not each lookup's, bounds it.
-        let slow = Slow(Duration::from_millis(1200), RefCell::new(Vec::new()));
-        let started = std::time::Instant::now();
-        let e = digest_pins(
+        // The images are looked up at the same time: four of 1.2 s each
+        // fit in a budget of 3 s (one after another they would not).
+        let slow = Slow::new(Duration::from_millis(1200));
+        let pins = pin(
             &cfg(false),
             &review(&["a.io/1:1", "a.io/2:1", "a.io/3:1", "a.io/4:1"]),
             &slow,
-            crate::registry::client::LOOKUP_BUDGET,
+            Duration::from_secs(3),
         )
-        .unwrap_err();
-        assert!(
-            started.elapsed() < crate::registry::client::LOOKUP_BUDGET + Duration::from_millis(500),
-            "{:?}",
-            started.elapsed()
-        );
-        assert!(e.contains("could not be pinned"), "{e}");
-        // onRegistryError allow: what could not be looked up stays unpinned.
-        let pins = digest_pins(
+        .unwrap();
+        assert_eq!(pins.len(), 4);
+    }
+
+    /// Running out of time denies, also with onRegistryError allow; only
+    /// a registry's own error leaves an image unpinned (issue 33, 2).
+    #[test]
+    fn a_timeout_is_never_a_registry_error() {
+        let slow = Slow::new(Duration::ZERO);
+        let started = std::time::Instant::now();
+        for allow in [false, true] {
+            let e = pin(
+                &cfg(allow),
+                &review(&["stall.io/a:1", "b.io/y:2"]),
+                &slow,
+                Duration::from_secs(1),
+            )
+            .unwrap_err();
+            assert!(e.contains("stall.io/a:1") && e.contains("in time"), "{e}");
+        }
+        assert!(started.elapsed() < Duration::from_secs(4));
+        let pins = pin(
             &cfg(true),
-            &review(&["a.io/1:1", "a.io/2:1", "a.io/3:1"]),
+            &review(&["down.io/a:1", "b.io/y:2"]),
             &slow,
             Duration::from_secs(1),
         )
         .unwrap();
-        assert!(pins.len() < 3);
+        assert_eq!(pins.len(), 1, "{pins:?}");
+        assert!(pins.contains_key("b.io/y:2"));
+        let e = pin(
+            &cfg(false),
+            &review(&["down.io/a:1", "b.io/y:2"]),
+            &slow,
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
+        assert!(e.contains("connection refused"), "{e}");
+    }
+
+    /// Names the registry lists refuse are not looked up (issue 33, 7).
+    #[test]
+    fn refused_names_are_not_pinned() {
+        let r = Slow::new(Duration::ZERO);
+        let policy = Policy {
+            denied_registries: vec![crate::policy::RegistryPattern::parse("evil.io").unwrap()],
+            ..Policy::default()
+        };
+        let pins = digest_pins(
+            &policy,
+            &cfg(false),
+            &review(&["evil.io/a:1", "169.254.169.254/x:1", "b.io/y:2"]),
+            &r,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let mut asked = r.asked();
+        asked.sort();
+        // The link-local one is refused by the registry client's guard,
+        // not here (tests/registry_edges.rs).
+        assert_eq!(asked, ["169.254.169.254/x:1", "b.io/y:2"]);
+        assert!(!pins.contains_key("evil.io/a:1"));
+    }
+
+    #[test]
+    fn each_at_once_keeps_the_order() {
+        let items: Vec<usize> = (0..40).collect();
+        let out = each_at_once(&items, 8, |i| i * 2);
+        assert_eq!(out, items.iter().map(|i| i * 2).collect::<Vec<_>>());
+        assert_eq!(each_at_once(&[3], 8, |i| i + 1), vec![4]);
+        assert!(each_at_once(&[] as &[usize], 8, |i| *i).is_empty());
     }
 
     #[test]
@@ -251,7 +446,7 @@ mod tests {
     /// written: the pin is found by the patch, never silently dropped.
     #[test]
     fn short_and_odd_spellings_are_pinned_as_written() {
-        let fast = Slow(Duration::ZERO, RefCell::new(Vec::new()));
+        let fast = Slow::new(Duration::ZERO);
         let images = [
             "nginx:1",
             "org/app:2",
@@ -260,7 +455,7 @@ mod tests {
         ];
         let review = review(&images);
         let cfg = cfg(false);
-        let pins = digest_pins(&cfg, &review, &fast, Duration::from_secs(1)).unwrap();
+        let pins = pin(&cfg, &review, &fast, Duration::from_secs(1)).unwrap();
         let (reply, outcome) = crate::review::admission::mutate(
             &crate::policy::Policy::default(),
             &cfg,
@@ -295,7 +490,7 @@ mod tests {
     /// wanted, not admitted unpinned.
     #[test]
     fn an_unreadable_pod_is_not_admitted_unpinned() {
-        let fast = Slow(Duration::ZERO, RefCell::new(Vec::new()));
+        let fast = Slow::new(Duration::ZERO);
         let volumes: Vec<_> = (0..1100)
             .map(|i| serde_json::json!({"name": format!("v{i}"), "image": {"reference": "a.io/x:1"}}))
             .collect();
@@ -303,7 +498,7 @@ mod tests {
             "request": {"uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE",
                         "namespace": "default", "object": {"spec": {"containers": [{"name": "c", "image": "a.io/x:1"}], "volumes": volumes}}}});
         let review = crate::review::admission::parse(body.to_string().as_bytes()).unwrap();
-        let e = digest_pins(&cfg(false), &review, &fast, Duration::from_secs(1)).unwrap_err();
+        let e = pin(&cfg(false), &review, &fast, Duration::from_secs(1)).unwrap_err();
         assert!(e.contains("cannot be pinned"), "{e}");
     }
 }

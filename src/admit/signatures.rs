@@ -1,27 +1,37 @@
 //! Signature facts for `verifyImages`: for each distinct image a rule
 //! covers, the digest to verify (written in the reference, or — with
 //! `verifyTags` — the tag's digest now), the signatures the registry holds
-//! for it (cosign's `sha256-<hex>.sig` image), each checked by `verify`;
-//! verdicts cached by digest and by what was trusted, never by tag. All
-//! of it within the review's deadline: running out denies.
+//! for it (sigstore bundles among its referrers, cosign's legacy
+//! `sha256-<hex>.sig` image), each checked by `verify`; verdicts cached by
+//! digest and by what was trusted, never by tag. The images of a review
+//! are verified at the same time, each with an outcome of its own: a
+//! registry that stalls one image cannot spend another's time. Running
+//! out of time denies; only a registry's own error (an error status, a
+//! refused connection) reaches `onRegistryError: allow`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::config::verify::VerifyRule;
 use crate::image_ref::ImageRef;
 use crate::policy::{Facts, Policy, Request, SignatureFact, Signer};
-use crate::registry::client::{Client, LookupError};
+use crate::registry::client::{Client, LookupError, MANIFEST_MAX};
 use crate::registry::digest::Digest;
 use crate::verify::legacy::{self, Signed};
 
 /// A refusal (no signature, a bad one) is remembered briefly: a signature
 /// pushed just now is seen within this.
 pub const REFUSED_TTL: Duration = Duration::from_secs(30);
-/// Verdicts remembered at most.
+/// Verdicts remembered at most; when full, the least recently used go
+/// first, refusals before verified digests, this many at a time.
 const VERDICTS_MAX: usize = 4096;
-/// Bytes fetched at most for one image's signatures.
+const EVICTED_AT_ONCE: usize = VERDICTS_MAX / 16;
+/// Bytes fetched at most to verify one image's signatures, whatever they
+/// are: referrers pages (or the fallback index), referrer manifests,
+/// bundles, the legacy signature manifest and its layers, in both places
+/// together. Each descriptor is fetched at most once per verification.
 pub const FETCH_MAX: usize = 8 << 20;
 
 /// What verifying one digest under one rule came to.
@@ -30,8 +40,26 @@ pub enum Verdict {
     Verified(Signed),
     /// Checked and refused (no signature, none valid).
     Refused(String),
-    /// Could not be checked (registry down, timeout): never cached.
+    /// Could not be checked because the registry answered with an error
+    /// or refused the connection: never cached; admitted only with
+    /// `onRegistryError: allow`.
     Unavailable(String),
+    /// The review's time ran out first: never cached, always denied.
+    TimedOut(String),
+}
+
+/// A remembered verdict.
+struct Entry {
+    verdict: Verdict,
+    until: Instant,
+    /// When it was last asked for (a counter, not a clock).
+    used: u64,
+}
+
+#[derive(Default)]
+struct Cache {
+    entries: HashMap<(String, String), Entry>,
+    tick: u64,
 }
 
 /// Verdicts by (repository, digest, rule fingerprint), and the
@@ -39,7 +67,7 @@ pub enum Verdict {
 /// once, its signatures are fetched once).
 #[derive(Default)]
 pub struct Verdicts {
-    cache: Mutex<HashMap<(String, String), (Verdict, Instant)>>,
+    cache: Mutex<Cache>,
     inflight: Mutex<HashMap<(String, String), Arc<Flight>>>,
 }
 
@@ -115,7 +143,7 @@ impl Verdicts {
         while v.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Verdict::Unavailable(format!("verification timed out for {image}"));
+                return timed_out(image);
             }
             v = flight
                 .done
@@ -129,46 +157,69 @@ impl Verdicts {
         drop(v);
         // The first asker's outage or timeout is not this one's answer
         // while this one has time left: ask again.
-        if matches!(got, Verdict::Unavailable(_)) && Instant::now() < deadline {
+        if matches!(got, Verdict::Unavailable(_) | Verdict::TimedOut(_))
+            && Instant::now() < deadline
+        {
             return self.verdict(key, deadline, image, verified_ttl, run);
         }
         got
     }
 
     fn get(&self, key: &(String, String)) -> Option<Verdict> {
-        let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        cache
-            .get(key)
-            .filter(|(_, until)| *until > Instant::now())
-            .map(|(v, _)| v.clone())
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        cache.tick += 1;
+        let tick = cache.tick;
+        let e = cache
+            .entries
+            .get_mut(key)
+            .filter(|e| e.until > Instant::now())?;
+        e.used = tick;
+        Some(e.verdict.clone())
     }
 
     fn put(&self, key: (String, String), v: &Verdict, verified_ttl: Duration) {
         let ttl = match v {
             Verdict::Verified(_) => verified_ttl,
             Verdict::Refused(_) => REFUSED_TTL,
-            Verdict::Unavailable(_) => return,
+            Verdict::Unavailable(_) | Verdict::TimedOut(_) => return,
         };
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        if cache.len() >= VERDICTS_MAX {
-            // Expired first, then refusals (cheap to make by the thousand),
-            // and verified digests only last: they keep pods running while
-            // a registry is down.
+        if cache.entries.len() >= VERDICTS_MAX && !cache.entries.contains_key(&key) {
+            // Expired first; then the least recently used, refusals
+            // (cheap to make by the thousand) before verified digests
+            // (they keep pods running while a registry is down). Never
+            // all of them: whoever names many signed digests pushes out
+            // the ones least asked for, not everyone's.
             let now = Instant::now();
-            cache.retain(|_, (_, until)| *until > now);
-            if cache.len() >= VERDICTS_MAX {
-                cache.retain(|_, (v, _)| matches!(v, Verdict::Verified(_)));
-            }
-            if cache.len() >= VERDICTS_MAX {
-                cache.clear();
+            cache.entries.retain(|_, e| e.until > now);
+            if cache.entries.len() >= VERDICTS_MAX {
+                let mut order: Vec<(bool, u64, (String, String))> = cache
+                    .entries
+                    .iter()
+                    .map(|(k, e)| (matches!(e.verdict, Verdict::Verified(_)), e.used, k.clone()))
+                    .collect();
+                order.sort_unstable();
+                for (_, _, k) in order.into_iter().take(EVICTED_AT_ONCE) {
+                    cache.entries.remove(&k);
+                }
             }
         }
-        cache.insert(key, (v.clone(), Instant::now() + ttl));
+        cache.tick += 1;
+        let used = cache.tick;
+        cache.entries.insert(
+            key,
+            Entry {
+                verdict: v.clone(),
+                until: Instant::now() + ttl,
+                used,
+            },
+        );
     }
 }
 
 /// Facts for the images of `request` that `policy` wants verified, within
-/// `budget`.
+/// `budget`: the distinct images at the same time (at most
+/// [`super::LOOKUPS_AT_ONCE`]), each with its own outcome.
 pub fn gather(
     policy: &Policy,
     rules: &[VerifyRule],
@@ -182,25 +233,28 @@ pub fn gather(
         return facts;
     }
     let deadline = Instant::now() + budget;
+    let mut wanted: Vec<(&str, usize, &VerifyRule, bool)> = Vec::new();
+    let mut seen: HashSet<&str> = HashSet::new();
     for input in &request.images {
-        if facts.contains_key(&input.image) {
+        if !seen.insert(&input.image) {
             continue;
         }
+        // Refused names (registry lists) and exempt images are not
+        // looked up at all.
         let Some(i) = policy.verification_for(&input.image) else {
             continue;
         };
         let (Some(rule), Some(req)) = (rules.get(i), policy.verify_images.get(i)) else {
             continue;
         };
-        let outcome = fact(
-            &input.image,
-            rule,
-            req.verify_tags,
-            client,
-            verdicts,
-            deadline,
-        );
-        facts.insert(input.image.clone(), SignatureFact { rule: i, outcome });
+        wanted.push((&input.image, i, rule, req.verify_tags));
+    }
+    let outcomes =
+        super::each_at_once(&wanted, super::LOOKUPS_AT_ONCE, |(image, _, rule, tags)| {
+            fact(image, rule, *tags, client, verdicts, deadline)
+        });
+    for ((image, i, _, _), outcome) in wanted.into_iter().zip(outcomes) {
+        facts.insert(image.to_string(), SignatureFact { rule: i, outcome });
     }
     facts
 }
@@ -234,10 +288,11 @@ fn fact(
             match resolved {
                 Ok(d) => d,
                 Err(e) => {
-                    return unavailable(
+                    return outcome(
+                        failed(&r, e, deadline),
                         rule,
                         image,
-                        &format!("its tag could not be resolved: {e}"),
+                        "its tag could not be resolved: ",
                     );
                 }
             }
@@ -255,6 +310,14 @@ fn fact(
     let verdict = verdicts.verdict(key, deadline, image, rule.verified_ttl, || {
         verify_digest(&r, &digest, rule, client, deadline)
     });
+    outcome(verdict, rule, image, "")
+}
+
+/// A verdict as the policy reads it. An image whose own registry could
+/// not be asked is denied, or with `onRegistryError: allow` admitted
+/// unverified (logged and counted); one whose time ran out is always
+/// denied.
+fn outcome(verdict: Verdict, rule: &VerifyRule, image: &str, what: &str) -> Result<Signer, String> {
     match verdict {
         Verdict::Verified(s) => Ok(Signer {
             digest: s.digest.clone(),
@@ -263,28 +326,62 @@ fn fact(
             time_source: s.time_source.map(str::to_string),
             log_index: s.log_index,
         }),
-        Verdict::Refused(why) => Err(why),
-        Verdict::Unavailable(why) => unavailable(rule, image, &why),
+        Verdict::Refused(why) => Err(format!("{what}{why}")),
+        Verdict::TimedOut(why) => {
+            super::COUNTS.timed_out();
+            Err(format!("{what}{why}"))
+        }
+        Verdict::Unavailable(why) if rule.allow_on_registry_error => {
+            super::COUNTS.admitted_on_registry_error();
+            log::warn!(
+                "{image}: admitted unverified ({}: onRegistryError allow): its registry could not be asked: {what}{why}",
+                rule.label
+            );
+            Ok(Signer {
+                digest: String::new(),
+                by: format!("nobody (unverified: {what}{why}; onRegistryError allow)"),
+                time: None,
+                time_source: None,
+                log_index: None,
+            })
+        }
+        Verdict::Unavailable(why) => Err(format!("{what}{why}")),
     }
 }
 
-/// A signature that could not be checked: denied, or with
-/// `onRegistryError: allow` admitted unverified (and logged).
-fn unavailable(rule: &VerifyRule, image: &str, why: &str) -> Result<Signer, String> {
-    if rule.allow_on_registry_error {
-        log::warn!(
-            "{image}: admitted unverified ({}: onRegistryError allow): {why}",
-            rule.label
-        );
-        Ok(Signer {
-            digest: String::new(),
-            by: format!("nobody (unverified: {why}; onRegistryError allow)"),
-            time: None,
-            time_source: None,
-            log_index: None,
-        })
-    } else {
-        Err(why.to_string())
+fn timed_out(image: &str) -> Verdict {
+    Verdict::TimedOut(format!(
+        "the review's time ran out before the signatures of {image} were verified"
+    ))
+}
+
+/// Bytes one verification may still fetch, shared by its two lookups.
+struct Allowance(AtomicUsize);
+
+impl Allowance {
+    /// Takes `n` bytes, or nothing when fewer are left.
+    fn take(&self, n: usize) -> bool {
+        self.0
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                left.checked_sub(n)
+            })
+            .is_ok()
+    }
+
+    /// Takes up to `n` bytes, as many as are left; returns how many.
+    fn take_up_to(&self, n: usize) -> usize {
+        match self
+            .0
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                Some(left - left.min(n))
+            }) {
+            Ok(left) | Err(left) => left.min(n),
+        }
+    }
+
+    /// Gives back what a read took and did not use.
+    fn give_back(&self, n: usize) {
+        self.0.fetch_add(n, Ordering::SeqCst);
     }
 }
 
@@ -292,7 +389,8 @@ fn unavailable(rule: &VerifyRule, image: &str, why: &str) -> Result<Signer, Stri
 /// both places cosign puts them — sigstore bundles attached as referrers
 /// (cosign v3) and the legacy `sha256-<hex>.sig` image — looked up at the
 /// same time (the legacy one on a second thread), so that a cold
-/// verification costs the round trips of one format, not both.
+/// verification costs the round trips of one format, not both. Both
+/// draw on one allowance of [`FETCH_MAX`] bytes.
 pub fn verify_digest(
     r: &ImageRef,
     digest: &Digest,
@@ -300,9 +398,10 @@ pub fn verify_digest(
     client: &Client,
     deadline: Instant,
 ) -> Verdict {
+    let allowance = Allowance(AtomicUsize::new(FETCH_MAX));
     let (legacy, bundles) = std::thread::scope(|s| {
-        let legacy = s.spawn(|| legacy_verdict(r, digest, rule, client, deadline));
-        let bundles = bundle_verdict(r, digest, rule, client, deadline);
+        let legacy = s.spawn(|| legacy_verdict(r, digest, rule, client, deadline, &allowance));
+        let bundles = bundle_verdict(r, digest, rule, client, deadline, &allowance);
         (
             legacy
                 .join()
@@ -315,10 +414,13 @@ pub fn verify_digest(
 
 /// One verdict from both places. Unavailable only when neither place
 /// could be asked: a registry that answers one lookup and fails the other
-/// on purpose must not reach onRegistryError's "allow".
+/// on purpose must not reach onRegistryError's "allow". Out of time when
+/// either place ran out and neither verified: what it had not yet looked
+/// at might have verified, so nothing is remembered.
 fn combine(bundles: Verdict, legacy: Verdict) -> Verdict {
     match (bundles, legacy) {
         (v @ Verdict::Verified(_), _) | (_, v @ Verdict::Verified(_)) => v,
+        (v @ Verdict::TimedOut(_), _) | (_, v @ Verdict::TimedOut(_)) => v,
         (Verdict::Unavailable(b), Verdict::Unavailable(_)) => Verdict::Unavailable(b),
         (Verdict::Refused(b), Verdict::Refused(l)) => {
             Verdict::Refused(format!("no accepted signature: bundles: {b}; legacy: {l}"))
@@ -332,13 +434,13 @@ fn combine(bundles: Verdict, legacy: Verdict) -> Verdict {
     }
 }
 
-/// Maps a lookup failure to a verdict: transient ones (and anything once
-/// the time is up) cannot be told from an outage.
+/// Maps a lookup failure to a verdict: the deadline's end is never an
+/// outage; an error the registry gave (a status, a refused connection)
+/// is; anything else it said is a refusal.
 fn failed(r: &ImageRef, e: LookupError, deadline: Instant) -> Verdict {
     match e {
-        _ if Instant::now() >= deadline => {
-            Verdict::Unavailable(format!("verification timed out for {r}"))
-        }
+        LookupError::TimedOut(_) => timed_out(&r.to_string()),
+        _ if Instant::now() >= deadline => timed_out(&r.to_string()),
         LookupError::Transient(m) => Verdict::Unavailable(format!(
             "the registry could not be asked for signatures: {m}"
         )),
@@ -348,43 +450,69 @@ fn failed(r: &ImageRef, e: LookupError, deadline: Instant) -> Verdict {
     }
 }
 
-/// Sigstore bundles among the referrers of `digest`.
+/// Sigstore bundles among the referrers of `digest`. A referrer that
+/// cannot be fetched or read is skipped (its reason counted) and the
+/// search goes on within the allowance and the deadline.
 fn bundle_verdict(
     r: &ImageRef,
     digest: &Digest,
     rule: &VerifyRule,
     client: &Client,
     deadline: Instant,
+    allowance: &Allowance,
 ) -> Verdict {
     use crate::verify::bundle;
     let left = || deadline.saturating_duration_since(Instant::now());
-    let listed = match client.referrers(r, digest, None, left()) {
-        Ok(l) => l,
+    let reserved = allowance.take_up_to(MANIFEST_MAX);
+    let listed = match client.referrers_capped(r, digest, None, reserved, left()) {
+        Ok((l, read)) => {
+            allowance.give_back(reserved.saturating_sub(read));
+            l
+        }
         Err(e) => return failed(r, e, deadline),
     };
+    // Each descriptor once, however often it is listed.
+    let mut listed_once: HashSet<&str> = HashSet::new();
     let candidates: Vec<_> = listed
         .iter()
         .filter(|d| {
             d.artifact_type
                 .as_deref()
                 .is_some_and(|a| a.starts_with(bundle::LAYER_PREFIX))
+                && listed_once.insert(d.digest.as_str())
         })
         .collect();
     if candidates.is_empty() {
         return Verdict::Refused("no sigstore bundle among the referrers".into());
     }
     let digest_s = digest.to_string();
-    let mut fetched = 0usize;
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    let mut bundles_seen: HashSet<String> = HashSet::new();
     for d in candidates.iter().take(legacy::MAX_LAYERS) {
         if left().is_zero() {
-            return Verdict::Unavailable(format!("verification timed out for {r}"));
+            return timed_out(&r.to_string());
         }
-        let m = match client.manifest(r, &d.digest, left()) {
-            Ok(m) => m,
-            Err(e) => return failed(r, e, deadline),
+        let size_ok = usize::try_from(d.size)
+            .ok()
+            .filter(|n| *n <= MANIFEST_MAX && allowance.take(*n));
+        let Some(size) = size_ok else {
+            *reasons
+                .entry("a referrer larger than the bytes left to fetch".into())
+                .or_default() += 1;
+            continue;
         };
-        fetched += m.bytes.len();
+        let m = match client.manifest_capped(r, &d.digest, size, left()) {
+            Ok(m) => m,
+            Err(e) => match failed(r, e, deadline) {
+                v @ Verdict::TimedOut(_) => return v,
+                _ => {
+                    *reasons
+                        .entry("a referrer that could not be fetched".into())
+                        .or_default() += 1;
+                    continue;
+                }
+            },
+        };
         #[derive(serde::Deserialize)]
         struct M {
             #[serde(default)]
@@ -404,13 +532,16 @@ fn bundle_verdict(
                 .or_default() += 1;
             continue;
         };
+        if !bundles_seen.insert(layer.digest.clone()) {
+            continue; // that bundle was checked already
+        }
         let blob = match fetch_capped(
             client,
             r,
             &layer.digest,
             layer.size,
             "bundle",
-            &mut fetched,
+            allowance,
             &mut reasons,
             deadline,
         ) {
@@ -430,8 +561,9 @@ fn bundle_verdict(
 }
 
 /// One signature blob (a payload or a bundle) by its descriptor, within
-/// the caps: `None` when the caps refuse it (the reason is counted),
-/// `Err` with the verdict when the registry cannot be asked.
+/// the allowance: `None` when it cannot be had (too large, a bad digest,
+/// the registry failed it; the reason is counted), `Err` with the
+/// verdict when the time ran out.
 #[allow(clippy::too_many_arguments)]
 fn fetch_capped(
     client: &Client,
@@ -439,7 +571,7 @@ fn fetch_capped(
     digest: &str,
     size: u64,
     what: &str,
-    fetched: &mut usize,
+    allowance: &Allowance,
     reasons: &mut BTreeMap<String, usize>,
     deadline: Instant,
 ) -> Result<Option<Vec<u8>>, Verdict> {
@@ -451,19 +583,26 @@ fn fetch_capped(
     };
     let size_ok = usize::try_from(size)
         .ok()
-        .filter(|n| *n <= legacy::MAX_PAYLOAD && *fetched + n <= FETCH_MAX);
-    let Some(n) = size_ok else {
+        .filter(|n| *n <= legacy::MAX_PAYLOAD && allowance.take(*n));
+    let Some(_) = size_ok else {
         *reasons
             .entry(format!("a {what} larger than accepted"))
             .or_default() += 1;
         return Ok(None);
     };
-    *fetched += n;
     let left = deadline.saturating_duration_since(Instant::now());
-    client
-        .blob(r, &d, size, legacy::MAX_PAYLOAD, left)
-        .map(Some)
-        .map_err(|e| failed(r, e, deadline))
+    match client.blob(r, &d, size, legacy::MAX_PAYLOAD, left) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) => match failed(r, e, deadline) {
+            v @ Verdict::TimedOut(_) => Err(v),
+            _ => {
+                *reasons
+                    .entry(format!("a {what} that could not be fetched"))
+                    .or_default() += 1;
+                Ok(None)
+            }
+        },
+    }
 }
 
 /// Reasons, each once with its count, and what was not looked at.
@@ -481,51 +620,60 @@ fn summarise(reasons: BTreeMap<String, usize>, skipped: usize) -> String {
     why.join("; ")
 }
 
-/// cosign's legacy `sha256-<hex>.sig` image.
+/// cosign's legacy `sha256-<hex>.sig` image. Layers that share a payload
+/// (several signatures of one payload) fetch it once.
 fn legacy_verdict(
     r: &ImageRef,
     digest: &Digest,
     rule: &VerifyRule,
     client: &Client,
     deadline: Instant,
+    allowance: &Allowance,
 ) -> Verdict {
     let left = || deadline.saturating_duration_since(Instant::now());
-    let timed_out = || Verdict::Unavailable(format!("verification timed out for {r}"));
-    let transient = |e: LookupError| failed(r, e, deadline);
     let digest_s = digest.to_string();
     let tag = legacy::signature_tag(&digest_s);
-    let manifest = match client.manifest(r, &tag, left()) {
-        Ok(m) => m,
+    let reserved = allowance.take_up_to(MANIFEST_MAX);
+    let manifest = match client.manifest_capped(r, &tag, reserved, left()) {
+        Ok(m) => {
+            allowance.give_back(reserved.saturating_sub(m.bytes.len()));
+            m
+        }
         Err(LookupError::Permanent(m)) if m.contains("(404)") => {
             return Verdict::Refused(format!("no signature found (no {tag})"));
         }
-        Err(e) => return transient(e),
+        Err(e) => return failed(r, e, deadline),
     };
     let (layers, total) = match legacy::signature_layers(&manifest.bytes) {
         Ok(x) => x,
         Err(e) => return Verdict::Refused(e),
     };
-    let mut fetched = manifest.bytes.len();
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    let mut payloads: HashMap<String, Option<Vec<u8>>> = HashMap::new();
     for layer in &layers {
         if left().is_zero() {
-            return timed_out();
+            return timed_out(&r.to_string());
         }
-        let payload = match fetch_capped(
-            client,
-            r,
-            &layer.digest,
-            layer.size,
-            "signature layer",
-            &mut fetched,
-            &mut reasons,
-            deadline,
-        ) {
-            Ok(Some(p)) => p,
-            Ok(None) => continue,
-            Err(v) => return v,
+        if !payloads.contains_key(&layer.digest) {
+            let got = match fetch_capped(
+                client,
+                r,
+                &layer.digest,
+                layer.size,
+                "signature layer",
+                allowance,
+                &mut reasons,
+                deadline,
+            ) {
+                Ok(p) => p,
+                Err(v) => return v,
+            };
+            payloads.insert(layer.digest.clone(), got);
+        }
+        let Some(Some(payload)) = payloads.get(&layer.digest) else {
+            continue;
         };
-        match legacy::verify_layer(&payload, &layer.annotations, &digest_s, &rule.trust) {
+        match legacy::verify_layer(payload, &layer.annotations, &digest_s, &rule.trust) {
             Ok(s) => return Verdict::Verified(s),
             Err(e) => *reasons.entry(e).or_default() += 1,
         }
@@ -559,6 +707,53 @@ mod tests {
         assert!(matches!(combine(r(), u()), Verdict::Refused(_)));
         assert!(matches!(combine(u(), r()), Verdict::Refused(_)));
         assert!(matches!(combine(r(), r()), Verdict::Refused(_)));
+        // Out of time: never an outage, never remembered as a refusal.
+        let t = || Verdict::TimedOut("late".into());
+        assert_eq!(combine(v(), t()), v());
+        assert_eq!(combine(t(), v()), v());
+        for (b, l) in [(t(), u()), (u(), t()), (t(), r()), (r(), t()), (t(), t())] {
+            assert!(matches!(combine(b, l), Verdict::TimedOut(_)));
+        }
+        let verdicts = Verdicts::default();
+        let key = ("r@d".to_string(), "f".to_string());
+        verdicts.put(key.clone(), &t(), Duration::from_secs(60));
+        assert_eq!(verdicts.get(&key), None);
+    }
+
+    /// A full cache loses its least recently used entries, refusals
+    /// first, never all of them (issue 33, 5).
+    #[test]
+    fn a_full_cache_evicts_the_least_used_not_everything() {
+        let verdicts = Verdicts::default();
+        let key = |i: usize| (format!("r@{i}"), "f".to_string());
+        let signed = Signed {
+            digest: "d".into(),
+            signer: "s".into(),
+            reference: "r".into(),
+            time: None,
+            time_source: None,
+            log_index: None,
+        };
+        let day = Duration::from_secs(86_400);
+        for i in 0..VERDICTS_MAX {
+            verdicts.put(key(i), &Verdict::Verified(signed.clone()), day);
+        }
+        // Entry 0 is in use; then many more distinct signed digests.
+        for i in VERDICTS_MAX..VERDICTS_MAX * 3 {
+            assert!(
+                verdicts.get(&key(0)).is_some(),
+                "lost the entry in use at {i}"
+            );
+            verdicts.put(key(i), &Verdict::Verified(signed.clone()), day);
+        }
+        let held = verdicts.cache.lock().unwrap().entries.len();
+        assert!(
+            (VERDICTS_MAX - EVICTED_AT_ONCE..=VERDICTS_MAX).contains(&held),
+            "{held}"
+        );
+        // The most recent ones are there; the oldest unused ones are not.
+        assert!(verdicts.get(&key(VERDICTS_MAX * 3 - 1)).is_some());
+        assert!(verdicts.get(&key(1)).is_none());
     }
 
     /// A full cache gives up refusals before verified digests.

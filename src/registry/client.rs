@@ -21,6 +21,7 @@ use crate::image_ref::{DOCKER_HUB, ImageRef};
 use crate::registry::challenge;
 use crate::registry::credentials::{Credential, Credentials};
 use crate::registry::digest::{Digest, Hasher, Refused, Verifier};
+use crate::registry::guard;
 use crate::registry::proxy::ProxyConfig;
 
 /// What a manifest request accepts; the digest depends on the type the
@@ -49,8 +50,6 @@ const TOKEN_MAX: usize = 64 * 1024;
 /// deadline) so that one rollout cannot open hundreds of connections to a
 /// registry that already struggles.
 pub const MAX_IN_FLIGHT: usize = 8;
-/// A registry without the referrers API is asked again after this.
-const REFERRERS_API_RECHECK: Duration = Duration::from_secs(3600);
 /// Referrers pages followed at most, and descriptors kept at most.
 const REFERRER_PAGES: usize = 8;
 const REFERRERS_MAX: usize = 1024;
@@ -61,6 +60,9 @@ const REFERRERS_MAX: usize = 1024;
 pub enum LookupError {
     Transient(String),
     Permanent(String),
+    /// The caller's time ran out (a deadline, not a registry's answer):
+    /// never taken for an outage, never remembered.
+    TimedOut(String),
 }
 
 impl std::fmt::Display for LookupError {
@@ -68,6 +70,7 @@ impl std::fmt::Display for LookupError {
         match self {
             LookupError::Transient(m) => write!(f, "{m} (transient)"),
             LookupError::Permanent(m) => f.write_str(m),
+            LookupError::TimedOut(m) => write!(f, "{m} (out of time)"),
         }
     }
 }
@@ -119,12 +122,11 @@ pub struct Client {
     /// Registry hosts that asked for Basic credentials: they get them
     /// with the first request from then on (one round trip, not two).
     basic_hosts: Mutex<HashSet<String>>,
-    /// Registry hosts that answered 404 for the referrers API, until when:
-    /// they are asked for the tag-schema index directly (one round trip
-    /// less per signature lookup).
-    no_referrers_api: Mutex<HashMap<String, Instant>>,
     /// Registry host -> requests under way (at most MAX_IN_FLIGHT).
     busy: Mutex<HashMap<String, usize>>,
+    /// Hosts the configuration names, which may be on loopback or
+    /// link-local addresses (`guard`).
+    named: guard::Named,
     freed: Condvar,
     stats: Stats,
 }
@@ -307,8 +309,12 @@ impl Client {
         proxies: ProxyConfig,
         extra_ca: &[rustls::pki_types::CertificateDer<'static>],
     ) -> Client {
+        let named = guard::Named::default();
+        for host in proxies.hosts() {
+            named.add(&host);
+        }
         Client {
-            agent: build_agent(extra_ca, true),
+            agent: build_agent(extra_ca, true, &named),
             agents: HashMap::new(),
             plain: HashSet::new(),
             proxies,
@@ -319,8 +325,8 @@ impl Client {
             inflight: Mutex::new(HashMap::new()),
             not_before: Mutex::new(HashMap::new()),
             basic_hosts: Mutex::new(HashSet::new()),
-            no_referrers_api: Mutex::new(HashMap::new()),
             busy: Mutex::new(HashMap::new()),
+            named,
             freed: Condvar::new(),
             stats: Stats::default(),
         }
@@ -339,7 +345,9 @@ impl Client {
         for (registry, certs) in cas {
             let key = registry_key(registry);
             let https_only = !self.plain.contains(&key);
-            self.agents.insert(key, build_agent(certs, https_only));
+            self.named.add(&key);
+            self.agents
+                .insert(key, build_agent(certs, https_only, &self.named));
         }
         self
     }
@@ -350,8 +358,19 @@ impl Client {
     pub fn with_plain_http<'a>(mut self, registries: impl IntoIterator<Item = &'a String>) -> Self {
         for r in registries {
             let key = registry_key(r);
-            self.agents.insert(key.clone(), build_agent(&[], false));
+            self.named.add(&key);
+            self.agents
+                .insert(key.clone(), build_agent(&[], false, &self.named));
             self.plain.insert(key);
+        }
+        self
+    }
+
+    /// Names hosts (`host[:port]`) that may be reached on loopback or
+    /// link-local addresses, as a `registries` entry does (`guard`).
+    pub fn with_named_hosts<'a>(self, hosts: impl IntoIterator<Item = &'a str>) -> Self {
+        for h in hosts {
+            self.named.add(h);
         }
         self
     }
@@ -430,8 +449,9 @@ impl Client {
             let began = Instant::now();
             let answer = self.resolve(r, within);
             self.stats.observe(began.elapsed());
-            let out_of_time = matches!(answer, Err(LookupError::Transient(_)))
-                && began.elapsed() + Duration::from_millis(20) >= within;
+            let out_of_time = matches!(answer, Err(LookupError::TimedOut(_)))
+                || (matches!(answer, Err(LookupError::Transient(_)))
+                    && began.elapsed() + Duration::from_millis(20) >= within);
             if out_of_time {
                 // Gone from the table first, so that a waiter asking again
                 // starts a new lookup instead of finding this one.
@@ -448,12 +468,14 @@ impl Client {
             }
             Stats::add(match &answer {
                 Ok(_) => &self.stats.ok,
-                Err(LookupError::Transient(_)) => &self.stats.transient,
+                Err(LookupError::Transient(_) | LookupError::TimedOut(_)) => &self.stats.transient,
                 Err(LookupError::Permanent(_)) => &self.stats.permanent,
             });
             let ttl = match &answer {
                 Ok(_) => self.tag_ttl,
-                Err(LookupError::Transient(_)) => TRANSIENT_BACKOFF.min(self.tag_ttl),
+                Err(LookupError::Transient(_) | LookupError::TimedOut(_)) => {
+                    TRANSIENT_BACKOFF.min(self.tag_ttl)
+                }
                 Err(LookupError::Permanent(_)) => PERMANENT_TTL.min(self.tag_ttl),
             };
             {
@@ -480,7 +502,7 @@ impl Client {
         while answer.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(LookupError::Transient(format!(
+                return Err(LookupError::TimedOut(format!(
                     "{}: the lookup under way did not finish in time",
                     r.domain()
                 )));
@@ -495,7 +517,7 @@ impl Client {
             drop(answer);
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(LookupError::Transient(format!(
+                return Err(LookupError::TimedOut(format!(
                     "{}: no time left for the lookup",
                     r.domain()
                 )));
@@ -540,7 +562,7 @@ impl Client {
             Some(h) => Digest::parse(h).map_err(|e| {
                 LookupError::Permanent(format!("{} sent a bad digest for {tag}: {e}", t.host))
             }),
-            None => Ok(self.fetch_manifest(&t, tag, deadline)?.digest),
+            None => Ok(self.fetch_manifest(&t, tag, MANIFEST_MAX, deadline)?.digest),
         }
     }
 
@@ -554,14 +576,32 @@ impl Client {
         reference: &str,
         within: Duration,
     ) -> Result<Manifest, LookupError> {
+        self.manifest_capped(r, reference, MANIFEST_MAX, within)
+    }
+
+    /// As [`Client::manifest`], refusing more than `cap` bytes (at most
+    /// [`MANIFEST_MAX`]): what a caller has left of its own byte budget.
+    pub fn manifest_capped(
+        &self,
+        r: &ImageRef,
+        reference: &str,
+        cap: usize,
+        within: Duration,
+    ) -> Result<Manifest, LookupError> {
         let t = self.target(r);
-        self.fetch_manifest(&t, reference, Instant::now() + within)
+        self.fetch_manifest(
+            &t,
+            reference,
+            cap.min(MANIFEST_MAX),
+            Instant::now() + within,
+        )
     }
 
     fn fetch_manifest(
         &self,
         t: &Target,
         reference: &str,
+        cap: usize,
         deadline: Instant,
     ) -> Result<Manifest, LookupError> {
         let path = format!("/v2/{}/manifests/{reference}", t.name);
@@ -591,7 +631,7 @@ impl Client {
                 .transpose()?
         };
         let what = format!("{}/{}:{reference}", t.host, t.name);
-        let (bytes, digest) = read_checked(&mut resp, expected, MANIFEST_MAX, &what)?;
+        let (bytes, digest) = read_checked(&mut resp, expected, cap, &what)?;
         let media_type = manifest_type(&bytes, &content_type)
             .map_err(|e| LookupError::Permanent(format!("{what}: {e}")))?;
         Ok(Manifest {
@@ -641,7 +681,7 @@ impl Client {
 
     /// The manifests that name `subject` as theirs (signatures,
     /// attestations), of `artifact_type` if given: from the referrers API,
-    /// or, where the registry has none (404), from the index tagged
+    /// or, where the registry answers 404 there, from the index tagged
     /// `sha256-<hex>` (the OCI tag schema). No such index: none.
     pub fn referrers(
         &self,
@@ -650,37 +690,47 @@ impl Client {
         artifact_type: Option<&str>,
         within: Duration,
     ) -> Result<Vec<Descriptor>, LookupError> {
+        self.referrers_capped(
+            r,
+            subject,
+            artifact_type,
+            REFERRER_PAGES * MANIFEST_MAX,
+            within,
+        )
+        .map(|(found, _)| found)
+    }
+
+    /// As [`Client::referrers`], reading at most `cap` bytes of pages (or
+    /// of the fallback index) in all; also returns the bytes read, which
+    /// the caller counts against its own budget.
+    ///
+    /// A 404 is taken for this request alone and never remembered: the
+    /// distribution spec lets a registry without the API answer 404, and
+    /// some registries with it answer 404 for a repository they do not
+    /// hold, so what one repository's answer says must not decide how
+    /// another's signatures are looked up.
+    pub fn referrers_capped(
+        &self,
+        r: &ImageRef,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+        cap: usize,
+        within: Duration,
+    ) -> Result<(Vec<Descriptor>, usize), LookupError> {
         let t = self.target(r);
         let deadline = Instant::now() + within;
         let mut path = format!("/v2/{}/referrers/{subject}", t.name);
         if let Some(a) = artifact_type {
             path.push_str(&format!("?artifactType={}", encode(a)));
         }
-        let known_absent = self
-            .no_referrers_api
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&t.host)
-            .is_some_and(|until| *until > Instant::now());
-        if known_absent {
-            return self.referrers_by_tag(&t, subject, artifact_type, deadline);
-        }
         let mut found = Vec::new();
+        let mut read = 0usize;
         for page in 0..REFERRER_PAGES {
             let (mut resp, slot) = self.send(&t, Method::Get, &path, OCI_INDEX, deadline)?;
             let status = resp.status().as_u16();
             if status == 404 && page == 0 {
                 drop((resp, slot));
-                let mut absent = self
-                    .no_referrers_api
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                if absent.len() >= REMEMBERED_MAX {
-                    absent.clear();
-                }
-                absent.insert(t.host.clone(), Instant::now() + REFERRERS_API_RECHECK);
-                drop(absent);
-                return self.referrers_by_tag(&t, subject, artifact_type, deadline);
+                return self.referrers_by_tag(&t, subject, artifact_type, cap, deadline);
             }
             if status != 200 {
                 return Err(LookupError::Permanent(format!(
@@ -690,7 +740,9 @@ impl Client {
             }
             let next = header(&resp, "link").and_then(next_link);
             let what = format!("{}/{} referrers of {subject}", t.host, t.name);
-            let (bytes, _) = read_checked(&mut resp, None, MANIFEST_MAX, &what)?;
+            let left = cap.saturating_sub(read).min(MANIFEST_MAX);
+            let (bytes, _) = read_checked(&mut resp, None, left, &what)?;
+            read += bytes.len();
             found.extend(index_entries(&bytes, &what)?);
             if found.len() > REFERRERS_MAX {
                 return Err(LookupError::Permanent(format!(
@@ -703,7 +755,7 @@ impl Client {
             }
         }
         found.retain(|d| artifact_type.is_none_or(|a| d.artifact_type.as_deref() == Some(a)));
-        Ok(found)
+        Ok((found, read))
     }
 
     fn referrers_by_tag(
@@ -711,12 +763,13 @@ impl Client {
         t: &Target,
         subject: &Digest,
         artifact_type: Option<&str>,
+        cap: usize,
         deadline: Instant,
-    ) -> Result<Vec<Descriptor>, LookupError> {
+    ) -> Result<(Vec<Descriptor>, usize), LookupError> {
         let tag = subject.tag_form();
-        let m = match self.fetch_manifest(t, &tag, deadline) {
+        let m = match self.fetch_manifest(t, &tag, cap.min(MANIFEST_MAX), deadline) {
             Ok(m) => m,
-            Err(LookupError::Permanent(e)) if e.ends_with("(404)") => return Ok(Vec::new()),
+            Err(LookupError::Permanent(e)) if e.ends_with("(404)") => return Ok((Vec::new(), 0)),
             Err(e) => return Err(e),
         };
         if m.media_type != OCI_INDEX {
@@ -727,8 +780,13 @@ impl Client {
         }
         let what = format!("{}/{}:{tag}", t.host, t.name);
         let mut found = index_entries(&m.bytes, &what)?;
+        if found.len() > REFERRERS_MAX {
+            return Err(LookupError::Permanent(format!(
+                "{what}: more than {REFERRERS_MAX} referrers"
+            )));
+        }
         found.retain(|d| artifact_type.is_none_or(|a| d.artifact_type.as_deref() == Some(a)));
-        Ok(found)
+        Ok((found, m.bytes.len()))
     }
 
     /// One request to a registry, authorised: a cached token first; on a
@@ -870,8 +928,8 @@ impl Client {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(LookupError::Transient(format!(
-                    "{host}: {MAX_IN_FLIGHT} requests to it are already under way"
+                return Err(LookupError::TimedOut(format!(
+                    "{host}: {MAX_IN_FLIGHT} requests to it were under way until the time ran out"
                 )));
             }
             busy = self
@@ -919,7 +977,7 @@ impl Client {
         for attempt in 0..2 {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(LookupError::Transient(format!("{host}: no time left")));
+                return Err(LookupError::TimedOut(format!("{host}: no time left")));
             }
             let agent = self.agent_for(host);
             let mut req = match method {
@@ -966,6 +1024,14 @@ impl Client {
                 .map_err(|e| LookupError::Permanent(format!("{host}: {e}")))?;
             let realm_host =
                 realm_host(realm).map_err(|e| LookupError::Permanent(format!("{host}: {e}")))?;
+            // Over plain HTTP anyone on the path can write the challenge
+            // and name any realm: the registry's credentials go to a realm
+            // on the registry's own host only.
+            if t.plain && credential.is_some() && registry_key(&realm_host) != registry_key(host) {
+                return Err(LookupError::Permanent(format!(
+                    "{host} is spoken to over plain HTTP and its token realm is on another host ({realm_host}); its credentials are not sent there, as anyone on the path could have named that realm"
+                )));
+            }
             let service = c.param("service");
             let mut query = format!("scope={}", encode(scope));
             if let Some(s) = service {
@@ -974,7 +1040,7 @@ impl Client {
             let sep = if realm.contains('?') { '&' } else { '?' };
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(LookupError::Transient(format!("{host}: no time left")));
+                return Err(LookupError::TimedOut(format!("{host}: no time left")));
             }
             let agent = self.agent_for(&realm_host);
             let https = realm.starts_with("https://");
@@ -1011,11 +1077,11 @@ impl Client {
                         .call()
                 }
             };
-            let mut resp = sent.map_err(|e| {
-                LookupError::Transient(format!(
-                    "token endpoint of {host}: {}",
-                    transport(&realm_host, e)
-                ))
+            let mut resp = sent.map_err(|e| match transport(&realm_host, e) {
+                LookupError::TimedOut(m) => {
+                    LookupError::TimedOut(format!("token endpoint of {host}: {m}"))
+                }
+                other => LookupError::Transient(format!("token endpoint of {host}: {other}")),
             })?;
             let status = resp.status().as_u16();
             if status != 200 {
@@ -1035,37 +1101,7 @@ impl Client {
             }
             let what = format!("token endpoint of {host}");
             let (body, _) = read_checked(&mut resp, None, TOKEN_MAX, &what)?;
-            #[derive(serde::Deserialize)]
-            struct Token {
-                token: Option<String>,
-                access_token: Option<String>,
-                expires_in: Option<u64>,
-            }
-            let t: Token = serde_json::from_slice(&body)
-                .map_err(|e| LookupError::Permanent(format!("{what} sent no token: {e}")))?;
-            let token = t
-                .token
-                .filter(|t| !t.is_empty())
-                .or(t.access_token)
-                .filter(|t| !t.is_empty())
-                .ok_or_else(|| LookupError::Permanent(format!("{what} sent no token")))?;
-            if token.len() > TOKEN_LEN_MAX {
-                return Err(LookupError::Permanent(format!(
-                    "{what} sent a token of {} bytes (at most {TOKEN_LEN_MAX} are kept)",
-                    token.len()
-                )));
-            }
-            if token.bytes().any(|b| !(0x21..0x7f).contains(&b)) {
-                return Err(LookupError::Permanent(format!(
-                    "{what} sent a token that cannot be a header value"
-                )));
-            }
-            // A registry's word on how long its token lives, within reason
-            // (an absurd expires_in must not overflow a clock).
-            let ttl = t
-                .expires_in
-                .map_or(TOKEN_DEFAULT_TTL, Duration::from_secs)
-                .min(TOKEN_MAX_TTL);
+            let (token, ttl) = token_answer(&body, &what)?;
             let mut tokens = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
             if tokens.len() >= REMEMBERED_MAX {
                 let now = Instant::now();
@@ -1160,6 +1196,9 @@ fn stale(e: &std::io::Error) -> bool {
 /// A transport failure as the review will read it; never with a URL's
 /// query (tokens are not in URLs, but a realm's query could be anything).
 fn transport(host: &str, e: ureq::Error) -> LookupError {
+    if let Some(refused) = guard::refusal(&e) {
+        return LookupError::Permanent(refused);
+    }
     match e {
         ureq::Error::RequireHttpsOnly(url) => LookupError::Permanent(format!(
             "{host} sent us to {}, which is not https; only a registry configured as plainHttp may speak http",
@@ -1171,7 +1210,7 @@ fn transport(host: &str, e: ureq::Error) -> LookupError {
         ureq::Error::BodyExceedsLimit(n) => {
             LookupError::Permanent(format!("{host} sent more than {n} bytes"))
         }
-        ureq::Error::Timeout(t) => LookupError::Transient(format!("{host}: timed out ({t})")),
+        ureq::Error::Timeout(t) => LookupError::TimedOut(format!("{host}: timed out ({t})")),
         other => LookupError::Transient(format!("{host}: {other}")),
     }
 }
@@ -1213,9 +1252,12 @@ fn read_checked(
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                return Err(LookupError::Transient(format!(
-                    "{what}: the body did not arrive: {e}"
-                )));
+                let m = format!("{what}: the body did not arrive: {e}");
+                return Err(if e.kind() == std::io::ErrorKind::TimedOut {
+                    LookupError::TimedOut(m)
+                } else {
+                    LookupError::Transient(m)
+                });
             }
         };
         let fed = match &mut check {
@@ -1238,7 +1280,7 @@ fn read_checked(
 
 /// A manifest's media type: its own `mediaType`, which must agree with
 /// the `Content-Type` it came with when both are there.
-fn manifest_type(bytes: &[u8], content_type: &str) -> Result<String, String> {
+pub(crate) fn manifest_type(bytes: &[u8], content_type: &str) -> Result<String, String> {
     #[derive(serde::Deserialize)]
     struct Head {
         #[serde(rename = "mediaType")]
@@ -1256,7 +1298,7 @@ fn manifest_type(bytes: &[u8], content_type: &str) -> Result<String, String> {
 }
 
 /// The `manifests` of an index, each with a readable digest.
-fn index_entries(bytes: &[u8], what: &str) -> Result<Vec<Descriptor>, LookupError> {
+pub(crate) fn index_entries(bytes: &[u8], what: &str) -> Result<Vec<Descriptor>, LookupError> {
     #[derive(serde::Deserialize)]
     struct Index {
         #[serde(default)]
@@ -1269,6 +1311,43 @@ fn index_entries(bytes: &[u8], what: &str) -> Result<Vec<Descriptor>, LookupErro
             .map_err(|e| LookupError::Permanent(format!("{what}: a descriptor's {e}")))?;
     }
     Ok(index.manifests)
+}
+
+/// A token endpoint's answer: the token (`token`, else `access_token`),
+/// which must fit in an Authorization header, and how long it is kept.
+pub(crate) fn token_answer(body: &[u8], what: &str) -> Result<(String, Duration), LookupError> {
+    #[derive(serde::Deserialize)]
+    struct Token {
+        token: Option<String>,
+        access_token: Option<String>,
+        expires_in: Option<u64>,
+    }
+    let t: Token = serde_json::from_slice(body)
+        .map_err(|e| LookupError::Permanent(format!("{what} sent no token: {e}")))?;
+    let token = t
+        .token
+        .filter(|t| !t.is_empty())
+        .or(t.access_token)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| LookupError::Permanent(format!("{what} sent no token")))?;
+    if token.len() > TOKEN_LEN_MAX {
+        return Err(LookupError::Permanent(format!(
+            "{what} sent a token of {} bytes (at most {TOKEN_LEN_MAX} are kept)",
+            token.len()
+        )));
+    }
+    if token.bytes().any(|b| !(0x21..0x7f).contains(&b)) {
+        return Err(LookupError::Permanent(format!(
+            "{what} sent a token that cannot be a header value"
+        )));
+    }
+    // A registry's word on how long its token lives, within reason
+    // (an absurd expires_in must not overflow a clock).
+    let ttl = t
+        .expires_in
+        .map_or(TOKEN_DEFAULT_TTL, Duration::from_secs)
+        .min(TOKEN_MAX_TTL);
+    Ok((token, ttl))
 }
 
 /// The `rel="next"` target of a `Link` header, if it stays on the same
@@ -1299,6 +1378,7 @@ fn registry_key(domain: &str) -> String {
 fn build_agent(
     extra: &[rustls::pki_types::CertificateDer<'static>],
     https_only: bool,
+    named: &guard::Named,
 ) -> ureq::Agent {
     let mut roots: Vec<ureq::tls::Certificate<'static>> = webpki_root_certs::TLS_SERVER_ROOT_CERTS
         .iter()
@@ -1309,7 +1389,7 @@ fn build_agent(
     let tls = ureq::tls::TlsConfig::builder()
         .root_certs(ureq::tls::RootCerts::Specific(Arc::new(roots)))
         .build();
-    ureq::Agent::config_builder()
+    let config = ureq::Agent::config_builder()
         .proxy(None)
         .http_status_as_error(false)
         .https_only(https_only)
@@ -1328,8 +1408,16 @@ fn build_agent(
         .max_idle_age(Duration::from_secs(30))
         .max_response_header_size(64 * 1024)
         .tls_config(tls)
-        .build()
-        .into()
+        .build();
+    // Every connection's addresses pass the guard (redirects and token
+    // realms too).
+    ureq::Agent::with_parts(
+        config,
+        ureq::unversioned::transport::DefaultConnector::default(),
+        guard::Guarded {
+            named: named.clone(),
+        },
+    )
 }
 
 /// Percent-encodes a query value (RFC 3986 unreserved characters stay).

@@ -103,6 +103,21 @@ impl ProxyConfig {
         cfg
     }
 
+    /// The hosts of the configured proxies (`host` or `host:port`): an
+    /// admin's choice, which may be on loopback.
+    pub fn hosts(&self) -> Vec<String> {
+        [&self.https, &self.http]
+            .into_iter()
+            .flatten()
+            .filter_map(|url| {
+                let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+                let authority = rest.split('/').next().unwrap_or("");
+                let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+                (!host.is_empty()).then(|| host.to_string())
+            })
+            .collect()
+    }
+
     /// The proxy URL for a request to `host` (a name, an IP address, or a
     /// bracketed IPv6 address) and `port` over `https` or not; `None` to
     /// connect directly.

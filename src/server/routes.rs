@@ -64,7 +64,9 @@ pub fn handle(shared: &Shared, req: &HttpRequest, port: Port) -> Response {
                 Response::new(
                     200,
                     "text/plain; version=0.0.4; charset=utf-8",
-                    shared.metrics.render() + &shared.registry().stats().render(),
+                    shared.metrics.render()
+                        + &shared.registry().stats().render()
+                        + &crate::admit::COUNTS.render(),
                 ),
                 Counted::Served,
             ),
@@ -265,8 +267,13 @@ fn mutate(
     // Digests to pin are looked up first (the admission step), each
     // distinct image once; a failed lookup denies unless configured not to.
     let budget = crate::admit::lookup_budget(apiserver_timeout);
-    let pins = match crate::admit::digest_pins(&rules.mutate, &review, &*shared.registry(), budget)
-    {
+    let pins = match crate::admit::digest_pins(
+        &rules.policy,
+        &rules.mutate,
+        &review,
+        &*shared.registry(),
+        budget,
+    ) {
         Ok(p) => p,
         Err(reason) => {
             warn!("/mutate: {}: denied: {reason}", review.request.summary());

@@ -198,7 +198,7 @@ pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
 }
 
 /// The digests an in-toto Statement's subjects name, and their names.
-fn subjects(payload: &[u8]) -> Result<Vec<(String, String)>, String> {
+pub(crate) fn subjects(payload: &[u8]) -> Result<Vec<(String, String)>, String> {
     #[derive(Deserialize)]
     struct Statement {
         #[serde(rename = "_type")]
@@ -552,6 +552,15 @@ fn check_entry(
         e.kind_version.version.as_str(),
     );
     let body = b64(&e.canonicalized_body, "the log entry's body")?;
+    // The label must be what the body is (as sigstore's clients check):
+    // the label picks what the body is checked against.
+    let (body_kind, body_version) = body_kind(&body)?;
+    if (body_kind.as_str(), body_version.as_str()) != kind {
+        return Err(format!(
+            "the log entry is labelled {} {} but its body is a {body_kind} {body_version} entry",
+            kind.0, kind.1
+        ));
+    }
     let log_index = int(&e.log_index, "logIndex")?;
     let log_id = b64(&e.log_id.key_id, "the log ID")?;
     let (set_time, log) = match kind {
@@ -616,6 +625,19 @@ fn check_entry(
         }
     }
     Ok((set_time, log_index))
+}
+
+/// The `kind` and `apiVersion` a log entry's body says it has.
+fn body_kind(body: &[u8]) -> Result<(String, String), String> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Head {
+        kind: String,
+        api_version: String,
+    }
+    let h: Head = serde_json::from_slice(body)
+        .map_err(|e| format!("the log entry's body names no kind and version: {e}"))?;
+    Ok((h.kind, h.api_version))
 }
 
 /// A Rekor v2 `hashedrekord` 0.0.2 body must log exactly this digest,
@@ -842,12 +864,37 @@ mod tests {
                 .map(|v| *v = "0.0.2".into())
                 .unwrap()
         });
-        assert!(r.unwrap_err().contains("dsse 0.0.2 log entry is not read"));
+        assert!(
+            r.as_ref().unwrap_err().contains("labelled dsse 0.0.2"),
+            "{r:?}"
+        );
+        // A label of another kind than the body (issue 33, 8).
+        for (k, v) in [
+            ("hashedrekord", "0.0.1"),
+            ("intoto", "0.0.2"),
+            ("dsse", "0.0.9"),
+        ] {
+            let r = mutate(&|c| {
+                *c.pointer_mut(&format!("{e}/kindVersion")).unwrap() =
+                    serde_json::json!({"kind": k, "version": v});
+            });
+            assert!(
+                r.as_ref()
+                    .unwrap_err()
+                    .contains(&format!("labelled {k} {v} but its body is a dsse 0.0.1")),
+                "{r:?}"
+            );
+        }
         // The same entry relabelled as Rekor v2: its body is not one.
         let r = mutate(&|c| {
             *c.pointer_mut(&format!("{e}/kindVersion")).unwrap() =
                 serde_json::json!({"kind": "hashedrekord", "version": "0.0.2"});
         });
-        assert!(r.unwrap_err().contains("Rekor v2"));
+        assert!(
+            r.as_ref()
+                .unwrap_err()
+                .contains("labelled hashedrekord 0.0.2"),
+            "{r:?}"
+        );
     }
 }
