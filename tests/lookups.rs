@@ -560,6 +560,19 @@ fn a_plain_http_registrys_password_stays_home() {
         .to_string();
     assert!(e.contains("its credentials are not sent there"), "{e}");
     assert_eq!(realm_seen.load(Ordering::SeqCst), 0);
+    // Without credentials the realm may be asked, but a loopback realm no
+    // `registries` entry names is not contacted either.
+    let anonymous = RegistryClient::new(Credentials::default(), ProxyConfig::default(), &[])
+        .with_plain_http([&registry]);
+    let e = anonymous
+        .resolve(&image, Duration::from_secs(2))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("loopback, link-local or metadata address"),
+        "{e}"
+    );
+    assert_eq!(realm_seen.load(Ordering::SeqCst), 0);
     // Control: a realm on the registry's own host is asked for a token.
     let (port, seen) = plain_challenger(|p| format!("http://127.0.0.1:{p}/token"));
     let registry = format!("127.0.0.1:{port}");

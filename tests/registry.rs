@@ -687,6 +687,15 @@ fn retry_after_is_honoured() {
         "{second:?}"
     );
     assert_eq!(requests.load(Ordering::SeqCst), 1);
+    // The wait is the repository's: another repository of the registry is
+    // still asked (one repository's answer stops no lookup elsewhere).
+    let other = ImageRef::parse(&format!("127.0.0.1:{port}/team/other:v1")).unwrap();
+    let third = client.resolve(&other, Duration::from_secs(5));
+    assert!(
+        matches!(&third, Err(LookupError::Transient(m)) if m.contains("Retry-After 30 s")),
+        "{third:?}"
+    );
+    assert_eq!(requests.load(Ordering::SeqCst), 2);
 }
 
 /// The loopback hosts test registries and token realms listen on: named,

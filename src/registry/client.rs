@@ -116,8 +116,9 @@ pub struct Client {
     tag_ttl: Duration,
     /// Lookups under way: later askers wait for the first one's answer.
     inflight: Mutex<HashMap<String, Arc<Flight>>>,
-    /// Registry host -> no request before this (`Retry-After` of a 429 or
-    /// 503).
+    /// Registry host and repository -> no request before this
+    /// (`Retry-After` of a 429 or 503). Per repository: a wait one
+    /// repository's answer asked for does not stop lookups in another.
     not_before: Mutex<HashMap<String, Instant>>,
     /// Registry hosts that asked for Basic credentials: they get them
     /// with the first request from then on (one round trip, not two).
@@ -480,13 +481,7 @@ impl Client {
             };
             {
                 let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-                if cache.len() >= CACHE_MAX {
-                    let now = Instant::now();
-                    cache.retain(|_, (_, until)| *until > now);
-                    if cache.len() >= CACHE_MAX {
-                        cache.clear();
-                    }
-                }
+                make_room(&mut cache, CACHE_MAX, |(_, until)| *until);
                 cache.insert(key.clone(), (answer.clone(), Instant::now() + ttl));
             }
             *flight.answer.lock().unwrap_or_else(PoisonError::into_inner) = Some(answer.clone());
@@ -827,7 +822,7 @@ impl Client {
             auth = basic_header(c);
         }
         for attempt in 0..2 {
-            let resp = self.call(&t.host, method, &url, accept, auth.as_deref(), deadline)?;
+            let resp = self.call(t, method, &url, accept, auth.as_deref(), deadline)?;
             let status = resp.status().as_u16();
             match status {
                 401 if !answered_by(&resp, &t.host) => {
@@ -865,14 +860,8 @@ impl Client {
                             .not_before
                             .lock()
                             .unwrap_or_else(PoisonError::into_inner);
-                        if not_before.len() >= REMEMBERED_MAX {
-                            let now = Instant::now();
-                            not_before.retain(|_, until| *until > now);
-                            if not_before.len() >= REMEMBERED_MAX {
-                                not_before.clear();
-                            }
-                        }
-                        not_before.insert(t.host.clone(), Instant::now() + wait);
+                        make_room(&mut not_before, REMEMBERED_MAX, |until| *until);
+                        not_before.insert(wait_key(t), Instant::now() + wait);
                         return Err(LookupError::Transient(format!(
                             "{} is rate limiting ({status}, Retry-After {} s)",
                             t.host,
@@ -951,19 +940,21 @@ impl Client {
     /// once on a new one.
     fn call(
         &self,
-        host: &str,
+        t: &Target,
         method: Method,
         url: &str,
         accept: &str,
         auth: Option<&str>,
         deadline: Instant,
     ) -> Result<ureq::http::Response<ureq::Body>, LookupError> {
+        let host = t.host.as_str();
+        let wait = wait_key(t);
         // A registry that asked us to wait gets no request before then.
         if let Some(until) = self
             .not_before
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(host)
+            .get(&wait)
             .copied()
             .filter(|u| *u > Instant::now())
         {
@@ -1103,13 +1094,7 @@ impl Client {
             let (body, _) = read_checked(&mut resp, None, TOKEN_MAX, &what)?;
             let (token, ttl) = token_answer(&body, &what)?;
             let mut tokens = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
-            if tokens.len() >= REMEMBERED_MAX {
-                let now = Instant::now();
-                tokens.retain(|_, (_, until)| *until > now);
-                if tokens.len() >= REMEMBERED_MAX {
-                    tokens.clear();
-                }
-            }
+            make_room(&mut tokens, REMEMBERED_MAX, |(_, until)| *until);
             tokens.insert(
                 key.clone(),
                 (
@@ -1139,6 +1124,36 @@ impl Client {
         Err(LookupError::Permanent(format!(
             "{host} asks for an authentication scheme image-bouncer does not speak"
         )))
+    }
+}
+
+/// What a `Retry-After` is remembered under: the registry and the
+/// repository the answer was about.
+fn wait_key(t: &Target) -> String {
+    format!("{}/{}", t.host, t.name)
+}
+
+/// Makes room for one more entry in a map of things remembered until a
+/// time: the expired go first, then, if it is still full, the sixteenth
+/// that would expire soonest. Never everything: whoever names many
+/// registries, repositories or tags pushes out the oldest, not everyone's.
+fn make_room<K: Clone + Eq + std::hash::Hash, V>(
+    map: &mut HashMap<K, V>,
+    max: usize,
+    until: impl Fn(&V) -> Instant,
+) {
+    if map.len() < max {
+        return;
+    }
+    let now = Instant::now();
+    map.retain(|_, v| until(v) > now);
+    if map.len() < max {
+        return;
+    }
+    let mut by_end: Vec<(Instant, K)> = map.iter().map(|(k, v)| (until(v), k.clone())).collect();
+    by_end.sort_unstable_by_key(|(t, _)| *t);
+    for (_, k) in by_end.into_iter().take((max / 16).max(1)) {
+        map.remove(&k);
     }
 }
 
@@ -1436,6 +1451,26 @@ fn encode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_memory_loses_the_soonest_to_end_not_everything() {
+        let now = Instant::now();
+        let mut m: HashMap<usize, Instant> = HashMap::new();
+        for i in 0..64 {
+            m.insert(i, now + Duration::from_secs(100 + i as u64));
+        }
+        make_room(&mut m, 64, |t| *t);
+        assert_eq!(m.len(), 60);
+        assert!(!m.contains_key(&0) && !m.contains_key(&3) && m.contains_key(&4));
+        // Expired entries go first, alone when that is enough.
+        m.insert(1000, now - Duration::from_secs(1));
+        m.insert(1001, now + Duration::from_secs(1));
+        m.insert(1002, now + Duration::from_secs(1));
+        m.insert(1003, now + Duration::from_secs(1));
+        make_room(&mut m, 64, |t| *t);
+        assert_eq!(m.len(), 63);
+        assert!(!m.contains_key(&1000));
+    }
 
     #[test]
     fn query_values_are_encoded() {
