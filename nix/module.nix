@@ -34,12 +34,12 @@ in
     certFile = mkOption {
       type = types.str;
       default = "/etc/image-bouncer/pki/tls.crt";
-      description = "Serving certificate (PEM), readable by the image-bouncer group.";
+      description = "Serving certificate (PEM), readable by the image-bouncer group: `image-bouncer certs --out /etc/image-bouncer/pki --group image-bouncer ...` makes the folder 0750 and the key 0640 for it.";
     };
     keyFile = mkOption {
       type = types.str;
       default = "/etc/image-bouncer/pki/tls.key";
-      description = "Serving key (PEM), readable by the image-bouncer group.";
+      description = "Serving key (PEM), readable by the image-bouncer group (`certs --group image-bouncer` writes it 0640 for that group, in a 0750 folder).";
     };
     clientCaFile = mkOption {
       type = types.nullOr types.str;

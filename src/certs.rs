@@ -45,6 +45,12 @@ pub enum CertError {
     BadName(String),
     Exists(Vec<PathBuf>),
     Write(PathBuf, std::io::Error),
+    /// The folder holds one half of a CA.
+    HalfCa {
+        dir: PathBuf,
+        there: &'static str,
+        gone: &'static str,
+    },
 }
 
 impl fmt::Display for CertError {
@@ -61,6 +67,11 @@ impl fmt::Display for CertError {
                 )
             }
             CertError::Write(p, e) => write!(f, "{}: {e}", p.display()),
+            CertError::HalfCa { dir, there, gone } => write!(
+                f,
+                "{d}/{there} is there but {d}/{gone} is not, so the leaves cannot be issued from that CA, and a new CA would be refused by everything that trusts it (the apiserver would refuse every pod). Bring {gone} back (e.g. from where step 7 put it) and run the same command again; or, to replace the CA on purpose, pass --new-ca and follow the CA rotation steps",
+                d = dir.display()
+            ),
         }
     }
 }
@@ -325,6 +336,8 @@ pub struct Issue<'a> {
     pub days: u32,
     /// Also the apiserver's client certificate.
     pub client: bool,
+    /// The service's group: it may read the folder and the serving key.
+    pub group: Option<u32>,
     pub force: bool,
     pub ca: CaSource,
 }
@@ -360,6 +373,21 @@ pub fn issue(i: &Issue<'_>) -> Result<Issued, CertError> {
             (ca, true)
         }
         CaSource::Folder if has(CA_CERT) && has(CA_KEY) => (load_ca(dir, CA_CERT, CA_KEY)?, true),
+        // Half a CA (the key was moved off the node) is never replaced
+        // behind the admin's back: whatever trusts it would refuse the new
+        // leaves.
+        CaSource::Folder if has(CA_CERT) || has(CA_KEY) => {
+            let (there, gone) = if has(CA_CERT) {
+                (CA_CERT, CA_KEY)
+            } else {
+                (CA_KEY, CA_CERT)
+            };
+            return Err(CertError::HalfCa {
+                dir: dir.to_path_buf(),
+                there,
+                gone,
+            });
+        }
         _ => {
             let ca = Ca::generate(i.days)?;
             files.push((CA_CERT, ca.cert.clone(), false));
@@ -376,11 +404,31 @@ pub fn issue(i: &Issue<'_>) -> Result<Issued, CertError> {
     }
     let mut written = write_all(dir, &files, i.force)?;
     written.push(write_bundle(dir)?);
+    share(i)?;
     Ok(Issued {
         written,
         ca_reused,
         not_after: l.not_after,
     })
+}
+
+/// With a group: the folder 0750 and the serving key 0640 for it, so that
+/// the service (running as that group) reads what it serves with, and
+/// nothing else secret (the CA and client keys stay 0600).
+fn share(i: &Issue<'_>) -> Result<(), CertError> {
+    let Some(gid) = i.group else {
+        return Ok(());
+    };
+    for (path, mode) in [
+        (i.dir.to_path_buf(), 0o750),
+        (i.dir.join(SERVER_KEY), 0o640),
+    ] {
+        if crate::files::exists(&path) {
+            crate::files::share_with_group(&path, gid, mode)
+                .map_err(|e| CertError::Write(path.clone(), e))?;
+        }
+    }
+    Ok(())
 }
 
 /// `ca-bundle.crt`: the CA, and during a rotation the next or previous one.
@@ -508,6 +556,7 @@ pub fn rotate(step: RotateStep, i: &Issue<'_>) -> Result<Issued, CertError> {
     }
     written.push(write_bundle(dir)?);
     written.dedup();
+    share(i)?;
     Ok(Issued {
         written,
         ca_reused: step != RotateStep::Switch,

@@ -322,6 +322,9 @@ pub struct CertsArgs {
     /// also write the apiserver's client certificate for in-cluster (*.svc) names, which do not need one
     #[argh(switch)]
     pub client_cert: bool,
+    /// the service's group (e.g. image-bouncer), which may then read the folder (0750), the certificates and the serving key (0640); the CA and client keys stay the owner's
+    #[argh(option)]
+    pub group: Option<String>,
 }
 
 /// Write the AdmissionConfiguration and kubeconfig for the ImagePolicyWebhook plugin, and print the kube-apiserver flags, kubeadm mounts and /etc/hosts line.

@@ -34,6 +34,34 @@ pub fn read_limited(path: &Path, max: u64) -> Result<String, String> {
     Ok(text)
 }
 
+/// A group's ID, by name (from `/etc/group`) or as a number.
+pub fn group_id(name: &str) -> io::Result<u32> {
+    if let Ok(gid) = name.parse::<u32>() {
+        return Ok(gid);
+    }
+    let groups = std::fs::read_to_string("/etc/group")?;
+    groups
+        .lines()
+        .find_map(|l| {
+            let mut fields = l.split(':');
+            (fields.next() == Some(name))
+                .then(|| fields.nth(1)?.parse().ok())
+                .flatten()
+        })
+        .ok_or_else(|| {
+            io::Error::other(format!(
+                "there is no group {name:?} (create the service's user and group first: systemd-sysusers)"
+            ))
+        })
+}
+
+/// Gives `gid` the file or folder `path` (never through a symlink) with
+/// `mode`.
+pub fn share_with_group(path: &Path, gid: u32, mode: u32) -> io::Result<()> {
+    std::os::unix::fs::lchown(path, None, Some(gid))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
 /// The effective user ID of this process (Linux: `/proc/self/status`).
 pub fn effective_uid() -> io::Result<u32> {
     let status = std::fs::read_to_string("/proc/self/status")?;

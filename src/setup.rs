@@ -62,12 +62,19 @@ pub fn run_certs(a: &CertsArgs) -> Result<(), Error> {
             .iter()
             .all(|h| h.ends_with(".svc") || h.ends_with(".svc.cluster.local"));
     let client = a.client_cert || !in_cluster;
+    let group = a
+        .group
+        .as_deref()
+        .map(crate::files::group_id)
+        .transpose()
+        .map_err(|e| Error::Input(format!("--group: {e}")))?;
     let request = certs::Issue {
         dir: Path::new(&a.out),
         hosts: &hosts,
         ips: &ips,
         days: a.days,
         client,
+        group,
         force: a.force,
         ca: source,
     };

@@ -134,6 +134,84 @@ fn certs_make_a_chain_the_server_and_apiserver_client_accept() {
     );
 }
 
+/// Issue 34, 1 and 2: `--group` lets the service's group read the folder
+/// and the serving key (nothing else secret), renewals keep it; a folder
+/// whose CA key was moved away (step 7) is never given a new CA by
+/// `--force`: it refuses and says what to do, and leaves everything as it
+/// was.
+#[test]
+fn certs_share_with_the_service_group_and_never_replace_a_ca_implicitly() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = temp_dir("certs-group");
+    let pki = dir.join("pki");
+    let certs = |extra: &[&str]| {
+        let mut args = vec![
+            "certs",
+            "--out",
+            pki.to_str().unwrap(),
+            "--host",
+            "localhost",
+        ];
+        args.extend_from_slice(extra);
+        run(&args, None)
+    };
+    // A group every Debian system has (gid 1).
+    let out = certs(&["--group", "daemon"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let meta = |f: &str| std::fs::metadata(pki.join(f)).unwrap();
+    let mode = |f: &str| meta(f).mode() & 0o7777;
+    assert_eq!(std::fs::metadata(&pki).unwrap().mode() & 0o7777, 0o750);
+    assert_eq!(std::fs::metadata(&pki).unwrap().gid(), 1);
+    assert_eq!((mode("tls.key"), meta("tls.key").gid()), (0o640, 1));
+    for secret in ["ca.key", "apiserver-client.key"] {
+        assert_eq!(mode(secret), 0o600, "{secret}");
+    }
+    for public in ["ca.crt", "tls.crt", "ca-bundle.crt"] {
+        assert_eq!(mode(public), 0o644, "{public}");
+    }
+    // Step 7: the CA key leaves the node. A renewal with --force refuses.
+    let ca_key = std::fs::read(pki.join("ca.key")).unwrap();
+    std::fs::remove_file(pki.join("ca.key")).unwrap();
+    let before: Vec<Vec<u8>> = ["ca.crt", "tls.crt", "tls.key"]
+        .iter()
+        .map(|f| std::fs::read(pki.join(f)).unwrap())
+        .collect();
+    let refused = certs(&["--force"]);
+    assert_eq!(refused.status.code(), Some(2), "{}", stdout(&refused));
+    let e = stderr(&refused);
+    assert!(
+        e.contains("ca.key is not") && e.contains("Bring ca.key back") && e.contains("--new-ca"),
+        "{e}"
+    );
+    let after: Vec<Vec<u8>> = ["ca.crt", "tls.crt", "tls.key"]
+        .iter()
+        .map(|f| std::fs::read(pki.join(f)).unwrap())
+        .collect();
+    assert_eq!(before, after, "nothing was written");
+    assert!(!pki.join("ca.key").exists());
+    // With the key back: leaves only, from the same CA, the group kept
+    // without --group.
+    std::fs::write(pki.join("ca.key"), &ca_key).unwrap();
+    let renewed = certs(&["--force"]);
+    assert_eq!(renewed.status.code(), Some(0), "{}", stderr(&renewed));
+    assert!(stdout(&renewed).contains("issued from the existing CA"));
+    assert_eq!(std::fs::read(pki.join("ca.crt")).unwrap(), before[0]);
+    assert_ne!(std::fs::read(pki.join("tls.crt")).unwrap(), before[1]);
+    assert_eq!((mode("tls.key"), meta("tls.key").gid()), (0o640, 1));
+    // A new CA only when asked for.
+    let new_ca = certs(&["--force", "--new-ca"]);
+    assert_eq!(new_ca.status.code(), Some(0), "{}", stderr(&new_ca));
+    assert_ne!(std::fs::read(pki.join("ca.crt")).unwrap(), before[0]);
+    // An unknown group is a clear error.
+    let bad = certs(&["--force", "--group", "no-such-group-here"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        stderr(&bad).contains("no group \"no-such-group-here\""),
+        "{}",
+        stderr(&bad)
+    );
+}
+
 #[test]
 fn config_apiserver_writes_valid_yaml_and_explains_the_rest() {
     let dir = temp_dir("config-apiserver");
