@@ -117,6 +117,9 @@ in
           ]
           ++ cfg.extraArgs
         );
+        # READY=1 once it serves (and around reloads): see systemd/image-bouncer.service.
+        Type = "notify";
+        NotifyAccess = "main";
         ExecReload = "${pkgs.coreutils}/bin/kill -HUP $MAINPID";
         Restart = "always";
         RestartSec = "1s";
@@ -144,6 +147,7 @@ in
         RestrictAddressFamilies = [
           "AF_INET"
           "AF_INET6"
+          "AF_UNIX"
         ];
         IPAddressDeny = "any";
         IPAddressAllow = cfg.allowedAddresses;

@@ -361,6 +361,19 @@ pub struct Decision {
 }
 
 impl Policy {
+    /// The policy in a few words, for the log: `mode enforce, 4 allowed,
+    /// 1 denied, 2 verifyImages`.
+    pub fn summary(&self) -> String {
+        format!(
+            "mode {}, {} allowed, {} denied, {} exempt, {} verifyImages",
+            self.mode.as_str(),
+            self.allowed_registries.len(),
+            self.denied_registries.len(),
+            self.exempt_images.len(),
+            self.verify_images.len()
+        )
+    }
+
     /// Judges every image of the request and lists every violation.
     pub fn decide(&self, req: &Request) -> Decision {
         self.judge(req, req.images.clone())

@@ -26,6 +26,7 @@ use crate::metrics::{Metrics, Reloaded};
 /// Kept here too: older paths name it `server::der`.
 pub use crate::der;
 pub mod http;
+pub mod notify;
 pub mod routes;
 pub mod scratch;
 pub mod stream;
@@ -432,7 +433,10 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
             .spawn(move || accept_loop(&shared, &l, Port::Probes))
             .map_err(|e| ServeError::Bind(local, e))?;
     }
+    // Serving: `systemctl start` (Type=notify) returns now, not before.
+    notify::notify(&format!("READY=1\nSTATUS=serving {scheme}://{local}"));
     watch(&shared, &signals, initial);
+    notify::notify("STOPPING=1\nSTATUS=draining");
     drain(&shared, local);
     let _ = acceptor.join();
     Ok(())
@@ -523,14 +527,22 @@ fn watch(shared: &Shared, signals: &Signals, initial: Fingerprints) {
         }
         next_check = Instant::now() + s.reload_interval;
         let (p, t) = fingerprints(s);
-        if hup || p != last_policy {
+        let policy_changed = hup || p != last_policy;
+        let tls_changed = hup || t != last_tls;
+        if !(policy_changed || tls_changed) {
+            continue;
+        }
+        // `systemctl reload` returns once READY=1 follows.
+        notify::notify("RELOADING=1\nSTATUS=reloading");
+        if policy_changed {
             reload_policy(shared);
             last_policy = p;
         }
-        if hup || t != last_tls {
+        if tls_changed {
             reload_tls(shared);
             last_tls = t;
         }
+        notify::notify("READY=1\nSTATUS=serving");
     }
     info!("shutting down: no new connections, finishing requests in flight");
 }
@@ -542,9 +554,10 @@ fn reload_policy(shared: &Shared) {
                 .registry
                 .write()
                 .unwrap_or_else(PoisonError::into_inner) = Arc::new(registry_client(&r));
+            let summary = r.policy.summary();
             *shared.rules.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(r);
             shared.metrics.reload(Reloaded::Policy, true);
-            info!("policy reloaded");
+            info!("policy reloaded: {summary}");
         }
         Err(e) => {
             shared.metrics.reload(Reloaded::Policy, false);

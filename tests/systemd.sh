@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# The off-cluster guide under a real systemd. A minimal Debian (debootstrap)
+# boots as a container (systemd-nspawn --boot, loopback only) and reaches
+# "running"; inside it, steps 2-5 of the README's off-cluster guide run as
+# the README prints them (extracted from README.md, so this fails when the
+# guide drifts): the policy and its audit, the service's user, the
+# certificates, the unit with `systemctl enable --now`, and /readyz with the
+# apiserver's client certificate straight after it. Then: the hardening as
+# systemd applied it, a restart after kill -9, a reload after a policy edit
+# and after `systemctl reload`, and an ImageReview refused in enforce mode.
+#
+# Stand-in: `kubectl` (no cluster runs here) prints the pod of a recorded
+# apiserver review, so that step 2's audit pipe reads a real object.
+#
+# The root file system is cached in /var/tmp between runs on one machine
+# (IMAGE_BOUNCER_ROOTFS_CACHE overrides where); a fresh machine builds it
+# (about a minute). Outside CI, missing tools skip the test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+fail() { echo "systemd: FAIL: $*" >&2; exit 1; }
+for t in debootstrap systemd-nspawn nsenter curl; do
+  if ! command -v "$t" >/dev/null 2>&1; then
+    [ "${CI:-}" = true ] && fail "$t is missing (.ci/run installs it)"
+    echo "systemd: skipped: $t is not installed (Debian: debootstrap systemd-container)"
+    exit 0
+  fi
+done
+if [ "$(id -u)" != 0 ]; then
+  [ "${CI:-}" = true ] && fail "needs root (systemd-nspawn)"
+  echo "systemd: skipped: needs root"
+  exit 0
+fi
+
+packages=systemd,systemd-sysv,dbus,curl,ca-certificates
+cache=${IMAGE_BOUNCER_ROOTFS_CACHE:-/var/tmp/image-bouncer-rootfs-bookworm-$(echo "$packages" | sha256sum | cut -c1-12)}
+if [ ! -x "$cache/usr/lib/systemd/systemd" ]; then
+  echo "systemd: building a minimal Debian in $cache (debootstrap)"
+  rm -rf "$cache.partial"
+  debootstrap --variant=minbase --include="$packages" bookworm "$cache.partial" \
+    http://deb.debian.org/debian >/dev/null
+  rm -rf "$cache" && mv "$cache.partial" "$cache"
+fi
+
+bin=target/debug/image-bouncer
+[ -x "$bin" ] || cargo build --quiet
+work=$(mktemp -d /var/tmp/image-bouncer-systemd.XXXXXX)
+root=$work/rootfs
+nspawn=
+cleanup() {
+  if [ -n "$nspawn" ] && kill -0 "$nspawn" 2>/dev/null; then
+    kill "$nspawn" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$nspawn" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$nspawn" 2>/dev/null || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+cp -a --reflink=auto "$cache" "$root"
+echo ib-systemd-test >"$root/etc/hostname"
+
+# The clone as the guide's commands expect it (they run from its folder).
+src=$root/root/image-bouncer
+mkdir -p "$src/systemd" "$src/deploy" "$src/target/release"
+cp systemd/image-bouncer.service systemd/image-bouncer.sysusers "$src/systemd/"
+cp deploy/policy.json "$src/deploy/"
+install -m 0755 "$bin" "$src/target/release/image-bouncer"
+# Step 1 builds and installs the binary; here it is built already.
+install -m 0755 "$bin" "$root/usr/local/bin/image-bouncer"
+python3 -c '
+import json, sys
+review = json.load(open("tests/fixtures/admission/pod-create-allowed.request.json"))
+print(json.dumps({"apiVersion": "v1", "kind": "List", "items": [review["request"]["object"]]}))
+' >"$root/root/pods.json"
+printf '#!/bin/sh\n# Stands in for a cluster: the pod of a recorded apiserver review.\ncat /root/pods.json\n' \
+  >"$root/usr/local/bin/kubectl"
+chmod 0755 "$root/usr/local/bin/kubectl"
+
+# Steps 2-5 of the guide, as README.md prints them.
+awk '/^## Off-cluster guide/{f=1} f && /^```sh/{g=1; next} g && /^```/{exit} g{print}' README.md \
+  | awk '/^# 2\./{p=1} /^# 6\./{p=0} p' >"$root/root/guide.sh"
+grep -q 'systemctl daemon-reload && systemctl enable --now image-bouncer' "$root/root/guide.sh" \
+  || fail "the guide's steps 2-5 were not found in README.md"
+
+systemd-nspawn --quiet --boot --register=no --keep-unit --private-network \
+  -D "$root" --machine "ib-test-$$" >"$work/console.log" 2>&1 </dev/null &
+nspawn=$!
+init=
+for _ in $(seq 1 100); do
+  init=$(cat "/proc/$nspawn/task/$nspawn/children" 2>/dev/null | awk '{print $1}') || true
+  [ -n "$init" ] && break
+  sleep 0.1
+done
+[ -n "$init" ] || fail "the container did not start: $(tail -5 "$work/console.log")"
+inside() {
+  nsenter -t "$init" -a env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    HOME=/root LANG=C.UTF-8 bash -euo pipefail -c "$1"
+}
+state=
+for _ in $(seq 1 300); do
+  state=$(inside 'systemctl is-system-running 2>/dev/null' || true)
+  case "$state" in running|degraded) break ;; esac
+  sleep 0.2
+done
+case "$state" in
+  running) ;;
+  *) fail "the container's systemd is \"$state\": $(inside 'systemctl --failed --no-legend' || true)" ;;
+esac
+echo "ok: a minimal Debian booted under systemd-nspawn and reached running"
+
+out=$(inside 'cd /root/image-bouncer && bash -euo pipefail /root/guide.sh' 2>"$work/guide.err") \
+  || fail "the guide's steps 2-5 failed: $(cat "$work/guide.err")"
+[ "$(printf '%s\n' "$out" | tail -n 1)" = ready ] \
+  || fail "step 5 did not print ready straight after enable --now: $out"
+echo "ok: steps 2-5 of the guide, verbatim: the service started and /readyz answered the apiserver's certificate"
+
+curl_in='curl -s --cacert /etc/image-bouncer/pki/ca-bundle.crt --cert /etc/image-bouncer/pki/apiserver-client.crt --key /etc/image-bouncer/pki/apiserver-client.key'
+show=$(inside 'systemctl show image-bouncer -p Type,ActiveState,User,NoNewPrivileges,ProtectSystem,PrivateUsers,PrivateDevices,PrivateTmp,IPAddressDeny,RestrictAddressFamilies,CapabilityBoundingSet,MemoryMax,ProtectHome')
+for want in Type=notify ActiveState=active User=image-bouncer NoNewPrivileges=yes ProtectSystem=strict \
+  PrivateUsers=yes PrivateDevices=yes PrivateTmp=yes ProtectHome=yes \
+  'RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX' CapabilityBoundingSet= MemoryMax=268435456; do
+  printf '%s\n' "$show" | grep -qx -- "$want" || fail "systemctl show lacks $want: $show"
+done
+# Both families denied, in whichever order systemd lists them.
+deny=$(printf '%s\n' "$show" | sed -n 's/^IPAddressDeny=//p' | tr ' ' '\n' | sort | tr '\n' ' ')
+[ "$deny" = '0.0.0.0/0 ::/0 ' ] || fail "IPAddressDeny is \"$deny\", not any"
+status=$(inside 'cat /proc/$(systemctl show -p MainPID --value image-bouncer)/status')
+for want in 'NoNewPrivs:	1' 'Seccomp:	2' 'CapEff:	0000000000000000'; do
+  printf '%s\n' "$status" | grep -q "^$want" || fail "the running process lacks $want"
+done
+# The key is the service's group's to read, nothing else of the CA's.
+perms=$(inside 'stat -c "%n %a %G" /etc/image-bouncer/pki /etc/image-bouncer/pki/tls.key /etc/image-bouncer/pki/ca.key')
+for want in '/etc/image-bouncer/pki 750 image-bouncer' '/etc/image-bouncer/pki/tls.key 640 image-bouncer' \
+  '/etc/image-bouncer/pki/ca.key 600 root'; do
+  printf '%s\n' "$perms" | grep -qx "$want" || fail "expected $want: $perms"
+done
+echo "ok: the hardening as systemd applied it (systemctl show, /proc status: no new privileges, seccomp, no capabilities)"
+
+inside 'kill -9 $(systemctl show -p MainPID --value image-bouncer)'
+restarted=
+for _ in $(seq 1 100); do
+  if [ "$(inside 'systemctl show -p NRestarts --value image-bouncer')" = 1 ] \
+    && [ "$(inside "$curl_in https://image-bouncer.local:8443/readyz" || true)" = ready ]; then
+    restarted=yes; break
+  fi
+  sleep 0.1
+done
+[ -n "$restarted" ] || fail "no restart after kill -9"
+echo "ok: restarted and ready after kill -9"
+
+inside "sed -i 's/\"mode\": \"warn\"/\"mode\": \"enforce\"/' /etc/image-bouncer/policy.json"
+reloaded=
+for _ in $(seq 1 100); do
+  if inside 'journalctl -u image-bouncer --no-pager -o cat' | grep -q 'policy reloaded: mode enforce'; then
+    reloaded=yes; break
+  fi
+  sleep 0.1
+done
+[ -n "$reloaded" ] || fail "the policy edit was not reloaded"
+review='{"apiVersion":"imagepolicy.k8s.io/v1alpha1","kind":"ImageReview","spec":{"containers":[{"image":"nginx"}],"namespace":"default"}}'
+answer=$(inside "$curl_in -H 'Content-Type: application/json' -d '$review' https://image-bouncer.local:8443/image_policy")
+printf '%s' "$answer" | grep -q '"allowed":false' || fail "nginx (latest) was not refused in enforce mode: $answer"
+inside 'systemctl reload image-bouncer' || fail "systemctl reload failed: $(inside 'journalctl -u image-bouncer --no-pager -n 5' || true)"
+# systemd 252 (bookworm) returns once the signal is sent; the server
+# reloads right after it.
+hup=
+for _ in $(seq 1 100); do
+  if inside 'journalctl -u image-bouncer --no-pager -o cat' | grep -q 'SIGHUP: reloading'; then
+    hup=yes; break
+  fi
+  sleep 0.1
+done
+[ -n "$hup" ] || fail "systemctl reload did not reach the server"
+[ "$(inside 'systemctl is-active image-bouncer')" = active ] || fail "not active after the reload"
+echo "ok: a policy edit is reloaded by itself (enforce refuses nginx:latest), and systemctl reload works"
+
+echo "systemd: all passed"
