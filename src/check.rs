@@ -157,9 +157,17 @@ pub fn run(args: &CheckArgs) -> Result<bool, Error> {
         }
     }
     let mut report = report(&policy, &requests);
+    // Per image, the fact that decides: the first entry it fails, else
+    // the first it passes.
     let facts: BTreeMap<&str, &crate::policy::SignatureFact> = requests
         .iter()
-        .flat_map(|(_, r)| r.signatures.iter().map(|(k, v)| (k.as_str(), v)))
+        .flat_map(|(_, r)| r.signatures.iter())
+        .filter_map(|(k, v)| {
+            v.iter()
+                .find(|f| f.outcome.is_err())
+                .or_else(|| v.first())
+                .map(|f| (k.as_str(), f))
+        })
         .collect();
     for i in &mut report.images {
         if let Some(f) = facts.get(i.image.as_str()) {

@@ -482,6 +482,51 @@ pub fn canonical_host(host: &str) -> String {
     host_identity(host).into_owned()
 }
 
+/// Whether an address belongs to the node or its cloud rather than to a
+/// registry: loopback, link-local (169.254.0.0/16, fe80::/10, where clouds
+/// serve instance metadata), unspecified (which Linux connects to
+/// loopback), 0.0.0.0/8, the metadata addresses outside those ranges
+/// (AWS's fd00:ec2::254, Alibaba's 100.100.100.200, Azure's 168.63.129.16),
+/// and any of these embedded in IPv6 (IPv4-mapped, IPv4-compatible, NAT64
+/// 64:ff9b::/96).
+pub fn is_node_local(ip: std::net::IpAddr) -> bool {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    match ip {
+        IpAddr::V4(v4) => {
+            v4.is_loopback()
+                || v4.is_link_local()
+                || v4.octets()[0] == 0
+                || v4 == Ipv4Addr::new(100, 100, 100, 200)
+                || v4 == Ipv4Addr::new(168, 63, 129, 16)
+        }
+        IpAddr::V6(v6) => {
+            let seg = v6.segments();
+            let embedded = Ipv4Addr::new(
+                (seg[6] >> 8) as u8,
+                seg[6] as u8,
+                (seg[7] >> 8) as u8,
+                seg[7] as u8,
+            );
+            let mapped = v6.to_ipv4_mapped().is_some();
+            let compatible =
+                seg[..6].iter().all(|s| *s == 0) && !v6.is_loopback() && !v6.is_unspecified();
+            let nat64 = seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (seg[0] & 0xffc0) == 0xfe80
+                || v6 == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
+                || ((mapped || compatible || nat64) && is_node_local(IpAddr::V4(embedded)))
+        }
+    }
+}
+
+/// The node-local address a host names literally (`127.0.0.1`,
+/// `[::1]`), if it is one.
+pub fn node_local_literal(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.parse::<std::net::IpAddr>().is_ok_and(is_node_local)
+}
+
 /// [`canonical_host`], borrowed for Docker Hub (no copy for the registry
 /// most references name).
 fn host_identity(host: &str) -> std::borrow::Cow<'static, str> {

@@ -238,8 +238,9 @@ pub struct Request {
     pub skip_signatures: bool,
 }
 
-/// Signature facts by image (as written in the request).
-pub type Facts = BTreeMap<String, SignatureFact>;
+/// Signature facts by image (as written in the request): one for each
+/// `verifyImages` entry that covers it.
+pub type Facts = BTreeMap<String, Vec<SignatureFact>>;
 
 /// What gathers the facts of a request before it is decided (the
 /// admission step; [`no_facts`] where there is nothing to gather).
@@ -418,7 +419,8 @@ impl Policy {
                 by_image.get(i.image.as_str()).copied()
             };
             let slot = known.unwrap_or_else(|| {
-                let a = self.assess(&i.image, req.signatures.get(&i.image), req.skip_signatures);
+                let facts = req.signatures.get(&i.image).map_or(&[][..], Vec::as_slice);
+                let a = self.assess(&i.image, facts, req.skip_signatures);
                 assessed.push((a, 0));
                 if images.len() > FEW {
                     by_image.insert(&i.image, assessed.len() - 1);
@@ -459,7 +461,7 @@ impl Policy {
     fn assess(
         &self,
         image: &str,
-        signature: Option<&SignatureFact>,
+        signatures: &[SignatureFact],
         skip_signatures: bool,
     ) -> Assessment {
         let parsed = ImageRef::parse(image).map(|r| {
@@ -526,17 +528,15 @@ impl Policy {
         if self.require_digest && r.digest().is_none() {
             a.failures.push((Rule::DigestRequired, String::new()));
         }
-        if let Some((i, req)) = self.verify_requirement(&r).filter(|_| !skip_signatures) {
-            let detail = match signature {
-                Some(SignatureFact {
-                    rule,
-                    outcome: Ok(_),
-                }) if *rule == i => None,
-                Some(SignatureFact {
-                    rule,
-                    outcome: Err(why),
-                }) if *rule == i => Some(format!("{} requires it; {why}", req.label)),
-                _ => Some(format!(
+        // Every entry that covers the image must be satisfied (an image
+        // is not let off a strict entry because a lenient one also names
+        // it).
+        for (i, req) in self.verify_requirements(&r).filter(|_| !skip_signatures) {
+            let fact = signatures.iter().find(|f| f.rule == i);
+            let detail = match fact.map(|f| &f.outcome) {
+                Some(Ok(_)) => None,
+                Some(Err(why)) => Some(format!("{} requires it; {why}", req.label)),
+                None => Some(format!(
                     "{} requires it, and its signatures were not verified",
                     req.label
                 )),
@@ -549,14 +549,18 @@ impl Policy {
         a
     }
 
-    /// The `verifyImages` entry (index and entry) an image falls under:
-    /// the first whose patterns match it, judged by the name the other
-    /// rules judge (a mirrored image by the image it mirrors).
-    fn verify_requirement(&self, r: &ImageRef) -> Option<(usize, &VerifyRequirement)> {
+    /// The `verifyImages` entries (index and entry) an image falls under:
+    /// every one whose patterns cover it, judged by the name the other
+    /// rules judge (a mirrored image by the image it mirrors). Each must
+    /// be satisfied.
+    fn verify_requirements<'a>(
+        &'a self,
+        r: &'a ImageRef,
+    ) -> impl Iterator<Item = (usize, &'a VerifyRequirement)> + 'a {
         self.verify_images
             .iter()
             .enumerate()
-            .find(|(_, v)| v.images.iter().any(|p| p.covers(r)))
+            .filter(|(_, v)| v.images.iter().any(|p| p.covers(r)))
     }
 
     /// What the registry lists say of an image (judged by the name the
@@ -584,33 +588,40 @@ impl Policy {
             return false;
         };
         let r = match self.mirrors.iter().find_map(|m| m.upstream_of(&r)) {
+            // A mirror that pulls through would reach the upstream on our
+            // behalf: a node-local upstream is never asked for.
             Some(up) => match ImageRef::parse(&up) {
-                Ok(up) => up,
-                Err(_) => return false,
+                Ok(up) if !image_ref::node_local_literal(up.registry_host()) => up,
+                _ => return false,
             },
             None => r,
         };
         matches!(self.registry_lists(&r), Listed::Admitted)
     }
 
-    /// Which `verifyImages` entry an image must be verified under, if any:
-    /// none for an image that does not parse, is exempt, is refused by
-    /// the registry lists (it is refused whatever its signatures, and is
-    /// not looked up: [`Policy::may_look_up`]), or matches no entry. The
+    /// The `verifyImages` entries an image must be verified under: none
+    /// for an image that does not parse, is exempt, is refused by the
+    /// registry lists (it is refused whatever its signatures, and is not
+    /// looked up: [`Policy::may_look_up`]), or that no entry covers. The
     /// admission step asks this before gathering signatures.
-    pub fn verification_for(&self, image: &str) -> Option<usize> {
+    pub fn verification_for(&self, image: &str) -> Vec<usize> {
         if self.verify_images.is_empty() || !self.may_look_up(image) {
-            return None;
+            return Vec::new();
         }
-        let r = ImageRef::parse(image).ok()?;
+        let Ok(r) = ImageRef::parse(image) else {
+            return Vec::new();
+        };
         let r = match self.mirrors.iter().find_map(|m| m.upstream_of(&r)) {
-            Some(up) => ImageRef::parse(&up).ok()?,
+            Some(up) => match ImageRef::parse(&up) {
+                Ok(up) => up,
+                Err(_) => return Vec::new(),
+            },
             None => r,
         };
         if self.exempt_images.iter().any(|p| p.matches(&r)) {
-            return None;
+            return Vec::new();
         }
-        self.verify_requirement(&r).map(|(i, _)| i)
+        self.verify_requirements(&r).map(|(i, _)| i).collect()
     }
 
     /// The verdict on one container's image: what, why, how to fix.
@@ -1816,7 +1827,7 @@ mod tests {
             ..Request::default()
         };
         let fact = |rule: usize, outcome: Result<Signer, String>| {
-            Facts::from([(image.to_string(), SignatureFact { rule, outcome })])
+            Facts::from([(image.to_string(), vec![SignatureFact { rule, outcome }])])
         };
         let signed = Ok(Signer {
             digest: "sha256:0".into(),
@@ -1841,10 +1852,13 @@ mod tests {
         assert!(d.images[0].violations[0].message.contains("unknown key"));
         // A fact for another entry is no fact for this one.
         assert!(!p.decide(&req(fact(1, signed.clone()))).allowed);
-        assert_eq!(p.verification_for(image), Some(0));
-        assert_eq!(p.verification_for("ghcr.io/acme/tools:1"), None, "exempt");
-        assert_eq!(p.verification_for("quay.io/acme/app:1"), None);
-        assert_eq!(p.verification_for("not a ref"), None);
+        assert_eq!(p.verification_for(image), vec![0]);
+        assert!(
+            p.verification_for("ghcr.io/acme/tools:1").is_empty(),
+            "exempt"
+        );
+        assert!(p.verification_for("quay.io/acme/app:1").is_empty());
+        assert!(p.verification_for("not a ref").is_empty());
         let skipped = Request {
             skip_signatures: true,
             ..req(Facts::new())
@@ -1943,6 +1957,68 @@ mod tests {
         }
     }
 
+    /// Every entry that covers an image must be satisfied: a lenient tag
+    /// entry (which covers the repository's digests) listed before a
+    /// strict one does not let a digest off the strict one.
+    #[test]
+    fn every_covering_entry_must_be_satisfied() {
+        let entry = |label: &str, pattern: &str| VerifyRequirement {
+            label: label.into(),
+            images: vec![ImagePattern::parse(pattern).unwrap()],
+            verify_tags: false,
+        };
+        let p = Policy {
+            verify_images: vec![
+                entry("verifyImages[0]", "reg.example/acme/app:dev"),
+                entry("verifyImages[1]", "reg.example/acme/*"),
+            ],
+            ..Policy::default()
+        };
+        let image = format!("reg.example/acme/app@{D}");
+        assert_eq!(p.verification_for(&image), vec![0, 1]);
+        assert_eq!(p.verification_for("reg.example/acme/other:1"), vec![1]);
+        let signed = |rule: usize| SignatureFact {
+            rule,
+            outcome: Ok(Signer {
+                digest: D.into(),
+                by: "key k".into(),
+                time: None,
+                time_source: None,
+                log_index: None,
+            }),
+        };
+        let req = |facts: Vec<SignatureFact>| Request {
+            images: vec![ImageInput::bare(image.clone())],
+            signatures: Facts::from([(image.clone(), facts)]),
+            ..Request::default()
+        };
+        let d = p.decide(&req(vec![signed(0)]));
+        assert!(!d.allowed);
+        assert!(
+            d.reason().contains("verifyImages[1] requires it"),
+            "{}",
+            d.reason()
+        );
+        assert!(p.decide(&req(vec![signed(0), signed(1)])).allowed);
+    }
+
+    /// A pull-through mirror is not asked for an upstream on the node or
+    /// its cloud's metadata address: the mirror would fetch it for us.
+    #[test]
+    fn a_mirror_is_not_asked_for_a_node_local_upstream() {
+        let p = Policy {
+            mirrors: vec![MirrorBack::new("mirror.example", "", Upstream::ByRegistry)],
+            ..Policy::default()
+        };
+        assert!(p.may_look_up("mirror.example/quay.io/acme/app:1"));
+        for image in [
+            "mirror.example/169.254.169.254/latest/x:1",
+            "mirror.example/127.0.0.1_10250/x:1",
+        ] {
+            assert!(!p.may_look_up(image), "{image}");
+        }
+    }
+
     /// An image the registry lists refuse is never looked up (issue 33, 7).
     #[test]
     fn refused_names_are_not_looked_up() {
@@ -1953,7 +2029,7 @@ mod tests {
             verify_tags: false,
         }];
         assert!(p.may_look_up("registry.example/acme/app:1"));
-        assert_eq!(p.verification_for("registry.example/acme/app:1"), Some(0));
+        assert_eq!(p.verification_for("registry.example/acme/app:1"), vec![0]);
         for refused in [
             "registry.example/bad/app:1",
             "169.254.169.254/latest/meta-data:1",
@@ -1963,7 +2039,7 @@ mod tests {
             D,
         ] {
             assert!(!p.may_look_up(refused), "{refused}");
-            assert_eq!(p.verification_for(refused), None, "{refused}");
+            assert!(p.verification_for(refused).is_empty(), "{refused}");
         }
     }
 }

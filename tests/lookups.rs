@@ -196,6 +196,27 @@ fn a_tag_requirement_covers_the_tag_with_a_digest() {
     }
     // Another tag of the repository is not what the entry names.
     assert!(validate(&mut c, &[&format!("{reg}/acme/app:dev")], "5s").0);
+    drop(_server);
+    // A stricter entry after the tag entry still applies to the digest:
+    // every entry that covers an image must be satisfied.
+    let other_key = crate::common::fixtures().join("cosign/keyed-p384/cosign.pub");
+    let (_server, mut c) = start(
+        &r.dir,
+        "lookups-tag-scope-strict",
+        serde_json::json!({
+            "registryCredentials": dockercfg.to_str().unwrap(),
+            "registries": {(reg.clone()): {"ca": ca_path(&r)}},
+            "verifyImages": [
+                keyed_rule(serde_json::json!([format!("{reg}/acme/app:prod")])),
+                {"images": [format!("{reg}/acme")], "keys": [other_key.to_str().unwrap()], "ignoreTlog": true},
+            ],
+        }),
+    );
+    let (ok, why) = validate(&mut c, &[&format!("{reg}/acme/app:prod@{BUSYBOX}")], "5s");
+    assert!(
+        !ok && why.contains("verifyImages[1] requires it") && !why.contains("verifyImages[0]"),
+        "{why}"
+    );
 }
 
 /// Issue 33, 2: with `onRegistryError: allow`, an image whose registry
@@ -213,6 +234,8 @@ fn a_stalled_registry_spends_only_its_own_images_time() {
     let (unsigned, _) = r.push_image_manifest("acme/app", "v1", b"unsigned");
     let (stall, stall_seen) = silent_listener("127.0.0.1");
     let closed = closed_port();
+    // A plain-HTTP server the policy calls a TLS registry: TLS fails.
+    let plain = plain_challenger(|p| format!("http://127.0.0.1:{p}/token")).0;
     let dockercfg = crate::registry::write_dockercfg(&r);
     let mut rule = keyed_rule(serde_json::json!(["*"]));
     rule["onRegistryError"] = "allow".into();
@@ -225,6 +248,7 @@ fn a_stalled_registry_spends_only_its_own_images_time() {
                 (reg.clone()): {"ca": ca_path(&r)},
                 (format!("127.0.0.1:{stall}")): {"ca": ca_path(&r)},
                 (format!("127.0.0.1:{closed}")): {"plainHttp": true},
+                (format!("127.0.0.1:{plain}")): {"ca": ca_path(&r)},
             },
             "verifyImages": [rule],
         }),
@@ -260,6 +284,19 @@ fn a_stalled_registry_spends_only_its_own_images_time() {
         !ok && why.contains("no signature found") && !why.contains("c0"),
         "{why}"
     );
+    // A name that does not resolve, or a TLS failure, is not the
+    // registry's own answer: denied despite onRegistryError allow.
+    let d = Digest::sha256_of(b"w");
+    for (image, want) in [
+        (
+            format!("no-such-registry.invalid/team/w@{d}"),
+            "could not be reached",
+        ),
+        (format!("127.0.0.1:{plain}/team/w@{d}"), "plainHttp"),
+    ] {
+        let (ok, why) = validate(&mut c, &[&image], "3s");
+        assert!(!ok && why.contains(want), "{image}: {why}");
+    }
     server.wait_for_log("admitted unverified", Duration::from_secs(5));
     assert!(
         !server
@@ -469,6 +506,8 @@ fn refused_names_get_no_connection() {
     for image in [
         format!("127.0.0.2:{unnamed}/team/x@{d}"),
         format!("localhost:{by_name}/team/x@{d}"),
+        // A named host on a port no entry names (another node service).
+        format!("127.0.0.1:{by_name}/team/x@{d}"),
     ] {
         let (ok, why) = validate(&mut c, &[&image], "3s");
         assert!(
@@ -587,4 +626,42 @@ fn a_plain_http_registrys_password_stays_home() {
         2,
         "the request, then the realm"
     );
+}
+
+/// Through a proxy the proxy resolves names, so node-local addresses
+/// written in an image or a realm are refused before the proxy is asked;
+/// the proxy itself, on loopback, is reached (issue 33, 7).
+#[test]
+fn a_proxy_is_not_asked_for_node_local_addresses() {
+    let (proxy, proxy_seen) = silent_listener("127.0.0.1");
+    let env = |k: &str| (k == "HTTPS_PROXY").then(|| format!("http://127.0.0.1:{proxy}"));
+    let client = RegistryClient::new(Credentials::default(), ProxyConfig::from_env(&env), &[]);
+    let d = Digest::sha256_of(b"p");
+    for image in [
+        format!("169.254.169.254/team/x@{d}"),
+        format!("[fd00:ec2::254]/team/x@{d}"),
+        format!("127.0.0.2:8080/team/x@{d}"),
+        format!("[::1]:10250/team/x@{d}"),
+    ] {
+        let r = ImageRef::parse(&image).unwrap();
+        let e = client
+            .referrers(&r, &d, None, Duration::from_secs(1))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("loopback, link-local or metadata"),
+            "{image}: {e}"
+        );
+    }
+    assert_eq!(proxy_seen.load(Ordering::SeqCst), 0);
+    // Control: another registry goes through the proxy (which stalls).
+    let r = ImageRef::parse(&format!("registry.example/team/x@{d}")).unwrap();
+    let e = client
+        .referrers(&r, &d, None, Duration::from_secs(1))
+        .unwrap_err();
+    assert!(
+        matches!(e, image_bouncer::registry::client::LookupError::TimedOut(_)),
+        "{e}"
+    );
+    assert_eq!(proxy_seen.load(Ordering::SeqCst), 1);
 }

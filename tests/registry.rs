@@ -398,7 +398,7 @@ fn tags_resolve_to_the_digest_pushed_only_with_the_right_credentials() {
     );
     let other = for_port(r.port.wrapping_add(1).max(1));
     assert!(
-        matches!(other.resolve(&image, within), Err(LookupError::Transient(m)) if m.contains("certificate") || m.contains("UnknownIssuer") || m.contains("tls")),
+        matches!(other.resolve(&image, within), Err(LookupError::Unreachable(m)) if m.contains("certificate") || m.contains("UnknownIssuer") || m.contains("TLS")),
         "the CA of another registry was trusted"
     );
     // check --resolve: the same client, configured by the policy file.

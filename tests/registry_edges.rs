@@ -235,7 +235,7 @@ fn plain_http_by_configuration_and_a_moved_tag_after_the_ttl() {
     assert!(
         matches!(
             tls_only.resolve(&app, WITHIN),
-            Err(LookupError::Transient(_))
+            Err(LookupError::Unreachable(_))
         ),
         "https to a plain HTTP registry must fail"
     );
@@ -442,8 +442,8 @@ fn one_repositorys_referrers_404_hides_nothing_elsewhere() {
     }
 }
 
-/// A registry that stalls mid-body is given up on at the deadline, with
-/// a transient error; one that redirects a blob to storage elsewhere gets
+/// A registry that stalls mid-body is given up on at the deadline, as out
+/// of time (never a registry error); one that redirects a blob to storage elsewhere gets
 /// the blob fetched there without its credentials, and checked; one that
 /// redirects to http is refused and the http host never hears from us.
 #[test]
@@ -537,7 +537,7 @@ fn stalls_and_redirects() {
     let began = Instant::now();
     let stalled = client.manifest(&img("team/stall"), "v1", Duration::from_secs(2));
     assert!(
-        matches!(&stalled, Err(LookupError::Transient(_))),
+        matches!(&stalled, Err(LookupError::TimedOut(_))),
         "{stalled:?}"
     );
     let took = began.elapsed();
@@ -645,7 +645,7 @@ fn a_connect_proxy_and_no_proxy() {
         // Direct: registry.test does not resolve here.
         let answer = via(no_proxy).resolve(&app, WITHIN);
         match &answer {
-            Err(LookupError::Transient(m)) => {
+            Err(LookupError::Unreachable(m)) => {
                 assert!(!m.contains("proxypass"), "{m}");
             }
             other => panic!("NO_PROXY={no_proxy:?}: {other:?}"),

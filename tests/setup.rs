@@ -586,6 +586,8 @@ fn certs_never_write_through_symlinks_or_into_open_folders() {
     std::fs::set_permissions(&pki, std::fs::Permissions::from_mode(0o700)).unwrap();
     let elsewhere = dir.join("stolen-ca.key");
     std::os::unix::fs::symlink(&elsewhere, pki.join("ca.key")).unwrap();
+    // --force alone refuses a folder with half a CA (here a dangling
+    // ca.key); --force --new-ca replaces it.
     let certs = |force: bool| {
         let mut args = vec![
             "certs",
@@ -595,7 +597,7 @@ fn certs_never_write_through_symlinks_or_into_open_folders() {
             "localhost",
         ];
         if force {
-            args.push("--force");
+            args.extend(["--force", "--new-ca"]);
         }
         run(&args, None)
     };
@@ -604,7 +606,21 @@ fn certs_never_write_through_symlinks_or_into_open_folders() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("ca.key"), "{}", stderr(&out));
     assert!(!elsewhere.exists());
-    // --force replaces the symlink itself.
+    let half = run(
+        &[
+            "certs",
+            "--out",
+            pki.to_str().unwrap(),
+            "--host",
+            "localhost",
+            "--force",
+        ],
+        None,
+    );
+    assert_eq!(half.status.code(), Some(2), "{}", stderr(&half));
+    assert!(stderr(&half).contains("ca.crt is not"), "{}", stderr(&half));
+    assert!(!elsewhere.exists());
+    // --force --new-ca replaces the symlink itself.
     let out = certs(true);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(!elsewhere.exists(), "the CA key went through the symlink");

@@ -50,7 +50,10 @@ pub(crate) fn each_at_once<T: Sync, R: Send>(
     };
     std::thread::scope(|s| {
         for _ in 1..width.min(items.len()) {
-            s.spawn(work);
+            // Out of threads (a task limit): the others share the work.
+            if std::thread::Builder::new().spawn_scoped(s, work).is_err() {
+                break;
+            }
         }
         work();
     });
@@ -58,6 +61,51 @@ pub(crate) fn each_at_once<T: Sync, R: Send>(
         .into_iter()
         .filter_map(|m| m.into_inner().unwrap_or_else(PoisonError::into_inner))
         .collect()
+}
+
+/// Reviews waiting on registries at once, at most: with the images of
+/// each looked up at the same time, this bounds the threads lookups take
+/// (about 16 per review), whatever the number of connections. A review
+/// that finds no room within its time is denied as out of time.
+pub const REVIEWS_LOOKING_UP: usize = 64;
+
+/// Room for reviews waiting on registries.
+struct Room {
+    taken: Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+static ROOM: Room = Room {
+    taken: Mutex::new(0),
+    freed: std::sync::Condvar::new(),
+};
+
+/// Runs `f` once there is room for one more review waiting on
+/// registries, or gives `None` when `deadline` comes first.
+pub(crate) fn with_room<R>(deadline: std::time::Instant, f: impl FnOnce() -> R) -> Option<R> {
+    let mut taken = ROOM.taken.lock().unwrap_or_else(PoisonError::into_inner);
+    while *taken >= REVIEWS_LOOKING_UP {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        taken = ROOM
+            .freed
+            .wait_timeout(taken, left)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
+    }
+    *taken += 1;
+    drop(taken);
+    struct Leave;
+    impl Drop for Leave {
+        fn drop(&mut self) {
+            *ROOM.taken.lock().unwrap_or_else(PoisonError::into_inner) -= 1;
+            ROOM.freed.notify_one();
+        }
+    }
+    let _leave = Leave;
+    Some(f())
 }
 
 /// What the admission step counts for `/metrics`.
@@ -223,19 +271,34 @@ pub fn digest_pins(
         }
     }
     let deadline = std::time::Instant::now() + budget;
-    let answers = each_at_once(&wanted, LOOKUPS_AT_ONCE, |(_, pulled, _)| {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        if left.is_zero() {
-            return Err(LookupError::TimedOut(
-                "the review's time for lookups ran out".into(),
-            ));
-        }
-        match resolver.resolve(pulled, left) {
-            Err(LookupError::Transient(_)) if std::time::Instant::now() >= deadline => Err(
-                LookupError::TimedOut("the review's time for lookups ran out".into()),
-            ),
-            other => other,
-        }
+    if wanted.is_empty() {
+        return Ok(pins);
+    }
+    let look_up = || {
+        each_at_once(&wanted, LOOKUPS_AT_ONCE, |(_, pulled, _)| {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(LookupError::TimedOut(
+                    "the review's time for lookups ran out".into(),
+                ));
+            }
+            match resolver.resolve(pulled, left) {
+                Err(LookupError::Transient(_)) if std::time::Instant::now() >= deadline => Err(
+                    LookupError::TimedOut("the review's time for lookups ran out".into()),
+                ),
+                other => other,
+            }
+        })
+    };
+    let answers = with_room(deadline, look_up).unwrap_or_else(|| {
+        wanted
+            .iter()
+            .map(|_| {
+                Err(LookupError::TimedOut(format!(
+                    "{REVIEWS_LOOKING_UP} reviews were waiting on registries until the time ran out"
+                )))
+            })
+            .collect()
     });
     for ((key, _, written), answer) in wanted.into_iter().zip(answers) {
         match answer {
@@ -246,6 +309,13 @@ pub fn digest_pins(
                 COUNTS.timed_out();
                 return Err(format!(
                     "image {written:?} could not be pinned to a digest in time: {e}"
+                ));
+            }
+            // Not the registry's own failure (DNS, TLS, a broken
+            // connection): never admitted unpinned.
+            Err(e @ LookupError::Unreachable(_)) => {
+                return Err(format!(
+                    "image {written:?} could not be pinned to a digest: {e}"
                 ));
             }
             Err(e) if cfg.allow_on_registry_error => {

@@ -46,6 +46,10 @@ pub enum Verdict {
     Unavailable(String),
     /// The review's time ran out first: never cached, always denied.
     TimedOut(String),
+    /// The registry could not be reached or spoken to, for a reason that
+    /// is not the registry's own answer (DNS, TLS, a broken connection):
+    /// never cached, always denied.
+    Unreachable(String),
 }
 
 /// A remembered verdict.
@@ -157,8 +161,10 @@ impl Verdicts {
         drop(v);
         // The first asker's outage or timeout is not this one's answer
         // while this one has time left: ask again.
-        if matches!(got, Verdict::Unavailable(_) | Verdict::TimedOut(_))
-            && Instant::now() < deadline
+        if matches!(
+            got,
+            Verdict::Unavailable(_) | Verdict::TimedOut(_) | Verdict::Unreachable(_)
+        ) && Instant::now() < deadline
         {
             return self.verdict(key, deadline, image, verified_ttl, run);
         }
@@ -181,7 +187,7 @@ impl Verdicts {
         let ttl = match v {
             Verdict::Verified(_) => verified_ttl,
             Verdict::Refused(_) => REFUSED_TTL,
-            Verdict::Unavailable(_) | Verdict::TimedOut(_) => return,
+            Verdict::Unavailable(_) | Verdict::TimedOut(_) | Verdict::Unreachable(_) => return,
         };
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         if cache.entries.len() >= VERDICTS_MAX && !cache.entries.contains_key(&key) {
@@ -233,6 +239,7 @@ pub fn gather(
         return facts;
     }
     let deadline = Instant::now() + budget;
+    // One verification per image and covering entry.
     let mut wanted: Vec<(&str, usize, &VerifyRule, bool)> = Vec::new();
     let mut seen: HashSet<&str> = HashSet::new();
     for input in &request.images {
@@ -241,20 +248,38 @@ pub fn gather(
         }
         // Refused names (registry lists) and exempt images are not
         // looked up at all.
-        let Some(i) = policy.verification_for(&input.image) else {
-            continue;
-        };
-        let (Some(rule), Some(req)) = (rules.get(i), policy.verify_images.get(i)) else {
-            continue;
-        };
-        wanted.push((&input.image, i, rule, req.verify_tags));
+        for i in policy.verification_for(&input.image) {
+            let (Some(rule), Some(req)) = (rules.get(i), policy.verify_images.get(i)) else {
+                continue;
+            };
+            wanted.push((&input.image, i, rule, req.verify_tags));
+        }
     }
-    let outcomes =
+    if wanted.is_empty() {
+        return facts;
+    }
+    let look_up = || {
         super::each_at_once(&wanted, super::LOOKUPS_AT_ONCE, |(image, _, rule, tags)| {
             fact(image, rule, *tags, client, verdicts, deadline)
-        });
+        })
+    };
+    let outcomes = super::with_room(deadline, look_up).unwrap_or_else(|| {
+        wanted
+            .iter()
+            .map(|(image, _, _, _)| {
+                super::COUNTS.timed_out();
+                Err(format!(
+                    "the review's time ran out before the signatures of {image} were verified ({} reviews were waiting on registries)",
+                    super::REVIEWS_LOOKING_UP
+                ))
+            })
+            .collect()
+    });
     for ((image, i, _, _), outcome) in wanted.into_iter().zip(outcomes) {
-        facts.insert(image.to_string(), SignatureFact { rule: i, outcome });
+        facts
+            .entry(image.to_string())
+            .or_default()
+            .push(SignatureFact { rule: i, outcome });
     }
     facts
 }
@@ -326,7 +351,7 @@ fn outcome(verdict: Verdict, rule: &VerifyRule, image: &str, what: &str) -> Resu
             time_source: s.time_source.map(str::to_string),
             log_index: s.log_index,
         }),
-        Verdict::Refused(why) => Err(format!("{what}{why}")),
+        Verdict::Refused(why) | Verdict::Unreachable(why) => Err(format!("{what}{why}")),
         Verdict::TimedOut(why) => {
             super::COUNTS.timed_out();
             Err(format!("{what}{why}"))
@@ -400,14 +425,18 @@ pub fn verify_digest(
 ) -> Verdict {
     let allowance = Allowance(AtomicUsize::new(FETCH_MAX));
     let (legacy, bundles) = std::thread::scope(|s| {
-        let legacy = s.spawn(|| legacy_verdict(r, digest, rule, client, deadline, &allowance));
+        let legacy = std::thread::Builder::new().spawn_scoped(s, || {
+            legacy_verdict(r, digest, rule, client, deadline, &allowance)
+        });
         let bundles = bundle_verdict(r, digest, rule, client, deadline, &allowance);
-        (
-            legacy
+        let legacy = match legacy {
+            Ok(handle) => handle
                 .join()
                 .unwrap_or_else(|_| Verdict::Refused("the signature lookup failed".into())),
-            bundles,
-        )
+            // Out of threads (a task limit): one place after the other.
+            Err(_) => legacy_verdict(r, digest, rule, client, deadline, &allowance),
+        };
+        (legacy, bundles)
     });
     combine(bundles, legacy)
 }
@@ -421,6 +450,7 @@ fn combine(bundles: Verdict, legacy: Verdict) -> Verdict {
     match (bundles, legacy) {
         (v @ Verdict::Verified(_), _) | (_, v @ Verdict::Verified(_)) => v,
         (v @ Verdict::TimedOut(_), _) | (_, v @ Verdict::TimedOut(_)) => v,
+        (v @ Verdict::Unreachable(_), _) | (_, v @ Verdict::Unreachable(_)) => v,
         (Verdict::Unavailable(b), Verdict::Unavailable(_)) => Verdict::Unavailable(b),
         (Verdict::Refused(b), Verdict::Refused(l)) => {
             Verdict::Refused(format!("no accepted signature: bundles: {b}; legacy: {l}"))
@@ -443,6 +473,9 @@ fn failed(r: &ImageRef, e: LookupError, deadline: Instant) -> Verdict {
         _ if Instant::now() >= deadline => timed_out(&r.to_string()),
         LookupError::Transient(m) => Verdict::Unavailable(format!(
             "the registry could not be asked for signatures: {m}"
+        )),
+        LookupError::Unreachable(m) => Verdict::Unreachable(format!(
+            "the registry could not be reached for signatures: {m}"
         )),
         LookupError::Permanent(m) => {
             Verdict::Refused(format!("its signatures could not be read: {m}"))
@@ -640,6 +673,8 @@ fn legacy_verdict(
             m
         }
         Err(LookupError::Permanent(m)) if m.contains("(404)") => {
+            // Nothing was read: the bundles may have the bytes.
+            allowance.give_back(reserved);
             return Verdict::Refused(format!("no signature found (no {tag})"));
         }
         Err(e) => return failed(r, e, deadline),

@@ -58,8 +58,17 @@ const REFERRERS_MAX: usize = 1024;
 /// never cached for long; a permanent one is an answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LookupError {
+    /// The registry itself failed: it answered with an error status (5xx,
+    /// 429) or refused the connection. May succeed later; the only failure
+    /// `onRegistryError: allow` admits.
     Transient(String),
     Permanent(String),
+    /// The registry could not be reached or spoken to for another reason
+    /// (name resolution, TLS, a connection broken mid-way): may succeed
+    /// later, but nothing says the registry is down rather than that
+    /// something between (DNS, the network) is failing on purpose, so it
+    /// never admits.
+    Unreachable(String),
     /// The caller's time ran out (a deadline, not a registry's answer):
     /// never taken for an outage, never remembered.
     TimedOut(String),
@@ -71,6 +80,7 @@ impl std::fmt::Display for LookupError {
             LookupError::Transient(m) => write!(f, "{m} (transient)"),
             LookupError::Permanent(m) => f.write_str(m),
             LookupError::TimedOut(m) => write!(f, "{m} (out of time)"),
+            LookupError::Unreachable(m) => write!(f, "{m} (unreachable)"),
         }
     }
 }
@@ -311,8 +321,8 @@ impl Client {
         extra_ca: &[rustls::pki_types::CertificateDer<'static>],
     ) -> Client {
         let named = guard::Named::default();
-        for host in proxies.hosts() {
-            named.add(&host);
+        for (host, port) in proxies.hosts() {
+            named.add_port(&host, Some(port));
         }
         Client {
             agent: build_agent(extra_ca, true, &named),
@@ -346,7 +356,7 @@ impl Client {
         for (registry, certs) in cas {
             let key = registry_key(registry);
             let https_only = !self.plain.contains(&key);
-            self.named.add(&key);
+            self.name_registry(&key);
             self.agents
                 .insert(key, build_agent(certs, https_only, &self.named));
         }
@@ -359,16 +369,26 @@ impl Client {
     pub fn with_plain_http<'a>(mut self, registries: impl IntoIterator<Item = &'a String>) -> Self {
         for r in registries {
             let key = registry_key(r);
-            self.named.add(&key);
+            self.plain.insert(key.clone());
+            self.name_registry(&key);
             self.agents
                 .insert(key.clone(), build_agent(&[], false, &self.named));
-            self.plain.insert(key);
         }
         self
     }
 
-    /// Names hosts (`host[:port]`) that may be reached on loopback or
-    /// link-local addresses, as a `registries` entry does (`guard`).
+    /// Names a configured registry (`host[:port]` by identity) on the
+    /// port it is spoken to on, for the guard.
+    fn name_registry(&self, key: &str) {
+        let (host, port) = crate::image_ref::split_port(key);
+        let default = if self.plain.contains(key) { 80 } else { 443 };
+        let port = port.and_then(|p| p.parse().ok()).unwrap_or(default);
+        self.named.add_port(host, Some(port));
+    }
+
+    /// Names hosts that may be reached on loopback or link-local
+    /// addresses, as a `registries` entry does (`guard`): `host:port`, or
+    /// `host` for all of its ports.
     pub fn with_named_hosts<'a>(self, hosts: impl IntoIterator<Item = &'a str>) -> Self {
         for h in hosts {
             self.named.add(h);
@@ -469,14 +489,20 @@ impl Client {
             }
             Stats::add(match &answer {
                 Ok(_) => &self.stats.ok,
-                Err(LookupError::Transient(_) | LookupError::TimedOut(_)) => &self.stats.transient,
+                Err(
+                    LookupError::Transient(_)
+                    | LookupError::TimedOut(_)
+                    | LookupError::Unreachable(_),
+                ) => &self.stats.transient,
                 Err(LookupError::Permanent(_)) => &self.stats.permanent,
             });
             let ttl = match &answer {
                 Ok(_) => self.tag_ttl,
-                Err(LookupError::Transient(_) | LookupError::TimedOut(_)) => {
-                    TRANSIENT_BACKOFF.min(self.tag_ttl)
-                }
+                Err(
+                    LookupError::Transient(_)
+                    | LookupError::TimedOut(_)
+                    | LookupError::Unreachable(_),
+                ) => TRANSIENT_BACKOFF.min(self.tag_ttl),
                 Err(LookupError::Permanent(_)) => PERMANENT_TTL.min(self.tag_ttl),
             };
             {
@@ -521,7 +547,7 @@ impl Client {
         }
         answer
             .clone()
-            .unwrap_or_else(|| Err(LookupError::Transient("no answer".into())))
+            .unwrap_or_else(|| Err(LookupError::Unreachable("no answer".into())))
     }
 
     /// The digest `r` names now: its own digest, or what the registry
@@ -796,6 +822,11 @@ impl Client {
         accept: &str,
         deadline: Instant,
     ) -> Result<(ureq::http::Response<ureq::Body>, Slot<'_>), LookupError> {
+        // A node-local address written in the image is refused before a
+        // proxy could be asked to reach it (the resolver's guard sees only
+        // the proxy's address then).
+        let port = t.registry_port.unwrap_or(if t.plain { 80 } else { 443 });
+        guard::check_literal(&self.named, &t.host, port).map_err(LookupError::Permanent)?;
         // Held until the caller has read the body.
         let slot = self.slot(&t.host, deadline)?;
         let url = format!("{}{path}", t.base);
@@ -993,7 +1024,7 @@ impl Client {
                 other => return other.map_err(|e| transport(host, e)),
             }
         }
-        Err(LookupError::Transient(format!(
+        Err(LookupError::Unreachable(format!(
             "{host}: the connection closed twice"
         )))
     }
@@ -1015,6 +1046,16 @@ impl Client {
                 .map_err(|e| LookupError::Permanent(format!("{host}: {e}")))?;
             let realm_host =
                 realm_host(realm).map_err(|e| LookupError::Permanent(format!("{host}: {e}")))?;
+            let realm_port = crate::image_ref::split_port(&realm_host)
+                .1
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(if realm.starts_with("https://") {
+                    443
+                } else {
+                    80
+                });
+            guard::check_literal(&self.named, &realm_host, realm_port)
+                .map_err(|e| LookupError::Permanent(format!("token realm of {host}: {e}")))?;
             // Over plain HTTP anyone on the path can write the challenge
             // and name any realm: the registry's credentials go to a realm
             // on the registry's own host only.
@@ -1072,7 +1113,15 @@ impl Client {
                 LookupError::TimedOut(m) => {
                     LookupError::TimedOut(format!("token endpoint of {host}: {m}"))
                 }
-                other => LookupError::Transient(format!("token endpoint of {host}: {other}")),
+                LookupError::Transient(m) => {
+                    LookupError::Transient(format!("token endpoint of {host}: {m}"))
+                }
+                LookupError::Permanent(m) => {
+                    LookupError::Permanent(format!("token endpoint of {host}: {m}"))
+                }
+                LookupError::Unreachable(m) => {
+                    LookupError::Unreachable(format!("token endpoint of {host}: {m}"))
+                }
             })?;
             let status = resp.status().as_u16();
             if status != 200 {
@@ -1226,7 +1275,33 @@ fn transport(host: &str, e: ureq::Error) -> LookupError {
             LookupError::Permanent(format!("{host} sent more than {n} bytes"))
         }
         ureq::Error::Timeout(t) => LookupError::TimedOut(format!("{host}: timed out ({t})")),
-        other => LookupError::Transient(format!("{host}: {other}")),
+        ureq::Error::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            LookupError::Transient(format!("{host} refused the connection"))
+        }
+        ureq::Error::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+            LookupError::TimedOut(format!("{host}: timed out ({e})"))
+        }
+        ureq::Error::HostNotFound => {
+            LookupError::Unreachable(format!("{host}: the name does not resolve"))
+        }
+        ureq::Error::Io(e)
+            if e.get_ref()
+                .is_some_and(|i| i.downcast_ref::<rustls::Error>().is_some()) =>
+        {
+            LookupError::Unreachable(format!(
+                "{host}: TLS failed ({e}); a registry that speaks plain HTTP needs \"plainHttp\": true in its `registries` entry, one with its own CA a \"ca\""
+            ))
+        }
+        ureq::Error::Io(e) if e.to_string().contains("lookup address") => {
+            LookupError::Unreachable(format!("{host}: the name does not resolve ({e})"))
+        }
+        ureq::Error::Tls(e) => LookupError::Unreachable(format!(
+            "{host}: TLS failed ({e}); a registry that speaks plain HTTP needs \"plainHttp\": true in its `registries` entry"
+        )),
+        ureq::Error::Rustls(e) => LookupError::Unreachable(format!(
+            "{host}: TLS failed ({e}); a registry that speaks plain HTTP needs \"plainHttp\": true in its `registries` entry, one with its own CA a \"ca\""
+        )),
+        other => LookupError::Unreachable(format!("{host}: {other}")),
     }
 }
 
@@ -1268,10 +1343,16 @@ fn read_checked(
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 let m = format!("{what}: the body did not arrive: {e}");
-                return Err(if e.kind() == std::io::ErrorKind::TimedOut {
+                // ureq hands a timeout while reading as an io::Error that
+                // wraps its own Timeout.
+                let timed_out = e.kind() == std::io::ErrorKind::TimedOut
+                    || e.get_ref()
+                        .and_then(|inner| inner.downcast_ref::<ureq::Error>())
+                        .is_some_and(|u| matches!(u, ureq::Error::Timeout(_)));
+                return Err(if timed_out {
                     LookupError::TimedOut(m)
                 } else {
-                    LookupError::Transient(m)
+                    LookupError::Unreachable(m)
                 });
             }
         };

@@ -19,48 +19,60 @@ use ureq::unversioned::transport::NextTimeout;
 /// What the refusal says; [`refusal`] recognises it.
 const REFUSED: &str = "is a loopback, link-local or metadata address";
 
-/// Whether an address is one no unnamed registry may be reached at.
+/// Whether an address is one no unnamed registry may be reached at
+/// (`image_ref::is_node_local`).
 pub fn forbidden(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            v4.is_loopback() || v4.is_link_local() || v4.is_unspecified() || v4.octets()[0] == 0
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return forbidden(IpAddr::V4(v4));
-            }
-            let seg = v6.segments();
-            v6.is_loopback()
-                || v6.is_unspecified()
-                // fe80::/10
-                || (seg[0] & 0xffc0) == 0xfe80
-                // AWS's instance metadata over IPv6.
-                || v6 == std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
-        }
-    }
+    crate::image_ref::is_node_local(ip)
 }
 
-/// The hosts the configuration names (by `image_ref::canonical_host`),
-/// which may be anywhere: shared by every agent of one client.
+/// The hosts the configuration names (by `image_ref::canonical_host`)
+/// with the port each is named on, which may be anywhere: shared by every
+/// agent of one client. Naming `127.0.0.1:5000` opens that port, not the
+/// node's other services.
 #[derive(Debug, Default, Clone)]
-pub struct Named(Arc<RwLock<HashSet<String>>>);
+pub struct Named(Arc<RwLock<HashSet<HostPort>>>);
+
+/// A host by identity, and its port (`None`: every port).
+type HostPort = (String, Option<u16>);
 
 impl Named {
-    /// Names a host (`host` or `host:port`; the port is not part of it).
+    /// Names `host:port`; `host` alone is every port of it (for tests and
+    /// callers that name a whole host on purpose).
     pub fn add(&self, host_or_domain: &str) {
-        let (host, _) = crate::image_ref::split_port(host_or_domain);
+        let (host, port) = crate::image_ref::split_port(host_or_domain);
+        let port = port.and_then(|p| p.parse::<u16>().ok());
+        self.add_port(host, port);
+    }
+
+    /// Names `host` on `port` (`None`: every port).
+    pub fn add_port(&self, host: &str, port: Option<u16>) {
         self.0
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(crate::image_ref::canonical_host(host));
+            .insert((crate::image_ref::canonical_host(host), port));
     }
 
-    fn contains(&self, host: &str) -> bool {
-        self.0
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains(&crate::image_ref::canonical_host(host))
+    /// Whether `host` on `port` is named.
+    pub fn contains(&self, host: &str, port: u16) -> bool {
+        let host = crate::image_ref::canonical_host(host);
+        let named = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        named.contains(&(host.clone(), Some(port))) || named.contains(&(host, None))
     }
+}
+
+/// Refuses a target that names a node-local address literally and is not
+/// named: the check for connections whose names a proxy resolves (the
+/// resolver below only sees the proxy's).
+pub fn check_literal(named: &Named, host: &str, port: u16) -> Result<(), String> {
+    let (host, _) = crate::image_ref::split_port(host);
+    if crate::image_ref::node_local_literal(host) && !named.contains(host, port) {
+        return Err(refused_text(host));
+    }
+    Ok(())
+}
+
+fn refused_text(host: &str) -> String {
+    format!("{host} {REFUSED}; it is only contacted when a `registries` entry names it")
 }
 
 /// ureq's resolver, keeping only the addresses a request may reach.
@@ -78,7 +90,14 @@ impl Resolver for Guarded {
     ) -> Result<ResolvedSocketAddrs, ureq::Error> {
         let resolved = DefaultResolver::default().resolve(uri, config, timeout)?;
         let host = uri.host().unwrap_or("");
-        if self.named.contains(host) {
+        let port = uri
+            .port_u16()
+            .unwrap_or(if uri.scheme_str() == Some("http") {
+                80
+            } else {
+                443
+            });
+        if self.named.contains(host, port) {
             return Ok(resolved);
         }
         let mut kept = self.empty();
@@ -88,9 +107,7 @@ impl Resolver for Guarded {
         if kept.is_empty() {
             return Err(ureq::Error::Io(std::io::Error::new(
                 std::io::ErrorKind::PermissionDenied,
-                format!(
-                    "{host} {REFUSED}; it is only contacted when a `registries` entry names it"
-                ),
+                refused_text(host),
             )));
         }
         Ok(kept)
@@ -122,6 +139,8 @@ mod tests {
             "169.254.169.254",
             "169.254.0.1",
             "0.0.0.0",
+            "100.100.100.200",
+            "168.63.129.16",
             "::1",
             "::",
             "fe80::1",
@@ -129,6 +148,9 @@ mod tests {
             "fd00:ec2::254",
             "::ffff:127.0.0.1",
             "::ffff:169.254.169.254",
+            "::169.254.169.254",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b::7f00:1",
         ] {
             assert!(forbidden(a.parse().unwrap()), "{a}");
         }
@@ -137,21 +159,32 @@ mod tests {
             "192.168.1.1",
             "8.8.8.8",
             "169.255.0.1",
+            "100.100.100.201",
             "fd00:ec2::253",
             "fec0::1",
             "2001:db8::1",
+            "64:ff9b::808:808",
+            "::ffff:8.8.8.8",
         ] {
             assert!(!forbidden(a.parse().unwrap()), "{a}");
         }
     }
 
     #[test]
-    fn named_hosts_by_identity() {
+    fn named_hosts_by_identity_and_port() {
         let n = Named::default();
         n.add("127.0.0.1:5000");
         n.add("Registry.Local");
-        assert!(n.contains("127.0.0.1"));
-        assert!(n.contains("registry.local"));
-        assert!(!n.contains("127.0.0.2"));
+        assert!(n.contains("127.0.0.1", 5000));
+        assert!(
+            !n.contains("127.0.0.1", 10250),
+            "another port of a named host"
+        );
+        assert!(n.contains("registry.local", 443) && n.contains("REGISTRY.local", 8080));
+        assert!(!n.contains("127.0.0.2", 5000));
+        assert!(check_literal(&n, "127.0.0.1", 5000).is_ok());
+        assert!(check_literal(&n, "127.0.0.1", 22).is_err());
+        assert!(check_literal(&n, "[::ffff:169.254.169.254]", 443).is_err());
+        assert!(check_literal(&n, "registry.example", 443).is_ok());
     }
 }

@@ -103,17 +103,24 @@ impl ProxyConfig {
         cfg
     }
 
-    /// The hosts of the configured proxies (`host` or `host:port`): an
-    /// admin's choice, which may be on loopback.
-    pub fn hosts(&self) -> Vec<String> {
+    /// The configured proxies' hosts and ports (an admin's choice, which
+    /// may be on loopback): named for the connection to the proxy itself.
+    pub fn hosts(&self) -> Vec<(String, u16)> {
         [&self.https, &self.http]
             .into_iter()
             .flatten()
             .filter_map(|url| {
-                let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+                let (scheme, rest) = url.split_once("://").unwrap_or(("http", url.as_str()));
                 let authority = rest.split('/').next().unwrap_or("");
-                let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-                (!host.is_empty()).then(|| host.to_string())
+                let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+                let (host, port) = crate::image_ref::split_port(hostport);
+                let default = if scheme.eq_ignore_ascii_case("https") {
+                    443
+                } else {
+                    80
+                };
+                let port = port.and_then(|p| p.parse().ok()).unwrap_or(default);
+                (!host.is_empty()).then(|| (host.to_string(), port))
             })
             .collect()
     }

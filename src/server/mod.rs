@@ -81,6 +81,14 @@ impl Workers {
 
     /// Waits for a free worker.
     pub fn acquire<'a>(&'a self, metrics: &'a Metrics) -> Permit<'a> {
+        self.take(metrics);
+        Permit {
+            workers: self,
+            metrics,
+        }
+    }
+
+    fn take(&self, metrics: &Metrics) {
         let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         while st.free == 0 {
             st.waiting += 1;
@@ -90,27 +98,39 @@ impl Workers {
         st.free -= 1;
         drop(st);
         metrics.worker_busy(true);
-        Permit {
-            workers: self,
-            metrics,
+    }
+
+    fn give(&self, metrics: &Metrics) {
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        st.free += 1;
+        let wake = st.waiting > 0;
+        drop(st);
+        if wake {
+            self.freed.notify_one();
         }
+        metrics.worker_busy(false);
+    }
+
+    /// For a holder of a permit about to wait on registries: lends its
+    /// permit to others while `f` runs, and takes one back before
+    /// returning, so that reviews waiting on a slow registry do not stop
+    /// the others from being decoded and judged.
+    pub fn lend<R>(&self, metrics: &Metrics, f: impl FnOnce() -> R) -> R {
+        self.give(metrics);
+        struct Retake<'a>(&'a Workers, &'a Metrics);
+        impl Drop for Retake<'_> {
+            fn drop(&mut self) {
+                self.0.take(self.1);
+            }
+        }
+        let _retake = Retake(self, metrics);
+        f()
     }
 }
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
-        let mut st = self
-            .workers
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        st.free += 1;
-        let wake = st.waiting > 0;
-        drop(st);
-        if wake {
-            self.workers.freed.notify_one();
-        }
-        self.metrics.worker_busy(false);
+        self.workers.give(self.metrics);
     }
 }
 

@@ -151,14 +151,17 @@ fn gather_signatures<'a>(
         if rules.policy.verify_images.is_empty() {
             return crate::policy::Facts::new();
         }
-        crate::admit::signatures::gather(
-            &rules.policy,
-            &rules.verify,
-            req,
-            &shared.registry(),
-            &shared.verdicts,
-            budget,
-        )
+        // Waiting on registries holds no worker.
+        shared.workers.lend(&shared.metrics, || {
+            crate::admit::signatures::gather(
+                &rules.policy,
+                &rules.verify,
+                req,
+                &shared.registry(),
+                &shared.verdicts,
+                budget,
+            )
+        })
     }
 }
 
@@ -267,13 +270,21 @@ fn mutate(
     // Digests to pin are looked up first (the admission step), each
     // distinct image once; a failed lookup denies unless configured not to.
     let budget = crate::admit::lookup_budget(apiserver_timeout);
-    let pins = match crate::admit::digest_pins(
-        &rules.policy,
-        &rules.mutate,
-        &review,
-        &*shared.registry(),
-        budget,
-    ) {
+    let pin = || {
+        crate::admit::digest_pins(
+            &rules.policy,
+            &rules.mutate,
+            &review,
+            &*shared.registry(),
+            budget,
+        )
+    };
+    // Waiting on registries holds no worker.
+    let pins = match if rules.mutate.mutate_digest.is_empty() {
+        pin()
+    } else {
+        shared.workers.lend(&shared.metrics, pin)
+    } {
         Ok(p) => p,
         Err(reason) => {
             warn!("/mutate: {}: denied: {reason}", review.request.summary());
