@@ -29,6 +29,18 @@ if have systemd-analyze; then
     *" OK "* | *" SAFE "*) pass "systemd-analyze security: exposure OK or better" ;;
     *) echo "error: exposure is higher than OK" >&2; exit 1 ;;
   esac
+  # With the lookups drop-in (outbound HTTPS for verifyImages/mutateDigest).
+  mkdir -p "$tmp/image-bouncer.service.d"
+  cp systemd/lookups.conf "$tmp/image-bouncer.service.d/"
+  out=$(systemd-analyze verify "$tmp/image-bouncer.service" 2>&1)
+  if [ -n "$out" ]; then echo "$out" >&2; exit 1; fi
+  score=$(systemd-analyze security --offline=true "$tmp/image-bouncer.service" | tail -n 1)
+  echo "with systemd/lookups.conf: $score"
+  case "$score" in
+    *" OK "* | *" SAFE "*) pass "systemd-analyze verify and security with the lookups drop-in: exposure OK or better" ;;
+    *) echo "error: with the lookups drop-in, exposure is higher than OK" >&2; exit 1 ;;
+  esac
+  rm -r "$tmp/image-bouncer.service.d"
 fi
 
 if have nix; then
