@@ -243,11 +243,35 @@ pub fn run_apiserver(a: &ApiserverArgs) -> Result<(), Error> {
             ));
         }
     }
+    for (flag, ttl) in [("--allow-ttl", a.allow_ttl), ("--deny-ttl", a.deny_ttl)] {
+        if !(1..=3600).contains(&ttl) {
+            problems.push(format!("{flag} must be between 1 and 3600 seconds"));
+        }
+    }
     if !problems.is_empty() {
         return Err(Error::Config(crate::config::ConfigError { problems }));
     }
     let kubeconfig_path = out.join("kubeconfig.yaml");
     let admission_path = out.join("admission-config.yaml");
+    let patch_path = out.join("kubeadm-patches").join("kube-apiserver+json.json");
+    let cluster_path = out.join("kubeadm-cluster-configuration.yaml");
+    // As `certs`: what is there is replaced only when asked.
+    let existing: Vec<String> = [
+        &kubeconfig_path,
+        &admission_path,
+        &patch_path,
+        &cluster_path,
+    ]
+    .iter()
+    .filter(|p| crate::files::exists(p))
+    .map(|p| p.display().to_string())
+    .collect();
+    if !a.force && !existing.is_empty() {
+        return Err(Error::Input(format!(
+            "{} already exist; use --force to replace them",
+            existing.join(", ")
+        )));
+    }
     crate::files::private_dir(&out).map_err(|e| Error::Input(format!("{}: {e}", out.display())))?;
     let write = |p: &Path, text: &str, mode: u32| {
         certs::write_file(p, text.as_bytes(), mode).map_err(|e| Error::Input(e.to_string()))
@@ -255,19 +279,17 @@ pub fn run_apiserver(a: &ApiserverArgs) -> Result<(), Error> {
     write(&kubeconfig_path, &kubeconfig(&a.url, &pki), 0o600)?;
     write(
         &admission_path,
-        &admission_config(&kubeconfig_path, a.default_allow),
+        &admission_config(&kubeconfig_path, a.default_allow, a.allow_ttl, a.deny_ttl),
         0o644,
     )?;
     let patches = out.join("kubeadm-patches");
     crate::files::private_dir(&patches)
         .map_err(|e| Error::Input(format!("{}: {e}", patches.display())))?;
-    let patch_path = patches.join("kube-apiserver+json.json");
     write(
         &patch_path,
         &kubeadm_patch(&pki, &out, &admission_path),
         0o644,
     )?;
-    let cluster_path = out.join("kubeadm-cluster-configuration.yaml");
     write(
         &cluster_path,
         &cluster_configuration(&pki, &out, &admission_path),
@@ -409,7 +431,12 @@ current-context: image-bouncer
 }
 
 /// The AdmissionConfiguration for `--admission-control-config-file`.
-pub fn admission_config(kubeconfig: &Path, default_allow: bool) -> String {
+pub fn admission_config(
+    kubeconfig: &Path,
+    default_allow: bool,
+    allow_ttl: u32,
+    deny_ttl: u32,
+) -> String {
     format!(
         "# Written by `image-bouncer config apiserver`; pass it to kube-apiserver with
 # --admission-control-config-file and enable the ImagePolicyWebhook plugin.
@@ -420,9 +447,11 @@ plugins:
   configuration:
     imagePolicy:
       kubeConfigFile: {kc}
-      # Seconds an answer is cached: a policy change is seen after at most this.
-      allowTTL: 50
-      denyTTL: 50
+      # Seconds an answer is cached: a policy change is seen after at most
+      # this (after a switch to enforce, images admitted just before stay
+      # admitted this long). `config apiserver --allow-ttl/--deny-ttl`.
+      allowTTL: {allow_ttl}
+      denyTTL: {deny_ttl}
       # Milliseconds between retries when the webhook does not answer.
       retryBackoff: 500
       # false: refuse pods when image-bouncer cannot be reached (fail closed).

@@ -365,8 +365,9 @@ fn config_apiserver_writes_valid_yaml_and_explains_the_rest() {
         .mode()
         & 0o777;
     assert_eq!(mode, 0o600);
-    // --default-allow is written as asked.
-    let out = run(
+    // What is there is not replaced without --force (as `certs`).
+    let written = std::fs::read(cfg.join("admission-config.yaml")).unwrap();
+    let again = run(
         &[
             "config",
             "apiserver",
@@ -380,12 +381,38 @@ fn config_apiserver_writes_valid_yaml_and_explains_the_rest() {
         ],
         None,
     );
-    assert!(out.status.success());
-    let adm = &yaml_docs(&std::fs::read_to_string(cfg.join("admission-config.yaml")).unwrap())[0];
+    assert_eq!(again.status.code(), Some(2));
+    assert!(stderr(&again).contains("use --force"), "{}", stderr(&again));
     assert_eq!(
-        adm["plugins"][0]["configuration"]["imagePolicy"]["defaultAllow"],
-        true
+        std::fs::read(cfg.join("admission-config.yaml")).unwrap(),
+        written
     );
+    // --default-allow and the TTLs are written as asked.
+    let out = run(
+        &[
+            "config",
+            "apiserver",
+            "--url",
+            "https://image-bouncer.local/image_policy",
+            "--pki",
+            pki.to_str().unwrap(),
+            "--out",
+            cfg.to_str().unwrap(),
+            "--default-allow",
+            "--allow-ttl",
+            "5",
+            "--deny-ttl",
+            "30",
+            "--force",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let adm = &yaml_docs(&std::fs::read_to_string(cfg.join("admission-config.yaml")).unwrap())[0];
+    let image_policy = &adm["plugins"][0]["configuration"]["imagePolicy"];
+    assert_eq!(image_policy["defaultAllow"], true);
+    assert_eq!(image_policy["allowTTL"], 5);
+    assert_eq!(image_policy["denyTTL"], 30);
     // A host name the serving certificate does not carry is caught now,
     // not as an obscure TLS error in the apiserver's log later.
     let out = run(
@@ -398,6 +425,7 @@ fn config_apiserver_writes_valid_yaml_and_explains_the_rest() {
             pki.to_str().unwrap(),
             "--out",
             cfg.to_str().unwrap(),
+            "--force",
         ],
         None,
     );
