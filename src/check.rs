@@ -106,14 +106,14 @@ pub fn run(args: &CheckArgs) -> Result<bool, Error> {
     if args.images.is_empty() && args.file.is_empty() {
         if let Some(file) = &args.policy {
             // `check --policy FILE`: the file alone, as a linter.
-            println!(
-                "{file}: a valid policy (mode {}, {} allowed and {} denied registries, {} exempt images, {} exempt namespaces)",
+            emit(&format!(
+                "{file}: a valid policy (mode {}, {} allowed and {} denied registries, {} exempt images, {} exempt namespaces)\n",
                 policy.mode.as_str(),
                 policy.allowed_registries.len(),
                 policy.denied_registries.len(),
                 policy.exempt_images.len(),
                 policy.exempt_namespaces.len()
-            );
+            ));
             return Ok(true);
         }
         return Err(Error::Usage(
@@ -206,15 +206,33 @@ pub fn run(args: &CheckArgs) -> Result<bool, Error> {
     if args.json {
         let text = serde_json::to_string_pretty(&report)
             .map_err(|e| Error::Input(format!("cannot encode the report: {e}")))?;
-        println!("{text}");
+        emit(&format!("{text}\n"));
     } else {
-        print!("{}", render_text(&report));
+        emit(&render_text(&report));
     }
     Ok(report.allowed)
 }
 
 /// Reads every `-f` file (or stdin) as text, with a name for messages.
+/// An input with nothing in it is an error: in `kubectl get ... | check
+/// -f -` it means the command before the pipe failed, and a clean report
+/// of nothing would hide that.
 fn read_documents(args: &CheckArgs) -> Result<Vec<(String, String)>, Error> {
+    let out = read_texts(args)?;
+    for (name, text) in &out {
+        let content = text
+            .lines()
+            .any(|l| !matches!(l.trim(), "" | "---" | "...") && !l.trim_start().starts_with('#'));
+        if !content {
+            return Err(Error::Input(format!(
+                "{name}: no document was read (the input is empty): did the command before the pipe fail? Run pipelines with `set -o pipefail`"
+            )));
+        }
+    }
+    Ok(out)
+}
+
+fn read_texts(args: &CheckArgs) -> Result<Vec<(String, String)>, Error> {
     let mut out = Vec::new();
     for f in &args.file {
         if f == "-" {
@@ -250,7 +268,10 @@ fn print_patches(args: &CheckArgs) -> Result<bool, Error> {
         let patches = patched_from_text(&rules, &text, args.namespace.as_deref())
             .map_err(|e| Error::Input(format!("{name}: {e}")))?;
         for (doc, p) in patches {
-            println!("{}", serde_json::to_string(&p).unwrap_or_default());
+            emit(&format!(
+                "{}\n",
+                serde_json::to_string(&p).unwrap_or_default()
+            ));
             mutated.push(doc);
         }
     }
@@ -265,8 +286,16 @@ fn print_patches(args: &CheckArgs) -> Result<bool, Error> {
         );
     }
     let report = report(&rules.policy, &requests);
-    print!("{}", render_text(&report));
+    emit(&render_text(&report));
     Ok(report.allowed)
+}
+
+/// Writes to stdout. A reader that went away (`| head`) ends the output
+/// quietly: the exit status still says what was decided.
+fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
 /// The patches `/mutate` would return for every object in `text`: an

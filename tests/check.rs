@@ -386,3 +386,32 @@ fn usage_errors_exit_2() {
     assert_eq!(out.status.code(), Some(0));
     assert!(stdout(&out).contains("check"));
 }
+
+/// Issue 34, 7: an audit pipe that read nothing (the command before it
+/// failed) is an error naming the likely cause, not a clean report; a
+/// reader that goes away (`| head`) ends the output quietly.
+#[test]
+fn an_empty_pipe_is_an_error_and_a_closed_one_is_quiet() {
+    for empty in ["", "\n", "---\n# nothing\n"] {
+        let out = run(&["check", "-f", "-"], Some(empty));
+        assert_eq!(out.status.code(), Some(2), "{empty:?}");
+        assert!(
+            stderr(&out).contains("no document was read") && stderr(&out).contains("pipefail"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    // The reader closes before anything is written.
+    let images: Vec<String> = (0..3000).map(|i| format!("nginx:1.{i}")).collect();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_image-bouncer"));
+    cmd.arg("check")
+        .args(&images)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+}
