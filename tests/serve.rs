@@ -767,3 +767,58 @@ fn json_logs_leave_stdout_empty() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// Issue 34, 8: a serving certificate that has expired (made here with
+/// OpenSSL's `ca -startdate/-enddate`, the one tool at hand that writes
+/// dates in the past) makes `/readyz` answer 503 naming it, and the log
+/// gives its date and the renewal command.
+#[test]
+fn an_expired_serving_certificate_is_not_ready() {
+    let dir = crate::common::temp_dir("expired-cert");
+    let sh = |script: &str| {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(&dir)
+            .output()
+            .unwrap()
+    };
+    let have_openssl = sh("command -v openssl").status.success();
+    if !have_openssl {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "openssl is missing"
+        );
+        return;
+    }
+    let made = sh(
+        "touch index.txt && echo 01 > serial && printf '[ca]\\ndefault_ca = d\\n[d]\\ndatabase = index.txt\\nserial = serial\\nnew_certs_dir = .\\ndefault_md = sha256\\npolicy = p\\ncopy_extensions = copy\\n[p]\\ncommonName = supplied\\n' > ca.cnf \
+         && openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout tls.key -out tls.csr -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+         && openssl ca -batch -config ca.cnf -selfsign -keyfile tls.key -in tls.csr -out tls.crt -startdate 20200101000000Z -enddate 20200102000000Z",
+    );
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let server = Server::start(&[
+        "--cert",
+        dir.join("tls.crt").to_str().unwrap(),
+        "--key",
+        dir.join("tls.key").to_str().unwrap(),
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ]);
+    server.wait_for_log("expired on 2020-01-02", Duration::from_secs(5));
+    assert!(server.log().contains("certs --out"), "{}", server.log());
+    let probes = server
+        .log()
+        .lines()
+        .find_map(|l| l.split("also on http://").nth(1).map(str::to_string))
+        .unwrap();
+    let addr: std::net::SocketAddr = probes.trim().parse().unwrap();
+    let r = Client::plain(addr).get("/readyz").unwrap();
+    assert_eq!(r.status, 503);
+    assert!(r.text().contains("expired on 2020-01-02"), "{}", r.text());
+}

@@ -701,6 +701,7 @@ fn serve_self_signed_needs_no_set_up() {
     let dir = temp_dir("self-signed");
     let ca = dir.join("ca.crt");
     let before = self_signed_dirs();
+    let before_dirs = before.clone();
     let (mut child, addr) = spawn_listening(Command::new(BIN).args([
         "serve",
         "--self-signed",
@@ -755,8 +756,22 @@ fn serve_self_signed_needs_no_set_up() {
     assert_ne!(out.status.code(), Some(0));
     assert!(stderr(&out).contains("cannot listen"), "{}", stderr(&out));
     assert_eq!(std::fs::read(&ca).unwrap(), before);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    // The throwaway folders go with their servers: the failed one's now,
+    // the running one's when it stops (SIGTERM).
+    let left: Vec<_> = self_signed_dirs()
+        .into_iter()
+        .filter(|d| !before_dirs.contains(d))
+        .collect();
+    assert_eq!(left, new, "the failed start left its folder");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+    for d in &new {
+        assert!(!d.exists(), "{} outlived the server", d.display());
+    }
     let out = run(&["serve", "--self-signed", "--insecure-http"], None);
     assert_eq!(out.status.code(), Some(2));
 }

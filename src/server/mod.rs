@@ -291,12 +291,20 @@ impl Shared {
     }
 
     /// `None` when ready; otherwise why not (for `/readyz`).
-    pub fn not_ready_reason(&self) -> Option<&'static str> {
+    pub fn not_ready_reason(&self) -> Option<String> {
         if self.draining.load(Ordering::Acquire) {
-            Some("shutting down")
-        } else {
-            None
+            return Some("shutting down".into());
         }
+        // An expired serving certificate: every client refuses it, so the
+        // server is not ready, and says why.
+        let not_after = self.metrics.cert_not_after();
+        if self.settings.tls.is_some() && not_after > 0 && not_after <= unix_now() {
+            return Some(expired_text(
+                not_after,
+                self.settings.self_signed_ca.is_some(),
+            ));
+        }
+        None
     }
 
     fn is_draining(&self) -> bool {
@@ -349,6 +357,22 @@ fn install_signals() -> std::io::Result<Signals> {
 
 /// Runs the server until SIGTERM or SIGINT, then drains and returns.
 pub fn serve(settings: Settings) -> Result<(), ServeError> {
+    // The throwaway key's folder goes with the server, however it ends.
+    struct Throwaway(Option<std::path::PathBuf>);
+    impl Drop for Throwaway {
+        fn drop(&mut self) {
+            if let Some(dir) = &self.0 {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+    let _throwaway = Throwaway(
+        settings
+            .self_signed_ca
+            .as_ref()
+            .and(settings.tls.as_ref())
+            .and_then(|t| t.cert.parent().map(std::path::Path::to_path_buf)),
+    );
     let initial = fingerprints(&settings);
     let rules = settings.policy.load_rules().map_err(ServeError::Config)?;
     let metrics = Metrics::default();
@@ -356,7 +380,7 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
         Some(files) => {
             let loaded = tls::load(files).map_err(ServeError::Tls)?;
             metrics.set_cert_not_after(loaded.not_after);
-            log_cert_expiry(loaded.not_after);
+            log_cert_expiry(loaded.not_after, settings.self_signed_ca.is_some());
             Some(loaded.config)
         }
         None => {
@@ -537,7 +561,10 @@ fn watch(shared: &Shared, signals: &Signals, initial: Fingerprints) {
         thread::sleep(SIGNAL_POLL);
         if s.tls.is_some() && Instant::now() >= next_expiry_log {
             next_expiry_log = Instant::now() + EXPIRY_LOG_EVERY;
-            log_cert_expiry(shared.metrics.cert_not_after());
+            log_cert_expiry(
+                shared.metrics.cert_not_after(),
+                shared.settings.self_signed_ca.is_some(),
+            );
         }
         let hup = signals.hup.swap(false, Ordering::AcqRel);
         if hup {
@@ -596,7 +623,7 @@ fn reload_tls(shared: &Shared) {
             shared.metrics.set_cert_not_after(loaded.not_after);
             shared.metrics.reload(Reloaded::Certificate, true);
             info!("certificate reloaded; new connections use it");
-            log_cert_expiry(loaded.not_after);
+            log_cert_expiry(loaded.not_after, shared.settings.self_signed_ca.is_some());
         }
         Err(e) => {
             shared.metrics.reload(Reloaded::Certificate, false);
@@ -605,13 +632,39 @@ fn reload_tls(shared: &Shared) {
     }
 }
 
-fn log_cert_expiry(not_after: i64) {
-    let now = std::time::SystemTime::now()
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Why an expired serving certificate stops service, with the date and
+/// what to do.
+fn expired_text(not_after: i64, throwaway: bool) -> String {
+    let date = crate::logging::timestamp(
+        std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(not_after).unwrap_or(0)),
+    );
+    let date = date.get(..10).unwrap_or(&date);
+    if throwaway {
+        format!(
+            "the throwaway --self-signed certificate expired on {date}; restart to make a new one"
+        )
+    } else {
+        format!(
+            "the serving certificate expired on {date}: clients refuse it; renew it with `image-bouncer certs --out <pki> --host ... --force` (keeps the CA; bring ca.key back first)"
+        )
+    }
+}
+
+/// The serving certificate's remaining validity, in the log. A throwaway
+/// `--self-signed` certificate is not one to renew.
+fn log_cert_expiry(not_after: i64, throwaway: bool) {
+    let now = unix_now();
     let days = (not_after - now) / 86_400;
     if not_after <= now {
-        error!("the serving certificate has expired");
+        error!("{}", expired_text(not_after, throwaway));
+    } else if throwaway {
+        info!("the throwaway --self-signed certificate is valid for {days} more days");
     } else if days < EXPIRY_WARN_DAYS {
         warn!(
             "the serving certificate expires in {days} days: renew it with `image-bouncer certs --out <pki> --host ... --force` (keeps the CA)"
