@@ -16,7 +16,7 @@ use rcgen::{
     KeyUsagePurpose, SanType,
 };
 
-use crate::logging::civil_from_days;
+use crate::der::civil_from_days;
 
 /// File names in the output folder (the serving pair uses the names of a
 /// Kubernetes TLS secret).

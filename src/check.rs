@@ -182,7 +182,7 @@ pub fn run(args: &CheckArgs) -> Result<bool, Error> {
                     verified: !s.digest.is_empty(),
                     digest: Some(s.digest.clone()).filter(|d| !d.is_empty()),
                     signer: Some(s.by.clone()),
-                    signed_at: s.time.map(rfc3339),
+                    signed_at: s.time.map(crate::der::rfc3339),
                     time_source: s.time_source.clone(),
                     log_index: s.log_index,
                     error: None,
@@ -504,18 +504,6 @@ fn image_reports(d: &Decision) -> Vec<ImageReport> {
             }
         })
         .collect()
-}
-
-/// Unix seconds as an RFC 3339 UTC time.
-fn rfc3339(t: i64) -> String {
-    let (y, m, d) = crate::logging::civil_from_days(t.div_euclid(86_400));
-    let secs = t.rem_euclid(86_400);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
 }
 
 /// One line per image: verdict, where it is (object, container), the

@@ -118,14 +118,19 @@ pub fn verify(
     let (_, cert) = parse_x509_certificate(leaf)
         .map_err(|e| format!("the signing certificate cannot be read: {e}"))?;
     let leaf_der = CertificateDer::from(leaf);
-    let end = webpki::EndEntityCert::try_from(&leaf_der)
-        .map_err(|e| format!("the signing certificate cannot be used: {e:?}"))?;
+    let end = webpki::EndEntityCert::try_from(&leaf_der).map_err(|e| {
+        format!(
+            "the signing certificate cannot be used: {}",
+            webpki_text(&e)
+        )
+    })?;
     let time = UnixTime::since_unix_epoch(std::time::Duration::from_secs(t as u64));
     let mut last = String::from("no certificate authority in the trusted root");
     for ca in &root.authorities {
         if !ca.valid.contains(t) {
             last = format!(
-                "no certificate authority of the trusted root was valid at the signing time {t}"
+                "no certificate authority of the trusted root was valid at the signing time {}",
+                crate::der::rfc3339(t)
             );
             continue;
         }
@@ -168,13 +173,19 @@ pub fn verify(
                 });
             }
             Err(webpki::Error::CertExpired { .. }) | Err(webpki::Error::CertNotValidYet { .. }) => {
-                last = format!("the signing certificate was not valid at the signing time {t}");
+                last = format!(
+                    "the signing certificate was not valid at the signing time {}",
+                    crate::der::rfc3339(t)
+                );
             }
             Err(webpki::Error::RequiredEkuNotFoundContext(_)) => {
                 last = "the signing certificate is not for code signing (EKU)".into();
             }
             Err(e) => {
-                last = format!("the signing certificate does not chain to the trusted root: {e:?}")
+                last = format!(
+                    "the signing certificate does not chain to the trusted root: {}",
+                    webpki_text(&e)
+                )
             }
         }
     }
@@ -218,6 +229,37 @@ pub(crate) fn valid_at(der: &[u8], t: i64) -> bool {
     parse_x509_certificate(der).is_ok_and(|(_, c)| {
         c.validity().not_before.timestamp() <= t && t <= c.validity().not_after.timestamp()
     })
+}
+
+/// A chain-building error in words (never Rust's Debug text).
+pub(crate) fn webpki_text(e: &webpki::Error) -> String {
+    match e {
+        webpki::Error::UnknownIssuer => {
+            "it is not issued by a certificate of the trusted root".into()
+        }
+        webpki::Error::CertExpired { .. } => "a certificate had expired at that time".into(),
+        webpki::Error::CertNotValidYet { .. } => {
+            "a certificate was not yet valid at that time".into()
+        }
+        webpki::Error::RequiredEkuNotFoundContext(_) => {
+            "a certificate lacks the extended key usage required".into()
+        }
+        webpki::Error::BadDer | webpki::Error::BadDerTime => {
+            "a certificate is not valid DER".into()
+        }
+        webpki::Error::InvalidSignatureForPublicKey => {
+            "a signature in the chain does not verify".into()
+        }
+        webpki::Error::UnsupportedSignatureAlgorithmContext(_)
+        | webpki::Error::UnsupportedSignatureAlgorithmForPublicKeyContext(_) => {
+            "a certificate is signed with an algorithm not accepted".into()
+        }
+        webpki::Error::CaUsedAsEndEntity => "the signing certificate is a CA certificate".into(),
+        webpki::Error::PathLenConstraintViolated => {
+            "the chain breaks a path length constraint".into()
+        }
+        other => format!("{other}"),
+    }
 }
 
 #[cfg(test)]

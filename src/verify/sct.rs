@@ -30,7 +30,7 @@ pub fn verify(leaf: &[u8], issuer_spkis: &[Vec<u8>], root: &TrustedRoot) -> Resu
     let mut last = String::from("no SCT");
     for sct in &scts {
         let Some(log) = root.ctlog(sct.id.key_id) else {
-            last = "the SCT is from a CT log the trusted root does not hold".into();
+            last = "the SCT is from a CT log the trusted root does not hold: add the log to the root's `ctlogs`, or set `ignoreSCT` on the entry (a private Fulcio without certificate transparency)".into();
             continue;
         };
         let secs = (sct.timestamp / 1000) as i64;

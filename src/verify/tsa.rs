@@ -246,7 +246,12 @@ pub fn verify(token: &[u8], signature: &[u8], root: &TrustedRoot) -> Result<i64,
             EKU_TIME_STAMPING,
         ) {
             Ok(_) => return Ok(gen_time),
-            Err(e) => last = bad(&format!("signer does not chain to the authority: {e:?}")),
+            Err(e) => {
+                last = bad(&format!(
+                    "signer does not chain to the authority: {}",
+                    crate::verify::fulcio::webpki_text(&e)
+                ))
+            }
         }
     }
     Err(last)
