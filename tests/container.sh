@@ -7,6 +7,8 @@
 #   installed on these machines);
 # - an OCI image built with umoci from nix/image-config.json, the file
 #   nix/image.nix reads too (user, ports, labels), so the two cannot drift;
+#   the Containerfile (for docker, podman or buildah) is checked to say the
+#   same;
 # - run as deploy/deployment.yaml runs it: read-only root, the image's user
 #   65534, all capabilities dropped, the default seccomp profile, the
 #   certificates and the policy mounted read-only;
@@ -81,6 +83,28 @@ EOF
 umoci config --image "$tmp/oci:test" "${config_args[@]}" >/dev/null
 tar -C "$tmp/oci" -cf "$tmp/image.tar" .
 pass "OCI image from nix/image-config.json (${#config_args[@]} settings)"
+# The Containerfile (docker/podman/buildah without Nix) builds the same
+# image: the same settings, as its instructions write them.
+python3 - nix/image-config.json Containerfile <<'EOF'
+import json, shlex, sys
+c = json.load(open(sys.argv[1]))
+want = {("ENTRYPOINT", '["/image-bouncer"]'), ("USER", c["User"]), ("FROM", "scratch")}
+want |= {("EXPOSE", p) for p in c["ExposedPorts"]}
+want |= {("LABEL", f'{k}={json.dumps(v)}') for k, v in c["Labels"].items()}
+got = set()
+for line in open(sys.argv[2]):
+    line = line.strip()
+    if not line or line.startswith("#"):
+        continue
+    op, _, rest = line.partition(" ")
+    got.add((op, rest.strip()))
+missing = want - got
+extra = {(op, rest) for op, rest in got - want if op not in ("ARG", "COPY")}
+copies = [rest for op, rest in got if op == "COPY"]
+if missing or extra or copies != ["${BIN} /image-bouncer"]:
+    sys.exit(f"Containerfile disagrees with {sys.argv[1]}: missing {sorted(missing)}, extra {sorted(extra)}, COPY {copies}")
+EOF
+pass "Containerfile agrees with nix/image-config.json (FROM scratch, user, port, labels, entrypoint)"
 
 # 3. containerd, our own.
 cat >"$tmp/config.toml" <<EOF
