@@ -139,7 +139,12 @@ impl PolicyFlags {
             match read_limited(path, POLICY_FILE_MAX) {
                 Ok(text) => {
                     (raw, raw_mutate) =
-                        parse_policy_text(&text, &path.display().to_string(), &mut problems)
+                        parse_policy_text(&text, &path.display().to_string(), &mut problems);
+                    // Files the policy names are read beside it (a
+                    // ConfigMap key next to the policy's).
+                    if let Some(base) = path.parent() {
+                        anchor_paths(&mut raw, base);
+                    }
                 }
                 Err(e) => problems.push(e),
             }
@@ -255,6 +260,58 @@ impl PolicyFlags {
 use crate::files::read_limited;
 
 /// Parses the policy file's JSON, recording every problem with its path.
+/// Whether a value where a file name is expected holds the data itself:
+/// a PEM block (keys, CA certificates) or a JSON document (a trusted
+/// root), as a ConfigMap or Secret value would.
+pub(crate) fn is_inline(value: &str) -> bool {
+    let t = value.trim_start();
+    t.starts_with("-----BEGIN ") || t.starts_with('{')
+}
+
+/// The contents a policy value names: the data written inline, or the
+/// file's, read whole up to `max` bytes.
+pub(crate) fn file_or_inline(value: &str, max: u64) -> Result<String, String> {
+    if is_inline(value) {
+        return Ok(value.to_string());
+    }
+    read_limited(std::path::Path::new(value), max)
+}
+
+/// A relative file name in the policy file, as a path beside it.
+fn anchor(base: &std::path::Path, value: &mut String) {
+    let p = std::path::Path::new(value.as_str());
+    if !is_inline(value) && p.is_relative() && !base.as_os_str().is_empty() {
+        *value = base.join(p).display().to_string();
+    }
+}
+
+/// Every file name the policy file gives (registryCredentials, a
+/// registry's ca, verifyImages keys and trustedRoot), read beside it.
+fn anchor_paths(raw: &mut RawPolicy, base: &std::path::Path) {
+    if let Some((_, path)) = &mut raw.registry_credentials {
+        anchor(base, path);
+    }
+    for (_, _, ca, _) in &mut raw.registries {
+        if let Some(ca) = ca {
+            anchor(base, ca);
+        }
+    }
+    if let Some((_, Value::Array(entries))) = &mut raw.verify_images {
+        for entry in entries.iter_mut().filter_map(Value::as_object_mut) {
+            if let Some(Value::String(root)) = entry.get_mut("trustedRoot") {
+                anchor(base, root);
+            }
+            if let Some(Value::Array(keys)) = entry.get_mut("keys") {
+                for key in keys.iter_mut() {
+                    if let Value::String(k) = key {
+                        anchor(base, k);
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn parse_policy_text(
     text: &str,
     source: &str,
@@ -757,7 +814,7 @@ fn build_registry(
     use rustls::pki_types::pem::PemObject;
     let mut out = RegistryConfig::default();
     if let Some((origin, path)) = &raw.0 {
-        match read_limited(std::path::Path::new(path), 1 << 20) {
+        match file_or_inline(path, 1 << 20) {
             Ok(text) => match crate::registry::credentials::Credentials::parse(&text) {
                 Ok(c) => {
                     for u in &c.unsupported {
@@ -789,15 +846,25 @@ fn build_registry(
             out.plain_http.insert(registry.clone());
         }
         if let Some(ca) = ca {
-            let certs: Vec<_> = read_limited(std::path::Path::new(ca), 1 << 20)
-                .map(|pem| {
-                    rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
-                        .filter_map(Result::ok)
-                        .collect()
-                })
-                .unwrap_or_default();
+            let shown = if is_inline(ca) {
+                "the inline ca"
+            } else {
+                ca.as_str()
+            };
+            let certs: Vec<_> = match file_or_inline(ca, 1 << 20) {
+                Ok(pem) => rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+                    .filter_map(Result::ok)
+                    .collect(),
+                Err(e) => {
+                    // The file's own error: "cannot open: No such file".
+                    problems.push(format!("{origin}: {e}"));
+                    continue;
+                }
+            };
             if certs.is_empty() {
-                problems.push(format!("{origin}: {ca}: no PEM certificate could be read"));
+                problems.push(format!(
+                    "{origin}: {shown}: no PEM certificate could be read"
+                ));
             }
             out.cas.entry(registry.clone()).or_default().extend(certs);
         }

@@ -415,3 +415,74 @@ fn an_empty_pipe_is_an_error_and_a_closed_one_is_quiet() {
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(out.status.code(), Some(0), "{err}");
 }
+
+/// Issue 34 (in-cluster): a policy's files are read beside it, whatever
+/// the working folder (a ConfigMap key next to the policy), or given
+/// inline (a PEM string, a trusted root's JSON); a missing file says
+/// "cannot open".
+#[test]
+fn policy_files_are_read_beside_the_policy_or_inline() {
+    let dir = crate::common::temp_dir("policy-relative");
+    let key =
+        std::fs::read_to_string(crate::common::fixtures().join("cosign/keyed-p384/cosign.pub"))
+            .unwrap();
+    std::fs::write(dir.join("cosign.pub"), &key).unwrap();
+    let root = std::fs::read_to_string(
+        crate::common::fixtures().join("sigstore/trusted-roots/public-good.json"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("trusted_root.json"), &root).unwrap();
+    let policy = serde_json::json!({
+        "verifyImages": [
+            {"images": ["ghcr.io/acme/a"], "keys": ["cosign.pub"], "trustedRoot": "trusted_root.json"},
+            {"images": ["ghcr.io/acme/b"], "keys": [key], "trustedRoot": root},
+        ],
+    });
+    std::fs::write(dir.join("policy.json"), policy.to_string()).unwrap();
+    // From another working folder.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_image-bouncer"))
+        .args([
+            "check",
+            "--policy",
+            dir.join("policy.json").to_str().unwrap(),
+        ])
+        .current_dir("/")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A file that is not there: the reason says so.
+    let broken = serde_json::json!({
+        "registries": {"registry.example": {"ca": "missing-ca.crt"}},
+        "verifyImages": [{"images": ["*"], "keys": ["missing.pub"], "ignoreTlog": true}],
+    });
+    std::fs::write(dir.join("broken.json"), broken.to_string()).unwrap();
+    let out = run(
+        &[
+            "check",
+            "--policy",
+            dir.join("broken.json").to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let e = stderr(&out);
+    assert!(
+        e.contains(&format!(
+            "{}: cannot open",
+            dir.join("missing-ca.crt").display()
+        )),
+        "{e}"
+    );
+    assert!(
+        e.contains(&format!(
+            "{}: cannot open",
+            dir.join("missing.pub").display()
+        )),
+        "{e}"
+    );
+}

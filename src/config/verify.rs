@@ -9,7 +9,6 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::{COMMENT_PREFIX, type_name};
-use crate::files::read_limited;
 use crate::policy::{ImagePattern, VerifyRequirement};
 use crate::verify::keys::PublicKey;
 use crate::verify::rules::{IdentityRule, Matcher, NamedKey, Trust};
@@ -144,16 +143,19 @@ pub fn build(
                     )),
                 },
                 "keys" => {
-                    for f in strings(k, v, problems) {
-                        match read_limited(std::path::Path::new(&f), FILE_MAX).and_then(|pem| {
-                            PublicKey::from_pem(&pem).map_err(|e| format!("{f}: {e}"))
+                    for (n, f) in strings(k, v, problems).into_iter().enumerate() {
+                        // A file, or the PEM itself (a ConfigMap value).
+                        let name = if crate::config::is_inline(&f) {
+                            format!("{}.keys[{n}] (inline)", at(&p))
+                        } else {
+                            f.clone()
+                        };
+                        match crate::config::file_or_inline(&f, FILE_MAX).and_then(|pem| {
+                            PublicKey::from_pem(&pem).map_err(|e| format!("{name}: {e}"))
                         }) {
                             Ok(key) => {
                                 fingerprint.update(&key.spki);
-                                trust.keys.push(NamedKey {
-                                    name: f.clone(),
-                                    key,
-                                });
+                                trust.keys.push(NamedKey { name, key });
                             }
                             Err(e) => problems.push(format!("{}: {e}", at(&p))),
                         }
@@ -198,9 +200,10 @@ pub fn build(
             ));
         }
         match &root_file {
-            Some(f) => match read_limited(std::path::Path::new(f), FILE_MAX).and_then(|t| {
+            Some(f) => match crate::config::file_or_inline(f, FILE_MAX).and_then(|t| {
                 fingerprint.update(t.as_bytes());
-                TrustedRoot::parse(&t).map_err(|e| format!("{f}: {e}"))
+                let shown = if crate::config::is_inline(f) { "the inline trustedRoot" } else { f };
+                TrustedRoot::parse(&t).map_err(|e| format!("{shown}: {e}"))
             }) {
                 Ok(root) => trust.root = Some(Arc::new(root)),
                 Err(e) => problems.push(format!("{}: {e}", at(&format!("{path}.trustedRoot")))),
