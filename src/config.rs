@@ -1481,7 +1481,7 @@ mod tests {
             "$.registryCredentials: /nonexistent/config.json: cannot open",
             "$.registries.registry.local:5000.x: unknown key",
             "give ca or plainHttp, not both",
-            "/nonexistent/ca.crt: no PEM certificate",
+            "/nonexistent/ca.crt: cannot open",
             "$.registries.bad host: registry host",
         ] {
             assert!(
