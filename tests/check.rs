@@ -486,3 +486,42 @@ fn policy_files_are_read_beside_the_policy_or_inline() {
         "{e}"
     );
 }
+
+/// The README's complete policy, copied as a reader would (with the two
+/// files it names beside it), is a valid policy.
+#[test]
+fn the_readmes_complete_policy_is_valid() {
+    let readme =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+            .unwrap();
+    let after = readme
+        .split_once("A complete policy, to copy")
+        .expect("the README's complete policy")
+        .1;
+    let block = after
+        .split_once("```json\n")
+        .and_then(|(_, rest)| rest.split_once("\n```"))
+        .expect("its JSON block")
+        .0;
+    let dir = crate::common::temp_dir("readme-policy");
+    std::fs::write(dir.join("policy.json"), block).unwrap();
+    std::fs::copy(
+        crate::common::fixtures().join("sigstore/trusted-roots/public-good.json"),
+        dir.join("trusted_root.json"),
+    )
+    .unwrap();
+    std::fs::copy(
+        crate::common::fixtures().join("cosign/keyed-p384/cosign.pub"),
+        dir.join("payments-cosign.pub"),
+    )
+    .unwrap();
+    let out = run(
+        &[
+            "check",
+            "--policy",
+            dir.join("policy.json").to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
