@@ -172,12 +172,12 @@ fn a_tag_requirement_covers_the_tag_with_a_digest() {
         format!("{reg}/acme/app@{unsigned}"),
         format!("{reg}/acme/app:other@{unsigned}"),
     ] {
-        let (ok, why) = validate(&mut c, &[&image], "5s");
+        let (ok, why) = validate(&mut c, &[&image], "30s");
         assert!(
             !ok && why.contains("verifyImages[0] requires it"),
             "{image}: {why}"
         );
-        let (ok, why) = image_policy(&mut c, &[&image], "5s");
+        let (ok, why) = image_policy(&mut c, &[&image], "30s");
         assert!(
             !ok && why.contains("verifyImages[0] requires it"),
             "{image}: {why}"
@@ -185,17 +185,17 @@ fn a_tag_requirement_covers_the_tag_with_a_digest() {
     }
     // The tag alone names what the registry signs: refused as a tag that
     // can move (with the digest to write), not skipped.
-    let (ok, why) = validate(&mut c, &[&format!("{reg}/acme/app:prod")], "5s");
+    let (ok, why) = validate(&mut c, &[&format!("{reg}/acme/app:prod")], "30s");
     assert!(!ok && why.contains("pin it by digest"), "{why}");
     // Control: the signed digest, spelled with the tag too.
     for image in [
         format!("{reg}/acme/app:prod@{BUSYBOX}"),
         format!("{reg}/acme/app@{BUSYBOX}"),
     ] {
-        assert_eq!(validate(&mut c, &[&image], "5s"), (true, String::new()));
+        assert_eq!(validate(&mut c, &[&image], "30s"), (true, String::new()));
     }
     // Another tag of the repository is not what the entry names.
-    assert!(validate(&mut c, &[&format!("{reg}/acme/app:dev")], "5s").0);
+    assert!(validate(&mut c, &[&format!("{reg}/acme/app:dev")], "30s").0);
     drop(_server);
     // A stricter entry after the tag entry still applies to the digest:
     // every entry that covers an image must be satisfied.
@@ -212,7 +212,7 @@ fn a_tag_requirement_covers_the_tag_with_a_digest() {
             ],
         }),
     );
-    let (ok, why) = validate(&mut c, &[&format!("{reg}/acme/app:prod@{BUSYBOX}")], "5s");
+    let (ok, why) = validate(&mut c, &[&format!("{reg}/acme/app:prod@{BUSYBOX}")], "30s");
     assert!(
         !ok && why.contains("verifyImages[1] requires it") && !why.contains("verifyImages[0]"),
         "{why}"
@@ -259,27 +259,27 @@ fn a_stalled_registry_spends_only_its_own_images_time() {
     let down = format!("127.0.0.1:{closed}/team/y@{}", Digest::sha256_of(b"y"));
     // The stalled image first, the unsigned one after it: both denied,
     // each for its own reason, on both admission paths.
-    let (ok, why) = validate(&mut c, &[&stalled, &unsigned], "3s");
+    let (ok, why) = validate(&mut c, &[&stalled, &unsigned], "5s");
     assert!(!ok, "{why}");
     assert!(why.contains("time ran out"), "{why}");
     assert!(
         why.contains("c1") && why.contains("no signature found"),
         "{why}"
     );
-    let (ok, why) = image_policy(&mut c, &[&stalled, &unsigned], "3s");
+    let (ok, why) = image_policy(&mut c, &[&stalled, &unsigned], "5s");
     assert!(!ok && why.contains("no signature found"), "{why}");
     assert!(stall_seen.load(Ordering::SeqCst) > 0, "the stall was asked");
     // The stalled image alone: denied, never "admitted unverified".
-    let (ok, why) = validate(&mut c, &[&stalled], "3s");
+    let (ok, why) = validate(&mut c, &[&stalled], "5s");
     assert!(!ok && why.contains("time ran out"), "{why}");
     // Control: a registry that refuses the connection is an error of its
     // own: its image is admitted unverified (logged, counted), the signed
     // one verified, the unsigned one still refused.
     assert_eq!(
-        validate(&mut c, &[&down, &signed], "3s"),
+        validate(&mut c, &[&down, &signed], "10s"),
         (true, String::new())
     );
-    let (ok, why) = validate(&mut c, &[&down, &unsigned], "3s");
+    let (ok, why) = validate(&mut c, &[&down, &unsigned], "10s");
     assert!(
         !ok && why.contains("no signature found") && !why.contains("c0"),
         "{why}"
@@ -294,7 +294,7 @@ fn a_stalled_registry_spends_only_its_own_images_time() {
         ),
         (format!("127.0.0.1:{plain}/team/w@{d}"), "plainHttp"),
     ] {
-        let (ok, why) = validate(&mut c, &[&image], "3s");
+        let (ok, why) = validate(&mut c, &[&image], "10s");
         assert!(!ok && why.contains(want), "{image}: {why}");
     }
     server.wait_for_log("admitted unverified", Duration::from_secs(5));
@@ -435,20 +435,20 @@ fn referrers_count_against_the_cap_and_junk_is_skipped() {
         }),
     );
     assert_eq!(
-        validate(&mut c, &[&format!("{reg}/{repo}@{ATTESTED}")], "10s"),
+        validate(&mut c, &[&format!("{reg}/{repo}@{ATTESTED}")], "30s"),
         (true, String::new())
     );
     // Junk alone: refused, each reason counted.
     let lonely = Digest::sha256_of(b"lonely").to_string();
     push_index(&r, repo, &lonely, &[missing]);
-    let (ok, why) = validate(&mut c, &[&format!("{reg}/{repo}@{lonely}")], "10s");
+    let (ok, why) = validate(&mut c, &[&format!("{reg}/{repo}@{lonely}")], "30s");
     assert!(
         !ok && why.contains("a referrer that could not be fetched"),
         "{why}"
     );
 
     let (before, _) = served(&r);
-    let (ok, why) = validate(&mut c, &[&format!("{reg}/{repo}@{flooded}")], "10s");
+    let (ok, why) = validate(&mut c, &[&format!("{reg}/{repo}@{flooded}")], "30s");
     assert!(!ok, "{why}");
     assert!(why.contains("larger than the bytes left to fetch"), "{why}");
     let (after, gets) = served(&r);
@@ -528,7 +528,7 @@ fn refused_names_get_no_connection() {
         );
     }
     assert_eq!(
-        validate(&mut c, &[&format!("{reg}/team/busybox@{BUSYBOX}")], "5s"),
+        validate(&mut c, &[&format!("{reg}/team/busybox@{BUSYBOX}")], "30s"),
         (true, String::new())
     );
     std::thread::sleep(Duration::from_millis(200));
