@@ -888,6 +888,34 @@ fn handshake(
     Ok(tls)
 }
 
+/// How long, and how many bytes, a refused request's unread rest is read
+/// and dropped before the connection closes.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 8 << 20;
+
+/// After refusing a request whose body was not read (a 413, say): reads
+/// and drops what the client still sends, within [`LINGER_TIME`] and
+/// [`LINGER_BYTES`], so that closing does not reset the connection while
+/// data is unread — a reset makes the client's kernel discard the refusal
+/// before the client has read it, and the client sees "connection reset"
+/// instead of the reason.
+fn linger<T: Transport>(stream: &mut T) {
+    stream.finish();
+    let deadline = Instant::now() + LINGER_TIME;
+    let mut dropped = 0usize;
+    let mut buf = [0u8; 16 * 1024];
+    while dropped < LINGER_BYTES {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            break;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => dropped += n,
+        }
+    }
+}
+
 /// Reads and answers requests until the client closes, an error, or
 /// shutdown.
 fn serve_requests<T: Transport>(
@@ -919,7 +947,9 @@ fn serve_requests<T: Transport>(
                     Duration::ZERO,
                 );
                 let response = routes::refused(conn.path(), status, &message);
-                let _ = conn.write_response(&response, false);
+                if conn.write_response(&response, false).is_ok() {
+                    linger(conn.stream_mut());
+                }
                 break;
             }
         };
