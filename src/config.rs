@@ -1779,7 +1779,6 @@ mod tests {
             "$.verifyImages[0].ignoreTLog: unknown key",
             "$.verifyImages[0].keys: /nonexistent.pub: cannot open",
             "$.verifyImages[0].verifiedCacheSeconds: expected a number of seconds",
-            "$.verifyImages[0]: neither keys nor identities",
             "$.verifyImages[1]: no images",
             "$.verifyImages[1].identities[0]: give exactly one",
             "$.verifyImages[1].identities[1].subjectRegexp: unknown key",
@@ -1795,5 +1794,19 @@ mod tests {
                 "{want:?} in {problems:#?}"
             );
         }
+        // A bad key file or pattern is one problem, without follow-ons.
+        for unwanted in [
+            "$.verifyImages[0]: neither keys nor identities",
+            "$.verifyImages[1].identities[2]: give exactly one",
+        ] {
+            assert!(
+                !problems.iter().any(|p| p.contains(unwanted)),
+                "{unwanted:?} in {problems:#?}"
+            );
+        }
+        assert!(
+            problems.iter().all(|p| !p.contains('\n')),
+            "one line each: {problems:#?}"
+        );
     }
 }

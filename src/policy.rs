@@ -986,6 +986,12 @@ impl RegistryPattern {
                 } else {
                     p.to_string()
                 };
+                if !glob && p.contains('*') {
+                    let prefix = s.trim_end_matches("/*").trim_end_matches('*');
+                    return bad(&format!(
+                        "registry entries are prefixes: drop the '*' ({prefix:?} already covers everything below it)"
+                    ));
+                }
                 if glob && p.contains('*') {
                     let check = p.replace('*', "x");
                     image_ref::validate_path(&check)
@@ -1381,6 +1387,11 @@ mod tests {
         ("*.[::1]", "IPv6"),
         ("ghcr.io/Acme", "path component"),
         ("reg:abc", "registry port"),
+        (
+            "ghcr.io/acme/*",
+            "entries are prefixes: drop the '*' (\"ghcr.io/acme\"",
+        ),
+        ("ghcr.io/ac*", "entries are prefixes"),
     ];
 
     #[test]

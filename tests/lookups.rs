@@ -196,6 +196,14 @@ fn a_tag_requirement_covers_the_tag_with_a_digest() {
     }
     // Another tag of the repository is not what the entry names.
     assert!(validate(&mut c, &[&format!("{reg}/acme/app:dev")], "30s").0);
+    // The admitted image's signer is in the log.
+    _server.wait_for_log(
+        &format!(
+            "signed by key {}",
+            fixture_path(&format!("{KEYED}/cosign.pub"))
+        ),
+        Duration::from_secs(5),
+    );
     drop(_server);
     // A stricter entry after the tag entry still applies to the digest:
     // every entry that covers an image must be satisfied.

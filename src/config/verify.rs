@@ -80,6 +80,9 @@ pub fn build(
         let mut images = Vec::new();
         let mut trust = Trust::default();
         let mut verify_tags = false;
+        // Signers written, valid or not (a bad one is reported once, not
+        // again as "nothing could ever verify").
+        let mut signers_written = 0usize;
         let mut allow = false;
         let mut verified_ttl = VERIFIED_TTL_DEFAULT;
         let mut root_file: Option<String> = None;
@@ -144,6 +147,7 @@ pub fn build(
                 },
                 "keys" => {
                     for (n, f) in strings(k, v, problems).into_iter().enumerate() {
+                        signers_written += 1;
                         // A file, or the PEM itself (a ConfigMap value).
                         let name = if crate::config::is_inline(&f) {
                             format!("{}.keys[{n}] (inline)", at(&p))
@@ -161,7 +165,9 @@ pub fn build(
                         }
                     }
                 }
-                "identities" => trust.identities = identities(&at(&p), v, problems),
+                "identities" => {
+                    trust.identities = identities(&at(&p), v, &mut signers_written, problems)
+                }
                 "ignoreTlog" => trust.ignore_tlog = boolean(k, v, problems),
                 "ignoreSCT" => trust.ignore_sct = boolean(k, v, problems),
                 "verifyTags" => verify_tags = boolean(k, v, problems),
@@ -193,7 +199,7 @@ pub fn build(
                 at(&path)
             ));
         }
-        if trust.keys.is_empty() && trust.identities.is_empty() {
+        if trust.keys.is_empty() && trust.identities.is_empty() && signers_written == 0 {
             problems.push(format!(
                 "{}: neither keys nor identities: nothing could ever verify",
                 at(&path)
@@ -244,7 +250,14 @@ pub fn build(
 }
 
 /// `identities`: each `{issuer | issuerRegExp, subject | subjectRegExp}`.
-fn identities(at: &str, v: &Value, problems: &mut Vec<String>) -> Vec<IdentityRule> {
+/// The identities of an entry; `written` counts those written, valid or
+/// not.
+fn identities(
+    at: &str,
+    v: &Value,
+    written: &mut usize,
+    problems: &mut Vec<String>,
+) -> Vec<IdentityRule> {
     let Some(items) = v.as_array() else {
         problems.push(format!(
             "{at}: expected a list of identities, found {}",
@@ -263,6 +276,10 @@ fn identities(at: &str, v: &Value, problems: &mut Vec<String>) -> Vec<IdentityRu
             continue;
         };
         let (mut issuer, mut subject) = (Vec::new(), Vec::new());
+        // Fields written, valid or not: a bad pattern is one problem, not
+        // also "give exactly one" or "nothing could ever verify".
+        let (mut issuers_written, mut subjects_written) = (0, 0);
+        let mut broken = false;
         for (k, v) in obj {
             let value = match v.as_str() {
                 Some(s) if !s.is_empty() => s,
@@ -285,11 +302,23 @@ fn identities(at: &str, v: &Value, problems: &mut Vec<String>) -> Vec<IdentityRu
                     continue;
                 }
             };
+            if k.starts_with("issuer") {
+                issuers_written += 1;
+            } else {
+                subjects_written += 1;
+            }
             match (m, k.starts_with("issuer")) {
                 (Ok(m), true) => issuer.push(m),
                 (Ok(m), false) => subject.push(m),
-                (Err(e), _) => problems.push(format!("{here}.{k}: {e}")),
+                (Err(e), _) => {
+                    broken = true;
+                    problems.push(format!("{here}.{k}: {e}"));
+                }
             }
+        }
+        *written += 1;
+        if broken && issuers_written == 1 && subjects_written == 1 {
+            continue;
         }
         if issuer.len() != 1 || subject.len() != 1 {
             problems.push(format!(

@@ -387,6 +387,28 @@ fn log_decision(endpoint: &str, what: &str, request: &Request, d: &Decision) {
         line.push_str(": ");
         push_without_controls(&mut line, &detail);
     }
+    // Who signed what was admitted (verifyImages), for the audit trail.
+    if d.allowed && !request.signatures.is_empty() {
+        let signed: Vec<String> = request
+            .signatures
+            .iter()
+            .flat_map(|(image, facts)| {
+                facts.iter().filter_map(move |f| {
+                    let s = f.outcome.as_ref().ok()?;
+                    Some(if s.digest.is_empty() {
+                        format!("{image} {}", s.by)
+                    } else {
+                        format!("{image} ({}) signed by {}", s.digest, s.by)
+                    })
+                })
+            })
+            .take(MAX_LISTED)
+            .collect();
+        if !signed.is_empty() {
+            line.push_str("; ");
+            push_without_controls(&mut line, &signed.join("; "));
+        }
+    }
     info!(endpoint = endpoint, verdict = verdict, object = what, namespace = ns,
           images = images_list.as_str(), reason = detail.as_str(), break_glass = break_glass;
           "{line}");

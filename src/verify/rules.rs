@@ -24,10 +24,24 @@ impl Matcher {
     /// matches a prefix only (`https://github.com/acme/`) matches nothing
     /// longer.
     pub fn regex(source: &str) -> Result<Matcher, String> {
+        // Checked as written first, so that the error points into what the
+        // admin wrote (not into the anchors added below) on one line.
+        let plain = |e: regex::Error| match e {
+            regex::Error::Syntax(s) => s
+                .lines()
+                .rev()
+                .find(|l| l.starts_with("error: "))
+                .map_or(s.clone(), |l| l.trim_start_matches("error: ").to_string()),
+            other => other.to_string(),
+        };
+        regex::RegexBuilder::new(source)
+            .size_limit(1 << 20)
+            .build()
+            .map_err(|e| format!("{source:?} is not a regular expression: {}", plain(e)))?;
         let re = regex::RegexBuilder::new(&format!("^(?:{source})$"))
             .size_limit(1 << 20)
             .build()
-            .map_err(|e| format!("{source:?} is not a regular expression: {e}"))?;
+            .map_err(|e| format!("{source:?} is not a regular expression: {}", plain(e)))?;
         Ok(Matcher::Regex {
             source: source.to_string(),
             re,
