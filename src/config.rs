@@ -37,6 +37,9 @@ pub struct Rules {
     /// Whom each `verifyImages` entry trusts (same order as
     /// `policy.verify_images`).
     pub verify: Vec<verify::VerifyRule>,
+    /// The first 12 hex digits of the policy file's SHA-256, as read (to
+    /// see which policy a replica holds); empty without a file.
+    pub source_sha256: String,
 }
 
 /// The registry settings of the policy file, read and checked.
@@ -135,9 +138,16 @@ impl PolicyFlags {
     ) -> Result<Rules, ConfigError> {
         let mut problems = Vec::new();
         let (mut raw, mut raw_mutate) = (RawPolicy::default(), RawMutate::default());
+        let mut source_sha256 = String::new();
         if let Some(path) = &self.file {
             match read_limited(path, POLICY_FILE_MAX) {
                 Ok(text) => {
+                    source_sha256 = ring::digest::digest(&ring::digest::SHA256, text.as_bytes())
+                        .as_ref()
+                        .iter()
+                        .take(6)
+                        .map(|b| format!("{b:02x}"))
+                        .collect();
                     (raw, raw_mutate) =
                         parse_policy_text(&text, &path.display().to_string(), &mut problems);
                     // Files the policy names are read beside it (a
@@ -175,6 +185,7 @@ impl PolicyFlags {
                 mutate,
                 registry,
                 verify,
+                source_sha256,
             }),
             _ => Err(ConfigError { problems }),
         }

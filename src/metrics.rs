@@ -122,6 +122,9 @@ pub struct Metrics {
     rejected_connections: AtomicU64,
     evicted_connections: AtomicU64,
     handshake_failures: AtomicU64,
+    /// The policy in force: its file's hash (a label), for seeing which
+    /// policy each replica holds after a ConfigMap change.
+    policy_sha256: std::sync::Mutex<String>,
 }
 
 fn index<T: PartialEq>(all: &[T], x: T) -> usize {
@@ -185,6 +188,14 @@ impl Metrics {
     }
 
     /// Prometheus text exposition format, version 0.0.4.
+    /// The policy now in force (the first hex digits of its file's hash).
+    pub fn set_policy(&self, sha256: &str) {
+        *self
+            .policy_sha256
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = sha256.to_string();
+    }
+
     pub fn render(&self) -> String {
         let mut s = String::with_capacity(8192);
         // Writing to a String cannot fail.
@@ -193,6 +204,17 @@ impl Metrics {
     }
 
     fn write(&self, s: &mut String) -> std::fmt::Result {
+        let policy = self
+            .policy_sha256
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if !policy.is_empty() {
+            writeln!(
+                s,
+                "# HELP image_bouncer_policy_info The policy in force, by the first hex digits of its file's SHA-256.\n# TYPE image_bouncer_policy_info gauge\nimage_bouncer_policy_info{{sha256=\"{policy}\"}} 1"
+            )?;
+        }
         writeln!(
             s,
             "# HELP image_bouncer_requests_total HTTP requests by endpoint and outcome."

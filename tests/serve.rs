@@ -349,9 +349,39 @@ fn policy_reload_and_broken_policy_keeps_the_old_one() {
         )
     };
     assert!(!ask());
+    // Which policy is in force: the reload line and /metrics name its hash.
+    let sha = |text: &str| {
+        use std::fmt::Write as _;
+        let d = ring_sha256(text.as_bytes());
+        d[..6].iter().fold(String::new(), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+    };
+    let metrics = || {
+        Client::tls(server.addr, config.clone())
+            .unwrap()
+            .get("/metrics")
+            .unwrap()
+            .text()
+    };
+    let first = sha(r#"{"denyLatest": true}"#);
+    assert!(
+        server.log().contains("policy loaded: mode enforce"),
+        "{}",
+        server.log()
+    );
+    assert!(metrics().contains(&format!(
+        "image_bouncer_policy_info{{sha256=\"{first}\"}} 1"
+    )));
     std::fs::write(&policy, r#"{"denyLatest": false}"#).unwrap();
     server.wait_for_log("policy reloaded", Duration::from_secs(5));
     assert!(ask());
+    let second = sha(r#"{"denyLatest": false}"#);
+    server.wait_for_log(&format!("sha256 {second}"), Duration::from_secs(5));
+    assert!(metrics().contains(&format!(
+        "image_bouncer_policy_info{{sha256=\"{second}\"}} 1"
+    )));
     // Broken: the previous policy (latest allowed) stays in force.
     std::fs::write(
         &policy,
@@ -838,4 +868,16 @@ fn an_expired_serving_certificate_is_not_ready() {
     let r = Client::plain(addr).get("/readyz").unwrap();
     assert_eq!(r.status, 503);
     assert!(r.text().contains("expired on 2020-01-02"), "{}", r.text());
+}
+
+/// SHA-256 of `bytes` (with the test's own hasher: the sha256sum tool
+/// may not be there).
+fn ring_sha256(bytes: &[u8]) -> Vec<u8> {
+    image_bouncer::registry::digest::Digest::sha256_of(bytes)
+        .to_string()
+        .trim_start_matches("sha256:")
+        .as_bytes()
+        .chunks(2)
+        .map(|h| u8::from_str_radix(std::str::from_utf8(h).unwrap(), 16).unwrap())
+        .collect()
 }

@@ -376,6 +376,14 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
     let initial = fingerprints(&settings);
     let rules = settings.policy.load_rules().map_err(ServeError::Config)?;
     let metrics = Metrics::default();
+    metrics.set_policy(&rules.source_sha256);
+    if !rules.source_sha256.is_empty() {
+        info!(
+            "policy loaded: {}, sha256 {}",
+            rules.policy.summary(),
+            rules.source_sha256
+        );
+    }
     let tls_config = match &settings.tls {
         Some(files) => {
             let loaded = tls::load(files).map_err(ServeError::Tls)?;
@@ -601,7 +609,12 @@ fn reload_policy(shared: &Shared) {
                 .registry
                 .write()
                 .unwrap_or_else(PoisonError::into_inner) = Arc::new(registry_client(&r));
-            let summary = r.policy.summary();
+            let summary = if r.source_sha256.is_empty() {
+                r.policy.summary()
+            } else {
+                format!("{}, sha256 {}", r.policy.summary(), r.source_sha256)
+            };
+            shared.metrics.set_policy(&r.source_sha256);
             *shared.rules.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(r);
             shared.metrics.reload(Reloaded::Policy, true);
             info!("policy reloaded: {summary}");
