@@ -152,7 +152,7 @@ pub fn run(args: &CheckArgs) -> Result<bool, Error> {
                 req,
                 &client,
                 &verdicts,
-                std::time::Duration::from_secs(20),
+                CHECK_LOOKUP_BUDGET,
             );
         }
     }
@@ -263,10 +263,19 @@ fn print_patches(args: &CheckArgs) -> Result<bool, Error> {
         ));
     }
     let rules = args.policy_flags().load_rules()?;
+    // --resolve: the registry client /mutate would use, to pin digests.
+    let client = args
+        .resolve
+        .then(|| crate::admit::registry_client(&rules.registry, &|k| std::env::var(k).ok()));
     let mut mutated = Vec::new();
     for (name, text) in read_documents(args)? {
-        let patches = patched_from_text(&rules, &text, args.namespace.as_deref())
-            .map_err(|e| Error::Input(format!("{name}: {e}")))?;
+        let patches = patched_from_text(
+            &rules,
+            &text,
+            args.namespace.as_deref(),
+            client.as_ref().map(|c| c as &dyn crate::admit::Resolver),
+        )
+        .map_err(|e| Error::Input(format!("{name}: {e}")))?;
         for (doc, p) in patches {
             emit(&format!(
                 "{}\n",
@@ -306,29 +315,56 @@ pub fn patches_from_text(
     text: &str,
     namespace: Option<&str>,
 ) -> Result<Vec<Vec<PatchOp>>, String> {
-    Ok(patched_from_text(rules, text, namespace)?
+    Ok(patched_from_text(rules, text, namespace, None)?
         .into_iter()
         .map(|(_, p)| p)
         .collect())
 }
 
-/// As [`patches_from_text`], each with its document as patched.
+/// How long `check --resolve` gives the lookups of one object or review.
+pub const CHECK_LOOKUP_BUDGET: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// As [`patches_from_text`], each with its document as patched; with a
+/// resolver (`--resolve`), digests are pinned as `/mutate` pins them.
 fn patched_from_text(
     rules: &Rules,
     text: &str,
     namespace: Option<&str>,
+    resolver: Option<&dyn crate::admit::Resolver>,
 ) -> Result<Vec<(Value, Vec<PatchOp>)>, String> {
     let mut out = Vec::new();
     for doc in documents(text)? {
-        collect_patches(rules, &doc, namespace, 0, &mut out)?;
+        collect_patches(rules, &doc, namespace, resolver, 0, &mut out)?;
     }
     Ok(out)
+}
+
+/// An object as the AdmissionReview of its creation, as the apiserver
+/// would send it to `/mutate`.
+fn creation_review(doc: &Value, kind: &str, namespace: Option<&str>) -> Value {
+    let api_version = doc
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("v1");
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": admission::KIND,
+        "request": {
+            "uid": "image-bouncer-check",
+            "kind": {"group": group, "version": version, "kind": kind},
+            "operation": "CREATE",
+            "namespace": namespace,
+            "object": doc,
+        },
+    })
 }
 
 fn collect_patches(
     rules: &Rules,
     doc: &Value,
     namespace: Option<&str>,
+    resolver: Option<&dyn crate::admit::Resolver>,
     depth: usize,
     out: &mut Vec<(Value, Vec<PatchOp>)>,
 ) -> Result<(), String> {
@@ -349,7 +385,7 @@ fn collect_patches(
     };
     if let Some(items) = items {
         for item in items {
-            collect_patches(rules, item, namespace, depth + 1, out)?;
+            collect_patches(rules, item, namespace, resolver, depth + 1, out)?;
         }
         return Ok(());
     }
@@ -360,7 +396,18 @@ fn collect_patches(
     if kind == admission::KIND {
         // Exactly what /mutate answers for this review.
         let review = admission::parse(doc.to_string().as_bytes()).map_err(|e| e.to_string())?;
-        match admission::mutate(&rules.policy, &rules.mutate, &review, None).1 {
+        // With --resolve, the pins /mutate would look up, the same way.
+        let pins = match resolver {
+            Some(r) => Some(crate::admit::digest_pins(
+                &rules.policy,
+                &rules.mutate,
+                &review,
+                r,
+                CHECK_LOOKUP_BUDGET,
+            )?),
+            None => None,
+        };
+        match admission::mutate(&rules.policy, &rules.mutate, &review, pins.as_ref()).1 {
             admission::MutateOutcome::Patched(m) | admission::MutateOutcome::Unchanged(m) => {
                 let mut patched = doc.clone();
                 if let Some(object) = patched.pointer_mut("/request/object") {
@@ -382,6 +429,21 @@ fn collect_patches(
         .pointer("/metadata/namespace")
         .and_then(Value::as_str)
         .or(namespace);
+    if resolver.is_some() && !rules.mutate.mutate_digest.is_empty() {
+        // Pinned as /mutate pins: through its own step, on the review of
+        // the object's creation; the object comes back patched.
+        let review = creation_review(doc, kind, ns);
+        let mut inner = Vec::new();
+        collect_patches(rules, &review, namespace, resolver, depth + 1, &mut inner)?;
+        for (patched_review, patch) in inner {
+            let object = patched_review
+                .pointer("/request/object")
+                .cloned()
+                .unwrap_or_else(|| doc.clone());
+            out.push((object, patch));
+        }
+        return Ok(());
+    }
     // As /mutate: what the policy refuses as written is not rewritten.
     if rules.mutate.rewrites() {
         let mut requests = Vec::new();

@@ -190,7 +190,7 @@ with_policy_flags! {
         /// with --mutate: then judge the mutated objects as /validate would (the mutate-then-validate set-up)
         #[argh(switch)]
         pub validate: bool,
-        /// also ask each image's registry which digest it serves (registryCredentials and registries of the policy file)
+        /// also ask each image's registry which digest it serves (registryCredentials and registries of the policy file); with --mutate, pin digests as /mutate would (mutateDigest)
         #[argh(switch)]
         pub resolve: bool,
         /// images to judge

@@ -503,6 +503,42 @@ fn mutate_pins_digests_end_to_end() {
             .any(|op| op["path"] == "/spec/containers/0/image" && op["value"] == pinned.as_str()),
         "{patch}"
     );
+    // `check --mutate --resolve` pins as /mutate does: the same patch for
+    // the review, and for the bare Pod as if it were created.
+    let review_file = r.dir.join("review.json");
+    std::fs::write(&review_file, review(&image)).unwrap();
+    let pod: serde_json::Value = serde_json::from_str(&review(&image)).unwrap();
+    let pod_file = r.dir.join("pod.json");
+    std::fs::write(&pod_file, pod["request"]["object"].to_string()).unwrap();
+    for f in [&review_file, &pod_file] {
+        let out = crate::common::run(
+            &[
+                "check",
+                "--mutate",
+                "--resolve",
+                "--policy",
+                deny.to_str().unwrap(),
+                "-f",
+                f.to_str().unwrap(),
+            ],
+            None,
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            crate::common::stderr(&out)
+        );
+        let printed: serde_json::Value =
+            serde_json::from_str(crate::common::stdout(&out).trim()).unwrap();
+        assert!(
+            printed.as_array().unwrap().iter().any(
+                |op| op["path"] == "/spec/containers/0/image" && op["value"] == pinned.as_str()
+            ),
+            "{}: {printed}",
+            f.display()
+        );
+    }
     // A tag the registry does not have: denied, naming image and status.
     let missing = format!("127.0.0.1:{}/team/app:nope", r.port);
     let v = c
