@@ -106,14 +106,7 @@ pub fn run(args: &CheckArgs) -> Result<bool, Error> {
     if args.images.is_empty() && args.file.is_empty() {
         if let Some(file) = &args.policy {
             // `check --policy FILE`: the file alone, as a linter.
-            emit(&format!(
-                "{file}: a valid policy (mode {}, {} allowed and {} denied registries, {} exempt images, {} exempt namespaces)\n",
-                policy.mode.as_str(),
-                policy.allowed_registries.len(),
-                policy.denied_registries.len(),
-                policy.exempt_images.len(),
-                policy.exempt_namespaces.len()
-            ));
+            emit(&format!("{file}: a valid policy ({})\n", policy.summary()));
             return Ok(true);
         }
         return Err(Error::Usage(

@@ -362,15 +362,17 @@ pub struct Decision {
 }
 
 impl Policy {
-    /// The policy in a few words, for the log: `mode enforce, 4 allowed,
-    /// 1 denied, 2 verifyImages`.
+    /// The policy in a few words, for the log and `check --policy`:
+    /// `mode enforce, 4 allowed and 1 denied registries, 1 exempt images,
+    /// 1 exempt namespaces, 2 verifyImages`.
     pub fn summary(&self) -> String {
         format!(
-            "mode {}, {} allowed, {} denied, {} exempt, {} verifyImages",
+            "mode {}, {} allowed and {} denied registries, {} exempt images, {} exempt namespaces, {} verifyImages",
             self.mode.as_str(),
             self.allowed_registries.len(),
             self.denied_registries.len(),
             self.exempt_images.len(),
+            self.exempt_namespaces.len(),
             self.verify_images.len()
         )
     }

@@ -61,7 +61,7 @@ fn images_review(images: &[&str]) -> String {
 }
 
 /// `/validate` (with the apiserver's `timeout`): allowed, and the message.
-fn validate(c: &mut Client, images: &[&str], timeout: &str) -> (bool, String) {
+pub fn validate(c: &mut Client, images: &[&str], timeout: &str) -> (bool, String) {
     let v = c
         .post(
             &format!("/validate?timeout={timeout}"),

@@ -82,13 +82,6 @@ fn push_gha_signature(r: &Registry, repo: &str) {
     );
 }
 
-fn pod_review(image: &str) -> String {
-    let body = std::fs::read(fixtures().join("admission/pod-create-allowed.request.json")).unwrap();
-    let mut v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    v["request"]["object"]["spec"]["containers"][0]["image"] = image.into();
-    v.to_string()
-}
-
 fn image_review(image: &str) -> String {
     serde_json::json!({"apiVersion": "imagepolicy.k8s.io/v1alpha1", "kind": "ImageReview",
         "spec": {"containers": [{"image": image}], "namespace": "default"}})
@@ -104,17 +97,7 @@ pub fn write_policy(dir: &Path, name: &str, policy: serde_json::Value) -> String
 /// `/validate` with the apiserver's longest timeout: the verdicts checked
 /// here must not depend on how busy the machine is.
 fn validate(c: &mut Client, image: &str) -> (bool, String) {
-    let v = c
-        .post("/validate?timeout=30s", pod_review(image).as_bytes())
-        .unwrap()
-        .json();
-    (
-        v["response"]["allowed"].as_bool().unwrap(),
-        v["response"]["status"]["message"]
-            .as_str()
-            .unwrap_or("")
-            .to_string(),
-    )
+    crate::lookups::validate(c, &[image], "30s")
 }
 
 /// Keyed and keyless legacy signatures through the real registry and the

@@ -723,6 +723,17 @@ fn legacy_verdict(
 mod tests {
     use super::*;
 
+    fn signed() -> Signed {
+        Signed {
+            digest: "d".into(),
+            signer: "s".into(),
+            reference: "r".into(),
+            time: None,
+            time_source: None,
+            log_index: None,
+        }
+    }
+
     #[test]
     fn one_place_refusing_is_not_an_outage() {
         let signed = Signed {
@@ -761,14 +772,7 @@ mod tests {
     fn a_full_cache_evicts_the_least_used_not_everything() {
         let verdicts = Verdicts::default();
         let key = |i: usize| (format!("r@{i}"), "f".to_string());
-        let signed = Signed {
-            digest: "d".into(),
-            signer: "s".into(),
-            reference: "r".into(),
-            time: None,
-            time_source: None,
-            log_index: None,
-        };
+        let signed = signed();
         let day = Duration::from_secs(86_400);
         for i in 0..VERDICTS_MAX {
             verdicts.put(key(i), &Verdict::Verified(signed.clone()), day);
@@ -796,14 +800,7 @@ mod tests {
     fn refusals_go_before_verified_digests() {
         let verdicts = Verdicts::default();
         let key = |i: usize| (format!("r@{i}"), "f".to_string());
-        let signed = Signed {
-            digest: "d".into(),
-            signer: "s".into(),
-            reference: "r".into(),
-            time: None,
-            time_source: None,
-            log_index: None,
-        };
+        let signed = signed();
         let day = Duration::from_secs(86_400);
         verdicts.put(key(0), &Verdict::Verified(signed), day);
         for i in 1..VERDICTS_MAX + 10 {
