@@ -362,6 +362,12 @@ fn load_ca(dir: &Path, cert: &str, key: &str) -> Result<Ca, CertError> {
 /// Issues leaves (and a CA when needed) into a folder, then refreshes the
 /// trust bundle.
 pub fn issue(i: &Issue<'_>) -> Result<Issued, CertError> {
+    issue_leaves(i, true)
+}
+
+/// [`issue`]; `bundle`: also rewrite `ca-bundle.crt` (a rotation step
+/// writes it once, at its end).
+fn issue_leaves(i: &Issue<'_>, bundle: bool) -> Result<Issued, CertError> {
     let dir = i.dir;
     crate::files::private_dir(dir).map_err(|e| CertError::Write(dir.to_path_buf(), e))?;
     let has = |name: &str| crate::files::exists(&dir.join(name));
@@ -403,7 +409,9 @@ pub fn issue(i: &Issue<'_>) -> Result<Issued, CertError> {
         files.push((CLIENT_KEY, k, true));
     }
     let mut written = write_all(dir, &files, i.force)?;
-    written.push(write_bundle(dir)?);
+    if bundle {
+        written.push(write_bundle(dir)?);
+    }
     share(i)?;
     Ok(Issued {
         written,
@@ -514,15 +522,23 @@ pub fn rotate(step: RotateStep, i: &Issue<'_>) -> Result<Issued, CertError> {
                 read(&dir.join(CA_NEXT_CERT))?,
                 read(&dir.join(CA_NEXT_KEY))?,
             );
-            // Issue first: nothing moves if the new CA cannot sign.
-            let issued = issue(&Issue {
-                ca: CaSource::Given {
-                    cert: dir.join(CA_NEXT_CERT),
-                    key: dir.join(CA_NEXT_KEY),
+            // Issue first: nothing moves if the new CA cannot sign. The
+            // bundle is not rewritten until the end: written in between
+            // (ca.crt already the new CA, ca-previous.crt not yet there)
+            // it would hold the new CA twice and not the old one, and a
+            // server reloading then would refuse every client still on an
+            // old-CA certificate (`UnknownCA`, seen under load).
+            let issued = issue_leaves(
+                &Issue {
+                    ca: CaSource::Given {
+                        cert: dir.join(CA_NEXT_CERT),
+                        key: dir.join(CA_NEXT_KEY),
+                    },
+                    force: true,
+                    ..*i
                 },
-                force: true,
-                ..*i
-            })?;
+                false,
+            )?;
             for (name, pem, mode) in [
                 (CA_PREVIOUS_CERT, &old_cert, 0o644),
                 (CA_PREVIOUS_KEY, &old_key, 0o600),
@@ -572,6 +588,62 @@ mod tests {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     use std::os::unix::fs::PermissionsExt;
+
+    /// Every `ca-bundle.crt` a rotation writes trusts every CA a client
+    /// may still hold: during `switch` the old CA never leaves the bundle
+    /// (the cause of `UnknownCA` failures seen under load). A reader
+    /// polls the bundle while the steps run, many times over.
+    #[test]
+    fn a_rotation_never_writes_a_bundle_without_the_old_ca() {
+        let dir = std::env::temp_dir().join(format!("ib-rotation-bundle-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let hosts = ["localhost".to_string()];
+        let issue = |ca: CaSource, force: bool| Issue {
+            dir: &dir,
+            hosts: &hosts,
+            ips: &[],
+            days: 30,
+            client: true,
+            group: None,
+            force,
+            ca,
+        };
+        issue_leaves(&issue(CaSource::Folder, false), true).unwrap();
+        let bundle = dir.join(CA_BUNDLE);
+        let certs_in = |text: &str| -> std::collections::BTreeSet<String> {
+            text.split("-----END CERTIFICATE-----")
+                .map(|c| c.trim().to_string())
+                .filter(|c| !c.is_empty())
+                .collect()
+        };
+        for round in 0..10 {
+            rotate(RotateStep::Begin, &issue(CaSource::Folder, true)).unwrap();
+            let old = certs_in(&read(&dir.join(CA_CERT)).unwrap());
+            let stop = std::sync::atomic::AtomicBool::new(false);
+            let missing = std::thread::scope(|s| {
+                let watcher = s.spawn(|| {
+                    let mut missing = 0;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        if let Ok(text) = std::fs::read_to_string(&bundle)
+                            && !old.is_subset(&certs_in(&text))
+                        {
+                            missing += 1;
+                        }
+                    }
+                    missing
+                });
+                rotate(RotateStep::Switch, &issue(CaSource::Folder, true)).unwrap();
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                watcher.join().unwrap()
+            });
+            assert_eq!(
+                missing, 0,
+                "round {round}: a bundle without the old CA was readable"
+            );
+            rotate(RotateStep::Finish, &issue(CaSource::Folder, true)).unwrap();
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn generates_a_working_chain() {
