@@ -517,11 +517,23 @@ pub fn rotate(step: RotateStep, i: &Issue<'_>) -> Result<Issued, CertError> {
             if !(has(CA_NEXT_CERT) && has(CA_NEXT_KEY)) {
                 return Err(missing(dir, CA_NEXT_CERT, "run --rotate-ca begin first"));
             }
-            let (old_cert, old_key) = (read(&dir.join(CA_CERT))?, read(&dir.join(CA_KEY))?);
             let (next_cert, next_key) = (
                 read(&dir.join(CA_NEXT_CERT))?,
                 read(&dir.join(CA_NEXT_KEY))?,
             );
+            // The old CA is kept as ca-previous first, once: a switch that
+            // stops half-way and is run again still knows the old CA (it
+            // would otherwise take the new ca.crt for it and drop the old
+            // one from the bundle).
+            if !has(CA_PREVIOUS_CERT) {
+                let (old_cert, old_key) = (read(&dir.join(CA_CERT))?, read(&dir.join(CA_KEY))?);
+                for (name, pem, mode) in [
+                    (CA_PREVIOUS_CERT, &old_cert, 0o644),
+                    (CA_PREVIOUS_KEY, &old_key, 0o600),
+                ] {
+                    write_file(&dir.join(name), pem.as_bytes(), mode)?;
+                }
+            }
             // Issue first: nothing moves if the new CA cannot sign. The
             // bundle is not rewritten until the end: written in between
             // (ca.crt already the new CA, ca-previous.crt not yet there)
@@ -539,12 +551,7 @@ pub fn rotate(step: RotateStep, i: &Issue<'_>) -> Result<Issued, CertError> {
                 },
                 false,
             )?;
-            for (name, pem, mode) in [
-                (CA_PREVIOUS_CERT, &old_cert, 0o644),
-                (CA_PREVIOUS_KEY, &old_key, 0o600),
-                (CA_CERT, &next_cert, 0o644),
-                (CA_KEY, &next_key, 0o600),
-            ] {
+            for (name, pem, mode) in [(CA_CERT, &next_cert, 0o644), (CA_KEY, &next_key, 0o600)] {
                 write_file(&dir.join(name), pem.as_bytes(), mode)?;
             }
             for name in [CA_NEXT_CERT, CA_NEXT_KEY] {
@@ -642,6 +649,15 @@ mod tests {
             );
             rotate(RotateStep::Finish, &issue(CaSource::Folder, true)).unwrap();
         }
+        // A switch that stopped after the old CA was kept and the new one
+        // written as ca.crt, run again: the old CA stays trusted.
+        rotate(RotateStep::Begin, &issue(CaSource::Folder, true)).unwrap();
+        let old = certs_in(&read(&dir.join(CA_CERT)).unwrap());
+        std::fs::copy(dir.join(CA_CERT), dir.join(CA_PREVIOUS_CERT)).unwrap();
+        std::fs::copy(dir.join(CA_KEY), dir.join(CA_PREVIOUS_KEY)).unwrap();
+        std::fs::copy(dir.join(CA_NEXT_CERT), dir.join(CA_CERT)).unwrap();
+        rotate(RotateStep::Switch, &issue(CaSource::Folder, true)).unwrap();
+        assert!(old.is_subset(&certs_in(&read(&bundle).unwrap())));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -391,13 +391,24 @@ fn collect_patches(
         let review = admission::parse(doc.to_string().as_bytes()).map_err(|e| e.to_string())?;
         // With --resolve, the pins /mutate would look up, the same way.
         let pins = match resolver {
-            Some(r) => Some(crate::admit::digest_pins(
+            Some(r) => match crate::admit::digest_pins(
                 &rules.policy,
                 &rules.mutate,
                 &review,
                 r,
                 CHECK_LOOKUP_BUDGET,
-            )?),
+            ) {
+                Ok(p) => Some(p),
+                Err(reason) => {
+                    // /mutate would deny this one; the others go on.
+                    log::warn!(
+                        "{}: /mutate would deny it: {reason}",
+                        review.request.summary().text()
+                    );
+                    out.push(unchanged());
+                    return Ok(());
+                }
+            },
             None => None,
         };
         match admission::mutate(&rules.policy, &rules.mutate, &review, pins.as_ref()).1 {

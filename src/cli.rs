@@ -342,10 +342,10 @@ pub struct ApiserverArgs {
     /// folder to write admission-config.yaml and kubeconfig.yaml into, and where the apiserver will read them (default /etc/kubernetes/image-bouncer)
     #[argh(option, default = "String::from(\"/etc/kubernetes/image-bouncer\")")]
     pub out: String,
-    /// seconds the apiserver keeps an "allowed" answer (allowTTL, default 50): after a switch to enforce, images admitted just before stay admitted this long
+    /// seconds (1 to 1800) the apiserver keeps an "allowed" answer (allowTTL, default 50): after a switch to enforce, images admitted just before stay admitted this long
     #[argh(option, default = "50")]
     pub allow_ttl: u32,
-    /// seconds the apiserver keeps a "denied" answer (denyTTL, default 50)
+    /// seconds (1 to 1800) the apiserver keeps a "denied" answer (denyTTL, default 50)
     #[argh(option, default = "50")]
     pub deny_ttl: u32,
     /// replace the files if they exist

@@ -825,15 +825,21 @@ fn build_registry(
     use rustls::pki_types::pem::PemObject;
     let mut out = RegistryConfig::default();
     if let Some((origin, path)) = &raw.0 {
+        // Inline credentials are secrets: never printed, named instead.
+        let shown = if is_inline(path) {
+            "the inline registryCredentials"
+        } else {
+            path.as_str()
+        };
         match file_or_inline(path, 1 << 20) {
             Ok(text) => match crate::registry::credentials::Credentials::parse(&text) {
                 Ok(c) => {
                     for u in &c.unsupported {
-                        log::warn!("{path}: {u}");
+                        log::warn!("{shown}: {u}");
                     }
                     out.credentials = c;
                 }
-                Err(e) => problems.extend(e.into_iter().map(|p| format!("{origin}: {path}: {p}"))),
+                Err(e) => problems.extend(e.into_iter().map(|p| format!("{origin}: {shown}: {p}"))),
             },
             Err(e) => problems.push(format!("{origin}: {e}")),
         }

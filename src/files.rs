@@ -58,8 +58,20 @@ pub fn group_id(name: &str) -> io::Result<u32> {
 /// Gives `gid` the file or folder `path` (never through a symlink) with
 /// `mode`.
 pub fn share_with_group(path: &Path, gid: u32, mode: u32) -> io::Result<()> {
-    std::os::unix::fs::lchown(path, None, Some(gid))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+    // Opened without following a symlink, then changed through the open
+    // file: what is checked is what is changed.
+    use std::os::unix::fs::OpenOptionsExt;
+    // Linux's value differs by architecture (the flake builds both).
+    #[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
+    const O_NOFOLLOW: i32 = 0o100_000;
+    #[cfg(not(any(target_arch = "aarch64", target_arch = "arm")))]
+    const O_NOFOLLOW: i32 = 0o400_000;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(O_NOFOLLOW)
+        .open(path)?;
+    std::os::unix::fs::fchown(&file, None, Some(gid))?;
+    file.set_permissions(std::fs::Permissions::from_mode(mode))
 }
 
 /// The effective user ID of this process (Linux: `/proc/self/status`).
@@ -75,7 +87,11 @@ pub fn effective_uid() -> io::Result<u32> {
 /// Creates `dir` (and missing parents) 0700, or checks an existing one:
 /// a directory of the caller's, not writable by group or others.
 pub fn private_dir(dir: &Path) -> io::Result<()> {
-    match std::fs::metadata(dir) {
+    // The folder itself, never where a symlink in its place points.
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.file_type().is_symlink() => Err(io::Error::other(
+            "is a symbolic link: give the folder itself",
+        )),
         Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)

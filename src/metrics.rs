@@ -187,7 +187,6 @@ impl Metrics {
         self.requests[index(&ENDPOINTS, ep)][index(&OUTCOMES, outcome)].load(Relaxed)
     }
 
-    /// Prometheus text exposition format, version 0.0.4.
     /// The policy now in force (the first hex digits of its file's hash).
     pub fn set_policy(&self, sha256: &str) {
         *self
@@ -196,6 +195,7 @@ impl Metrics {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = sha256.to_string();
     }
 
+    /// Prometheus text exposition format, version 0.0.4.
     pub fn render(&self) -> String {
         let mut s = String::with_capacity(8192);
         // Writing to a String cannot fail.

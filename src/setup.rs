@@ -244,8 +244,10 @@ pub fn run_apiserver(a: &ApiserverArgs) -> Result<(), Error> {
         }
     }
     for (flag, ttl) in [("--allow-ttl", a.allow_ttl), ("--deny-ttl", a.deny_ttl)] {
-        if !(1..=3600).contains(&ttl) {
-            problems.push(format!("{flag} must be between 1 and 3600 seconds"));
+        // The plugin refuses more than 30 minutes (and the apiserver then
+        // does not start).
+        if !(1..=1800).contains(&ttl) {
+            problems.push(format!("{flag} must be between 1 and 1800 seconds"));
         }
     }
     if !problems.is_empty() {

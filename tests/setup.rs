@@ -155,14 +155,21 @@ fn certs_share_with_the_service_group_and_never_replace_a_ca_implicitly() {
         args.extend_from_slice(extra);
         run(&args, None)
     };
-    // A group every Debian system has (gid 1).
-    let out = certs(&["--group", "daemon"]);
+    // This process's own group, by number (a group the caller may give
+    // files to whether or not it runs as root).
+    let gid: u32 = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Gid:"))
+        .and_then(|ids| ids.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    let out = certs(&["--group", &gid.to_string()]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let meta = |f: &str| std::fs::metadata(pki.join(f)).unwrap();
     let mode = |f: &str| meta(f).mode() & 0o7777;
     assert_eq!(std::fs::metadata(&pki).unwrap().mode() & 0o7777, 0o750);
-    assert_eq!(std::fs::metadata(&pki).unwrap().gid(), 1);
-    assert_eq!((mode("tls.key"), meta("tls.key").gid()), (0o640, 1));
+    assert_eq!(std::fs::metadata(&pki).unwrap().gid(), gid);
+    assert_eq!((mode("tls.key"), meta("tls.key").gid()), (0o640, gid));
     for secret in ["ca.key", "apiserver-client.key"] {
         assert_eq!(mode(secret), 0o600, "{secret}");
     }
@@ -197,7 +204,7 @@ fn certs_share_with_the_service_group_and_never_replace_a_ca_implicitly() {
     assert!(stdout(&renewed).contains("issued from the existing CA"));
     assert_eq!(std::fs::read(pki.join("ca.crt")).unwrap(), before[0]);
     assert_ne!(std::fs::read(pki.join("tls.crt")).unwrap(), before[1]);
-    assert_eq!((mode("tls.key"), meta("tls.key").gid()), (0o640, 1));
+    assert_eq!((mode("tls.key"), meta("tls.key").gid()), (0o640, gid));
     // A new CA only when asked for.
     let new_ca = certs(&["--force", "--new-ca"]);
     assert_eq!(new_ca.status.code(), Some(0), "{}", stderr(&new_ca));

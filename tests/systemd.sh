@@ -19,7 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 fail() { echo "systemd: FAIL: $*" >&2; exit 1; }
-for t in debootstrap systemd-nspawn nsenter curl; do
+for t in debootstrap systemd-nspawn nsenter curl python3; do
   if ! command -v "$t" >/dev/null 2>&1; then
     [ "${CI:-}" = true ] && fail "$t is missing (.ci/run installs it)"
     echo "systemd: skipped: $t is not installed (Debian: debootstrap systemd-container)"
@@ -183,6 +183,11 @@ echo "ok: a policy edit is reloaded by itself (enforce refuses nginx:latest), an
 # mounts cgroup v1 (as this one does), the container's systemd sets the
 # properties but cannot attach them, and only the properties are checked.
 inside 'ip addr add 10.9.9.9/32 dev lo && systemd-run --quiet --unit fake-registry /usr/local/bin/image-bouncer serve --insecure-http --listen 10.9.9.9:5000'
+for _ in $(seq 1 100); do
+  inside 'curl -sf http://10.9.9.9:5000/healthz >/dev/null' && break
+  sleep 0.1
+done
+inside 'curl -sf http://10.9.9.9:5000/healthz >/dev/null' || fail "the stand-in registry did not start"
 inside 'install -m 0644 /root/cosign.pub /etc/image-bouncer/cosign.pub && cat >/etc/image-bouncer/policy.json <<POLICY
 {"mode": "enforce", "registries": {"10.9.9.9:5000": {"plainHttp": true}},
  "verifyImages": [{"images": ["10.9.9.9:5000"], "keys": ["/etc/image-bouncer/cosign.pub"], "ignoreTlog": true}]}

@@ -555,6 +555,12 @@ impl<T: Transport> Conn<T> {
         &mut self.stream
     }
 
+    /// Gives back the read buffer (a refused request's unread body may be
+    /// in it) before the connection lingers.
+    pub fn release_buffer(&mut self) {
+        self.buf = Vec::new();
+    }
+
     /// Waits for the next request and reads it whole. `busy` is set once
     /// its first byte arrived (so shutdown knows not to cut it off).
     pub fn read_request(&mut self) -> Result<Request, ReadError> {

@@ -589,20 +589,33 @@ fn watch(shared: &Shared, signals: &Signals, initial: Fingerprints) {
         }
         // `systemctl reload` returns once READY=1 follows.
         notify::notify("RELOADING=1\nSTATUS=reloading");
+        let mut failed = Vec::new();
         if policy_changed {
-            reload_policy(shared);
+            if !reload_policy(shared) {
+                failed.push("policy");
+            }
             last_policy = p;
         }
         if tls_changed {
-            reload_tls(shared);
+            if !reload_tls(shared) {
+                failed.push("certificate");
+            }
             last_tls = t;
         }
-        notify::notify("READY=1\nSTATUS=serving");
+        notify::notify(&if failed.is_empty() {
+            "READY=1\nSTATUS=serving".to_string()
+        } else {
+            format!(
+                "READY=1\nSTATUS=serving; the new {} was refused, the previous one stays in force (see the log)",
+                failed.join(" and ")
+            )
+        });
     }
     info!("shutting down: no new connections, finishing requests in flight");
 }
 
-fn reload_policy(shared: &Shared) {
+/// Reloads the policy; false when the new one was refused.
+fn reload_policy(shared: &Shared) -> bool {
     match shared.settings.policy.load_rules() {
         Ok(r) => {
             *shared
@@ -618,17 +631,20 @@ fn reload_policy(shared: &Shared) {
             *shared.rules.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(r);
             shared.metrics.reload(Reloaded::Policy, true);
             info!("policy reloaded: {summary}");
+            true
         }
         Err(e) => {
             shared.metrics.reload(Reloaded::Policy, false);
             error!("policy reload failed, the previous policy stays in force: {e}");
+            false
         }
     }
 }
 
-fn reload_tls(shared: &Shared) {
+/// Reloads the certificate; false when the new one was refused.
+fn reload_tls(shared: &Shared) -> bool {
     let Some(files) = &shared.settings.tls else {
-        return;
+        return true;
     };
     match tls::load(files) {
         Ok(loaded) => {
@@ -637,10 +653,12 @@ fn reload_tls(shared: &Shared) {
             shared.metrics.reload(Reloaded::Certificate, true);
             info!("certificate reloaded; new connections use it");
             log_cert_expiry(loaded.not_after, shared.settings.self_signed_ca.is_some());
+            true
         }
         Err(e) => {
             shared.metrics.reload(Reloaded::Certificate, false);
             error!("certificate reload failed, the previous certificate stays in use: {e}");
+            false
         }
     }
 }
@@ -960,7 +978,10 @@ fn serve_requests<T: Transport>(
                     Duration::ZERO,
                 );
                 let response = routes::refused(conn.path(), status, &message);
-                if conn.write_response(&response, false).is_ok() {
+                // Lingering holds the connection, not memory: the buffer
+                // goes first. A 503 (no room for bodies) does not linger.
+                conn.release_buffer();
+                if conn.write_response(&response, false).is_ok() && status != 503 {
                     linger(conn.stream_mut());
                 }
                 break;
