@@ -157,10 +157,13 @@ fn lists_client_auth(value: &[u8]) -> bool {
     std::iter::from_fn(|| oids.expect(OID)).any(|o| o == OID_CLIENT_AUTH)
 }
 
-/// (cA, pathLenConstraint) of a basicConstraints value.
+/// (cA, pathLenConstraint) of a basicConstraints value. A constraint
+/// that cannot be read (not a SEQUENCE, an empty, negative, oversized or
+/// cut-off INTEGER, something else in its place) is read as the strictest
+/// one, 0: the client CA's path length check must not fail open.
 fn basic_constraints(value: &[u8]) -> (bool, Option<u64>) {
     let Some(seq) = Der(value).expect(SEQUENCE) else {
-        return (false, None);
+        return (false, Some(0));
     };
     let mut parts = Der(seq);
     let mut item = parts.next();
@@ -170,10 +173,11 @@ fn basic_constraints(value: &[u8]) -> (bool, Option<u64>) {
         item = parts.next();
     }
     let path_len = match item {
-        Some((INTEGER, n)) if !n.is_empty() && n.len() <= 8 => {
+        None if parts.0.is_empty() => None,
+        Some((INTEGER, n)) if !n.is_empty() && n.len() <= 8 && n[0] & 0x80 == 0 => {
             Some(n.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
         }
-        _ => None,
+        _ => Some(0),
     };
     (is_ca, path_len)
 }
@@ -306,6 +310,29 @@ mod tests {
         assert_eq!(parse_time(b"491231235959Z", false), Some(2_524_607_999));
         assert_eq!(parse_time(b"20381301000000Z", true), None);
         assert_eq!(parse_time(b"2038", true), None);
+    }
+
+    /// A path length that cannot be read is the strictest, never none
+    /// (found by the `der_certificate` fuzz target: `02 81 00`, an INTEGER
+    /// with a long-form length of 0, was read as no constraint at all).
+    #[test]
+    fn unreadable_path_lengths_are_zero() {
+        /// A basicConstraints value and what is read from it.
+        type Case = (&'static [u8], (bool, Option<u64>));
+        const CASES: &[Case] = &[
+            (b"\x30\x06\x01\x01\xff\x02\x01\x03", (true, Some(3))),
+            (b"\x30\x03\x01\x01\xff", (true, None)), // no constraint
+            (b"\x30\x00", (false, None)),
+            (b"\x30\x03\x02\x01\x00", (false, Some(0))),
+            (b"\x30\x06\x01\x01\xff\x02\x81\x00", (true, Some(0))), // empty
+            (b"\x30\x06\x01\x01\xff\x02\x0b\x01", (true, Some(0))), // cut off
+            (b"\x30\x06\x01\x01\xff\x02\x01\xff", (true, Some(0))), // negative
+            (b"\x30\x06\x01\x01\xff\x04\x01\x05", (true, Some(0))), // not an INTEGER
+            (b"\x04\x00", (false, Some(0))),                        // not a SEQUENCE
+        ];
+        for (value, want) in CASES {
+            assert_eq!(basic_constraints(value), *want, "{value:02x?}");
+        }
     }
 
     #[test]

@@ -36,3 +36,48 @@ fn http_request_corpus() {
 fn review_corpus() {
     replay("review", image_bouncer::fuzzing::review);
 }
+
+#[test]
+fn oci_manifest_corpus() {
+    replay("oci_manifest", image_bouncer::fuzzing::oci_manifest);
+}
+
+#[test]
+fn registry_auth_corpus() {
+    replay("registry_auth", image_bouncer::fuzzing::registry_auth);
+}
+
+#[test]
+fn docker_config_corpus() {
+    replay("docker_config", image_bouncer::fuzzing::docker_config);
+}
+
+#[test]
+fn bundle_corpus() {
+    replay("bundle", image_bouncer::fuzzing::bundle);
+}
+
+#[test]
+fn dsse_statement_corpus() {
+    replay("dsse_statement", image_bouncer::fuzzing::dsse_statement);
+}
+
+#[test]
+fn der_certificate_corpus() {
+    replay("der_certificate", image_bouncer::fuzzing::der_certificate);
+}
+
+#[test]
+fn rfc3161_corpus() {
+    replay("rfc3161", image_bouncer::fuzzing::rfc3161);
+}
+
+#[test]
+fn rekor_corpus() {
+    replay("rekor", image_bouncer::fuzzing::rekor);
+}
+
+#[test]
+fn trusted_root_corpus() {
+    replay("trusted_root", image_bouncer::fuzzing::trusted_root);
+}

@@ -72,8 +72,21 @@ impl Credentials {
     /// Reads a config file's text; every problem at once, never a secret in
     /// a message.
     pub fn parse(text: &str) -> Result<Credentials, Vec<String>> {
-        let file: ConfigFile = serde_json::from_str(text)
-            .map_err(|e| vec![format!("not a docker config.json: {e}")])?;
+        let file: ConfigFile = serde_json::from_str(text).map_err(|e| {
+            // Where and what kind of problem, not serde's own words: they
+            // quote a misplaced value, which may be a secret.
+            use serde_json::error::Category;
+            let what = match e.classify() {
+                Category::Syntax | Category::Io => "not JSON",
+                Category::Data => "a value of the wrong type",
+                Category::Eof => "cut short",
+            };
+            vec![format!(
+                "not a docker config.json: {what} at line {} column {}",
+                e.line(),
+                e.column()
+            )]
+        })?;
         let mut problems = Vec::new();
         let mut out = Credentials::default();
         for (key, entry) in file.auths {
@@ -193,6 +206,28 @@ mod tests {
             c.for_registry(r.registry_host(), r.registry_port())
                 .is_some()
         );
+    }
+
+    /// A value in the wrong place is named by its position, never quoted
+    /// (found by the `docker_config` fuzz target: an `auth` written
+    /// straight under `auths` came back in serde's "invalid type: string
+    /// ..." message, and with it into the configuration errors).
+    #[test]
+    fn misplaced_secrets_are_not_quoted() {
+        let secret = b64("user:s3cretpassword");
+        for text in [
+            format!(r#"{{"auths": {{"r.io": "{secret}"}}}}"#),
+            format!(r#"{{"auths": {{"r.io": {{"auth": "{secret}"}}, "auth": "{secret}"}}}}"#),
+            format!(r#"{{"auths": "{secret}"}}"#),
+            format!(r#"{{"auths": {{"r.io": {{"password": ["{secret}"]}}}}}}"#),
+        ] {
+            let e = Credentials::parse(&text).unwrap_err();
+            assert_eq!(e.len(), 1, "{e:?}");
+            assert!(!e[0].contains("s3cret") && !e[0].contains(&secret), "{e:?}");
+            assert!(e[0].contains("wrong type at line 1 column"), "{e:?}");
+        }
+        let e = Credentials::parse(r#"{"auths": {"#).unwrap_err();
+        assert!(e[0].contains("cut short"), "{e:?}");
     }
 
     #[test]

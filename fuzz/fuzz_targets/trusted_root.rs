@@ -1,0 +1,3 @@
+#![no_main]
+// See src/fuzzing.rs for what is checked.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| image_bouncer::fuzzing::trusted_root(data));
