@@ -135,6 +135,15 @@ fn sign_busybox(r: &Registry, repo: &str) {
     );
 }
 
+/// A registry (and its `127.0.0.1:<port>`) holding the keyed vector's
+/// signature for BUSYBOX in `team/busybox`.
+fn registry_with_signed_busybox(name: &str) -> Option<(Registry, String)> {
+    let r = start_with(name, Setup::default())?;
+    let reg = format!("127.0.0.1:{}", r.port);
+    sign_busybox(&r, "team/busybox");
+    Some((r, reg))
+}
+
 fn keyed_rule(images: serde_json::Value) -> serde_json::Value {
     serde_json::json!({"images": images, "keys": [fixture_path(&format!("{KEYED}/cosign.pub"))], "ignoreTlog": true})
 }
@@ -234,11 +243,9 @@ fn a_tag_requirement_covers_the_tag_with_a_digest() {
 /// counted.
 #[test]
 fn a_stalled_registry_spends_only_its_own_images_time() {
-    let Some(r) = start_with("lookups-deadline", Setup::default()) else {
+    let Some((r, reg)) = registry_with_signed_busybox("lookups-deadline") else {
         return;
     };
-    let reg = format!("127.0.0.1:{}", r.port);
-    sign_busybox(&r, "team/busybox");
     let (unsigned, _) = r.push_image_manifest("acme/app", "v1", b"unsigned");
     let (stall, stall_seen) = silent_listener("127.0.0.1");
     let closed = closed_port();
@@ -476,11 +483,9 @@ fn referrers_count_against_the_cap_and_junk_is_skipped() {
 /// contacted, also by a DNS name; counted at the listeners.
 #[test]
 fn refused_names_get_no_connection() {
-    let Some(r) = start_with("lookups-no-contact", Setup::default()) else {
+    let Some((r, reg)) = registry_with_signed_busybox("lookups-no-contact") else {
         return;
     };
-    let reg = format!("127.0.0.1:{}", r.port);
-    sign_busybox(&r, "team/busybox");
     let (denied, denied_seen) = silent_listener("127.0.0.1");
     let (unnamed, unnamed_seen) = silent_listener("127.0.0.2");
     let (by_name, by_name_seen) = silent_listener("127.0.0.1");
