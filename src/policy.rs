@@ -579,51 +579,45 @@ impl Policy {
         }
     }
 
-    /// Whether the admission step may ask a registry about `image`: only
-    /// for an image that parses (not an image ID) and that the registry
-    /// lists admit, so that a refused name never causes a connection (a
-    /// pod must not make the webhook reach an address of its choosing).
-    /// Judged as [`Policy::decide`] judges (a mirrored image by the image
-    /// it mirrors, which the admin's mirror serves).
-    pub fn may_look_up(&self, image: &str) -> bool {
-        let Ok(r) = ImageRef::parse(image) else {
-            return false;
-        };
+    /// The name a lookup for `image` is judged by, when one may be made:
+    /// the image as written, or the image a mirror of it mirrors (judged
+    /// as [`Policy::decide`] judges), provided the registry lists admit it.
+    /// `None` for an image that does not parse (or is an image ID), whose
+    /// mirrored upstream is a node-local address (a pull-through mirror
+    /// would reach it on our behalf), or that the lists refuse: a refused
+    /// name never causes a connection (a pod must not make the webhook
+    /// reach an address of its choosing).
+    fn lookup_name(&self, image: &str) -> Option<ImageRef> {
+        let r = ImageRef::parse(image).ok()?;
         let r = match self.mirrors.iter().find_map(|m| m.upstream_of(&r)) {
-            // A mirror that pulls through would reach the upstream on our
-            // behalf: a node-local upstream is never asked for.
-            Some(up) => match ImageRef::parse(&up) {
-                Ok(up) if !image_ref::node_local_literal(up.registry_host()) => up,
-                _ => return false,
-            },
+            Some(up) => ImageRef::parse(&up)
+                .ok()
+                .filter(|up| !image_ref::node_local_literal(up.registry_host()))?,
             None => r,
         };
-        matches!(self.registry_lists(&r), Listed::Admitted)
+        matches!(self.registry_lists(&r), Listed::Admitted).then_some(r)
+    }
+
+    /// Whether the admission step may ask a registry about `image`
+    /// (see [`Policy::lookup_name`]).
+    pub fn may_look_up(&self, image: &str) -> bool {
+        self.lookup_name(image).is_some()
     }
 
     /// The `verifyImages` entries an image must be verified under: none
-    /// for an image that does not parse, is exempt, is refused by the
-    /// registry lists (it is refused whatever its signatures, and is not
-    /// looked up: [`Policy::may_look_up`]), or that no entry covers. The
-    /// admission step asks this before gathering signatures.
+    /// for an image that may not be looked up ([`Policy::may_look_up`]:
+    /// it is refused whatever its signatures), is exempt, or that no entry
+    /// covers. The admission step asks this before gathering signatures.
     pub fn verification_for(&self, image: &str) -> Vec<usize> {
-        if self.verify_images.is_empty() || !self.may_look_up(image) {
+        if self.verify_images.is_empty() {
             return Vec::new();
         }
-        let Ok(r) = ImageRef::parse(image) else {
-            return Vec::new();
-        };
-        let r = match self.mirrors.iter().find_map(|m| m.upstream_of(&r)) {
-            Some(up) => match ImageRef::parse(&up) {
-                Ok(up) => up,
-                Err(_) => return Vec::new(),
-            },
-            None => r,
-        };
-        if self.exempt_images.iter().any(|p| p.matches(&r)) {
-            return Vec::new();
+        match self.lookup_name(image) {
+            Some(r) if !self.exempt_images.iter().any(|p| p.matches(&r)) => {
+                self.verify_requirements(&r).map(|(i, _)| i).collect()
+            }
+            _ => Vec::new(),
         }
-        self.verify_requirements(&r).map(|(i, _)| i).collect()
     }
 
     /// The verdict on one container's image: what, why, how to fix.
