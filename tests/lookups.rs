@@ -136,11 +136,11 @@ fn sign_busybox(r: &Registry, repo: &str) {
 }
 
 /// A registry (and its `127.0.0.1:<port>`) holding the keyed vector's
-/// signature for BUSYBOX in `team/busybox`.
-fn registry_with_signed_busybox(name: &str) -> Option<(Registry, String)> {
+/// signature for BUSYBOX in `repo`.
+fn registry_with_signed_busybox(name: &str, repo: &str) -> Option<(Registry, String)> {
     let r = start_with(name, Setup::default())?;
     let reg = format!("127.0.0.1:{}", r.port);
-    sign_busybox(&r, "team/busybox");
+    sign_busybox(&r, repo);
     Some((r, reg))
 }
 
@@ -160,11 +160,9 @@ fn start(dir: &Path, name: &str, policy: serde_json::Value) -> (crate::common::S
 /// repository; the signed digest still passes.
 #[test]
 fn a_tag_requirement_covers_the_tag_with_a_digest() {
-    let Some(r) = start_with("lookups-tag-scope", Setup::default()) else {
+    let Some((r, reg)) = registry_with_signed_busybox("lookups-tag-scope", "acme/app") else {
         return;
     };
-    let reg = format!("127.0.0.1:{}", r.port);
-    sign_busybox(&r, "acme/app");
     let (unsigned, _) = r.push_image_manifest("acme/app", "prod", b"unsigned");
     let dockercfg = crate::registry::write_dockercfg(&r);
     let (_server, mut c) = start(
@@ -243,7 +241,7 @@ fn a_tag_requirement_covers_the_tag_with_a_digest() {
 /// counted.
 #[test]
 fn a_stalled_registry_spends_only_its_own_images_time() {
-    let Some((r, reg)) = registry_with_signed_busybox("lookups-deadline") else {
+    let Some((r, reg)) = registry_with_signed_busybox("lookups-deadline", "team/busybox") else {
         return;
     };
     let (unsigned, _) = r.push_image_manifest("acme/app", "v1", b"unsigned");
@@ -483,7 +481,7 @@ fn referrers_count_against_the_cap_and_junk_is_skipped() {
 /// contacted, also by a DNS name; counted at the listeners.
 #[test]
 fn refused_names_get_no_connection() {
-    let Some((r, reg)) = registry_with_signed_busybox("lookups-no-contact") else {
+    let Some((r, reg)) = registry_with_signed_busybox("lookups-no-contact", "team/busybox") else {
         return;
     };
     let (denied, denied_seen) = silent_listener("127.0.0.1");

@@ -108,30 +108,11 @@ fn digest_of(name: &str) -> String {
     Digest::sha256_of(name.as_bytes()).to_string()
 }
 
-fn pod(image: &str) -> String {
-    let body =
-        std::fs::read(crate::common::fixtures().join("admission/pod-create-allowed.request.json"))
-            .unwrap();
-    let mut v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    v["request"]["object"]["spec"]["containers"][0]["image"] = image.into();
-    v.to_string()
-}
-
 /// `/validate` with the apiserver's longest timeout (25 s for lookups):
 /// what is checked here is the verdict, which must not depend on how busy
 /// the machine is (the time verification takes is measured in bench/).
 fn judge(c: &mut Client, image: &str) -> (bool, String) {
-    let v = c
-        .post("/validate?timeout=30s", pod(image).as_bytes())
-        .unwrap()
-        .json();
-    (
-        v["response"]["allowed"].as_bool().unwrap(),
-        v["response"]["status"]["message"]
-            .as_str()
-            .unwrap_or("")
-            .to_string(),
-    )
+    crate::lookups::validate(c, &[image], "30s")
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> String {

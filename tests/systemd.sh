@@ -97,6 +97,21 @@ inside() {
   nsenter -t "$init" -a env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     HOME=/root LANG=C.UTF-8 bash -euo pipefail -c "$1"
 }
+# Runs "$@" until it succeeds, at most $1 times, 0.1 s apart.
+eventually() {
+  local tries=$1
+  shift
+  for _ in $(seq 1 "$tries"); do
+    "$@" && return 0
+    sleep 0.1
+  done
+  return 1
+}
+# A list property of the unit, its entries sorted (systemd's order varies).
+sorted_property() {
+  inside "systemctl show -p $1 --value image-bouncer" | tr ' ' '\n' | LC_ALL=C sort | tr '\n' ' '
+}
+journal_has() { inside 'journalctl -u image-bouncer --no-pager -o cat' | grep -q "$1"; }
 state=
 for _ in $(seq 1 300); do
   state=$(inside 'systemctl is-system-running 2>/dev/null' || true)
@@ -116,14 +131,14 @@ out=$(inside 'cd /root/image-bouncer && bash -euo pipefail /root/guide.sh' 2>"$w
 echo "ok: steps 2-5 of the guide, verbatim: the service started and /readyz answered the apiserver's certificate"
 
 curl_in='curl -s --cacert /etc/image-bouncer/pki/ca-bundle.crt --cert /etc/image-bouncer/pki/apiserver-client.crt --key /etc/image-bouncer/pki/apiserver-client.key'
-show=$(inside 'systemctl show image-bouncer -p Type,ActiveState,User,NoNewPrivileges,ProtectSystem,PrivateUsers,PrivateDevices,PrivateTmp,IPAddressDeny,RestrictAddressFamilies,CapabilityBoundingSet,MemoryMax,ProtectHome')
+show=$(inside 'systemctl show image-bouncer -p Type,ActiveState,User,NoNewPrivileges,ProtectSystem,PrivateUsers,PrivateDevices,PrivateTmp,RestrictAddressFamilies,CapabilityBoundingSet,MemoryMax,ProtectHome')
 for want in Type=notify ActiveState=active User=image-bouncer NoNewPrivileges=yes ProtectSystem=strict \
   PrivateUsers=yes PrivateDevices=yes PrivateTmp=yes ProtectHome=yes \
   'RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX' CapabilityBoundingSet= MemoryMax=268435456; do
   printf '%s\n' "$show" | grep -qx -- "$want" || fail "systemctl show lacks $want: $show"
 done
 # Both families denied, in whichever order systemd lists them.
-deny=$(printf '%s\n' "$show" | sed -n 's/^IPAddressDeny=//p' | tr ' ' '\n' | sort | tr '\n' ' ')
+deny=$(sorted_property IPAddressDeny)
 [ "$deny" = '0.0.0.0/0 ::/0 ' ] || fail "IPAddressDeny is \"$deny\", not any"
 status=$(inside 'cat /proc/$(systemctl show -p MainPID --value image-bouncer)/status')
 for want in 'NoNewPrivs:	1' 'Seccomp:	2' 'CapEff:	0000000000000000'; do
@@ -138,40 +153,22 @@ done
 echo "ok: the hardening as systemd applied it (systemctl show, /proc status: no new privileges, seccomp, no capabilities)"
 
 inside 'kill -9 $(systemctl show -p MainPID --value image-bouncer)'
-restarted=
-for _ in $(seq 1 100); do
-  if [ "$(inside 'systemctl show -p NRestarts --value image-bouncer')" = 1 ] \
-    && [ "$(inside "$curl_in https://image-bouncer.local:8443/readyz" || true)" = ready ]; then
-    restarted=yes; break
-  fi
-  sleep 0.1
-done
-[ -n "$restarted" ] || fail "no restart after kill -9"
+restarted_and_ready() {
+  [ "$(inside 'systemctl show -p NRestarts --value image-bouncer')" = 1 ] \
+    && [ "$(inside "$curl_in https://image-bouncer.local:8443/readyz" || true)" = ready ]
+}
+eventually 100 restarted_and_ready || fail "no restart after kill -9"
 echo "ok: restarted and ready after kill -9"
 
 inside "sed -i 's/\"mode\": \"warn\"/\"mode\": \"enforce\"/' /etc/image-bouncer/policy.json"
-reloaded=
-for _ in $(seq 1 100); do
-  if inside 'journalctl -u image-bouncer --no-pager -o cat' | grep -q 'policy reloaded: mode enforce'; then
-    reloaded=yes; break
-  fi
-  sleep 0.1
-done
-[ -n "$reloaded" ] || fail "the policy edit was not reloaded"
+eventually 100 journal_has 'policy reloaded: mode enforce' || fail "the policy edit was not reloaded"
 review='{"apiVersion":"imagepolicy.k8s.io/v1alpha1","kind":"ImageReview","spec":{"containers":[{"image":"nginx"}],"namespace":"default"}}'
 answer=$(inside "$curl_in -H 'Content-Type: application/json' -d '$review' https://image-bouncer.local:8443/image_policy")
 printf '%s' "$answer" | grep -q '"allowed":false' || fail "nginx (latest) was not refused in enforce mode: $answer"
 inside 'systemctl reload image-bouncer' || fail "systemctl reload failed: $(inside 'journalctl -u image-bouncer --no-pager -n 5' || true)"
 # systemd 252 (bookworm) returns once the signal is sent; the server
 # reloads right after it.
-hup=
-for _ in $(seq 1 100); do
-  if inside 'journalctl -u image-bouncer --no-pager -o cat' | grep -q 'SIGHUP: reloading'; then
-    hup=yes; break
-  fi
-  sleep 0.1
-done
-[ -n "$hup" ] || fail "systemctl reload did not reach the server"
+eventually 100 journal_has 'SIGHUP: reloading' || fail "systemctl reload did not reach the server"
 [ "$(inside 'systemctl is-active image-bouncer')" = active ] || fail "not active after the reload"
 echo "ok: a policy edit is reloaded by itself (enforce refuses nginx:latest), and systemctl reload works"
 
@@ -183,11 +180,8 @@ echo "ok: a policy edit is reloaded by itself (enforce refuses nginx:latest), an
 # mounts cgroup v1 (as this one does), the container's systemd sets the
 # properties but cannot attach them, and only the properties are checked.
 inside 'ip addr add 10.9.9.9/32 dev lo && systemd-run --quiet --unit fake-registry /usr/local/bin/image-bouncer serve --insecure-http --listen 10.9.9.9:5000'
-for _ in $(seq 1 100); do
-  inside 'curl -sf http://10.9.9.9:5000/healthz >/dev/null' && break
-  sleep 0.1
-done
-inside 'curl -sf http://10.9.9.9:5000/healthz >/dev/null' || fail "the stand-in registry did not start"
+eventually 100 inside 'curl -sf http://10.9.9.9:5000/healthz >/dev/null' \
+  || fail "the stand-in registry did not start"
 inside 'install -m 0644 /root/cosign.pub /etc/image-bouncer/cosign.pub && cat >/etc/image-bouncer/policy.json <<POLICY
 {"mode": "enforce", "registries": {"10.9.9.9:5000": {"plainHttp": true}},
  "verifyImages": [{"images": ["10.9.9.9:5000"], "keys": ["/etc/image-bouncer/cosign.pub"], "ignoreTlog": true}]}
@@ -195,9 +189,8 @@ POLICY
 systemctl reload image-bouncer'
 signed_review='{"apiVersion":"imagepolicy.k8s.io/v1alpha1","kind":"ImageReview","spec":{"containers":[{"image":"10.9.9.9:5000/team/app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}],"namespace":"default"}}'
 ask() { inside "$curl_in -H 'Content-Type: application/json' -d '$signed_review' https://image-bouncer.local:8443/image_policy"; }
-[ "$(inside 'systemctl show -p IPAddressAllow --value image-bouncer')" = "127.0.0.0/8 ::1/128" ] \
-  || [ "$(inside 'systemctl show -p IPAddressAllow --value image-bouncer')" = "::1/128 127.0.0.0/8" ] \
-  || fail "IPAddressAllow is not localhost only: $(inside 'systemctl show -p IPAddressAllow image-bouncer')"
+allow=$(sorted_property IPAddressAllow)
+[ "$allow" = '127.0.0.0/8 ::1/128 ' ] || fail "IPAddressAllow is not localhost only: $allow"
 if inside 'test -e /sys/fs/cgroup/cgroup.controllers'; then
   blocked=
   for _ in $(seq 1 50); do
@@ -211,7 +204,7 @@ else
   echo "note: cgroup v1 here: IPAddressDeny is set but systemd cannot enforce it (BPF needs cgroup v2); its effect is not checked"
 fi
 inside 'install -D -m 0644 /root/image-bouncer/systemd/lookups.conf /etc/systemd/system/image-bouncer.service.d/lookups.conf && systemctl daemon-reload && systemctl restart image-bouncer'
-allow=$(inside 'systemctl show -p IPAddressAllow --value image-bouncer')
+allow=$(sorted_property IPAddressAllow)
 case " $allow " in
   *" 0.0.0.0/0 "*) ;;
   *) fail "the drop-in did not widen IPAddressAllow: $allow" ;;
