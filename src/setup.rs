@@ -90,7 +90,7 @@ pub fn run_certs(a: &CertsArgs) -> Result<(), Error> {
     match step {
         Some(certs::RotateStep::Begin) => {
             println!(
-                "rotation begun: {out}/{} now trusts the old and the new CA. Next: give every client the new bundle (off-cluster: restart the kube-apiserver, which reads its kubeconfig at start; in-cluster: `image-bouncer config webhook --ca {out}/{} | kubectl apply -f -`); the server reloads it by itself. Then run --rotate-ca switch.",
+                "rotation begun: {out}/{} now trusts the old and the new CA. Next: give every client the new bundle (off-cluster: `image-bouncer config apiserver ... --force`, whose kubeconfig embeds it, then restart the kube-apiserver; in-cluster: `image-bouncer config webhook --ca {out}/{} | kubectl apply -f -`); the server reloads it by itself. Then run --rotate-ca switch.",
                 certs::CA_BUNDLE,
                 certs::CA_BUNDLE
             );
@@ -107,6 +107,19 @@ pub fn run_certs(a: &CertsArgs) -> Result<(), Error> {
     }
     if issued.ca_reused && step.is_none() {
         println!("issued from the existing CA: whatever trusts it needs no change");
+    }
+    // The kubeconfig embeds the client certificate: the apiserver takes a
+    // new one only from `config apiserver --force` and a restart.
+    let replaced = a.force || step == Some(certs::RotateStep::Switch);
+    if client && replaced && issued.written.iter().any(|p| p.ends_with(CLIENT_CERT)) {
+        println!(
+            "the kube-apiserver presents its previous client certificate until `image-bouncer config apiserver ... --force` embeds this one in its kubeconfig and it restarts{}",
+            if step == Some(certs::RotateStep::Switch) {
+                ": do that before --rotate-ca finish, which stops trusting the old CA"
+            } else {
+                " (the previous one stays valid until it expires)"
+            }
+        );
     }
     let expiry = timestamp(
         std::time::UNIX_EPOCH + std::time::Duration::from_secs(issued.not_after.max(0) as u64),
@@ -278,7 +291,7 @@ pub fn run_apiserver(a: &ApiserverArgs) -> Result<(), Error> {
     let write = |p: &Path, text: &str, mode: u32| {
         certs::write_file(p, text.as_bytes(), mode).map_err(|e| Error::Input(e.to_string()))
     };
-    write(&kubeconfig_path, &kubeconfig(&a.url, &pki), 0o600)?;
+    write(&kubeconfig_path, &kubeconfig(&a.url, &pki)?, 0o600)?;
     write(
         &admission_path,
         &admission_config(&kubeconfig_path, a.default_allow, a.allow_ttl, a.deny_ttl),
@@ -287,14 +300,10 @@ pub fn run_apiserver(a: &ApiserverArgs) -> Result<(), Error> {
     let patches = out.join("kubeadm-patches");
     crate::files::private_dir(&patches)
         .map_err(|e| Error::Input(format!("{}: {e}", patches.display())))?;
-    write(
-        &patch_path,
-        &kubeadm_patch(&pki, &out, &admission_path),
-        0o644,
-    )?;
+    write(&patch_path, &kubeadm_patch(&out, &admission_path), 0o644)?;
     write(
         &cluster_path,
-        &cluster_configuration(&pki, &out, &admission_path),
+        &cluster_configuration(&out, &admission_path),
         0o644,
     )?;
     for p in [
@@ -316,14 +325,12 @@ pub fn run_apiserver(a: &ApiserverArgs) -> Result<(), Error> {
 /// The apiserver flags image-bouncer needs: (name, value).
 type Flags = [(&'static str, String); 2];
 /// Its read-only mounts: (volume name, host path, also the mount path).
-type Mounts<'a> = [(&'static str, &'a Path); 2];
+/// Only the folder of the admission configuration and kubeconfig: the
+/// kubeconfig embeds the certificates, so the PKI folder stays unmounted.
+type Mounts<'a> = [(&'static str, &'a Path); 1];
 
 /// The flags, volumes and mounts the apiserver's static pod needs.
-fn apiserver_additions<'a>(
-    pki: &'a Path,
-    out: &'a Path,
-    admission: &'a Path,
-) -> (Flags, Mounts<'a>) {
+fn apiserver_additions<'a>(out: &'a Path, admission: &'a Path) -> (Flags, Mounts<'a>) {
     (
         [
             // A second --enable-admission-plugins adds to the first (a
@@ -334,7 +341,7 @@ fn apiserver_additions<'a>(
                 admission.display().to_string(),
             ),
         ],
-        [("image-bouncer-config", out), ("image-bouncer-pki", pki)],
+        [("image-bouncer-config", out)],
     )
 }
 
@@ -342,8 +349,8 @@ fn apiserver_additions<'a>(
 /// applies `kube-apiserver+json.json` to the manifest it writes on `init`,
 /// `join` and `upgrade`. Volumes are of type `Directory`, so a path typo
 /// fails the pod instead of creating an empty folder.
-pub fn kubeadm_patch(pki: &Path, out: &Path, admission: &Path) -> String {
-    let (flags, volumes) = apiserver_additions(pki, out, admission);
+pub fn kubeadm_patch(out: &Path, admission: &Path) -> String {
+    let (flags, volumes) = apiserver_additions(out, admission);
     let mut ops = Vec::new();
     for (name, value) in flags {
         ops.push(serde_json::json!({"op": "add", "path": "/spec/containers/0/command/-", "value": format!("--{name}={value}")}));
@@ -363,8 +370,8 @@ pub fn kubeadm_patch(pki: &Path, out: &Path, admission: &Path) -> String {
 
 /// The same for kubeadm's `ClusterConfiguration` (API v1beta4), which
 /// kubeadm keeps in the `kubeadm-config` ConfigMap and reuses on upgrade.
-pub fn cluster_configuration(pki: &Path, out: &Path, admission: &Path) -> String {
-    let (flags, volumes) = apiserver_additions(pki, out, admission);
+pub fn cluster_configuration(out: &Path, admission: &Path) -> String {
+    let (flags, volumes) = apiserver_additions(out, admission);
     let mut s = String::from(
         "# Written by `image-bouncer config apiserver`: merge into your ClusterConfiguration
 # (kubectl -n kube-system edit configmap kubeadm-config) so that kubeadm upgrade keeps it.
@@ -394,25 +401,43 @@ apiServer:
     s
 }
 
-/// The kubeconfig the ImagePolicyWebhook plugin reads: whom to call, how
-/// to check its certificate, and the apiserver's client identity.
-pub fn kubeconfig(url: &str, pki: &Path) -> String {
-    let p = |f: &str| q(&pki.join(f).display().to_string());
-    format!(
-        "# Written by `image-bouncer config apiserver`: how the kube-apiserver's
-# ImagePolicyWebhook plugin reaches image-bouncer.
+/// The kubeconfig the ImagePolicyWebhook plugin reads: whom to call, the
+/// CAs to trust, and the apiserver's client identity — all embedded, never
+/// named by path. client-go rereads a client certificate named by path at
+/// every new connection and, when it has changed, closes all its
+/// connections to the webhook, the one being opened for a review among
+/// them: the plugin does not retry that, and the pod is refused (seen on
+/// kube-apiserver 1.32). Embedded, what the apiserver presents changes only
+/// when it restarts, after `config apiserver --force`.
+pub fn kubeconfig(url: &str, pki: &Path) -> Result<String, Error> {
+    let file = |f: &str| {
+        read_limited(&pki.join(f), 1 << 20)
+            .map(|text| base64(text.as_bytes()))
+            .map_err(Error::Input)
+    };
+    // The bundle, so that during a CA rotation both CAs are trusted.
+    let ca = if pki.join(certs::CA_BUNDLE).is_file() {
+        certs::CA_BUNDLE
+    } else {
+        certs::CA_CERT
+    };
+    Ok(format!(
+        "# Written by `image-bouncer config apiserver` from {pki}: how the kube-apiserver's
+# ImagePolicyWebhook plugin reaches image-bouncer. The certificates and key are
+# embedded: the apiserver reads them when it starts, and a renewal reaches it
+# by `config apiserver --force` and a restart (README, \"Certificates\").
 apiVersion: v1
 kind: Config
 clusters:
 - name: image-bouncer
   cluster:
     server: {server}
-    certificate-authority: {ca}
+    certificate-authority-data: {ca}
 users:
 - name: kube-apiserver
   user:
-    client-certificate: {cert}
-    client-key: {key}
+    client-certificate-data: {cert}
+    client-key-data: {key}
 contexts:
 - name: image-bouncer
   context:
@@ -420,16 +445,12 @@ contexts:
     user: kube-apiserver
 current-context: image-bouncer
 ",
+        pki = pki.display(),
         server = q(url),
-        // The bundle, so that a CA rotation needs no new kubeconfig.
-        ca = p(if pki.join(certs::CA_BUNDLE).is_file() {
-            certs::CA_BUNDLE
-        } else {
-            certs::CA_CERT
-        }),
-        cert = p(CLIENT_CERT),
-        key = p(CLIENT_KEY),
-    )
+        ca = file(ca)?,
+        cert = file(CLIENT_CERT)?,
+        key = file(CLIENT_KEY)?,
+    ))
 }
 
 /// The AdmissionConfiguration for `--admission-control-config-file`.
@@ -468,10 +489,11 @@ fn apiserver_instructions(url: &Url, pki: &Path, out: &Path, admission: &Path) -
     let patches = out.join("kubeadm-patches");
     let _ = writeln!(
         s,
-        "1. kube-apiserver needs two flags and two read-only mounts:\n\
+        "1. kube-apiserver needs two flags and one read-only mount:\n\
          \x20   --enable-admission-plugins=...,ImagePolicyWebhook\n\
          \x20   --admission-control-config-file={adm}\n\
-         \x20   {out} and {pki} (hostPath type Directory: a typo fails, it is not created)\n\
+         \x20   {out} (hostPath type Directory: a typo fails, it is not created; the\n\
+         \x20   kubeconfig embeds the certificates from {pki}, which stays unmounted)\n\
          \x20  kubeadm applies them without hand edits from the patches folder:\n\
          \x20   this node now:   kubectl -n kube-system get configmap kubeadm-config -o jsonpath='{{.data.ClusterConfiguration}}' > /tmp/kubeadm.yaml\n\
          \x20                    kubeadm init phase control-plane apiserver --config /tmp/kubeadm.yaml --patches {patches}\n\

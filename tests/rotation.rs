@@ -19,7 +19,8 @@ fn certs(pki: &Path, extra: &[&str]) -> String {
 }
 
 /// The apiserver's view: the bundle it trusts and the client certificate
-/// it presents, as read from the files now (it reads them at start).
+/// it presents, as read from the files now — what `config apiserver
+/// --force` embeds in its kubeconfig, which it reads when it (re)starts.
 fn apiserver(pki: &Path) -> Arc<rustls::ClientConfig> {
     client_config(
         &pki.join("ca-bundle.crt"),
@@ -147,10 +148,11 @@ fn renewal_and_ca_rotation_fail_no_review() {
     certs(&pki, &[&["--rotate-ca", "switch"][..], &names].concat());
     settle(before);
     restart(3);
-    // Step 3: drop the old CA.
+    // Step 3: drop the old CA; the apiserver restarts without it.
     let before = reloads();
     certs(&pki, &["--rotate-ca", "finish"]);
     settle(before);
+    restart(4);
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
     let errors = load.join().unwrap();

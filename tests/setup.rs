@@ -303,14 +303,12 @@ fn config_apiserver_writes_valid_yaml_and_explains_the_rest() {
         added("/spec/volumes"),
         [
             serde_json::json!({"name": "image-bouncer-config", "hostPath": {"path": cfg.to_str().unwrap(), "type": "Directory"}}),
-            serde_json::json!({"name": "image-bouncer-pki", "hostPath": {"path": pki.to_str().unwrap(), "type": "Directory"}}),
         ]
     );
     assert_eq!(
         added("/spec/containers/0/volumeMounts"),
         [
             serde_json::json!({"name": "image-bouncer-config", "mountPath": cfg.to_str().unwrap(), "readOnly": true}),
-            serde_json::json!({"name": "image-bouncer-pki", "mountPath": pki.to_str().unwrap(), "readOnly": true}),
         ]
     );
     // The ClusterConfiguration, kubeadm's current API, for upgrades.
@@ -323,11 +321,10 @@ fn config_apiserver_writes_valid_yaml_and_explains_the_rest() {
         cc["apiServer"]["extraArgs"][0],
         serde_json::json!({"name": "enable-admission-plugins", "value": "NodeRestriction,ImagePolicyWebhook"})
     );
-    assert_eq!(cc["apiServer"]["extraVolumes"][1]["pathType"], "Directory");
-    assert_eq!(
-        cc["apiServer"]["extraVolumes"][1]["hostPath"],
-        pki.to_str().unwrap()
-    );
+    let volumes = cc["apiServer"]["extraVolumes"].as_array().unwrap();
+    assert_eq!(volumes.len(), 1, "{volumes:?}");
+    assert_eq!(volumes[0]["pathType"], "Directory");
+    assert_eq!(volumes[0]["hostPath"], cfg.to_str().unwrap());
     let adm = &yaml_docs(&std::fs::read_to_string(cfg.join("admission-config.yaml")).unwrap())[0];
     assert_eq!(adm["apiVersion"], "apiserver.config.k8s.io/v1");
     assert_eq!(adm["kind"], "AdmissionConfiguration");
@@ -353,18 +350,27 @@ fn config_apiserver_writes_valid_yaml_and_explains_the_rest() {
         kc["clusters"][0]["cluster"]["server"],
         "https://image-bouncer.local:8443/image_policy"
     );
-    assert_eq!(
-        kc["clusters"][0]["cluster"]["certificate-authority"],
-        pki.join("ca-bundle.crt").to_str().unwrap()
-    );
-    assert_eq!(
-        kc["users"][0]["user"]["client-certificate"],
-        pki.join("apiserver-client.crt").to_str().unwrap()
-    );
-    assert_eq!(
-        kc["users"][0]["user"]["client-key"],
-        pki.join("apiserver-client.key").to_str().unwrap()
-    );
+    // Embedded, never named by path: client-go rereads named client
+    // certificate files at each connection and closes every connection
+    // to the webhook when they change, refusing the pod under review.
+    let embedded = |v: &Value, file: &str| {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap())
+            .unwrap();
+        assert_eq!(bytes, std::fs::read(pki.join(file)).unwrap(), "{file}");
+    };
+    let cluster = &kc["clusters"][0]["cluster"];
+    embedded(&cluster["certificate-authority-data"], "ca-bundle.crt");
+    let user = &kc["users"][0]["user"];
+    embedded(&user["client-certificate-data"], "apiserver-client.crt");
+    embedded(&user["client-key-data"], "apiserver-client.key");
+    for named in ["certificate-authority", "client-certificate", "client-key"] {
+        assert!(
+            cluster.get(named).is_none() && user.get(named).is_none(),
+            "{named} names a file"
+        );
+    }
     assert_eq!(kc["current-context"], kc["contexts"][0]["name"]);
     let mode = std::fs::metadata(cfg.join("kubeconfig.yaml"))
         .unwrap()
