@@ -38,6 +38,9 @@ pub const CLIENT_KEY: &str = "apiserver-client.key";
 pub const CLIENT_CN: &str = "kube-apiserver";
 /// Longest validity accepted; longer certificates are refused by some clients.
 pub const MAX_DAYS: u32 = 3650;
+/// A new CA's lifetime (as kubeadm's): leaves are renewed from it yearly,
+/// and it is rotated well before it ends.
+pub const CA_DAYS: u32 = 3650;
 
 #[derive(Debug)]
 pub enum CertError {
@@ -96,7 +99,7 @@ pub struct CertSet {
     pub not_after: i64,
 }
 
-fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
@@ -347,7 +350,43 @@ pub struct Issued {
     pub written: Vec<PathBuf>,
     /// True when an existing CA signed (nothing that trusts it changes).
     pub ca_reused: bool,
+    /// The leaves' not-after, Unix seconds.
     pub not_after: i64,
+    /// The signing CA's not-after, Unix seconds (0 when nothing was issued).
+    pub ca_not_after: i64,
+    /// The leaves were cut short to end with their CA.
+    pub cut_to_ca: bool,
+}
+
+/// Days a leaf issued now may last under `ca`: `wanted`, or fewer so that
+/// it does not outlive the CA (a chain fails when its CA has expired, and
+/// a leaf that claims more only hides the date that matters).
+fn days_under(ca: &Ca, wanted: u32) -> Result<(u32, i64), CertError> {
+    use rustls::pki_types::pem::PemObject;
+    let not_after = rustls::pki_types::CertificateDer::from_pem_slice(ca.cert.as_bytes())
+        .ok()
+        .and_then(|der| crate::der::cert_info(&der))
+        .map(|info| info.not_after)
+        .ok_or_else(|| {
+            CertError::Write(
+                PathBuf::from(CA_CERT),
+                std::io::Error::other("the CA certificate cannot be read"),
+            )
+        })?;
+    let left = (not_after - unix_now()).div_euclid(86_400);
+    if left < 1 {
+        return Err(CertError::Write(
+            PathBuf::from(CA_CERT),
+            std::io::Error::other(format!(
+                "the CA expires on {} or has expired: nothing it signs would be trusted; rotate it (--rotate-ca begin) or, if it already expired, make a new one with --new-ca",
+                crate::der::rfc3339(not_after)
+            )),
+        ));
+    }
+    Ok((
+        wanted.min(u32::try_from(left).unwrap_or(u32::MAX)),
+        not_after,
+    ))
 }
 
 fn read(path: &Path) -> Result<String, CertError> {
@@ -395,13 +434,14 @@ fn issue_leaves(i: &Issue<'_>, bundle: bool) -> Result<Issued, CertError> {
             });
         }
         _ => {
-            let ca = Ca::generate(i.days)?;
+            let ca = Ca::generate(CA_DAYS)?;
             files.push((CA_CERT, ca.cert.clone(), false));
             files.push((CA_KEY, ca.key.clone(), true));
             (ca, false)
         }
     };
-    let l = leaves(&ca, i.hosts, i.ips, i.days, i.client)?;
+    let (days, ca_not_after) = days_under(&ca, i.days)?;
+    let l = leaves(&ca, i.hosts, i.ips, days, i.client)?;
     files.push((SERVER_CERT, l.server_cert, false));
     files.push((SERVER_KEY, l.server_key, true));
     if let Some((c, k)) = l.client {
@@ -417,6 +457,8 @@ fn issue_leaves(i: &Issue<'_>, bundle: bool) -> Result<Issued, CertError> {
         written,
         ca_reused,
         not_after: l.not_after,
+        ca_not_after,
+        cut_to_ca: days < i.days,
     })
 }
 
@@ -490,7 +532,7 @@ pub fn rotate(step: RotateStep, i: &Issue<'_>) -> Result<Issued, CertError> {
     crate::files::private_dir(dir).map_err(|e| CertError::Write(dir.to_path_buf(), e))?;
     let has = |name: &str| crate::files::exists(&dir.join(name));
     let mut written = Vec::new();
-    let mut not_after = 0;
+    let (mut not_after, mut ca_not_after, mut cut_to_ca) = (0, 0, false);
     match step {
         RotateStep::Begin => {
             if !(has(CA_CERT) && has(CA_KEY)) {
@@ -504,7 +546,7 @@ pub fn rotate(step: RotateStep, i: &Issue<'_>) -> Result<Issued, CertError> {
                     ),
                 ));
             }
-            let next = Ca::generate(i.days)?;
+            let next = Ca::generate(CA_DAYS)?;
             for (name, pem, mode) in [
                 (CA_NEXT_CERT, &next.cert, 0o644),
                 (CA_NEXT_KEY, &next.key, 0o600),
@@ -560,6 +602,8 @@ pub fn rotate(step: RotateStep, i: &Issue<'_>) -> Result<Issued, CertError> {
             }
             written = issued.written;
             not_after = issued.not_after;
+            ca_not_after = issued.ca_not_after;
+            cut_to_ca = issued.cut_to_ca;
         }
         RotateStep::Finish => {
             if !has(CA_PREVIOUS_CERT) {
@@ -584,6 +628,8 @@ pub fn rotate(step: RotateStep, i: &Issue<'_>) -> Result<Issued, CertError> {
         written,
         ca_reused: step != RotateStep::Switch,
         not_after,
+        ca_not_after,
+        cut_to_ca,
     })
 }
 
@@ -658,6 +704,49 @@ mod tests {
         std::fs::copy(dir.join(CA_NEXT_CERT), dir.join(CA_CERT)).unwrap();
         rotate(RotateStep::Switch, &issue(CaSource::Folder, true)).unwrap();
         assert!(old.is_subset(&certs_in(&read(&bundle).unwrap())));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A new CA lasts CA_DAYS; leaves renewed from a CA that ends sooner
+    /// than `--days` end with it (and say so), and an expired CA signs
+    /// nothing.
+    #[test]
+    fn leaves_never_outlive_their_ca() {
+        let dir = std::env::temp_dir().join(format!("ib-ca-life-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let hosts = ["localhost".to_string()];
+        let issue = |force: bool| Issue {
+            dir: &dir,
+            hosts: &hosts,
+            ips: &[],
+            days: 365,
+            client: true,
+            group: None,
+            force,
+            ca: CaSource::Folder,
+        };
+        let day = |t: i64| t.div_euclid(86_400);
+        let today = day(unix_now());
+        let first = issue_leaves(&issue(false), true).unwrap();
+        assert_eq!(day(first.ca_not_after) - today, i64::from(CA_DAYS));
+        assert_eq!(day(first.not_after) - today, 365);
+        assert!(!first.cut_to_ca);
+        // The same folder with a CA that has 10 days left.
+        let short = Ca::generate(10).unwrap();
+        write_file(&dir.join(CA_CERT), short.cert.as_bytes(), 0o644).unwrap();
+        write_file(&dir.join(CA_KEY), short.key.as_bytes(), 0o600).unwrap();
+        let renewed = issue_leaves(&issue(true), true).unwrap();
+        assert!(renewed.cut_to_ca && renewed.ca_reused);
+        assert_eq!(day(renewed.ca_not_after) - today, 10);
+        assert!(renewed.not_after <= renewed.ca_not_after);
+        let served = CertificateDer::from_pem_file(dir.join(SERVER_CERT)).unwrap();
+        assert_eq!(cert_info(&served).unwrap().not_after, renewed.not_after);
+        // An expired CA (valid from yesterday for 0 days) is refused.
+        let expired = Ca::generate(0).unwrap();
+        write_file(&dir.join(CA_CERT), expired.cert.as_bytes(), 0o644).unwrap();
+        write_file(&dir.join(CA_KEY), expired.key.as_bytes(), 0o600).unwrap();
+        let e = issue_leaves(&issue(true), true).err().unwrap().to_string();
+        assert!(e.contains("has expired") && e.contains("--new-ca"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -108,6 +108,13 @@ pub fn run_certs(a: &CertsArgs) -> Result<(), Error> {
     if issued.ca_reused && step.is_none() {
         println!("issued from the existing CA: whatever trusts it needs no change");
     }
+    if issued.cut_to_ca {
+        println!(
+            "the CA expires on {}, sooner than --days {}: the certificates end with it; rotate the CA (--rotate-ca begin) before then",
+            &crate::der::rfc3339(issued.ca_not_after)[..10],
+            a.days
+        );
+    }
     // The kubeconfig embeds the client certificate: the apiserver takes a
     // new one only from `config apiserver --force` and a restart.
     let replaced = a.force || step == Some(certs::RotateStep::Switch);
@@ -124,10 +131,10 @@ pub fn run_certs(a: &CertsArgs) -> Result<(), Error> {
     let expiry = timestamp(
         std::time::UNIX_EPOCH + std::time::Duration::from_secs(issued.not_after.max(0) as u64),
     );
+    let days = issued.not_after.div_euclid(86_400) - certs::unix_now().div_euclid(86_400);
     println!(
-        "the certificates expire on {} ({} days); serving names: {}",
+        "the certificates expire on {} ({days} days); serving names: {}",
         &expiry[..10],
-        a.days,
         hosts
             .iter()
             .cloned()
