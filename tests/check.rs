@@ -487,13 +487,14 @@ fn policy_files_are_read_beside_the_policy_or_inline() {
     );
 }
 
-/// The README's complete policy, copied as a reader would (with the two
-/// files it names beside it), is a valid policy.
+/// The complete policy of docs/policy.md, copied as a reader would (with
+/// the two files it names beside it), is a valid policy.
 #[test]
 fn the_readmes_complete_policy_is_valid() {
-    let readme =
-        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-            .unwrap();
+    let readme = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/policy.md"),
+    )
+    .unwrap();
     let after = readme
         .split_once("A complete policy, to copy")
         .expect("the README's complete policy")

@@ -82,10 +82,11 @@ awk '/^## Off-cluster guide/{f=1} f && /^```sh/{g=1; next} g && /^```/{exit} g{p
   | awk '/^# 2\./{p=1} /^# 6\./{p=0} p' >"$root/root/guide.sh"
 grep -q 'systemctl daemon-reload && systemctl enable --now image-bouncer' "$root/root/guide.sh" \
   || fail "the guide's steps 2-5 were not found in README.md"
-# The renewal block ("Certificates: renewal and CA rotation"), as printed.
-awk '/^<!-- renew -->/{f=1; next} f && /^```sh/{g=1; next} g && /^```/{exit} g{print}' README.md >"$root/root/renew.sh"
+# The renewal block ("Certificates: renewal and CA rotation" in
+# docs/operations.md), as printed.
+awk '/^<!-- renew -->/{f=1; next} f && /^```sh/{g=1; next} g && /^```/{exit} g{print}' docs/operations.md >"$root/root/renew.sh"
 grep -q 'certs --out /etc/image-bouncer/pki .*--force' "$root/root/renew.sh" \
-  || fail "the renewal block was not found in README.md"
+  || fail "the renewal block was not found in docs/operations.md"
 
 systemd-nspawn --quiet --boot --register=no --keep-unit --private-network \
   -D "$root" --machine "ib-test-$$" >"$work/console.log" 2>&1 </dev/null &
@@ -219,7 +220,7 @@ if printf '%s' "$answer" | grep -q 'not permitted'; then fail "the drop-in did n
 printf '%s' "$answer" | grep -q 'no signature found' || fail "the registry was not asked: $answer"
 echo "ok: with systemd/lookups.conf the unit's lookups reach a registry (IPAddressAllow=$allow)"
 
-# Renewal, the README's block verbatim, from the state step 7 leaves: the
+# Renewal, docs/operations.md's block verbatim, from the state step 7 leaves: the
 # CA key in the vault (a folder here; scp stands in for the copy), and the
 # apiserver's static pod manifest, which the block moves out and back.
 inside 'mkdir -p /root/vault /etc/kubernetes/manifests && touch /etc/kubernetes/manifests/kube-apiserver.yaml
@@ -247,6 +248,6 @@ perms=$(inside 'stat -c "%n %a %G" /etc/image-bouncer/pki /etc/image-bouncer/pki
 for want in '/etc/image-bouncer/pki 750 image-bouncer' '/etc/image-bouncer/pki/tls.key 640 image-bouncer'; do
   printf '%s\n' "$perms" | grep -qx "$want" || fail "after the renewal, expected $want: $perms"
 done
-echo "ok: the README's renewal block, verbatim: new leaves from the CA brought back, reloaded, embedded for the apiserver, key gone again"
+echo "ok: the renewal block of docs/operations.md, verbatim: new leaves from the CA brought back, reloaded, embedded for the apiserver, key gone again"
 
 echo "systemd: all passed"

@@ -10,7 +10,7 @@
 #   files  the kubeconfig names the client certificate's files (as `config
 #          apiserver` wrote it before 2026-12-07); `certs --force` alone:
 #          shows what refused pods (expect refusals)
-#   guide  the README's renewal and rotation blocks, run as printed
+#   guide  the renewal and rotation blocks of docs/operations.md, run as printed
 #          (expect none)
 # Needs etcd (Debian's etcd-server), openssl, curl, python3, util-linux's
 # unshare and a release build of image-bouncer (BIN to use another).
@@ -184,15 +184,15 @@ EOF
 }
 
 scenario_guide() {
-    say "guide: the README's renewal and rotation, as printed"
-    python3 - README.md "$work" <<'EOF'
+    say "guide: the renewal and rotation of docs/operations.md, as printed"
+    python3 - docs/operations.md "$work" <<'EOF'
 import re, sys
 readme, out = sys.argv[1:]
 text = open(readme).read()
 for name in ("renew", "rotate-begin", "rotate-switch", "rotate-finish"):
     m = re.search(r"<!-- %s -->\n *```sh\n(.*?)\n *```" % re.escape(name), text, re.S)
     if not m:
-        sys.exit(f"README has no <!-- {name} --> shell block")
+        sys.exit(f"{readme} has no <!-- {name} --> shell block")
     lines = m.group(1).split("\n")
     indent = len(lines[0]) - len(lines[0].lstrip())
     open(f"{out}/{name}.sh", "w").write("\n".join(l[indent:] for l in lines) + "\n")
