@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use common::*;
+use image_bouncer::credentials::Credentials;
+use image_bouncer::digest::Digest;
 use image_bouncer::image_ref::ImageRef;
 use image_bouncer::registry::client::Client;
-use image_bouncer::registry::credentials::Credentials;
-use image_bouncer::registry::digest::Digest;
 use image_bouncer::registry::proxy::ProxyConfig;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;

@@ -1,9 +1,10 @@
 //! `image-bouncer certs` and `serve --self-signed`: a CA, a serving
 //! certificate and a client certificate for the apiserver, ECDSA P-256.
 //!
-//! Kept deliberately small: no renewal, no CSR flow. Keys never leave the
-//! output folder and are written mode 0600 (safely: `files.rs`); existing
-//! files are only replaced with `--force`.
+//! Renewal (new leaves from the CA in the folder) and CA rotation in three
+//! steps (`rotate`); no CSR flow. Keys never leave the output folder and
+//! are written mode 0600 (safely: `files.rs`); existing files are only
+//! replaced with `--force`; a CA is never replaced implicitly.
 
 use std::fmt;
 use std::net::IpAddr;

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::Error;
+use crate::admit::{Admission, CHECK_LOOKUP_BUDGET, Hold};
 use crate::cli::CheckArgs;
 use crate::config::Rules;
 use crate::config::type_name;
@@ -101,8 +102,9 @@ pub fn run(args: &CheckArgs) -> Result<bool, Error> {
     if args.mutate {
         return print_patches(args);
     }
-    let rules = args.policy_flags().load_rules()?;
-    let policy = rules.policy.clone();
+    // The admission step the server runs, for these rules.
+    let admission = Admission::new(args.policy_flags().load_rules()?);
+    let policy = &admission.rules().policy;
     if args.images.is_empty() && args.file.is_empty() {
         if let Some(file) = &args.policy {
             // `check --policy FILE`: the file alone, as a linter.
@@ -135,21 +137,8 @@ pub fn run(args: &CheckArgs) -> Result<bool, Error> {
     if requests.iter().all(|(_, r)| r.images.is_empty()) {
         log::warn!("no container images found in the given documents");
     }
-    if !policy.verify_images.is_empty() {
-        let client = crate::admit::registry_client(&rules.registry, &|k| std::env::var(k).ok());
-        let verdicts = crate::admit::signatures::Verdicts::default();
-        for (_, req) in &mut requests {
-            req.signatures = crate::admit::signatures::gather(
-                &policy,
-                &rules.verify,
-                req,
-                &client,
-                &verdicts,
-                CHECK_LOOKUP_BUDGET,
-            );
-        }
-    }
-    let mut report = report(&policy, &requests);
+    admission.gather_for_check(&mut requests);
+    let mut report = report(policy, &requests);
     // Per image, the fact that decides: the first entry it fails, else
     // the first it passes.
     let facts: BTreeMap<&str, &crate::policy::SignatureFact> = requests
@@ -194,7 +183,7 @@ pub fn run(args: &CheckArgs) -> Result<bool, Error> {
         }
     }
     if args.resolve {
-        resolve(&rules, &mut report);
+        resolve(&admission, &mut report);
     }
     if args.json {
         let text = serde_json::to_string_pretty(&report)
@@ -255,20 +244,14 @@ fn print_patches(args: &CheckArgs) -> Result<bool, Error> {
             "--mutate reads objects with -f and takes no image arguments".into(),
         ));
     }
-    let rules = args.policy_flags().load_rules()?;
-    // --resolve: the registry client /mutate would use, to pin digests.
-    let client = args
-        .resolve
-        .then(|| crate::admit::registry_client(&rules.registry, &|k| std::env::var(k).ok()));
+    let admission = Admission::new(args.policy_flags().load_rules()?);
+    let rules = admission.rules();
+    // --resolve: digests pinned as /mutate pins them, by the same step.
+    let pinning = args.resolve.then_some(&admission);
     let mut mutated = Vec::new();
     for (name, text) in read_documents(args)? {
-        let patches = patched_from_text(
-            &rules,
-            &text,
-            args.namespace.as_deref(),
-            client.as_ref().map(|c| c as &dyn crate::admit::Resolver),
-        )
-        .map_err(|e| Error::Input(format!("{name}: {e}")))?;
+        let patches = patched_from_text(rules, &text, args.namespace.as_deref(), pinning)
+            .map_err(|e| Error::Input(format!("{name}: {e}")))?;
         for (doc, p) in patches {
             emit(&format!(
                 "{}\n",
@@ -314,16 +297,13 @@ pub fn patches_from_text(
         .collect())
 }
 
-/// How long `check --resolve` gives the lookups of one object or review.
-pub const CHECK_LOOKUP_BUDGET: std::time::Duration = std::time::Duration::from_secs(20);
-
-/// As [`patches_from_text`], each with its document as patched; with a
-/// resolver (`--resolve`), digests are pinned as `/mutate` pins them.
+/// As [`patches_from_text`], each with its document as patched; with the
+/// admission step (`--resolve`), digests are pinned as `/mutate` pins them.
 fn patched_from_text(
     rules: &Rules,
     text: &str,
     namespace: Option<&str>,
-    resolver: Option<&dyn crate::admit::Resolver>,
+    resolver: Option<&Admission>,
 ) -> Result<Vec<(Value, Vec<PatchOp>)>, String> {
     let mut out = Vec::new();
     for doc in documents(text)? {
@@ -357,7 +337,7 @@ fn collect_patches(
     rules: &Rules,
     doc: &Value,
     namespace: Option<&str>,
-    resolver: Option<&dyn crate::admit::Resolver>,
+    resolver: Option<&Admission>,
     depth: usize,
     out: &mut Vec<(Value, Vec<PatchOp>)>,
 ) -> Result<(), String> {
@@ -391,13 +371,7 @@ fn collect_patches(
         let review = admission::parse(doc.to_string().as_bytes()).map_err(|e| e.to_string())?;
         // With --resolve, the pins /mutate would look up, the same way.
         let pins = match resolver {
-            Some(r) => match crate::admit::digest_pins(
-                &rules.policy,
-                &rules.mutate,
-                &review,
-                r,
-                CHECK_LOOKUP_BUDGET,
-            ) {
+            Some(a) => match a.pins(&review, CHECK_LOOKUP_BUDGET, &Hold) {
                 Ok(p) => Some(p),
                 Err(reason) => {
                     // /mutate would deny this one; the others go on.
@@ -482,23 +456,15 @@ fn collect_patches(
 
 /// Asks each image's registry for the digest it serves (each distinct
 /// image once), with the client and settings the server would use.
-fn resolve(rules: &Rules, report: &mut Report) {
-    let client = crate::admit::registry_client(&rules.registry, &|k| std::env::var(k).ok());
+fn resolve(admission: &Admission, report: &mut Report) {
     let mut done: BTreeMap<String, Result<String, String>> = BTreeMap::new();
     for i in &mut report.images {
         let Some(name) = i.normalized.clone() else {
             continue;
         };
-        let answer = done.entry(name.clone()).or_insert_with(|| {
-            crate::image_ref::ImageRef::parse(&name)
-                .map_err(|e| e.to_string())
-                .and_then(|r| {
-                    client
-                        .resolve(&r, std::time::Duration::from_secs(10))
-                        .map(|d| d.to_string())
-                        .map_err(|e| e.to_string())
-                })
-        });
+        let answer = done
+            .entry(name.clone())
+            .or_insert_with(|| admission.resolve(&name));
         match answer {
             Ok(d) => i.digest = Some(d.clone()),
             Err(e) => i.resolve_error = Some(e.clone()),

@@ -79,7 +79,7 @@ macro_rules! with_policy_flags {
             // Raw tokens, not `ty` fragments: argh inspects field types by
             // their path, which a captured `ty` would hide.
             $($body)*
-            /// policy file (JSON): keys mode, denyLatest, requireDigest, allowedRegistries, deniedRegistries, exemptImages, exemptNamespaces, breakGlass, mutate (README, "Policy"); `image-bouncer check --policy FILE` checks one
+            /// policy file (JSON): keys mode, denyLatest, requireDigest, allowedRegistries, deniedRegistries, exemptImages, exemptNamespaces, breakGlass, mutate (docs/policy.md); `image-bouncer check --policy FILE` checks one
             #[argh(option)]
             pub policy: Option<String>,
             /// allow only images from these registries (repeatable, comma lists accepted): host[:port], host/path/prefix or *.domain
@@ -201,7 +201,7 @@ with_policy_flags! {
 
 with_policy_flags! {
     /// Serve the webhook: POST /image_policy (ImageReview), /validate and / (AdmissionReview), POST /mutate (JSON Patch), GET /healthz, /readyz, /metrics.
-    #[argh(note = "--cert and --key are required unless --self-signed (or --insecure-http) is given.\nEnvironment: BOUNCER_CERTIFICATE, BOUNCER_KEY, BOUNCER_PORT, BOUNCER_DEBUG (kube-image-bouncer's, when the flags are not given); RUST_LOG (log level). With no arguments at all, k8s-mutate-image-and-policy-webhook's TLS_CERT_FILE, TLS_KEY_FILE, PORT, REGISTRY, IMAGE_PULL_SECRET, ... (README, \"Mutating webhook\").")]
+    #[argh(note = "--cert and --key are required unless --self-signed (or --insecure-http) is given.\nEnvironment: BOUNCER_CERTIFICATE, BOUNCER_KEY, BOUNCER_PORT, BOUNCER_DEBUG (kube-image-bouncer's, when the flags are not given); RUST_LOG (log level). With no arguments at all, k8s-mutate-image-and-policy-webhook's TLS_CERT_FILE, TLS_KEY_FILE, PORT, REGISTRY, IMAGE_PULL_SECRET, ... (docs/migration.md, \"Mutating webhook\").")]
     pub struct ServeArgs {
         /// PEM certificate chain to serve (reloaded when it changes)
         #[argh(option, short = 'c')]

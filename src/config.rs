@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-pub use crate::cli::{MUTATE_ENV, PolicyFlags, split_commas};
+use crate::cli::{MUTATE_ENV, PolicyFlags, split_commas};
 use crate::mutate::{Layout, MutateConfig, PullPolicy, Target};
 
 mod strict;
@@ -46,7 +46,7 @@ pub struct Rules {
 #[derive(Debug, Clone, Default)]
 pub struct RegistryConfig {
     /// From `registryCredentials` (a docker config.json).
-    pub credentials: crate::registry::credentials::Credentials,
+    pub credentials: crate::credentials::Credentials,
     /// Each registry's `ca` file (`registries`), trusted for it alone,
     /// besides the public roots.
     pub cas: std::collections::BTreeMap<String, Vec<rustls::pki_types::CertificateDer<'static>>>,
@@ -832,7 +832,7 @@ fn build_registry(
             path.as_str()
         };
         match file_or_inline(path, 1 << 20) {
-            Ok(text) => match crate::registry::credentials::Credentials::parse(&text) {
+            Ok(text) => match crate::credentials::Credentials::parse(&text) {
                 Ok(c) => {
                     for u in &c.unsupported {
                         log::warn!("{shown}: {u}");
@@ -943,6 +943,15 @@ pub struct TlsFiles {
     pub client_ca: Option<PathBuf>,
 }
 
+/// `--self-signed`: what the server's throwaway certificate needs.
+#[derive(Debug, Clone)]
+pub struct SelfSigned {
+    /// Where to write its CA certificate, once listening.
+    pub ca_out: PathBuf,
+    /// `--client-ca`, if given.
+    pub client_ca: Option<PathBuf>,
+}
+
 /// Validated server settings (built by [`serve_settings`]): plain values,
 /// so that the server needs nothing of the flags.
 #[derive(Debug, Clone)]
@@ -955,8 +964,9 @@ pub struct Settings {
     pub announce: bool,
     /// `None` only with `--insecure-http`.
     pub tls: Option<TlsFiles>,
-    /// `--self-signed`: where to write its CA certificate, once listening.
-    pub self_signed_ca: Option<(PathBuf, String)>,
+    /// `--self-signed` (then `tls` is `None`): the server makes a throwaway
+    /// certificate at start.
+    pub self_signed: Option<SelfSigned>,
     /// Accepted client certificate names (empty: any the CA signed).
     pub client_names: Vec<String>,
     /// How to (re)load the policy and mutations.
@@ -1205,27 +1215,21 @@ pub fn serve_settings(
     if let Err(e) = policy.load_rules() {
         problems.extend(e.problems);
     }
-    let mut self_signed_ca = None;
-    let tls = match (self_signed, problems.is_empty()) {
-        (true, true) => match make_self_signed(a.self_signed_ca.as_deref(), a.client_ca.as_ref()) {
-            Ok((files, ca)) => {
-                self_signed_ca = Some(ca);
-                Some(files)
-            }
-            Err(e) => {
-                problems.push(format!("--self-signed: {e}"));
-                None
-            }
-        },
-        _ => tls,
-    };
+    let self_signed = self_signed.then(|| SelfSigned {
+        ca_out: PathBuf::from(
+            a.self_signed_ca
+                .as_deref()
+                .unwrap_or("image-bouncer-ca.crt"),
+        ),
+        client_ca: a.client_ca.as_ref().map(Into::into),
+    });
     match listen {
         Some(listen) if problems.is_empty() => Ok(Settings {
             listen,
             metrics_listen,
             announce: a.log_format.as_deref() != Some("json"),
             tls,
-            self_signed_ca,
+            self_signed,
             client_names: a.client_name.clone(),
             policy: PolicySource::of(policy),
             workers,
@@ -1246,46 +1250,6 @@ pub fn serve_settings(
         }),
         _ => Err(ConfigError { problems }),
     }
-}
-
-/// `--self-signed`: a throwaway CA and serving certificate for localhost,
-/// written to a private temporary folder (so that the server's reload logic
-/// stays the same); the CA certificate and where clients will find it,
-/// written by the server once it listens (a failed start must not replace
-/// the CA file of one that runs).
-fn make_self_signed(
-    ca_out: Option<&str>,
-    client_ca: Option<&String>,
-) -> Result<(TlsFiles, (PathBuf, String)), String> {
-    use crate::certs;
-    let set = certs::generate(
-        &["localhost".to_string()],
-        &[
-            "127.0.0.1".parse().map_err(|_| "loopback")?,
-            "::1".parse().map_err(|_| "loopback")?,
-        ],
-        30,
-    )
-    .map_err(|e| e.to_string())?;
-    // A new folder with a random name, never one made beforehand by
-    // someone who could then read the keys or swap the certificate.
-    let tmp = std::env::temp_dir();
-    let dir = crate::files::fresh_private_dir(&tmp, "image-bouncer-self-signed-").map_err(|e| {
-        format!(
-            "{}: cannot create a private folder for the throwaway key ({e}); set TMPDIR to a writable folder, or give --cert and --key",
-            tmp.display()
-        )
-    })?;
-    certs::write(&dir, &set, false).map_err(|e| e.to_string())?;
-    let ca_path = PathBuf::from(ca_out.unwrap_or("image-bouncer-ca.crt"));
-    Ok((
-        TlsFiles {
-            cert: dir.join(certs::SERVER_CERT),
-            key: dir.join(certs::SERVER_KEY),
-            client_ca: client_ca.map(Into::into),
-        },
-        (ca_path, set.ca_cert),
-    ))
 }
 
 #[cfg(test)]

@@ -16,11 +16,11 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use serde_json::Value;
 
+use crate::credentials::Credentials;
+use crate::digest::Digest;
 use crate::image_ref::ImageRef;
 use crate::mutate::{MutateConfig, PullPolicy, Target};
 use crate::policy::{ImagePattern, Policy, RegistryPattern};
-use crate::registry::credentials::Credentials;
-use crate::registry::digest::Digest;
 use crate::registry::{challenge, client};
 use crate::review::workload::Object;
 use crate::review::{admission, imagepolicy};
@@ -116,7 +116,8 @@ fn policy_and_mutations() -> (Policy, MutateConfig) {
 /// kind (ImageReview always; AdmissionReview with the request's uid).
 pub fn review(data: &[u8]) {
     let (policy, mutate) = policy_and_mutations();
-    if let Ok((reply, _)) = imagepolicy::review(&policy, data, &crate::policy::no_facts) {
+    if let Ok(read) = imagepolicy::read(data) {
+        let reply = imagepolicy::reply(&imagepolicy::decide(read, &policy));
         let v: Value = serde_json::from_slice(&reply).unwrap_or(Value::Null);
         assert_eq!(v["kind"], "ImageReview", "{v}");
         assert!(v["status"]["allowed"].is_boolean(), "{v}");
@@ -124,10 +125,12 @@ pub fn review(data: &[u8]) {
     fast_reading_agrees(data);
     image_review_reading_agrees(data);
     // The one-pass and the two-pass readings of a review must agree.
-    let fast = admission::validate_body(&policy, data, &crate::policy::no_facts)
-        .map(|(reply, _, _)| reply);
-    let slow = admission::parse(data)
-        .map(|r| admission::validate(&policy, &r, &crate::policy::no_facts).0);
+    let judged = |read: admission::Validation| {
+        let outcome = read.step.decide(&policy);
+        admission::validate_reply(&read.head, &outcome)
+    };
+    let fast = admission::read_validate(data).map(judged);
+    let slow = admission::read_validate_serde(data).map(judged);
     assert_eq!(fast.is_ok(), slow.is_ok());
     if let (Ok(a), Ok(b)) = (&fast, &slow) {
         let (a, b): (Value, Value) = (
@@ -142,10 +145,7 @@ pub fn review(data: &[u8]) {
     }
     if let Ok(r) = admission::parse(data) {
         for (reply, patch_allowed) in [
-            (
-                admission::validate(&policy, &r, &crate::policy::no_facts).0,
-                false,
-            ),
+            (slow.unwrap_or_default(), false),
             (admission::mutate(&policy, &mutate, &r, None).0, true),
         ] {
             let v: Value = serde_json::from_slice(&reply).unwrap_or(Value::Null);

@@ -1,8 +1,18 @@
 //! image-bouncer: a Kubernetes admission webhook that decides which
 //! container images may run.
 //!
-//! `run` dispatches a parsed command line; `policy` decides; `review`
-//! adapts wire formats; `image_ref` parses references.
+//! The map (docs/design.md has the diagrams):
+//! - `run` dispatches a parsed command line (`cli` holds the raw flags);
+//!   `config` turns flags, environment and files into validated values.
+//! - `server` owns sockets, TLS, HTTP and reloads, and hands each review
+//!   body to `admit::Admission`, **the** admission step (as `check` does):
+//!   read (`review`, one module per wire format) → gather facts that need
+//!   I/O (`registry` for digests and signatures, `verify` to check them) →
+//!   decide (`policy`, pure) → reply (`review`).
+//! - `mutate` patches objects; `image_ref` parses references; `digest`,
+//!   `credentials`, `der`, `files`, `logging`, `metrics` and `yaml` are
+//!   shared parts with no policy in them.
+//! - `certs`, `setup` and `verify_bundle` are the set-up commands.
 
 use std::fmt;
 use std::process::ExitCode;
@@ -12,7 +22,9 @@ pub mod certs;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod credentials;
 pub mod der;
+pub mod digest;
 pub mod files;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -110,7 +110,7 @@ pub enum Layout {
     ByRegistry,
     /// `target/<path>` for every source: `quay.io/team/app` and
     /// `docker.io/team/app` become one name (the older project's way; the
-    /// README says what it risks).
+    /// docs/migration.md says what it risks).
     Flat,
 }
 

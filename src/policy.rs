@@ -242,15 +242,6 @@ pub struct Request {
 /// `verifyImages` entry that covers it.
 pub type Facts = BTreeMap<String, Vec<SignatureFact>>;
 
-/// What gathers the facts of a request before it is decided (the
-/// admission step; [`no_facts`] where there is nothing to gather).
-pub type Gather<'a> = &'a dyn Fn(&Request) -> Facts;
-
-/// Gathers nothing: a `verifyImages` entry then refuses what it covers.
-pub fn no_facts(_: &Request) -> Facts {
-    Facts::new()
-}
-
 /// What signature verification found for one image under one
 /// `verifyImages` entry (gathered by the admission step, not here).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -162,7 +162,7 @@ pub fn run_certs(a: &CertsArgs) -> Result<(), Error> {
 
 /// Validates `--host` and `--ip` values.
 fn names(hosts: &[String], ips: &[String]) -> Result<(Vec<String>, Vec<IpAddr>), Error> {
-    let hosts: Vec<String> = crate::config::split_commas(hosts);
+    let hosts: Vec<String> = crate::cli::split_commas(hosts);
     let mut problems = Vec::new();
     for h in &hosts {
         if let Err(e) = certs::check_host(h) {
@@ -170,7 +170,7 @@ fn names(hosts: &[String], ips: &[String]) -> Result<(Vec<String>, Vec<IpAddr>),
         }
     }
     let mut parsed = Vec::new();
-    for ip in crate::config::split_commas(ips) {
+    for ip in crate::cli::split_commas(ips) {
         match ip.parse::<IpAddr>() {
             Ok(x) => parsed.push(x),
             Err(_) => problems.push(format!("--ip: {ip:?} is not an IP address")),

@@ -1,6 +1,8 @@
 //! The house's shape, checked: no import circle between the crate's
-//! top-level modules, `policy` pure (it imports only `image_ref`), and
-//! `config` free of the runtime parts (`server`, `setup`, `check`).
+//! top-level modules, `policy` pure (it imports only `image_ref`),
+//! `config` free of the runtime parts, and the admission path one-way:
+//! `server` reaches decisions only through `admit`, and `review` only
+//! translates wire formats.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -73,11 +75,23 @@ fn no_import_circles_and_pure_parts_stay_pure() {
         ["image_ref"],
         "policy must stay pure"
     );
-    for runtime in ["server", "setup", "check"] {
+    // Values only: no runtime parts, no registry client, no certificate
+    // making (the server makes `--self-signed`'s at start).
+    for runtime in ["server", "setup", "check", "registry", "certs", "admit"] {
         assert!(
             !graph["config"].contains(runtime),
             "config imports {runtime}"
         );
+    }
+    // The server owns sockets, TLS, HTTP and reloads, and hands a body to
+    // one method of `admit::Admission`: it decides nothing itself.
+    for m in ["policy", "registry", "verify", "review", "mutate"] {
+        assert!(!graph["server"].contains(m), "server imports {m}");
+    }
+    // Wire formats in, replies out: no lookups, no verification, and no
+    // way back into the step that calls it.
+    for m in ["admit", "registry", "verify", "server"] {
+        assert!(!graph["review"].contains(m), "review imports {m}");
     }
     assert!(
         graph["cli"].is_empty(),
@@ -85,7 +99,7 @@ fn no_import_circles_and_pure_parts_stay_pure() {
         graph["cli"]
     );
     // The verifier gets bytes and returns facts: no registry, policy,
-    // configuration or server (only the DER date helper).
+    // configuration, server or admission step (only the DER date helper).
     for m in &graph["verify"] {
         assert!(m == "der", "verify imports {m}: {:?}", graph["verify"]);
     }

@@ -15,10 +15,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use image_bouncer::credentials::Credentials;
+use image_bouncer::digest::Digest;
 use image_bouncer::image_ref::ImageRef;
 use image_bouncer::registry::client::Client as RegistryClient;
-use image_bouncer::registry::credentials::Credentials;
-use image_bouncer::registry::digest::Digest;
 use image_bouncer::registry::proxy::ProxyConfig;
 
 use crate::common::{Client, client_config, tls_server};
@@ -373,7 +373,7 @@ fn push_index(r: &Registry, repo: &str, subject: &str, descriptors: &[serde_json
 /// Bytes the registry sent to image-bouncer, and GETs by path, from its
 /// access log.
 fn served(r: &Registry) -> (u64, std::collections::BTreeMap<String, usize>) {
-    let log = std::fs::read_to_string(r.dir.join("registry.log")).unwrap();
+    let log = r.settled_log();
     let mut bytes = 0;
     let mut gets = std::collections::BTreeMap::new();
     for line in log.lines().filter(|l| l.contains("image-bouncer/")) {

@@ -10,10 +10,10 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use image_bouncer::credentials::Credentials;
+use image_bouncer::digest::Digest;
 use image_bouncer::image_ref::ImageRef;
 use image_bouncer::registry::client::{Client, LookupError};
-use image_bouncer::registry::credentials::Credentials;
-use image_bouncer::registry::digest::Digest;
 use image_bouncer::registry::proxy::ProxyConfig;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -204,6 +204,28 @@ pub fn basic(user: &str, pass: &str) -> String {
 }
 
 impl Registry {
+    /// The access log once every request answered so far is in it: the
+    /// registry writes a line after the response, so a test that counts
+    /// lines asks for a marker path and waits for its line (never a fixed
+    /// sleep, which a loaded machine outlasts).
+    pub fn settled_log(&self) -> String {
+        let marker = format!("/v2/settled-{}/tags/list", std::process::id());
+        let _ = self.agent.get(&format!("{}{marker}", self.base)).call();
+        let path = self.dir.join("registry.log");
+        let start = std::time::Instant::now();
+        loop {
+            let log = std::fs::read_to_string(&path).unwrap_or_default();
+            if log.contains(&marker) {
+                return log;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the registry never logged {marker}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Pushes a blob and returns its digest.
     pub fn push_blob(&self, repo: &str, bytes: &[u8]) -> String {
         let digest = Digest::sha256_of(bytes).to_string();
@@ -626,7 +648,7 @@ fn mutate_pins_digests_end_to_end() {
 
 /// Manifest lookups the registry answered 200, from its access log.
 fn manifest_heads(r: &Registry, repo: &str) -> usize {
-    let log = std::fs::read_to_string(r.dir.join("registry.log")).unwrap_or_default();
+    let log = r.settled_log();
     log.lines()
         .filter(|l| l.contains(&format!("\"HEAD /v2/{repo}/manifests/")) && l.contains("\" 200 "))
         .count()
@@ -666,8 +688,6 @@ fn concurrent_lookups_of_one_image_are_one_request() {
             .to_string(),
         digest
     );
-    // The access log is written asynchronously; give it a moment.
-    std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
         manifest_heads(&r, "team/hot"),
         1,

@@ -13,10 +13,10 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use image_bouncer::credentials::Credentials;
+use image_bouncer::digest::Digest;
 use image_bouncer::image_ref::ImageRef;
 use image_bouncer::registry::client::{Client, LookupError, OCI_INDEX};
-use image_bouncer::registry::credentials::Credentials;
-use image_bouncer::registry::digest::Digest;
 use image_bouncer::registry::proxy::ProxyConfig;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;

@@ -873,7 +873,7 @@ fn an_expired_serving_certificate_is_not_ready() {
 /// SHA-256 of `bytes` (with the test's own hasher: the sha256sum tool
 /// may not be there).
 fn ring_sha256(bytes: &[u8]) -> Vec<u8> {
-    image_bouncer::registry::digest::Digest::sha256_of(bytes)
+    image_bouncer::digest::Digest::sha256_of(bytes)
         .to_string()
         .trim_start_matches("sha256:")
         .as_bytes()

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use image_bouncer::registry::digest::Digest;
+use image_bouncer::digest::Digest;
 
 use crate::common::{Client, client_config, fixtures, tls_server};
 use crate::registry::{Registry, Setup, start_with};

@@ -1,5 +1,7 @@
-//! The admission step: facts that need I/O (digests, signatures),
-//! gathered before the pure parts decide, and handed to them as values.
+//! The admission step: [`Admission`] (`step`) runs every review and
+//! `check` — read, gather, decide, reply. This module gathers the facts
+//! that need I/O (digests, signatures) before the pure parts decide, and
+//! hands them over as values.
 //! Only images whose names the registry lists admit are looked up
 //! (`Policy::may_look_up`); the distinct images of a review are looked up
 //! at the same time (at most [`LOOKUPS_AT_ONCE`]), each with its own
@@ -8,17 +10,21 @@
 //! once, at the registry the pod will pull from (after any rewrite).
 //! Signatures: `signatures`.
 
+pub mod record;
 pub mod signatures;
+pub mod step;
+
+pub use step::{Admission, Answer, CHECK_LOOKUP_BUDGET, Hold, Reply, Wait};
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
+use crate::digest::Digest;
 use crate::image_ref::ImageRef;
 use crate::mutate::{self, MutateConfig};
 use crate::policy::Policy;
 use crate::registry::client::LookupError;
-use crate::registry::digest::Digest;
 use crate::review::admission::Review;
 use crate::review::workload::PodPath;
 

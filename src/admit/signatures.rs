@@ -15,10 +15,10 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::config::verify::VerifyRule;
+use crate::digest::Digest;
 use crate::image_ref::ImageRef;
 use crate::policy::{Facts, Policy, Request, SignatureFact, Signer};
 use crate::registry::client::{Client, LookupError, MANIFEST_MAX};
-use crate::registry::digest::Digest;
 use crate::verify::legacy::{self, Signed};
 
 /// A refusal (no signature, a bad one) is remembered briefly: a signature

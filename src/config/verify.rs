@@ -233,7 +233,7 @@ pub fn build(
         }
         fingerprint.update(&[trust.ignore_tlog as u8, trust.ignore_sct as u8]);
         trust.fingerprint =
-            crate::registry::digest::Digest::sha256_of(fingerprint.finish().as_ref()).to_string();
+            crate::digest::Digest::sha256_of(fingerprint.finish().as_ref()).to_string();
         requirements.push(VerifyRequirement {
             label: label.clone(),
             images,

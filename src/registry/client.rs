@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use ureq::ResponseExt as _;
 
+use crate::credentials::{Credential, Credentials};
+use crate::digest::{Digest, Hasher, Refused, Verifier};
 use crate::image_ref::{DOCKER_HUB, ImageRef};
 use crate::registry::challenge;
-use crate::registry::credentials::{Credential, Credentials};
-use crate::registry::digest::{Digest, Hasher, Refused, Verifier};
 use crate::registry::guard;
 use crate::registry::proxy::ProxyConfig;
 

@@ -6,7 +6,5 @@
 
 pub mod challenge;
 pub mod client;
-pub mod credentials;
-pub mod digest;
 pub mod guard;
 pub mod proxy;

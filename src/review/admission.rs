@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::mutate::{self, MutateConfig, Mutation, Subject};
-use crate::policy::{ContainerKind, Decision, Gather, ImageVerdict, MAX_LISTED, Policy, Request};
+use crate::policy::{ContainerKind, Decision, ImageVerdict, MAX_LISTED, Policy, Request};
 use crate::review::json::{GaveUp, Read, Reader, Seen, optional};
 use crate::review::workload::{MAX_CONTAINERS, Object, PodPath, too_many_containers};
 use crate::review::{push_annotations, push_json_string};
@@ -324,39 +324,112 @@ impl<O> AdmissionRequest<O> {
     }
 }
 
-/// The validating endpoint on a raw body: one pass of the fast reader
-/// decodes the envelope and the object together; only if it gives up (a
+/// What a validating review asks to have judged, read off the wire.
+pub enum Step {
+    /// Not judged: another operation or a kind without pods.
+    Skip(String),
+    /// The object could not be read: denied with code 400.
+    Invalid(String),
+    /// The pod's images that are new in this request, to decide on.
+    Judge(Request),
+}
+
+impl Step {
+    /// The outcome once the policy has decided (with whatever facts the
+    /// request carries by now).
+    pub fn decide(self, policy: &Policy) -> Outcome {
+        match self {
+            Step::Skip(why) => Outcome::Skipped(why),
+            Step::Invalid(e) => Outcome::Invalid(e),
+            Step::Judge(mut request) => {
+                let decision = policy.decide_taking(&mut request);
+                Outcome::Decided { request, decision }
+            }
+        }
+    }
+}
+
+/// What a reply needs of the review it answers, and the log line's words.
+pub struct Head {
+    pub api_version: &'static str,
+    pub uid: String,
+    pub summary: Summary,
+}
+
+/// A validating review, read: whom to answer and what to judge.
+pub struct Validation {
+    pub head: Head,
+    pub step: Step,
+}
+
+/// Reads a validating review's body: one pass of the fast reader decodes
+/// the envelope and the object together; only if it gives up (a
 /// malformed review, an object of another shape) is the body read again
 /// with serde_json, object apart, to answer precisely.
-pub fn validate_body(
-    policy: &Policy,
-    body: &[u8],
-    gather: Gather<'_>,
-) -> Result<(Vec<u8>, Outcome, Summary), BadReview> {
-    if let Some(review) = read_fast(body) {
-        let req = &review.request;
-        let outcome = match req.judged_path() {
-            Err(why) => Outcome::Skipped(why),
-            Ok(path) => match &req.object {
-                None => Outcome::Invalid(format!(
-                    "{} request for a {} has no object",
-                    req.operation.as_deref().unwrap_or(""),
-                    req.kind.kind
-                )),
-                Some(object) => {
-                    let old = req
-                        .old_object
-                        .as_deref()
-                        .filter(|_| req.operation.as_deref() == Some("UPDATE"));
-                    judge_pod(policy, req, path, object, old, Some(gather))
-                }
-            },
-        };
-        return Ok((reply(&review, &outcome), outcome, req.summary()));
+pub fn read_validate(body: &[u8]) -> Result<Validation, BadReview> {
+    match read_validate_fast(body) {
+        Some(read) => Ok(read),
+        None => read_validate_serde(body),
     }
+}
+
+/// [`read_validate`]'s fast reader alone; `None` when it gives up.
+pub fn read_validate_fast(body: &[u8]) -> Option<Validation> {
+    let review = read_fast(body)?;
+    let req = &review.request;
+    let step = match req.judged_path() {
+        Err(why) => Step::Skip(why),
+        Ok(path) => match &req.object {
+            None => Step::Invalid(format!(
+                "{} request for a {} has no object",
+                req.operation.as_deref().unwrap_or(""),
+                req.kind.kind
+            )),
+            Some(object) => {
+                let old = req
+                    .old_object
+                    .as_deref()
+                    .filter(|_| req.operation.as_deref() == Some("UPDATE"));
+                pod_step(req, path, object, old)
+            }
+        },
+    };
+    Some(Validation {
+        head: review.head(),
+        step,
+    })
+}
+
+/// [`read_validate`]'s serde_json reading alone (the fast reader's oracle).
+pub fn read_validate_serde(body: &[u8]) -> Result<Validation, BadReview> {
     let review = parse(body)?;
-    let (bytes, outcome) = validate(policy, &review, gather);
-    Ok((bytes, outcome, review.request.summary()))
+    Ok(Validation {
+        head: review.head(),
+        step: review.request.validate_step(),
+    })
+}
+
+impl<O> Review<O> {
+    fn head(&self) -> Head {
+        Head {
+            api_version: self.api_version,
+            uid: self.uid.clone(),
+            summary: self.request.summary(),
+        }
+    }
+}
+
+impl AdmissionRequest<Raw> {
+    /// What this request asks to have judged (the object decoded now).
+    fn validate_step(&self) -> Step {
+        match self.pod_objects() {
+            Ok(PodObjects::Skip(why)) => Step::Skip(why),
+            Ok(PodObjects::Pods { path, object, old }) => {
+                pod_step(self, path, &object, old.as_deref())
+            }
+            Err(e) => Step::Invalid(e),
+        }
+    }
 }
 
 /// What happened, for the log line and metrics.
@@ -413,43 +486,30 @@ impl AdmissionRequest<Raw> {
     }
 }
 
-/// Judges a validating review (object undecoded) and returns the reply.
-pub fn validate(policy: &Policy, review: &Review, gather: Gather<'_>) -> (Vec<u8>, Outcome) {
-    let req = &review.request;
-    let outcome = match req.pod_objects() {
-        Ok(PodObjects::Skip(why)) => Outcome::Skipped(why),
-        Ok(PodObjects::Pods { path, object, old }) => {
-            judge_pod(policy, req, path, &object, old.as_deref(), Some(gather))
-        }
-        Err(e) => Outcome::Invalid(e),
-    };
-    (reply(review, &outcome), outcome)
-}
-
-fn reply<O>(review: &Review<O>, outcome: &Outcome) -> Vec<u8> {
+/// The reply to a validating review, from what was decided.
+pub fn validate_reply(head: &Head, outcome: &Outcome) -> Vec<u8> {
     let response = match outcome {
-        Outcome::Skipped(_) => Response::allow(&review.uid),
-        Outcome::Invalid(e) => Response::deny(&review.uid, 400, "BadRequest", e.clone()),
-        Outcome::Decided { decision, .. } => Response::from_decision(&review.uid, decision),
+        Outcome::Skipped(_) => Response::allow(&head.uid),
+        Outcome::Invalid(e) => Response::deny(&head.uid, 400, "BadRequest", e.clone()),
+        Outcome::Decided { decision, .. } => Response::from_decision(&head.uid, decision),
     };
-    reply_bytes(review.api_version, response)
+    reply_bytes(head.api_version, response)
 }
 
-/// Judges the images of a pod (or template) that are new in this request.
-fn judge_pod<O>(
-    policy: &Policy,
+/// The images of a pod (or template) that are new in this request, as a
+/// request to decide on.
+fn pod_step<O>(
     req: &AdmissionRequest<O>,
     path: PodPath,
     object: &Object,
     old: Option<&Object>,
-    gather: Option<Gather<'_>>,
-) -> Outcome {
+) -> Step {
     let Some(pod) = object.pod(path) else {
-        return Outcome::Skipped(format!("{} has no pod template", req.kind.kind));
+        return Step::Skip(format!("{} has no pod template", req.kind.kind));
     };
     let mut images = match pod.images() {
         Ok(images) => images,
-        Err(e) => return Outcome::Invalid(e),
+        Err(e) => return Step::Invalid(e),
     };
     if let Some(old_pod) = old.and_then(|o| o.pod(path)) {
         // On UPDATE a container keeps its verdict only while it keeps its
@@ -475,7 +535,7 @@ fn judge_pod<O>(
             key.is_none_or(|k| !before.contains(&k))
         });
     }
-    let mut request = Request {
+    Step::Judge(Request {
         namespace: req
             .namespace
             .clone()
@@ -483,13 +543,8 @@ fn judge_pod<O>(
         annotations: pod.metadata.annotations.clone(),
         images,
         signatures: Default::default(),
-        skip_signatures: gather.is_none(),
-    };
-    if let Some(g) = gather {
-        request.signatures = g(&request);
-    }
-    let decision = policy.decide_taking(&mut request);
-    Outcome::Decided { request, decision }
+        skip_signatures: false,
+    })
 }
 
 /// A denial of the review by the admission step (a lookup that failed),
@@ -536,13 +591,16 @@ pub fn mutate(
     // match the rewritten name /validate sees.
     if cfg.rewrites()
         && let Ok(PodObjects::Pods { path, object, old }) = req.pod_objects()
-        && let Outcome::Decided { request, decision } =
-            judge_pod(policy, req, path, &object, old.as_deref(), None)
-        && !decision.allowed
+        && let Step::Judge(mut request) = pod_step(req, path, &object, old.as_deref())
     {
-        let response = Response::from_decision(&review.uid, &decision);
-        let reply = reply_bytes(review.api_version, response);
-        return (reply, MutateOutcome::Denied { request, decision });
+        // Signatures are /validate's: they are not looked at here.
+        request.skip_signatures = true;
+        let decision = policy.decide_taking(&mut request);
+        if !decision.allowed {
+            let response = Response::from_decision(&review.uid, &decision);
+            let reply = reply_bytes(review.api_version, response);
+            return (reply, MutateOutcome::Denied { request, decision });
+        }
     }
     let decode = |raw: Option<&Raw>| -> Result<Option<serde_json::Value>, String> {
         raw.map(|r| {
@@ -869,11 +927,18 @@ mod tests {
     use crate::policy::Mode;
     use serde_json::{Value, json};
 
+    /// read → decide (nothing gathered) → reply, as the admission step.
+    fn validate_body(policy: &Policy, body: &[u8]) -> Result<(Vec<u8>, Outcome), BadReview> {
+        let read = read_validate(body)?;
+        let outcome = read.step.decide(policy);
+        Ok((validate_reply(&read.head, &outcome), outcome))
+    }
+
     fn run(policy: &Policy, review: Value) -> Value {
         let body = serde_json::to_vec(&review).unwrap();
-        let r = parse(&body).unwrap();
-        let (bytes, _) = validate(policy, &r, &crate::policy::no_facts);
-        serde_json::from_slice(&bytes).unwrap()
+        let read = read_validate_serde(&body).unwrap();
+        let outcome = read.step.decide(policy);
+        serde_json::from_slice(&validate_reply(&read.head, &outcome)).unwrap()
     }
 
     fn pod_review(op: &str, images: &[&str], old: Option<&[&str]>) -> Value {
@@ -1043,12 +1108,7 @@ mod tests {
         ));
         assert!(read_fast(deep.as_bytes()).is_none());
         assert!(parse(deep.as_bytes()).is_ok());
-        let (reply, outcome, _) = validate_body(
-            &Policy::default(),
-            deep.as_bytes(),
-            &crate::policy::no_facts,
-        )
-        .unwrap();
+        let (reply, outcome) = validate_body(&Policy::default(), deep.as_bytes()).unwrap();
         assert!(matches!(outcome, Outcome::Decided { ref decision, .. } if !decision.allowed));
         assert!(String::from_utf8_lossy(&reply).contains("has no tag"));
     }

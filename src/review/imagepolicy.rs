@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::policy::{Decision, Gather, ImageInput, Policy, Request};
+use crate::policy::{Decision, ImageInput, Policy, Request};
 use crate::review::json::{GaveUp, Read, Reader, Seen, optional};
 use crate::review::workload::{Capped, MAX_CONTAINERS, too_many_containers};
 use crate::review::{push_annotations, push_json_string};
@@ -165,34 +165,41 @@ fn read_container(r: &mut Reader<'_>) -> Read<ContainerSpec> {
     })
 }
 
-/// Answers one ImageReview body: the reply bytes and what happened.
-pub fn review(
-    policy: &Policy,
-    body: &[u8],
-    gather: Gather<'_>,
-) -> Result<(Vec<u8>, Outcome), NotJson> {
+/// Reads one ImageReview body into the request to decide on: `Err` when
+/// it is not JSON at all, `Ok(Err(why))` when it is JSON but not a
+/// readable ImageReview (denied as such).
+pub fn read(body: &[u8]) -> Result<Result<Request, String>, NotJson> {
     let parsed = match ImageReview::read_fast(body) {
         Some(r) => Ok(r),
         None => serde_json::from_slice::<ImageReview>(body).map_err(|e| e.to_string()),
     };
-    let outcome = match parsed {
-        Ok(r) => match r.to_request() {
-            Ok(mut request) => {
-                request.signatures = gather(&request);
-                let decision = policy.decide_taking(&mut request);
-                Outcome::Decided { request, decision }
-            }
-            Err(e) => Outcome::Invalid(e),
-        },
+    match parsed {
+        Ok(r) => Ok(r.to_request()),
         Err(e) => {
             // Wrong types are an unreadable review; broken syntax is not JSON.
             if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err() {
                 return Err(NotJson(e));
             }
-            Outcome::Invalid(e)
+            Ok(Err(e))
         }
-    };
-    let reply = match &outcome {
+    }
+}
+
+/// The outcome once the policy has decided on what [`read`] gave (with
+/// whatever facts the request carries by now).
+pub fn decide(read: Result<Request, String>, policy: &Policy) -> Outcome {
+    match read {
+        Ok(mut request) => {
+            let decision = policy.decide_taking(&mut request);
+            Outcome::Decided { request, decision }
+        }
+        Err(e) => Outcome::Invalid(e),
+    }
+}
+
+/// The reply to an ImageReview, from what was decided.
+pub fn reply(outcome: &Outcome) -> Vec<u8> {
+    match outcome {
         Outcome::Decided { decision, .. } => reply_bytes(
             decision.allowed,
             &decision.reason(),
@@ -201,8 +208,7 @@ pub fn review(
         Outcome::Invalid(e) => {
             reply_bytes(false, &format!("invalid ImageReview: {e}"), BTreeMap::new())
         }
-    };
-    Ok((reply, outcome))
+    }
 }
 
 /// A review that was not judged (unreadable, too large, overload): denied,
@@ -305,13 +311,15 @@ mod tests {
         }
     }
 
+    /// read → decide → reply, as the admission step runs them, with no
+    /// signatures gathered.
+    fn review(policy: &Policy, body: &[u8]) -> Result<(Vec<u8>, Outcome), NotJson> {
+        let outcome = decide(read(body)?, policy);
+        Ok((reply(&outcome), outcome))
+    }
+
     fn answer(body: &str) -> Value {
-        let (bytes, _) = review(
-            &Policy::default(),
-            body.as_bytes(),
-            &crate::policy::no_facts,
-        )
-        .unwrap();
+        let (bytes, _) = review(&Policy::default(), body.as_bytes()).unwrap();
         serde_json::from_slice(&bytes).unwrap()
     }
 
@@ -345,12 +353,7 @@ mod tests {
             r#"{{"kind":"ImageReview","spec":{{"containers":[{}]}}}}"#,
             vec![r#"{"image":"a"}"#; 500_000].join(",")
         );
-        let (bytes, outcome) = review(
-            &Policy::default(),
-            many.as_bytes(),
-            &crate::policy::no_facts,
-        )
-        .unwrap();
+        let (bytes, outcome) = review(&Policy::default(), many.as_bytes()).unwrap();
         assert!(matches!(outcome, Outcome::Invalid(_)));
         let v: Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(v["status"]["allowed"], false);
@@ -370,12 +373,7 @@ mod tests {
             r#"{{"kind":"ImageReview","spec":{{"containers":[{}]}}}}"#,
             list.join(",")
         );
-        let (bytes, _) = review(
-            &Policy::default(),
-            body.as_bytes(),
-            &crate::policy::no_facts,
-        )
-        .unwrap();
+        let (bytes, _) = review(&Policy::default(), body.as_bytes()).unwrap();
         let v: Value = serde_json::from_slice(&bytes).unwrap();
         let reason = v["status"]["reason"].as_str().unwrap();
         assert_eq!(reason.matches("has no tag").count(), 20, "{reason}");
@@ -522,7 +520,7 @@ mod tests {
                 "{body}: {v}"
             );
         }
-        assert!(review(&Policy::default(), b"{not json", &crate::policy::no_facts).is_err());
-        assert!(review(&Policy::default(), b"", &crate::policy::no_facts).is_err());
+        assert!(review(&Policy::default(), b"{not json").is_err());
+        assert!(review(&Policy::default(), b"").is_err());
     }
 }

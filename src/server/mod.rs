@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 
 use log::{debug, error, info, warn};
 
+use crate::admit::Admission;
+use crate::config::ConfigError;
 pub use crate::config::Settings;
-use crate::config::{ConfigError, Rules};
 use crate::metrics::{Metrics, Reloaded};
 
 /// Kept here too: older paths name it `server::der`.
@@ -247,13 +248,9 @@ impl Table {
 
 /// State shared by all threads.
 pub struct Shared {
-    rules: RwLock<Arc<Rules>>,
-    /// The registry client of those rules (credentials, CAs), with its
-    /// token cache; rebuilt with them.
-    registry: RwLock<Arc<crate::registry::client::Client>>,
-    /// Signature verdicts by digest and by what was trusted; kept across
-    /// policy reloads (a changed key or root changes the fingerprint).
-    pub verdicts: crate::admit::signatures::Verdicts,
+    /// The admission step in force: rules, their registry client and the
+    /// verdict cache, swapped as one on reload.
+    admission: RwLock<Arc<Admission>>,
     tls: RwLock<Option<Arc<tls::Active>>>,
     pub metrics: Metrics,
     pub workers: Workers,
@@ -266,21 +263,26 @@ pub struct Shared {
     settings: Settings,
 }
 
+/// Lends a request's worker permit while its review waits on registries.
+pub struct Lender<'a>(&'a Shared);
+
+impl crate::admit::Wait for Lender<'_> {
+    fn lend(&self, f: &mut dyn FnMut()) {
+        self.0.workers.lend(&self.0.metrics, f);
+    }
+}
+
 impl Shared {
-    /// The policy and mutations in force now.
-    /// The registry client in force now.
-    pub fn registry(&self) -> Arc<crate::registry::client::Client> {
-        self.registry
+    /// The admission step in force now.
+    pub fn admission(&self) -> Arc<Admission> {
+        self.admission
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
 
-    pub fn rules(&self) -> Arc<Rules> {
-        self.rules
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+    pub fn lender(&self) -> Lender<'_> {
+        Lender(self)
     }
 
     fn tls_config(&self) -> Option<Arc<tls::Active>> {
@@ -299,10 +301,7 @@ impl Shared {
         // server is not ready, and says why.
         let not_after = self.metrics.cert_not_after();
         if self.settings.tls.is_some() && not_after > 0 && not_after <= unix_now() {
-            return Some(expired_text(
-                not_after,
-                self.settings.self_signed_ca.is_some(),
-            ));
+            return Some(expired_text(not_after, self.settings.self_signed.is_some()));
         }
         None
     }
@@ -356,7 +355,17 @@ fn install_signals() -> std::io::Result<Signals> {
 }
 
 /// Runs the server until SIGTERM or SIGINT, then drains and returns.
-pub fn serve(settings: Settings) -> Result<(), ServeError> {
+pub fn serve(mut settings: Settings) -> Result<(), ServeError> {
+    // --self-signed: the throwaway certificate, made now (the settings
+    // only ask for it).
+    let throwaway_ca = match &settings.self_signed {
+        Some(ss) => {
+            let (files, ca) = tls::throwaway(ss).map_err(ServeError::SelfSignedCa)?;
+            settings.tls = Some(files);
+            Some((ss.ca_out.clone(), ca))
+        }
+        None => None,
+    };
     // The throwaway key's folder goes with the server, however it ends.
     struct Throwaway(Option<std::path::PathBuf>);
     impl Drop for Throwaway {
@@ -368,7 +377,7 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
     }
     let _throwaway = Throwaway(
         settings
-            .self_signed_ca
+            .self_signed
             .as_ref()
             .and(settings.tls.as_ref())
             .and_then(|t| t.cert.parent().map(std::path::Path::to_path_buf)),
@@ -388,7 +397,7 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
         Some(files) => {
             let loaded = tls::load(files).map_err(ServeError::Tls)?;
             metrics.set_cert_not_after(loaded.not_after);
-            log_cert_expiry(loaded.not_after, settings.self_signed_ca.is_some());
+            log_cert_expiry(loaded.not_after, settings.self_signed.is_some());
             Some(loaded.config)
         }
         None => {
@@ -403,12 +412,9 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
     let local = listener
         .local_addr()
         .map_err(|e| ServeError::Bind(settings.listen, e))?;
-    let mut settings = settings;
     settings.max_connections = clamp_to_open_files(settings.max_connections, open_files_limit());
     let shared = Arc::new(Shared {
-        registry: RwLock::new(Arc::new(registry_client(&rules))),
-        verdicts: Default::default(),
-        rules: RwLock::new(Arc::new(rules)),
+        admission: RwLock::new(Arc::new(Admission::new(rules))),
         tls: RwLock::new(tls_config),
         metrics,
         workers: Workers::new(settings.workers),
@@ -437,7 +443,7 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
     } else {
         "http"
     };
-    if let Some((path, pem)) = &shared.settings.self_signed_ca {
+    if let Some((path, pem)) = &throwaway_ca {
         // Only now: a start that failed to bind leaves a running server's
         // CA file alone.
         crate::certs::write_file(path, pem.as_bytes(), 0o644)
@@ -492,12 +498,6 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
     drain(&shared, local);
     let _ = acceptor.join();
     Ok(())
-}
-
-/// A registry client for these rules' credentials and CAs, and the
-/// process's proxy environment.
-fn registry_client(rules: &Rules) -> crate::registry::client::Client {
-    crate::admit::registry_client(&rules.registry, &|k| std::env::var(k).ok())
 }
 
 /// Connections the kernel completes before we accept them. Bursts (an
@@ -571,7 +571,7 @@ fn watch(shared: &Shared, signals: &Signals, initial: Fingerprints) {
             next_expiry_log = Instant::now() + EXPIRY_LOG_EVERY;
             log_cert_expiry(
                 shared.metrics.cert_not_after(),
-                shared.settings.self_signed_ca.is_some(),
+                shared.settings.self_signed.is_some(),
             );
         }
         let hup = signals.hup.swap(false, Ordering::AcqRel);
@@ -618,17 +618,18 @@ fn watch(shared: &Shared, signals: &Signals, initial: Fingerprints) {
 fn reload_policy(shared: &Shared) -> bool {
     match shared.settings.policy.load_rules() {
         Ok(r) => {
-            *shared
-                .registry
-                .write()
-                .unwrap_or_else(PoisonError::into_inner) = Arc::new(registry_client(&r));
             let summary = if r.source_sha256.is_empty() {
                 r.policy.summary()
             } else {
                 format!("{}, sha256 {}", r.policy.summary(), r.source_sha256)
             };
             shared.metrics.set_policy(&r.source_sha256);
-            *shared.rules.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(r);
+            // One swap: no request sees new rules with an old client.
+            let next = Arc::new(shared.admission().reloaded(r));
+            *shared
+                .admission
+                .write()
+                .unwrap_or_else(PoisonError::into_inner) = next;
             shared.metrics.reload(Reloaded::Policy, true);
             info!("policy reloaded: {summary}");
             true
@@ -652,7 +653,7 @@ fn reload_tls(shared: &Shared) -> bool {
             shared.metrics.set_cert_not_after(loaded.not_after);
             shared.metrics.reload(Reloaded::Certificate, true);
             info!("certificate reloaded; new connections use it");
-            log_cert_expiry(loaded.not_after, shared.settings.self_signed_ca.is_some());
+            log_cert_expiry(loaded.not_after, shared.settings.self_signed.is_some());
             true
         }
         Err(e) => {

@@ -286,6 +286,40 @@ impl TlsFiles {
     }
 }
 
+/// `--self-signed`: a throwaway CA and serving certificate for localhost,
+/// made at start and written to a new private temporary folder (so that
+/// reloading works as for given files; the server removes the folder when
+/// it ends). Returns the files and the CA certificate, which the server
+/// writes where clients look once it listens (a failed start must not
+/// replace the CA file of one that runs).
+pub fn throwaway(ss: &crate::config::SelfSigned) -> Result<(TlsFiles, String), String> {
+    use crate::certs;
+    let loopback: [std::net::IpAddr; 2] = [
+        std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::Ipv6Addr::LOCALHOST.into(),
+    ];
+    let set =
+        certs::generate(&["localhost".to_string()], &loopback, 30).map_err(|e| e.to_string())?;
+    // A new folder with a random name, never one made beforehand by
+    // someone who could then read the keys or swap the certificate.
+    let tmp = std::env::temp_dir();
+    let dir = crate::files::fresh_private_dir(&tmp, "image-bouncer-self-signed-").map_err(|e| {
+        format!(
+            "{}: cannot create a private folder for the throwaway key ({e}); set TMPDIR to a writable folder, or give --cert and --key",
+            tmp.display()
+        )
+    })?;
+    certs::write(&dir, &set, false).map_err(|e| e.to_string())?;
+    Ok((
+        TlsFiles {
+            cert: dir.join(certs::SERVER_CERT),
+            key: dir.join(certs::SERVER_KEY),
+            client_ca: ss.client_ca.clone(),
+        },
+        set.ca_cert,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

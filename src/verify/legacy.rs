@@ -323,7 +323,7 @@ mod tests {
         assert_eq!(total, 1);
         let payload = fixture("sigstore/image-legacy/gha-keyless-2026/payload.json").into_bytes();
         assert_eq!(
-            crate::registry::digest::Digest::sha256_of(&payload).to_string(),
+            crate::digest::Digest::sha256_of(&payload).to_string(),
             layers[0].digest
         );
         let digest = "sha256:c05263d2ff654c3a94243662440913f045075d59c436e2c69e9145ec2b87a321";
