@@ -20,9 +20,12 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// What the good client tolerates per request (the generated webhook
-/// configuration gives the apiserver 5 s; be much stricter).
-const DEADLINE: Duration = Duration::from_millis(500);
+/// A good client's request fails when it errs, is answered with anything
+/// but the allowed review, or takes longer than the apiserver would wait
+/// (the webhook configuration `config webhook` writes gives it 5 s). How
+/// fast it was answered is a measurement (the table's p99 and maximum),
+/// not a pass or fail: on a loaded machine any fixed bound is crossed.
+const APISERVER_WAITS: Duration = Duration::from_secs(5);
 /// Server deadlines for this run, short so that the suite is quick.
 const REQUEST_TIMEOUT_S: u64 = 2;
 const HANDSHAKE_TIMEOUT_S: u64 = 2;
@@ -247,7 +250,7 @@ fn phase(ctx: &Ctx, fault: &str, amount: &str, attack: impl FnOnce() -> (String,
         ctx.config.clone(),
         stop.clone(),
         Duration::from_millis(10),
-        DEADLINE,
+        APISERVER_WAITS,
     );
     let (threads_peak, rss_peak) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let sampler = {
@@ -379,14 +382,15 @@ fn header_flood(ctx: &Ctx) -> (String, bool) {
 }
 
 fn big_bodies(ctx: &Ctx) -> (String, bool) {
-    let mut fast = 0;
+    // Only the head is sent: a 413 (not the request deadline's 408) means
+    // the server refused the body without waiting for it.
+    let mut unread = 0;
     for _ in 0..20 {
-        let t = Instant::now();
         let r = connect(ctx.addr, &ctx.config).and_then(|mut c| {
             exchange(&mut c, b"POST /validate HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 10485760\r\n\r\n")
         });
-        if matches!(r, Ok((413, _))) && t.elapsed() < Duration::from_millis(500) {
-            fast += 1;
+        if matches!(r, Ok((413, _))) {
+            unread += 1;
         }
     }
     let mut chunked = 0;
@@ -412,10 +416,8 @@ fn big_bodies(ctx: &Ctx) -> (String, bool) {
         }
     }
     (
-        format!(
-            "{fast} of 20 refused with 413 unread (< 0.5 s), {chunked} of 3 chunked refused with 413"
-        ),
-        fast == 20 && chunked == 3,
+        format!("{unread} of 20 refused with 413 unread, {chunked} of 3 chunked refused with 413"),
+        unread == 20 && chunked == 3,
     )
 }
 

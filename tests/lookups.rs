@@ -209,7 +209,7 @@ fn a_tag_requirement_covers_the_tag_with_a_digest() {
             "signed by key {}",
             fixture_path(&format!("{KEYED}/cosign.pub"))
         ),
-        Duration::from_secs(5),
+        Duration::from_secs(30),
     );
     drop(_server);
     // A stricter entry after the tag entry still applies to the digest:
@@ -310,7 +310,7 @@ fn a_stalled_registry_spends_only_its_own_images_time() {
         let (ok, why) = validate(&mut c, &[&image], "10s");
         assert!(!ok && why.contains(want), "{image}: {why}");
     }
-    server.wait_for_log("admitted unverified", Duration::from_secs(5));
+    server.wait_for_log("admitted unverified", Duration::from_secs(30));
     assert!(
         !server
             .log()

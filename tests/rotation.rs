@@ -204,7 +204,10 @@ fn a_certificate_near_expiry_is_warned_about_at_start() {
         "--key",
         pki.join("tls.key").to_str().unwrap(),
     ]);
-    server.wait_for_log("the serving certificate expires in", Duration::from_secs(5));
+    server.wait_for_log(
+        "the serving certificate expires in",
+        Duration::from_secs(30),
+    );
     assert!(server.log().contains("WARN"), "{}", server.log());
     assert!(server.log().contains("keeps the CA"), "{}", server.log());
     drop(server);
