@@ -9,7 +9,6 @@
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rcgen::string::Ia5String;
 use rcgen::{
@@ -17,7 +16,7 @@ use rcgen::{
     KeyUsagePurpose, SanType,
 };
 
-use crate::der::civil_from_days;
+use crate::time::civil_from_days;
 
 /// File names in the output folder (the serving pair uses the names of a
 /// Kubernetes TLS secret).
@@ -100,15 +99,9 @@ pub struct CertSet {
     pub not_after: i64,
 }
 
-pub(crate) fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
-}
-
 /// Valid from yesterday (clock skew between nodes) for `days` days.
 fn set_validity(params: &mut CertificateParams, days: u32) -> i64 {
-    let today = unix_now().div_euclid(86_400);
+    let today = crate::time::unix_now().div_euclid(86_400);
     let at = |offset: i64| {
         let (y, m, d) = civil_from_days(today + offset);
         // civil_from_days yields a real calendar date: this cannot panic.
@@ -131,7 +124,7 @@ impl Ca {
     /// can be told apart in `openssl` output and logs.
     pub fn generate(days: u32) -> Result<Ca, CertError> {
         let mut ca = CertificateParams::default();
-        let (y, m, d) = civil_from_days(unix_now().div_euclid(86_400));
+        let (y, m, d) = civil_from_days(crate::time::unix_now().div_euclid(86_400));
         let suffix =
             crate::files::random_hex(3).map_err(|e| CertError::Write("/dev/urandom".into(), e))?;
         ca.distinguished_name.push(
@@ -374,13 +367,13 @@ fn days_under(ca: &Ca, wanted: u32) -> Result<(u32, i64), CertError> {
                 std::io::Error::other("the CA certificate cannot be read"),
             )
         })?;
-    let left = (not_after - unix_now()).div_euclid(86_400);
+    let left = (not_after - crate::time::unix_now()).div_euclid(86_400);
     if left < 1 {
         return Err(CertError::Write(
             PathBuf::from(CA_CERT),
             std::io::Error::other(format!(
                 "the CA expires on {} or has expired: nothing it signs would be trusted; rotate it (--rotate-ca begin) or, if it already expired, make a new one with --new-ca",
-                crate::der::rfc3339(not_after)
+                crate::time::rfc3339(not_after)
             )),
         ));
     }
@@ -727,7 +720,7 @@ mod tests {
             ca: CaSource::Folder,
         };
         let day = |t: i64| t.div_euclid(86_400);
-        let today = day(unix_now());
+        let today = day(crate::time::unix_now());
         let first = issue_leaves(&issue(false), true).unwrap();
         assert_eq!(day(first.ca_not_after) - today, i64::from(CA_DAYS));
         assert_eq!(day(first.not_after) - today, 365);

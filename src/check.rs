@@ -164,7 +164,7 @@ pub fn run(args: &CheckArgs) -> Result<bool, Error> {
                     verified: !s.digest.is_empty(),
                     digest: Some(s.digest.clone()).filter(|d| !d.is_empty()),
                     signer: Some(s.by.clone()),
-                    signed_at: s.time.map(crate::der::rfc3339),
+                    signed_at: s.time.map(crate::time::rfc3339),
                     time_source: s.time_source.clone(),
                     log_index: s.log_index,
                     error: None,

@@ -142,12 +142,8 @@ impl PolicyFlags {
         if let Some(path) = &self.file {
             match read_limited(path, POLICY_FILE_MAX) {
                 Ok(text) => {
-                    source_sha256 = ring::digest::digest(&ring::digest::SHA256, text.as_bytes())
-                        .as_ref()
-                        .iter()
-                        .take(6)
-                        .map(|b| format!("{b:02x}"))
-                        .collect();
+                    let sum = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+                    source_sha256 = crate::digest::hex(&sum.as_ref()[..6]);
                     (raw, raw_mutate) =
                         parse_policy_text(&text, &path.display().to_string(), &mut problems);
                     // Files the policy names are read beside it (a

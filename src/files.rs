@@ -136,7 +136,7 @@ pub fn random_hex(bytes: usize) -> io::Result<String> {
     use std::io::Read;
     let mut buf = vec![0u8; bytes];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::digest::hex(&buf))
 }
 
 /// True when something (a file, a symlink, dangling or not) is at `path`.

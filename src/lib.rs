@@ -26,6 +26,7 @@ pub mod credentials;
 pub mod der;
 pub mod digest;
 pub mod files;
+pub mod flight;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod image_ref;
@@ -38,6 +39,7 @@ pub mod registry;
 pub mod review;
 pub mod server;
 pub mod setup;
+pub mod time;
 pub mod verify;
 pub mod verify_bundle;
 pub mod yaml;

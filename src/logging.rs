@@ -15,7 +15,7 @@
 use std::cell::Cell;
 use std::io::Write;
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -99,7 +99,7 @@ pub fn init(format: Format, debug: bool, sync: bool) {
         URGENT.with(|u| u.set(record.level() <= log::Level::Warn));
         match format {
             Format::Text => {
-                buf.write_all(&stamp(SystemTime::now()))?;
+                buf.write_all(&crate::time::stamp(SystemTime::now()))?;
                 // The level padded to five, as `{:<5}` pads it.
                 let level = match record.level() {
                     log::Level::Error => " ERROR ",
@@ -112,7 +112,7 @@ pub fn init(format: Format, debug: bool, sync: bool) {
                 writeln!(buf, "{}", record.args())
             }
             Format::Json => {
-                let ts = timestamp(SystemTime::now());
+                let ts = crate::time::timestamp(SystemTime::now());
                 let mut line = serde_json::json!({
                     "ts": ts,
                     "level": record.level().as_str().to_ascii_lowercase(),
@@ -185,51 +185,4 @@ fn legacy_level() -> Option<&'static str> {
         "error" | "fatal" | "panic" => "error",
         _ => return None,
     })
-}
-
-/// RFC 3339 UTC with milliseconds, e.g. `2026-11-24T05:43:00.123Z`.
-pub fn timestamp(t: SystemTime) -> String {
-    String::from_utf8_lossy(&stamp(t)).into_owned()
-}
-
-/// [`timestamp`] as bytes on the stack: a log line costs no allocation for
-/// its time. Years outside 0..=9999 are clamped (no clock here gets there).
-fn stamp(t: SystemTime) -> [u8; 24] {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = i64::try_from(d.as_secs()).unwrap_or(0);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, day) = crate::der::civil_from_days(days);
-    let mut out = *b"0000-00-00T00:00:00.000Z";
-    let mut put = |at: usize, width: usize, mut v: i64| {
-        for i in (at..at + width).rev() {
-            // In 0..=9: v is clamped non-negative and taken mod 10.
-            out[i] = b'0' + (v % 10) as u8;
-            v /= 10;
-        }
-    };
-    put(0, 4, y.clamp(0, 9999));
-    put(5, 2, m);
-    put(8, 2, day);
-    put(11, 2, rem / 3600);
-    put(14, 2, rem % 3600 / 60);
-    put(17, 2, rem % 60);
-    put(20, 3, i64::from(d.subsec_millis()));
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn timestamps() {
-        assert_eq!(timestamp(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
-        let t = UNIX_EPOCH + Duration::from_millis(1_795_930_980_123);
-        assert_eq!(timestamp(t), "2026-11-29T05:43:00.123Z");
-        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
-        assert_eq!(timestamp(leap), "2000-02-29T00:00:00.000Z");
-        let late = UNIX_EPOCH + Duration::from_millis(253_402_300_799_999); // the last ms of 9999
-        assert_eq!(timestamp(late), "9999-12-31T23:59:59.999Z");
-    }
 }

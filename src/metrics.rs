@@ -80,6 +80,82 @@ pub enum Reloaded {
     Policy,
 }
 
+/// Prometheus text exposition (format 0.0.4), the one writer every
+/// family on `/metrics` goes through.
+#[derive(Default)]
+pub struct Text(String);
+
+impl Text {
+    /// `# HELP` and `# TYPE` lines of a family.
+    pub fn family(&mut self, name: &str, kind: &str, help: &str) -> &mut Self {
+        // Writing to a String cannot fail.
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        self
+    }
+
+    /// One sample, `name{labels} value`.
+    pub fn sample(
+        &mut self,
+        name: &str,
+        labels: &[(&str, &str)],
+        value: impl std::fmt::Display,
+    ) -> &mut Self {
+        self.0.push_str(name);
+        if !labels.is_empty() {
+            self.0.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.0.push(',');
+                }
+                let _ = write!(self.0, "{k}=\"{v}\"");
+            }
+            self.0.push('}');
+        }
+        let _ = writeln!(self.0, " {value}");
+        self
+    }
+
+    /// A family of one unlabelled sample.
+    pub fn single(
+        &mut self,
+        name: &str,
+        kind: &str,
+        help: &str,
+        value: impl std::fmt::Display,
+    ) -> &mut Self {
+        self.family(name, kind, help).sample(name, &[], value)
+    }
+
+    /// A histogram's samples: `counts` per bucket of `bounds` and one more
+    /// for +Inf (not cumulative), and the sum of what was observed.
+    pub fn histogram(
+        &mut self,
+        name: &str,
+        labels: &[(&str, &str)],
+        bounds: &[f64],
+        counts: &[u64],
+        sum: f64,
+    ) -> &mut Self {
+        let mut cumulative = 0;
+        let bucket = format!("{name}_bucket");
+        for (i, count) in counts.iter().enumerate() {
+            cumulative += count;
+            let le = bounds
+                .get(i)
+                .map_or_else(|| "+Inf".to_string(), f64::to_string);
+            let mut with_le = labels.to_vec();
+            with_le.push(("le", &le));
+            self.sample(&bucket, &with_le, cumulative);
+        }
+        self.sample(&format!("{name}_sum"), labels, sum);
+        self.sample(&format!("{name}_count"), labels, cumulative)
+    }
+
+    pub fn finish(self) -> String {
+        self.0
+    }
+}
+
 /// Upper bounds (seconds) of the latency buckets: a review takes tens of
 /// microseconds, the apiserver's patience is seconds.
 const BUCKETS: [f64; 12] = [
@@ -197,89 +273,60 @@ impl Metrics {
 
     /// Prometheus text exposition format, version 0.0.4.
     pub fn render(&self) -> String {
-        let mut s = String::with_capacity(8192);
-        // Writing to a String cannot fail.
-        let _ = self.write(&mut s);
-        s
-    }
-
-    fn write(&self, s: &mut String) -> std::fmt::Result {
+        let mut t = Text::default();
         let policy = self
             .policy_sha256
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
         if !policy.is_empty() {
-            writeln!(
-                s,
-                "# HELP image_bouncer_policy_info The policy in force, by the first hex digits of its file's SHA-256.\n# TYPE image_bouncer_policy_info gauge\nimage_bouncer_policy_info{{sha256=\"{policy}\"}} 1"
-            )?;
+            let name = "image_bouncer_policy_info";
+            t.family(
+                name,
+                "gauge",
+                "The policy in force, by the first hex digits of its file's SHA-256.",
+            )
+            .sample(name, &[("sha256", &policy)], 1);
         }
-        writeln!(
-            s,
-            "# HELP image_bouncer_requests_total HTTP requests by endpoint and outcome."
-        )?;
-        writeln!(s, "# TYPE image_bouncer_requests_total counter")?;
+        let name = "image_bouncer_requests_total";
+        t.family(name, "counter", "HTTP requests by endpoint and outcome.");
         for (e, ep) in ENDPOINTS.iter().enumerate() {
             for (o, out) in OUTCOMES.iter().enumerate() {
                 let v = self.requests[e][o].load(Relaxed);
                 if v > 0 {
-                    writeln!(
-                        s,
-                        "image_bouncer_requests_total{{endpoint=\"{}\",outcome=\"{}\"}} {v}",
-                        ep.label(),
-                        out.label()
-                    )?;
+                    t.sample(
+                        name,
+                        &[("endpoint", ep.label()), ("outcome", out.label())],
+                        v,
+                    );
                 }
             }
         }
-        writeln!(
-            s,
-            "# HELP image_bouncer_request_duration_seconds Time from a complete request to its response, by endpoint."
-        )?;
-        writeln!(s, "# TYPE image_bouncer_request_duration_seconds histogram")?;
+        let name = "image_bouncer_request_duration_seconds";
+        t.family(
+            name,
+            "histogram",
+            "Time from a complete request to its response, by endpoint.",
+        );
         for (e, ep) in ENDPOINTS.iter().enumerate() {
             let h = &self.latency[e];
-            let count = h.count.load(Relaxed);
-            if count == 0 {
+            if h.count.load(Relaxed) == 0 {
                 continue;
             }
-            let label = ep.label();
-            let mut cumulative = 0;
-            for (i, b) in BUCKETS.iter().enumerate() {
-                cumulative += h.buckets[i].load(Relaxed);
-                writeln!(
-                    s,
-                    "image_bouncer_request_duration_seconds_bucket{{endpoint=\"{label}\",le=\"{b}\"}} {cumulative}"
-                )?;
-            }
-            cumulative += h.buckets[BUCKETS.len()].load(Relaxed);
-            writeln!(
-                s,
-                "image_bouncer_request_duration_seconds_bucket{{endpoint=\"{label}\",le=\"+Inf\"}} {cumulative}"
-            )?;
+            let counts: Vec<u64> = h.buckets.iter().map(|b| b.load(Relaxed)).collect();
             let sum = h.sum_nanos.load(Relaxed) as f64 / 1e9;
-            writeln!(
-                s,
-                "image_bouncer_request_duration_seconds_sum{{endpoint=\"{label}\"}} {sum}"
-            )?;
-            writeln!(
-                s,
-                "image_bouncer_request_duration_seconds_count{{endpoint=\"{label}\"}} {cumulative}"
-            )?;
+            t.histogram(name, &[("endpoint", ep.label())], &BUCKETS, &counts, sum);
         }
-        writeln!(
-            s,
-            "# HELP image_bouncer_reloads_total Certificate and policy reloads by outcome."
-        )?;
-        writeln!(s, "# TYPE image_bouncer_reloads_total counter")?;
+        let name = "image_bouncer_reloads_total";
+        t.family(
+            name,
+            "counter",
+            "Certificate and policy reloads by outcome.",
+        );
         for (k, kind) in ["certificate", "policy"].iter().enumerate() {
             for (o, outcome) in ["success", "failure"].iter().enumerate() {
                 let v = self.reloads[k][o].load(Relaxed);
-                writeln!(
-                    s,
-                    "image_bouncer_reloads_total{{kind=\"{kind}\",outcome=\"{outcome}\"}} {v}"
-                )?;
+                t.sample(name, &[("kind", kind), ("outcome", outcome)], v);
             }
         }
         let gauges: [(&str, &str, i64); 3] = [
@@ -300,7 +347,7 @@ impl Metrics {
             ),
         ];
         for (name, help, v) in gauges {
-            writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}")?;
+            t.single(name, "gauge", help, v);
         }
         let counters: [(&str, &str, u64); 3] = [
             (
@@ -320,9 +367,9 @@ impl Metrics {
             ),
         ];
         for (name, help, v) in counters {
-            writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}")?;
+            t.single(name, "counter", help, v);
         }
-        Ok(())
+        t.finish()
     }
 }
 

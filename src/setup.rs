@@ -7,6 +7,7 @@
 //! written as text (no YAML library at run time); every value that comes
 //! from the user is quoted as a JSON string, which is valid YAML.
 
+use base64::Engine as _;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -16,8 +17,6 @@ use crate::certs::{self, CLIENT_CERT, CLIENT_CN, CLIENT_KEY, SERVER_CERT};
 use crate::cli::{ApiserverArgs, CertsArgs, WebhookArgs};
 use crate::der;
 use crate::files::read_limited;
-use crate::logging::timestamp;
-use crate::mutate::base64;
 
 /// `image-bouncer certs`.
 pub fn run_certs(a: &CertsArgs) -> Result<(), Error> {
@@ -111,7 +110,7 @@ pub fn run_certs(a: &CertsArgs) -> Result<(), Error> {
     if issued.cut_to_ca {
         println!(
             "the CA expires on {}, sooner than --days {}: the certificates end with it; rotate the CA (--rotate-ca begin) before then",
-            &crate::der::rfc3339(issued.ca_not_after)[..10],
+            crate::time::date(issued.ca_not_after),
             a.days
         );
     }
@@ -128,13 +127,11 @@ pub fn run_certs(a: &CertsArgs) -> Result<(), Error> {
             }
         );
     }
-    let expiry = timestamp(
-        std::time::UNIX_EPOCH + std::time::Duration::from_secs(issued.not_after.max(0) as u64),
-    );
-    let days = issued.not_after.div_euclid(86_400) - certs::unix_now().div_euclid(86_400);
+    let expiry = crate::time::date(issued.not_after);
+    let days = issued.not_after.div_euclid(86_400) - crate::time::unix_now().div_euclid(86_400);
     println!(
         "the certificates expire on {} ({days} days); serving names: {}",
-        &expiry[..10],
+        expiry,
         hosts
             .iter()
             .cloned()
@@ -419,7 +416,7 @@ apiServer:
 pub fn kubeconfig(url: &str, pki: &Path) -> Result<String, Error> {
     let file = |f: &str| {
         read_limited(&pki.join(f), 1 << 20)
-            .map(|text| base64(text.as_bytes()))
+            .map(|text| base64::engine::general_purpose::STANDARD.encode(text))
             .map_err(Error::Input)
     };
     // The bundle, so that during a CA rotation both CAs are trusted.
@@ -620,7 +617,14 @@ pub fn run_webhook(a: &WebhookArgs) -> Result<(), Error> {
     }
     match ca {
         Ok(pem) if problems.is_empty() => {
-            print!("{}", webhook_configs(a, &base64(pem.as_bytes()), lookups));
+            print!(
+                "{}",
+                webhook_configs(
+                    a,
+                    &base64::engine::general_purpose::STANDARD.encode(pem),
+                    lookups
+                )
+            );
             Ok(())
         }
         _ => Err(Error::Config(crate::config::ConfigError { problems })),

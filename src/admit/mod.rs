@@ -144,16 +144,20 @@ impl Counts {
 
     /// Prometheus text.
     pub fn render(&self) -> String {
-        format!(
-            "# HELP image_bouncer_registry_error_allowed_total Images admitted unverified or unpinned because their registry answered with an error or refused the connection (onRegistryError allow).\n\
-             # TYPE image_bouncer_registry_error_allowed_total counter\n\
-             image_bouncer_registry_error_allowed_total {}\n\
-             # HELP image_bouncer_lookup_timeouts_total Images denied because the review's time for lookups ran out.\n\
-             # TYPE image_bouncer_lookup_timeouts_total counter\n\
-             image_bouncer_lookup_timeouts_total {}\n",
+        let mut t = crate::metrics::Text::default();
+        t.single(
+            "image_bouncer_registry_error_allowed_total",
+            "counter",
+            "Images admitted unverified or unpinned because their registry answered with an error or refused the connection (onRegistryError allow).",
             self.registry_error_allowed.load(Ordering::Relaxed),
-            self.timed_out.load(Ordering::Relaxed),
         )
+        .single(
+            "image_bouncer_lookup_timeouts_total",
+            "counter",
+            "Images denied because the review's time for lookups ran out.",
+            self.timed_out.load(Ordering::Relaxed),
+        );
+        t.finish()
     }
 }
 

@@ -11,11 +11,11 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::config::verify::VerifyRule;
 use crate::digest::Digest;
+use crate::flight::{Flights, Got, Outcome};
 use crate::image_ref::ImageRef;
 use crate::policy::{Facts, Policy, Request, SignatureFact, Signer};
 use crate::registry::client::{Client, LookupError, MANIFEST_MAX};
@@ -27,6 +27,8 @@ pub const REFUSED_TTL: Duration = Duration::from_secs(30);
 /// Verdicts remembered at most; when full, the least recently used go
 /// first, refusals before verified digests, this many at a time.
 const VERDICTS_MAX: usize = 4096;
+/// What a full cache drops at once (`Flights` drops a sixteenth).
+#[cfg(test)]
 const EVICTED_AT_ONCE: usize = VERDICTS_MAX / 16;
 /// Bytes fetched at most to verify one image's signatures, whatever they
 /// are: referrers pages (or the fallback index), referrer manifests,
@@ -52,40 +54,26 @@ pub enum Verdict {
     Unreachable(String),
 }
 
-/// A remembered verdict.
-struct Entry {
-    verdict: Verdict,
-    until: Instant,
-    /// When it was last asked for (a counter, not a clock).
-    used: u64,
-}
-
-#[derive(Default)]
-struct Cache {
-    entries: HashMap<(String, String), Entry>,
-    tick: u64,
-}
-
-/// Verdicts by (repository, digest, rule fingerprint), and the
+/// Verdicts by (repository@digest, rule fingerprint), and the
 /// verifications under way (however many reviews ask for one image at
-/// once, its signatures are fetched once).
-#[derive(Default)]
-pub struct Verdicts {
-    cache: Mutex<Cache>,
-    inflight: Mutex<HashMap<(String, String), Arc<Flight>>>,
-}
+/// once, its signatures are fetched once). Refusals (cheap to make by the
+/// thousand) leave a full cache before verified digests (they keep pods
+/// running while a registry is down).
+pub struct Verdicts(Flights<(String, String), Verdict>);
 
-/// One verification under way.
-#[derive(Default)]
-struct Flight {
-    verdict: Mutex<Option<Verdict>>,
-    done: Condvar,
+impl Default for Verdicts {
+    fn default() -> Self {
+        Verdicts(Flights::new(VERDICTS_MAX, |v| {
+            u8::from(matches!(v, Verdict::Verified(_)))
+        }))
+    }
 }
 
 impl Verdicts {
     /// The verdict for `key`: remembered, or the one under way, or `run`
     /// (which the first asker runs for everyone), waiting at most until
-    /// `deadline`.
+    /// `deadline`. An outage or a timeout is remembered by no one and is
+    /// nobody else's answer: a waiter with time left asks again.
     fn verdict(
         &self,
         key: (String, String),
@@ -94,132 +82,39 @@ impl Verdicts {
         verified_ttl: Duration,
         run: impl FnOnce() -> Verdict,
     ) -> Verdict {
-        if let Some(v) = self.get(&key) {
-            return v;
-        }
-        let (flight, leader) = {
-            let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
-            match inflight.get(&key) {
-                Some(f) => (f.clone(), false),
-                None => {
-                    let f = Arc::new(Flight::default());
-                    inflight.insert(key.clone(), f.clone());
-                    (f, true)
+        let got = self.0.get(key, deadline, || {
+            let value = run();
+            let (keep, shared) = match &value {
+                Verdict::Verified(_) => (Some(verified_ttl), true),
+                Verdict::Refused(_) => (Some(REFUSED_TTL), true),
+                Verdict::Unavailable(_) | Verdict::TimedOut(_) | Verdict::Unreachable(_) => {
+                    (None, false)
                 }
-            }
-        };
-        if leader {
-            // Whatever happens in `run` (a panic included), the flight is
-            // removed and its waiters woken.
-            struct Land<'a> {
-                verdicts: &'a Verdicts,
-                key: &'a (String, String),
-                flight: &'a Flight,
-            }
-            impl Drop for Land<'_> {
-                fn drop(&mut self) {
-                    self.verdicts
-                        .inflight
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .remove(self.key);
-                    self.flight.done.notify_all();
-                }
-            }
-            let land = Land {
-                verdicts: self,
-                key: &key,
-                flight: &flight,
             };
-            let v = run();
-            self.put(key.clone(), &v, verified_ttl);
-            *flight
-                .verdict
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Some(v.clone());
-            drop(land);
-            return v;
-        }
-        let mut v = flight
-            .verdict
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        while v.is_none() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return timed_out(image);
+            Outcome {
+                value,
+                keep,
+                shared,
             }
-            v = flight
-                .done
-                .wait_timeout(v, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+        });
+        match got {
+            Got::Remembered(v) | Got::Ran(v) | Got::Waited(v) => v,
+            Got::TimedOut => timed_out(image),
         }
-        let got = v
-            .clone()
-            .unwrap_or_else(|| Verdict::Unavailable("no verdict".into()));
-        drop(v);
-        // The first asker's outage or timeout is not this one's answer
-        // while this one has time left: ask again.
-        if matches!(
-            got,
-            Verdict::Unavailable(_) | Verdict::TimedOut(_) | Verdict::Unreachable(_)
-        ) && Instant::now() < deadline
-        {
-            return self.verdict(key, deadline, image, verified_ttl, run);
-        }
-        got
     }
 
+    #[cfg(test)]
     fn get(&self, key: &(String, String)) -> Option<Verdict> {
-        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        cache.tick += 1;
-        let tick = cache.tick;
-        let e = cache
-            .entries
-            .get_mut(key)
-            .filter(|e| e.until > Instant::now())?;
-        e.used = tick;
-        Some(e.verdict.clone())
+        self.0.remembered(key)
     }
 
+    #[cfg(test)]
     fn put(&self, key: (String, String), v: &Verdict, verified_ttl: Duration) {
-        let ttl = match v {
-            Verdict::Verified(_) => verified_ttl,
-            Verdict::Refused(_) => REFUSED_TTL,
-            Verdict::Unavailable(_) | Verdict::TimedOut(_) | Verdict::Unreachable(_) => return,
-        };
-        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        if cache.entries.len() >= VERDICTS_MAX && !cache.entries.contains_key(&key) {
-            // Expired first; then the least recently used, refusals
-            // (cheap to make by the thousand) before verified digests
-            // (they keep pods running while a registry is down). Never
-            // all of them: whoever names many signed digests pushes out
-            // the ones least asked for, not everyone's.
-            let now = Instant::now();
-            cache.entries.retain(|_, e| e.until > now);
-            if cache.entries.len() >= VERDICTS_MAX {
-                let mut order: Vec<(bool, u64, (String, String))> = cache
-                    .entries
-                    .iter()
-                    .map(|(k, e)| (matches!(e.verdict, Verdict::Verified(_)), e.used, k.clone()))
-                    .collect();
-                order.sort_unstable();
-                for (_, _, k) in order.into_iter().take(EVICTED_AT_ONCE) {
-                    cache.entries.remove(&k);
-                }
-            }
+        match v {
+            Verdict::Verified(_) => self.0.remember(key, v.clone(), verified_ttl),
+            Verdict::Refused(_) => self.0.remember(key, v.clone(), REFUSED_TTL),
+            Verdict::Unavailable(_) | Verdict::TimedOut(_) | Verdict::Unreachable(_) => {}
         }
-        cache.tick += 1;
-        let used = cache.tick;
-        cache.entries.insert(
-            key,
-            Entry {
-                verdict: v.clone(),
-                until: Instant::now() + ttl,
-                used,
-            },
-        );
     }
 }
 
@@ -785,7 +680,7 @@ mod tests {
             );
             verdicts.put(key(i), &Verdict::Verified(signed.clone()), day);
         }
-        let held = verdicts.cache.lock().unwrap().entries.len();
+        let held = verdicts.0.len();
         assert!(
             (VERDICTS_MAX - EVICTED_AT_ONCE..=VERDICTS_MAX).contains(&held),
             "{held}"

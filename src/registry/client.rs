@@ -19,6 +19,7 @@ use ureq::ResponseExt as _;
 
 use crate::credentials::{Credential, Credentials};
 use crate::digest::{Digest, Hasher, Refused, Verifier};
+use crate::flight::{Flights, Got, Outcome};
 use crate::image_ref::{DOCKER_HUB, ImageRef};
 use crate::registry::challenge;
 use crate::registry::guard;
@@ -121,11 +122,10 @@ pub struct Client {
     /// (registry, scope) -> (token, valid until).
     tokens: Mutex<HashMap<(String, String), (String, Instant)>>,
     /// Tag -> answer, until a time: short for failures (a back-off), never
-    /// longer than the tag TTL (a tag can move).
-    cache: Mutex<HashMap<String, Remembered>>,
+    /// longer than the tag TTL (a tag can move); one lookup under way per
+    /// tag, later askers wait for its answer.
+    tags: Flights<String, Result<Digest, LookupError>>,
     tag_ttl: Duration,
-    /// Lookups under way: later askers wait for the first one's answer.
-    inflight: Mutex<HashMap<String, Arc<Flight>>>,
     /// Registry host and repository -> no request before this
     /// (`Retry-After` of a 429 or 503). Per repository: a wait one
     /// repository's answer asked for does not stop lookups in another.
@@ -188,75 +188,69 @@ impl Stats {
     /// Prometheus text.
     pub fn render(&self) -> String {
         let v = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let mut out = format!(
-            "# HELP image_bouncer_registry_lookups_total Tag lookups at registries by outcome.\n\
-             # TYPE image_bouncer_registry_lookups_total counter\n\
-             image_bouncer_registry_lookups_total{{outcome=\"ok\"}} {}\n\
-             image_bouncer_registry_lookups_total{{outcome=\"transient\"}} {}\n\
-             image_bouncer_registry_lookups_total{{outcome=\"permanent\"}} {}\n\
-             # HELP image_bouncer_registry_cache_total Tag lookups answered from the cache (hit) or not (miss).\n\
-             # TYPE image_bouncer_registry_cache_total counter\n\
-             image_bouncer_registry_cache_total{{result=\"hit\"}} {}\n\
-             image_bouncer_registry_cache_total{{result=\"miss\"}} {}\n\
-             # HELP image_bouncer_registry_rate_limited_total Lookups refused without a request because a registry asked to wait (Retry-After).\n\
-             # TYPE image_bouncer_registry_rate_limited_total counter\n\
-             image_bouncer_registry_rate_limited_total {}\n\
-             # HELP image_bouncer_registry_requests_total HTTP requests sent to registries and their token endpoints.\n\
-             # TYPE image_bouncer_registry_requests_total counter\n\
-             image_bouncer_registry_requests_total {}\n\
-             # HELP image_bouncer_registry_stale_retries_total Requests sent again once because a pooled connection had gone stale.\n\
-             # TYPE image_bouncer_registry_stale_retries_total counter\n\
-             image_bouncer_registry_stale_retries_total {}\n\
-             # HELP image_bouncer_registry_slot_waits_total Requests that waited because a registry had the most requests under way.\n\
-             # TYPE image_bouncer_registry_slot_waits_total counter\n\
-             image_bouncer_registry_slot_waits_total {}\n\
-             # HELP image_bouncer_registry_lookup_duration_seconds Tag lookups that went to a registry, by time taken.\n\
-             # TYPE image_bouncer_registry_lookup_duration_seconds histogram\n",
-            v(&self.ok),
-            v(&self.transient),
-            v(&self.permanent),
-            v(&self.cache_hits),
-            v(&self.cache_misses),
-            v(&self.rate_limited),
-            v(&self.requests),
-            v(&self.retries),
-            v(&self.slot_waits),
-        );
-        let mut total = 0;
-        for (i, b) in BUCKETS.iter().enumerate() {
-            total += v(&self.latency[i]);
-            out.push_str(&format!(
-                "image_bouncer_registry_lookup_duration_seconds_bucket{{le=\"{b}\"}} {total}\n"
-            ));
+        let mut t = crate::metrics::Text::default();
+        let name = "image_bouncer_registry_lookups_total";
+        t.family(name, "counter", "Tag lookups at registries by outcome.");
+        for (outcome, c) in [
+            ("ok", &self.ok),
+            ("transient", &self.transient),
+            ("permanent", &self.permanent),
+        ] {
+            t.sample(name, &[("outcome", outcome)], v(c));
         }
-        total += v(&self.latency[BUCKETS.len()]);
-        out.push_str(&format!(
-            "image_bouncer_registry_lookup_duration_seconds_bucket{{le=\"+Inf\"}} {total}\n\
-             image_bouncer_registry_lookup_duration_seconds_sum {}\n\
-             image_bouncer_registry_lookup_duration_seconds_count {total}\n",
-            v(&self.latency_sum_us) as f64 / 1e6
-        ));
-        out
+        let name = "image_bouncer_registry_cache_total";
+        t.family(
+            name,
+            "counter",
+            "Tag lookups answered from the cache (hit) or not (miss).",
+        );
+        t.sample(name, &[("result", "hit")], v(&self.cache_hits));
+        t.sample(name, &[("result", "miss")], v(&self.cache_misses));
+        for (name, help, c) in [
+            (
+                "image_bouncer_registry_rate_limited_total",
+                "Lookups refused without a request because a registry asked to wait (Retry-After).",
+                &self.rate_limited,
+            ),
+            (
+                "image_bouncer_registry_requests_total",
+                "HTTP requests sent to registries and their token endpoints.",
+                &self.requests,
+            ),
+            (
+                "image_bouncer_registry_stale_retries_total",
+                "Requests sent again once because a pooled connection had gone stale.",
+                &self.retries,
+            ),
+            (
+                "image_bouncer_registry_slot_waits_total",
+                "Requests that waited because a registry had the most requests under way.",
+                &self.slot_waits,
+            ),
+        ] {
+            t.single(name, "counter", help, v(c));
+        }
+        let name = "image_bouncer_registry_lookup_duration_seconds";
+        t.family(
+            name,
+            "histogram",
+            "Tag lookups that went to a registry, by time taken.",
+        );
+        let counts: Vec<u64> = self.latency.iter().map(v).collect();
+        t.histogram(
+            name,
+            &[],
+            &BUCKETS,
+            &counts,
+            v(&self.latency_sum_us) as f64 / 1e6,
+        );
+        t.finish()
     }
 }
 
 /// A `Retry-After` longer than this is taken as this (a registry must not
 /// switch us off for hours with one header).
 const RETRY_AFTER_MAX: Duration = Duration::from_secs(300);
-
-/// A lookup's answer and until when it is believed.
-type Remembered = (Result<Digest, LookupError>, Instant);
-
-/// One lookup under way.
-#[derive(Default)]
-struct Flight {
-    answer: Mutex<Option<Result<Digest, LookupError>>>,
-    done: Condvar,
-    /// The leader ran out of its own time: its failure is nobody else's
-    /// answer (another review's slow images must not fail this one), so
-    /// waiters ask again themselves.
-    retry: std::sync::atomic::AtomicBool,
-}
 
 /// How long a resolved tag is believed by default: a tag moved is seen
 /// after this.
@@ -331,9 +325,8 @@ impl Client {
             proxies,
             credentials,
             tokens: Mutex::new(HashMap::new()),
-            cache: Mutex::new(HashMap::new()),
+            tags: Flights::new(CACHE_MAX, |_| 0),
             tag_ttl: CACHE_TTL,
-            inflight: Mutex::new(HashMap::new()),
             not_before: Mutex::new(HashMap::new()),
             basic_hosts: Mutex::new(HashSet::new()),
             busy: Mutex::new(HashMap::new()),
@@ -443,50 +436,17 @@ impl Client {
             r.path(),
             r.effective_tag().unwrap_or("latest")
         );
-        let now = Instant::now();
-        if let Some((answer, until)) = self
-            .cache
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&key)
-            && *until > now
-        {
-            Stats::add(&self.stats.cache_hits);
-            return answer.clone();
-        }
-        Stats::add(&self.stats.cache_misses);
-        let (flight, leader) = {
-            let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
-            match inflight.get(&key) {
-                Some(f) => (f.clone(), false),
-                None => {
-                    let f = Arc::new(Flight::default());
-                    inflight.insert(key.clone(), f.clone());
-                    (f, true)
-                }
-            }
-        };
-        if leader {
+        let deadline = Instant::now() + within;
+        let got = self.tags.get(key, deadline, || {
             let began = Instant::now();
-            let answer = self.resolve(r, within);
+            let answer = self.resolve(r, deadline.saturating_duration_since(began));
             self.stats.observe(began.elapsed());
+            // Out of the asker's own time: its failure is nobody else's
+            // answer (another review's slow images must not fail this
+            // one), and it is not remembered.
             let out_of_time = matches!(answer, Err(LookupError::TimedOut(_)))
                 || (matches!(answer, Err(LookupError::Transient(_)))
-                    && began.elapsed() + Duration::from_millis(20) >= within);
-            if out_of_time {
-                // Gone from the table first, so that a waiter asking again
-                // starts a new lookup instead of finding this one.
-                self.inflight
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .remove(&key);
-                flight.retry.store(true, Ordering::SeqCst);
-                *flight.answer.lock().unwrap_or_else(PoisonError::into_inner) =
-                    Some(answer.clone());
-                flight.done.notify_all();
-                Stats::add(&self.stats.transient);
-                return answer;
-            }
+                    && Instant::now() + Duration::from_millis(20) >= deadline);
             Stats::add(match &answer {
                 Ok(_) => &self.stats.ok,
                 Err(
@@ -496,58 +456,39 @@ impl Client {
                 ) => &self.stats.transient,
                 Err(LookupError::Permanent(_)) => &self.stats.permanent,
             });
-            let ttl = match &answer {
-                Ok(_) => self.tag_ttl,
+            let keep = match &answer {
+                _ if out_of_time => None,
+                Ok(_) => Some(self.tag_ttl),
                 Err(
                     LookupError::Transient(_)
                     | LookupError::TimedOut(_)
                     | LookupError::Unreachable(_),
-                ) => TRANSIENT_BACKOFF.min(self.tag_ttl),
-                Err(LookupError::Permanent(_)) => PERMANENT_TTL.min(self.tag_ttl),
+                ) => Some(TRANSIENT_BACKOFF.min(self.tag_ttl)),
+                Err(LookupError::Permanent(_)) => Some(PERMANENT_TTL.min(self.tag_ttl)),
             };
-            {
-                let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-                make_room(&mut cache, CACHE_MAX, |(_, until)| *until);
-                cache.insert(key.clone(), (answer.clone(), Instant::now() + ttl));
+            Outcome {
+                value: answer,
+                keep,
+                shared: !out_of_time,
             }
-            *flight.answer.lock().unwrap_or_else(PoisonError::into_inner) = Some(answer.clone());
-            flight.done.notify_all();
-            self.inflight
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&key);
-            return answer;
-        }
-        let deadline = now + within;
-        let mut answer = flight.answer.lock().unwrap_or_else(PoisonError::into_inner);
-        while answer.is_none() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(LookupError::TimedOut(format!(
+        });
+        match got {
+            Got::Remembered(answer) => {
+                Stats::add(&self.stats.cache_hits);
+                answer
+            }
+            Got::Ran(answer) | Got::Waited(answer) => {
+                Stats::add(&self.stats.cache_misses);
+                answer
+            }
+            Got::TimedOut => {
+                Stats::add(&self.stats.cache_misses);
+                Err(LookupError::TimedOut(format!(
                     "{}: the lookup under way did not finish in time",
                     r.domain()
-                )));
+                )))
             }
-            answer = flight
-                .done
-                .wait_timeout(answer, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
         }
-        if flight.retry.load(Ordering::SeqCst) {
-            drop(answer);
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(LookupError::TimedOut(format!(
-                    "{}: no time left for the lookup",
-                    r.domain()
-                )));
-            }
-            return self.resolve_cached(r, left);
-        }
-        answer
-            .clone()
-            .unwrap_or_else(|| Err(LookupError::Unreachable("no answer".into())))
     }
 
     /// The digest `r` names now: its own digest, or what the registry

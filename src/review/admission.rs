@@ -11,6 +11,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -647,7 +648,8 @@ pub fn mutate(
         MutateOutcome::Patched(m) => {
             // Serialising plain patch operations cannot fail.
             let json = serde_json::to_vec(&m.patch).unwrap_or_default();
-            Response::allow(&review.uid).with_patch(mutate::base64(&json))
+            Response::allow(&review.uid)
+                .with_patch(base64::engine::general_purpose::STANDARD.encode(&json))
         }
         _ => Response::allow(&review.uid),
     };

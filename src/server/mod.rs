@@ -300,7 +300,7 @@ impl Shared {
         // An expired serving certificate: every client refuses it, so the
         // server is not ready, and says why.
         let not_after = self.metrics.cert_not_after();
-        if self.settings.tls.is_some() && not_after > 0 && not_after <= unix_now() {
+        if self.settings.tls.is_some() && not_after > 0 && not_after <= crate::time::unix_now() {
             return Some(expired_text(not_after, self.settings.self_signed.is_some()));
         }
         None
@@ -664,19 +664,10 @@ fn reload_tls(shared: &Shared) -> bool {
     }
 }
 
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 /// Why an expired serving certificate stops service, with the date and
 /// what to do.
 fn expired_text(not_after: i64, throwaway: bool) -> String {
-    let date = crate::logging::timestamp(
-        std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(not_after).unwrap_or(0)),
-    );
-    let date = date.get(..10).unwrap_or(&date);
+    let date = crate::time::date(not_after);
     if throwaway {
         format!(
             "the throwaway --self-signed certificate expired on {date}; restart to make a new one"
@@ -691,7 +682,7 @@ fn expired_text(not_after: i64, throwaway: bool) -> String {
 /// The serving certificate's remaining validity, in the log. A throwaway
 /// `--self-signed` certificate is not one to renew.
 fn log_cert_expiry(not_after: i64, throwaway: bool) {
-    let now = unix_now();
+    let now = crate::time::unix_now();
     let days = (not_after - now) / 86_400;
     if not_after <= now {
         error!("{}", expired_text(not_after, throwaway));

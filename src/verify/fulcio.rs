@@ -130,7 +130,7 @@ pub fn verify(
         if !ca.valid.contains(t) {
             last = format!(
                 "no certificate authority of the trusted root was valid at the signing time {}",
-                crate::der::rfc3339(t)
+                crate::time::rfc3339(t)
             );
             continue;
         }
@@ -175,7 +175,7 @@ pub fn verify(
             Err(webpki::Error::CertExpired { .. }) | Err(webpki::Error::CertNotValidYet { .. }) => {
                 last = format!(
                     "the signing certificate was not valid at the signing time {}",
-                    crate::der::rfc3339(t)
+                    crate::time::rfc3339(t)
                 );
             }
             Err(webpki::Error::RequiredEkuNotFoundContext(_)) => {

@@ -14,7 +14,6 @@ pub mod rekor;
 pub mod rules;
 pub mod sct;
 
-pub mod time;
 pub mod trust;
 pub mod tsa;
 
@@ -68,8 +67,7 @@ pub fn content(der: &[u8]) -> Option<&[u8]> {
 
 /// `<algorithm>:<lowercase hex>`.
 pub fn hex_digest(algorithm: &str, bytes: &[u8]) -> String {
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{algorithm}:{hex}")
+    format!("{algorithm}:{}", crate::digest::hex(bytes))
 }
 
 /// A file of tests/fixtures (upstream vectors, unchanged), for unit tests.

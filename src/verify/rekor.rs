@@ -31,19 +31,7 @@ fn b64(s: &str, what: &str) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("{what} is not base64: {e}"))
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
+use crate::digest::{hex, unhex};
 
 impl Promise {
     /// The legacy annotation's JSON.

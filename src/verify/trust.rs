@@ -7,8 +7,8 @@
 use base64::Engine as _;
 use serde::Deserialize;
 
+use crate::time::parse_rfc3339;
 use crate::verify::keys::PublicKey;
-use crate::verify::time::parse_rfc3339;
 
 /// A time range, inclusive; `end` `None`: still valid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

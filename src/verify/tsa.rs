@@ -69,7 +69,7 @@ fn generalized_time(s: &str) -> Option<i64> {
     if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
         return None;
     }
-    Some(crate::der::days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + sec)
+    Some(crate::time::days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + sec)
 }
 
 /// Verifies one timestamp over `signature` and returns its `genTime`.
