@@ -479,7 +479,7 @@ fn bundle_verdict(
         };
         match bundle::verify(&blob, &digest_s, &rule.trust) {
             Ok(s) => return Verdict::Verified(s),
-            Err(e) => *reasons.entry(e).or_default() += 1,
+            Err(e) => *reasons.entry(e.reason).or_default() += 1,
         }
     }
     Verdict::Refused(summarise(

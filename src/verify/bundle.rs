@@ -236,7 +236,7 @@ pub(crate) fn subjects(payload: &[u8]) -> Result<Vec<(String, String)>, String> 
 }
 
 /// Verifies a bundle as a signature of `digest` under `trust`.
-pub fn verify(bundle: &[u8], digest: &str, trust: &Trust) -> Result<Signed, String> {
+pub fn verify(bundle: &[u8], digest: &str, trust: &Trust) -> Result<Signed, BundleError> {
     verify_artifact(bundle, &Artifact::Image(digest), trust)
 }
 
@@ -253,12 +253,104 @@ pub enum Artifact<'a> {
     Digest(&'a str),
 }
 
-/// Verifies a bundle as a signature of `artifact` under `trust`.
+/// The steps of a bundle's verification, in sigstore-go's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// The bundle read, and its media type one this version reads.
+    Read,
+    /// What was signed: the artifact, the DSSE statement naming it.
+    SignedContent,
+    /// Who signed it: the signature under a trusted key or its certificate.
+    Signer,
+    /// When, as observers saw it: RFC 3161 timestamps.
+    ObserverTimes,
+    /// The transparency log's entry (inclusion proof, promise).
+    LogEntry,
+    /// The certificate at the trusted times: chain, SCT, identity.
+    Certificate,
+}
+
+/// Why a bundle was refused, and at which step. `Display` is the reason
+/// alone, as reviews and `verify-bundle` show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleError {
+    pub step: Step,
+    pub reason: String,
+}
+
+impl std::fmt::Display for BundleError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl std::error::Error for BundleError {}
+
+impl From<BundleError> for String {
+    fn from(e: BundleError) -> String {
+        e.reason
+    }
+}
+
+/// A step's `Result<_, String>` as one of [`BundleError`].
+trait At<T> {
+    fn at(self, step: Step) -> Result<T, BundleError>;
+}
+
+impl<T, E: Into<String>> At<T> for Result<T, E> {
+    fn at(self, step: Step) -> Result<T, BundleError> {
+        self.map_err(|e| BundleError {
+            step,
+            reason: e.into(),
+        })
+    }
+}
+
+/// Verifies a bundle as a signature of `artifact` under `trust`: each
+/// step in sigstore-go's order, each refusing with its own reason.
 pub fn verify_artifact(
     bundle: &[u8],
     artifact: &Artifact<'_>,
     trust: &Trust,
-) -> Result<Signed, String> {
+) -> Result<Signed, BundleError> {
+    let b = read(bundle).at(Step::Read)?;
+    let content = signed_content(&b, artifact).at(Step::SignedContent)?;
+    let m = &b.verification_material;
+    let (by, certs) = signer(m, &content, trust).at(Step::Signer)?;
+    let root = trust.root.as_deref();
+    let observed = observer_times(m, &content.signature, root).at(Step::ObserverTimes)?;
+    let (set_time, log_index) = if trust.ignore_tlog {
+        (None, None)
+    } else {
+        let signer_der: &[u8] = match &by {
+            By::Key(k) => &k.key.spki,
+            By::Cert(c) => c,
+        };
+        let (t, i) = log_entry(&b, &content, signer_der, root).at(Step::LogEntry)?;
+        (t, Some(i))
+    };
+    let times: Vec<(i64, &'static str)> = set_time
+        .map(|t| (t, "transparency log (SET)"))
+        .into_iter()
+        .chain(observed.times.iter().map(|t| (*t, "RFC 3161 timestamp")))
+        .collect();
+    let signer = match by {
+        By::Key(k) => format!("key {} ({})", k.name, k.key.describe()),
+        By::Cert(leaf) => certificate(&leaf, &certs[1..], &times, &observed.refused, trust)
+            .at(Step::Certificate)?,
+    };
+    Ok(Signed {
+        digest: content.digest,
+        signer,
+        reference: content.reference,
+        time: times.first().map(|(t, _)| *t),
+        time_source: times.first().map(|(_, s)| *s),
+        log_index,
+    })
+}
+
+/// The bundle, if this version reads its media type.
+fn read(bundle: &[u8]) -> Result<RawBundle, String> {
     let b: RawBundle =
         serde_json::from_slice(bundle).map_err(|e| format!("the bundle cannot be read: {e}"))?;
     if !MEDIA_TYPES.contains(&b.media_type.as_str()) {
@@ -267,118 +359,149 @@ pub fn verify_artifact(
             b.media_type
         ));
     }
-    // What was signed, what the log entry must hold, the signature, the
-    // name signed for, and the digest admitted.
-    let (signed, logged, signature, reference, digest) =
-        match (&b.message_signature, &b.dsse_envelope, artifact) {
-            (Some(_), Some(_), _) => {
-                return Err("a bundle with both a message signature and a DSSE envelope".into());
-            }
-            (None, None, _) => {
-                return Err("a bundle with neither a DSSE envelope nor a message signature".into());
-            }
-            (Some(_), None, Artifact::Image(_)) => {
-                return Err("a bundle with a message signature signs a blob, not an image".into());
-            }
-            (Some(ms), None, Artifact::File(_) | Artifact::Digest(_)) => {
-                #[derive(Deserialize)]
-                #[serde(rename_all = "camelCase")]
-                struct MessageSignature {
-                    message_digest: Option<MessageDigest>,
-                    signature: String,
-                }
-                #[derive(Deserialize)]
-                struct MessageDigest {
-                    algorithm: String,
-                    digest: String,
-                }
-                let ms: MessageSignature = serde_json::from_value(ms.clone())
-                    .map_err(|e| format!("the message signature cannot be read: {e}"))?;
-                let (actual, signed) = match artifact {
-                    Artifact::File(bytes) => (
-                        ring::digest::digest(&ring::digest::SHA256, bytes)
-                            .as_ref()
-                            .to_vec(),
-                        Content::Bytes(bytes.to_vec()),
-                    ),
-                    Artifact::Digest(d) => {
-                        let hex = d
-                            .strip_prefix("sha256:")
-                            .ok_or("a digest other than sha256")?;
-                        let raw: Vec<u8> = (0..hex.len())
-                            .step_by(2)
-                            .map(|i| u8::from_str_radix(hex.get(i..i + 2).unwrap_or("zz"), 16))
-                            .collect::<Result<_, _>>()
-                            .map_err(|_| "the digest is not hex")?;
-                        (raw.clone(), Content::Sha256(raw))
-                    }
-                    Artifact::Image(_) => return Err("unreachable".into()),
-                };
-                if let Some(md) = &ms.message_digest
-                    && (md.algorithm != "SHA2_256"
-                        || b64(&md.digest, "the message digest")? != actual)
-                {
-                    return Err(
-                    "the message signature is for another artifact (its message digest differs)"
-                        .into(),
-                );
-                }
-                let digest = crate::verify::hex_digest("sha256", &actual);
-                (
-                    signed,
-                    actual,
-                    b64(&ms.signature, "the signature")?,
-                    String::new(),
-                    digest,
-                )
-            }
-            (None, Some(dsse), _) => {
-                if dsse.payload_type != IN_TOTO {
-                    return Err(format!(
-                        "a DSSE envelope of type {:?}, not an in-toto statement",
-                        dsse.payload_type
-                    ));
-                }
-                let [sig] = dsse.signatures.as_slice() else {
-                    return Err(format!(
-                        "a DSSE envelope with {} signatures (exactly one is accepted)",
-                        dsse.signatures.len()
-                    ));
-                };
-                let payload = b64(&dsse.payload, "the DSSE payload")?;
-                let signature = b64(&sig.sig, "the DSSE signature")?;
-                let digest = match artifact {
-                    Artifact::Image(d) | Artifact::Digest(d) => d.to_string(),
-                    Artifact::File(bytes) => crate::verify::hex_digest(
-                        "sha256",
-                        ring::digest::digest(&ring::digest::SHA256, bytes).as_ref(),
-                    ),
-                };
-                let subjects = subjects(&payload)?;
-                let Some((_, reference)) = subjects.iter().find(|(d, _)| *d == digest) else {
-                    return Err(format!(
-                        "a signature for another digest ({})",
-                        subjects
-                            .iter()
-                            .map(|(d, _)| d.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ));
-                };
-                let reference = reference.clone();
-                let logged = ring::digest::digest(&ring::digest::SHA256, &payload)
-                    .as_ref()
-                    .to_vec();
-                (
-                    Content::Bytes(pae(&dsse.payload_type, &payload)),
-                    logged,
-                    signature,
-                    reference,
-                    digest,
-                )
-            }
-        };
-    let m = &b.verification_material;
+    Ok(b)
+}
+
+/// What a bundle signed, checked against the artifact.
+struct SignedContent {
+    /// The bytes the signature is over (or their digest).
+    signed: Content,
+    /// What the log entry must hold (see [`Logged`]).
+    logged: Vec<u8>,
+    signature: Vec<u8>,
+    /// The name the statement signed for (empty for a message signature).
+    reference: String,
+    /// The digest admitted.
+    digest: String,
+}
+
+fn signed_content(b: &RawBundle, artifact: &Artifact<'_>) -> Result<SignedContent, String> {
+    match (&b.message_signature, &b.dsse_envelope, artifact) {
+        (Some(_), Some(_), _) => {
+            Err("a bundle with both a message signature and a DSSE envelope".into())
+        }
+        (None, None, _) => {
+            Err("a bundle with neither a DSSE envelope nor a message signature".into())
+        }
+        (Some(_), None, Artifact::Image(_)) => {
+            Err("a bundle with a message signature signs a blob, not an image".into())
+        }
+        (Some(ms), None, Artifact::File(_) | Artifact::Digest(_)) => {
+            message_signature(ms, artifact)
+        }
+        (None, Some(dsse), _) => dsse_statement(dsse, artifact),
+    }
+}
+
+/// A message signature over a file (or its digest).
+fn message_signature(ms: &Value, artifact: &Artifact<'_>) -> Result<SignedContent, String> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct MessageSignature {
+        message_digest: Option<MessageDigest>,
+        signature: String,
+    }
+    #[derive(Deserialize)]
+    struct MessageDigest {
+        algorithm: String,
+        digest: String,
+    }
+    let ms: MessageSignature = serde_json::from_value(ms.clone())
+        .map_err(|e| format!("the message signature cannot be read: {e}"))?;
+    let (actual, signed) = match artifact {
+        Artifact::File(bytes) => (
+            ring::digest::digest(&ring::digest::SHA256, bytes)
+                .as_ref()
+                .to_vec(),
+            Content::Bytes(bytes.to_vec()),
+        ),
+        Artifact::Digest(d) => {
+            let hex = d
+                .strip_prefix("sha256:")
+                .ok_or("a digest other than sha256")?;
+            let raw = crate::digest::unhex(hex).ok_or("the digest is not hex")?;
+            (raw.clone(), Content::Sha256(raw))
+        }
+        Artifact::Image(_) => {
+            return Err("a bundle with a message signature signs a blob, not an image".into());
+        }
+    };
+    if let Some(md) = &ms.message_digest
+        && (md.algorithm != "SHA2_256" || b64(&md.digest, "the message digest")? != actual)
+    {
+        return Err(
+            "the message signature is for another artifact (its message digest differs)".into(),
+        );
+    }
+    let digest = crate::verify::hex_digest("sha256", &actual);
+    Ok(SignedContent {
+        signed,
+        logged: actual,
+        signature: b64(&ms.signature, "the signature")?,
+        reference: String::new(),
+        digest,
+    })
+}
+
+/// A DSSE envelope holding an in-toto statement that names the artifact.
+fn dsse_statement(dsse: &Dsse, artifact: &Artifact<'_>) -> Result<SignedContent, String> {
+    if dsse.payload_type != IN_TOTO {
+        return Err(format!(
+            "a DSSE envelope of type {:?}, not an in-toto statement",
+            dsse.payload_type
+        ));
+    }
+    let [sig] = dsse.signatures.as_slice() else {
+        return Err(format!(
+            "a DSSE envelope with {} signatures (exactly one is accepted)",
+            dsse.signatures.len()
+        ));
+    };
+    let payload = b64(&dsse.payload, "the DSSE payload")?;
+    let signature = b64(&sig.sig, "the DSSE signature")?;
+    let digest = match artifact {
+        Artifact::Image(d) | Artifact::Digest(d) => d.to_string(),
+        Artifact::File(bytes) => crate::verify::hex_digest(
+            "sha256",
+            ring::digest::digest(&ring::digest::SHA256, bytes).as_ref(),
+        ),
+    };
+    let subjects = subjects(&payload)?;
+    let Some((_, reference)) = subjects.iter().find(|(d, _)| *d == digest) else {
+        return Err(format!(
+            "a signature for another digest ({})",
+            subjects
+                .iter()
+                .map(|(d, _)| d.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    };
+    Ok(SignedContent {
+        signed: Content::Bytes(pae(&dsse.payload_type, &payload)),
+        logged: ring::digest::digest(&ring::digest::SHA256, &payload)
+            .as_ref()
+            .to_vec(),
+        signature,
+        reference: reference.clone(),
+        digest,
+    })
+}
+
+/// The signer, and the DER the log entry must name.
+enum By<'a> {
+    Key(&'a crate::verify::rules::NamedKey),
+    Cert(Vec<u8>),
+}
+
+/// Who signed: a trusted key the signature verifies under, or the leaf
+/// certificate whose key it verifies under (checked later, at the signing
+/// times); with the certificates the bundle carries, leaf first.
+fn signer<'t>(
+    m: &Material,
+    content: &SignedContent,
+    trust: &'t Trust,
+) -> Result<(By<'t>, Vec<Vec<u8>>), String> {
     let certs: Vec<Vec<u8>> = match (&m.certificate, &m.x509_certificate_chain) {
         (Some(c), _) => vec![b64(&c.raw_bytes, "the certificate")?],
         (None, Some(chain)) => chain
@@ -395,15 +518,11 @@ pub fn verify_artifact(
             "a bundle with neither a certificate nor a public key".into()
         });
     }
-    // The signer, and the DER the log entry must name.
-    enum By<'a> {
-        Key(&'a crate::verify::rules::NamedKey),
-        Cert(Vec<u8>),
-    }
+    let (signed, signature) = (&content.signed, &content.signature);
     let by = if let Some(leaf) = certs.first() {
         let (_, parsed) = x509_parser::parse_x509_certificate(leaf)
             .map_err(|e| format!("the signing certificate cannot be read: {e}"))?;
-        if !signed.verifies(&PublicKey::from_spki(parsed.public_key().raw)?, &signature) {
+        if !signed.verifies(&PublicKey::from_spki(parsed.public_key().raw)?, signature) {
             return Err("the signature does not verify with its certificate's key".into());
         }
         if trust.identities.is_empty() {
@@ -414,111 +533,130 @@ pub fn verify_artifact(
         match trust
             .keys
             .iter()
-            .find(|k| signed.verifies(&k.key, &signature))
+            .find(|k| signed.verifies(&k.key, signature))
         {
             Some(k) => By::Key(k),
             None => return Err("a signature by an unknown key".into()),
         }
     };
-    let signer_der: &[u8] = match &by {
-        By::Key(k) => &k.key.spki,
-        By::Cert(c) => c,
+    Ok((by, certs))
+}
+
+/// Signing times observers vouch for: RFC 3161 timestamps over the
+/// signature (at most 32, no duplicates). Each one that verifies is a
+/// trusted signing time; one that does not gives no time (as sigstore's
+/// clients count them) and its reason is kept for the refusal when no
+/// time is left.
+struct Observed {
+    times: Vec<i64>,
+    refused: Vec<String>,
+}
+
+fn observer_times(
+    m: &Material,
+    signature: &[u8],
+    root: Option<&crate::verify::trust::TrustedRoot>,
+) -> Result<Observed, String> {
+    let mut observed = Observed {
+        times: Vec::new(),
+        refused: Vec::new(),
     };
-    let root = trust.root.as_deref();
-    // RFC 3161 timestamps over the signature (at most 32, no duplicates):
-    // each one that verifies is a trusted signing time; one that does not
-    // gives no time (as sigstore's clients count them) and its reason is
-    // kept for the refusal when no time is left.
-    let mut tsa_times = Vec::new();
-    let mut tsa_refused = Vec::new();
-    if let Some(tvd) = &m.timestamp_verification_data {
-        let tokens = &tvd.rfc3161_timestamps;
-        if tokens.len() > crate::verify::tsa::MAX_TIMESTAMPS {
-            return Err(format!(
-                "{} timestamps (at most {} are read)",
-                tokens.len(),
-                crate::verify::tsa::MAX_TIMESTAMPS
-            ));
+    let Some(tvd) = &m.timestamp_verification_data else {
+        return Ok(observed);
+    };
+    let tokens = &tvd.rfc3161_timestamps;
+    if tokens.len() > crate::verify::tsa::MAX_TIMESTAMPS {
+        return Err(format!(
+            "{} timestamps (at most {} are read)",
+            tokens.len(),
+            crate::verify::tsa::MAX_TIMESTAMPS
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for t in tokens {
+        if !seen.insert(&t.signed_timestamp) {
+            return Err("the same timestamp twice".into());
         }
-        let mut seen = std::collections::BTreeSet::new();
-        for t in tokens {
-            if !seen.insert(&t.signed_timestamp) {
-                return Err("the same timestamp twice".into());
-            }
-            let root = root.ok_or("no trusted root to check the timestamps with")?;
-            let token = b64(&t.signed_timestamp, "a timestamp")?;
-            match crate::verify::tsa::verify(&token, &signature, root) {
-                Ok(t) => tsa_times.push(t),
-                Err(e) => tsa_refused.push(e),
-            }
+        let root = root.ok_or("no trusted root to check the timestamps with")?;
+        let token = b64(&t.signed_timestamp, "a timestamp")?;
+        match crate::verify::tsa::verify(&token, signature, root) {
+            Ok(t) => observed.times.push(t),
+            Err(e) => observed.refused.push(e),
         }
     }
-    // The log.
-    let mut set_time = None;
-    let mut log_index = None;
-    if !trust.ignore_tlog {
-        let root = root.ok_or("no trusted root to check the log entry with")?;
-        if m.tlog_entries.is_empty() {
-            return Err("the signature has no transparency log entry".into());
-        }
-        let signed_sha256 = signed.sha256();
-        // Bundles from v0.2 on must prove inclusion; v0.1 may carry the
-        // promise (SET) alone.
-        let proof_required = !b.media_type.ends_with("version=0.1");
-        let logged = Logged {
-            payload_sha256: &logged,
-            signed_sha256: &signed_sha256,
-        };
-        let mut last = String::new();
-        for e in m.tlog_entries.iter().take(MAX_ENTRIES) {
-            match check_entry(e, root, &logged, &signature, signer_der, proof_required) {
-                Ok((t, i)) => {
-                    set_time = t;
-                    log_index = Some(i);
-                    break;
-                }
-                Err(why) => last = why,
-            }
-        }
-        if log_index.is_none() {
-            return Err(last);
+    Ok(observed)
+}
+
+/// The transparency log's entry: the first of the bundle's entries (at
+/// most [`MAX_ENTRIES`] looked at) that checks out; its promise's time if
+/// it has one, and its index.
+fn log_entry(
+    b: &RawBundle,
+    content: &SignedContent,
+    signer_der: &[u8],
+    root: Option<&crate::verify::trust::TrustedRoot>,
+) -> Result<(Option<i64>, i64), String> {
+    let root = root.ok_or("no trusted root to check the log entry with")?;
+    let m = &b.verification_material;
+    if m.tlog_entries.is_empty() {
+        return Err("the signature has no transparency log entry".into());
+    }
+    let signed_sha256 = content.signed.sha256();
+    // Bundles from v0.2 on must prove inclusion; v0.1 may carry the
+    // promise (SET) alone.
+    let proof_required = !b.media_type.ends_with("version=0.1");
+    let logged = Logged {
+        payload_sha256: &content.logged,
+        signed_sha256: &signed_sha256,
+    };
+    let mut last = String::new();
+    for e in m.tlog_entries.iter().take(MAX_ENTRIES) {
+        match check_entry(
+            e,
+            root,
+            &logged,
+            &content.signature,
+            signer_der,
+            proof_required,
+        ) {
+            Ok(found) => return Ok(found),
+            Err(why) => last = why,
         }
     }
-    let times: Vec<(i64, &'static str)> = set_time
-        .map(|t| (t, "transparency log (SET)"))
-        .into_iter()
-        .chain(tsa_times.iter().map(|t| (*t, "RFC 3161 timestamp")))
-        .collect();
-    let signer = match by {
-        By::Key(k) => format!("key {} ({})", k.name, k.key.describe()),
-        By::Cert(leaf) => {
-            let root = root.ok_or("no trusted root to check the certificate with")?;
-            if times.is_empty() {
-                return Err(match tsa_refused.first() {
-                    Some(why) => format!("a keyless signature needs a trusted signing time, and it has none: {why}"),
-                    None => "a keyless signature needs a trusted signing time: neither a verified SET nor an RFC 3161 timestamp".into(),
-                });
-            }
-            // The certificate must hold at every trusted time.
-            let mut verified = None;
-            for (t, _) in &times {
-                verified = Some(crate::verify::fulcio::verify(&leaf, &certs[1..], root, *t)?);
-            }
-            let verified = verified.ok_or("no trusted signing time")?;
-            if !trust.ignore_sct {
-                crate::verify::sct::verify(&leaf, &verified.issuer_spkis, root)?;
-            }
-            trust.accept(&verified.identity)?
-        }
-    };
-    Ok(Signed {
-        digest,
-        signer,
-        reference,
-        time: times.first().map(|(t, _)| *t),
-        time_source: times.first().map(|(_, s)| *s),
-        log_index,
-    })
+    Err(last)
+}
+
+/// A keyless signer: the certificate must chain to the root at every
+/// trusted signing time, carry a valid SCT (unless ignored), and name an
+/// accepted identity.
+fn certificate(
+    leaf: &[u8],
+    chain: &[Vec<u8>],
+    times: &[(i64, &'static str)],
+    refused_times: &[String],
+    trust: &Trust,
+) -> Result<String, String> {
+    let root = trust
+        .root
+        .as_deref()
+        .ok_or("no trusted root to check the certificate with")?;
+    if times.is_empty() {
+        return Err(match refused_times.first() {
+            Some(why) => format!(
+                "a keyless signature needs a trusted signing time, and it has none: {why}"
+            ),
+            None => "a keyless signature needs a trusted signing time: neither a verified SET nor an RFC 3161 timestamp".into(),
+        });
+    }
+    let mut verified = None;
+    for (t, _) in times {
+        verified = Some(crate::verify::fulcio::verify(leaf, chain, root, *t)?);
+    }
+    let verified = verified.ok_or("no trusted signing time")?;
+    if !trust.ignore_sct {
+        crate::verify::sct::verify(leaf, &verified.issuer_spkis, root)?;
+    }
+    trust.accept(&verified.identity)
 }
 
 /// What a log entry must hold: the DSSE payload's hash (a `dsse` entry),
@@ -712,6 +850,11 @@ fn check_v2_body(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The verifier with its reasons as text, as the tests read them.
+    fn verify(bundle: &[u8], digest: &str, trust: &Trust) -> Result<Signed, String> {
+        super::verify(bundle, digest, trust).map_err(String::from)
+    }
     use crate::verify::rules::{IdentityRule, Matcher};
     use crate::verify::trust::TrustedRoot;
     use std::sync::Arc;
@@ -730,6 +873,38 @@ mod tests {
             root: Some(Arc::new(TrustedRoot::parse(&fixture(root)).unwrap())),
             ..Trust::default()
         }
+    }
+
+    /// Each refusal names the step that made it, in sigstore-go's order.
+    #[test]
+    fn refusals_name_their_step() {
+        let bundle = fixture(&format!("{DIR}/oci-attestation.sigstore.json"));
+        let t = trust(
+            "cody@soyland.com",
+            "sigstore/trusted-roots/public-good.json",
+        );
+        let step =
+            |b: &[u8], digest: &str, t: &Trust| super::verify(b, digest, t).unwrap_err().step;
+        assert_eq!(step(b"{", IMAGE, &t), Step::Read);
+        let other = format!("sha256:{}", "2".repeat(64));
+        assert_eq!(step(bundle.as_bytes(), &other, &t), Step::SignedContent);
+        let keys_only = Trust {
+            identities: Vec::new(),
+            ..t.clone()
+        };
+        assert_eq!(step(bundle.as_bytes(), IMAGE, &keys_only), Step::Signer);
+        let mut v: Value = serde_json::from_str(&bundle).unwrap();
+        v["verificationMaterial"]["tlogEntries"] = Value::Array(Vec::new());
+        let no_log = serde_json::to_vec(&v).unwrap();
+        assert_eq!(step(&no_log, IMAGE, &t), Step::LogEntry);
+        let someone = trust(
+            "someone@else.com",
+            "sigstore/trusted-roots/public-good.json",
+        );
+        let e = super::verify(bundle.as_bytes(), IMAGE, &someone).unwrap_err();
+        assert_eq!(e.step, Step::Certificate);
+        // The reason alone, as reviews show it.
+        assert_eq!(e.to_string(), e.reason);
     }
 
     /// cosign's real 2025 image bundle: admitted for its subject image
