@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use ureq::ResponseExt as _;
 
 use crate::credentials::{Credential, Credentials};
@@ -27,6 +26,10 @@ use crate::registry::proxy::ProxyConfig;
 
 /// What a manifest request accepts; the digest depends on the type the
 /// registry picks, so HEAD sends it too.
+mod token;
+use token::basic_header;
+pub(crate) use token::token_answer;
+
 pub const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
 /// The OCI image index type (referrers answers, the fallback tag).
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -35,18 +38,10 @@ pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const MANIFEST_MAX: usize = 4 << 20;
 /// Docker Hub's API host for `docker.io`.
 const DOCKER_HUB_API: &str = "registry-1.docker.io";
-/// A token without `expires_in` lives this long (the distribution spec).
-const TOKEN_DEFAULT_TTL: Duration = Duration::from_secs(60);
-/// A token is kept at most this long, whatever its `expires_in` says.
-const TOKEN_MAX_TTL: Duration = Duration::from_secs(3600);
 /// Tokens and Retry-After waits remembered at most (registries and
 /// repositories are named by whoever writes the image): with tokens of at
-/// most TOKEN_LEN_MAX, 16 MiB at worst.
+/// most `token::TOKEN_LEN_MAX`, 16 MiB at worst.
 const REMEMBERED_MAX: usize = 1024;
-/// A token longer than this is refused (real ones are 1–4 KiB).
-const TOKEN_LEN_MAX: usize = 16 * 1024;
-/// Token responses are small; more is refused.
-const TOKEN_MAX: usize = 64 * 1024;
 /// Requests under way to one registry at most; more wait (within their
 /// deadline) so that one rollout cannot open hundreds of connections to a
 /// registry that already struggles.
@@ -969,152 +964,6 @@ impl Client {
             "{host}: the connection closed twice"
         )))
     }
-
-    /// The Authorization header a challenge asks for.
-    fn answer(
-        &self,
-        t: &Target,
-        challenges: &[challenge::Challenge],
-        credential: Option<&Credential>,
-        scope: &str,
-        key: &(String, String),
-        deadline: Instant,
-    ) -> Result<String, LookupError> {
-        let host = &t.host;
-        if let Some(c) = challenges.iter().find(|c| c.scheme == "bearer") {
-            let realm = c
-                .realm(t.plain)
-                .map_err(|e| LookupError::Permanent(format!("{host}: {e}")))?;
-            let realm_host =
-                realm_host(realm).map_err(|e| LookupError::Permanent(format!("{host}: {e}")))?;
-            let realm_port = crate::image_ref::split_port(&realm_host)
-                .1
-                .and_then(|p| p.parse().ok())
-                .unwrap_or(if realm.starts_with("https://") {
-                    443
-                } else {
-                    80
-                });
-            guard::check_literal(&self.named, &realm_host, realm_port)
-                .map_err(|e| LookupError::Permanent(format!("token realm of {host}: {e}")))?;
-            // Over plain HTTP anyone on the path can write the challenge
-            // and name any realm: the registry's credentials go to a realm
-            // on the registry's own host only.
-            if t.plain && credential.is_some() && registry_key(&realm_host) != registry_key(host) {
-                return Err(LookupError::Permanent(format!(
-                    "{host} is spoken to over plain HTTP and its token realm is on another host ({realm_host}); its credentials are not sent there, as anyone on the path could have named that realm"
-                )));
-            }
-            let service = c.param("service");
-            let mut query = format!("scope={}", encode(scope));
-            if let Some(s) = service {
-                query.push_str(&format!("&service={}", encode(s)));
-            }
-            let sep = if realm.contains('?') { '&' } else { '?' };
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(LookupError::TimedOut(format!("{host}: no time left")));
-            }
-            let agent = self.agent_for(&realm_host);
-            let https = realm.starts_with("https://");
-            // The challenge sent us to this realm: the credentials may go
-            // there, and nowhere else.
-            Stats::add(&self.stats.requests);
-            let sent = match credential {
-                Some(Credential::IdentityToken(refresh)) => {
-                    let mut form = format!(
-                        "grant_type=refresh_token&client_id=image-bouncer&refresh_token={}&{query}",
-                        encode(refresh)
-                    );
-                    if service.is_none() {
-                        form.push_str("&service=");
-                    }
-                    agent
-                        .post(realm)
-                        .header("Content-Type", "application/x-www-form-urlencoded")
-                        .config()
-                        .proxy(self.proxy_for(https, &realm_host)?)
-                        .timeout_global(Some(left))
-                        .build()
-                        .send(form.as_bytes())
-                }
-                other => {
-                    let mut req = agent.get(&format!("{realm}{sep}{query}"));
-                    if let Some(b) = other.and_then(basic_header) {
-                        req = req.header("Authorization", b);
-                    }
-                    req.config()
-                        .proxy(self.proxy_for(https, &realm_host)?)
-                        .timeout_global(Some(left))
-                        .build()
-                        .call()
-                }
-            };
-            let mut resp = sent.map_err(|e| match transport(&realm_host, e) {
-                LookupError::TimedOut(m) => {
-                    LookupError::TimedOut(format!("token endpoint of {host}: {m}"))
-                }
-                LookupError::Transient(m) => {
-                    LookupError::Transient(format!("token endpoint of {host}: {m}"))
-                }
-                LookupError::Permanent(m) => {
-                    LookupError::Permanent(format!("token endpoint of {host}: {m}"))
-                }
-                LookupError::Unreachable(m) => {
-                    LookupError::Unreachable(format!("token endpoint of {host}: {m}"))
-                }
-            })?;
-            let status = resp.status().as_u16();
-            if status != 200 {
-                let kind = if status == 429 || status >= 500 {
-                    LookupError::Transient
-                } else {
-                    LookupError::Permanent
-                };
-                return Err(kind(format!(
-                    "token endpoint of {host} answered {status}{}",
-                    if credential.is_some() {
-                        " (the credentials were refused)"
-                    } else {
-                        "; no credentials are configured for it"
-                    }
-                )));
-            }
-            let what = format!("token endpoint of {host}");
-            let (body, _) = read_checked(&mut resp, None, TOKEN_MAX, &what)?;
-            let (token, ttl) = token_answer(&body, &what)?;
-            let mut tokens = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
-            make_room(&mut tokens, REMEMBERED_MAX, |(_, until)| *until);
-            tokens.insert(
-                key.clone(),
-                (
-                    token.clone(),
-                    Instant::now() + ttl.saturating_sub(Duration::from_secs(5)),
-                ),
-            );
-            return Ok(format!("Bearer {token}"));
-        }
-        if challenges.iter().any(|c| c.scheme == "basic") {
-            return match credential {
-                Some(c @ Credential::Basic { .. }) => {
-                    self.basic_hosts
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .insert(host.clone());
-                    basic_header(c).ok_or_else(|| LookupError::Permanent("no password".into()))
-                }
-                Some(Credential::IdentityToken(_)) => Err(LookupError::Permanent(format!(
-                    "{host} asks for a password; only an identity token is configured for it"
-                ))),
-                None => Err(LookupError::Permanent(format!(
-                    "{host} asks for credentials; none are configured for it"
-                ))),
-            };
-        }
-        Err(LookupError::Permanent(format!(
-            "{host} asks for an authentication scheme image-bouncer does not speak"
-        )))
-    }
 }
 
 /// What a `Retry-After` is remembered under: the registry and the
@@ -1147,41 +996,12 @@ fn make_room<K: Clone + Eq + std::hash::Hash, V>(
     }
 }
 
-/// `Basic base64(user:password)` for a Basic credential.
-fn basic_header(c: &Credential) -> Option<String> {
-    match c {
-        Credential::Basic { username, password } => Some(format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
-        )),
-        Credential::IdentityToken(_) => None,
-    }
-}
-
 /// Whether the answer came from `host` itself (not from where a redirect
 /// led): only the registry's own challenge is answered.
 fn answered_by(resp: &ureq::http::Response<ureq::Body>, host: &str) -> bool {
     resp.get_uri()
         .authority()
         .is_some_and(|a| registry_key(a.as_str()) == registry_key(host))
-}
-
-/// The `host[:port]` a token realm names, from a URL with no user part
-/// (`https://a@b/` connects to b: trust and proxy decisions must be made
-/// for what is connected to).
-fn realm_host(realm: &str) -> Result<String, String> {
-    let uri: ureq::http::Uri = realm
-        .parse()
-        .map_err(|_| format!("the token realm {realm:?} is not a URL"))?;
-    let authority = uri
-        .authority()
-        .ok_or_else(|| format!("the token realm {realm:?} names no host"))?;
-    if authority.as_str().contains('@') {
-        return Err(format!(
-            "the token realm {realm:?} carries a user part; refused"
-        ));
-    }
-    Ok(authority.as_str().to_string())
 }
 
 /// A response header as text.
@@ -1348,43 +1168,6 @@ pub(crate) fn index_entries(bytes: &[u8], what: &str) -> Result<Vec<Descriptor>,
             .map_err(|e| LookupError::Permanent(format!("{what}: a descriptor's {e}")))?;
     }
     Ok(index.manifests)
-}
-
-/// A token endpoint's answer: the token (`token`, else `access_token`),
-/// which must fit in an Authorization header, and how long it is kept.
-pub(crate) fn token_answer(body: &[u8], what: &str) -> Result<(String, Duration), LookupError> {
-    #[derive(serde::Deserialize)]
-    struct Token {
-        token: Option<String>,
-        access_token: Option<String>,
-        expires_in: Option<u64>,
-    }
-    let t: Token = serde_json::from_slice(body)
-        .map_err(|e| LookupError::Permanent(format!("{what} sent no token: {e}")))?;
-    let token = t
-        .token
-        .filter(|t| !t.is_empty())
-        .or(t.access_token)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| LookupError::Permanent(format!("{what} sent no token")))?;
-    if token.len() > TOKEN_LEN_MAX {
-        return Err(LookupError::Permanent(format!(
-            "{what} sent a token of {} bytes (at most {TOKEN_LEN_MAX} are kept)",
-            token.len()
-        )));
-    }
-    if token.bytes().any(|b| !(0x21..0x7f).contains(&b)) {
-        return Err(LookupError::Permanent(format!(
-            "{what} sent a token that cannot be a header value"
-        )));
-    }
-    // A registry's word on how long its token lives, within reason
-    // (an absurd expires_in must not overflow a clock).
-    let ttl = t
-        .expires_in
-        .map_or(TOKEN_DEFAULT_TTL, Duration::from_secs)
-        .min(TOKEN_MAX_TTL);
-    Ok((token, ttl))
 }
 
 /// The `rel="next"` target of a `Link` header, if it stays on the same
