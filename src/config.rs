@@ -926,6 +926,46 @@ mod tests {
         build(raw, &mut problems).ok_or(problems)
     }
 
+    /// One list of keys: the parser's (unknown keys are refused against
+    /// it) is the one `--help` names and the reference documents, each key
+    /// in its table.
+    #[test]
+    fn the_key_lists_agree_with_help_and_docs() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
+        let help = match crate::cli::parse(&["check".to_string(), "--help".to_string()]) {
+            Err(e) => e.output,
+            Ok(_) => panic!("check --help printed no help"),
+        };
+        // The help is wrapped: one line of words first.
+        let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        let listed = help
+            .split("keys ")
+            .nth(1)
+            .and_then(|s| s.split(" (docs/policy.md)").next())
+            .expect("--policy's help lists the keys");
+        let mut in_help: Vec<&str> = listed.split(", ").collect();
+        let mut known = KNOWN_KEYS.to_vec();
+        in_help.sort_unstable();
+        known.sort_unstable();
+        assert_eq!(in_help, known, "check --help");
+        let row = |key: &str| format!("\n| `{key}` |");
+        let policy_doc = read("docs/policy.md");
+        for key in KNOWN_KEYS.iter().chain(verify::ENTRY_KEYS) {
+            assert!(
+                policy_doc.contains(&row(key)),
+                "docs/policy.md: no row for {key}"
+            );
+        }
+        let mutate_doc = read("docs/migration.md");
+        for key in MUTATE_KEYS {
+            assert!(
+                mutate_doc.contains(&row(key)),
+                "docs/migration.md: no row for {key}"
+            );
+        }
+    }
+
     #[test]
     fn full_file() {
         let p = parse(

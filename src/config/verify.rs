@@ -34,7 +34,7 @@ pub const VERIFIED_TTL_DEFAULT: u64 = 24 * 3600;
 /// At most a week: a revoked key or identity must stop counting.
 const VERIFIED_TTL_MAX: u64 = 7 * 24 * 3600;
 
-const ENTRY_KEYS: &[&str] = &[
+pub(super) const ENTRY_KEYS: &[&str] = &[
     "images",
     "trustedRoot",
     "keys",
