@@ -24,7 +24,7 @@ use crate::policy::{ImagePattern, Policy, RegistryPattern};
 use crate::registry::{challenge, client};
 use crate::review::workload::Object;
 use crate::review::{admission, imagepolicy};
-use crate::server::http::{Conn, Limits, MemoryTransport, ReadError};
+use crate::server::http::{Conn, Limits, ReadError, Transport};
 use crate::verify::bundle::Artifact;
 use crate::verify::keys::PublicKey;
 use crate::verify::legacy::{self, Signed};
@@ -1066,6 +1066,59 @@ pub fn trusted_root(data: &[u8]) {
     }
     let file = Artifact::File(A_TXT.as_bytes());
     let _ = verify::bundle::verify_artifact(REKOR2_BUNDLE.as_bytes(), &file, &trust);
+}
+
+/// Input from memory, in pieces, as a client might send it; output is
+/// kept: the HTTP reader's input for its tests and fuzz target (never
+/// used by the server).
+pub struct MemoryTransport {
+    pieces: std::collections::VecDeque<Vec<u8>>,
+    pub written: Vec<u8>,
+}
+
+impl MemoryTransport {
+    pub fn new(pieces: impl IntoIterator<Item = Vec<u8>>) -> Self {
+        MemoryTransport {
+            pieces: pieces.into_iter().collect(),
+            written: Vec::new(),
+        }
+    }
+}
+
+impl std::io::Read for MemoryTransport {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let Some(piece) = self.pieces.front_mut() else {
+            return Ok(0);
+        };
+        let n = piece.len().min(out.len());
+        out[..n].copy_from_slice(&piece[..n]);
+        piece.drain(..n);
+        if piece.is_empty() {
+            self.pieces.pop_front();
+        }
+        Ok(n)
+    }
+}
+
+impl std::io::Write for MemoryTransport {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.written.extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Transport for MemoryTransport {
+    fn set_read_timeout(&self, _: Option<Duration>) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    fn set_write_timeout(&self, _: Option<Duration>) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

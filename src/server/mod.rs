@@ -9,7 +9,6 @@
 //! watches signals and files. Configuration changes swap an `Arc` that new
 //! requests (policy) or new connections (TLS) pick up.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,14 +25,17 @@ use crate::metrics::{Metrics, Reloaded};
 
 /// Kept here too: older paths name it `server::der`.
 pub use crate::der;
+pub mod budget;
 pub mod http;
 pub mod notify;
 pub mod routes;
 pub mod scratch;
 pub mod stream;
+mod table;
 pub mod tls;
 
 use http::{Activity, Conn, Limits, ReadError, State, Transport};
+use table::{Table, Tracked};
 use tls::Fingerprint;
 
 /// Connection threads only parse HTTP and run rustls; 256 KiB is plenty and
@@ -135,117 +137,6 @@ impl Drop for Permit<'_> {
     }
 }
 
-/// A connection as the table sees it: to close it on shutdown or to make
-/// room.
-struct Tracked {
-    socket: TcpStream,
-    peer: IpAddr,
-    activity: Arc<Activity>,
-}
-
-/// Open connections, by id, and how many each client address holds.
-#[derive(Default)]
-struct Table {
-    conns: HashMap<u64, Tracked>,
-    per_peer: HashMap<IpAddr, usize>,
-}
-
-/// A request still arriving after this long, while room is needed, is
-/// cheaper to close than anything else left (real ones take milliseconds).
-const SLOW_REQUEST_MS: u64 = 250;
-
-impl Table {
-    fn insert(&mut self, id: u64, t: Tracked) {
-        *self.per_peer.entry(t.peer).or_default() += 1;
-        self.conns.insert(id, t);
-    }
-
-    fn remove(&mut self, id: u64) -> Option<Tracked> {
-        let t = self.conns.remove(&id)?;
-        if let Some(n) = self.per_peer.get_mut(&t.peer) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_peer.remove(&t.peer);
-            }
-        }
-        Some(t)
-    }
-
-    /// The connection cheapest to close, among those `of` accepts: the
-    /// oldest handshake, else the longest idle keep-alive, else the oldest
-    /// request still arriving (past SLOW_REQUEST_MS). Requests being judged
-    /// or answered are never chosen.
-    fn cheapest(&self, of: impl Fn(&Tracked) -> bool) -> Option<u64> {
-        let now = http::now_ms();
-        self.conns
-            .iter()
-            .filter(|(_, t)| of(t))
-            .filter_map(|(id, t)| {
-                let a = &t.activity;
-                let since = a.since();
-                match a.state() {
-                    State::Working => None,
-                    State::Reading if now.saturating_sub(since) < SLOW_REQUEST_MS => None,
-                    state => Some(((state, since), *id)),
-                }
-            })
-            .min()
-            .map(|(_, id)| id)
-    }
-
-    /// Closes a connection: its thread sees the socket shut and ends.
-    fn evict(&mut self, id: u64, metrics: &Metrics) {
-        if let Some(t) = self.remove(id) {
-            let _ = t.socket.shutdown(std::net::Shutdown::Both);
-            metrics.connection_evicted();
-            debug!("closed a connection from {} to make room", t.peer);
-        }
-    }
-
-    /// Makes room for a new connection from `peer`: closes that client's
-    /// own cheapest connection when it is at its limit, or the cheapest of
-    /// all when the table is full. False when nothing could be closed.
-    fn make_room_for(&mut self, peer: IpAddr, s: &Settings, metrics: &Metrics) -> bool {
-        if self.per_peer.get(&peer).copied().unwrap_or(0) >= s.max_connections_per_peer {
-            match self.cheapest(|t| t.peer == peer) {
-                Some(id) => self.evict(id, metrics),
-                None => return false,
-            }
-        }
-        if self.conns.len() >= s.max_connections {
-            match self.cheapest(|_| true) {
-                Some(id) => self.evict(id, metrics),
-                None => return false,
-            }
-        }
-        true
-    }
-
-    /// Under body-memory pressure: closes the request that has held body
-    /// memory longest while still arriving. True when one was closed.
-    fn close_slowest_body(&mut self, metrics: &Metrics) -> bool {
-        let now = http::now_ms();
-        let victim = self
-            .conns
-            .iter()
-            .filter(|(_, t)| {
-                let a = &t.activity;
-                a.state() == State::Reading
-                    && a.held() > 0
-                    && now.saturating_sub(a.since()) >= SLOW_REQUEST_MS
-            })
-            .min_by_key(|(_, t)| t.activity.since())
-            .map(|(id, _)| *id);
-        match victim {
-            Some(id) => {
-                self.evict(id, metrics);
-                true
-            }
-            None => false,
-        }
-    }
-}
-
 /// State shared by all threads.
 pub struct Shared {
     /// The admission step in force: rules, their registry client and the
@@ -254,7 +145,7 @@ pub struct Shared {
     tls: RwLock<Option<Arc<tls::Active>>>,
     pub metrics: Metrics,
     pub workers: Workers,
-    body_budget: Arc<http::BodyBudget>,
+    body_budget: Arc<budget::BodyBudget>,
     draining: AtomicBool,
     conns: Mutex<Table>,
     /// Refused TLS handshakes are logged at most once a second.
@@ -418,7 +309,7 @@ pub fn serve(mut settings: Settings) -> Result<(), ServeError> {
         tls: RwLock::new(tls_config),
         metrics,
         workers: Workers::new(settings.workers),
-        body_budget: http::BodyBudget::new(settings.max_body_memory),
+        body_budget: budget::BodyBudget::new(settings.max_body_memory),
         draining: AtomicBool::new(false),
         conns: Mutex::new(Table::default()),
         handshake_log: RateLimit::new(Duration::from_secs(1)),
