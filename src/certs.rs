@@ -521,6 +521,8 @@ fn missing(dir: &Path, name: &str, hint: &str) -> CertError {
 }
 
 /// One step of a CA rotation in `dir`; `Switch` issues leaves as [`issue`].
+// One function on purpose, the three steps of a rotation, each a few guarded file moves;
+// together they show the order the files change in.
 pub fn rotate(step: RotateStep, i: &Issue<'_>) -> Result<Issued, CertError> {
     let dir = i.dir;
     crate::files::private_dir(dir).map_err(|e| CertError::Write(dir.to_path_buf(), e))?;

@@ -333,6 +333,8 @@ fn creation_review(doc: &Value, kind: &str, namespace: Option<&str>) -> Value {
     })
 }
 
+// One function on purpose, one recursion over the shapes a document can have (lists, reviews,
+// objects), each as /mutate would treat it.
 fn collect_patches(
     rules: &Rules,
     doc: &Value,

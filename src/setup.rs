@@ -19,6 +19,8 @@ use crate::der;
 use crate::files::read_limited;
 
 /// `image-bouncer certs`.
+// One function on purpose, the flags' checks, then one message per rotation step: the messages
+// are what makes it long.
 pub fn run_certs(a: &CertsArgs) -> Result<(), Error> {
     let step = a
         .rotate_ca

@@ -214,6 +214,9 @@ pub fn lookup_budget(apiserver_timeout: Option<std::time::Duration>) -> std::tim
 /// time, or failed and `onRegistryError` is not `allow`. Images the
 /// policy's registry lists refuse are not looked up (the review is denied
 /// for them anyway).
+// One function on purpose, the guards that decide whether anything is looked up (operation,
+// namespace, kind, annotation, readable images) before the lookups, kept together so that none
+// is skipped.
 pub fn digest_pins(
     policy: &Policy,
     cfg: &MutateConfig,

@@ -172,6 +172,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// Checks `serve` flags completely (before any socket is bound) and turns
 /// them into server settings.
+// One function on purpose, every flag checked in one pass so that all problems are reported at
+// once; each check is a few lines.
 pub fn serve_settings(
     a: &crate::cli::ServeArgs,
     legacy_env: bool,

@@ -750,6 +750,8 @@ impl Client {
     /// `401` the challenge is answered (Basic, or a Bearer token) and the
     /// request sent once more. Answers other than 2xx/3xx/404 are errors
     /// here, with the registry's status and whether a retry may help.
+    // One function on purpose, one request with its authentication round, stale-connection
+    // retry and Retry-After handling, which share the same state.
     fn send(
         &self,
         t: &Target,

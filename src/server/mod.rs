@@ -246,6 +246,9 @@ fn install_signals() -> std::io::Result<Signals> {
 }
 
 /// Runs the server until SIGTERM or SIGINT, then drains and returns.
+// One function on purpose, the start-up sequence in the order it must happen (throwaway TLS,
+// policy, certificate, signals, listeners, announcement, threads), easier to check read top to
+// bottom.
 pub fn serve(mut settings: Settings) -> Result<(), ServeError> {
     // --self-signed: the throwaway certificate, made now (the settings
     // only ask for it).

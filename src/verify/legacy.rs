@@ -133,6 +133,8 @@ fn claims(payload: &[u8]) -> Result<(String, String), String> {
 
 /// Verifies one layer's signature (`payload` is its blob, already checked
 /// against the layer digest) as a signature of `digest` under `trust`.
+// One function on purpose, cosign's legacy checks in order (payload, signature, bundle promise,
+// certificate, identity), each depending on the one before.
 pub fn verify_layer(
     payload: &[u8],
     annotations: &BTreeMap<String, String>,

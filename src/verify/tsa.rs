@@ -73,6 +73,9 @@ fn generalized_time(s: &str) -> Option<i64> {
 }
 
 /// Verifies one timestamp over `signature` and returns its `genTime`.
+// One function on purpose: a walk down the token's DER (the response, the signed data, the
+// TSTInfo and its message imprint, the one signer, its signed attributes, its certificate and
+// chain), each step reading what the one before found.
 pub fn verify(token: &[u8], signature: &[u8], root: &TrustedRoot) -> Result<i64, String> {
     let bad = |what: &str| format!("the RFC 3161 timestamp {what}");
     // A TimeStampResp (status, token) or the token itself.

@@ -63,6 +63,8 @@ impl Client {
     /// A bearer challenge answered: a token from the realm it names (only
     /// a realm the registry may send credentials to), remembered for the
     /// scope until shortly before it ends.
+    // One function on purpose, the realm's checks, the token request and its answer: the checks
+    // must run before anything is sent, in this order.
     fn bearer(
         &self,
         t: &Target,
