@@ -596,10 +596,11 @@ const KNOWN_KEYS: &[&str] = &[
     "registries",
 ];
 
-/// Collects typed values out of JSON, recording type errors by path.
-struct Walker<'a> {
-    source: &'a str,
-    problems: &'a mut Vec<String>,
+/// Collects typed values out of JSON, recording type errors by path: the
+/// one set of readers (and messages) for every part of the policy file.
+pub(super) struct Walker<'a> {
+    pub(super) source: &'a str,
+    pub(super) problems: &'a mut Vec<String>,
 }
 
 impl Walker<'_> {
@@ -608,7 +609,7 @@ impl Walker<'_> {
             .push(format!("{}: {path}: {msg}", self.source));
     }
 
-    fn boolean(&mut self, path: &str, v: &Value) -> Option<bool> {
+    pub(super) fn boolean(&mut self, path: &str, v: &Value) -> Option<bool> {
         match v {
             Value::Bool(b) => Some(*b),
             other => {
@@ -740,7 +741,7 @@ impl Walker<'_> {
     }
 
     /// An array of strings; each element's path is kept for later errors.
-    fn strings(&mut self, path: &str, v: &Value) -> Vec<(String, String)> {
+    pub(super) fn strings(&mut self, path: &str, v: &Value) -> Vec<(String, String)> {
         let Value::Array(items) = v else {
             self.problem(
                 path,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::{COMMENT_PREFIX, type_name};
+use super::{COMMENT_PREFIX, Walker, type_name};
 use crate::policy::{ImagePattern, VerifyRequirement};
 use crate::verify::keys::PublicKey;
 use crate::verify::rules::{IdentityRule, Matcher, NamedKey, Trust};
@@ -90,43 +90,18 @@ pub fn build(
         let mut verified_ttl = VERIFIED_TTL_DEFAULT;
         let mut root_file: Option<String> = None;
         let mut fingerprint = ring::digest::Context::new(&ring::digest::SHA256);
-        let boolean = |k: &str, v: &Value, problems: &mut Vec<String>| match v {
-            Value::Bool(b) => *b,
-            other => {
-                problems.push(format!(
-                    "{}: expected true or false, found {}",
-                    at(&format!("{path}.{k}")),
-                    type_name(other)
-                ));
-                false
-            }
+        // The policy file's readers, with their messages.
+        let boolean = |k: &str, v: &Value, problems: &mut Vec<String>| {
+            Walker { source, problems }
+                .boolean(&format!("{path}.{k}"), v)
+                .unwrap_or(false)
         };
         let strings = |k: &str, v: &Value, problems: &mut Vec<String>| -> Vec<String> {
-            match v.as_array() {
-                Some(items) => items
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(j, s)| match s.as_str() {
-                        Some(s) => Some(s.to_string()),
-                        None => {
-                            problems.push(format!(
-                                "{}: expected a string, found {}",
-                                at(&format!("{path}.{k}[{j}]")),
-                                type_name(s)
-                            ));
-                            None
-                        }
-                    })
-                    .collect(),
-                None => {
-                    problems.push(format!(
-                        "{}: expected a list of strings, found {}",
-                        at(&format!("{path}.{k}")),
-                        type_name(v)
-                    ));
-                    Vec::new()
-                }
-            }
+            Walker { source, problems }
+                .strings(&format!("{path}.{k}"), v)
+                .into_iter()
+                .map(|(_, s)| s)
+                .collect()
         };
         for (k, v) in obj {
             let p = format!("{path}.{k}");
