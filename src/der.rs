@@ -47,29 +47,60 @@ const BOOLEAN: u8 = 0x01;
 const INTEGER: u8 = 0x02;
 
 /// A cursor over DER TLVs.
+/// One DER element: (tag, content, the whole element). The crate's one
+/// DER reader: the certificate facts below and the verifiers' CMS, TBS
+/// and SAN reading (what x509-parser does not expose) use it.
+pub type Element<'a> = (u8, &'a [u8], &'a [u8]);
+
+/// One DER element of `b`, and the rest after it.
+pub fn tlv(b: &[u8]) -> Option<(Element<'_>, &[u8])> {
+    let tag = *b.first()?;
+    let first = *b.get(1)?;
+    let (len, h) = if first < 0x80 {
+        (first as usize, 2)
+    } else {
+        let n = (first & 0x7f) as usize;
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let mut len = 0usize;
+        for i in 0..n {
+            len = len.checked_shl(8)? | *b.get(2 + i)? as usize;
+        }
+        (len, 2 + n)
+    };
+    let end = h.checked_add(len)?;
+    if b.len() < end {
+        return None;
+    }
+    Some(((tag, &b[h..end], &b[..end]), &b[end..]))
+}
+
+/// The elements of a constructed content, in order.
+pub fn items(mut b: &[u8]) -> Option<Vec<Element<'_>>> {
+    let mut out = Vec::new();
+    while !b.is_empty() {
+        let (e, rest) = tlv(b)?;
+        out.push(e);
+        b = rest;
+    }
+    Some(out)
+}
+
+/// The content of one DER element that fills `der` exactly.
+pub fn content(der: &[u8]) -> Option<&[u8]> {
+    match tlv(der)? {
+        ((_, c, _), []) => Some(c),
+        _ => None,
+    }
+}
+
 struct Der<'a>(&'a [u8]);
 
 impl<'a> Der<'a> {
     /// Next (tag, contents); `None` at the end or on malformed input.
     fn next(&mut self) -> Option<(u8, &'a [u8])> {
-        let (&tag, rest) = self.0.split_first()?;
-        let (&first, rest) = rest.split_first()?;
-        let (len, rest) = if first < 0x80 {
-            (usize::from(first), rest)
-        } else {
-            let n = usize::from(first & 0x7F);
-            if n == 0 || n > 4 || rest.len() < n {
-                return None;
-            }
-            let len = rest[..n]
-                .iter()
-                .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
-            (len, &rest[n..])
-        };
-        if rest.len() < len {
-            return None;
-        }
-        let (content, rest) = rest.split_at(len);
+        let ((tag, content, _), rest) = tlv(self.0)?;
         self.0 = rest;
         Some((tag, content))
     }

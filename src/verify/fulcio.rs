@@ -93,12 +93,12 @@ pub fn identity(leaf: &[u8]) -> Result<Identity, String> {
 /// A DER UTF8String, possibly inside an explicit `[0]` (otherName).
 fn utf8_string(mut der: &[u8]) -> Option<String> {
     if der.first() == Some(&0xA0) {
-        der = crate::verify::content(der)?;
+        der = crate::der::content(der)?;
     }
     if der.first() != Some(&0x0C) {
         return None;
     }
-    String::from_utf8(crate::verify::content(der)?.to_vec()).ok()
+    String::from_utf8(crate::der::content(der)?.to_vec()).ok()
 }
 
 /// Chains `leaf` (with `extra` certificates the signature carried, used

@@ -84,7 +84,7 @@ fn header(tag: u8, len: usize) -> Vec<u8> {
 /// The leaf's TBSCertificate with the SCT list extension removed (what
 /// the log signed, RFC 6962 §3.2).
 fn precert_tbs(leaf: &[u8]) -> Option<Vec<u8>> {
-    use crate::verify::{items, tlv};
+    use crate::der::{items, tlv};
     let ((_, cert, _), _) = tlv(leaf)?;
     let ((0x30, tbs, _), _) = tlv(cert)? else {
         return None;

@@ -11,10 +11,10 @@
 use rustls::pki_types::{CertificateDer, UnixTime};
 use x509_parser::prelude::*;
 
+use crate::der::{Element, items, tlv};
 use crate::verify::fulcio::valid_at;
 use crate::verify::keys::{Hash, PublicKey};
 use crate::verify::trust::TrustedRoot;
-use crate::verify::{Element, items, tlv};
 
 /// At most this many timestamps per signature.
 pub const MAX_TIMESTAMPS: usize = 32;
