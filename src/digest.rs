@@ -98,6 +98,7 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
 /// Hashes content whose digest is not known in advance (a manifest
 /// fetched by tag), under a cap: sha256, as registries compute it.
 pub struct Hasher {
+    algorithm: Algorithm,
     ctx: digest::Context,
     received: usize,
     cap: usize,
@@ -105,8 +106,17 @@ pub struct Hasher {
 
 impl Hasher {
     pub fn new(cap: usize) -> Self {
+        Hasher::of(Algorithm::Sha256, cap)
+    }
+
+    fn of(algorithm: Algorithm, cap: usize) -> Self {
+        let alg = match algorithm {
+            Algorithm::Sha256 => &digest::SHA256,
+            Algorithm::Sha512 => &digest::SHA512,
+        };
         Hasher {
-            ctx: digest::Context::new(&digest::SHA256),
+            algorithm,
+            ctx: digest::Context::new(alg),
             received: 0,
             cap,
         }
@@ -123,7 +133,7 @@ impl Hasher {
 
     pub fn finish(self) -> Digest {
         Digest {
-            algorithm: Algorithm::Sha256,
+            algorithm: self.algorithm,
             hex: hex(self.ctx.finish().as_ref()),
         }
     }
@@ -150,55 +160,39 @@ impl std::fmt::Display for Refused {
     }
 }
 
-/// Hashes content as it arrives, refusing more than `cap` bytes.
+/// Hashes content as it arrives, refusing more than `cap` bytes, and
+/// checks it against the digest asked for.
 pub struct Verifier {
     expected: Digest,
-    ctx: digest::Context,
-    received: usize,
-    cap: usize,
+    hasher: Hasher,
 }
 
 impl Verifier {
     pub fn new(expected: Digest, cap: usize) -> Self {
-        let alg = match expected.algorithm {
-            Algorithm::Sha256 => &digest::SHA256,
-            Algorithm::Sha512 => &digest::SHA512,
-        };
         Verifier {
+            hasher: Hasher::of(expected.algorithm, cap),
             expected,
-            ctx: digest::Context::new(alg),
-            received: 0,
-            cap,
         }
     }
 
     /// Bytes taken so far.
     pub fn received(&self) -> usize {
-        self.received
+        self.hasher.received
     }
 
     pub fn update(&mut self, chunk: &[u8]) -> Result<(), Refused> {
-        self.received = self.received.saturating_add(chunk.len());
-        if self.received > self.cap {
-            return Err(Refused::TooLarge { cap: self.cap });
-        }
-        self.ctx.update(chunk);
-        Ok(())
+        self.hasher.update(chunk)
     }
 
     /// Checks the whole content.
     pub fn finish(self) -> Result<(), Refused> {
-        let got = hex(self.ctx.finish().as_ref());
-        if got == self.expected.hex {
+        let got = self.hasher.finish();
+        if got.hex == self.expected.hex {
             Ok(())
         } else {
             Err(Refused::Mismatch {
                 expected: self.expected.to_string(),
-                got: Digest {
-                    algorithm: self.expected.algorithm,
-                    hex: got,
-                }
-                .to_string(),
+                got: got.to_string(),
             })
         }
     }

@@ -167,13 +167,7 @@ impl Admission {
         trace_body("/validate", body);
         let read = match admission::read_validate(body) {
             Ok(read) => read,
-            Err(e) => {
-                warn!("/validate: {e}");
-                return Answer {
-                    reply: Reply::Text(400, e.to_string()),
-                    outcome: Counted::Invalid,
-                };
-            }
+            Err(e) => return unreadable("/validate", &e),
         };
         let step = match read.step {
             admission::Step::Judge(mut request) => {
@@ -214,13 +208,7 @@ impl Admission {
         trace_body("/mutate", body);
         let review = match admission::parse(body) {
             Ok(r) => r,
-            Err(e) => {
-                warn!("/mutate: {e}");
-                return Answer {
-                    reply: Reply::Text(400, e.to_string()),
-                    outcome: Counted::Invalid,
-                };
-            }
+            Err(e) => return unreadable("/mutate", &e),
         };
         let pins = match self.pins(&review, super::lookup_budget(timeout), wait) {
             Ok(p) => p,
@@ -282,6 +270,15 @@ impl Admission {
             .resolve(&r, CHECK_RESOLVE_BUDGET)
             .map(|d| d.to_string())
             .map_err(|e| e.to_string())
+    }
+}
+
+/// An AdmissionReview that cannot be read: 400, with why.
+fn unreadable(endpoint: &str, e: &admission::BadReview) -> Answer {
+    warn!("{endpoint}: {e}");
+    Answer {
+        reply: Reply::Text(400, e.to_string()),
+        outcome: Counted::Invalid,
     }
 }
 
