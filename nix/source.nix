@@ -11,6 +11,8 @@ lib.fileset.toSource {
     ../tests
     ../bench
     ../deploy
+    # The tests read the reference: its complete policy and its key tables.
+    ../docs
     ../fuzz/corpus
   ];
 }
