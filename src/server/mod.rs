@@ -48,6 +48,10 @@ const EXPIRY_WARN_DAYS: i64 = 30;
 const EXPIRY_LOG_EVERY: Duration = Duration::from_secs(24 * 3600);
 /// How often the main thread looks at signal flags.
 const SIGNAL_POLL: Duration = Duration::from_millis(50);
+/// How long the kube-apiserver's Go client keeps an idle connection
+/// (net/http's default `IdleConnTimeout`): the server must keep them
+/// longer, so that it is always the client that closes an idle one.
+const CLIENT_IDLE: Duration = Duration::from_secs(90);
 /// How often draining checks whether connections are gone.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
 
@@ -362,6 +366,12 @@ pub fn serve(mut settings: Settings) -> Result<(), ServeError> {
         "serving {scheme}://{local} ({} workers, at most {} connections)",
         shared.settings.workers, shared.settings.max_connections
     );
+    let idle = shared.settings.limits.idle_timeout;
+    if idle < CLIENT_IDLE {
+        warn!(
+            "--idle-timeout {idle:?} is shorter than the {CLIENT_IDLE:?} after which the kube-apiserver's client closes an idle connection itself: a connection closed here just as the apiserver sends a review on it fails that review with EOF, which the apiserver does not retry (a refused pod, seen on kube-apiserver 1.32)"
+        );
+    }
     // Everything so far, the address among it, is in the log before anyone
     // is told the server listens.
     crate::logging::flush();

@@ -76,16 +76,28 @@ openssl ec -in "$k/sa.key" -pubout -out "$k/sa.pub" 2>/dev/null
 printf '%s\n' '{"mode": "enforce", "allowedRegistries": ["registry.example"]}' \
     >/etc/image-bouncer/policy.json
 image-bouncer certs --out /etc/image-bouncer/pki --host image-bouncer.local --ip 127.0.0.1 --group image-bouncer >/dev/null
-# The unit's ExecStart (systemd/image-bouncer.service), as root here.
+# The unit's ExecStart (systemd/image-bouncer.service), as root here, with
+# any extra flags a scenario gives.
 exec_start=$(sed -n '/^ExecStart=/,/[^\\]$/p' systemd/image-bouncer.service | sed 's/^ExecStart=//; s/\\$//' | tr -s ' \n' ' ')
 read -r -a serve_argv <<<"$exec_start"
 serve_argv[0]=image-bouncer
-# Idle connections closed after 1 s instead of 120: the apiserver opens new
-# connections (new handshakes) all the time, as in a cluster where pods
-# come and go over hours, instead of once in a 40 s run.
-serve_argv+=(--idle-timeout 1s)
-"${serve_argv[@]}" >"$work/bouncer.log" 2>&1 &
-pids+=($!)
+bouncer=
+bouncer_start() {
+    if [ -n "$bouncer" ]; then kill "$bouncer" && wait "$bouncer" 2>/dev/null || true; fi
+    "${serve_argv[@]}" "$@" >>"$work/bouncer.log" 2>&1 &
+    bouncer=$!
+    pids+=("$bouncer")
+    for _ in $(seq 1 100); do
+        if curl -sf --cacert /etc/image-bouncer/pki/ca-bundle.crt --cert /etc/image-bouncer/pki/apiserver-client.crt \
+            --key /etc/image-bouncer/pki/apiserver-client.key https://image-bouncer.local:8443/readyz >/dev/null 2>&1; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "image-bouncer did not become ready" >&2
+    exit 1
+}
+bouncer_start
 config_apiserver() {
     image-bouncer config apiserver --url https://image-bouncer.local:8443/image_policy \
         --pki /etc/image-bouncer/pki --out /etc/kubernetes/image-bouncer --force >/dev/null
@@ -169,6 +181,10 @@ text = re.sub(r"client-key-data: .*", f'client-key: "{pki}/apiserver-client.key"
 open(path, "w").write(text)
 EOF
     grep -q 'client-certificate: ' /etc/kubernetes/image-bouncer/kubeconfig.yaml
+    # Idle connections closed after 1 s instead of 120: the apiserver opens
+    # new connections (new handshakes, where client-go rereads the files)
+    # all the time, as over hours in a cluster, instead of once in 40 s.
+    bouncer_start --idle-timeout 1s
     apiserver_down && apiserver_up
     local before
     before=$(rotations)
@@ -198,6 +214,9 @@ for name in ("renew", "rotate-begin", "rotate-switch", "rotate-finish"):
     open(f"{out}/{name}.sh", "w").write("\n".join(l[indent:] for l in lines) + "\n")
 EOF
     config_apiserver
+    # The unit as shipped (idle connections kept 120 s, longer than the
+    # apiserver's 90 s: it is always the apiserver that closes an idle one).
+    bouncer_start
     apiserver_down && apiserver_up
     # The apiserver's client certificate before the rotation: the server
     # must refuse it once the old CA is gone.
