@@ -139,10 +139,18 @@ impl<K: Eq + Hash + Clone, V: Clone> Flights<K, V> {
             if let Some(v) = self.remembered(&key) {
                 return Got::Remembered(v);
             }
+            #[cfg(test)]
+            tests::between_looks();
             let (flight, leader) = {
                 let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
                 match inflight.get(&key) {
                     Some(f) => (f.clone(), false),
+                    // Asked again under the table's lock: a leader remembers
+                    // its answer before its flight leaves the table, so an
+                    // asker that missed the answer above and finds no
+                    // flight now finds the answer (preempted between the two
+                    // looks, it would otherwise compute it again).
+                    None if let Some(v) = self.remembered(&key) => return Got::Remembered(v),
                     None => {
                         let f = Arc::new(Flight {
                             answer: Mutex::new(None),
@@ -227,7 +235,49 @@ fn wait<V: Clone>(flight: &Flight<V>, deadline: Instant) -> Option<(V, bool)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::RefCell;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    thread_local! {
+        /// Runs once on this thread between an asker's two looks.
+        static BETWEEN: RefCell<Option<Box<dyn FnOnce()>>> = RefCell::new(None);
+    }
+
+    pub(super) fn between_looks() {
+        if let Some(f) = BETWEEN.with(|b| b.borrow_mut().take()) {
+            f();
+        }
+    }
+
+    /// An asker that misses the answer, and is then held up while another
+    /// asker computes and remembers it, takes that answer: it does not
+    /// compute it again (a second registry request, seen under load).
+    #[test]
+    fn an_answer_remembered_between_the_two_looks_is_taken() {
+        let flights: Arc<Flights<&str, u32>> = Arc::new(Flights::new(16, |_| 0));
+        let runs = Arc::new(AtomicUsize::new(0));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let (f, r) = (flights.clone(), runs.clone());
+        BETWEEN.with(|b| {
+            *b.borrow_mut() = Some(Box::new(move || {
+                std::thread::spawn(move || {
+                    f.get("k", deadline, || {
+                        r.fetch_add(1, Ordering::SeqCst);
+                        day()
+                    })
+                })
+                .join()
+                .map(|_| ())
+                .unwrap();
+            }));
+        });
+        let got = flights.get("k", deadline, || {
+            runs.fetch_add(1, Ordering::SeqCst);
+            day()
+        });
+        assert!(got.is_remembered(), "computed again");
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+    }
 
     fn day() -> Outcome<u32> {
         Outcome {
