@@ -11,14 +11,13 @@ use std::hash::Hash;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-/// What a computation yields: the answer, how long to remember it
-/// (`None`: not at all), and whether those waiting for it take it as
-/// theirs (`false`: the asker's own failure, such as its time running out,
-/// which is no answer for another; they ask again while they have time).
+/// What a computation yields: the answer, and how long to remember it.
+/// An answer not remembered (`keep: None`) is the asker's own — its time
+/// ran out, its registry failed it — and no answer for those waiting on
+/// it: they ask again while they have time.
 pub struct Outcome<V> {
     pub value: V,
     pub keep: Option<Duration>,
-    pub shared: bool,
 }
 
 /// Where an answer came from.
@@ -45,7 +44,7 @@ struct Table<K, V> {
 }
 
 /// One computation under way: its answer once there, and whether it is
-/// for the waiters too.
+/// for the waiters too (it was remembered).
 struct Flight<V> {
     answer: Mutex<Option<(V, bool)>>,
     done: Condvar,
@@ -208,7 +207,7 @@ impl<K: Eq + Hash + Clone, V: Clone> Flights<K, V> {
             self.remember(key.clone(), out.value.clone(), keep);
         }
         *flight.answer.lock().unwrap_or_else(PoisonError::into_inner) =
-            Some((out.value.clone(), out.shared));
+            Some((out.value.clone(), out.keep.is_some()));
         drop(land);
         out.value
     }
@@ -283,7 +282,6 @@ mod tests {
         Outcome {
             value: 7,
             keep: Some(Duration::from_secs(86_400)),
-            shared: true,
         }
     }
 
@@ -316,9 +314,9 @@ mod tests {
         ));
     }
 
-    /// An unshared answer is not the waiters': they compute their own.
+    /// An answer not remembered is not the waiters': they compute their own.
     #[test]
-    fn an_unshared_answer_is_asked_again() {
+    fn an_answer_not_remembered_is_asked_again() {
         let flights: Flights<&str, u32> = Flights::new(16, |_| 0);
         let deadline = Instant::now() + Duration::from_secs(30);
         let started = std::sync::Barrier::new(2);
@@ -330,7 +328,6 @@ mod tests {
                     Outcome {
                         value: 1,
                         keep: None,
-                        shared: false,
                     }
                 });
                 assert!(matches!(got, Got::Ran(1)));

@@ -180,8 +180,8 @@ impl Resolver for crate::registry::client::Client {
 }
 
 /// The registry client for a policy's registry settings (credentials,
-/// CAs, plain HTTP registries) and the process's proxy environment: the
-/// one the server and `check --resolve` both use.
+/// CAs, plain HTTP registries) and the proxy environment `env` gives:
+/// what [`Admission::new`] builds for the server and `check` alike.
 pub fn registry_client(
     cfg: &crate::config::RegistryConfig,
     env: &dyn Fn(&str) -> Option<String>,

@@ -84,18 +84,8 @@ impl Verdicts {
     ) -> Verdict {
         let got = self.0.get(key, deadline, || {
             let value = run();
-            let (keep, shared) = match &value {
-                Verdict::Verified(_) => (Some(verified_ttl), true),
-                Verdict::Refused(_) => (Some(REFUSED_TTL), true),
-                Verdict::Unavailable(_) | Verdict::TimedOut(_) | Verdict::Unreachable(_) => {
-                    (None, false)
-                }
-            };
-            Outcome {
-                value,
-                keep,
-                shared,
-            }
+            let keep = kept_for(&value, verified_ttl);
+            Outcome { value, keep }
         });
         match got {
             Got::Remembered(v) | Got::Ran(v) | Got::Waited(v) => v,
@@ -110,11 +100,19 @@ impl Verdicts {
 
     #[cfg(test)]
     fn put(&self, key: (String, String), v: &Verdict, verified_ttl: Duration) {
-        match v {
-            Verdict::Verified(_) => self.0.remember(key, v.clone(), verified_ttl),
-            Verdict::Refused(_) => self.0.remember(key, v.clone(), REFUSED_TTL),
-            Verdict::Unavailable(_) | Verdict::TimedOut(_) | Verdict::Unreachable(_) => {}
+        if let Some(keep) = kept_for(v, verified_ttl) {
+            self.0.remember(key, v.clone(), keep);
         }
+    }
+}
+
+/// How long a verdict is remembered: a verified digest for its rule's
+/// time, a refusal briefly, an outage or a timeout not at all.
+fn kept_for(v: &Verdict, verified_ttl: Duration) -> Option<Duration> {
+    match v {
+        Verdict::Verified(_) => Some(verified_ttl),
+        Verdict::Refused(_) => Some(REFUSED_TTL),
+        Verdict::Unavailable(_) | Verdict::TimedOut(_) | Verdict::Unreachable(_) => None,
     }
 }
 

@@ -464,7 +464,6 @@ impl Client {
             Outcome {
                 value: answer,
                 keep,
-                shared: !out_of_time,
             }
         });
         match got {
