@@ -390,7 +390,9 @@ fn signatures(
 ) {
     use image_bouncer::admit::signatures::{Verdicts, gather};
     use image_bouncer::config::verify::VerifyRule;
-    use image_bouncer::policy::{ImageInput, ImagePattern, Policy, Request, VerifyRequirement};
+    use image_bouncer::policy::{
+        ImageInput, ImagePattern, Policy, PolicySet, Request, VerifyRequirement,
+    };
     use image_bouncer::verify::rules::{IdentityRule, Matcher, Trust};
     use image_bouncer::verify::trust::TrustedRoot;
     const ATTESTED: &str =
@@ -452,14 +454,16 @@ fn signatures(
         fingerprint: "bench".into(),
         ..Trust::default()
     };
-    let policy = Policy {
+    let policy: PolicySet = Policy {
         verify_images: vec![VerifyRequirement {
             label: "verifyImages[0]".into(),
+            index: 0,
             images: vec![ImagePattern::parse("*").expect("pattern")],
             verify_tags: false,
         }],
         ..Policy::default()
-    };
+    }
+    .into();
     let rules = vec![VerifyRule {
         label: "verifyImages[0]".into(),
         trust: trust.clone(),

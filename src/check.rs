@@ -22,7 +22,7 @@ use crate::config::Rules;
 use crate::config::type_name;
 use crate::files::read_limited;
 use crate::mutate::{self, PatchOp, Subject};
-use crate::policy::{Decision, ImageInput, Policy, Request};
+use crate::policy::{Decision, Effect, ImageInput, PolicySet, Request};
 use crate::review::admission::{self, PodObjects};
 use crate::review::imagepolicy;
 use crate::review::workload::{Object, PodPath};
@@ -154,8 +154,7 @@ pub fn run(args: &CheckArgs) -> Result<bool, Error> {
     for i in &mut report.images {
         if let Some(f) = facts.get(i.image.as_str()) {
             let rule = policy
-                .verify_images
-                .get(f.rule)
+                .requirement(f.rule)
                 .map(|v| v.label.clone())
                 .unwrap_or_default();
             i.signature = Some(match &f.outcome {
@@ -475,7 +474,7 @@ fn resolve(admission: &Admission, report: &mut Report) {
 }
 
 /// Judges every request and flattens the verdicts per image.
-pub fn report(policy: &Policy, requests: &[(Option<String>, Request)]) -> Report {
+pub fn report(policy: &PolicySet, requests: &[(Option<String>, Request)]) -> Report {
     let mut images = Vec::new();
     let mut allowed = true;
     let mut summary = Summary::default();
@@ -505,19 +504,18 @@ fn image_reports(d: &Decision) -> Vec<ImageReport> {
     d.images
         .iter()
         .map(|v| {
-            let messages: Vec<String> = v.messages().map(str::to_string).collect();
-            let (reasons, mut warnings) = if d.allowed {
-                let prefix = match &d.break_glass {
-                    Some(key) => format!("allowed by break-glass annotation {key:?}: "),
-                    None => "warn mode: ".to_string(),
-                };
-                (
-                    Vec::new(),
-                    messages.iter().map(|m| format!("{prefix}{m}")).collect(),
-                )
-            } else {
-                (messages, Vec::new())
-            };
+            let mut reasons = Vec::new();
+            let mut warnings = Vec::new();
+            for x in &v.violations {
+                match (x.effect, &d.break_glass) {
+                    (Effect::Denies, _) => reasons.push(x.message.clone()),
+                    (Effect::BrokenGlass, Some(key)) => warnings.push(format!(
+                        "allowed by break-glass annotation {key:?}: {}",
+                        x.message
+                    )),
+                    _ => warnings.push(format!("warn mode: {}", x.message)),
+                }
+            }
             if let Some(ns) = &d.exempt_namespace {
                 warnings.push(format!("not checked: namespace {ns:?} is exempt"));
             }
@@ -762,7 +760,7 @@ mod tests {
     fn yaml_documents_and_lists_name_their_objects() {
         let text = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: team-a}\nspec:\n  template:\n    spec:\n      containers:\n      - {name: app, image: nginx}\n---\nkind: List\nitems:\n- kind: Pod\n  metadata: {name: p}\n  spec: {containers: [{name: c, image: 'ghcr.io/x/y:1'}]}\n";
         let reqs = labeled_requests(text, Some("default")).unwrap();
-        let r = report(&Policy::default(), &reqs);
+        let r = report(&PolicySet::default(), &reqs);
         let places: Vec<(Option<&str>, Option<&str>, bool)> = r
             .images
             .iter()
@@ -822,7 +820,7 @@ mod tests {
 
     #[test]
     fn text_and_json_report() {
-        let policy = Policy::default();
+        let policy = PolicySet::default();
         let reqs = vec![(
             None,
             Request {
@@ -838,7 +836,7 @@ mod tests {
         assert!(
             lines[1]
                 .trim_start()
-                .starts_with("image \"nginx\" has no tag")
+                .starts_with("policy \"flags\": image \"nginx\" has no tag")
         );
         assert_eq!(lines[2], "ALLOW  nginx:1.27  docker.io/library/nginx:1.27");
         let json = serde_json::to_value(&r).unwrap();

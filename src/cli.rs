@@ -79,7 +79,7 @@ macro_rules! with_policy_flags {
             // Raw tokens, not `ty` fragments: argh inspects field types by
             // their path, which a captured `ty` would hide.
             $($body)*
-            /// policy file (JSON): keys mode, denyLatest, requireDigest, allowedRegistries, deniedRegistries, exemptImages, exemptNamespaces, breakGlass, mutate, verifyImages, registries, registryCredentials (docs/policy.md); `image-bouncer check --policy FILE` checks one
+            /// policy file (JSON): keys mode, namespaces, excludeNamespaces, denyLatest, requireDigest, allowedRegistries, deniedRegistries, exemptImages, exemptNamespaces, breakGlass, mutate, verifyImages, registries, registryCredentials (docs/policy.md); a directory of *.json/*.yaml/*.yml files is a set of policies; `image-bouncer check --policy FILE` checks one
             #[argh(option)]
             pub policy: Option<String>,
             /// allow only images from these registries (repeatable, comma lists accepted): host[:port], host/path/prefix or *.domain

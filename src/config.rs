@@ -19,7 +19,7 @@ mod serve;
 mod strict;
 pub mod verify;
 
-use crate::policy::{ImagePattern, Mode, NamespacePattern, Policy, RegistryPattern};
+use crate::policy::{ImagePattern, Mode, NamespacePattern, Policy, PolicySet, RegistryPattern};
 pub use serve::{
     Limits, PolicySource, SelfSigned, Settings, TlsFiles, defaults, parse_duration, serve_settings,
 };
@@ -34,7 +34,8 @@ pub const COMMENT_PREFIX: &str = "//";
 /// decides with, and the mutations of `/mutate`.
 #[derive(Debug, Clone, Default)]
 pub struct Rules {
-    pub policy: Policy,
+    /// The policies every endpoint decides with.
+    pub policy: PolicySet,
     pub mutate: MutateConfig,
     /// How to reach registries (credentials, their CAs).
     pub registry: RegistryConfig,
@@ -94,6 +95,11 @@ struct RawPolicy {
     denied: Vec<(String, String)>,
     exempt_images: Vec<(String, String)>,
     exempt_namespaces: Vec<(String, String)>,
+    namespaces: Vec<(String, String)>,
+    exclude_namespaces: Vec<(String, String)>,
+    /// The server-wide keys the file gave (`registries`,
+    /// `registryCredentials`, `mutate`): one file of a set may give them.
+    server_wide: Vec<&'static str>,
     /// (where, path) of `registryCredentials`.
     registry_credentials: Option<(String, String)>,
     registries: Vec<RawRegistry>,
@@ -104,9 +110,60 @@ struct RawPolicy {
 /// (where, registry, CA file, plain HTTP) of one `registries` entry.
 type RawRegistry = (String, String, Option<String>, Option<bool>);
 
+/// The policy files of a directory, in name order: every `*.json`,
+/// `*.yaml` and `*.yml` in it, not hidden ones (a ConfigMap's `..data`)
+/// and not folders. Files the server watches for a reload.
+pub fn policy_files(dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>, String> {
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| format!("{}: cannot list: {e}", dir.display()))?;
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("{}: cannot list: {e}", dir.display()))?;
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let wanted = !name.starts_with('.')
+            && [".json", ".yaml", ".yml"].iter().any(|e| name.ends_with(e))
+            // A ConfigMap key is a symlink to a file: followed.
+            && path.is_file();
+        if wanted {
+            out.push(path);
+        }
+    }
+    out.sort();
+    // Two files of one name (a.json and a.yaml) would be two policies
+    // with one name in every reason.
+    let mut names: Vec<(String, &std::path::PathBuf)> =
+        out.iter().map(|p| (policy_name(p), p)).collect();
+    names.sort();
+    if let Some(w) = names.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(format!(
+            "{} and {} are both policy {:?}: rename one",
+            w[0].1.display(),
+            w[1].1.display(),
+            w[0].0
+        ));
+    }
+    Ok(out)
+}
+
+/// A policy's name: its file name without the extension.
+fn policy_name(path: &std::path::Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn is_yaml(path: &std::path::Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    )
+}
+
 impl PolicyFlags {
     /// Reads the policy file (if any), merges the flags and validates all.
-    pub fn load(&self) -> Result<Policy, ConfigError> {
+    pub fn load(&self) -> Result<PolicySet, ConfigError> {
         self.load_rules().map(|r| r.policy)
     }
 
@@ -116,59 +173,154 @@ impl PolicyFlags {
     }
 
     /// As [`Self::load_rules`], with the environment given (for tests).
+    // One function on purpose: the files of a set, the one that may hold
+    // the server-wide keys and the flags are read together, and every
+    // problem of every file is collected before anything is built.
     pub fn load_rules_with_env(
         &self,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Rules, ConfigError> {
         let mut problems = Vec::new();
-        let (mut raw, mut raw_mutate) = (RawPolicy::default(), RawMutate::default());
-        let mut source_sha256 = String::new();
-        if let Some(path) = &self.file {
-            match read_limited(path, POLICY_FILE_MAX) {
-                Ok(text) => {
-                    let sum = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
-                    source_sha256 = crate::digest::hex(&sum.as_ref()[..6]);
-                    (raw, raw_mutate) =
-                        parse_policy_text(&text, &path.display().to_string(), &mut problems);
-                    // Files the policy names are read beside it (a
-                    // ConfigMap key next to the policy's).
-                    if let Some(base) = path.parent() {
-                        anchor_paths(&mut raw, base);
+        let directory = self.file.as_deref().filter(|p| p.is_dir());
+        let files: Vec<std::path::PathBuf> = match (&self.file, directory) {
+            (_, Some(dir)) => policy_files(dir).unwrap_or_else(|e| {
+                problems.push(e);
+                Vec::new()
+            }),
+            (Some(file), None) => vec![file.clone()],
+            (None, None) => Vec::new(),
+        };
+        if directory.is_some() && self.has_rule_flags() {
+            problems.push(
+                "the policy rule flags (--allow-registry, --deny-registry, --require-digest, --allow-latest, --exempt-namespace, --exempt-image, --break-glass) apply to a single policy file; with a policy directory, write them in one of its files (--mode still applies to every policy)".to_string(),
+            );
+        }
+        let mut sha = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut raws: Vec<(std::sync::Arc<str>, RawPolicy)> = Vec::new();
+        let mut raw_mutate = RawMutate::default();
+        let mut raw_registry = (None, Vec::new());
+        // The file that gave the server-wide keys.
+        let mut server_wide_from: Option<String> = None;
+        for path in &files {
+            let source = path.display().to_string();
+            let text = match read_limited(path, POLICY_FILE_MAX) {
+                Ok(text) => text,
+                Err(e) => {
+                    // Still one policy, so that the flags' problems are
+                    // reported with the file's.
+                    problems.push(e);
+                    raws.push((
+                        std::sync::Arc::from(policy_name(path)),
+                        RawPolicy::default(),
+                    ));
+                    continue;
+                }
+            };
+            // One file: the hash of its text (`sha256sum` shows it); a
+            // set: of each name and text, in order.
+            if directory.is_some() {
+                sha.update(path.file_name().map_or(&[][..], |n| n.as_encoded_bytes()));
+                sha.update(&[0]);
+                sha.update(&(text.len() as u64).to_be_bytes());
+            }
+            sha.update(text.as_bytes());
+            let (mut raw, mutate) = parse_policy_text(&text, &source, is_yaml(path), &mut problems);
+            // Files the policy names are read beside it (a ConfigMap key
+            // next to the policy's).
+            if let Some(base) = path.parent() {
+                anchor_paths(&mut raw, base);
+            }
+            if !raw.server_wide.is_empty() {
+                match &server_wide_from {
+                    Some(first) => problems.push(format!(
+                        "{source}: {} may be given in one policy file only, and {first} gives server-wide keys already (registries, registryCredentials and mutate belong together in one file)",
+                        raw.server_wide.join(", ")
+                    )),
+                    None => {
+                        server_wide_from = Some(source.clone());
+                        raw_mutate = mutate;
+                        raw_registry = (
+                            raw.registry_credentials.take(),
+                            std::mem::take(&mut raw.registries),
+                        );
                     }
                 }
-                Err(e) => problems.push(e),
+            }
+            raws.push((std::sync::Arc::from(policy_name(path)), raw));
+        }
+        if files.is_empty() && directory.is_none() {
+            raws.push((
+                std::sync::Arc::from(crate::policy::DEFAULT_NAME),
+                RawPolicy::default(),
+            ));
+        }
+        if directory.is_none()
+            && let Some((_, raw)) = raws.first_mut()
+        {
+            self.merge_into(raw);
+        } else if let Some(m) = &self.mode {
+            for (_, raw) in &mut raws {
+                raw.mode = Some(("--mode".to_string(), m.clone()));
             }
         }
         if self.legacy_env {
             merge_env(&mut raw_mutate, env, &mut problems);
         }
-        self.merge_into(&mut raw);
         self.merge_mutate_into(&mut raw_mutate);
-        let raw_registry = (
-            raw.registry_credentials.take(),
-            std::mem::take(&mut raw.registries),
-        );
-        let (requirements, verify) = match raw.verify_images.take() {
-            Some((source, v)) => verify::build(&source, &v, &mut problems),
-            None => Default::default(),
-        };
-        let policy = build(raw, &mut problems).map(|mut p| {
-            p.verify_images = requirements;
-            p
-        });
         let mutate = build_mutate(raw_mutate, &mut problems);
-        let policy = policy.map(|p| with_mirrors(p, &mutate, &mut problems));
-        let registry = build_registry(&raw_registry, &mut problems);
-        match (policy, problems.is_empty()) {
-            (Some(policy), true) => Ok(Rules {
-                policy,
-                mutate,
-                registry,
-                verify,
-                source_sha256,
-            }),
-            _ => Err(ConfigError { problems }),
+        problems.extend(
+            mutate
+                .overlapping_targets()
+                .into_iter()
+                .map(|e| format!("mutate: {e}")),
+        );
+        let mut policies = Vec::new();
+        let mut verify = Vec::new();
+        for (name, mut raw) in raws {
+            let (requirements, rules) = match raw.verify_images.take() {
+                Some((source, v)) => verify::build(&source, &v, verify.len(), &mut problems),
+                None => Default::default(),
+            };
+            verify.extend(rules);
+            if let Some(mut p) = build(raw, &mut problems) {
+                p.name = name;
+                p.verify_images = requirements;
+                policies.push(with_mirrors(p, &mutate, &mut problems));
+            }
         }
+        let registry = build_registry(&raw_registry, &mut problems);
+        if problems.is_empty() && policies.is_empty() {
+            problems.push(format!(
+                "{}: holds no policy file (*.json, *.yaml or *.yml); an empty set would admit everything",
+                directory.map(|d| d.display().to_string()).unwrap_or_default()
+            ));
+        }
+        if !problems.is_empty() {
+            return Err(ConfigError { problems });
+        }
+        let source_sha256 = if files.is_empty() {
+            String::new()
+        } else {
+            crate::digest::hex(&sha.finish().as_ref()[..6])
+        };
+        Ok(Rules {
+            policy: PolicySet { policies },
+            mutate,
+            registry,
+            verify,
+            source_sha256,
+        })
+    }
+
+    /// Whether any flag that writes a rule was given (not `--mode`).
+    fn has_rule_flags(&self) -> bool {
+        !(self.allow_registries.is_empty()
+            && self.deny_registries.is_empty()
+            && self.exempt_images.is_empty()
+            && self.exempt_namespaces.is_empty())
+            || self.require_digest
+            || self.allow_latest
+            || self.break_glass
     }
 
     fn merge_into(&self, raw: &mut RawPolicy) {
@@ -256,11 +408,23 @@ fn anchor_paths(raw: &mut RawPolicy, base: &std::path::Path) {
 fn parse_policy_text(
     text: &str,
     source: &str,
+    yaml: bool,
     problems: &mut Vec<String>,
 ) -> (RawPolicy, RawMutate) {
     let mut raw = RawPolicy::default();
     let mut raw_mutate = RawMutate::default();
-    let value: Value = match strict::parse(text) {
+    let parsed = if yaml {
+        match crate::yaml::policy_document(text) {
+            Ok(v) => Ok((v, Vec::new())),
+            Err(e) => {
+                problems.push(format!("{source}: {e}"));
+                return (raw, raw_mutate);
+            }
+        }
+    } else {
+        strict::parse(text)
+    };
+    let value: Value = match parsed {
         Ok((v, duplicates)) => {
             // A repeated key would otherwise be silently last-wins.
             problems.extend(duplicates.into_iter().map(|d| format!("{source}: {d}")));
@@ -271,7 +435,7 @@ fn parse_policy_text(
             let hint = if text.trim_start().starts_with('{') {
                 ""
             } else {
-                " (the policy file is a JSON object, e.g. {\"allowedRegistries\": [\"ghcr.io/acme\"]}; YAML is not read: convert it with `yq -o json`; deploy/policy.json is a commented example)"
+                " (the policy file is a JSON object, e.g. {\"allowedRegistries\": [\"ghcr.io/acme\"]}; for YAML, name the file *.yaml; deploy/policy.json is a commented example)"
             };
             problems.push(format!("{source}: not valid JSON: {e}{hint}"));
             return (raw, raw_mutate);
@@ -297,12 +461,21 @@ fn parse_policy_text(
             "deniedRegistries" => raw.denied = w.strings(&path, v),
             "exemptImages" => raw.exempt_images = w.strings(&path, v),
             "exemptNamespaces" => raw.exempt_namespaces = w.strings(&path, v),
-            "mutate" => raw_mutate = w.mutate(&path, v),
+            "namespaces" => raw.namespaces = w.strings(&path, v),
+            "excludeNamespaces" => raw.exclude_namespaces = w.strings(&path, v),
+            "mutate" => {
+                raw.server_wide.push("mutate");
+                raw_mutate = w.mutate(&path, v)
+            }
             "registryCredentials" => {
+                raw.server_wide.push("registryCredentials");
                 raw.registry_credentials =
                     w.string(&path, v).map(|s| (format!("{source}: {path}"), s))
             }
-            "registries" => raw.registries = w.registries(&path, v),
+            "registries" => {
+                raw.server_wide.push("registries");
+                raw.registries = w.registries(&path, v)
+            }
             "verifyImages" => raw.verify_images = Some((source.to_string(), v.clone())),
             _ => w.problem(
                 &path,
@@ -322,6 +495,8 @@ const KNOWN_KEYS: &[&str] = &[
     "deniedRegistries",
     "exemptImages",
     "exemptNamespaces",
+    "namespaces",
+    "excludeNamespaces",
     "breakGlass",
     "mutate",
     "registryCredentials",
@@ -461,11 +636,14 @@ fn build(raw: RawPolicy, problems: &mut Vec<String>) -> Option<Policy> {
             })
             .collect()
     }
+    let before = problems.len();
     let mut policy = Policy {
         allowed_registries: compile(raw.allowed, RegistryPattern::parse, problems),
         denied_registries: compile(raw.denied, RegistryPattern::parse, problems),
         exempt_images: compile(raw.exempt_images, ImagePattern::parse, problems),
         exempt_namespaces: compile(raw.exempt_namespaces, NamespacePattern::parse, problems),
+        namespaces: compile(raw.namespaces, NamespacePattern::parse, problems),
+        exclude_namespaces: compile(raw.exclude_namespaces, NamespacePattern::parse, problems),
         ..Policy::default()
     };
     if let Some((origin, m)) = raw.mode {
@@ -486,7 +664,7 @@ fn build(raw: RawPolicy, problems: &mut Vec<String>) -> Option<Policy> {
     if let Some(b) = raw.break_glass {
         policy.break_glass = b;
     }
-    problems.is_empty().then_some(policy)
+    (problems.len() == before).then_some(policy)
 }
 
 /// Reads the credentials file and the registries' CA files.
@@ -569,8 +747,11 @@ mod tests {
 
     fn parse(text: &str) -> Result<Policy, Vec<String>> {
         let mut problems = Vec::new();
-        let (raw, _) = parse_policy_text(text, "p.json", &mut problems);
-        build(raw, &mut problems).ok_or(problems)
+        let (raw, _) = parse_policy_text(text, "p.json", false, &mut problems);
+        match build(raw, &mut problems) {
+            Some(p) if problems.is_empty() => Ok(p),
+            _ => Err(problems),
+        }
     }
 
     /// One list of keys: the parser's (unknown keys are refused against
@@ -765,8 +946,8 @@ mod tests {
         .problems;
         for e in [
             "mutate: targets \"mirror.example.com/quay\" and \"mirror.example.com\" overlap",
-            "allowedRegistries: \"mirror.example.com\" names a registry the mutations fill",
-            "deniedRegistries: \"m2.example.com/ghcr/evil\" names a registry",
+            "policy \"policy\": allowedRegistries: \"mirror.example.com\" names a registry the mutations fill",
+            "policy \"policy\": deniedRegistries: \"m2.example.com/ghcr/evil\" names a registry",
         ] {
             assert!(
                 problems.iter().any(|p| p.starts_with(e)),
@@ -833,11 +1014,154 @@ mod tests {
     fn not_json_or_not_an_object() {
         assert!(parse("{").unwrap_err()[0].starts_with("p.json: not valid JSON"));
         let yaml = parse("allowedRegistries:\n- ghcr.io\n").unwrap_err();
-        assert!(yaml[0].contains("YAML is not read"), "{yaml:?}");
+        assert!(
+            yaml[0].contains("for YAML, name the file *.yaml"),
+            "{yaml:?}"
+        );
         assert_eq!(
             parse("[]").unwrap_err(),
             vec!["p.json: $: expected an object, found an array"]
         );
+    }
+
+    /// A folder of files, made for one test and removed after.
+    struct Folder(std::path::PathBuf);
+
+    impl Folder {
+        fn new(name: &str, files: &[(&str, &str)]) -> Folder {
+            let dir = std::env::temp_dir().join(format!("ib-set-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            for (file, text) in files {
+                let path = dir.join(file);
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(path, text).unwrap();
+            }
+            Folder(dir)
+        }
+
+        fn load(&self, flags: PolicyFlags) -> Result<Rules, ConfigError> {
+            PolicyFlags {
+                file: Some(self.0.clone()),
+                ..flags
+            }
+            .load_rules_with_env(&|_| None)
+        }
+    }
+
+    impl Drop for Folder {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A policy directory: its JSON and YAML files, in name order, named
+    /// by file; hidden files, folders (a ConfigMap's `..data`) and other
+    /// extensions are not policies.
+    #[test]
+    fn a_directory_is_a_policy_set() {
+        let key = format!(
+            "{}/tests/fixtures/cosign/keyed-p384/cosign.pub",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let signed = format!(
+            "mode: warn\nnamespaces: [prod]\nverifyImages:\n- images: [\"ghcr.io/acme/*\"]\n  ignoreTlog: true\n  keys: [{key:?}]\n"
+        );
+        let dir = Folder::new(
+            "set",
+            &[
+                ("b-signed.yaml", &signed),
+                (
+                    "a-base.json",
+                    r#"{"allowedRegistries": ["ghcr.io"], "verifyImages": [{"images": ["ghcr.io/x/*"], "ignoreTlog": true, "keys": ["KEY"]}]}"#,
+                ),
+                (".hidden.json", "not even JSON"),
+                ("..data/c.json", "{}"),
+                ("notes.txt", "not a policy"),
+                ("c.yml", "excludeNamespaces: [kube-system]\n"),
+            ],
+        );
+        std::fs::write(
+            dir.0.join("a-base.json"),
+            std::fs::read_to_string(dir.0.join("a-base.json"))
+                .unwrap()
+                .replace("KEY", &key),
+        )
+        .unwrap();
+        let rules = dir.load(PolicyFlags::default()).unwrap();
+        let names: Vec<&str> = rules.policy.policies.iter().map(|p| &*p.name).collect();
+        assert_eq!(names, ["a-base", "b-signed", "c"]);
+        let b = &rules.policy.policies[1];
+        assert_eq!(b.mode, Mode::Warn);
+        assert!(b.applies_to(Some("prod")) && !b.applies_to(Some("dev")));
+        // Entries are numbered across the set, as the verifier's rules are.
+        assert_eq!(rules.verify.len(), 2);
+        assert_eq!(b.verify_images[0].index, 1);
+        assert_eq!(rules.policy.policies[0].verify_images[0].index, 0);
+        assert_eq!(rules.source_sha256.len(), 12);
+        // --mode is every policy's; rule flags belong in a file.
+        let all_warn = dir
+            .load(PolicyFlags {
+                mode: Some("warn".into()),
+                ..PolicyFlags::default()
+            })
+            .unwrap();
+        assert!(
+            all_warn
+                .policy
+                .policies
+                .iter()
+                .all(|p| p.mode == Mode::Warn)
+        );
+        let e = dir
+            .load(PolicyFlags {
+                allow_registries: vec!["quay.io".into()],
+                ..PolicyFlags::default()
+            })
+            .unwrap_err();
+        assert!(
+            e.problems[0].contains("apply to a single policy file"),
+            "{e}"
+        );
+    }
+
+    /// Server-wide keys in two files, two files of one name, an empty
+    /// folder, and YAML that is not plain data: each is a problem naming
+    /// its file, all reported at once.
+    #[test]
+    fn a_broken_set_reports_every_file() {
+        let dir = Folder::new(
+            "broken",
+            &[
+                (
+                    "a.json",
+                    r#"{"registries": {"r.example": {"plainHttp": true}}}"#,
+                ),
+                ("b.yaml", "mutate:\n  rewriteRegistry: mirror.example\n"),
+                ("c.yaml", "base: &b [ghcr.io]\nallowedRegistries: *b\n"),
+                ("d.yaml", "mode: warn\nmode: enforce\n"),
+                ("e.yaml", "mode: warn\n---\nmode: enforce\n"),
+                ("f.yaml", "verifyImages:\n- images: [x]\n  keyz: []\n"),
+            ],
+        );
+        let e = dir.load(PolicyFlags::default()).unwrap_err().problems;
+        let find = |file: &str, what: &str| {
+            assert!(
+                e.iter().any(|p| p.contains(file) && p.contains(what)),
+                "no {what:?} for {file} in {e:#?}"
+            )
+        };
+        find("b.yaml", "a.json gives server-wide keys already");
+        find("c.yaml", "YAML anchors (&name) are not supported");
+        find("d.yaml", "$: the key \"mode\" is given twice");
+        find("e.yaml", "holds 2 YAML documents");
+        find("f.yaml", "$.verifyImages[0].keyz: unknown key");
+        let twins = Folder::new("twins", &[("a.json", "{}"), ("a.yaml", "{}")]);
+        let e = twins.load(PolicyFlags::default()).unwrap_err();
+        assert!(e.problems[0].contains("are both policy \"a\""), "{e}");
+        let empty = Folder::new("empty", &[("readme.md", "")]);
+        let e = empty.load(PolicyFlags::default()).unwrap_err();
+        assert!(e.problems[0].contains("holds no policy file"), "{e}");
     }
 
     #[test]
@@ -857,7 +1181,7 @@ mod tests {
             mode: Some("enforce".into()),
             ..PolicyFlags::default()
         };
-        let p = flags.load().unwrap();
+        let p = flags.load().unwrap().policies.remove(0);
         let raws: Vec<&str> = p
             .allowed_registries
             .iter()
@@ -1042,8 +1366,8 @@ mod tests {
             f("cosign/keyed-p384/cosign.pub")
         );
         let r = rules(&good, PolicyFlags::default(), &[]).unwrap();
-        assert_eq!(r.policy.verify_images.len(), 1);
-        assert!(r.policy.verify_images[0].verify_tags);
+        assert_eq!(r.policy.policies[0].verify_images.len(), 1);
+        assert!(r.policy.policies[0].verify_images[0].verify_tags);
         assert_eq!(r.verify[0].trust.keys.len(), 1);
         assert_eq!(r.verify[0].trust.identities.len(), 1);
         assert!(r.verify[0].trust.root.is_some());

@@ -20,7 +20,7 @@ use crate::credentials::Credentials;
 use crate::digest::Digest;
 use crate::image_ref::ImageRef;
 use crate::mutate::{MutateConfig, PullPolicy, Target};
-use crate::policy::{ImagePattern, Policy, RegistryPattern};
+use crate::policy::{ImagePattern, Policy, PolicySet, RegistryPattern};
 use crate::registry::{challenge, client};
 use crate::review::workload::Object;
 use crate::review::{admission, imagepolicy};
@@ -93,7 +93,7 @@ pub fn http_request(data: &[u8]) {
     }
 }
 
-fn policy_and_mutations() -> (Policy, MutateConfig) {
+fn policy_and_mutations() -> (PolicySet, MutateConfig) {
     let policy = Policy {
         break_glass: true,
         allowed_registries: vec![
@@ -109,7 +109,7 @@ fn policy_and_mutations() -> (Policy, MutateConfig) {
         mutate_templates: true,
         ..MutateConfig::default()
     };
-    (policy, mutate)
+    (policy.into(), mutate)
 }
 
 /// Both review decoders: every answer is a well-formed review of the right

@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
+use std::sync::Arc;
 
 use crate::image_ref::{self, ImageRef};
 
@@ -27,9 +28,19 @@ impl Mode {
     }
 }
 
-/// A validated policy. Build it with `config::PolicyBuilder`.
+mod set;
+pub use set::PolicySet;
+
+/// One validated policy (one file of a policy set). Built by `config`.
 #[derive(Debug, Clone)]
 pub struct Policy {
+    /// Its name in reasons, logs and metrics: the file name without its
+    /// extension.
+    pub name: Arc<str>,
+    /// Namespaces it applies to (empty: all).
+    pub namespaces: Vec<NamespacePattern>,
+    /// Namespaces it does not apply to (wins over `namespaces`).
+    pub exclude_namespaces: Vec<NamespacePattern>,
     pub mode: Mode,
     /// Refuse the `latest` tag and references with neither tag nor digest.
     pub deny_latest: bool,
@@ -153,6 +164,9 @@ impl MirrorBack {
 impl Default for Policy {
     fn default() -> Self {
         Policy {
+            name: Arc::from(DEFAULT_NAME),
+            namespaces: Vec::new(),
+            exclude_namespaces: Vec::new(),
             mode: Mode::Enforce,
             deny_latest: true,
             require_digest: false,
@@ -166,6 +180,9 @@ impl Default for Policy {
         }
     }
 }
+
+/// The name of a policy given by flags alone (no file).
+pub const DEFAULT_NAME: &str = "flags";
 
 /// Violations (and images in audit annotations) a decision spells out; the
 /// rest are counted. A reply's size then stays small whatever the request
@@ -271,6 +288,9 @@ pub struct Signer {
 pub struct VerifyRequirement {
     /// `verifyImages[<i>]`, for reasons.
     pub label: String,
+    /// Its place among every entry of the policy set: the index of its
+    /// [`SignatureFact`]s and of the verifier's rule.
+    pub index: usize,
     pub images: Vec<ImagePattern>,
     /// Verify a tag's current digest instead of refusing tag-only images
     /// on paths that cannot pin them.
@@ -326,6 +346,20 @@ impl Rule {
 pub struct Violation {
     pub rule: Rule,
     pub message: String,
+    /// The policy whose rule it broke.
+    pub policy: Arc<str>,
+    pub effect: Effect,
+}
+
+/// What a violation does to the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// Its policy enforces: the request is denied.
+    Denies,
+    /// Its policy is in warn mode: a warning.
+    Warns,
+    /// Its policy honoured a break-glass annotation: a warning, logged.
+    BrokenGlass,
 }
 
 /// The verdict on one image.
@@ -344,9 +378,8 @@ pub struct ImageVerdict {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     pub allowed: bool,
-    pub mode: Mode,
     pub images: Vec<ImageVerdict>,
-    /// The namespace, when `exemptNamespaces` skipped all checks.
+    /// The namespace, when a policy's `exemptNamespaces` skipped its checks.
     pub exempt_namespace: Option<String>,
     /// The annotation key of an honoured break-glass request.
     pub break_glass: Option<String>,
@@ -387,7 +420,6 @@ impl Policy {
         {
             return Decision {
                 allowed: true,
-                mode: self.mode,
                 images: images.into_iter().map(unchecked).collect(),
                 exempt_namespace: Some(ns.to_string()),
                 break_glass: None,
@@ -439,10 +471,19 @@ impl Policy {
         } else {
             None
         };
-        let enforced = self.mode == Mode::Enforce && break_glass.is_none();
+        let effect = match (&break_glass, self.mode) {
+            (Some(_), _) => Effect::BrokenGlass,
+            (None, Mode::Warn) => Effect::Warns,
+            (None, Mode::Enforce) => Effect::Denies,
+        };
+        let mut images = images;
+        if effect != Effect::Denies {
+            for v in images.iter_mut().flat_map(|i| i.violations.iter_mut()) {
+                v.effect = effect;
+            }
+        }
         Decision {
-            allowed: !(enforced && violated),
-            mode: self.mode,
+            allowed: !(effect == Effect::Denies && violated),
             images,
             exempt_namespace: None,
             break_glass,
@@ -524,8 +565,8 @@ impl Policy {
         // Every entry that covers the image must be satisfied (an image
         // is not let off a strict entry because a lenient one also names
         // it).
-        for (i, req) in self.verify_requirements(&r).filter(|_| !skip_signatures) {
-            let fact = signatures.iter().find(|f| f.rule == i);
+        for req in self.verify_requirements(&r).filter(|_| !skip_signatures) {
+            let fact = signatures.iter().find(|f| f.rule == req.index);
             let detail = match fact.map(|f| &f.outcome) {
                 Some(Ok(_)) => None,
                 Some(Err(why)) => Some(format!("{} requires it; {why}", req.label)),
@@ -549,11 +590,10 @@ impl Policy {
     fn verify_requirements<'a>(
         &'a self,
         r: &'a ImageRef,
-    ) -> impl Iterator<Item = (usize, &'a VerifyRequirement)> + 'a {
+    ) -> impl Iterator<Item = &'a VerifyRequirement> + 'a {
         self.verify_images
             .iter()
-            .enumerate()
-            .filter(|(_, v)| v.images.iter().any(|p| p.covers(r)))
+            .filter(|v| v.images.iter().any(|p| p.covers(r)))
     }
 
     /// What the registry lists say of an image (judged by the name the
@@ -595,7 +635,22 @@ impl Policy {
         self.lookup_name(image).is_some()
     }
 
-    /// The `verifyImages` entries an image must be verified under: none
+    /// Whether the policy applies to a request in `namespace`: listed in
+    /// `namespaces` (or none listed) and not in `excludeNamespaces`. A
+    /// request without a namespace (ImageReview from an older apiserver,
+    /// `check` of an object without one) falls under the policies that
+    /// list no namespaces.
+    pub fn applies_to(&self, namespace: Option<&str>) -> bool {
+        match namespace {
+            Some(ns) => {
+                (self.namespaces.is_empty() || self.namespaces.iter().any(|p| p.matches(ns)))
+                    && !self.exclude_namespaces.iter().any(|p| p.matches(ns))
+            }
+            None => self.namespaces.is_empty(),
+        }
+    }
+
+    /// The `verifyImages` entries (their set-wide indices) an image must be verified under: none
     /// for an image that may not be looked up ([`Policy::may_look_up`]:
     /// it is refused whatever its signatures), is exempt, or that no entry
     /// covers. The admission step asks this before gathering signatures.
@@ -605,7 +660,7 @@ impl Policy {
         }
         match self.lookup_name(image) {
             Some(r) if !self.exempt_images.iter().any(|p| p.matches(&r)) => {
-                self.verify_requirements(&r).map(|(i, _)| i).collect()
+                self.verify_requirements(&r).map(|v| v.index).collect()
             }
             _ => Vec::new(),
         }
@@ -615,6 +670,7 @@ impl Policy {
     /// `last`: no other image needs `a`, so its strings are taken.
     fn render(&self, input: ImageInput, a: &mut Assessment, last: bool) -> ImageVerdict {
         let who = Who(&input);
+        let name = &self.name;
         let full = a.normalized.as_deref().unwrap_or("");
         let violations = a
             .failures
@@ -652,7 +708,9 @@ impl Policy {
                 };
                 Violation {
                     rule: *rule,
-                    message,
+                    message: format!("policy {name:?}: {message}"),
+                    policy: self.name.clone(),
+                    effect: Effect::Denies,
                 }
             })
             .collect();
@@ -762,42 +820,46 @@ impl ImageVerdict {
 }
 
 impl Decision {
-    /// Violations that deny the request (empty when allowed).
-    pub fn reasons(&self) -> Vec<&str> {
-        if self.allowed {
-            return Vec::new();
-        }
+    /// Every violation, with the image it is about.
+    pub fn violations(&self) -> impl Iterator<Item = (&ImageVerdict, &Violation)> {
         self.images
             .iter()
-            .flat_map(ImageVerdict::messages)
+            .flat_map(|v| v.violations.iter().map(move |x| (v, x)))
+    }
+
+    /// Violations that deny the request (empty when allowed).
+    pub fn reasons(&self) -> Vec<&str> {
+        self.violations()
+            .filter(|(_, x)| x.effect == Effect::Denies)
+            .map(|(_, x)| x.message.as_str())
             .collect()
     }
 
-    /// Everything the user should see although the request is allowed:
-    /// warn-mode and break-glass violations, and the break-glass use itself;
-    /// at most [`MAX_LISTED`] violations, then a count.
+    /// Everything the user should see besides a denial: violations of
+    /// policies in warn mode or bypassed by break-glass, and the
+    /// break-glass use itself; at most [`MAX_LISTED`] violations, then a
+    /// count.
     pub fn warnings(&self) -> Vec<String> {
-        if !self.allowed {
-            return Vec::new();
-        }
         let mut out = Vec::new();
         if let Some(key) = &self.break_glass {
             out.push(format!(
                 "image policy bypassed by break-glass annotation {key:?}"
             ));
         }
-        let prefix = if self.break_glass.is_some() {
-            "break-glass"
-        } else {
-            "image policy (warn mode)"
-        };
-        let mut all = self.images.iter().flat_map(ImageVerdict::messages);
-        for m in all.by_ref().take(MAX_LISTED) {
-            out.push(format!("{prefix}: {m}"));
+        let mut all = self
+            .violations()
+            .filter(|(_, x)| x.effect != Effect::Denies);
+        for (_, x) in all.by_ref().take(MAX_LISTED) {
+            let prefix = if x.effect == Effect::BrokenGlass {
+                "break-glass"
+            } else {
+                "image policy (warn mode)"
+            };
+            out.push(format!("{prefix}: {}", x.message));
         }
         let more = all.count();
         if more > 0 {
-            out.push(format!("{prefix}: and {more} more violations"));
+            out.push(format!("image policy: and {more} more violations"));
         }
         out
     }
@@ -810,14 +872,14 @@ impl Decision {
         })
     }
 
-    /// The distinct images that broke a rule, at most [`MAX_LISTED`] of
-    /// them, then how many more.
-    fn violators(&self) -> Option<String> {
+    /// The distinct images with a violation that `pick` selects, at most
+    /// [`MAX_LISTED`] of them, then how many more.
+    fn violators(&self, pick: impl Fn(Effect) -> bool) -> Option<String> {
         let mut seen = HashSet::new();
         let names: Vec<&str> = self
             .images
             .iter()
-            .filter(|v| !v.violations.is_empty())
+            .filter(|v| v.violations.iter().any(|x| pick(x.effect)))
             .map(ImageVerdict::audit_name)
             .filter(|n| seen.insert(*n))
             .collect();
@@ -827,19 +889,17 @@ impl Decision {
     /// Audit annotations (keys without prefix; the apiserver adds one).
     pub fn audit_annotations(&self) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
-        let violators = self.violators();
         if let Some(key) = &self.break_glass {
             out.insert("break-glass".to_string(), key.clone());
-            if let Some(v) = violators {
+            if let Some(v) = self.violators(|e| e == Effect::BrokenGlass) {
                 out.insert("break-glass-images".to_string(), v);
             }
-        } else if let Some(v) = violators {
-            let key = if self.allowed {
-                "warn-images"
-            } else {
-                "denied-images"
-            };
-            out.insert(key.to_string(), v);
+        }
+        if let Some(v) = self.violators(|e| e == Effect::Warns) {
+            out.insert("warn-images".to_string(), v);
+        }
+        if let Some(v) = self.violators(|e| e == Effect::Denies) {
+            out.insert("denied-images".to_string(), v);
         }
         if let Some(ns) = &self.exempt_namespace {
             out.insert("exempt-namespace".to_string(), ns.clone());
@@ -1633,7 +1693,7 @@ mod tests {
         assert_eq!(v.rule, Rule::InvalidReference);
         assert_eq!(
             v.message,
-            "image \"NGINX:1.0\" is not a valid image reference: repository name must be lowercase (found \"NGINX\")"
+            "policy \"flags\": image \"NGINX:1.0\" is not a valid image reference: repository name must be lowercase (found \"NGINX\")"
         );
         assert_eq!(d.images[0].normalized, None);
         // Even in a namespace that allows everything else, it stays unparsed.
@@ -1653,8 +1713,9 @@ mod tests {
             ..Request::default()
         });
         assert!(
-            d.reason()
-                .starts_with("init container \"setup\" image \"busybox\" has no tag"),
+            d.reason().starts_with(
+                "policy \"flags\": init container \"setup\" image \"busybox\" has no tag"
+            ),
             "{}",
             d.reason()
         );
@@ -1717,7 +1778,12 @@ mod tests {
         assert!(d.allowed);
         assert!(d.reasons().is_empty());
         assert_eq!(d.warnings().len(), 1);
-        assert!(d.warnings()[0].starts_with("image policy (warn mode): image \"nginx\""));
+        assert!(
+            d.warnings()[0]
+                .starts_with("image policy (warn mode): policy \"flags\": image \"nginx\""),
+            "{:?}",
+            d.warnings()
+        );
         assert_eq!(
             d.audit_annotations()["warn-images"],
             "docker.io/library/nginx:latest"
@@ -1809,6 +1875,7 @@ mod tests {
         let mut p = Policy {
             verify_images: vec![VerifyRequirement {
                 label: "verifyImages[0]".into(),
+                index: 0,
                 images: vec![ImagePattern::parse("ghcr.io/acme/*").unwrap()],
                 verify_tags: false,
             }],
@@ -1962,6 +2029,7 @@ mod tests {
     fn every_covering_entry_must_be_satisfied() {
         let entry = |label: &str, pattern: &str| VerifyRequirement {
             label: label.into(),
+            index: label[13..14].parse().unwrap(),
             images: vec![ImagePattern::parse(pattern).unwrap()],
             verify_tags: false,
         };
@@ -2023,6 +2091,7 @@ mod tests {
         let mut p = policy(&["registry.example"], &["registry.example/bad"]);
         p.verify_images = vec![VerifyRequirement {
             label: "verifyImages[0]".into(),
+            index: 0,
             images: vec![ImagePattern::parse("*").unwrap()],
             verify_tags: false,
         }];

@@ -1,5 +1,6 @@
-//! YAML documents as `serde_json::Value`s, for `check -f`: what admins
-//! keep in git is YAML, often several documents in one file (`---`).
+//! YAML documents as `serde_json::Value`s, for `check -f` and YAML policy
+//! files: what admins keep in git is YAML, often several documents in one
+//! file (`---`).
 //!
 //! Built on yaml-rust2's event parser, so that the tree is ours: aliases
 //! are refused (a few bytes of `*a` can expand to gigabytes), nesting is
@@ -15,7 +16,28 @@ const DEPTH_MAX: usize = 128;
 
 /// Every document of `text`, in order (empty documents are left out).
 pub fn documents(text: &str) -> Result<Vec<Value>, String> {
-    let mut b = Builder::default();
+    read(text, Builder::default())
+}
+
+/// A policy file's one document, read as strictly as a JSON policy: an
+/// anchor (`&name`) is refused too, not only an alias, and so is a second
+/// document.
+pub fn policy_document(text: &str) -> Result<Value, String> {
+    let b = Builder {
+        no_anchors: true,
+        ..Builder::default()
+    };
+    let mut docs = read(text, b)?;
+    match docs.len() {
+        1 => Ok(docs.remove(0)),
+        0 => Err("the file holds no YAML document".to_string()),
+        n => Err(format!(
+            "the file holds {n} YAML documents; a policy file holds one (split them into files)"
+        )),
+    }
+}
+
+fn read(text: &str, mut b: Builder) -> Result<Vec<Value>, String> {
     Parser::new_from_str(text)
         .load(&mut b, true)
         .map_err(|e| e.to_string())?;
@@ -36,13 +58,32 @@ struct Builder {
     stack: Vec<Open>,
     docs: Vec<Value>,
     error: Option<String>,
+    /// Refuse anchors as well as aliases.
+    no_anchors: bool,
 }
 
 impl Builder {
     fn fail(&mut self, why: String, mark: Marker) {
         if self.error.is_none() {
-            self.error = Some(format!("line {}: {why}", mark.line()));
+            let path = self.path();
+            self.error = Some(format!("line {}: {path}: {why}", mark.line()));
         }
+    }
+
+    /// Where the builder is, as a JSON path (`$.verifyImages[0].keys`).
+    fn path(&self) -> String {
+        let mut out = String::from("$");
+        for open in &self.stack {
+            match open {
+                Open::Seq(items) => out.push_str(&format!("[{}]", items.len())),
+                Open::Map(_, Some(k)) => {
+                    out.push('.');
+                    out.push_str(k);
+                }
+                Open::Map(_, None) => {}
+            }
+        }
+        out
     }
 
     /// Puts a finished value where it belongs.
@@ -56,8 +97,13 @@ impl Builder {
             Some(Open::Seq(items)) => items.push(v),
             Some(Open::Map(map, key)) => match key.take() {
                 Some(k) => {
-                    if map.insert(k.clone(), v).is_some() {
-                        self.fail(format!("the key {k:?} is given twice"), mark);
+                    if map.contains_key(&k) {
+                        self.fail(
+                            format!("the key {k:?} is given twice (each key once)"),
+                            mark,
+                        );
+                    } else {
+                        map.insert(k, v);
                     }
                 }
                 None => match v {
@@ -94,6 +140,13 @@ impl MarkedEventReceiver for Builder {
         }
         match ev {
             Event::Alias(_) => self.fail("YAML aliases (*name) are not supported".into(), mark),
+            Event::Scalar(_, _, anchor, _)
+            | Event::SequenceStart(anchor, _)
+            | Event::MappingStart(anchor, _)
+                if self.no_anchors && anchor > 0 =>
+            {
+                self.fail("YAML anchors (&name) are not supported".into(), mark)
+            }
             Event::Scalar(text, style, _, _) => {
                 let v = if style == TScalarStyle::Plain {
                     plain(text)

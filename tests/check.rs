@@ -163,7 +163,7 @@ fn documents_from_stdin_and_files() {
         v["images"][0]["reasons"][0]
             .as_str()
             .unwrap()
-            .starts_with("container "),
+            .starts_with("policy \"flags\": container "),
         "{v}"
     );
 

@@ -1,8 +1,9 @@
 //! Golden wire tests: every `<case>.request.json` under
 //! `tests/fixtures/{imagereview,admission}` is POSTed to the real server over
 //! TLS, exactly as the apiserver sends it (query string included), and the
-//! reply must equal `<case>.response.json`. A `<case>.policy.json` next to
-//! the request selects the policy (else the folder's `default.policy.json`,
+//! reply must equal `<case>.response.json`. A `<case>.policy.d` folder (a
+//! policy set) or `<case>.policy.json` next to the request selects the
+//! policy (else the folder's `default.policy.json`,
 //! else none). For `/mutate` the base64 `patch` is shown decoded in the
 //! expectation, so that it can be reviewed, and it is applied to the request
 //! object with an independent JSON Patch implementation. `BLESS=1 cargo
@@ -60,6 +61,7 @@ fn run_folder(kind: &str, path: &str, check: fn(&str, &Value, &mut Value)) {
     assert!(all.len() >= 10, "only {} {kind} cases", all.len());
     for (name, request) in all {
         let policy = [
+            dir.join(format!("{name}.policy.d")),
             dir.join(format!("{name}.policy.json")),
             dir.join("default.policy.json"),
         ]

@@ -367,7 +367,9 @@ fn policy_reload_and_broken_policy_keeps_the_old_one() {
     };
     let first = sha(r#"{"denyLatest": true}"#);
     assert!(
-        server.log().contains("policy loaded: mode enforce"),
+        server
+            .log()
+            .contains("policy loaded: policy \"policy\": mode enforce"),
         "{}",
         server.log()
     );
@@ -423,6 +425,134 @@ fn policy_reload_and_broken_policy_keeps_the_old_one() {
         .text();
     assert!(
         metrics.contains("image_bouncer_reloads_total{kind=\"policy\",outcome=\"failure\"} 2"),
+        "{metrics}"
+    );
+}
+
+/// A policy directory laid out as a mounted ConfigMap (each key a symlink
+/// into `..data`, swapped at once): an added file is a new policy on both
+/// paths, a broken one leaves the whole previous set in force.
+#[test]
+fn a_policy_directory_reloads_as_one_set() {
+    use std::os::unix::fs::symlink;
+    let pki = Pki::new("policy-set");
+    let (cert, key) = pki.server("server");
+    let dir = pki.dir.join("policy.d");
+    std::fs::create_dir_all(&dir).unwrap();
+    // Writes a new `..data` generation holding `files` and swaps it in.
+    let generation = std::cell::Cell::new(0);
+    let publish = |files: &[(&str, &str)]| {
+        generation.set(generation.get() + 1);
+        let data = dir.join(format!("..gen{}", generation.get()));
+        std::fs::create_dir_all(&data).unwrap();
+        for (name, text) in files {
+            std::fs::write(data.join(name), text).unwrap();
+            let link = dir.join(name);
+            if std::fs::symlink_metadata(&link).is_err() {
+                symlink(format!("..data/{name}"), &link).unwrap();
+            }
+        }
+        let tmp = dir.join("..data_tmp");
+        let _ = std::fs::remove_file(&tmp);
+        symlink(data.file_name().unwrap(), &tmp).unwrap();
+        std::fs::rename(&tmp, dir.join("..data")).unwrap();
+    };
+    let base = r#"{"denyLatest": false}"#;
+    let audit = "# reported only\nmode: warn\ndenyLatest: true\n";
+    publish(&[("base.json", base), ("audit.yaml", audit)]);
+    let server = Server::start(&[
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--policy",
+        dir.to_str().unwrap(),
+        "--reload-interval",
+        "100ms",
+    ]);
+    let config = client_config(&pki.ca_file, None);
+    let post = |path: &str, body: &str| {
+        Client::tls(server.addr, config.clone())
+            .unwrap()
+            .post(path, &fixture(body))
+            .unwrap()
+            .json()
+    };
+    let review = || post("/image_policy", REVIEW_LATEST);
+    let validate = || post("/validate", "admission/pod-create-latest.request.json");
+    assert!(
+        server
+            .log()
+            .contains("policy loaded: 2 policies: \"audit\" (mode warn"),
+        "{}",
+        server.log()
+    );
+    // Allowed by the enforcing policy; the warn one warns, naming itself.
+    let v = review();
+    assert_eq!(v["status"]["allowed"], true, "{v}");
+    assert!(
+        v["status"]["auditAnnotations"]["warn-images"].is_string(),
+        "{v}"
+    );
+    let v = validate();
+    assert_eq!(v["response"]["allowed"], true, "{v}");
+    let warning = v["response"]["warnings"][0].as_str().unwrap_or_default();
+    assert!(
+        warning.starts_with("image policy (warn mode, policy \"audit\")"),
+        "{v}"
+    );
+    // A third file, enforcing: both paths deny, naming it.
+    publish(&[
+        ("base.json", base),
+        ("audit.yaml", audit),
+        ("strict.yaml", "denyLatest: true\n"),
+    ]);
+    server.wait_for_log("policy reloaded: 3 policies", Duration::from_secs(30));
+    let v = review();
+    assert_eq!(v["status"]["allowed"], false, "{v}");
+    assert!(
+        v["status"]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("policy \"strict\": "),
+        "{v}"
+    );
+    let v = validate();
+    assert_eq!(v["response"]["allowed"], false, "{v}");
+    assert!(
+        v["response"]["status"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("image policy: policy \"strict\": "),
+        "{v}"
+    );
+    // One broken file (and strict.yaml gone): refused whole, every file's
+    // problem logged, the three policies stay in force.
+    publish(&[
+        ("base.json", base),
+        ("audit.yaml", "mode: warn\nmode: enforce\n"),
+        ("broken.yaml", "a: &x 1\n"),
+    ]);
+    std::fs::remove_file(dir.join("strict.yaml")).unwrap();
+    server.wait_for_log("policy reload failed", Duration::from_secs(30));
+    let log = server.log();
+    assert!(
+        log.contains("audit.yaml: line 2: $: the key \"mode\" is given twice"),
+        "{log}"
+    );
+    assert!(
+        log.contains("broken.yaml: line 1: $.a: YAML anchors"),
+        "{log}"
+    );
+    assert_eq!(review()["status"]["allowed"], false);
+    assert_eq!(validate()["response"]["allowed"], false);
+    let metrics = Client::tls(server.addr, config.clone())
+        .unwrap()
+        .get("/metrics")
+        .unwrap()
+        .text();
+    assert!(
+        metrics.contains("image_bouncer_reloads_total{kind=\"policy\",outcome=\"failure\"} 1"),
         "{metrics}"
     );
 }

@@ -166,7 +166,7 @@ eventually 100 restarted_and_ready || fail "no restart after kill -9"
 echo "ok: restarted and ready after kill -9"
 
 inside "sed -i 's/\"mode\": \"warn\"/\"mode\": \"enforce\"/' /etc/image-bouncer/policy.json"
-eventually 100 journal_has 'policy reloaded: mode enforce' || fail "the policy edit was not reloaded"
+eventually 100 journal_has 'policy reloaded: policy "policy": mode enforce' || fail "the policy edit was not reloaded"
 review='{"apiVersion":"imagepolicy.k8s.io/v1alpha1","kind":"ImageReview","spec":{"containers":[{"image":"nginx"}],"namespace":"default"}}'
 answer=$(inside "$curl_in -H 'Content-Type: application/json' -d '$review' https://image-bouncer.local:8443/image_policy")
 printf '%s' "$answer" | grep -q '"allowed":false' || fail "nginx (latest) was not refused in enforce mode: $answer"

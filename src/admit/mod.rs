@@ -23,7 +23,7 @@ use std::sync::{Mutex, PoisonError};
 use crate::digest::Digest;
 use crate::image_ref::ImageRef;
 use crate::mutate::{self, MutateConfig};
-use crate::policy::Policy;
+use crate::policy::PolicySet;
 use crate::registry::client::LookupError;
 use crate::review::admission::Review;
 use crate::review::workload::PodPath;
@@ -218,7 +218,7 @@ pub fn lookup_budget(apiserver_timeout: Option<std::time::Duration>) -> std::tim
 // namespace, kind, annotation, readable images) before the lookups, kept together so that none
 // is skipped.
 pub fn digest_pins(
-    policy: &Policy,
+    policy: &PolicySet,
     cfg: &MutateConfig,
     review: &Review,
     resolver: &dyn Resolver,
@@ -273,7 +273,7 @@ pub fn digest_pins(
     let mut wanted: Vec<(String, ImageRef, String)> = Vec::new();
     let mut seen: HashSet<String> = HashSet::new();
     for input in images {
-        if !policy.may_look_up(&input.image) {
+        if !policy.may_look_up(req.namespace.as_deref(), &input.image) {
             continue;
         }
         let Some((key, pulled)) = mutate::pin_wanted(cfg, &input.image) else {
@@ -391,7 +391,7 @@ mod tests {
         r: &Slow,
         budget: Duration,
     ) -> Result<BTreeMap<String, String>, String> {
-        digest_pins(&Policy::default(), cfg, review, r, budget)
+        digest_pins(&PolicySet::default(), cfg, review, r, budget)
     }
 
     fn review(images: &[&str]) -> Review {
@@ -485,10 +485,11 @@ mod tests {
     #[test]
     fn refused_names_are_not_pinned() {
         let r = Slow::new(Duration::ZERO);
-        let policy = Policy {
+        let policy: PolicySet = crate::policy::Policy {
             denied_registries: vec![crate::policy::RegistryPattern::parse("evil.io").unwrap()],
-            ..Policy::default()
-        };
+            ..Default::default()
+        }
+        .into();
         let pins = digest_pins(
             &policy,
             &cfg(false),
@@ -539,12 +540,8 @@ mod tests {
         let review = review(&images);
         let cfg = cfg(false);
         let pins = pin(&cfg, &review, &fast, Duration::from_secs(1)).unwrap();
-        let (reply, outcome) = crate::review::admission::mutate(
-            &crate::policy::Policy::default(),
-            &cfg,
-            &review,
-            Some(&pins),
-        );
+        let (reply, outcome) =
+            crate::review::admission::mutate(&PolicySet::default(), &cfg, &review, Some(&pins));
         assert!(
             matches!(outcome, crate::review::admission::MutateOutcome::Patched(_)),
             "{outcome:?}"

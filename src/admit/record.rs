@@ -55,9 +55,14 @@ pub fn decision(endpoint: &str, what: &str, request: &Request, d: &Decision) {
     }
     let ns = request.namespace.as_deref().unwrap_or("");
     let verdict = if d.allowed { "allowed" } else { "denied" };
+    // Why it was denied, then what only warned (a policy in warn mode).
     let mut detail = d.reason();
-    if detail.is_empty() {
-        detail = d.warnings().join("; ");
+    let warnings = d.warnings();
+    if !warnings.is_empty() {
+        if !detail.is_empty() {
+            detail.push_str("; also: ");
+        }
+        detail.push_str(&warnings.join("; "));
     }
     if let Some(key) = &d.break_glass {
         warn!(

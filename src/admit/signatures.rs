@@ -17,7 +17,7 @@ use crate::config::verify::VerifyRule;
 use crate::digest::Digest;
 use crate::flight::{Flights, Got, Outcome};
 use crate::image_ref::ImageRef;
-use crate::policy::{Facts, Policy, Request, SignatureFact, Signer};
+use crate::policy::{Facts, PolicySet, Request, SignatureFact, Signer};
 use crate::registry::client::{Client, LookupError, MANIFEST_MAX};
 use crate::verify::legacy::{self, Signed};
 
@@ -120,7 +120,7 @@ fn kept_for(v: &Verdict, verified_ttl: Duration) -> Option<Duration> {
 /// `budget`: the distinct images at the same time (at most
 /// [`super::LOOKUPS_AT_ONCE`]), each with its own outcome.
 pub fn gather(
-    policy: &Policy,
+    policy: &PolicySet,
     rules: &[VerifyRule],
     request: &Request,
     client: &Client,
@@ -128,7 +128,7 @@ pub fn gather(
     budget: Duration,
 ) -> Facts {
     let mut facts = Facts::new();
-    if policy.verify_images.is_empty() {
+    if !policy.verifies() {
         return facts;
     }
     let deadline = Instant::now() + budget;
@@ -141,8 +141,8 @@ pub fn gather(
         }
         // Refused names (registry lists) and exempt images are not
         // looked up at all.
-        for i in policy.verification_for(&input.image) {
-            let (Some(rule), Some(req)) = (rules.get(i), policy.verify_images.get(i)) else {
+        for i in policy.verification_for(request.namespace.as_deref(), &input.image) {
+            let (Some(rule), Some(req)) = (rules.get(i), policy.requirement(i)) else {
                 continue;
             };
             wanted.push((&input.image, i, rule, req.verify_tags));

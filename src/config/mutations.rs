@@ -352,12 +352,6 @@ pub(super) fn with_mirrors(
     mutate: &MutateConfig,
     problems: &mut Vec<String>,
 ) -> Policy {
-    problems.extend(
-        mutate
-            .overlapping_targets()
-            .into_iter()
-            .map(|e| format!("mutate: {e}")),
-    );
     policy.mirrors = mutate.mirrors_back();
     let entries = [
         ("allowedRegistries", &policy.allowed_registries),
@@ -367,8 +361,8 @@ pub(super) fn with_mirrors(
         for p in list.iter() {
             if policy.mirrors.iter().any(|m| m.covers(p)) {
                 problems.push(format!(
-                    "{key}: {:?} names a registry the mutations fill with mirrored images; those are judged by the image they mirror, so name the upstream registries instead",
-                    p.raw
+                    "policy {:?}: {key}: {:?} names a registry the mutations fill with mirrored images; those are judged by the image they mirror, so name the upstream registries instead",
+                    policy.name, p.raw
                 ));
             }
         }

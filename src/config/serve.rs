@@ -103,6 +103,20 @@ impl PolicySource {
     pub fn load_rules(&self) -> Result<Rules, ConfigError> {
         (self.load)()
     }
+
+    /// The files to watch for a reload: the policy file, or a policy
+    /// directory and its policy files as they are now.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        match &self.file {
+            Some(p) if p.is_dir() => {
+                let mut all = vec![p.clone()];
+                all.extend(super::policy_files(p).unwrap_or_default());
+                all
+            }
+            Some(p) => vec![p.clone()],
+            None => Vec::new(),
+        }
+    }
 }
 
 /// Defaults of `serve`, each with why.

@@ -49,13 +49,15 @@ pub(super) const ENTRY_KEYS: &[&str] = &[
 /// Trusted roots and keys are small; more is not one.
 const FILE_MAX: u64 = 4 << 20;
 
-/// Reads `verifyImages` (`source` names the file).
+/// Reads `verifyImages` (`source` names the file); `first` is the set-wide
+/// index its first entry gets (the entries of the files before it).
 // One function on purpose, each key of an entry checked in turn, every problem collected with
 // its path: split by key, the pieces would pass the same half-built entry and problem list
 // around.
 pub fn build(
     source: &str,
     v: &Value,
+    first: usize,
     problems: &mut Vec<String>,
 ) -> (Vec<VerifyRequirement>, Vec<VerifyRule>) {
     let mut requirements = Vec::new();
@@ -214,6 +216,7 @@ pub fn build(
             crate::digest::Digest::sha256_of(fingerprint.finish().as_ref()).to_string();
         requirements.push(VerifyRequirement {
             label: label.clone(),
+            index: first + rules.len(),
             images,
             verify_tags,
         });

@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::mutate::{self, MutateConfig, Mutation, Subject};
-use crate::policy::{ContainerKind, Decision, ImageVerdict, MAX_LISTED, Policy, Request};
+use crate::policy::{
+    ContainerKind, Decision, Effect, ImageVerdict, MAX_LISTED, PolicySet, Request,
+};
 use crate::review::json::{GaveUp, Read, Reader, Seen, optional};
 use crate::review::workload::{MAX_CONTAINERS, Object, PodPath, too_many_containers};
 use crate::review::{push_annotations, push_json_string};
@@ -338,7 +340,7 @@ pub enum Step {
 impl Step {
     /// The outcome once the policy has decided (with whatever facts the
     /// request carries by now).
-    pub fn decide(self, policy: &Policy) -> Outcome {
+    pub fn decide(self, policy: &PolicySet) -> Outcome {
         match self {
             Step::Skip(why) => Outcome::Skipped(why),
             Step::Invalid(e) => Outcome::Invalid(e),
@@ -581,7 +583,7 @@ pub enum MutateOutcome {
 /// Answers a mutating review: allowed, with a JSON Patch only when there is
 /// something to change (never `patch: null`).
 pub fn mutate(
-    policy: &Policy,
+    policy: &PolicySet,
     cfg: &MutateConfig,
     review: &Review,
     pins: Option<&BTreeMap<String, String>>,
@@ -792,35 +794,33 @@ pub fn reply_bytes(api_version: &str, response: Response<'_>) -> Vec<u8> {
     out
 }
 
-/// Warnings kubectl shows: one per violation that did not deny, each short.
+/// Warnings kubectl shows: one per violation that did not deny (a policy
+/// in warn mode, or bypassed by break-glass), each short and naming its
+/// policy; shown with a denial too.
 fn short_warnings(d: &Decision) -> Vec<String> {
-    if !d.allowed {
-        return Vec::new();
-    }
     let mut out = Vec::new();
-    let why = match &d.break_glass {
-        Some(key) => {
-            out.push(clip(format!(
-                "image policy bypassed by break-glass annotation {key}"
-            )));
-            "break-glass"
-        }
-        None => "warn mode",
-    };
-    let mut all = d
-        .images
-        .iter()
-        .flat_map(|v| v.violations.iter().map(move |x| (v, x)));
-    for (v, violation) in all.by_ref().take(MAX_LISTED) {
+    if let Some(key) = &d.break_glass {
         out.push(clip(format!(
-            "image policy ({why}): {}: {}",
+            "image policy bypassed by break-glass annotation {key}"
+        )));
+    }
+    let mut all = d.violations().filter(|(_, x)| x.effect != Effect::Denies);
+    for (v, violation) in all.by_ref().take(MAX_LISTED) {
+        let why = if violation.effect == Effect::BrokenGlass {
+            "break-glass"
+        } else {
+            "warn mode"
+        };
+        out.push(clip(format!(
+            "image policy ({why}, policy {:?}): {}: {}",
+            violation.policy,
             who(v),
             violation.rule.summary()
         )));
     }
     let more = all.count();
     if more > 0 {
-        out.push(format!("image policy ({why}): and {more} more violations"));
+        out.push(format!("image policy: and {more} more violations"));
     }
     out
 }
@@ -930,13 +930,13 @@ mod tests {
     use serde_json::{Value, json};
 
     /// read → decide (nothing gathered) → reply, as the admission step.
-    fn validate_body(policy: &Policy, body: &[u8]) -> Result<(Vec<u8>, Outcome), BadReview> {
+    fn validate_body(policy: &PolicySet, body: &[u8]) -> Result<(Vec<u8>, Outcome), BadReview> {
         let read = read_validate(body)?;
         let outcome = read.step.decide(policy);
         Ok((validate_reply(&read.head, &outcome), outcome))
     }
 
-    fn run(policy: &Policy, review: Value) -> Value {
+    fn run(policy: &PolicySet, review: Value) -> Value {
         let body = serde_json::to_vec(&review).unwrap();
         let read = read_validate_serde(&body).unwrap();
         let outcome = read.step.decide(policy);
@@ -1110,7 +1110,7 @@ mod tests {
         ));
         assert!(read_fast(deep.as_bytes()).is_none());
         assert!(parse(deep.as_bytes()).is_ok());
-        let (reply, outcome) = validate_body(&Policy::default(), deep.as_bytes()).unwrap();
+        let (reply, outcome) = validate_body(&PolicySet::default(), deep.as_bytes()).unwrap();
         assert!(matches!(outcome, Outcome::Decided { ref decision, .. } if !decision.allowed));
         assert!(String::from_utf8_lossy(&reply).contains("has no tag"));
     }
@@ -1118,7 +1118,7 @@ mod tests {
     #[test]
     fn deny_names_container_image_rule_and_fix() {
         let v = run(
-            &Policy::default(),
+            &PolicySet::default(),
             pod_review("CREATE", &["nginx:1", "busybox"], None),
         );
         assert_eq!(v["apiVersion"], V1);
@@ -1129,7 +1129,9 @@ mod tests {
         assert_eq!(r["status"]["code"], 403);
         let msg = r["status"]["message"].as_str().unwrap();
         assert!(
-            msg.starts_with("image policy: container \"c1\" image \"busybox\" has no tag"),
+            msg.starts_with(
+                "image policy: policy \"flags\": container \"c1\" image \"busybox\" has no tag"
+            ),
             "{msg}"
         );
         assert!(msg.contains("pin a version tag or a digest"));
@@ -1138,7 +1140,7 @@ mod tests {
 
     #[test]
     fn update_judges_only_new_images() {
-        let p = Policy::default();
+        let p = PolicySet::default();
         let v = run(&p, pod_review("UPDATE", &["busybox"], Some(&["busybox"])));
         assert_eq!(v["response"]["allowed"], true, "{v}");
         let v = run(
@@ -1158,17 +1160,17 @@ mod tests {
     fn delete_and_other_kinds_are_not_judged() {
         let mut r = pod_review("DELETE", &["busybox"], None);
         r["request"]["object"] = Value::Null;
-        assert_eq!(run(&Policy::default(), r)["response"]["allowed"], true);
+        assert_eq!(run(&PolicySet::default(), r)["response"]["allowed"], true);
         let mut r = pod_review("CREATE", &["busybox"], None);
         r["request"]["kind"] = json!({"group": "", "version": "v1", "kind": "ConfigMap"});
-        assert_eq!(run(&Policy::default(), r)["response"]["allowed"], true);
+        assert_eq!(run(&PolicySet::default(), r)["response"]["allowed"], true);
     }
 
     #[test]
     fn v1beta1_is_answered_in_v1beta1() {
         let mut r = pod_review("CREATE", &["nginx:1"], None);
         r["apiVersion"] = json!(V1BETA1);
-        let v = run(&Policy::default(), r);
+        let v = run(&PolicySet::default(), r);
         assert_eq!(v["apiVersion"], V1BETA1);
         assert_eq!(v["response"]["allowed"], true);
     }
@@ -1177,7 +1179,7 @@ mod tests {
     fn unreadable_object_is_a_400_deny_with_the_uid() {
         let mut r = pod_review("CREATE", &["nginx:1"], None);
         r["request"]["object"]["spec"]["containers"] = json!("nope");
-        let v = run(&Policy::default(), r);
+        let v = run(&PolicySet::default(), r);
         assert_eq!(v["response"]["uid"], "u-1");
         assert_eq!(v["response"]["allowed"], false);
         assert_eq!(v["response"]["status"]["code"], 400);
@@ -1227,16 +1229,18 @@ mod tests {
 
     #[test]
     fn warn_mode_warnings_are_short() {
-        let p = Policy {
+        let p: PolicySet = crate::policy::Policy {
             mode: Mode::Warn,
-            ..Policy::default()
-        };
+            ..Default::default()
+        }
+        .into();
         let long = format!("registry.example.com/{}/app", "a".repeat(150));
         let v = run(&p, pod_review("CREATE", &[&long], None));
         assert_eq!(v["response"]["allowed"], true);
         let w = v["response"]["warnings"][0].as_str().unwrap();
         assert!(
-            w.len() <= WARNING_MAX && w.starts_with("image policy (warn mode): container \"c0\" "),
+            w.len() <= WARNING_MAX
+                && w.starts_with("image policy (warn mode, policy \"flags\"): container \"c0\" "),
             "{w}"
         );
         assert_eq!(

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::policy::{Decision, ImageInput, Policy, Request};
+use crate::policy::{Decision, ImageInput, PolicySet, Request};
 use crate::review::json::{GaveUp, Read, Reader, Seen, optional};
 use crate::review::workload::{Capped, MAX_CONTAINERS, too_many_containers};
 use crate::review::{push_annotations, push_json_string};
@@ -187,7 +187,7 @@ pub fn read(body: &[u8]) -> Result<Result<Request, String>, NotJson> {
 
 /// The outcome once the policy has decided on what [`read`] gave (with
 /// whatever facts the request carries by now).
-pub fn decide(read: Result<Request, String>, policy: &Policy) -> Outcome {
+pub fn decide(read: Result<Request, String>, policy: &PolicySet) -> Outcome {
     match read {
         Ok(mut request) => {
             let decision = policy.decide_taking(&mut request);
@@ -313,13 +313,13 @@ mod tests {
 
     /// read → decide → reply, as the admission step runs them, with no
     /// signatures gathered.
-    fn review(policy: &Policy, body: &[u8]) -> Result<(Vec<u8>, Outcome), NotJson> {
+    fn review(policy: &PolicySet, body: &[u8]) -> Result<(Vec<u8>, Outcome), NotJson> {
         let outcome = decide(read(body)?, policy);
         Ok((reply(&outcome), outcome))
     }
 
     fn answer(body: &str) -> Value {
-        let (bytes, _) = review(&Policy::default(), body.as_bytes()).unwrap();
+        let (bytes, _) = review(&PolicySet::default(), body.as_bytes()).unwrap();
         serde_json::from_slice(&bytes).unwrap()
     }
 
@@ -353,7 +353,7 @@ mod tests {
             r#"{{"kind":"ImageReview","spec":{{"containers":[{}]}}}}"#,
             vec![r#"{"image":"a"}"#; 500_000].join(",")
         );
-        let (bytes, outcome) = review(&Policy::default(), many.as_bytes()).unwrap();
+        let (bytes, outcome) = review(&PolicySet::default(), many.as_bytes()).unwrap();
         assert!(matches!(outcome, Outcome::Invalid(_)));
         let v: Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(v["status"]["allowed"], false);
@@ -373,7 +373,7 @@ mod tests {
             r#"{{"kind":"ImageReview","spec":{{"containers":[{}]}}}}"#,
             list.join(",")
         );
-        let (bytes, _) = review(&Policy::default(), body.as_bytes()).unwrap();
+        let (bytes, _) = review(&PolicySet::default(), body.as_bytes()).unwrap();
         let v: Value = serde_json::from_slice(&bytes).unwrap();
         let reason = v["status"]["reason"].as_str().unwrap();
         assert_eq!(reason.matches("has no tag").count(), 20, "{reason}");
@@ -520,7 +520,7 @@ mod tests {
                 "{body}: {v}"
             );
         }
-        assert!(review(&Policy::default(), b"{not json").is_err());
-        assert!(review(&Policy::default(), b"").is_err());
+        assert!(review(&PolicySet::default(), b"{not json").is_err());
+        assert!(review(&PolicySet::default(), b"").is_err());
     }
 }

@@ -457,7 +457,12 @@ type Fingerprints = (Option<Fingerprint>, Option<Fingerprint>);
 
 fn fingerprints(s: &Settings) -> Fingerprints {
     (
-        s.policy.file.as_deref().map(|p| Fingerprint::of(&[p])),
+        s.policy.file.as_deref().map(|_| {
+            // A directory's files, as they are now (a file added or
+            // removed changes the list).
+            let paths = s.policy.paths();
+            Fingerprint::of(&paths.iter().map(|p| p.as_path()).collect::<Vec<_>>())
+        }),
         s.tls.as_ref().map(|t| Fingerprint::of(&t.paths())),
     )
 }
