@@ -10,7 +10,7 @@
 //! not decode, judge, log or count anything.
 //!
 //! With `--check-json` it also checks that the body is JSON, with
-//! image-bouncer's own strict reader (`review::json`, UTF-8 first), and
+//! image-bouncer's own strict reader (`review::fast::json`, UTF-8 first), and
 //! answers 400 when it is not: the least any JSON webhook must do, to
 //! tell the cost of checking JSON from the cost of the rest.
 //!
@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use common::content_length;
 use image_bouncer::config::TlsFiles;
-use image_bouncer::review::json::Reader;
+use image_bouncer::review::fast::json::Reader;
 use image_bouncer::server::stream::{TlsStream, handshake};
 use image_bouncer::server::tls;
 

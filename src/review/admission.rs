@@ -19,7 +19,7 @@ use crate::mutate::{self, MutateConfig, Mutation, Subject};
 use crate::policy::{
     ContainerKind, Decision, Effect, ImageVerdict, MAX_LISTED, PolicySet, Request,
 };
-use crate::review::json::{GaveUp, Read, Reader, Seen, optional};
+pub use crate::review::fast::admission::read_fast;
 use crate::review::workload::{MAX_CONTAINERS, Object, PodPath, too_many_containers};
 use crate::review::{push_annotations, push_json_string};
 
@@ -28,7 +28,7 @@ pub const V1BETA1: &str = "admission.k8s.io/v1beta1";
 pub const KIND: &str = "AdmissionReview";
 /// The versions of kinds with pods: read without a copy, as are their
 /// groups and kinds (`kinds::GROUPS`, `kinds::KINDS`).
-const KNOWN_VERSIONS: &[&str] = &["v1", "v1beta1"];
+pub(super) const KNOWN_VERSIONS: &[&str] = &["v1", "v1beta1"];
 /// kubectl shows longer warnings, but the apiserver may cut them; keep short.
 const WARNING_MAX: usize = 120;
 
@@ -150,91 +150,8 @@ fn envelope(body: &[u8]) -> Result<Review, BadReview> {
     checked(review)
 }
 
-/// The review, object and old object decoded, in one pass of the fast
-/// reader (`review::json`); `None` when it gave up or the envelope is not
-/// one we answer, and the body must be read with serde_json to say why.
-pub fn read_fast(body: &[u8]) -> Option<Review<Box<Object>>> {
-    let text = std::str::from_utf8(body).ok()?;
-    let mut r = Reader::new(text);
-    let review = read_envelope(&mut r).ok()?;
-    r.end().ok()?;
-    checked(review).ok()
-}
-
-fn read_envelope(r: &mut Reader<'_>) -> Read<AdmissionReview<Box<Object>>> {
-    let (api_version, kind, request) =
-        crate::review::read_envelope(r, "request", &[V1, V1BETA1, KIND], read_request)?;
-    Ok(AdmissionReview {
-        api_version,
-        kind,
-        request,
-    })
-}
-
-fn read_request(r: &mut Reader<'_>) -> Read<AdmissionRequest<Box<Object>>> {
-    let mut req = AdmissionRequest::default();
-    let mut seen = Seen::default();
-    r.object(|r, key| {
-        match key {
-            "uid" => {
-                seen.first(0)?;
-                req.uid = r.optional_string()?;
-            }
-            "kind" => {
-                seen.first(1)?;
-                let mut gvk = GroupVersionKind::default();
-                let mut fields = Seen::default();
-                r.object(|r, key| {
-                    let (n, to, known) = match key {
-                        "group" => (0, &mut gvk.group, crate::kinds::GROUPS),
-                        "version" => (1, &mut gvk.version, KNOWN_VERSIONS),
-                        "kind" => (2, &mut gvk.kind, crate::kinds::KINDS),
-                        _ => return r.skip(),
-                    };
-                    fields.first(n)?;
-                    // A string, not `null` (serde's `String` refuses it).
-                    *to = r.known_string(known)?.ok_or(GaveUp)?;
-                    Ok(())
-                })?;
-                req.kind = gvk;
-            }
-            "subResource" => {
-                seen.first(2)?;
-                req.sub_resource = r.optional_string()?;
-            }
-            "name" => {
-                seen.first(3)?;
-                req.name = r.optional_string()?;
-            }
-            "namespace" => {
-                seen.first(4)?;
-                req.namespace = r.optional_string()?;
-            }
-            "operation" => {
-                seen.first(5)?;
-                req.operation = r.known_string(&["CREATE", "UPDATE", "DELETE", "CONNECT"])?;
-            }
-            "dryRun" => {
-                seen.first(6)?;
-                req.dry_run = optional(r, Reader::bool)?;
-            }
-            "object" => {
-                seen.first(7)?;
-                req.object = optional(r, Object::read_boxed)?;
-            }
-            "oldObject" => {
-                seen.first(8)?;
-                req.old_object = optional(r, Object::read_boxed)?;
-            }
-            _ => r.skip()?,
-        }
-        Ok(())
-    })?;
-    Ok(req)
-}
-
 /// The envelope we answer: a version and kind we know, a request, a uid.
-fn checked<O>(review: AdmissionReview<O>) -> Result<Review<O>, BadReview> {
+pub(super) fn checked<O>(review: AdmissionReview<O>) -> Result<Review<O>, BadReview> {
     let api_version = match review.api_version.as_deref() {
         Some(V1) => V1,
         Some(V1BETA1) => V1BETA1,
@@ -365,16 +282,34 @@ pub struct Validation {
     pub step: Step,
 }
 
-/// Reads a validating review's body: one pass of the fast reader decodes
-/// the envelope and the object together; only if it gives up (a
-/// malformed review, an object of another shape) is the body read again
-/// with serde_json, object apart, to answer precisely.
+/// Reads a validating review's body with the fast reader, the one reader
+/// whose requests are judged: one pass decodes the envelope and the object
+/// together. A body it does not read is refused (never judged by another
+/// reader): serde_json, its oracle in tests, only words the refusal.
 pub fn read_validate(body: &[u8]) -> Result<Validation, BadReview> {
     match read_validate_fast(body) {
         Some(read) => Ok(read),
-        None => read_validate_serde(body),
+        None => explain_refusal(body),
     }
 }
+
+/// Why the fast reader refused a body, in serde_json's words: the same
+/// 400 or denial a serde reading gives, and for the few bodies serde_json
+/// reads and the fast reader does not, a denial saying so.
+fn explain_refusal(body: &[u8]) -> Result<Validation, BadReview> {
+    let read = read_validate_serde(body)?;
+    let step = match read.step {
+        Step::Invalid(e) => Step::Invalid(e),
+        Step::Judge(_) | Step::Skip(_) => Step::Invalid(UNREAD.to_string()),
+    };
+    Ok(Validation {
+        head: read.head,
+        step,
+    })
+}
+
+/// The denial of valid JSON the fast reader does not read.
+pub const UNREAD: &str = "the review holds JSON this server does not read: an object of an unexpected shape, or values nested deeper than 64 levels inside a field it passes over";
 
 /// [`read_validate`]'s fast reader alone; `None` when it gives up.
 pub fn read_validate_fast(body: &[u8]) -> Option<Validation> {
@@ -1102,17 +1037,22 @@ mod tests {
         assert!(read_fast(deep.as_bytes()).is_none());
         crate::fuzzing::fast_reading_agrees(deep.as_bytes());
         // Deeper than one skip goes (64) but within serde_json's 128: the
-        // fast reader gives up, serde_json reads it, and it is judged.
+        // fast reader gives up, and although serde_json reads it, it is
+        // not judged by that other reader: it is denied, saying why.
         let deep = pod(&format!(
-            "{{\"spec\":{{\"containers\":[{{\"image\":\"busybox\"}}]}},\"x\":{}1{}}}",
+            "{{\"spec\":{{\"containers\":[{{\"image\":\"busybox:1\"}}]}},\"x\":{}1{}}}",
             "[".repeat(80),
             "]".repeat(80)
         ));
         assert!(read_fast(deep.as_bytes()).is_none());
         assert!(parse(deep.as_bytes()).is_ok());
         let (reply, outcome) = validate_body(&PolicySet::default(), deep.as_bytes()).unwrap();
-        assert!(matches!(outcome, Outcome::Decided { ref decision, .. } if !decision.allowed));
-        assert!(String::from_utf8_lossy(&reply).contains("has no tag"));
+        assert!(matches!(outcome, Outcome::Invalid(ref e) if e == UNREAD));
+        let reply = String::from_utf8_lossy(&reply);
+        assert!(
+            reply.contains("\"allowed\":false") && reply.contains("does not read"),
+            "{reply}"
+        );
     }
 
     #[test]

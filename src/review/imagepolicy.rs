@@ -13,7 +13,6 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::policy::{Decision, ImageInput, PolicySet, Request};
-use crate::review::json::{GaveUp, Read, Reader, Seen, optional};
 use crate::review::workload::{Capped, MAX_CONTAINERS, too_many_containers};
 use crate::review::{push_annotations, push_json_string};
 
@@ -89,89 +88,20 @@ impl ImageReview {
             ..Request::default()
         })
     }
-
-    /// The review in one pass of the fast reader (`review::json`), read
-    /// exactly as the serde derives above read it; `None` when the reader
-    /// gave up, and serde_json must read the body and say what is wrong.
-    pub fn read_fast(body: &[u8]) -> Option<ImageReview> {
-        let text = std::str::from_utf8(body).ok()?;
-        let mut r = Reader::new(text);
-        let review = read_review(&mut r).ok()?;
-        r.end().ok()?;
-        Some(review)
-    }
-}
-
-/// Unknown fields are passed over, a field twice gives up (a serde struct
-/// refuses it), `null` is `None` for every `Option`.
-fn read_review(r: &mut Reader<'_>) -> Read<ImageReview> {
-    let (api_version, kind, spec) =
-        crate::review::read_envelope(r, "spec", &[API_VERSION, KIND], read_spec)?;
-    Ok(ImageReview {
-        api_version,
-        kind,
-        spec,
-    })
-}
-
-fn read_spec(r: &mut Reader<'_>) -> Read<Spec> {
-    let mut spec = Spec::default();
-    let mut seen = Seen::default();
-    r.object(|r, key| {
-        match key {
-            "containers" => {
-                seen.first(0)?;
-                spec.containers = optional(r, |r| Capped::read(r, read_container))?;
-            }
-            "annotations" => {
-                seen.first(1)?;
-                spec.annotations = optional(r, |r| {
-                    // A map, unlike a struct, takes a key twice: the last wins.
-                    let mut map = BTreeMap::new();
-                    r.object(|r, key| {
-                        map.insert(key.to_string(), r.string()?.into_owned());
-                        Ok(())
-                    })?;
-                    Ok(map)
-                })?;
-            }
-            "namespace" => {
-                seen.first(2)?;
-                spec.namespace = r.optional_string()?;
-            }
-            _ => r.skip()?,
-        }
-        Ok(())
-    })?;
-    Ok(spec)
-}
-
-/// `image` is required and must be a string (not `null`).
-fn read_container(r: &mut Reader<'_>) -> Read<ContainerSpec> {
-    let mut image = None;
-    r.object(|r, key| {
-        if key == "image" {
-            if image.is_some() {
-                return Err(GaveUp);
-            }
-            image = Some(r.string()?.into_owned());
-            Ok(())
-        } else {
-            r.skip()
-        }
-    })?;
-    Ok(ContainerSpec {
-        image: image.ok_or(GaveUp)?,
-    })
 }
 
 /// Reads one ImageReview body into the request to decide on: `Err` when
 /// it is not JSON at all, `Ok(Err(why))` when it is JSON but not a
 /// readable ImageReview (denied as such).
 pub fn read(body: &[u8]) -> Result<Result<Request, String>, NotJson> {
+    // The fast reader is the one whose requests are judged; a body it
+    // does not read is denied, and serde_json only words why.
     let parsed = match ImageReview::read_fast(body) {
         Some(r) => Ok(r),
-        None => serde_json::from_slice::<ImageReview>(body).map_err(|e| e.to_string()),
+        None => match serde_json::from_slice::<ImageReview>(body) {
+            Ok(_) => Err(crate::review::admission::UNREAD.to_string()),
+            Err(e) => Err(e.to_string()),
+        },
     };
     match parsed {
         Ok(r) => Ok(r.to_request()),
@@ -495,6 +425,28 @@ mod tests {
         assert_eq!(
             (c.items().len(), c.total()),
             (MAX_CONTAINERS, MAX_CONTAINERS + 5)
+        );
+    }
+
+    /// Valid JSON the fast reader does not read (nesting past its skip
+    /// depth) is denied, not read by serde_json instead and judged.
+    #[test]
+    fn only_the_fast_reader_is_judged() {
+        let body = format!(
+            r#"{{"spec":{{"containers":[{{"image":"busybox:1"}}],"x":{}1{}}}}}"#,
+            "[".repeat(80),
+            "]".repeat(80)
+        );
+        assert!(ImageReview::read_fast(body.as_bytes()).is_none());
+        assert!(serde_json::from_slice::<ImageReview>(body.as_bytes()).is_ok());
+        let v = answer(&body);
+        assert_eq!(v["status"]["allowed"], false, "{v}");
+        assert!(
+            v["status"]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("does not read"),
+            "{v}"
         );
     }
 

@@ -4,51 +4,11 @@
 //! into responses. Nothing here decides.
 
 pub mod admission;
+pub mod fast;
 pub mod imagepolicy;
-pub mod json;
 pub mod workload;
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
-
-use json::{Read, Reader, Seen, optional};
-
-/// A version or kind as read: borrowed when it is one the reader knows.
-pub(crate) type Known = Option<Cow<'static, str>>;
-
-/// A review's envelope by the fast reader: `apiVersion`, `kind` and the one
-/// `field` that holds the review (`spec`, `request`), read by `read`; as a
-/// serde-derived struct of three `Option`s reads it (`null` is `None`, a
-/// field twice gives up, others are passed over). Versions and kinds in
-/// `known` are not copied.
-pub(crate) fn read_envelope<'a, T>(
-    r: &mut Reader<'a>,
-    field: &str,
-    known: &[&'static str],
-    mut read: impl FnMut(&mut Reader<'a>) -> Read<T>,
-) -> Read<(Known, Known, Option<T>)> {
-    let (mut api_version, mut kind, mut value) = (None, None, None);
-    let mut seen = Seen::default();
-    r.object(|r, key| {
-        match key {
-            "apiVersion" => {
-                seen.first(0)?;
-                api_version = r.known_string(known)?;
-            }
-            "kind" => {
-                seen.first(1)?;
-                kind = r.known_string(known)?;
-            }
-            _ if key == field => {
-                seen.first(2)?;
-                value = optional(r, &mut read)?;
-            }
-            _ => r.skip()?,
-        }
-        Ok(())
-    })?;
-    Ok((api_version, kind, value))
-}
 
 /// `s` as a JSON string, escaped as serde_json escapes it: a backslash
 /// before `"` and `\`, the short escapes for backspace, form feed,
