@@ -469,6 +469,7 @@ fn signatures(
         trust: trust.clone(),
         allow_on_registry_error: false,
         verified_ttl: Duration::from_secs(3600),
+        threshold: 1,
     }];
     let request = |image: &str| Request {
         images: vec![ImageInput::bare(image)],

@@ -1024,6 +1024,74 @@ mod tests {
         );
     }
 
+    /// `threshold`: at least one and at most the signers listed; a key or
+    /// an identity listed twice is refused (it would count twice); the
+    /// threshold is part of what a cached verdict was reached under.
+    #[test]
+    fn thresholds_are_checked() {
+        let key = format!(
+            "{}/tests/fixtures/cosign/keyed-p384/cosign.pub",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let entry = |extra: &str| {
+            format!(
+                r#"{{"verifyImages": [{{"images": ["*"], "ignoreTlog": true, "keys": [{key:?}]{extra}}}]}}"#
+            )
+        };
+        let id = r#"{"issuer": "https://i.example", "subject": "s@example.com"}"#;
+        for (extra, want) in [
+            (
+                r#", "threshold": 2"#.to_string(),
+                "threshold 2 is more than the 1 signers listed",
+            ),
+            (
+                r#", "threshold": 0"#.to_string(),
+                "expected a number of signers from 1 to 64",
+            ),
+            (
+                format!(r#", "keys": [{key:?}, {key:?}]"#),
+                "is the key of keys[0] again",
+            ),
+        ] {
+            let text =
+                entry(&extra).replacen(&format!(r#""keys": [{key:?}], "keys""#), r#""keys""#, 1);
+            let e = rules(&text, PolicyFlags::default(), &[]).unwrap_err();
+            assert!(e.problems.iter().any(|p| p.contains(want)), "{want}: {e}");
+        }
+        let twice = format!(
+            r#"{{"verifyImages": [{{"images": ["*"], "trustedRoot": {:?}, "identities": [{id}, {id}]}}]}}"#,
+            format!(
+                "{}/tests/fixtures/sigstore/trusted-roots/public-good.json",
+                env!("CARGO_MANIFEST_DIR")
+            )
+        );
+        let e = rules(&twice, PolicyFlags::default(), &[]).unwrap_err();
+        assert!(
+            e.problems[0].contains("the same identity as identities[0]"),
+            "{e}"
+        );
+        let one = rules(&entry(""), PolicyFlags::default(), &[]).unwrap();
+        let with_id = format!(
+            r#"{{"verifyImages": [{{"images": ["*"], "trustedRoot": {:?}, "keys": [{key:?}], "identities": [{id}], "threshold": 2}}]}}"#,
+            format!(
+                "{}/tests/fixtures/sigstore/trusted-roots/public-good.json",
+                env!("CARGO_MANIFEST_DIR")
+            )
+        );
+        let two = rules(&with_id, PolicyFlags::default(), &[]).unwrap();
+        assert_eq!((one.verify[0].threshold, two.verify[0].threshold), (1, 2));
+        let other = rules(
+            &with_id.replace(r#""threshold": 2"#, r#""threshold": 1"#),
+            PolicyFlags::default(),
+            &[],
+        )
+        .unwrap();
+        assert_ne!(
+            two.verify[0].trust.fingerprint,
+            other.verify[0].trust.fingerprint
+        );
+    }
+
     /// A folder of files, made for one test and removed after.
     struct Folder(std::path::PathBuf);
 

@@ -393,6 +393,97 @@ fn keyed_signatures_of_each_type_and_a_key_replaced() {
     assert!(!ok && why.contains("unknown key"), "{why}");
 }
 
+/// `threshold`: two of three listed keys must each have signed the
+/// digest. Signatures of two keys pass, also when one is a legacy layer
+/// and the other a bundle; two signatures by one key count once; a key
+/// that is not listed counts for nothing.
+#[test]
+fn a_threshold_of_distinct_signers() {
+    let Some(r) = start_with("signing-threshold", Setup::default()) else {
+        return;
+    };
+    let reg = format!("127.0.0.1:{}", r.port);
+    let s = Sigstore::new();
+    let root = write(&r.dir, "trusted_root.json", &s.trusted_root());
+    let (a, b, c, stranger) = (Key::p256(), Key::p256(), Key::p256(), Key::p256());
+    let files: Vec<String> = [("a", &a), ("b", &b), ("c", &c)]
+        .iter()
+        .map(|(n, k)| write(&r.dir, &format!("{n}.pub"), &k.pem()))
+        .collect();
+    let repo = "thr/app";
+    let image = |name: &str| format!("{reg}/{repo}@{}", digest_of(name));
+    let two = digest_of("two");
+    push_layers(
+        &r,
+        repo,
+        &two,
+        &[
+            keyed_layer(&s, &a, payload("x", &two)),
+            keyed_layer(&s, &b, payload("x", &two)),
+        ],
+    );
+    let split = digest_of("split");
+    push_layers(
+        &r,
+        repo,
+        &split,
+        &[keyed_layer(&s, &c, payload("x", &split))],
+    );
+    push_bundle(&r, repo, &split, &s.keyed_bundle(&a, &split, SIGNED_AT));
+    let twice = digest_of("twice");
+    push_layers(
+        &r,
+        repo,
+        &twice,
+        &[
+            keyed_layer(&s, &a, payload("x", &twice)),
+            keyed_layer(&s, &a, payload("y", &twice)),
+        ],
+    );
+    let unlisted = digest_of("unlisted");
+    push_layers(
+        &r,
+        repo,
+        &unlisted,
+        &[
+            keyed_layer(&s, &b, payload("x", &unlisted)),
+            keyed_layer(&s, &stranger, payload("x", &unlisted)),
+        ],
+    );
+    let policy = base_policy(
+        &r,
+        serde_json::json!([{"images": [format!("{reg}/thr/*")], "trustedRoot": root, "keys": files, "threshold": 2}]),
+    );
+    let policy = write(&r.dir, "policy.json", &policy.to_string());
+    let (pki, server) = tls_server("signing-threshold-server", &["--policy", &policy]);
+    let mut c = Client::tls(server.addr, client_config(&pki.ca_file, None)).unwrap();
+    assert_eq!(judge(&mut c, &image("two")), (true, String::new()));
+    assert_eq!(judge(&mut c, &image("split")), (true, String::new()));
+    for name in ["twice", "unlisted"] {
+        let (ok, why) = judge(&mut c, &image(name));
+        assert!(!ok, "{name}");
+        assert!(
+            why.contains("only 1 of the 2 distinct signers required signed it"),
+            "{name}: {why}"
+        );
+    }
+    // The admitted digests' log lines name both signers (decision lines
+    // are buffered: wait for them).
+    server.wait_for_log(
+        &format!("{two}) signed by"),
+        std::time::Duration::from_secs(30),
+    );
+    let log = server.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("allowed") && l.contains(&two))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        line.contains("a.pub") && line.contains(" and key "),
+        "{line}"
+    );
+}
+
 /// A keyless signature whose only signing time is an RFC 3161 timestamp
 /// from the tests' own TSA: as a bundle logged in the tests' Rekor v2 log
 /// (no SET), and in the legacy format with the `rfc3161timestamp`

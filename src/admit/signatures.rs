@@ -317,21 +317,82 @@ pub fn verify_digest(
     deadline: Instant,
 ) -> Verdict {
     let allowance = Allowance(AtomicUsize::new(FETCH_MAX));
-    let (legacy, bundles) = std::thread::scope(|s| {
-        let legacy = std::thread::Builder::new().spawn_scoped(s, || {
-            legacy_verdict(r, digest, rule, client, deadline, &allowance)
-        });
-        let bundles = bundle_verdict(r, digest, rule, client, deadline, &allowance);
-        let legacy = match legacy {
-            Ok(handle) => handle
-                .join()
-                .unwrap_or_else(|_| Verdict::Refused("the signature lookup failed".into())),
-            // Out of threads (a task limit): one place after the other.
-            Err(_) => legacy_verdict(r, digest, rule, client, deadline, &allowance),
+    let ((legacy, legacy_found), (bundles, bundles_found)) = std::thread::scope(|s| {
+        let legacy_place = || {
+            let mut found = Vec::new();
+            let v = legacy_verdict(r, digest, rule, client, deadline, &allowance, &mut found);
+            (v, found)
         };
-        (legacy, bundles)
+        let legacy = std::thread::Builder::new().spawn_scoped(s, legacy_place);
+        let mut found = Vec::new();
+        let bundles = bundle_verdict(r, digest, rule, client, deadline, &allowance, &mut found);
+        let legacy = match legacy {
+            Ok(handle) => handle.join().unwrap_or_else(|_| {
+                (
+                    Verdict::Refused("the signature lookup failed".into()),
+                    Vec::new(),
+                )
+            }),
+            // Out of threads (a task limit): one place after the other.
+            Err(_) => legacy_place(),
+        };
+        (legacy, (bundles, found))
     });
-    combine(bundles, legacy)
+    if rule.threshold <= 1 {
+        return combine(bundles, legacy);
+    }
+    let mut found = bundles_found;
+    for s in legacy_found {
+        found_one(&mut found, s);
+    }
+    if found.len() >= rule.threshold {
+        return Verdict::Verified(together(found));
+    }
+    // Too few signers: a place that ran out of time or could not be asked
+    // says so (it might have held the rest); otherwise refused, naming who
+    // did sign.
+    match combine(bundles, legacy) {
+        v @ (Verdict::TimedOut(_) | Verdict::Unreachable(_) | Verdict::Unavailable(_)) => v,
+        Verdict::Verified(_) | Verdict::Refused(_) if found.is_empty() => {
+            Verdict::Refused(format!(
+                "no accepted signature; {} distinct signers are required",
+                rule.threshold
+            ))
+        }
+        other => {
+            let who: Vec<&str> = found.iter().map(|s| s.signer.as_str()).collect();
+            let rest = match other {
+                Verdict::Refused(why) => format!("; besides: {why}"),
+                _ => String::new(),
+            };
+            Verdict::Refused(format!(
+                "only {} of the {} distinct signers required signed it ({}){rest}",
+                found.len(),
+                rule.threshold,
+                who.join("; ")
+            ))
+        }
+    }
+}
+
+/// Adds a verified signature to those found, unless its listed signer
+/// is there already (a signer's second signature counts once).
+fn found_one(found: &mut Vec<Signed>, s: Signed) {
+    if !found.iter().any(|f| f.listed == s.listed) {
+        found.push(s);
+    }
+}
+
+/// Several signers' signatures as one verdict: every signer named, the
+/// earliest trusted time.
+fn together(mut found: Vec<Signed>) -> Signed {
+    found.sort_by_key(|s| s.time.unwrap_or(i64::MAX));
+    let mut first = found.remove(0);
+    for s in found {
+        first.signer = format!("{} and {}", first.signer, s.signer);
+        first.listed = format!("{},{}", first.listed, s.listed);
+    }
+    first
 }
 
 /// One verdict from both places. Unavailable only when neither place
@@ -386,6 +447,7 @@ fn bundle_verdict(
     client: &Client,
     deadline: Instant,
     allowance: &Allowance,
+    found: &mut Vec<Signed>,
 ) -> Verdict {
     use crate::verify::bundle;
     let left = || deadline.saturating_duration_since(Instant::now());
@@ -476,7 +538,12 @@ fn bundle_verdict(
             Err(v) => return v,
         };
         match bundle::verify(&blob, &digest_s, &rule.trust) {
-            Ok(s) => return Verdict::Verified(s),
+            Ok(s) => {
+                found_one(found, s);
+                if found.len() >= rule.threshold {
+                    return Verdict::Verified(found[0].clone());
+                }
+            }
             Err(e) => *reasons.entry(e.reason).or_default() += 1,
         }
     }
@@ -490,7 +557,9 @@ fn bundle_verdict(
 /// the allowance: `None` when it cannot be had (too large, a bad digest,
 /// the registry failed it; the reason is counted), `Err` with the
 /// verdict when the time ran out.
-#[allow(clippy::too_many_arguments)]
+// The Err is the rare out-of-time verdict, met once per verification: not
+// worth a box on the common path.
+#[allow(clippy::too_many_arguments, clippy::result_large_err)]
 fn fetch_capped(
     client: &Client,
     r: &ImageRef,
@@ -555,6 +624,7 @@ fn legacy_verdict(
     client: &Client,
     deadline: Instant,
     allowance: &Allowance,
+    found: &mut Vec<Signed>,
 ) -> Verdict {
     let left = || deadline.saturating_duration_since(Instant::now());
     let digest_s = digest.to_string();
@@ -602,7 +672,12 @@ fn legacy_verdict(
             continue;
         };
         match legacy::verify_layer(payload, &layer.annotations, &digest_s, &rule.trust) {
-            Ok(s) => return Verdict::Verified(s),
+            Ok(s) => {
+                found_one(found, s);
+                if found.len() >= rule.threshold {
+                    return Verdict::Verified(found[0].clone());
+                }
+            }
             Err(e) => *reasons.entry(e).or_default() += 1,
         }
     }
@@ -620,6 +695,7 @@ mod tests {
         Signed {
             digest: "d".into(),
             signer: "s".into(),
+            listed: "keys[0]".into(),
             reference: "r".into(),
             time: None,
             time_source: None,
@@ -632,6 +708,7 @@ mod tests {
         let signed = Signed {
             digest: "sha256:0".into(),
             signer: "key k".into(),
+            listed: "keys[0]".into(),
             reference: "r".into(),
             time: None,
             time_source: None,

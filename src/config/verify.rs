@@ -26,6 +26,9 @@ pub struct VerifyRule {
     /// (`verifiedCacheSeconds`, default 24 h): also while its registry is
     /// down.
     pub verified_ttl: std::time::Duration,
+    /// How many distinct listed signers (keys, identities) must each have
+    /// a valid signature on the digest (`threshold`, default 1).
+    pub threshold: usize,
 }
 
 /// `verifiedCacheSeconds` when not given: a digest and its signatures
@@ -44,6 +47,7 @@ pub(super) const ENTRY_KEYS: &[&str] = &[
     "verifyTags",
     "onRegistryError",
     "verifiedCacheSeconds",
+    "threshold",
 ];
 
 /// Trusted roots and keys are small; more is not one.
@@ -90,6 +94,7 @@ pub fn build(
         let mut signers_written = 0usize;
         let mut allow = false;
         let mut verified_ttl = VERIFIED_TTL_DEFAULT;
+        let mut threshold = 1usize;
         let mut root_file: Option<String> = None;
         let mut fingerprint = ring::digest::Context::new(&ring::digest::SHA256);
         // The policy file's readers, with their messages.
@@ -137,10 +142,19 @@ pub fn build(
                         match crate::config::file_or_inline(&f, FILE_MAX).and_then(|pem| {
                             PublicKey::from_pem(&pem).map_err(|e| format!("{name}: {e}"))
                         }) {
-                            Ok(key) => {
-                                fingerprint.update(&key.spki);
-                                trust.keys.push(NamedKey { name, key });
-                            }
+                            // One key listed twice would be one signer
+                            // counted as two toward a threshold.
+                            Ok(key) => match trust.keys.iter().position(|k| k.key.spki == key.spki)
+                            {
+                                Some(first) => problems.push(format!(
+                                    "{}: {name} is the key of keys[{first}] again",
+                                    at(&format!("{p}[{n}]"))
+                                )),
+                                None => {
+                                    fingerprint.update(&key.spki);
+                                    trust.keys.push(NamedKey { name, key });
+                                }
+                            },
                             Err(e) => problems.push(format!("{}: {e}", at(&p))),
                         }
                     }
@@ -155,6 +169,13 @@ pub fn build(
                     Some(n) if n <= VERIFIED_TTL_MAX => verified_ttl = n,
                     _ => problems.push(format!(
                         "{}: expected a number of seconds from 0 to {VERIFIED_TTL_MAX}, found {v}",
+                        at(&p)
+                    )),
+                },
+                "threshold" => match v.as_u64() {
+                    Some(n @ 1..=64) => threshold = n as usize,
+                    _ => problems.push(format!(
+                        "{}: expected a number of signers from 1 to 64, found {v}",
                         at(&p)
                     )),
                 },
@@ -211,7 +232,29 @@ pub fn build(
         {
             fingerprint.update(format!("{issuer}\n{subject}\n").as_bytes());
         }
+        if threshold > signers_written.max(1) {
+            problems.push(format!(
+                "{}: threshold {threshold} is more than the {signers_written} signers listed: nothing could ever verify",
+                at(&path)
+            ));
+        }
+        let described: Vec<(String, String)> = trust
+            .identities
+            .iter()
+            .map(|r| (r.issuer.describe(), r.subject.describe()))
+            .collect();
+        for (i, d) in described.iter().enumerate() {
+            if let Some(first) = described[..i].iter().position(|e| e == d) {
+                problems.push(format!(
+                    "{}: the same identity as identities[{first}] (one signer counted twice toward a threshold)",
+                    at(&format!("{path}.identities[{i}]"))
+                ));
+            }
+        }
         fingerprint.update(&[trust.ignore_tlog as u8, trust.ignore_sct as u8]);
+        // A verdict reached with fewer signers must not serve a rule
+        // that asks for more.
+        fingerprint.update(&(threshold as u64).to_be_bytes());
         trust.fingerprint =
             crate::digest::Digest::sha256_of(fingerprint.finish().as_ref()).to_string();
         requirements.push(VerifyRequirement {
@@ -225,6 +268,7 @@ pub fn build(
             trust,
             allow_on_registry_error: allow,
             verified_ttl: std::time::Duration::from_secs(verified_ttl),
+            threshold,
         });
     }
     (requirements, rules)

@@ -323,7 +323,7 @@ pub fn verify_artifact(
         (None, None)
     } else {
         let signer_der: &[u8] = match &by {
-            By::Key(k) => &k.key.spki,
+            By::Key((_, k)) => &k.key.spki,
             By::Cert(c) => c,
         };
         let (t, i) = log_entry(&b, &content, signer_der, root).at(Step::LogEntry)?;
@@ -334,14 +334,18 @@ pub fn verify_artifact(
         .into_iter()
         .chain(observed.times.iter().map(|t| (*t, "RFC 3161 timestamp")))
         .collect();
-    let signer = match by {
-        By::Key(k) => format!("key {} ({})", k.name, k.key.describe()),
+    let (signer, listed) = match by {
+        By::Key((i, k)) => (
+            format!("key {} ({})", k.name, k.key.describe()),
+            format!("keys[{i}]"),
+        ),
         By::Cert(leaf) => certificate(&leaf, &certs[1..], &times, &observed.refused, trust)
             .at(Step::Certificate)?,
     };
     Ok(Signed {
         digest: content.digest,
         signer,
+        listed,
         reference: content.reference,
         time: times.first().map(|(t, _)| *t),
         time_source: times.first().map(|(_, s)| *s),
@@ -490,7 +494,8 @@ fn dsse_statement(dsse: &Dsse, artifact: &Artifact<'_>) -> Result<SignedContent,
 
 /// The signer, and the DER the log entry must name.
 enum By<'a> {
-    Key(&'a crate::verify::rules::NamedKey),
+    /// The key and its place in the rule's `keys`.
+    Key((usize, &'a crate::verify::rules::NamedKey)),
     Cert(Vec<u8>),
 }
 
@@ -533,7 +538,8 @@ fn signer<'t>(
         match trust
             .keys
             .iter()
-            .find(|k| signed.verifies(&k.key, signature))
+            .enumerate()
+            .find(|(_, k)| signed.verifies(&k.key, signature))
         {
             Some(k) => By::Key(k),
             None => return Err("a signature by an unknown key".into()),
@@ -635,7 +641,7 @@ fn certificate(
     times: &[(i64, &'static str)],
     refused_times: &[String],
     trust: &Trust,
-) -> Result<String, String> {
+) -> Result<(String, String), String> {
     let root = trust
         .root
         .as_deref()

@@ -81,6 +81,9 @@ pub struct Signed {
     pub digest: String,
     /// `key <name>` or `identity <subject> from issuer <issuer>`.
     pub signer: String,
+    /// Which of the rule's signers it is: `keys[<i>]` or `identities[<i>]`
+    /// (signatures by one listed signer count once toward a threshold).
+    pub listed: String,
     /// The repository name the payload was signed for (reported; cosign
     /// does not compare it, and mirrored images keep their signed name).
     pub reference: String,
@@ -156,10 +159,11 @@ pub fn verify_layer(
         .map(|b| Promise::from_legacy_annotation(b))
         .transpose()?;
     // Keyed: any configured key that verifies.
-    if let Some(k) = trust
+    if let Some((i, k)) = trust
         .keys
         .iter()
-        .find(|k| k.key.verify(payload, &signature))
+        .enumerate()
+        .find(|(_, k)| k.key.verify(payload, &signature))
     {
         let (time, log_index) = if trust.ignore_tlog {
             (None, None)
@@ -178,6 +182,7 @@ pub fn verify_layer(
         return Ok(Signed {
             digest: digest.to_string(),
             signer: format!("key {} ({})", k.name, k.key.describe()),
+            listed: format!("keys[{i}]"),
             reference,
             time,
             time_source: time.map(|_| "transparency log (SET)"),
@@ -266,9 +271,11 @@ pub fn verify_layer(
     if !trust.ignore_sct {
         crate::verify::sct::verify(leaf.as_ref(), &verified.issuer_spkis, root)?;
     }
+    let (signer, listed) = trust.accept(&identity)?;
     Ok(Signed {
         digest: digest.to_string(),
-        signer: trust.accept(&identity)?,
+        signer,
+        listed,
         reference,
         time: times.first().map(|(t, _)| *t),
         time_source: times.first().map(|(_, s)| *s),

@@ -94,19 +94,25 @@ impl Trust {
     /// Whether a certificate's holder is one of the accepted identities:
     /// an issuer is required (a certificate without one matches nothing),
     /// and some SAN value must match the same rule's subject. Returns the
-    /// signer in words.
-    pub fn accept(&self, identity: &crate::verify::fulcio::Identity) -> Result<String, String> {
+    /// signer in words, and which listed identity it is
+    /// (`identities[<i>]`, the first that matches).
+    pub fn accept(
+        &self,
+        identity: &crate::verify::fulcio::Identity,
+    ) -> Result<(String, String), String> {
         let subject = identity.subjects.join(", ");
-        match identity.issuer.as_deref() {
-            Some(issuer)
-                if self.identities.iter().any(|rule| {
-                    rule.issuer.matches(issuer)
-                        && identity.subjects.iter().any(|s| rule.subject.matches(s))
-                }) =>
-            {
-                Ok(format!("identity {subject} from issuer {issuer}"))
-            }
-            issuer => Err(format!(
+        let matched = identity.issuer.as_deref().and_then(|issuer| {
+            self.identities.iter().position(|rule| {
+                rule.issuer.matches(issuer)
+                    && identity.subjects.iter().any(|s| rule.subject.matches(s))
+            })
+        });
+        match (identity.issuer.as_deref(), matched) {
+            (Some(issuer), Some(i)) => Ok((
+                format!("identity {subject} from issuer {issuer}"),
+                format!("identities[{i}]"),
+            )),
+            (issuer, _) => Err(format!(
                 "identity {subject:?} from issuer {:?} is not accepted",
                 issuer.unwrap_or("(none)")
             )),
