@@ -466,6 +466,7 @@ fn signatures(
     .into();
     let rules = vec![VerifyRule {
         label: "verifyImages[0]".into(),
+        policy: "bench".into(),
         trust: trust.clone(),
         allow_on_registry_error: false,
         verified_ttl: Duration::from_secs(3600),

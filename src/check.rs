@@ -155,7 +155,7 @@ pub fn run(args: &CheckArgs) -> Result<bool, Error> {
         if let Some(f) = facts.get(i.image.as_str()) {
             let rule = policy
                 .requirement(f.rule)
-                .map(|v| v.label.clone())
+                .map(|(name, v)| format!("policy {name:?} {}", v.label))
                 .unwrap_or_default();
             i.signature = Some(match &f.outcome {
                 Ok(s) => SignatureReport {

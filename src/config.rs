@@ -277,10 +277,13 @@ impl PolicyFlags {
         let mut policies = Vec::new();
         let mut verify = Vec::new();
         for (name, mut raw) in raws {
-            let (requirements, rules) = match raw.verify_images.take() {
+            let (requirements, mut rules) = match raw.verify_images.take() {
                 Some((source, v)) => verify::build(&source, &v, verify.len(), &mut problems),
                 None => Default::default(),
             };
+            for r in &mut rules {
+                r.policy = name.to_string();
+            }
             verify.extend(rules);
             if let Some(mut p) = build(raw, &mut problems) {
                 p.name = name;

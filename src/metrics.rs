@@ -107,7 +107,18 @@ impl Text {
                 if i > 0 {
                     self.0.push(',');
                 }
-                let _ = write!(self.0, "{k}=\"{v}\"");
+                // Label values may come from file names: escaped as the
+                // exposition format says (backslash, quote, newline).
+                let _ = write!(self.0, "{k}=\"");
+                for c in v.chars() {
+                    match c {
+                        '\\' => self.0.push_str("\\\\"),
+                        '"' => self.0.push_str("\\\""),
+                        '\n' => self.0.push_str("\\n"),
+                        c => self.0.push(c),
+                    }
+                }
+                self.0.push('"');
             }
             self.0.push('}');
         }

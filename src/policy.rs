@@ -275,6 +275,8 @@ pub struct Signer {
     pub digest: String,
     /// `key <name>` or `identity <subject> from issuer <issuer>`.
     pub by: String,
+    /// Where the signature was (`sigstore bundle`, `legacy signature`).
+    pub found_in: String,
     /// The trusted signing time (Unix seconds), where it came from, and
     /// the log index, when there is one (for reports).
     pub time: Option<i64>,
@@ -1897,6 +1899,7 @@ mod tests {
         let signed = Ok(Signer {
             digest: "sha256:0".into(),
             by: "key k".into(),
+            found_in: "sigstore bundle".into(),
             time: None,
             time_source: None,
             log_index: None,
@@ -2048,6 +2051,7 @@ mod tests {
             outcome: Ok(Signer {
                 digest: D.into(),
                 by: "key k".into(),
+                found_in: "sigstore bundle".into(),
                 time: None,
                 time_source: None,
                 log_index: None,

@@ -555,6 +555,17 @@ fn a_policy_directory_reloads_as_one_set() {
         metrics.contains("image_bouncer_reloads_total{kind=\"policy\",outcome=\"failure\"} 1"),
         "{metrics}"
     );
+    // What each policy made of the six reviews (three on each path): all
+    // warned by "audit" (warn mode) and passed by "base"; the four after
+    // "strict" came failed by it.
+    for want in [
+        "image_bouncer_policy_decisions_total{policy=\"audit\",mode=\"warn\",result=\"warn\"} 6",
+        "image_bouncer_policy_decisions_total{policy=\"base\",mode=\"enforce\",result=\"pass\"} 6",
+        "image_bouncer_policy_decisions_total{policy=\"strict\",mode=\"enforce\",result=\"fail\"} 4",
+    ] {
+        assert!(metrics.contains(want), "{want} in {metrics}");
+    }
+    crate::registry::promtool_check(&metrics);
 }
 
 #[test]

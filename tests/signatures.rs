@@ -221,7 +221,7 @@ fn legacy_signatures_end_to_end() {
     );
     let text = crate::common::run(&["check", "--policy", &policy, &busybox], None);
     assert!(
-        crate::common::stdout(&text).contains("signed (verifyImages[0])"),
+        crate::common::stdout(&text).contains("signed (policy \"policy\" verifyImages[0])"),
         "{}",
         crate::common::stdout(&text)
     );

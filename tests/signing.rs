@@ -482,6 +482,23 @@ fn a_threshold_of_distinct_signers() {
         line.contains("a.pub") && line.contains(" and key "),
         "{line}"
     );
+    assert!(
+        line.contains("in a legacy signature (policy \"policy\" verifyImages[0])"),
+        "{line}"
+    );
+    // Counted by policy, rule and result; a second look is cached.
+    assert!(judge(&mut c, &image("two")).0);
+    let metrics = c.get("/metrics").unwrap().text();
+    for want in [
+        "image_bouncer_verifications_total{policy=\"policy\",rule=\"verifyImages[0]\",result=\"verified\"} 2",
+        "image_bouncer_verifications_total{policy=\"policy\",rule=\"verifyImages[0]\",result=\"refused\"} 2",
+        "image_bouncer_verifications_total{policy=\"policy\",rule=\"verifyImages[0]\",result=\"cached\"} 1",
+        "image_bouncer_policy_decisions_total{policy=\"policy\",mode=\"enforce\",result=\"pass\"} 3",
+        "image_bouncer_policy_decisions_total{policy=\"policy\",mode=\"enforce\",result=\"fail\"} 2",
+    ] {
+        assert!(metrics.contains(want), "{want} in {metrics}");
+    }
+    crate::registry::promtool_check(&metrics);
 }
 
 /// A keyless signature whose only signing time is an RFC 3161 timestamp

@@ -16,14 +16,14 @@ pub mod step;
 
 pub use step::{Admission, Answer, CHECK_LOOKUP_BUDGET, Hold, Reply, Wait};
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::digest::Digest;
 use crate::image_ref::ImageRef;
 use crate::mutate::{self, MutateConfig};
-use crate::policy::PolicySet;
+use crate::policy::{Decision, Effect, PolicySet, Request};
 use crate::registry::client::LookupError;
 use crate::review::admission::Review;
 use crate::review::workload::PodPath;
@@ -119,6 +119,10 @@ pub(crate) fn with_room<R>(deadline: std::time::Instant, f: impl FnOnce() -> R) 
 pub struct Counts {
     registry_error_allowed: AtomicU64,
     timed_out: AtomicU64,
+    /// Verifications by (policy, rule, result).
+    verifications: Mutex<BTreeMap<(String, String, &'static str), u64>>,
+    /// Decisions by policy: per mode and result, [`DECISION_KINDS`] order.
+    decisions: Mutex<Option<HashMap<Arc<str>, [u64; 8]>>>,
 }
 
 /// The process's counts (the step has no other state that outlives a
@@ -126,9 +130,76 @@ pub struct Counts {
 pub static COUNTS: Counts = Counts {
     registry_error_allowed: AtomicU64::new(0),
     timed_out: AtomicU64::new(0),
+    verifications: Mutex::new(BTreeMap::new()),
+    decisions: Mutex::new(None),
 };
 
+/// The (mode, result) pairs a policy's decisions are counted under.
+const DECISION_KINDS: [(&str, &str); 8] = [
+    ("enforce", "pass"),
+    ("enforce", "fail"),
+    ("enforce", "bypass"),
+    ("enforce", "skip"),
+    ("warn", "pass"),
+    ("warn", "warn"),
+    ("warn", "bypass"),
+    ("warn", "skip"),
+];
+
 impl Counts {
+    /// One verification of an image under a policy's `verifyImages` entry.
+    pub(crate) fn verification(&self, policy: &str, rule: &str, result: &'static str) {
+        *self
+            .verifications
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry((policy.to_string(), rule.to_string(), result))
+            .or_default() += 1;
+    }
+
+    /// What each policy that applied to a decided request made of it:
+    /// `pass` (no violation), `fail` (enforce: denied by it), `warn` (warn
+    /// mode: it would have denied), `bypass` (break-glass); `skip` when
+    /// its `exemptNamespaces` left the request alone.
+    pub(crate) fn decided(&self, set: &PolicySet, request: &Request, d: &Decision) {
+        let ns = request.namespace.as_deref();
+        let mut all = self
+            .decisions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let all = all.get_or_insert_with(HashMap::new);
+        for p in set.applicable(ns) {
+            let mut result = "pass";
+            for (_, v) in d.violations().filter(|(_, v)| v.policy == p.name) {
+                result = match v.effect {
+                    Effect::Denies => "fail",
+                    Effect::Warns => "warn",
+                    Effect::BrokenGlass => "bypass",
+                };
+            }
+            if result == "pass"
+                && ns.is_some_and(|ns| p.exempt_namespaces.iter().any(|e| e.matches(ns)))
+            {
+                result = "skip";
+            }
+            let mode = p.mode.as_str();
+            let Some(k) = DECISION_KINDS
+                .iter()
+                .position(|&(m, r)| m == mode && r == result)
+            else {
+                continue;
+            };
+            match all.get_mut(&*p.name) {
+                Some(counts) => counts[k] += 1,
+                None => {
+                    let mut counts = [0; 8];
+                    counts[k] = 1;
+                    all.insert(p.name.clone(), counts);
+                }
+            }
+        }
+    }
+
     fn admitted_on_registry_error(&self) {
         self.registry_error_allowed.fetch_add(1, Ordering::Relaxed);
     }
@@ -157,6 +228,47 @@ impl Counts {
             "Images denied because the review's time for lookups ran out.",
             self.timed_out.load(Ordering::Relaxed),
         );
+        let name = "image_bouncer_verifications_total";
+        t.family(
+            name,
+            "counter",
+            "Signature verifications of an image under a policy's verifyImages entry, by result (verified, refused, timed_out, registry_error, cached).",
+        );
+        for ((policy, rule, result), n) in self
+            .verifications
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            t.sample(
+                name,
+                &[("policy", policy), ("rule", rule), ("result", result)],
+                n,
+            );
+        }
+        let name = "image_bouncer_policy_decisions_total";
+        t.family(
+            name,
+            "counter",
+            "Decided requests each policy applied to, by its mode and what it made of them (pass, fail, warn, bypass, skip).",
+        );
+        let decisions = self
+            .decisions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut sorted: Vec<(&Arc<str>, &[u64; 8])> = decisions.iter().flatten().collect();
+        sorted.sort();
+        for (policy, counts) in sorted {
+            for (k, (mode, result)) in DECISION_KINDS.iter().enumerate() {
+                if counts[k] > 0 {
+                    t.sample(
+                        name,
+                        &[("policy", policy), ("mode", mode), ("result", result)],
+                        counts[k],
+                    );
+                }
+            }
+        }
         t.finish()
     }
 }

@@ -5,11 +5,11 @@
 use log::{info, warn};
 
 use crate::metrics::Outcome as Counted;
-use crate::policy::{Decision, MAX_LISTED, Request};
+use crate::policy::{Decision, MAX_LISTED, PolicySet, Request};
 use crate::review::admission::MutateOutcome;
 
 /// The `/mutate` log line, and how the answer counts.
-pub fn mutation(what: &str, outcome: &MutateOutcome) -> Counted {
+pub fn mutation(what: &str, outcome: &MutateOutcome, policy: &PolicySet) -> Counted {
     match outcome {
         MutateOutcome::Patched(m) => {
             let mut changes: Vec<String> = m
@@ -31,7 +31,7 @@ pub fn mutation(what: &str, outcome: &MutateOutcome) -> Counted {
         }
         MutateOutcome::Unreadable(e) => warn!("/mutate: {what}: allowed unpatched: {e}"),
         MutateOutcome::Denied { request, decision } => {
-            self::decision("/mutate", what, request, decision);
+            self::decision("/mutate", what, request, decision, policy);
             return Counted::Denied;
         }
     }
@@ -39,7 +39,7 @@ pub fn mutation(what: &str, outcome: &MutateOutcome) -> Counted {
 }
 
 /// One `info` line per decision; break-glass use also at `warn`.
-pub fn decision(endpoint: &str, what: &str, request: &Request, d: &Decision) {
+pub fn decision(endpoint: &str, what: &str, request: &Request, d: &Decision, policy: &PolicySet) {
     // Bounded like the reply: a request's size must not become log volume.
     let mut images: Vec<&str> = d
         .images
@@ -53,6 +53,7 @@ pub fn decision(endpoint: &str, what: &str, request: &Request, d: &Decision) {
         more_text = format!("(and {more} more)");
         images.push(&more_text);
     }
+    super::COUNTS.decided(policy, request, d);
     let ns = request.namespace.as_deref().unwrap_or("");
     let verdict = if d.allowed { "allowed" } else { "denied" };
     // Why it was denied, then what only warned (a policy in warn mode).
@@ -106,7 +107,8 @@ pub fn decision(endpoint: &str, what: &str, request: &Request, d: &Decision) {
         line.push_str(": ");
         push_without_controls(&mut line, &detail);
     }
-    // Who signed what was admitted (verifyImages), for the audit trail.
+    // Who signed what was admitted (verifyImages), where the signature
+    // was, and which policy's entry asked: for the audit trail.
     if d.allowed && !request.signatures.is_empty() {
         let signed: Vec<String> = request
             .signatures
@@ -114,10 +116,17 @@ pub fn decision(endpoint: &str, what: &str, request: &Request, d: &Decision) {
             .flat_map(|(image, facts)| {
                 facts.iter().filter_map(move |f| {
                     let s = f.outcome.as_ref().ok()?;
+                    let rule = policy
+                        .requirement(f.rule)
+                        .map(|(name, v)| format!("policy {name:?} {}", v.label))
+                        .unwrap_or_default();
                     Some(if s.digest.is_empty() {
-                        format!("{image} {}", s.by)
+                        format!("{image} {} ({rule})", s.by)
                     } else {
-                        format!("{image} ({}) signed by {}", s.digest, s.by)
+                        format!(
+                            "{image} ({}) signed by {} in a {} ({rule})",
+                            s.digest, s.by, s.found_in
+                        )
                     })
                 })
             })

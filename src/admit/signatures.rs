@@ -73,7 +73,8 @@ impl Verdicts {
     /// The verdict for `key`: remembered, or the one under way, or `run`
     /// (which the first asker runs for everyone), waiting at most until
     /// `deadline`. An outage or a timeout is remembered by no one and is
-    /// nobody else's answer: a waiter with time left asks again.
+    /// nobody else's answer: a waiter with time left asks again. True
+    /// with a remembered verdict.
     fn verdict(
         &self,
         key: (String, String),
@@ -81,15 +82,16 @@ impl Verdicts {
         image: &str,
         verified_ttl: Duration,
         run: impl FnOnce() -> Verdict,
-    ) -> Verdict {
+    ) -> (Verdict, bool) {
         let got = self.0.get(key, deadline, || {
             let value = run();
             let keep = kept_for(&value, verified_ttl);
             Outcome { value, keep }
         });
         match got {
-            Got::Remembered(v) | Got::Ran(v) | Got::Waited(v) => v,
-            Got::TimedOut => timed_out(image),
+            Got::Remembered(v) => (v, true),
+            Got::Ran(v) | Got::Waited(v) => (v, false),
+            Got::TimedOut => (timed_out(image), false),
         }
     }
 
@@ -142,7 +144,7 @@ pub fn gather(
         // Refused names (registry lists) and exempt images are not
         // looked up at all.
         for i in policy.verification_for(request.namespace.as_deref(), &input.image) {
-            let (Some(rule), Some(req)) = (rules.get(i), policy.requirement(i)) else {
+            let (Some(rule), Some((_, req))) = (rules.get(i), policy.requirement(i)) else {
                 continue;
             };
             wanted.push((&input.image, i, rule, req.verify_tags));
@@ -159,8 +161,9 @@ pub fn gather(
     let outcomes = super::with_room(deadline, look_up).unwrap_or_else(|| {
         wanted
             .iter()
-            .map(|(image, _, _, _)| {
+            .map(|(image, _, rule, _)| {
                 super::COUNTS.timed_out();
+                super::COUNTS.verification(&rule.policy, &rule.label, "timed_out");
                 Err(format!(
                     "the review's time ran out before the signatures of {image} were verified ({} reviews were waiting on registries)",
                     super::REVIEWS_LOOKING_UP
@@ -194,6 +197,7 @@ fn fact(
             let resolved = client.resolve_cached(&r, left());
             if !verify_tags {
                 let name = format!("{}/{}", r.domain(), r.path());
+                super::COUNTS.verification(&rule.policy, &rule.label, "refused");
                 return Err(match resolved {
                     Ok(d) => format!(
                         "it names a tag, which can move after admission: pin it by digest (it resolves to {d} now: {name}@{d})"
@@ -206,12 +210,9 @@ fn fact(
             match resolved {
                 Ok(d) => d,
                 Err(e) => {
-                    return outcome(
-                        failed(&r, e, deadline),
-                        rule,
-                        image,
-                        "its tag could not be resolved: ",
-                    );
+                    let v = failed(&r, e, deadline);
+                    count(rule, &v, false);
+                    return outcome(v, rule, image, "its tag could not be resolved: ");
                 }
             }
         }
@@ -225,10 +226,23 @@ fn fact(
         ),
         rule.trust.fingerprint.clone(),
     );
-    let verdict = verdicts.verdict(key, deadline, image, rule.verified_ttl, || {
+    let (verdict, cached) = verdicts.verdict(key, deadline, image, rule.verified_ttl, || {
         verify_digest(&r, &digest, rule, client, deadline)
     });
+    count(rule, &verdict, cached);
     outcome(verdict, rule, image, "")
+}
+
+/// Counts a verification for `/metrics`, by its policy, rule and result.
+fn count(rule: &VerifyRule, v: &Verdict, cached: bool) {
+    let result = match v {
+        _ if cached => "cached",
+        Verdict::Verified(_) => "verified",
+        Verdict::Refused(_) => "refused",
+        Verdict::TimedOut(_) => "timed_out",
+        Verdict::Unavailable(_) | Verdict::Unreachable(_) => "registry_error",
+    };
+    super::COUNTS.verification(&rule.policy, &rule.label, result);
 }
 
 /// A verdict as the policy reads it. An image whose own registry could
@@ -240,6 +254,7 @@ fn outcome(verdict: Verdict, rule: &VerifyRule, image: &str, what: &str) -> Resu
         Verdict::Verified(s) => Ok(Signer {
             digest: s.digest.clone(),
             by: s.signer.clone(),
+            found_in: s.found_in.to_string(),
             time: s.time,
             time_source: s.time_source.map(str::to_string),
             log_index: s.log_index,
@@ -258,6 +273,7 @@ fn outcome(verdict: Verdict, rule: &VerifyRule, image: &str, what: &str) -> Resu
             Ok(Signer {
                 digest: String::new(),
                 by: format!("nobody (unverified: {what}{why}; onRegistryError allow)"),
+                found_in: String::new(),
                 time: None,
                 time_source: None,
                 log_index: None,
@@ -391,6 +407,9 @@ fn together(mut found: Vec<Signed>) -> Signed {
     for s in found {
         first.signer = format!("{} and {}", first.signer, s.signer);
         first.listed = format!("{},{}", first.listed, s.listed);
+        if first.found_in != s.found_in {
+            first.found_in = "sigstore bundle and legacy signature";
+        }
     }
     first
 }
@@ -696,6 +715,7 @@ mod tests {
             digest: "d".into(),
             signer: "s".into(),
             listed: "keys[0]".into(),
+            found_in: "legacy signature",
             reference: "r".into(),
             time: None,
             time_source: None,
@@ -709,6 +729,7 @@ mod tests {
             digest: "sha256:0".into(),
             signer: "key k".into(),
             listed: "keys[0]".into(),
+            found_in: "legacy signature",
             reference: "r".into(),
             time: None,
             time_source: None,

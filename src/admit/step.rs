@@ -135,7 +135,13 @@ impl Admission {
         let outcome = imagepolicy::decide(read, &self.rules.policy);
         let counted = match &outcome {
             imagepolicy::Outcome::Decided { request, decision } => {
-                super::record::decision("/image_policy", "Pod (ImageReview)", request, decision);
+                super::record::decision(
+                    "/image_policy",
+                    "Pod (ImageReview)",
+                    request,
+                    decision,
+                    &self.rules.policy,
+                );
                 if decision.allowed {
                     Counted::Allowed
                 } else {
@@ -188,7 +194,7 @@ impl Admission {
                 Counted::Invalid
             }
             admission::Outcome::Decided { request, decision } => {
-                super::record::decision("/validate", &what, request, decision);
+                super::record::decision("/validate", &what, request, decision, &self.rules.policy);
                 if decision.allowed {
                     Counted::Allowed
                 } else {
@@ -223,7 +229,7 @@ impl Admission {
         let (reply, outcome) =
             admission::mutate(&self.rules.policy, &self.rules.mutate, &review, Some(&pins));
         let what = review.request.summary().text();
-        let counted = super::record::mutation(&what, &outcome);
+        let counted = super::record::mutation(&what, &outcome, &self.rules.policy);
         Answer {
             reply: Reply::Json(reply),
             outcome: counted,

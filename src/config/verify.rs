@@ -18,6 +18,8 @@ use crate::verify::trust::TrustedRoot;
 #[derive(Debug, Clone, Default)]
 pub struct VerifyRule {
     pub label: String,
+    /// The policy whose entry it is (for metrics and logs).
+    pub policy: String,
     pub trust: Trust,
     /// A registry that cannot be reached admits the image unverified
     /// (`onRegistryError: allow`), with a warning; default deny.
@@ -265,6 +267,7 @@ pub fn build(
         });
         rules.push(VerifyRule {
             label,
+            policy: String::new(),
             trust,
             allow_on_registry_error: allow,
             verified_ttl: std::time::Duration::from_secs(verified_ttl),

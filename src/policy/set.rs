@@ -62,12 +62,15 @@ impl PolicySet {
         self.policies.iter().any(|p| !p.verify_images.is_empty())
     }
 
-    /// The `verifyImages` entry with set-wide index `index`.
-    pub fn requirement(&self, index: usize) -> Option<&VerifyRequirement> {
-        self.policies
-            .iter()
-            .flat_map(|p| &p.verify_images)
-            .find(|v| v.index == index)
+    /// The `verifyImages` entry with set-wide index `index`, and the name
+    /// of its policy.
+    pub fn requirement(&self, index: usize) -> Option<(&str, &VerifyRequirement)> {
+        self.policies.iter().find_map(|p| {
+            p.verify_images
+                .iter()
+                .find(|v| v.index == index)
+                .map(|v| (&*p.name, v))
+        })
     }
 
     /// Judges the request under every applicable policy.
@@ -342,7 +345,10 @@ mod tests {
             set.verification_for(Some("locked"), "ghcr.io/evil/y:1")
                 .is_empty()
         );
-        assert_eq!(set.requirement(1).map(|r| r.index), Some(1));
+        assert_eq!(
+            set.requirement(1).map(|(p, r)| (p, r.index)),
+            Some(("b", 1))
+        );
         // Unverified, the entry of each applicable policy is a violation of that policy.
         let d = set.decide(&request(Some("prod"), &["ghcr.io/x/y:1"]));
         let rules: Vec<(&str, Rule)> = d.images[0]

@@ -335,10 +335,7 @@ pub fn verify_artifact(
         .chain(observed.times.iter().map(|t| (*t, "RFC 3161 timestamp")))
         .collect();
     let (signer, listed) = match by {
-        By::Key((i, k)) => (
-            format!("key {} ({})", k.name, k.key.describe()),
-            format!("keys[{i}]"),
-        ),
+        By::Key((i, k)) => (k.words(), format!("keys[{i}]")),
         By::Cert(leaf) => certificate(&leaf, &certs[1..], &times, &observed.refused, trust)
             .at(Step::Certificate)?,
     };
@@ -346,6 +343,7 @@ pub fn verify_artifact(
         digest: content.digest,
         signer,
         listed,
+        found_in: "sigstore bundle",
         reference: content.reference,
         time: times.first().map(|(t, _)| *t),
         time_source: times.first().map(|(_, s)| *s),

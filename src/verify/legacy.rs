@@ -84,6 +84,9 @@ pub struct Signed {
     /// Which of the rule's signers it is: `keys[<i>]` or `identities[<i>]`
     /// (signatures by one listed signer count once toward a threshold).
     pub listed: String,
+    /// Where the signature was: `sigstore bundle` or `legacy signature`
+    /// (cosign's `.sig` image).
+    pub found_in: &'static str,
     /// The repository name the payload was signed for (reported; cosign
     /// does not compare it, and mirrored images keep their signed name).
     pub reference: String,
@@ -92,6 +95,9 @@ pub struct Signed {
     pub time_source: Option<&'static str>,
     pub log_index: Option<i64>,
 }
+
+/// Where a signature verified here was.
+const FOUND_IN: &str = "legacy signature";
 
 /// Reads the simple-signing payload: (docker-reference, digest signed).
 fn claims(payload: &[u8]) -> Result<(String, String), String> {
@@ -181,8 +187,9 @@ pub fn verify_layer(
         };
         return Ok(Signed {
             digest: digest.to_string(),
-            signer: format!("key {} ({})", k.name, k.key.describe()),
+            signer: k.words(),
             listed: format!("keys[{i}]"),
+            found_in: FOUND_IN,
             reference,
             time,
             time_source: time.map(|_| "transparency log (SET)"),
@@ -276,6 +283,7 @@ pub fn verify_layer(
         digest: digest.to_string(),
         signer,
         listed,
+        found_in: FOUND_IN,
         reference,
         time: times.first().map(|(t, _)| *t),
         time_source: times.first().map(|(_, s)| *s),

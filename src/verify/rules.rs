@@ -77,6 +77,16 @@ pub struct NamedKey {
     pub key: PublicKey,
 }
 
+impl NamedKey {
+    /// The signer in words, for logs and reports: `key <name> (<type>,
+    /// sha256:<first 16 hex digits of the key's SPKI digest>)`.
+    pub fn words(&self) -> String {
+        let d = crate::digest::Digest::sha256_of(&self.key.spki).to_string();
+        let short = d.get(..23).unwrap_or(&d);
+        format!("key {} ({}, {short})", self.name, self.key.describe())
+    }
+}
+
 /// Everything one rule trusts.
 #[derive(Debug, Clone, Default)]
 pub struct Trust {
