@@ -8,6 +8,8 @@
 //! finding names its object and container, with a summary: an audit of
 //! what runs. `--policy FILE` alone checks the policy file.
 
+mod policyreport;
+
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
@@ -97,9 +99,39 @@ pub struct SignatureReport {
     pub error: Option<String>,
 }
 
+/// What `check` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Output {
+    Text,
+    Json,
+    PolicyReport,
+}
+
+impl Output {
+    fn of(args: &CheckArgs) -> Result<Output, Error> {
+        match (args.output.as_deref(), args.json) {
+            (None, false) | (Some("text"), false) => Ok(Output::Text),
+            (None, true) | (Some("json"), _) => Ok(Output::Json),
+            (Some("policyreport"), false) => Ok(Output::PolicyReport),
+            (Some(o @ ("text" | "policyreport")), true) => Err(Error::Usage(format!(
+                "--json and --output {o} ask for two outputs; give one"
+            ))),
+            (Some(other), _) => Err(Error::Usage(format!(
+                "--output {other:?}: expected text, json or policyreport"
+            ))),
+        }
+    }
+}
+
 /// Runs the command; `Ok(true)` when every image is allowed.
 pub fn run(args: &CheckArgs) -> Result<bool, Error> {
+    let output = Output::of(args)?;
     if args.mutate {
+        if output == Output::PolicyReport {
+            return Err(Error::Usage(
+                "--output policyreport reports judgements, not the patches of --mutate".into(),
+            ));
+        }
         return print_patches(args);
     }
     // The admission step the server runs, for these rules.
@@ -108,7 +140,16 @@ pub fn run(args: &CheckArgs) -> Result<bool, Error> {
     if args.images.is_empty() && args.file.is_empty() {
         if let Some(file) = &args.policy {
             // `check --policy FILE`: the file alone, as a linter.
-            emit(&format!("{file}: a valid policy ({})\n", policy.summary()));
+            match policy.policies.as_slice() {
+                [one] => emit(&format!("{file}: a valid policy ({})\n", one.summary())),
+                all => {
+                    let mut text = format!("{file}: a valid set of {} policies\n", all.len());
+                    for p in all {
+                        text.push_str(&format!("  {}: {}\n", p.name, p.summary()));
+                    }
+                    emit(&text);
+                }
+            }
             return Ok(true);
         }
         return Err(Error::Usage(
@@ -184,7 +225,15 @@ pub fn run(args: &CheckArgs) -> Result<bool, Error> {
     if args.resolve {
         resolve(&admission, &mut report);
     }
-    if args.json {
+    if output == Output::PolicyReport {
+        let list = policyreport::reports(policy, &requests, crate::time::unix_now());
+        let text = serde_json::to_string_pretty(&list)
+            .map_err(|e| Error::Input(format!("cannot encode the reports: {e}")))?;
+        emit(&format!("{text}\n"));
+        // The reports carry the failures; a pipe into kubectl goes on.
+        return Ok(true);
+    }
+    if output == Output::Json {
         let text = serde_json::to_string_pretty(&report)
             .map_err(|e| Error::Input(format!("cannot encode the report: {e}")))?;
         emit(&format!("{text}\n"));
@@ -474,7 +523,7 @@ fn resolve(admission: &Admission, report: &mut Report) {
 }
 
 /// Judges every request and flattens the verdicts per image.
-pub fn report(policy: &PolicySet, requests: &[(Option<String>, Request)]) -> Report {
+pub fn report(policy: &PolicySet, requests: &[(Option<Origin>, Request)]) -> Report {
     let mut images = Vec::new();
     let mut allowed = true;
     let mut summary = Summary::default();
@@ -489,7 +538,7 @@ pub fn report(policy: &PolicySet, requests: &[(Option<String>, Request)]) -> Rep
             } else if !r.warnings.is_empty() {
                 summary.warned += 1;
             }
-            r.object.clone_from(object);
+            r.object = object.as_ref().map(ToString::to_string);
             images.push(r);
         }
     }
@@ -621,7 +670,7 @@ pub fn requests_from_text(text: &str, namespace: Option<&str>) -> Result<Vec<Req
 pub fn labeled_requests(
     text: &str,
     namespace: Option<&str>,
-) -> Result<Vec<(Option<String>, Request)>, String> {
+) -> Result<Vec<(Option<Origin>, Request)>, String> {
     let mut out = Vec::new();
     for (n, doc) in documents(text)?.iter().enumerate() {
         collect(doc, namespace, 0, &mut out).map_err(|e| format!("document {}: {e}", n + 1))?;
@@ -629,11 +678,42 @@ pub fn labeled_requests(
     Ok(out)
 }
 
-/// `Kind namespace/name`, or `Kind name` without a namespace.
-fn label(kind: &str, namespace: Option<&str>, name: &str) -> String {
-    match namespace.filter(|n| !n.is_empty()) {
-        Some(ns) => format!("{kind} {ns}/{name}"),
-        None => format!("{kind} {name}"),
+/// The object a request came from: named in reports as `Kind
+/// namespace/name` (`Kind name` without a namespace), and the reference a
+/// PolicyReport result points at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub api_version: String,
+    pub kind: String,
+    pub namespace: Option<String>,
+    pub name: String,
+    pub uid: Option<String>,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.namespace.as_deref(), self.name.as_str()) {
+            (_, "") => write!(f, "{}", self.kind),
+            (Some(ns), name) => write!(f, "{} {ns}/{name}", self.kind),
+            (None, name) => write!(f, "{} {name}", self.kind),
+        }
+    }
+}
+
+/// The origin of an object of `kind` (its `apiVersion` and `uid` from
+/// `doc` when it has them).
+fn origin(doc: Option<&Value>, kind: &str, namespace: Option<&str>, name: &str) -> Origin {
+    let text = |p: &str| {
+        doc.and_then(|d| d.pointer(p))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    Origin {
+        api_version: text("/apiVersion").unwrap_or_default(),
+        kind: kind.to_string(),
+        namespace: namespace.filter(|n| !n.is_empty()).map(str::to_string),
+        name: name.to_string(),
+        uid: text("/metadata/uid"),
     }
 }
 
@@ -642,7 +722,7 @@ fn collect(
     doc: &Value,
     namespace: Option<&str>,
     depth: usize,
-    out: &mut Vec<(Option<String>, Request)>,
+    out: &mut Vec<(Option<Origin>, Request)>,
 ) -> Result<(), String> {
     if depth > NESTING_MAX {
         return Err(format!("lists nested deeper than {NESTING_MAX}"));
@@ -668,7 +748,8 @@ fn collect(
         imagepolicy::KIND => {
             let review =
                 imagepolicy::ImageReview::deserialize(doc).map_err(|e| at(e.to_string()))?;
-            out.push((Some("ImageReview".into()), review.to_request().map_err(at)?));
+            let o = origin(None, "ImageReview", None, "");
+            out.push((Some(o), review.to_request().map_err(at)?));
         }
         admission::KIND => {
             let text = doc.to_string();
@@ -676,8 +757,23 @@ fn collect(
             let req = &review.request;
             if let PodObjects::Pods { path, object, .. } = req.pod_objects().map_err(at)? {
                 let ns = req.namespace.as_deref().or(namespace);
-                let l = label(&req.kind.kind, ns, req.name.as_deref().unwrap_or(""));
-                push_pod(&object, path, ns, l, out).map_err(at)?;
+                let raw: Option<Value> = req
+                    .object
+                    .as_ref()
+                    .and_then(|r| serde_json::from_str(r.get()).ok());
+                let mut o = origin(
+                    raw.as_ref(),
+                    &req.kind.kind,
+                    ns,
+                    req.name.as_deref().unwrap_or(""),
+                );
+                if o.api_version.is_empty() {
+                    o.api_version = match req.kind.group.as_ref() {
+                        "" => req.kind.version.to_string(),
+                        g => format!("{g}/{}", req.kind.version),
+                    };
+                }
+                push_pod(&object, path, ns, o, out).map_err(at)?;
             }
         }
         k if k.ends_with("List") && doc.get("items").is_some() => match doc.get("items") {
@@ -693,7 +789,7 @@ fn collect(
                 let object = Object::deserialize(doc).map_err(|e| at(e.to_string()))?;
                 let ns = object.metadata.namespace.clone();
                 let ns = ns.as_deref().or(namespace);
-                push_pod(&object, path, ns, label(kind, ns, name), out).map_err(at)?;
+                push_pod(&object, path, ns, origin(Some(doc), kind, ns, name), out).map_err(at)?;
             }
         }
     }
@@ -704,8 +800,8 @@ fn push_pod(
     object: &Object,
     path: PodPath,
     namespace: Option<&str>,
-    label: String,
-    out: &mut Vec<(Option<String>, Request)>,
+    label: Origin,
+    out: &mut Vec<(Option<Origin>, Request)>,
 ) -> Result<(), String> {
     if let Some(pod) = object.pod(path) {
         out.push((

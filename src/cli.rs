@@ -181,9 +181,12 @@ with_policy_flags! {
         /// namespace to judge in (documents' own namespace wins)
         #[argh(option, short = 'n')]
         pub namespace: Option<String>,
-        /// print the result as JSON
+        /// print the result as JSON (as --output json)
         #[argh(switch)]
         pub json: bool,
+        /// output: text (default), json, or policyreport (wgpolicyk8s.io/v1alpha2 PolicyReports, one per namespace, a ClusterPolicyReport for objects without one, as a List for `kubectl apply -f -`; exit 0 once written)
+        #[argh(option, short = 'o')]
+        pub output: Option<String>,
         /// print the JSON Patch /mutate would apply to each object read with -f (one per line)
         #[argh(switch)]
         pub mutate: bool,

@@ -392,7 +392,7 @@ impl Policy {
     /// `mode enforce, 4 allowed and 1 denied registries, 1 exempt images,
     /// 1 exempt namespaces, 2 verifyImages`.
     pub fn summary(&self) -> String {
-        format!(
+        let mut s = format!(
             "mode {}, {} allowed and {} denied registries, {} exempt images, {} exempt namespaces, {} verifyImages",
             self.mode.as_str(),
             self.allowed_registries.len(),
@@ -400,7 +400,20 @@ impl Policy {
             self.exempt_images.len(),
             self.exempt_namespaces.len(),
             self.verify_images.len()
-        )
+        );
+        let names = |l: &[NamespacePattern]| {
+            l.iter()
+                .map(|p| p.0.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if !self.namespaces.is_empty() {
+            s.push_str(&format!(", in namespaces {}", names(&self.namespaces)));
+        }
+        if !self.exclude_namespaces.is_empty() {
+            s.push_str(&format!(", not in {}", names(&self.exclude_namespaces)));
+        }
+        s
     }
 
     /// Judges every image of the request and lists every violation.

@@ -526,3 +526,239 @@ fn the_readmes_complete_policy_is_valid() {
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
+
+/// The v1alpha2 `openAPIV3Schema` of the published CRD of `kind`.
+fn report_schema(kind: &str) -> Value {
+    let file = match kind {
+        "PolicyReport" => "policyreport/wgpolicyk8s.io_policyreports.yaml",
+        _ => "policyreport/wgpolicyk8s.io_clusterpolicyreports.yaml",
+    };
+    let text = std::fs::read_to_string(fixtures().join(file)).unwrap();
+    let crd = image_bouncer::yaml::documents(&text).unwrap().remove(0);
+    assert_eq!(crd["spec"]["names"]["kind"], kind);
+    crd["spec"]["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "v1alpha2")
+        .map(|v| v["schema"]["openAPIV3Schema"].clone())
+        .expect("a v1alpha2 version")
+}
+
+/// Checks `v` against a CRD's structural schema as the apiserver would,
+/// and more strictly: types, required fields, enums, and no field the
+/// schema does not name (the apiserver would drop it silently).
+fn conforms(v: &Value, schema: &Value, at: &str, problems: &mut Vec<String>) {
+    let ty = schema["type"].as_str().unwrap_or("");
+    let ok = match ty {
+        "object" => v.is_object(),
+        "array" => v.is_array(),
+        "string" | "date" => v.is_string(),
+        "integer" => v.is_i64() || v.is_u64(),
+        "number" => v.is_number(),
+        "boolean" => v.is_boolean(),
+        _ => true,
+    };
+    if !ok {
+        problems.push(format!("{at}: expected {ty}, found {v}"));
+        return;
+    }
+    if let Some(allowed) = schema["enum"].as_array()
+        && !allowed.contains(v)
+    {
+        problems.push(format!("{at}: {v} is not one of {allowed:?}"));
+    }
+    for r in schema["required"].as_array().into_iter().flatten() {
+        if v.get(r.as_str().unwrap()).is_none() {
+            problems.push(format!("{at}: {r} is required"));
+        }
+    }
+    if let Some(items) = v.as_array() {
+        for (i, item) in items.iter().enumerate() {
+            conforms(item, &schema["items"], &format!("{at}[{i}]"), problems);
+        }
+    }
+    if let Some(fields) = v.as_object() {
+        let props = schema["properties"].as_object();
+        let extra = &schema["additionalProperties"];
+        for (k, value) in fields {
+            match props.and_then(|p| p.get(k)) {
+                Some(s) => conforms(value, s, &format!("{at}.{k}"), problems),
+                None if extra.is_object() => conforms(value, extra, &format!("{at}.{k}"), problems),
+                // `metadata` is an object the schema leaves open.
+                None if props.is_none() => {}
+                None => problems.push(format!("{at}.{k}: not in the schema")),
+            }
+        }
+    }
+}
+
+/// `check --output policyreport` over workloads in two namespaces and one
+/// without, judged by a set of two policies (an enforcing base and a
+/// digest policy in warn mode exempting one image): one PolicyReport per
+/// namespace and a ClusterPolicyReport, a result per image and policy,
+/// each object valid under the published CRD's schema.
+#[test]
+fn policy_reports_match_the_crd() {
+    let dir = temp_dir("check-policyreport");
+    let set = dir.join("policy.d");
+    std::fs::create_dir_all(&set).unwrap();
+    std::fs::write(
+        set.join("base.json"),
+        r#"{"allowedRegistries": ["ghcr.io", "docker.io/library"]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        set.join("pinned.yaml"),
+        "mode: warn\nrequireDigest: true\nexemptImages: [\"ghcr.io/acme/tools\"]\n",
+    )
+    .unwrap();
+    let docs = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: team-a, uid: 11111111-2222-3333-4444-555555555555}
+spec:
+  template:
+    spec:
+      containers:
+      - {name: app, image: "ghcr.io/acme/app:1.0"}
+      - {name: tools, image: "ghcr.io/acme/tools:2"}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: bad, namespace: team-b}
+spec:
+  containers:
+  - {name: c, image: "quay.io/evil/miner:1"}
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: loose}
+spec:
+  template:
+    spec:
+      containers:
+      - {name: j, image: "busybox:1.36"}
+"#;
+    let out = run(
+        &[
+            "check",
+            "--policy",
+            set.to_str().unwrap(),
+            "-o",
+            "policyreport",
+            "-f",
+            "-",
+        ],
+        Some(docs),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let list: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        (&list["apiVersion"], &list["kind"]),
+        (&"v1".into(), &"List".into())
+    );
+    let items = list["items"].as_array().unwrap();
+    let kinds: Vec<(&str, Option<&str>)> = items
+        .iter()
+        .map(|i| {
+            (
+                i["kind"].as_str().unwrap(),
+                i["metadata"]["namespace"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("ClusterPolicyReport", None),
+            ("PolicyReport", Some("team-a")),
+            ("PolicyReport", Some("team-b"))
+        ]
+    );
+    for item in items {
+        let mut problems = Vec::new();
+        conforms(
+            item,
+            &report_schema(item["kind"].as_str().unwrap()),
+            "$",
+            &mut problems,
+        );
+        assert!(problems.is_empty(), "{problems:#?}\n{item:#}");
+    }
+    let results = |i: usize| -> Vec<(String, String, String)> {
+        items[i]["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["policy"].as_str().unwrap().to_string(),
+                    r["properties"]["image"].as_str().unwrap().to_string(),
+                    r["result"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let own = |v: &[(&str, &str, &str)]| -> Vec<(String, String, String)> {
+        v.iter()
+            .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        results(1),
+        own(&[
+            ("base", "ghcr.io/acme/app:1.0", "pass"),
+            ("base", "ghcr.io/acme/tools:2", "pass"),
+            ("pinned", "ghcr.io/acme/app:1.0", "warn"),
+            ("pinned", "ghcr.io/acme/tools:2", "skip"),
+        ])
+    );
+    assert_eq!(
+        results(2),
+        own(&[
+            ("base", "quay.io/evil/miner:1", "fail"),
+            ("pinned", "quay.io/evil/miner:1", "warn")
+        ])
+    );
+    assert_eq!(
+        results(0),
+        own(&[
+            ("base", "busybox:1.36", "pass"),
+            ("pinned", "busybox:1.36", "warn")
+        ])
+    );
+    assert_eq!(
+        items[2]["summary"],
+        serde_json::json!({"pass": 0, "fail": 1, "warn": 1, "error": 0, "skip": 0})
+    );
+    let fail = &items[2]["results"][0];
+    assert_eq!(fail["rule"], "registry-not-allowed");
+    assert!(
+        fail["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("policy \"base\": container \"c\""),
+        "{fail}"
+    );
+    assert_eq!(
+        fail["resources"][0],
+        serde_json::json!({"apiVersion": "v1", "kind": "Pod", "name": "bad", "namespace": "team-b"})
+    );
+    assert_eq!(
+        items[1]["results"][0]["resources"][0]["uid"],
+        "11111111-2222-3333-4444-555555555555"
+    );
+    // A wrong field is caught: the check is not vacuous.
+    let mut broken = items[2].clone();
+    broken["results"][0]["result"] = "denied".into();
+    broken["results"][0]["severity2"] = "x".into();
+    let mut problems = Vec::new();
+    conforms(&broken, &report_schema("PolicyReport"), "$", &mut problems);
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    // The text summary of the same set names each policy.
+    let out = run(&["check", "--policy", set.to_str().unwrap()], None);
+    let text = stdout(&out);
+    assert!(text.contains("a valid set of 2 policies"), "{text}");
+    assert!(text.contains("\n  pinned: mode warn"), "{text}");
+}

@@ -263,7 +263,7 @@ impl Admission {
     /// `check`: the facts of each request gathered as a review's would be
     /// (within [`CHECK_LOOKUP_BUDGET`] each); the caller decides and
     /// reports.
-    pub fn gather_for_check(&self, requests: &mut [(Option<String>, Request)]) {
+    pub fn gather_for_check<L>(&self, requests: &mut [(L, Request)]) {
         for (_, request) in requests {
             request.signatures = self.signatures(request, CHECK_LOOKUP_BUDGET, &Hold);
         }
