@@ -53,8 +53,8 @@ in
     };
     policyFile = mkOption {
       type = types.nullOr types.str;
-      default = "/etc/image-bouncer/policy.json";
-      description = "Policy file (JSON), reloaded when it changes.";
+      default = "/etc/image-bouncer/policy.d";
+      description = "Policy file, or a folder of policy files (*.json, *.yaml, *.yml: a set of policies), reloaded when it changes.";
     };
     allowedAddresses = mkOption {
       type = types.listOf types.str;

@@ -414,10 +414,25 @@ pub struct VerifyBundleArgs {
     pub artifact: String,
 }
 
+/// Run a table of policy test cases through the admission step, as the server would judge them.
+#[derive(FromArgs, Debug, PartialEq, Default)]
+pub struct TestArgs {
+    /// the policy file or directory (a `policy:` in the cases file, beside it, is used otherwise)
+    #[argh(option)]
+    pub policy: Option<String>,
+    /// let registry lookups happen (signatures, digests to pin); offline by default
+    #[argh(switch)]
+    pub resolve: bool,
+    /// the cases: YAML or JSON (see docs/policy.md#policy-tests)
+    #[argh(positional)]
+    pub cases: String,
+}
+
 /// What the command line asks for.
 #[derive(Debug, PartialEq)]
 pub enum Command {
     Check(Box<CheckArgs>),
+    Test(TestArgs),
     VerifyBundle(VerifyBundleArgs),
     /// With whether the older project's environment is read (drop-in mode).
     Serve(Box<ServeArgs>, bool),
@@ -443,6 +458,7 @@ Kubernetes admission webhook that decides which container images may run.
 Commands:
   serve              run the webhook server (also: image-bouncer --cert F --key F ...)
   check              judge images or manifests offline (for CI pipelines)
+  test               run a table of policy test cases (allow, deny, warn) as the server would judge them
   certs              make a CA, a serving and an apiserver client certificate
   config apiserver   write the ImagePolicyWebhook admission config and kubeconfig
   config webhook     print Validating/MutatingWebhookConfiguration with the caBundle
@@ -485,6 +501,7 @@ pub fn parse(args: &[String]) -> Result<Command, Early> {
         "-h" | "--help" | "help" => Ok(Command::Print(OVERVIEW.to_string())),
         "-V" | "--version" | "version" => Ok(Command::Print(version())),
         "check" => sub(&["image-bouncer check"], &args[1..]).map(|c| Command::Check(Box::new(c))),
+        "test" => sub(&["image-bouncer test"], &args[1..]).map(Command::Test),
         "verify-bundle" => {
             sub(&["image-bouncer verify-bundle"], &args[1..]).map(Command::VerifyBundle)
         }

@@ -451,6 +451,16 @@ fn parse_policy_text(
         ));
         return (raw, raw_mutate);
     };
+    // A trusted root (or another sigstore document) beside the policies
+    // of a folder is read as one: say so, not "unknown key".
+    if let Some(m) = obj.get("mediaType").and_then(Value::as_str)
+        && m.starts_with("application/vnd.dev.sigstore")
+    {
+        problems.push(format!(
+            "{source}: a sigstore document ({m}), not a policy: keep keys and trusted roots out of a policy folder (e.g. in /etc/image-bouncer/keys/)"
+        ));
+        return (raw, raw_mutate);
+    }
     let mut w = Walker { source, problems };
     for (key, v) in obj {
         let path = format!("$.{key}");
@@ -1227,6 +1237,20 @@ mod tests {
         find("d.yaml", "$: the key \"mode\" is given twice");
         find("e.yaml", "holds 2 YAML documents");
         find("f.yaml", "$.verifyImages[0].keyz: unknown key");
+        let root = std::fs::read_to_string(format!(
+            "{}/tests/fixtures/sigstore/trusted-roots/public-good.json",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let misplaced = Folder::new(
+            "root-in-set",
+            &[("base.json", "{}"), ("trusted_root.json", &root)],
+        );
+        let e = misplaced.load(PolicyFlags::default()).unwrap_err();
+        assert!(
+            e.problems[0].contains("not a policy: keep keys and trusted roots out"),
+            "{e}"
+        );
         let twins = Folder::new("twins", &[("a.json", "{}"), ("a.yaml", "{}")]);
         let e = twins.load(PolicyFlags::default()).unwrap_err();
         assert!(e.problems[0].contains("are both policy \"a\""), "{e}");

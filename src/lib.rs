@@ -5,7 +5,8 @@
 //! - `run` dispatches a parsed command line (`cli` holds the raw flags);
 //!   `config` turns flags, environment and files into validated values.
 //! - `server` owns sockets, TLS, HTTP and reloads, and hands each review
-//!   body to `admit::Admission`, **the** admission step (as `check` does):
+//!   body to `admit::Admission`, **the** admission step (as `check` and
+//!   `policytest`, the `test` command, do):
 //!   read (`review`, one module per wire format) → gather facts that need
 //!   I/O (`registry` for digests and signatures, `verify` to check them) →
 //!   decide (`policy`, pure) → reply (`review`).
@@ -35,6 +36,7 @@ pub mod logging;
 pub mod metrics;
 pub mod mutate;
 pub mod policy;
+pub mod policytest;
 pub mod registry;
 pub mod review;
 pub mod server;
@@ -120,6 +122,18 @@ pub fn run(args: &[String]) -> ExitCode {
             logging::init(logging::Format::Text, false, true);
             check::run(&args).map(|allowed| {
                 if allowed {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(EXIT_DENIED)
+                }
+            })
+        }
+        cli::Command::Test(a) => {
+            logging::init(logging::Format::Text, false, true);
+            // Each case's decision line would repeat what the summary says.
+            log::set_max_level(log::LevelFilter::Warn);
+            policytest::run(&a).map(|passed| {
+                if passed {
                     ExitCode::SUCCESS
                 } else {
                     ExitCode::from(EXIT_DENIED)

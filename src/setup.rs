@@ -525,7 +525,7 @@ fn apiserver_instructions(url: &Url, pki: &Path, out: &Path, admission: &Path) -
         s,
         "3. Run image-bouncer on that node, listening where the URL points (before step 1):\n\
          \x20   image-bouncer serve --listen 127.0.0.1:{port} --cert {pki}/{SERVER_CERT} --key {pki}/tls.key \\\n\
-         \x20     --client-ca {pki}/ca-bundle.crt --client-name {CLIENT_CN} --policy /etc/image-bouncer/policy.json",
+         \x20     --client-ca {pki}/ca-bundle.crt --client-name {CLIENT_CN} --policy /etc/image-bouncer/policy.d",
         port = url.port,
         pki = pki.display(),
     );

@@ -762,3 +762,106 @@ spec:
     assert!(text.contains("a valid set of 2 policies"), "{text}");
     assert!(text.contains("\n  pinned: mode warn"), "{text}");
 }
+
+/// `image-bouncer test`: a cases file run against a policy set on the
+/// three paths, offline; a case that expects the wrong thing fails with a
+/// line saying what happened (exit 1); a broken cases file is exit 2.
+#[test]
+fn policy_test_cases() {
+    let dir = temp_dir("policy-test-cases");
+    let set = dir.join("policy.d");
+    std::fs::create_dir_all(&set).unwrap();
+    std::fs::write(
+        set.join("base.json"),
+        r#"{"allowedRegistries": ["ghcr.io/acme", "docker.io/library"]}"#,
+    )
+    .unwrap();
+    let key = fixtures().join("cosign/keyed-p384/cosign.pub");
+    std::fs::write(
+        set.join("signed.yaml"),
+        format!(
+            "mode: warn\nnamespaces: [prod]\nverifyImages:\n- images: [\"ghcr.io/acme/*\"]\n  ignoreTlog: true\n  keys: [{:?}]\n",
+            key.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let cases = r#"
+policy: policy.d
+cases:
+- name: a pinned version from an allowed registry
+  image: "ghcr.io/acme/app:1.0"
+  namespace: dev
+  expect: allow
+- name: another registry is refused, by the base policy
+  image: "quay.io/evil/miner:1"
+  expect: deny
+  reason: 'policy "base"'
+- name: latest is refused on the ImageReview path too
+  image: "nginx:latest"
+  path: image_policy
+  expect: deny
+  reason: latest tag is not allowed
+- name: unsigned in prod only warns while signed.yaml is in warn mode
+  images: ["ghcr.io/acme/app:1.0"]
+  namespace: prod
+  kind: Deployment
+  expect: warn
+  reason: 'policy "signed"'
+- name: break-glass is off, so the annotation changes nothing
+  image: "busybox"
+  kind: CronJob
+  annotations: {"ops.image-policy.k8s.io/t-1": "break-glass"}
+  expect: deny
+- name: /mutate without mutations admits as it is
+  image: "ghcr.io/acme/app:1.0"
+  path: mutate
+  expect: allow
+"#;
+    let file = dir.join("cases.yaml");
+    std::fs::write(&file, cases).unwrap();
+    let out = run(&["test", file.to_str().unwrap()], None);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert_eq!(stdout(&out), "6 cases: 6 passed, 0 failed\n");
+    // The staged roll-out's next step: signed.yaml enforced, the same
+    // case now fails — as the table says it would.
+    let enforced = std::fs::read_to_string(set.join("signed.yaml"))
+        .unwrap()
+        .replace("mode: warn", "mode: enforce");
+    std::fs::write(set.join("signed.yaml"), enforced).unwrap();
+    let out = run(&["test", file.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("FAIL  unsigned in prod only warns while signed.yaml is in warn mode: expected warn, got deny: image policy: policy \"signed\": container \"c0\" image \"ghcr.io/acme/app:1.0\" must be signed"),
+        "{text}"
+    );
+    assert!(text.ends_with("6 cases: 5 passed, 1 failed\n"), "{text}");
+    // A broken cases file: every problem, exit 2.
+    std::fs::write(
+        &file,
+        "cases:\n- image: x\n  expect: maybe\n  colour: red\n",
+    )
+    .unwrap();
+    let out = run(
+        &[
+            "test",
+            "--policy",
+            set.to_str().unwrap(),
+            file.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("$.cases[0].expect: \"maybe\" is not allow, deny or warn"),
+        "{err}"
+    );
+    assert!(err.contains("$.cases[0].colour: unknown key"), "{err}");
+}

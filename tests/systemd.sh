@@ -64,6 +64,10 @@ src=$root/root/image-bouncer
 mkdir -p "$src/systemd" "$src/deploy" "$src/target/release"
 cp systemd/image-bouncer.service systemd/image-bouncer.sysusers systemd/lookups.conf "$src/systemd/"
 install -D -m 0644 tests/fixtures/cosign/keyed-p384/cosign.pub "$root/root/cosign.pub"
+# The staged roll-out's key and trusted root, where the guide's commands
+# (run from the clone) expect the admin's.
+cp tests/fixtures/cosign/keyed-p384/cosign.pub "$src/cosign.pub"
+cp tests/fixtures/sigstore/trusted-roots/public-good.json "$src/trusted_root.json"
 cp deploy/policy.json "$src/deploy/"
 install -m 0755 "$bin" "$src/target/release/image-bouncer"
 # Step 1 builds and installs the binary; here it is built already.
@@ -87,6 +91,10 @@ grep -q 'systemctl daemon-reload && systemctl enable --now image-bouncer' "$root
 awk '/^<!-- renew -->/{f=1; next} f && /^```sh/{g=1; next} g && /^```/{exit} g{print}' docs/operations.md >"$root/root/renew.sh"
 grep -q 'certs --out /etc/image-bouncer/pki .*--force' "$root/root/renew.sh" \
   || fail "the renewal block was not found in docs/operations.md"
+# The staged roll-out of several policies, as README.md prints it.
+awk '/^<!-- policy-set -->/{f=1; next} f && /^```sh/{g=1; next} g && /^```/{exit} g{print}' README.md >"$root/root/policy-set.sh"
+grep -q 'image-bouncer test /etc/image-bouncer/policy-tests.yaml' "$root/root/policy-set.sh" \
+  || fail "the policy-set block was not found in README.md"
 
 systemd-nspawn --quiet --boot --register=no --keep-unit --private-network \
   -D "$root" --machine "ib-test-$$" >"$work/console.log" 2>&1 </dev/null &
@@ -165,8 +173,8 @@ restarted_and_ready() {
 eventually 100 restarted_and_ready || fail "no restart after kill -9"
 echo "ok: restarted and ready after kill -9"
 
-inside "sed -i 's/\"mode\": \"warn\"/\"mode\": \"enforce\"/' /etc/image-bouncer/policy.json"
-eventually 100 journal_has 'policy reloaded: policy "policy": mode enforce' || fail "the policy edit was not reloaded"
+inside "sed -i 's/\"mode\": \"warn\"/\"mode\": \"enforce\"/' /etc/image-bouncer/policy.d/base.json"
+eventually 100 journal_has 'policy reloaded: policy "base": mode enforce' || fail "the policy edit was not reloaded"
 review='{"apiVersion":"imagepolicy.k8s.io/v1alpha1","kind":"ImageReview","spec":{"containers":[{"image":"nginx"}],"namespace":"default"}}'
 answer=$(inside "$curl_in -H 'Content-Type: application/json' -d '$review' https://image-bouncer.local:8443/image_policy")
 printf '%s' "$answer" | grep -q '"allowed":false' || fail "nginx (latest) was not refused in enforce mode: $answer"
@@ -176,6 +184,22 @@ inside 'systemctl reload image-bouncer' || fail "systemctl reload failed: $(insi
 eventually 100 journal_has 'SIGHUP: reloading' || fail "systemctl reload did not reach the server"
 [ "$(inside 'systemctl is-active image-bouncer')" = active ] || fail "not active after the reload"
 echo "ok: a policy edit is reloaded by itself (enforce refuses nginx:latest), and systemctl reload works"
+
+# The staged roll-out: a second policy in warn mode, its test table (one
+# case fails while it warns), enforced, the table passes, and the server
+# has reloaded the folder by itself.
+out=$(inside 'cd /root/image-bouncer && bash -euo pipefail /root/policy-set.sh') \
+  || fail "the policy-set block failed: $out"
+printf '%s\n' "$out" | grep -q '^FAIL  unsigned in prod is refused: expected deny, got warn' \
+  || fail "the warn-mode run did not report the one case that enforce would refuse: $out"
+printf '%s\n' "$out" | grep -qx '3 cases: 3 passed, 0 failed' || fail "the enforced table did not pass: $out"
+eventually 100 journal_has 'policy reloaded: 2 policies: "base" (mode enforce.*"signed" (mode enforce' \
+  || fail "the server did not reload the folder with both policies enforced"
+prod_review='{"apiVersion":"imagepolicy.k8s.io/v1alpha1","kind":"ImageReview","spec":{"containers":[{"image":"ghcr.io/acme/tool:1.0"}],"namespace":"prod"}}'
+answer=$(inside "$curl_in -H 'Content-Type: application/json' -d '$prod_review' https://image-bouncer.local:8443/image_policy")
+printf '%s' "$answer" | grep -q '"allowed":false' && printf '%s' "$answer" | grep -q 'policy \\"signed\\"' \
+  || fail "an unsigned prod image was not refused by the signed policy: $answer"
+echo "ok: the README's staged roll-out of a second policy (warn, tested, enforced) runs as printed"
 
 # The lookups drop-in: a "registry" on a non-loopback address of the
 # container (image-bouncer itself, plain HTTP, answering 404s). Without
@@ -187,7 +211,7 @@ echo "ok: a policy edit is reloaded by itself (enforce refuses nginx:latest), an
 inside 'ip addr add 10.9.9.9/32 dev lo && systemd-run --quiet --unit fake-registry /usr/local/bin/image-bouncer serve --insecure-http --listen 10.9.9.9:5000'
 eventually 100 inside 'curl -sf http://10.9.9.9:5000/healthz >/dev/null' \
   || fail "the stand-in registry did not start"
-inside 'install -m 0644 /root/cosign.pub /etc/image-bouncer/cosign.pub && cat >/etc/image-bouncer/policy.json <<POLICY
+inside 'install -m 0644 /root/cosign.pub /etc/image-bouncer/cosign.pub && cat >/etc/image-bouncer/policy.d/base.json <<POLICY
 {"mode": "enforce", "registries": {"10.9.9.9:5000": {"plainHttp": true}},
  "verifyImages": [{"images": ["10.9.9.9:5000"], "keys": ["/etc/image-bouncer/cosign.pub"], "ignoreTlog": true}]}
 POLICY

@@ -73,8 +73,9 @@ openssl ecparam -name prime256v1 -genkey -noout -out "$k/sa.key" 2>/dev/null
 openssl ec -in "$k/sa.key" -pubout -out "$k/sa.pub" 2>/dev/null
 
 # --- image-bouncer as the guide sets it up (steps 3, 4 and 6) ---------------
+mkdir -p /etc/image-bouncer/policy.d
 printf '%s\n' '{"mode": "enforce", "allowedRegistries": ["registry.example"]}' \
-    >/etc/image-bouncer/policy.json
+    >/etc/image-bouncer/policy.d/base.json
 image-bouncer certs --out /etc/image-bouncer/pki --host image-bouncer.local --ip 127.0.0.1 --group image-bouncer >/dev/null
 # The unit's ExecStart (systemd/image-bouncer.service), as root here, with
 # any extra flags a scenario gives.
