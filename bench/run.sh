@@ -87,6 +87,17 @@ req["oldObject"] = json.loads(json.dumps(req["object"]))
 req["oldObject"]["spec"]["containers"][0]["image"] = "nginx:1.25.2"
 json.dump(r, open(sys.argv[1], "w"))
 PY
+# Pods of one image (the recorded Pod and ImageReview without their second
+# container), for the per-policy cost (bench/policies.sh).
+python3 - "$work" <<'PY'
+import json, sys
+r = json.load(open("tests/fixtures/bench/admission-v1-allowed.json"))
+del r["request"]["object"]["spec"]["containers"][1:]
+json.dump(r, open(sys.argv[1] + "/admission-one-image.json", "w"))
+r = json.load(open("tests/fixtures/bench/imagereview-allowed.json"))
+del r["spec"]["containers"][1:]
+json.dump(r, open(sys.argv[1] + "/imagereview-one-image.json", "w"))
+PY
 
 status() { awk -v k="$1:" '$1==k {print $2}' "/proc/$pid/status"; }
 cpu_ticks() { awk '{print $14, $15}' "/proc/$pid/stat"; } # user, system

@@ -513,6 +513,27 @@ impl Policy {
         signatures: &[SignatureFact],
         skip_signatures: bool,
     ) -> Assessment {
+        match self.judged_name(image) {
+            Err(failure) => Assessment {
+                normalized: None,
+                exempted_by: None,
+                failures: vec![failure],
+            },
+            Ok(r) => {
+                let (exempted_by, failures) = self.check(&r, signatures, skip_signatures);
+                Assessment {
+                    normalized: Some(r.into_normalized()),
+                    exempted_by,
+                    failures,
+                }
+            }
+        }
+    }
+
+    /// The reference the rules judge `image` by: as written, or the image
+    /// a mirror of it mirrors; or the rule it breaks by not parsing. The
+    /// mirrors are the mutations', the same for every policy of a set.
+    pub(crate) fn judged_name(&self, image: &str) -> Result<ImageRef, (Rule, String)> {
         let parsed = ImageRef::parse(image).map(|r| {
             // A mirrored image is judged as the image it mirrors.
             match self.mirrors.iter().find_map(|m| m.upstream_of(&r)) {
@@ -520,67 +541,53 @@ impl Policy {
                 None => Ok(r),
             }
         });
-        let r = match parsed {
+        match parsed {
             Ok(Ok(r)) => Ok(r),
-            Ok(Err(up)) => {
-                return Assessment {
-                    normalized: None,
-                    exempted_by: None,
-                    failures: vec![(
-                        Rule::InvalidReference,
-                        format!(
-                            "it lies in a registry mirror, and the image it mirrors ({up:?}) is not a valid reference"
-                        ),
-                    )],
-                };
+            Ok(Err(up)) => Err((
+                Rule::InvalidReference,
+                format!(
+                    "it lies in a registry mirror, and the image it mirrors ({up:?}) is not a valid reference"
+                ),
+            )),
+            // Not a tag rule: no tag or exemption option lets an ID through.
+            Err(e) if *e.kind() == image_ref::ErrorKind::ImageId => {
+                Err((Rule::ImageId, e.reason()))
             }
-            Err(e) => Err(e),
-        };
-        let r = match r {
-            Ok(r) => r,
-            Err(e) => {
-                // Not a tag rule: no tag or exemption option lets an ID through.
-                let rule = if *e.kind() == image_ref::ErrorKind::ImageId {
-                    Rule::ImageId
-                } else {
-                    Rule::InvalidReference
-                };
-                return Assessment {
-                    normalized: None,
-                    exempted_by: None,
-                    failures: vec![(rule, e.reason())],
-                };
-            }
-        };
-        let mut a = Assessment {
-            normalized: None,
-            exempted_by: None,
-            failures: Vec::new(),
-        };
-        if let Some(p) = self.exempt_images.iter().find(|p| p.matches(&r)) {
-            a.exempted_by = Some(p.raw.clone());
-            a.normalized = Some(r.into_normalized());
-            return a;
+            Err(e) => Err((Rule::InvalidReference, e.reason())),
         }
-        match self.registry_lists(&r) {
-            Listed::Denied(p) => a.failures.push((Rule::DeniedRegistry, p.raw.clone())),
-            Listed::NotAllowed => a.failures.push((Rule::RegistryNotAllowed, String::new())),
+    }
+
+    /// This policy's rules for a parsed image: the `exemptImages` entry
+    /// that exempts it, or each rule it breaks with its detail.
+    pub(crate) fn check(
+        &self,
+        r: &ImageRef,
+        signatures: &[SignatureFact],
+        skip_signatures: bool,
+    ) -> (Option<String>, Vec<(Rule, String)>) {
+        if let Some(p) = self.exempt_images.iter().find(|p| p.matches(r)) {
+            return (Some(p.raw.clone()), Vec::new());
+        }
+        let mut failures = Vec::new();
+        match self.registry_lists(r) {
+            Listed::Denied(p) => failures.push((Rule::DeniedRegistry, p.raw.clone())),
+            Listed::NotAllowed => failures.push((Rule::RegistryNotAllowed, String::new())),
             Listed::Admitted => {}
         }
         if self.deny_latest && r.digest().is_none() {
             match r.tag() {
-                None => a.failures.push((Rule::Untagged, String::new())),
-                Some(image_ref::IMPLICIT_TAG) => a.failures.push((Rule::LatestTag, String::new())),
+                None => failures.push((Rule::Untagged, String::new())),
+                Some(image_ref::IMPLICIT_TAG) => failures.push((Rule::LatestTag, String::new())),
                 Some(_) => {}
             }
         }
         if self.require_digest && r.digest().is_none() {
-            a.failures.push((Rule::DigestRequired, String::new()));
+            failures.push((Rule::DigestRequired, String::new()));
         }
         // Every entry that covers the image must be satisfied (an image
         // is not let off a strict entry because a lenient one also names
         // it).
-        for req in self.verify_requirements(&r).filter(|_| !skip_signatures) {
+        for req in self.verify_requirements(r).filter(|_| !skip_signatures) {
             let fact = signatures.iter().find(|f| f.rule == req.index);
             let detail = match fact.map(|f| &f.outcome) {
                 Some(Ok(_)) => None,
@@ -591,11 +598,10 @@ impl Policy {
                 )),
             };
             if let Some(d) = detail {
-                a.failures.push((Rule::SignatureRequired, d));
+                failures.push((Rule::SignatureRequired, d));
             }
         }
-        a.normalized = Some(r.into_normalized());
-        a
+        (None, failures)
     }
 
     /// The `verifyImages` entries (index and entry) an image falls under:
@@ -684,11 +690,34 @@ impl Policy {
     /// The verdict on one container's image: what, why, how to fix.
     /// `last`: no other image needs `a`, so its strings are taken.
     fn render(&self, input: ImageInput, a: &mut Assessment, last: bool) -> ImageVerdict {
-        let who = Who(&input);
-        let name = &self.name;
         let full = a.normalized.as_deref().unwrap_or("");
-        let violations = a
-            .failures
+        let violations = self.violations(&input, full, &a.failures, Effect::Denies);
+        let (normalized, exempted_by) = if last {
+            (a.normalized.take(), a.exempted_by.take())
+        } else {
+            (a.normalized.clone(), a.exempted_by.clone())
+        };
+        ImageVerdict {
+            image: input.image,
+            container: input.container,
+            normalized,
+            violations,
+            exempted_by,
+        }
+    }
+
+    /// The words of each broken rule for one container's image (`full`:
+    /// its normalised reference), naming this policy.
+    pub(crate) fn violations(
+        &self,
+        input: &ImageInput,
+        full: &str,
+        failures: &[(Rule, String)],
+        effect: Effect,
+    ) -> Vec<Violation> {
+        let who = Who(input);
+        let name = &self.name;
+        failures
             .iter()
             .map(|(rule, detail)| {
                 let message = match rule {
@@ -725,22 +754,10 @@ impl Policy {
                     rule: *rule,
                     message: format!("policy {name:?}: {message}"),
                     policy: self.name.clone(),
-                    effect: Effect::Denies,
+                    effect,
                 }
             })
-            .collect();
-        let (normalized, exempted_by) = if last {
-            (a.normalized.take(), a.exempted_by.take())
-        } else {
-            (a.normalized.clone(), a.exempted_by.clone())
-        };
-        ImageVerdict {
-            image: input.image,
-            container: input.container,
-            normalized,
-            violations,
-            exempted_by,
-        }
+            .collect()
     }
 }
 

@@ -525,6 +525,33 @@ fn mutate_pins_digests_end_to_end() {
             .any(|op| op["path"] == "/spec/containers/0/image" && op["value"] == pinned.as_str()),
         "{patch}"
     );
+    // `image-bouncer test --resolve` sees the same pin, and offline none.
+    let cases = r.dir.join("pin-cases.yaml");
+    std::fs::write(
+        &cases,
+        format!("cases:\n- {{name: pinned, image: {image:?}, path: mutate, expect: allow, pinned: {pinned:?}}}\n"),
+    )
+    .unwrap();
+    let test = |extra: &[&str]| {
+        let mut args = vec!["test", "--policy", deny.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        args.push(cases.to_str().unwrap());
+        crate::common::run(&args, None)
+    };
+    let out = test(&["--resolve"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        crate::common::stdout(&out)
+    );
+    let out = test(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        crate::common::stdout(&out).starts_with("FAIL  pinned: expected the image to become"),
+        "{}",
+        crate::common::stdout(&out)
+    );
     // `check --mutate --resolve` pins as /mutate does: the same patch for
     // the review, and for the bare Pod as if it were created.
     let review_file = r.dir.join("review.json");

@@ -982,4 +982,18 @@ fn config_webhook_sizes_the_timeout_for_lookups() {
     let out = webhook(&["--mutate"]);
     let docs = yaml_docs(&stdout(&out));
     assert_eq!(docs[1]["webhooks"][0]["timeoutSeconds"], 5);
+    // A policy folder is read as the server reads it: the file that pins
+    // digests is found among the others.
+    let set = dir.join("policy.d");
+    std::fs::create_dir_all(&set).unwrap();
+    std::fs::write(set.join("base.json"), r#"{"denyLatest": true}"#).unwrap();
+    std::fs::write(set.join("pins.yaml"), "mutate:\n  mutateDigest: [\"*\"]\n").unwrap();
+    std::fs::remove_file(&policy).unwrap();
+    std::os::unix::fs::symlink(&set, &policy).unwrap();
+    let out = webhook(&["--mutate"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let docs = yaml_docs(&stdout(&out));
+    assert_eq!(docs[1]["webhooks"][0]["timeoutSeconds"], 10);
+    let out = webhook(&[]);
+    assert!(stderr(&out).contains("add --mutate"), "{}", stderr(&out));
 }

@@ -5,7 +5,9 @@
 
 use std::collections::BTreeSet;
 
-use super::{Decision, Policy, Request, VerifyRequirement};
+use super::{
+    Decision, Effect, ImageRef, ImageVerdict, Mode, Policy, Request, Rule, VerifyRequirement,
+};
 
 /// Every policy in force, in file-name order. Never empty when built by
 /// `config` (a set of one for a single file or for flags alone).
@@ -96,14 +98,7 @@ impl PolicySet {
                 }
             }
             [one] => one.decide_taking(req),
-            [first, middle @ .., last] => {
-                let mut decision = first.decide(req);
-                for p in middle {
-                    merge(&mut decision, p.decide(req));
-                }
-                merge(&mut decision, last.decide_taking(req));
-                decision
-            }
+            many => judge_together(many, req),
         }
     }
 
@@ -131,25 +126,103 @@ impl PolicySet {
     }
 }
 
-/// Adds one policy's decision to the decision so far: the violations of
-/// each image together, denied when either denies.
-fn merge(into: &mut Decision, next: Decision) {
-    into.allowed &= next.allowed;
-    for (mine, theirs) in into.images.iter_mut().zip(next.images) {
-        mine.violations.extend(theirs.violations);
-        if mine.normalized.is_none() {
-            mine.normalized = theirs.normalized;
+/// Several policies judge one request: each distinct image is parsed once
+/// (the mirrors, and so the name judged, are the same for every policy),
+/// then each policy's rules are checked against it and only broken rules
+/// are put in words — the cost of a policy that admits an image is its
+/// matching, not a decision of its own.
+fn judge_together(policies: &[&Policy], req: &mut Request) -> Decision {
+    let images = std::mem::take(&mut req.images);
+    let ns = req.namespace.as_deref();
+    let mut exempt_namespace = None;
+    let mut break_glass = None;
+    // Each policy with what its violations do; `None`: its
+    // exemptNamespaces leave the request alone.
+    let judges: Vec<(&Policy, Option<Effect>)> = policies
+        .iter()
+        .map(|p| {
+            if let Some(ns) = ns.filter(|ns| p.exempt_namespaces.iter().any(|e| e.matches(ns))) {
+                exempt_namespace.get_or_insert_with(|| ns.to_string());
+                return (*p, None);
+            }
+            let glass = p
+                .break_glass
+                .then(|| super::break_glass_key(&req.annotations))
+                .flatten();
+            let effect = match (&glass, p.mode) {
+                (Some(_), _) => Effect::BrokenGlass,
+                (None, Mode::Warn) => Effect::Warns,
+                (None, Mode::Enforce) => Effect::Denies,
+            };
+            if glass.is_some() && break_glass.is_none() {
+                break_glass = glass;
+            }
+            (*p, Some(effect))
+        })
+        .collect();
+    // The name each distinct image is judged by, parsed once (a few
+    // images are found by a look back).
+    let mut parsed: Vec<Parsed> = Vec::new();
+    let mut verdicts = Vec::with_capacity(images.len());
+    for (n, input) in images.into_iter().enumerate() {
+        let seen = parsed
+            .iter()
+            .position(|(k, _, _)| verdicts_image(&verdicts, *k, n, &input.image));
+        let slot = seen.unwrap_or_else(|| {
+            let r = policies[0].judged_name(&input.image);
+            let normalized = r.as_ref().ok().map(ImageRef::normalized);
+            parsed.push((n, r, normalized));
+            parsed.len() - 1
+        });
+        let (_, r, normalized) = &parsed[slot];
+        let facts = req
+            .signatures
+            .get(&input.image)
+            .map_or(&[][..], Vec::as_slice);
+        let full = normalized.as_deref().unwrap_or("");
+        let mut violations = Vec::new();
+        let mut exempted_by = None;
+        for (p, effect) in &judges {
+            let Some(effect) = *effect else { continue };
+            let (exempt, failures) = match r {
+                Ok(r) => p.check(r, facts, req.skip_signatures),
+                Err(failure) => (None, vec![failure.clone()]),
+            };
+            if exempted_by.is_none() {
+                exempted_by = exempt;
+            }
+            if !failures.is_empty() {
+                violations.extend(p.violations(&input, full, &failures, effect));
+            }
         }
-        if mine.exempted_by.is_none() {
-            mine.exempted_by = theirs.exempted_by;
-        }
+        verdicts.push(ImageVerdict {
+            normalized: normalized.clone(),
+            image: input.image,
+            container: input.container,
+            violations,
+            exempted_by,
+        });
     }
-    if into.exempt_namespace.is_none() {
-        into.exempt_namespace = next.exempt_namespace;
+    let allowed = !verdicts
+        .iter()
+        .flat_map(|v| &v.violations)
+        .any(|v| v.effect == Effect::Denies);
+    Decision {
+        allowed,
+        images: verdicts,
+        exempt_namespace,
+        break_glass,
     }
-    if into.break_glass.is_none() {
-        into.break_glass = next.break_glass;
-    }
+}
+
+/// A distinct image of a request: where it was first seen, the name its
+/// rules judge (or the rule it breaks by not parsing), its normalised form.
+type Parsed = (usize, Result<ImageRef, (Rule, String)>, Option<String>);
+
+/// Whether the image first seen at position `k` is `image` (`n`: the
+/// position being judged; earlier verdicts hold the images seen).
+fn verdicts_image(verdicts: &[ImageVerdict], k: usize, n: usize, image: &str) -> bool {
+    k < n && verdicts.get(k).is_some_and(|v| v.image == image)
 }
 
 #[cfg(test)]
