@@ -459,6 +459,24 @@ fn a_threshold_of_distinct_signers() {
     let mut c = Client::tls(server.addr, client_config(&pki.ca_file, None)).unwrap();
     assert_eq!(judge(&mut c, &image("two")), (true, String::new()));
     assert_eq!(judge(&mut c, &image("split")), (true, String::new()));
+    // The ImageReview path counts signers the same way.
+    let mut review = |name: &str| {
+        let body = serde_json::json!({"apiVersion": "imagepolicy.k8s.io/v1alpha1", "kind": "ImageReview",
+            "spec": {"containers": [{"image": image(name)}], "namespace": "default"}});
+        c.post("/image_policy?timeout=30s", body.to_string().as_bytes())
+            .unwrap()
+            .json()
+    };
+    assert_eq!(review("two")["status"]["allowed"], true);
+    let v = review("twice");
+    assert_eq!(v["status"]["allowed"], false, "{v}");
+    assert!(
+        v["status"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("only 1 of the 2 distinct signers required signed it"),
+        "{v}"
+    );
     for name in ["twice", "unlisted"] {
         let (ok, why) = judge(&mut c, &image(name));
         assert!(!ok, "{name}");
@@ -492,9 +510,9 @@ fn a_threshold_of_distinct_signers() {
     for want in [
         "image_bouncer_verifications_total{policy=\"policy\",rule=\"verifyImages[0]\",result=\"verified\"} 2",
         "image_bouncer_verifications_total{policy=\"policy\",rule=\"verifyImages[0]\",result=\"refused\"} 2",
-        "image_bouncer_verifications_total{policy=\"policy\",rule=\"verifyImages[0]\",result=\"cached\"} 1",
-        "image_bouncer_policy_decisions_total{policy=\"policy\",mode=\"enforce\",result=\"pass\"} 3",
-        "image_bouncer_policy_decisions_total{policy=\"policy\",mode=\"enforce\",result=\"fail\"} 2",
+        "image_bouncer_verifications_total{policy=\"policy\",rule=\"verifyImages[0]\",result=\"cached\"} 3",
+        "image_bouncer_policy_decisions_total{policy=\"policy\",mode=\"enforce\",result=\"pass\"} 4",
+        "image_bouncer_policy_decisions_total{policy=\"policy\",mode=\"enforce\",result=\"fail\"} 3",
     ] {
         assert!(metrics.contains(want), "{want} in {metrics}");
     }
