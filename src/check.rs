@@ -178,6 +178,7 @@ pub fn run(args: &CheckArgs) -> Result<bool, Error> {
     if requests.iter().all(|(_, r)| r.images.is_empty()) {
         log::warn!("no container images found in the given documents");
     }
+    warn_unscoped(policy, &requests);
     admission.gather_for_check(&mut requests);
     let mut report = report(policy, &requests);
     // Per image, the fact that decides: the first entry it fails, else
@@ -321,6 +322,28 @@ fn print_patches(args: &CheckArgs) -> Result<bool, Error> {
     let report = report(&rules.policy, &requests);
     emit(&render_text(&report));
     Ok(report.allowed)
+}
+
+/// Objects without a namespace fall only under the policies that name
+/// none: in a CI gate before `kubectl apply -n prod`, a policy scoped to
+/// `prod` would pass by unseen. Say so, naming them.
+fn warn_unscoped(policy: &PolicySet, requests: &[(Option<Origin>, Request)]) {
+    let scoped: Vec<&str> = policy
+        .policies
+        .iter()
+        .filter(|p| !p.namespaces.is_empty())
+        .map(|p| &*p.name)
+        .collect();
+    let unknown = requests
+        .iter()
+        .filter(|(_, r)| r.namespace.is_none())
+        .count();
+    if unknown > 0 && !scoped.is_empty() {
+        log::warn!(
+            "{unknown} object(s) have no namespace, so the policies scoped to namespaces ({}) were not applied to them; give the namespace they will run in with -n",
+            scoped.join(", ")
+        );
+    }
 }
 
 /// Writes to stdout. A reader that went away (`| head`) ends the output

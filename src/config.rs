@@ -111,9 +111,24 @@ struct RawPolicy {
 type RawRegistry = (String, String, Option<String>, Option<bool>);
 
 /// The policy files of a directory, in name order: every `*.json`,
-/// `*.yaml` and `*.yml` in it, not hidden ones (a ConfigMap's `..data`)
-/// and not folders. Files the server watches for a reload.
+/// `*.yaml` and `*.yml` in it, not hidden ones and not folders; in a
+/// mounted ConfigMap, those of the `..data` generation in force. Files the
+/// server watches for a reload.
 pub fn policy_files(dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>, String> {
+    // A mounted ConfigMap: each key is a link into `..data`, itself a
+    // link the kubelet swaps to a new folder at once. Read that folder,
+    // resolved once, so that a swap between two reads cannot mix old
+    // files with new ones (a mix could be valid and lose a rule).
+    let data = dir.join("..data");
+    let resolved;
+    let dir = match std::fs::symlink_metadata(&data) {
+        Ok(m) if m.file_type().is_symlink() => {
+            resolved = std::fs::canonicalize(&data)
+                .map_err(|e| format!("{}: cannot resolve: {e}", data.display()))?;
+            resolved.as_path()
+        }
+        _ => dir,
+    };
     let entries =
         std::fs::read_dir(dir).map_err(|e| format!("{}: cannot list: {e}", dir.display()))?;
     let mut out = Vec::new();
@@ -1204,6 +1219,40 @@ mod tests {
             e.problems[0].contains("apply to a single policy file"),
             "{e}"
         );
+    }
+
+    /// A mounted ConfigMap: the policies are those of the `..data`
+    /// generation in force, read there (a swap between two reads cannot
+    /// mix generations), even before the kubelet links a new key.
+    #[test]
+    fn a_configmap_folder_is_read_in_its_generation() {
+        use std::os::unix::fs::symlink;
+        let dir = Folder::new(
+            "configmap",
+            &[
+                ("..gen1/a.json", r#"{"deniedRegistries": ["evil.io"]}"#),
+                ("..gen2/a.json", "{}"),
+                ("..gen2/b.json", r#"{"deniedRegistries": ["evil.io"]}"#),
+            ],
+        );
+        symlink("..gen2", dir.0.join("..data")).unwrap();
+        // Only a.json is linked at the top so far.
+        symlink("..data/a.json", dir.0.join("a.json")).unwrap();
+        let files = policy_files(&dir.0).unwrap();
+        let shown: Vec<String> = files
+            .iter()
+            .map(|p| {
+                p.strip_prefix(std::fs::canonicalize(&dir.0).unwrap())
+                    .unwrap()
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(shown, ["..gen2/a.json", "..gen2/b.json"]);
+        let rules = dir.load(PolicyFlags::default()).unwrap();
+        let names: Vec<&str> = rules.policy.policies.iter().map(|p| &*p.name).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(rules.policy.policies[1].denied_registries.len(), 1);
     }
 
     /// Server-wide keys in two files, two files of one name, an empty

@@ -640,14 +640,36 @@ impl Policy {
     /// name never causes a connection (a pod must not make the webhook
     /// reach an address of its choosing).
     fn lookup_name(&self, image: &str) -> Option<ImageRef> {
+        let r = self.lookup_target(image)?;
+        matches!(self.registry_lists(&r), Listed::Admitted).then_some(r)
+    }
+
+    /// The name a lookup for `image` would be about, whatever the lists
+    /// say: the image, or the image a mirror of it mirrors; `None` for an
+    /// image that does not parse (or is an image ID) or whose mirrored
+    /// upstream is a node-local address. The mirrors are the mutations',
+    /// the same for every policy of a set.
+    pub(crate) fn lookup_target(&self, image: &str) -> Option<ImageRef> {
         let r = ImageRef::parse(image).ok()?;
-        let r = match self.mirrors.iter().find_map(|m| m.upstream_of(&r)) {
+        match self.mirrors.iter().find_map(|m| m.upstream_of(&r)) {
             Some(up) => ImageRef::parse(&up)
                 .ok()
-                .filter(|up| !image_ref::node_local_literal(up.registry_host()))?,
-            None => r,
-        };
-        matches!(self.registry_lists(&r), Listed::Admitted).then_some(r)
+                .filter(|up| !image_ref::node_local_literal(up.registry_host())),
+            None => Some(r),
+        }
+    }
+
+    /// Whether this policy's registry lists refuse `r` (an image its
+    /// `exemptImages` exempt is not refused: its rules do not look).
+    pub(crate) fn refuses(&self, r: &ImageRef) -> bool {
+        !self.exempt_images.iter().any(|p| p.matches(r))
+            && !matches!(self.registry_lists(r), Listed::Admitted)
+    }
+
+    /// Whether a request in `namespace` is left alone by this policy's
+    /// `exemptNamespaces`.
+    pub(crate) fn exempts_namespace(&self, namespace: Option<&str>) -> bool {
+        namespace.is_some_and(|ns| self.exempt_namespaces.iter().any(|p| p.matches(ns)))
     }
 
     /// Whether the admission step may ask a registry about `image`

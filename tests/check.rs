@@ -756,6 +756,38 @@ spec:
     let mut problems = Vec::new();
     conforms(&broken, &report_schema("PolicyReport"), "$", &mut problems);
     assert_eq!(problems.len(), 2, "{problems:?}");
+    // A policy scoped to namespaces does not judge an object without one:
+    // said on stderr, and -n brings it in.
+    std::fs::write(
+        set.join("prod.yaml"),
+        "namespaces: [prod]\nrequireDigest: true\n",
+    )
+    .unwrap();
+    let pod = "{\"kind\": \"Pod\", \"metadata\": {\"name\": \"p\"}, \"spec\": {\"containers\": [{\"name\": \"c\", \"image\": \"ghcr.io/acme/app:1.0\"}]}}";
+    let out = run(
+        &["check", "--policy", set.to_str().unwrap(), "-f", "-"],
+        Some(pod),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("the policies scoped to namespaces (prod) were not applied"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(
+        &[
+            "check",
+            "--policy",
+            set.to_str().unwrap(),
+            "-n",
+            "prod",
+            "-f",
+            "-",
+        ],
+        Some(pod),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    std::fs::remove_file(set.join("prod.yaml")).unwrap();
     // The text summary of the same set names each policy.
     let out = run(&["check", "--policy", set.to_str().unwrap()], None);
     let text = stdout(&out);

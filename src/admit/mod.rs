@@ -163,25 +163,39 @@ impl Counts {
     /// its `exemptNamespaces` left the request alone.
     pub(crate) fn decided(&self, set: &PolicySet, request: &Request, d: &Decision) {
         let ns = request.namespace.as_deref();
-        let mut all = self
-            .decisions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let all = all.get_or_insert_with(HashMap::new);
-        for p in set.applicable(ns) {
-            let mut result = "pass";
-            for (_, v) in d.violations().filter(|(_, v)| v.policy == p.name) {
-                result = match v.effect {
+        let applicable: Vec<&crate::policy::Policy> = set.applicable(ns).collect();
+        if applicable.is_empty() {
+            return;
+        }
+        // One pass over the violations, outside the lock.
+        let mut results: Vec<&'static str> = applicable
+            .iter()
+            .map(|p| {
+                if p.exempts_namespace(ns) {
+                    "skip"
+                } else {
+                    "pass"
+                }
+            })
+            .collect();
+        for (_, v) in d.violations() {
+            if let Some(i) = applicable
+                .iter()
+                .position(|p| Arc::ptr_eq(&p.name, &v.policy))
+            {
+                results[i] = match v.effect {
                     Effect::Denies => "fail",
                     Effect::Warns => "warn",
                     Effect::BrokenGlass => "bypass",
                 };
             }
-            if result == "pass"
-                && ns.is_some_and(|ns| p.exempt_namespaces.iter().any(|e| e.matches(ns)))
-            {
-                result = "skip";
-            }
+        }
+        let mut all = self
+            .decisions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let all = all.get_or_insert_with(HashMap::new);
+        for (p, result) in applicable.into_iter().zip(results) {
             let mode = p.mode.as_str();
             let Some(k) = DECISION_KINDS
                 .iter()

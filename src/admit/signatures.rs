@@ -361,8 +361,9 @@ pub fn verify_digest(
     for s in legacy_found {
         found_one(&mut found, s);
     }
-    if found.len() >= rule.threshold {
-        return Verdict::Verified(together(found));
+    let signers = matched(&found);
+    if signers.len() >= rule.threshold {
+        return Verdict::Verified(together(&found, &signers));
     }
     // Too few signers: a place that ran out of time or could not be asked
     // says so (it might have held the rest); otherwise refused, naming who
@@ -376,14 +377,14 @@ pub fn verify_digest(
             ))
         }
         other => {
-            let who: Vec<&str> = found.iter().map(|s| s.signer.as_str()).collect();
+            let who: Vec<&str> = signers.iter().map(|&i| found[i].signer.as_str()).collect();
             let rest = match other {
                 Verdict::Refused(why) => format!("; besides: {why}"),
                 _ => String::new(),
             };
             Verdict::Refused(format!(
                 "only {} of the {} distinct signers required signed it ({}){rest}",
-                found.len(),
+                signers.len(),
                 rule.threshold,
                 who.join("; ")
             ))
@@ -391,20 +392,68 @@ pub fn verify_digest(
     }
 }
 
-/// Adds a verified signature to those found, unless its listed signer
-/// is there already (a signer's second signature counts once).
+/// Adds a verified signature to those found, unless its signer (the key,
+/// or the certificate's identity) signed one already: a signer's second
+/// signature counts once.
 fn found_one(found: &mut Vec<Signed>, s: Signed) {
-    if !found.iter().any(|f| f.listed == s.listed) {
+    if !found.iter().any(|f| f.signer == s.signer) {
         found.push(s);
     }
 }
 
-/// Several signers' signatures as one verdict: every signer named, the
-/// earliest trusted time.
-fn together(mut found: Vec<Signed>) -> Signed {
-    found.sort_by_key(|s| s.time.unwrap_or(i64::MAX));
-    let mut first = found.remove(0);
-    for s in found {
+/// Whether the signatures found meet `threshold`.
+fn enough(found: &[Signed], threshold: usize) -> bool {
+    found.len() >= threshold && matched(found).len() >= threshold
+}
+
+/// The signatures (by index in `found`) of a largest set of distinct
+/// signers each matched to a listed signer of its own (`keys[i]`,
+/// `identities[i]`): an identity that more than one listed rule accepts
+/// takes the one no other signer needs (a maximum bipartite matching, by
+/// augmenting paths; the signatures are bounded by the layers looked at).
+fn matched(found: &[Signed]) -> Vec<usize> {
+    let ids: Vec<Vec<&str>> = found
+        .iter()
+        .map(|s| s.listed.split(',').collect())
+        .collect();
+    // For each listed signer taken, the signature it went to.
+    let mut taken: HashMap<&str, usize> = HashMap::new();
+    fn augment<'a>(
+        i: usize,
+        ids: &[Vec<&'a str>],
+        taken: &mut HashMap<&'a str, usize>,
+        seen: &mut HashSet<&'a str>,
+    ) -> bool {
+        for &id in &ids[i] {
+            if !seen.insert(id) {
+                continue;
+            }
+            let free = match taken.get(id) {
+                None => true,
+                Some(&j) => augment(j, ids, taken, seen),
+            };
+            if free {
+                taken.insert(id, i);
+                return true;
+            }
+        }
+        false
+    }
+    for i in 0..found.len() {
+        augment(i, &ids, &mut taken, &mut HashSet::new());
+    }
+    let mut out: Vec<usize> = taken.into_values().collect();
+    out.sort_unstable();
+    out
+}
+
+/// The signatures of several signers as one verdict: every signer named,
+/// the earliest trusted time.
+fn together(found: &[Signed], signers: &[usize]) -> Signed {
+    let mut chosen: Vec<&Signed> = signers.iter().map(|&i| &found[i]).collect();
+    chosen.sort_by_key(|s| s.time.unwrap_or(i64::MAX));
+    let mut first = chosen[0].clone();
+    for s in &chosen[1..] {
         first.signer = format!("{} and {}", first.signer, s.signer);
         first.listed = format!("{},{}", first.listed, s.listed);
         if first.found_in != s.found_in {
@@ -559,7 +608,7 @@ fn bundle_verdict(
         match bundle::verify(&blob, &digest_s, &rule.trust) {
             Ok(s) => {
                 found_one(found, s);
-                if found.len() >= rule.threshold {
+                if enough(found, rule.threshold) {
                     return Verdict::Verified(found[0].clone());
                 }
             }
@@ -693,7 +742,7 @@ fn legacy_verdict(
         match legacy::verify_layer(payload, &layer.annotations, &digest_s, &rule.trust) {
             Ok(s) => {
                 found_one(found, s);
-                if found.len() >= rule.threshold {
+                if enough(found, rule.threshold) {
                     return Verdict::Verified(found[0].clone());
                 }
             }
@@ -721,6 +770,48 @@ mod tests {
             time_source: None,
             log_index: None,
         }
+    }
+
+    /// Signers count toward a threshold once each, each toward a listed
+    /// signer of its own: an identity two rules accept takes the one the
+    /// other signer cannot; the same identity signing twice counts once.
+    #[test]
+    fn distinct_signers_are_matched_to_listed_ones() {
+        let by = |signer: &str, listed: &str| Signed {
+            signer: signer.into(),
+            listed: listed.into(),
+            ..signed()
+        };
+        let mut found = Vec::new();
+        // alice matches ".*@acme" (0) and "alice|bob@acme" (1); the bot only 0.
+        found_one(
+            &mut found,
+            by("identity alice@acme", "identities[0],identities[1]"),
+        );
+        found_one(
+            &mut found,
+            by("identity alice@acme", "identities[0],identities[1]"),
+        );
+        assert_eq!(found.len(), 1, "one signer's second signature counts once");
+        assert!(!enough(&found, 2));
+        found_one(&mut found, by("identity bot@acme", "identities[0]"));
+        assert_eq!(matched(&found), [0, 1]);
+        assert!(enough(&found, 2));
+        let v = together(&found, &matched(&found));
+        assert!(
+            v.signer.contains("alice") && v.signer.contains("bot"),
+            "{}",
+            v.signer
+        );
+        // Two signers only one listed rule accepts: one counts.
+        let two = vec![
+            by("identity bob@x", "identities[0]"),
+            by("identity eve@x", "identities[0]"),
+        ];
+        assert_eq!(matched(&two).len(), 1);
+        // Two keys: two.
+        let keys = vec![by("key a", "keys[0]"), by("key b", "keys[1]")];
+        assert!(enough(&keys, 2) && !enough(&keys, 3));
     }
 
     #[test]

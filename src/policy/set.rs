@@ -3,7 +3,7 @@
 //! policy that applies and enforces admits it; a policy in warn mode that
 //! would refuse it adds warnings. Pure, like the rest of `policy`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use super::{
     Decision, Effect, ImageRef, ImageVerdict, Mode, Policy, Request, Rule, VerifyRequirement,
@@ -103,11 +103,22 @@ impl PolicySet {
     }
 
     /// Whether the admission step may ask a registry about `image` for a
-    /// request in `namespace`: every policy that applies lets it be looked
-    /// up (see `Policy::may_look_up`), so that no policy's registry lists
-    /// can be got round by another's.
+    /// request in `namespace`. Never for an image that does not parse or
+    /// whose mirrored upstream is node-local, whichever policies apply (a
+    /// namespace no policy covers too). Not when the registry lists of an
+    /// enforcing policy that judges the request refuse it: the request is
+    /// denied anyway, and a refused name causes no connection. A policy in
+    /// warn mode (or whose `exemptNamespaces` leave the request alone)
+    /// refuses nothing, so its lists do not stop the lookups an enforcing
+    /// policy's signature or pin needs.
     pub fn may_look_up(&self, namespace: Option<&str>, image: &str) -> bool {
-        self.applicable(namespace).all(|p| p.may_look_up(image))
+        let Some(r) = self.policies.first().and_then(|p| p.lookup_target(image)) else {
+            return false;
+        };
+        !self
+            .applicable(namespace)
+            .filter(|p| p.mode == Mode::Enforce && !p.exempts_namespace(namespace))
+            .any(|p| p.refuses(&r))
     }
 
     /// The `verifyImages` entries (set-wide indices) an image of a request
@@ -160,43 +171,70 @@ fn judge_together(policies: &[&Policy], req: &mut Request) -> Decision {
             (*p, Some(effect))
         })
         .collect();
-    // The name each distinct image is judged by, parsed once (a few
-    // images are found by a look back).
-    let mut parsed: Vec<Parsed> = Vec::new();
+    // Each distinct image once: the name it is judged by, its normalised
+    // form, and what each judging policy found (a pod of 1,024 copies of
+    // one image costs one judgement per policy).
+    let mut distinct: Vec<Judged> = Vec::new();
+    let mut slots = Vec::with_capacity(images.len());
+    {
+        // A few images are matched by a look back, more through a map.
+        const FEW: usize = 8;
+        let mut by_image: HashMap<&str, usize> = HashMap::new();
+        for (n, input) in images.iter().enumerate() {
+            let known = if images.len() <= FEW {
+                images[..n]
+                    .iter()
+                    .position(|j| j.image == input.image)
+                    .map(|k| slots[k])
+            } else {
+                by_image.get(input.image.as_str()).copied()
+            };
+            let slot = known.unwrap_or_else(|| {
+                let r = policies[0].judged_name(&input.image);
+                let facts = req
+                    .signatures
+                    .get(&input.image)
+                    .map_or(&[][..], Vec::as_slice);
+                let found = judges
+                    .iter()
+                    .map(|(p, effect)| {
+                        effect.map(|_| match &r {
+                            Ok(r) => p.check(r, facts, req.skip_signatures),
+                            Err(failure) => (None, vec![failure.clone()]),
+                        })
+                    })
+                    .collect();
+                distinct.push(Judged {
+                    normalized: r.as_ref().ok().map(ImageRef::normalized),
+                    found,
+                });
+                if images.len() > FEW {
+                    by_image.insert(&input.image, distinct.len() - 1);
+                }
+                distinct.len() - 1
+            });
+            slots.push(slot);
+        }
+    }
     let mut verdicts = Vec::with_capacity(images.len());
-    for (n, input) in images.into_iter().enumerate() {
-        let seen = parsed
-            .iter()
-            .position(|(k, _, _)| verdicts_image(&verdicts, *k, n, &input.image));
-        let slot = seen.unwrap_or_else(|| {
-            let r = policies[0].judged_name(&input.image);
-            let normalized = r.as_ref().ok().map(ImageRef::normalized);
-            parsed.push((n, r, normalized));
-            parsed.len() - 1
-        });
-        let (_, r, normalized) = &parsed[slot];
-        let facts = req
-            .signatures
-            .get(&input.image)
-            .map_or(&[][..], Vec::as_slice);
-        let full = normalized.as_deref().unwrap_or("");
+    for (input, slot) in images.into_iter().zip(slots) {
+        let judged = &distinct[slot];
+        let full = judged.normalized.as_deref().unwrap_or("");
         let mut violations = Vec::new();
         let mut exempted_by = None;
-        for (p, effect) in &judges {
-            let Some(effect) = *effect else { continue };
-            let (exempt, failures) = match r {
-                Ok(r) => p.check(r, facts, req.skip_signatures),
-                Err(failure) => (None, vec![failure.clone()]),
+        for ((p, effect), found) in judges.iter().zip(&judged.found) {
+            let (Some(effect), Some((exempt, failures))) = (effect, found) else {
+                continue;
             };
             if exempted_by.is_none() {
-                exempted_by = exempt;
+                exempted_by.clone_from(exempt);
             }
             if !failures.is_empty() {
-                violations.extend(p.violations(&input, full, &failures, effect));
+                violations.extend(p.violations(&input, full, failures, *effect));
             }
         }
         verdicts.push(ImageVerdict {
-            normalized: normalized.clone(),
+            normalized: judged.normalized.clone(),
             image: input.image,
             container: input.container,
             violations,
@@ -215,15 +253,17 @@ fn judge_together(policies: &[&Policy], req: &mut Request) -> Decision {
     }
 }
 
-/// A distinct image of a request: where it was first seen, the name its
-/// rules judge (or the rule it breaks by not parsing), its normalised form.
-type Parsed = (usize, Result<ImageRef, (Rule, String)>, Option<String>);
-
-/// Whether the image first seen at position `k` is `image` (`n`: the
-/// position being judged; earlier verdicts hold the images seen).
-fn verdicts_image(verdicts: &[ImageVerdict], k: usize, n: usize, image: &str) -> bool {
-    k < n && verdicts.get(k).is_some_and(|v| v.image == image)
+/// A distinct image of a request: its normalised form, and per judging
+/// policy (in order; `None` where its exemptNamespaces leave the request
+/// alone) the exemptImages entry that exempts it or the rules it breaks.
+struct Judged {
+    normalized: Option<String>,
+    found: Vec<Option<Found>>,
 }
+
+/// What one policy found of one image: the exemptImages entry that
+/// exempts it, and the rules it breaks with their details.
+type Found = (Option<String>, Vec<(Rule, String)>);
 
 #[cfg(test)]
 mod tests {
@@ -365,6 +405,77 @@ mod tests {
             "{:?}",
             d.warnings()
         );
+    }
+
+    /// Only an enforcing policy that judges the request stops a lookup
+    /// with its registry lists: a warn policy's (or one whose
+    /// exemptNamespaces leave the request alone) does not keep an
+    /// enforcing policy's signatures from being checked. Whatever applies,
+    /// a mirror of a node-local address is never looked up.
+    #[test]
+    fn lookups_follow_the_policies_that_can_deny() {
+        use crate::policy::{MirrorBack, Upstream};
+        let signed = named("signed", |p| {
+            p.verify_images = vec![VerifyRequirement {
+                label: "verifyImages[0]".into(),
+                index: 0,
+                images: vec![ImagePattern::parse("ghcr.io/acme/*").unwrap()],
+                verify_tags: false,
+            }];
+        });
+        let lists = |name: &str, mode: Mode| {
+            named(name, |p| {
+                p.mode = mode;
+                p.allowed_registries =
+                    vec![RegistryPattern::parse("registry.corp.example").unwrap()];
+                p.exempt_namespaces = ns(&["sandbox"]);
+            })
+        };
+        let image = "ghcr.io/acme/app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let staged = PolicySet {
+            policies: vec![signed.clone(), lists("rollout", Mode::Warn)],
+        };
+        assert_eq!(staged.verification_for(Some("dev"), image), [0]);
+        let enforced = PolicySet {
+            policies: vec![signed.clone(), lists("corp", Mode::Enforce)],
+        };
+        assert!(enforced.verification_for(Some("dev"), image).is_empty());
+        assert_eq!(enforced.verification_for(Some("sandbox"), image), [0]);
+        let mirror = MirrorBack::new("mirror.example", "", Upstream::ByRegistry);
+        let scoped = PolicySet {
+            policies: vec![named("prod-only", |p| {
+                p.namespaces = ns(&["prod"]);
+                p.mirrors = vec![mirror.clone()];
+            })],
+        };
+        assert!(scoped.may_look_up(Some("dev"), "mirror.example/quay.io/x:1"));
+        assert!(!scoped.may_look_up(Some("dev"), "mirror.example/127.0.0.1_5000/x:1"));
+        assert!(!scoped.may_look_up(
+            Some("dev"),
+            "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+        ));
+    }
+
+    /// Many containers of a few images: each distinct image judged once
+    /// per policy, every container given its own verdict, in order.
+    #[test]
+    fn many_containers_few_images() {
+        let set = PolicySet {
+            policies: vec![named("a", |_| {}), named("b", |p| p.require_digest = true)],
+        };
+        let images: Vec<&str> = (0..20)
+            .map(|i| if i % 2 == 0 { "nginx:1" } else { "busybox" })
+            .collect();
+        for n in [4, 20] {
+            let d = set.decide(&request(Some("x"), &images[..n]));
+            assert_eq!(d.images.len(), n);
+            for (i, v) in d.images.iter().enumerate() {
+                assert_eq!(v.image, images[i]);
+                // nginx:1 breaks b's digest rule; busybox also a's and b's latest rule.
+                let want = if i % 2 == 0 { 1 } else { 3 };
+                assert_eq!(v.violations.len(), want, "{n} {i}: {:?}", v.violations);
+            }
+        }
     }
 
     #[test]

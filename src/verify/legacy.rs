@@ -81,8 +81,9 @@ pub struct Signed {
     pub digest: String,
     /// `key <name>` or `identity <subject> from issuer <issuer>`.
     pub signer: String,
-    /// Which of the rule's signers it is: `keys[<i>]` or `identities[<i>]`
-    /// (signatures by one listed signer count once toward a threshold).
+    /// Which of the rule's listed signers accept it: `keys[<i>]`, or every
+    /// `identities[<i>]` whose issuer and subject match, comma-separated
+    /// (a threshold counts each signer toward one of them).
     pub listed: String,
     /// Where the signature was: `sigstore bundle` or `legacy signature`
     /// (cosign's `.sig` image).

@@ -104,23 +104,33 @@ impl Trust {
     /// Whether a certificate's holder is one of the accepted identities:
     /// an issuer is required (a certificate without one matches nothing),
     /// and some SAN value must match the same rule's subject. Returns the
-    /// signer in words, and which listed identity it is
-    /// (`identities[<i>]`, the first that matches).
+    /// signer in words, and every listed identity that accepts it
+    /// (`identities[<i>]`, comma-separated: a threshold gives each signer
+    /// one of them).
     pub fn accept(
         &self,
         identity: &crate::verify::fulcio::Identity,
     ) -> Result<(String, String), String> {
         let subject = identity.subjects.join(", ");
-        let matched = identity.issuer.as_deref().and_then(|issuer| {
-            self.identities.iter().position(|rule| {
-                rule.issuer.matches(issuer)
-                    && identity.subjects.iter().any(|s| rule.subject.matches(s))
+        let matched: Vec<String> = identity
+            .issuer
+            .as_deref()
+            .map(|issuer| {
+                self.identities
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, rule)| {
+                        rule.issuer.matches(issuer)
+                            && identity.subjects.iter().any(|s| rule.subject.matches(s))
+                    })
+                    .map(|(i, _)| format!("identities[{i}]"))
+                    .collect()
             })
-        });
-        match (identity.issuer.as_deref(), matched) {
-            (Some(issuer), Some(i)) => Ok((
+            .unwrap_or_default();
+        match (identity.issuer.as_deref(), matched.is_empty()) {
+            (Some(issuer), false) => Ok((
                 format!("identity {subject} from issuer {issuer}"),
-                format!("identities[{i}]"),
+                matched.join(","),
             )),
             (issuer, _) => Err(format!(
                 "identity {subject:?} from issuer {:?} is not accepted",
