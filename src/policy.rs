@@ -443,34 +443,15 @@ impl Policy {
         // Each distinct image is judged once, however many containers use
         // it: `slots` says which assessment serves each image, and each
         // assessment counts the images it serves, so that the last of them
-        // takes its strings instead of copying them. A few images are
-        // matched by a look back, more through a map.
-        const FEW: usize = 8;
-        let mut assessed: Vec<(Assessment, usize)> = Vec::new();
-        let mut slots: Vec<usize> = Vec::with_capacity(images.len());
-        let mut by_image: HashMap<&str, usize> = HashMap::new();
-        for (n, i) in images.iter().enumerate() {
-            let known = if images.len() <= FEW {
-                images[..n]
-                    .iter()
-                    .position(|j| j.image == i.image)
-                    .map(|k| slots[k])
-            } else {
-                by_image.get(i.image.as_str()).copied()
-            };
-            let slot = known.unwrap_or_else(|| {
-                let facts = req.signatures.get(&i.image).map_or(&[][..], Vec::as_slice);
-                let a = self.assess(&i.image, facts, req.skip_signatures);
-                assessed.push((a, 0));
-                if images.len() > FEW {
-                    by_image.insert(&i.image, assessed.len() - 1);
-                }
-                assessed.len() - 1
-            });
+        // takes its strings instead of copying them.
+        let (assessed, slots) = distinct(&images, |image| {
+            let facts = req.signatures.get(image).map_or(&[][..], Vec::as_slice);
+            self.assess(image, facts, req.skip_signatures)
+        });
+        let mut assessed: Vec<(Assessment, usize)> = assessed.into_iter().map(|a| (a, 0)).collect();
+        for &slot in &slots {
             assessed[slot].1 += 1;
-            slots.push(slot);
         }
-        drop(by_image);
         let images: Vec<ImageVerdict> = images
             .into_iter()
             .zip(slots)
@@ -781,6 +762,39 @@ impl Policy {
             })
             .collect()
     }
+}
+
+/// Each distinct image of `images` judged once by `judge`: the
+/// judgements, and for each image the index of its own. A few images are
+/// matched by a look back, more through a map (a pod of 1,024 containers
+/// costs a lookup each, not a scan).
+pub(crate) fn distinct<T>(
+    images: &[ImageInput],
+    mut judge: impl FnMut(&str) -> T,
+) -> (Vec<T>, Vec<usize>) {
+    const FEW: usize = 8;
+    let mut judged = Vec::new();
+    let mut slots: Vec<usize> = Vec::with_capacity(images.len());
+    let mut by_image: HashMap<&str, usize> = HashMap::new();
+    for (n, i) in images.iter().enumerate() {
+        let known = if images.len() <= FEW {
+            images[..n]
+                .iter()
+                .position(|j| j.image == i.image)
+                .map(|k| slots[k])
+        } else {
+            by_image.get(i.image.as_str()).copied()
+        };
+        let slot = known.unwrap_or_else(|| {
+            judged.push(judge(&i.image));
+            if images.len() > FEW {
+                by_image.insert(&i.image, judged.len() - 1);
+            }
+            judged.len() - 1
+        });
+        slots.push(slot);
+    }
+    (judged, slots)
 }
 
 /// The verdict on an image no rule looked at (an exempt namespace).

@@ -163,24 +163,30 @@ impl Counts {
     /// its `exemptNamespaces` left the request alone.
     pub(crate) fn decided(&self, set: &PolicySet, request: &Request, d: &Decision) {
         let ns = request.namespace.as_deref();
-        let applicable: Vec<&crate::policy::Policy> = set.applicable(ns).collect();
-        if applicable.is_empty() {
+        let n = set.applicable(ns).count();
+        if n == 0 {
             return;
         }
-        // One pass over the violations, outside the lock.
-        let mut results: Vec<&'static str> = applicable
-            .iter()
-            .map(|p| {
-                if p.exempts_namespace(ns) {
-                    "skip"
-                } else {
-                    "pass"
-                }
-            })
-            .collect();
+        // One pass over the violations, outside the lock; the results of
+        // up to 32 policies on the stack (this runs for every review).
+        let mut on_stack = [""; 32];
+        let mut on_heap;
+        let results: &mut [&'static str] = if n <= on_stack.len() {
+            &mut on_stack[..n]
+        } else {
+            on_heap = vec![""; n];
+            &mut on_heap
+        };
+        for (r, p) in results.iter_mut().zip(set.applicable(ns)) {
+            *r = if p.exempts_namespace(ns) {
+                "skip"
+            } else {
+                "pass"
+            };
+        }
         for (_, v) in d.violations() {
-            if let Some(i) = applicable
-                .iter()
+            if let Some(i) = set
+                .applicable(ns)
                 .position(|p| Arc::ptr_eq(&p.name, &v.policy))
             {
                 results[i] = match v.effect {
@@ -195,7 +201,7 @@ impl Counts {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let all = all.get_or_insert_with(HashMap::new);
-        for (p, result) in applicable.into_iter().zip(results) {
+        for (p, &mut result) in set.applicable(ns).zip(results.iter_mut()) {
             let mode = p.mode.as_str();
             let Some(k) = DECISION_KINDS
                 .iter()

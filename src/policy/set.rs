@@ -3,7 +3,7 @@
 //! policy that applies and enforces admits it; a policy in warn mode that
 //! would refuse it adds warnings. Pure, like the rest of `policy`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use super::{
     Decision, Effect, ImageRef, ImageVerdict, Mode, Policy, Request, Rule, VerifyRequirement,
@@ -174,52 +174,39 @@ fn judge_together(policies: &[&Policy], req: &mut Request) -> Decision {
     // Each distinct image once: the name it is judged by, its normalised
     // form, and what each judging policy found (a pod of 1,024 copies of
     // one image costs one judgement per policy).
-    let mut distinct: Vec<Judged> = Vec::new();
-    let mut slots = Vec::with_capacity(images.len());
-    {
-        // A few images are matched by a look back, more through a map.
-        const FEW: usize = 8;
-        let mut by_image: HashMap<&str, usize> = HashMap::new();
-        for (n, input) in images.iter().enumerate() {
-            let known = if images.len() <= FEW {
-                images[..n]
-                    .iter()
-                    .position(|j| j.image == input.image)
-                    .map(|k| slots[k])
-            } else {
-                by_image.get(input.image.as_str()).copied()
-            };
-            let slot = known.unwrap_or_else(|| {
-                let r = policies[0].judged_name(&input.image);
-                let facts = req
-                    .signatures
-                    .get(&input.image)
-                    .map_or(&[][..], Vec::as_slice);
-                let found = judges
-                    .iter()
-                    .map(|(p, effect)| {
-                        effect.map(|_| match &r {
-                            Ok(r) => p.check(r, facts, req.skip_signatures),
-                            Err(failure) => (None, vec![failure.clone()]),
-                        })
-                    })
-                    .collect();
-                distinct.push(Judged {
-                    normalized: r.as_ref().ok().map(ImageRef::normalized),
-                    found,
-                });
-                if images.len() > FEW {
-                    by_image.insert(&input.image, distinct.len() - 1);
-                }
-                distinct.len() - 1
-            });
-            slots.push(slot);
+    let (distinct, slots) = super::distinct(&images, |image| {
+        let r = policies[0].judged_name(image);
+        let facts = req.signatures.get(image).map_or(&[][..], Vec::as_slice);
+        let found = judges
+            .iter()
+            .map(|(p, effect)| {
+                effect.map(|_| match &r {
+                    Ok(r) => p.check(r, facts, req.skip_signatures),
+                    Err(failure) => (None, vec![failure.clone()]),
+                })
+            })
+            .collect();
+        Judged {
+            normalized: r.as_ref().ok().map(ImageRef::normalized),
+            found,
+            uses: 0,
         }
+    });
+    // The last container of an image takes its normalised name.
+    let mut distinct = distinct;
+    for &slot in &slots {
+        distinct[slot].uses += 1;
     }
     let mut verdicts = Vec::with_capacity(images.len());
     for (input, slot) in images.into_iter().zip(slots) {
-        let judged = &distinct[slot];
-        let full = judged.normalized.as_deref().unwrap_or("");
+        let judged = &mut distinct[slot];
+        judged.uses -= 1;
+        let normalized = if judged.uses == 0 {
+            judged.normalized.take()
+        } else {
+            judged.normalized.clone()
+        };
+        let full = normalized.as_deref().unwrap_or("");
         let mut violations = Vec::new();
         let mut exempted_by = None;
         for ((p, effect), found) in judges.iter().zip(&judged.found) {
@@ -234,7 +221,7 @@ fn judge_together(policies: &[&Policy], req: &mut Request) -> Decision {
             }
         }
         verdicts.push(ImageVerdict {
-            normalized: judged.normalized.clone(),
+            normalized,
             image: input.image,
             container: input.container,
             violations,
@@ -259,6 +246,8 @@ fn judge_together(policies: &[&Policy], req: &mut Request) -> Decision {
 struct Judged {
     normalized: Option<String>,
     found: Vec<Option<Found>>,
+    /// Containers still to be given a verdict for it.
+    uses: usize,
 }
 
 /// What one policy found of one image: the exemptImages entry that
