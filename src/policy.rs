@@ -444,14 +444,10 @@ impl Policy {
         // it: `slots` says which assessment serves each image, and each
         // assessment counts the images it serves, so that the last of them
         // takes its strings instead of copying them.
-        let (assessed, slots) = distinct(&images, |image| {
+        let (mut assessed, slots) = distinct(&images, |image| {
             let facts = req.signatures.get(image).map_or(&[][..], Vec::as_slice);
             self.assess(image, facts, req.skip_signatures)
         });
-        let mut assessed: Vec<(Assessment, usize)> = assessed.into_iter().map(|a| (a, 0)).collect();
-        for &slot in &slots {
-            assessed[slot].1 += 1;
-        }
         let images: Vec<ImageVerdict> = images
             .into_iter()
             .zip(slots)
@@ -765,13 +761,14 @@ impl Policy {
 }
 
 /// Each distinct image of `images` judged once by `judge`: the
-/// judgements, and for each image the index of its own. A few images are
-/// matched by a look back, more through a map (a pod of 1,024 containers
-/// costs a lookup each, not a scan).
+/// judgements with how many images each serves, and for each image the
+/// index of its own. A few images are matched by a look back, more
+/// through a map (a pod of 1,024 containers costs a lookup each, not a
+/// scan).
 pub(crate) fn distinct<T>(
     images: &[ImageInput],
     mut judge: impl FnMut(&str) -> T,
-) -> (Vec<T>, Vec<usize>) {
+) -> (Vec<(T, usize)>, Vec<usize>) {
     const FEW: usize = 8;
     let mut judged = Vec::new();
     let mut slots: Vec<usize> = Vec::with_capacity(images.len());
@@ -786,12 +783,13 @@ pub(crate) fn distinct<T>(
             by_image.get(i.image.as_str()).copied()
         };
         let slot = known.unwrap_or_else(|| {
-            judged.push(judge(&i.image));
+            judged.push((judge(&i.image), 0));
             if images.len() > FEW {
                 by_image.insert(&i.image, judged.len() - 1);
             }
             judged.len() - 1
         });
+        judged[slot].1 += 1;
         slots.push(slot);
     }
     (judged, slots)

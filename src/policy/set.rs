@@ -84,10 +84,14 @@ impl PolicySet {
     /// [`PolicySet::decide`], moving the images into the verdicts
     /// (`req.images` is left empty, as `Policy::decide_taking` leaves it).
     pub fn decide_taking(&self, req: &mut Request) -> Decision {
-        let ns = req.namespace.as_deref();
-        let applicable: Vec<&Policy> = self.policies.iter().filter(|p| p.applies_to(ns)).collect();
-        match applicable.as_slice() {
-            [] => {
+        // Which policies apply, without a list: none, one, or more.
+        let (first, more) = {
+            let ns = req.namespace.as_deref();
+            let mut at = (0..self.policies.len()).filter(|&i| self.policies[i].applies_to(ns));
+            (at.next(), at.next().is_some())
+        };
+        match (first, more) {
+            (None, _) => {
                 // No policy covers the namespace: nothing to judge.
                 let images = std::mem::take(&mut req.images);
                 Decision {
@@ -97,8 +101,8 @@ impl PolicySet {
                     break_glass: None,
                 }
             }
-            [one] => one.decide_taking(req),
-            many => judge_together(many, req),
+            (Some(one), false) => self.policies[one].decide_taking(req),
+            (Some(_), true) => judge_together(self, req),
         }
     }
 
@@ -142,66 +146,68 @@ impl PolicySet {
 /// then each policy's rules are checked against it and only broken rules
 /// are put in words — the cost of a policy that admits an image is its
 /// matching, not a decision of its own.
-fn judge_together(policies: &[&Policy], req: &mut Request) -> Decision {
+fn judge_together(set: &PolicySet, req: &mut Request) -> Decision {
     let images = std::mem::take(&mut req.images);
     let ns = req.namespace.as_deref();
     let mut exempt_namespace = None;
     let mut break_glass = None;
-    // Each policy with what its violations do; `None`: its
+    // What each applicable policy's violations do, on the stack for up to
+    // 32 policies (this runs for every review); `None`: its
     // exemptNamespaces leave the request alone.
-    let judges: Vec<(&Policy, Option<Effect>)> = policies
-        .iter()
-        .map(|p| {
-            if let Some(ns) = ns.filter(|ns| p.exempt_namespaces.iter().any(|e| e.matches(ns))) {
-                exempt_namespace.get_or_insert_with(|| ns.to_string());
-                return (*p, None);
-            }
-            let glass = p
-                .break_glass
-                .then(|| super::break_glass_key(&req.annotations))
-                .flatten();
-            let effect = match (&glass, p.mode) {
-                (Some(_), _) => Effect::BrokenGlass,
-                (None, Mode::Warn) => Effect::Warns,
-                (None, Mode::Enforce) => Effect::Denies,
-            };
-            if glass.is_some() && break_glass.is_none() {
-                break_glass = glass;
-            }
-            (*p, Some(effect))
-        })
-        .collect();
+    let n = set.applicable(ns).count();
+    let mut on_stack = [None; 32];
+    let mut on_heap;
+    let effects: &mut [Option<Effect>] = if n <= on_stack.len() {
+        &mut on_stack[..n]
+    } else {
+        on_heap = vec![None; n];
+        &mut on_heap
+    };
+    for (e, p) in effects.iter_mut().zip(set.applicable(ns)) {
+        if let Some(ns) = ns.filter(|&ns| p.exempts_namespace(Some(ns))) {
+            exempt_namespace.get_or_insert_with(|| ns.to_string());
+            continue;
+        }
+        let glass = p
+            .break_glass
+            .then(|| super::break_glass_key(&req.annotations))
+            .flatten();
+        *e = Some(match (&glass, p.mode) {
+            (Some(_), _) => Effect::BrokenGlass,
+            (None, Mode::Warn) => Effect::Warns,
+            (None, Mode::Enforce) => Effect::Denies,
+        });
+        if glass.is_some() && break_glass.is_none() {
+            break_glass = glass;
+        }
+    }
+    let effects: &[Option<Effect>] = effects;
     // Each distinct image once: the name it is judged by, its normalised
-    // form, and what each judging policy found (a pod of 1,024 copies of
-    // one image costs one judgement per policy).
-    let (distinct, slots) = super::distinct(&images, |image| {
-        let r = policies[0].judged_name(image);
+    // form, and what each judging policy found, `n` entries from `at` in
+    // `found` (a pod of 1,024 copies of one image costs one judgement per
+    // policy).
+    let mut found: Vec<Option<Found>> = Vec::new();
+    let (mut distinct, slots) = super::distinct(&images, |image| {
+        let r = set.policies[0].judged_name(image);
         let facts = req.signatures.get(image).map_or(&[][..], Vec::as_slice);
-        let found = judges
-            .iter()
-            .map(|(p, effect)| {
-                effect.map(|_| match &r {
-                    Ok(r) => p.check(r, facts, req.skip_signatures),
-                    Err(failure) => (None, vec![failure.clone()]),
-                })
-            })
-            .collect();
+        let at = found.len();
+        for (p, effect) in set.applicable(ns).zip(effects) {
+            found.push(effect.map(|_| match &r {
+                Ok(r) => p.check(r, facts, req.skip_signatures),
+                Err(failure) => (None, vec![failure.clone()]),
+            }));
+        }
         Judged {
             normalized: r.as_ref().ok().map(ImageRef::normalized),
-            found,
-            uses: 0,
+            at,
         }
     });
-    // The last container of an image takes its normalised name.
-    let mut distinct = distinct;
-    for &slot in &slots {
-        distinct[slot].uses += 1;
-    }
     let mut verdicts = Vec::with_capacity(images.len());
     for (input, slot) in images.into_iter().zip(slots) {
-        let judged = &mut distinct[slot];
-        judged.uses -= 1;
-        let normalized = if judged.uses == 0 {
+        let (judged, uses) = &mut distinct[slot];
+        // The last container of an image takes its normalised name.
+        *uses -= 1;
+        let normalized = if *uses == 0 {
             judged.normalized.take()
         } else {
             judged.normalized.clone()
@@ -209,7 +215,8 @@ fn judge_together(policies: &[&Policy], req: &mut Request) -> Decision {
         let full = normalized.as_deref().unwrap_or("");
         let mut violations = Vec::new();
         let mut exempted_by = None;
-        for ((p, effect), found) in judges.iter().zip(&judged.found) {
+        let mine = &found[judged.at..judged.at + n];
+        for ((p, effect), found) in set.applicable(ns).zip(effects).zip(mine) {
             let (Some(effect), Some((exempt, failures))) = (effect, found) else {
                 continue;
             };
@@ -240,14 +247,14 @@ fn judge_together(policies: &[&Policy], req: &mut Request) -> Decision {
     }
 }
 
-/// A distinct image of a request: its normalised form, and per judging
-/// policy (in order; `None` where its exemptNamespaces leave the request
-/// alone) the exemptImages entry that exempts it or the rules it breaks.
+/// A distinct image of a request: its normalised form, and where its
+/// findings start in the request's list of them: one per applicable
+/// policy, in order (`None` where the policy's exemptNamespaces leave the
+/// request alone).
 struct Judged {
     normalized: Option<String>,
-    found: Vec<Option<Found>>,
-    /// Containers still to be given a verdict for it.
-    uses: usize,
+    /// Where its findings start in the request's list of them.
+    at: usize,
 }
 
 /// What one policy found of one image: the exemptImages entry that
