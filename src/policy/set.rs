@@ -186,7 +186,7 @@ fn judge_together(set: &PolicySet, req: &mut Request) -> Decision {
     // form, and what each judging policy found, `n` entries from `at` in
     // `found` (a pod of 1,024 copies of one image costs one judgement per
     // policy).
-    let mut found: Vec<Option<Found>> = Vec::new();
+    let mut found: Vec<Option<Found>> = Vec::with_capacity(n);
     let (mut distinct, slots) = super::distinct(&images, |image| {
         let r = set.policies[0].judged_name(image);
         let facts = req.signatures.get(image).map_or(&[][..], Vec::as_slice);
