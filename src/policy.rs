@@ -431,7 +431,7 @@ impl Policy {
 
     fn judge(&self, req: &Request, images: Vec<ImageInput>) -> Decision {
         if let Some(ns) = req.namespace.as_deref()
-            && self.exempt_namespaces.iter().any(|p| p.matches(ns))
+            && self.exempts_namespace(Some(ns))
         {
             return Decision {
                 allowed: true,
@@ -458,16 +458,7 @@ impl Policy {
             })
             .collect();
         let violated = images.iter().any(|v| !v.violations.is_empty());
-        let break_glass = if self.break_glass {
-            break_glass_key(&req.annotations)
-        } else {
-            None
-        };
-        let effect = match (&break_glass, self.mode) {
-            (Some(_), _) => Effect::BrokenGlass,
-            (None, Mode::Warn) => Effect::Warns,
-            (None, Mode::Enforce) => Effect::Denies,
-        };
+        let (effect, break_glass) = self.effect(&req.annotations);
         let mut images = images;
         if effect != Effect::Denies {
             for v in images.iter_mut().flat_map(|i| i.violations.iter_mut()) {
@@ -608,24 +599,14 @@ impl Policy {
         }
     }
 
-    /// The name a lookup for `image` is judged by, when one may be made:
-    /// the image as written, or the image a mirror of it mirrors (judged
-    /// as [`Policy::decide`] judges), provided the registry lists admit it.
-    /// `None` for an image that does not parse (or is an image ID), whose
-    /// mirrored upstream is a node-local address (a pull-through mirror
-    /// would reach it on our behalf), or that the lists refuse: a refused
-    /// name never causes a connection (a pod must not make the webhook
-    /// reach an address of its choosing).
-    fn lookup_name(&self, image: &str) -> Option<ImageRef> {
-        let r = self.lookup_target(image)?;
-        matches!(self.registry_lists(&r), Listed::Admitted).then_some(r)
-    }
-
     /// The name a lookup for `image` would be about, whatever the lists
-    /// say: the image, or the image a mirror of it mirrors; `None` for an
-    /// image that does not parse (or is an image ID) or whose mirrored
-    /// upstream is a node-local address. The mirrors are the mutations',
-    /// the same for every policy of a set.
+    /// say: the image as written, or the image a mirror of it mirrors
+    /// (judged as [`Policy::decide`] judges); `None` for an image that does
+    /// not parse (or is an image ID) or whose mirrored upstream is a
+    /// node-local address (a pull-through mirror would reach it on our
+    /// behalf: a pod must not make the webhook reach an address of its
+    /// choosing). The mirrors are the mutations', the same for every policy
+    /// of a set.
     pub(crate) fn lookup_target(&self, image: &str) -> Option<ImageRef> {
         let r = ImageRef::parse(image).ok()?;
         match self.mirrors.iter().find_map(|m| m.upstream_of(&r)) {
@@ -643,16 +624,29 @@ impl Policy {
             && !matches!(self.registry_lists(r), Listed::Admitted)
     }
 
+    /// What this policy's violations do to a request with these pod
+    /// annotations, and the break-glass annotation it honours, if any.
+    pub(crate) fn effect(
+        &self,
+        annotations: &BTreeMap<String, String>,
+    ) -> (Effect, Option<String>) {
+        let glass = if self.break_glass {
+            break_glass_key(annotations)
+        } else {
+            None
+        };
+        let effect = match (&glass, self.mode) {
+            (Some(_), _) => Effect::BrokenGlass,
+            (None, Mode::Warn) => Effect::Warns,
+            (None, Mode::Enforce) => Effect::Denies,
+        };
+        (effect, glass)
+    }
+
     /// Whether a request in `namespace` is left alone by this policy's
     /// `exemptNamespaces`.
     pub(crate) fn exempts_namespace(&self, namespace: Option<&str>) -> bool {
         namespace.is_some_and(|ns| self.exempt_namespaces.iter().any(|p| p.matches(ns)))
-    }
-
-    /// Whether the admission step may ask a registry about `image`
-    /// (see [`Policy::lookup_name`]).
-    pub fn may_look_up(&self, image: &str) -> bool {
-        self.lookup_name(image).is_some()
     }
 
     /// Whether the policy applies to a request in `namespace`: listed in
@@ -670,20 +664,31 @@ impl Policy {
         }
     }
 
-    /// The `verifyImages` entries (their set-wide indices) an image must be verified under: none
-    /// for an image that may not be looked up ([`Policy::may_look_up`]:
-    /// it is refused whatever its signatures), is exempt, or that no entry
-    /// covers. The admission step asks this before gathering signatures.
+    /// The `verifyImages` entries (their set-wide indices) an image must
+    /// be verified under: none for an image that may not be looked up
+    /// ([`Policy::lookup_target`]), that this policy's registry lists
+    /// refuse (it is refused whatever its signatures), that is exempt, or
+    /// that no entry covers. The admission step asks this (through the
+    /// set) before gathering signatures.
     pub fn verification_for(&self, image: &str) -> Vec<usize> {
         if self.verify_images.is_empty() {
             return Vec::new();
         }
-        match self.lookup_name(image) {
-            Some(r) if !self.exempt_images.iter().any(|p| p.matches(&r)) => {
-                self.verify_requirements(&r).map(|v| v.index).collect()
-            }
-            _ => Vec::new(),
+        self.lookup_target(image)
+            .map(|r| self.verification_of(&r))
+            .unwrap_or_default()
+    }
+
+    /// [`Policy::verification_for`] of an image already resolved to the
+    /// name lookups are about (see [`Policy::lookup_target`]).
+    pub(crate) fn verification_of(&self, r: &ImageRef) -> Vec<usize> {
+        if self.verify_images.is_empty()
+            || self.exempt_images.iter().any(|p| p.matches(r))
+            || !matches!(self.registry_lists(r), Listed::Admitted)
+        {
+            return Vec::new();
         }
+        self.verify_requirements(r).map(|v| v.index).collect()
     }
 
     /// The verdict on one container's image: what, why, how to fix.
@@ -2144,12 +2149,13 @@ mod tests {
             mirrors: vec![MirrorBack::new("mirror.example", "", Upstream::ByRegistry)],
             ..Policy::default()
         };
-        assert!(p.may_look_up("mirror.example/quay.io/acme/app:1"));
+        let p = PolicySet::one(p);
+        assert!(p.may_look_up(None, "mirror.example/quay.io/acme/app:1"));
         for image in [
             "mirror.example/169.254.169.254/latest/x:1",
             "mirror.example/127.0.0.1_10250/x:1",
         ] {
-            assert!(!p.may_look_up(image), "{image}");
+            assert!(!p.may_look_up(None, image), "{image}");
         }
     }
 
@@ -2163,7 +2169,8 @@ mod tests {
             images: vec![ImagePattern::parse("*").unwrap()],
             verify_tags: false,
         }];
-        assert!(p.may_look_up("registry.example/acme/app:1"));
+        let set = PolicySet::one(p.clone());
+        assert!(set.may_look_up(None, "registry.example/acme/app:1"));
         assert_eq!(p.verification_for("registry.example/acme/app:1"), vec![0]);
         for refused in [
             "registry.example/bad/app:1",
@@ -2173,7 +2180,7 @@ mod tests {
             "not a ref",
             D,
         ] {
-            assert!(!p.may_look_up(refused), "{refused}");
+            assert!(!set.may_look_up(None, refused), "{refused}");
             assert!(p.verification_for(refused).is_empty(), "{refused}");
         }
     }

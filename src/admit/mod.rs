@@ -3,7 +3,7 @@
 //! that need I/O (digests, signatures) before the pure parts decide, and
 //! hands them over as values.
 //! Only images whose names the registry lists admit are looked up
-//! (`Policy::may_look_up`); the distinct images of a review are looked up
+//! (`PolicySet::may_look_up`); the distinct images of a review are looked up
 //! at the same time (at most [`LOOKUPS_AT_ONCE`]), each with its own
 //! outcome; running out of time always denies. For `/mutate` with
 //! `mutateDigest`: each distinct image that is to be pinned is looked up
@@ -163,7 +163,8 @@ impl Counts {
     /// its `exemptNamespaces` left the request alone.
     pub(crate) fn decided(&self, set: &PolicySet, request: &Request, d: &Decision) {
         let ns = request.namespace.as_deref();
-        let n = set.applicable(ns).count();
+        let applying = set.applying(ns);
+        let n = applying.indices().len();
         if n == 0 {
             return;
         }
@@ -177,7 +178,7 @@ impl Counts {
             on_heap = vec![""; n];
             &mut on_heap
         };
-        for (r, p) in results.iter_mut().zip(set.applicable(ns)) {
+        for (r, p) in results.iter_mut().zip(applying.policies(set)) {
             *r = if p.exempts_namespace(ns) {
                 "skip"
             } else {
@@ -185,8 +186,8 @@ impl Counts {
             };
         }
         for (_, v) in d.violations() {
-            if let Some(i) = set
-                .applicable(ns)
+            if let Some(i) = applying
+                .policies(set)
                 .position(|p| Arc::ptr_eq(&p.name, &v.policy))
             {
                 results[i] = match v.effect {
@@ -201,7 +202,7 @@ impl Counts {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let all = all.get_or_insert_with(HashMap::new);
-        for (p, &mut result) in set.applicable(ns).zip(results.iter_mut()) {
+        for (p, &mut result) in applying.policies(set).zip(results.iter_mut()) {
             let mode = p.mode.as_str();
             let Some(k) = DECISION_KINDS
                 .iter()

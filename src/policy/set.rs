@@ -49,6 +49,32 @@ impl PolicySet {
         }
     }
 
+    /// Which policies apply to a request in `namespace`, found once (each
+    /// is a match of namespace patterns): what a review's judgement and
+    /// its counts go over, container after container.
+    pub(crate) fn applying(&self, namespace: Option<&str>) -> Applying {
+        let mut a = Applying {
+            stack: [0; APPLYING_ON_STACK],
+            heap: Vec::new(),
+            len: 0,
+        };
+        for (i, p) in self.policies.iter().enumerate() {
+            if !p.applies_to(namespace) {
+                continue;
+            }
+            if a.len < APPLYING_ON_STACK {
+                a.stack[a.len] = i;
+            } else {
+                if a.heap.is_empty() {
+                    a.heap.extend_from_slice(&a.stack);
+                }
+                a.heap.push(i);
+            }
+            a.len += 1;
+        }
+        a
+    }
+
     /// The policies that apply to a request in `namespace`.
     pub fn applicable<'a>(
         &'a self,
@@ -84,14 +110,9 @@ impl PolicySet {
     /// [`PolicySet::decide`], moving the images into the verdicts
     /// (`req.images` is left empty, as `Policy::decide_taking` leaves it).
     pub fn decide_taking(&self, req: &mut Request) -> Decision {
-        // Which policies apply, without a list: none, one, or more.
-        let (first, more) = {
-            let ns = req.namespace.as_deref();
-            let mut at = (0..self.policies.len()).filter(|&i| self.policies[i].applies_to(ns));
-            (at.next(), at.next().is_some())
-        };
-        match (first, more) {
-            (None, _) => {
+        let applying = self.applying(req.namespace.as_deref());
+        match applying.indices() {
+            [] => {
                 // No policy covers the namespace: nothing to judge.
                 let images = std::mem::take(&mut req.images);
                 Decision {
@@ -101,8 +122,8 @@ impl PolicySet {
                     break_glass: None,
                 }
             }
-            (Some(one), false) => self.policies[one].decide_taking(req),
-            (Some(_), true) => judge_together(self, req),
+            &[one] => self.policies[one].decide_taking(req),
+            _ => judge_together(self, &applying, req),
         }
     }
 
@@ -116,13 +137,19 @@ impl PolicySet {
     /// refuses nothing, so its lists do not stop the lookups an enforcing
     /// policy's signature or pin needs.
     pub fn may_look_up(&self, namespace: Option<&str>, image: &str) -> bool {
-        let Some(r) = self.policies.first().and_then(|p| p.lookup_target(image)) else {
-            return false;
-        };
-        !self
+        self.lookup(namespace, image).is_some()
+    }
+
+    /// The name a lookup for `image` is about, when [`PolicySet::may_look_up`]
+    /// allows one: resolved once for every policy (their mirrors are the
+    /// same).
+    fn lookup(&self, namespace: Option<&str>, image: &str) -> Option<ImageRef> {
+        let r = self.policies.first()?.lookup_target(image)?;
+        let refused = self
             .applicable(namespace)
             .filter(|p| p.mode == Mode::Enforce && !p.exempts_namespace(namespace))
-            .any(|p| p.refuses(&r))
+            .any(|p| p.refuses(&r));
+        (!refused).then_some(r)
     }
 
     /// The `verifyImages` entries (set-wide indices) an image of a request
@@ -130,14 +157,45 @@ impl PolicySet {
     /// policy, and none when any applicable policy refuses to look the
     /// image up.
     pub fn verification_for(&self, namespace: Option<&str>, image: &str) -> Vec<usize> {
-        if !self.verifies() || !self.may_look_up(namespace, image) {
+        if !self.verifies() {
             return Vec::new();
         }
+        let Some(r) = self.lookup(namespace, image) else {
+            return Vec::new();
+        };
         let all: BTreeSet<usize> = self
             .applicable(namespace)
-            .flat_map(|p| p.verification_for(image))
+            .flat_map(|p| p.verification_of(&r))
             .collect();
         all.into_iter().collect()
+    }
+}
+
+/// Policies found on the stack before the list moves to the heap.
+const APPLYING_ON_STACK: usize = 32;
+
+/// The indices of the policies that apply to one request, in order.
+pub(crate) struct Applying {
+    stack: [usize; APPLYING_ON_STACK],
+    heap: Vec<usize>,
+    len: usize,
+}
+
+impl Applying {
+    pub(crate) fn indices(&self) -> &[usize] {
+        if self.len <= APPLYING_ON_STACK {
+            &self.stack[..self.len]
+        } else {
+            &self.heap
+        }
+    }
+
+    /// The policies themselves, in order.
+    pub(crate) fn policies<'a>(
+        &'a self,
+        set: &'a PolicySet,
+    ) -> impl Iterator<Item = &'a Policy> + 'a {
+        self.indices().iter().map(|&i| &set.policies[i])
     }
 }
 
@@ -146,7 +204,7 @@ impl PolicySet {
 /// then each policy's rules are checked against it and only broken rules
 /// are put in words — the cost of a policy that admits an image is its
 /// matching, not a decision of its own.
-fn judge_together(set: &PolicySet, req: &mut Request) -> Decision {
+fn judge_together(set: &PolicySet, applying: &Applying, req: &mut Request) -> Decision {
     let images = std::mem::take(&mut req.images);
     let ns = req.namespace.as_deref();
     let mut exempt_namespace = None;
@@ -154,7 +212,7 @@ fn judge_together(set: &PolicySet, req: &mut Request) -> Decision {
     // What each applicable policy's violations do, on the stack for up to
     // 32 policies (this runs for every review); `None`: its
     // exemptNamespaces leave the request alone.
-    let n = set.applicable(ns).count();
+    let n = applying.indices().len();
     let mut on_stack = [None; 32];
     let mut on_heap;
     let effects: &mut [Option<Effect>] = if n <= on_stack.len() {
@@ -163,20 +221,13 @@ fn judge_together(set: &PolicySet, req: &mut Request) -> Decision {
         on_heap = vec![None; n];
         &mut on_heap
     };
-    for (e, p) in effects.iter_mut().zip(set.applicable(ns)) {
+    for (e, p) in effects.iter_mut().zip(applying.policies(set)) {
         if let Some(ns) = ns.filter(|&ns| p.exempts_namespace(Some(ns))) {
             exempt_namespace.get_or_insert_with(|| ns.to_string());
             continue;
         }
-        let glass = p
-            .break_glass
-            .then(|| super::break_glass_key(&req.annotations))
-            .flatten();
-        *e = Some(match (&glass, p.mode) {
-            (Some(_), _) => Effect::BrokenGlass,
-            (None, Mode::Warn) => Effect::Warns,
-            (None, Mode::Enforce) => Effect::Denies,
-        });
+        let (effect, glass) = p.effect(&req.annotations);
+        *e = Some(effect);
         if glass.is_some() && break_glass.is_none() {
             break_glass = glass;
         }
@@ -191,7 +242,7 @@ fn judge_together(set: &PolicySet, req: &mut Request) -> Decision {
         let r = set.policies[0].judged_name(image);
         let facts = req.signatures.get(image).map_or(&[][..], Vec::as_slice);
         let at = found.len();
-        for (p, effect) in set.applicable(ns).zip(effects) {
+        for (p, effect) in applying.policies(set).zip(effects) {
             found.push(effect.map(|_| match &r {
                 Ok(r) => p.check(r, facts, req.skip_signatures),
                 Err(failure) => (None, vec![failure.clone()]),
@@ -216,7 +267,7 @@ fn judge_together(set: &PolicySet, req: &mut Request) -> Decision {
         let mut violations = Vec::new();
         let mut exempted_by = None;
         let mine = &found[judged.at..judged.at + n];
-        for ((p, effect), found) in set.applicable(ns).zip(effects).zip(mine) {
+        for ((p, effect), found) in applying.policies(set).zip(effects).zip(mine) {
             let (Some(effect), Some((exempt, failures))) = (effect, found) else {
                 continue;
             };
@@ -472,6 +523,25 @@ mod tests {
                 assert_eq!(v.violations.len(), want, "{n} {i}: {:?}", v.violations);
             }
         }
+    }
+
+    /// More policies than the stack holds: every one judges, in order.
+    #[test]
+    fn more_policies_than_the_stack_holds() {
+        let set = PolicySet {
+            policies: (0..40)
+                .map(|i| named(&format!("p{i:02}"), |p| p.namespaces = ns(&["x", "y"])))
+                .chain([named("elsewhere", |p| p.namespaces = ns(&["z"]))])
+                .collect(),
+        };
+        assert_eq!(
+            set.applying(Some("x")).indices(),
+            (0..40).collect::<Vec<_>>()
+        );
+        let d = set.decide(&request(Some("x"), &["nginx"]));
+        let names: Vec<&str> = d.images[0].violations.iter().map(|v| &*v.policy).collect();
+        let want: Vec<String> = (0..40).map(|i| format!("p{i:02}")).collect();
+        assert_eq!(names, want);
     }
 
     #[test]
