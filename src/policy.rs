@@ -665,22 +665,11 @@ impl Policy {
     }
 
     /// The `verifyImages` entries (their set-wide indices) an image must
-    /// be verified under: none for an image that may not be looked up
-    /// ([`Policy::lookup_target`]), that this policy's registry lists
-    /// refuse (it is refused whatever its signatures), that is exempt, or
-    /// that no entry covers. The admission step asks this (through the
-    /// set) before gathering signatures.
-    pub fn verification_for(&self, image: &str) -> Vec<usize> {
-        if self.verify_images.is_empty() {
-            return Vec::new();
-        }
-        self.lookup_target(image)
-            .map(|r| self.verification_of(&r))
-            .unwrap_or_default()
-    }
-
-    /// [`Policy::verification_for`] of an image already resolved to the
-    /// name lookups are about (see [`Policy::lookup_target`]).
+    /// be verified under, given the name lookups are about
+    /// ([`Policy::lookup_target`]): none when this policy's registry lists
+    /// refuse it (it is refused whatever its signatures), when it is
+    /// exempt, or when no entry covers it. The admission step asks the set
+    /// (`PolicySet::verification_for`) before gathering signatures.
     pub(crate) fn verification_of(&self, r: &ImageRef) -> Vec<usize> {
         if self.verify_images.is_empty()
             || self.exempt_images.iter().any(|p| p.matches(r))
@@ -1331,6 +1320,11 @@ fn kind_text(kind: &image_ref::ErrorKind) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The entries a set of this one policy verifies `image` under.
+    fn verification(p: &Policy, image: &str) -> Vec<usize> {
+        PolicySet::one(p.clone()).verification_for(None, image)
+    }
 
     const D: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
@@ -1989,13 +1983,13 @@ mod tests {
         assert!(d.images[0].violations[0].message.contains("unknown key"));
         // A fact for another entry is no fact for this one.
         assert!(!p.decide(&req(fact(1, signed.clone()))).allowed);
-        assert_eq!(p.verification_for(image), vec![0]);
+        assert_eq!(verification(&p, image), vec![0]);
         assert!(
-            p.verification_for("ghcr.io/acme/tools:1").is_empty(),
+            verification(&p, "ghcr.io/acme/tools:1").is_empty(),
             "exempt"
         );
-        assert!(p.verification_for("quay.io/acme/app:1").is_empty());
-        assert!(p.verification_for("not a ref").is_empty());
+        assert!(verification(&p, "quay.io/acme/app:1").is_empty());
+        assert!(verification(&p, "not a ref").is_empty());
         let skipped = Request {
             skip_signatures: true,
             ..req(Facts::new())
@@ -2113,8 +2107,8 @@ mod tests {
             ..Policy::default()
         };
         let image = format!("reg.example/acme/app@{D}");
-        assert_eq!(p.verification_for(&image), vec![0, 1]);
-        assert_eq!(p.verification_for("reg.example/acme/other:1"), vec![1]);
+        assert_eq!(verification(&p, &image), vec![0, 1]);
+        assert_eq!(verification(&p, "reg.example/acme/other:1"), vec![1]);
         let signed = |rule: usize| SignatureFact {
             rule,
             outcome: Ok(Signer {
@@ -2171,7 +2165,7 @@ mod tests {
         }];
         let set = PolicySet::one(p.clone());
         assert!(set.may_look_up(None, "registry.example/acme/app:1"));
-        assert_eq!(p.verification_for("registry.example/acme/app:1"), vec![0]);
+        assert_eq!(verification(&p, "registry.example/acme/app:1"), vec![0]);
         for refused in [
             "registry.example/bad/app:1",
             "169.254.169.254/latest/meta-data:1",
@@ -2181,7 +2175,7 @@ mod tests {
             D,
         ] {
             assert!(!set.may_look_up(None, refused), "{refused}");
-            assert!(p.verification_for(refused).is_empty(), "{refused}");
+            assert!(verification(&p, refused).is_empty(), "{refused}");
         }
     }
 }
