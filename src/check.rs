@@ -180,6 +180,16 @@ pub fn run(args: &CheckArgs) -> Result<bool, Error> {
     }
     warn_unscoped(policy, &requests);
     admission.gather_for_check(&mut requests);
+    // The reports judge per policy themselves: the flat report below (and
+    // its --resolve lookups) would be made for nothing.
+    if output == Output::PolicyReport {
+        let list = policyreport::reports(policy, &requests, crate::time::unix_now());
+        let text = serde_json::to_string_pretty(&list)
+            .map_err(|e| Error::Input(format!("cannot encode the reports: {e}")))?;
+        emit(&format!("{text}\n"));
+        // The reports carry the failures; a pipe into kubectl goes on.
+        return Ok(true);
+    }
     let mut report = report(policy, &requests);
     // Per image, the fact that decides: the first entry it fails, else
     // the first it passes.
@@ -225,14 +235,6 @@ pub fn run(args: &CheckArgs) -> Result<bool, Error> {
     }
     if args.resolve {
         resolve(&admission, &mut report);
-    }
-    if output == Output::PolicyReport {
-        let list = policyreport::reports(policy, &requests, crate::time::unix_now());
-        let text = serde_json::to_string_pretty(&list)
-            .map_err(|e| Error::Input(format!("cannot encode the reports: {e}")))?;
-        emit(&format!("{text}\n"));
-        // The reports carry the failures; a pipe into kubectl goes on.
-        return Ok(true);
     }
     if output == Output::Json {
         let text = serde_json::to_string_pretty(&report)
