@@ -435,9 +435,7 @@ fn policy_reload_and_broken_policy_keeps_the_old_one() {
 #[test]
 fn a_policy_directory_reloads_as_one_set() {
     use std::os::unix::fs::symlink;
-    let pki = Pki::new("policy-set");
-    let (cert, key) = pki.server("server");
-    let dir = pki.dir.join("policy.d");
+    let dir = crate::common::temp_dir("policy-set").join("policy.d");
     std::fs::create_dir_all(&dir).unwrap();
     // Writes a new `..data` generation holding `files` and swaps it in.
     let generation = std::cell::Cell::new(0);
@@ -460,16 +458,15 @@ fn a_policy_directory_reloads_as_one_set() {
     let base = r#"{"denyLatest": false}"#;
     let audit = "# reported only\nmode: warn\ndenyLatest: true\n";
     publish(&[("base.json", base), ("audit.yaml", audit)]);
-    let server = Server::start(&[
-        "--cert",
-        cert.to_str().unwrap(),
-        "--key",
-        key.to_str().unwrap(),
-        "--policy",
-        dir.to_str().unwrap(),
-        "--reload-interval",
-        "100ms",
-    ]);
+    let (pki, server) = tls_server(
+        "policy-set",
+        &[
+            "--policy",
+            dir.to_str().unwrap(),
+            "--reload-interval",
+            "100ms",
+        ],
+    );
     let config = client_config(&pki.ca_file, None);
     let post = |path: &str, body: &str| {
         Client::tls(server.addr, config.clone())
