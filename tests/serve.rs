@@ -435,7 +435,7 @@ fn policy_reload_and_broken_policy_keeps_the_old_one() {
 #[test]
 fn a_policy_directory_reloads_as_one_set() {
     use std::os::unix::fs::symlink;
-    let dir = crate::common::temp_dir("policy-set").join("policy.d");
+    let dir = crate::common::temp_dir("policy-set-folder").join("policy.d");
     std::fs::create_dir_all(&dir).unwrap();
     // Writes a new `..data` generation holding `files` and swaps it in.
     let generation = std::cell::Cell::new(0);
