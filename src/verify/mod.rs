@@ -6,6 +6,7 @@
 //! does no I/O and knows no policy.
 
 pub mod bundle;
+pub mod condition;
 pub mod fulcio;
 pub mod keys;
 pub mod legacy;
@@ -13,6 +14,7 @@ pub mod merkle;
 pub mod rekor;
 pub mod rules;
 pub mod sct;
+pub mod statement;
 
 pub mod trust;
 pub mod tsa;
