@@ -444,6 +444,7 @@ fn signatures(
     let identity = |issuer: &str, subject: &str| IdentityRule {
         issuer: Matcher::Exact(issuer.into()),
         subject: Matcher::Exact(subject.into()),
+        extensions: Vec::new(),
     };
     let trust = Trust {
         identities: vec![

@@ -438,6 +438,7 @@ fn add_new<T>(into: &mut Vec<T>, items: Vec<T>, same: impl Fn(&T, &T) -> bool) {
 fn any_identity() -> IdentityRule {
     let any = || Matcher::regex(".*").unwrap_or_else(|e| unreachable!("{e}"));
     IdentityRule {
+        extensions: Vec::new(),
         issuer: any(),
         subject: any(),
     }

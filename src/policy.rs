@@ -282,6 +282,23 @@ pub struct Signer {
     pub time: Option<i64>,
     pub time_source: Option<String>,
     pub log_index: Option<i64>,
+    /// Each attestation item of the entry, with the statement that
+    /// satisfied it.
+    pub attestations: Vec<Attested>,
+}
+
+/// An attestation item satisfied, in words (for reports).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attested {
+    /// `verifyImages[<i>].attestations[<j>]`.
+    pub item: String,
+    pub predicate_type: String,
+    /// Who signed the statement (every signer, with a threshold).
+    pub signer: String,
+    /// sha256 of the envelope (the bundle or the `.att` layer).
+    pub envelope: String,
+    /// `sigstore bundle` or `legacy attestation`.
+    pub found_in: String,
 }
 
 /// A `verifyImages` entry as the policy sees it: which images must be
@@ -1966,6 +1983,7 @@ mod tests {
             time: None,
             time_source: None,
             log_index: None,
+            attestations: Vec::new(),
         });
         assert!(p.decide(&req(fact(0, signed.clone()))).allowed);
         let d = p.decide(&req(Facts::new()));
@@ -2118,6 +2136,7 @@ mod tests {
                 time: None,
                 time_source: None,
                 log_index: None,
+                attestations: Vec::new(),
             }),
         };
         let req = |facts: Vec<SignatureFact>| Request {

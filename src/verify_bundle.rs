@@ -39,6 +39,7 @@ pub fn run(a: &VerifyBundleArgs) -> Result<String, String> {
             });
         }
         (None, Some(id), Some(issuer)) => trust.identities.push(IdentityRule {
+            extensions: Vec::new(),
             issuer: Matcher::Exact(issuer.clone()),
             subject: Matcher::Exact(id.clone()),
         }),

@@ -258,6 +258,7 @@ fn outcome(verdict: Verdict, rule: &VerifyRule, image: &str, what: &str) -> Resu
             time: s.time,
             time_source: s.time_source.map(str::to_string),
             log_index: s.log_index,
+            attestations: Vec::new(),
         }),
         Verdict::Refused(why) | Verdict::Unreachable(why) => Err(format!("{what}{why}")),
         Verdict::TimedOut(why) => {
@@ -277,6 +278,7 @@ fn outcome(verdict: Verdict, rule: &VerifyRule, image: &str, what: &str) -> Resu
                 time: None,
                 time_source: None,
                 log_index: None,
+                attestations: Vec::new(),
             })
         }
         Verdict::Unavailable(why) => Err(format!("{what}{why}")),
@@ -769,6 +771,7 @@ mod tests {
             time: None,
             time_source: None,
             log_index: None,
+            statement: None,
         }
     }
 
@@ -825,6 +828,7 @@ mod tests {
             time: None,
             time_source: None,
             log_index: None,
+            statement: None,
         };
         let v = || Verdict::Verified(signed.clone());
         let r = || Verdict::Refused("no".into());

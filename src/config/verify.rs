@@ -227,12 +227,8 @@ pub fn build(
             )),
             None => {}
         }
-        for (issuer, subject) in trust
-            .identities
-            .iter()
-            .map(|r| (r.issuer.describe(), r.subject.describe()))
-        {
-            fingerprint.update(format!("{issuer}\n{subject}\n").as_bytes());
+        for (issuer, subject, extensions) in trust.identities.iter().map(describe) {
+            fingerprint.update(format!("{issuer}\n{subject}\n{extensions}\n").as_bytes());
         }
         if threshold > signers_written.max(1) {
             problems.push(format!(
@@ -240,11 +236,7 @@ pub fn build(
                 at(&path)
             ));
         }
-        let described: Vec<(String, String)> = trust
-            .identities
-            .iter()
-            .map(|r| (r.issuer.describe(), r.subject.describe()))
-            .collect();
+        let described: Vec<_> = trust.identities.iter().map(describe).collect();
         for (i, d) in described.iter().enumerate() {
             if let Some(first) = described[..i].iter().position(|e| e == d) {
                 problems.push(format!(
@@ -277,7 +269,22 @@ pub fn build(
     (requirements, rules)
 }
 
-/// `identities`: each `{issuer | issuerRegExp, subject | subjectRegExp}`.
+/// An identity rule as text: what a verdict was reached under.
+fn describe(r: &IdentityRule) -> (String, String, String) {
+    let extensions: Vec<String> = r
+        .extensions
+        .iter()
+        .map(|(k, v)| format!("{k}={v:?}"))
+        .collect();
+    (
+        r.issuer.describe(),
+        r.subject.describe(),
+        extensions.join(","),
+    )
+}
+
+/// `identities`: each `{issuer | issuerRegExp, subject | subjectRegExp,
+/// extensions?}`.
 /// The identities of an entry; `written` counts those written, valid or
 /// not.
 fn identities(
@@ -308,7 +315,15 @@ fn identities(
         // also "give exactly one" or "nothing could ever verify".
         let (mut issuers_written, mut subjects_written) = (0, 0);
         let mut broken = false;
+        let mut extensions = Vec::new();
         for (k, v) in obj {
+            if k == "extensions" {
+                match certificate_extensions(&format!("{here}.extensions"), v, problems) {
+                    Some(e) => extensions = e,
+                    None => broken = true,
+                }
+                continue;
+            }
             let value = match v.as_str() {
                 Some(s) if !s.is_empty() => s,
                 _ if k.starts_with(COMMENT_PREFIX) => continue,
@@ -325,7 +340,7 @@ fn identities(
                 "issuerRegExp" | "subjectRegExp" => Matcher::regex(value),
                 _ => {
                     problems.push(format!(
-                        "{here}.{k}: unknown key (expected issuer or issuerRegExp, subject or subjectRegExp)"
+                        "{here}.{k}: unknown key (expected issuer or issuerRegExp, subject or subjectRegExp, extensions)"
                     ));
                     continue;
                 }
@@ -357,7 +372,46 @@ fn identities(
         out.push(IdentityRule {
             issuer: issuer.remove(0),
             subject: subject.remove(0),
+            extensions,
         });
     }
     out
+}
+
+/// An identity's `extensions`: certificate extensions by the names
+/// sigstore's clients give them, each a non-empty exact value.
+fn certificate_extensions(
+    here: &str,
+    v: &Value,
+    problems: &mut Vec<String>,
+) -> Option<Vec<(&'static str, String)>> {
+    let Some(obj) = v.as_object() else {
+        problems.push(format!(
+            "{here}: expected an object of extension names and values, found {}",
+            type_name(v)
+        ));
+        return None;
+    };
+    let names = crate::verify::fulcio::EXTENSIONS;
+    let mut out = Vec::new();
+    let before = problems.len();
+    for (k, v) in obj {
+        if k.starts_with(COMMENT_PREFIX) {
+            continue;
+        }
+        let Some((_, name)) = names.iter().find(|(_, n)| n == k) else {
+            problems.push(format!(
+                "{here}.{k}: unknown certificate extension (expected one of {})",
+                names.iter().map(|(_, n)| *n).collect::<Vec<_>>().join(", ")
+            ));
+            continue;
+        };
+        match v.as_str() {
+            Some(s) if !s.is_empty() => out.push((*name, s.to_string())),
+            _ => problems.push(format!(
+                "{here}.{k}: expected a non-empty string (an exact value), found {v}"
+            )),
+        }
+    }
+    (problems.len() == before).then_some(out)
 }

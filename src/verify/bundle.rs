@@ -348,6 +348,7 @@ pub fn verify_artifact(
         time: times.first().map(|(t, _)| *t),
         time_source: times.first().map(|(_, s)| *s),
         log_index,
+        statement: content.statement.map(std::sync::Arc::new),
     })
 }
 
@@ -375,6 +376,8 @@ struct SignedContent {
     reference: String,
     /// The digest admitted.
     digest: String,
+    /// The in-toto statement, for a DSSE envelope.
+    statement: Option<Vec<u8>>,
 }
 
 fn signed_content(b: &RawBundle, artifact: &Artifact<'_>) -> Result<SignedContent, String> {
@@ -442,6 +445,7 @@ fn message_signature(ms: &Value, artifact: &Artifact<'_>) -> Result<SignedConten
         signature: b64(&ms.signature, "the signature")?,
         reference: String::new(),
         digest,
+        statement: None,
     })
 }
 
@@ -487,6 +491,7 @@ fn dsse_statement(dsse: &Dsse, artifact: &Artifact<'_>) -> Result<SignedContent,
         signature,
         reference: reference.clone(),
         digest,
+        statement: Some(payload),
     })
 }
 
@@ -873,6 +878,7 @@ mod tests {
             identities: vec![IdentityRule {
                 issuer: Matcher::Exact("https://github.com/login/oauth".into()),
                 subject: Matcher::Exact(subject.into()),
+                extensions: Vec::new(),
             }],
             root: Some(Arc::new(TrustedRoot::parse(&fixture(root)).unwrap())),
             ..Trust::default()

@@ -5,7 +5,10 @@
 //! `validFor` must hold at that time. Then what the certificate says of
 //! its holder: the SAN (URI, e-mail or Fulcio's otherName) and the OIDC
 //! issuer (extension `.1`, raw, and `.8`, DER; both present and different
-//! is refused).
+//! is refused), and the build and source extensions (`.9` onward, DER
+//! UTF8Strings, named as sigstore's clients name them; the older
+//! GitHub-only `.2`–`.6`, raw strings, stand in where their successors
+//! are absent).
 
 use rustls::pki_types::{CertificateDer, UnixTime};
 use x509_parser::prelude::*;
@@ -20,6 +23,41 @@ const OID_ISSUER_V1: &str = "1.3.6.1.4.1.57264.1.1";
 const OID_ISSUER_V2: &str = "1.3.6.1.4.1.57264.1.8";
 const OID_OTHERNAME_SAN: &str = "1.3.6.1.4.1.57264.1.7";
 
+/// The build and source extensions (1.3.6.1.4.1.57264.1.N, DER
+/// UTF8Strings) by their last arc, with the names sigstore's clients give
+/// them (Fulcio's `docs/oid-info.md`).
+pub const EXTENSIONS: [(u32, &str); 15] = [
+    (9, "buildSignerURI"),
+    (10, "buildSignerDigest"),
+    (11, "runnerEnvironment"),
+    (12, "sourceRepositoryURI"),
+    (13, "sourceRepositoryDigest"),
+    (14, "sourceRepositoryRef"),
+    (15, "sourceRepositoryIdentifier"),
+    (16, "sourceRepositoryOwnerURI"),
+    (17, "sourceRepositoryOwnerIdentifier"),
+    (18, "buildConfigURI"),
+    (19, "buildConfigDigest"),
+    (20, "buildTrigger"),
+    (21, "runInvocationURI"),
+    (22, "sourceRepositoryVisibilityAtSigning"),
+    (23, "deploymentEnvironment"),
+];
+
+/// The deprecated GitHub Actions extensions (raw strings) that say the
+/// same as a newer one, in the same form: `.2` workflow trigger, `.3`
+/// workflow commit, `.6` workflow ref. (`.4`, the workflow's name, has no
+/// successor; `.5`, the repository as `owner/name`, is the successor's
+/// value without `https://github.com/`, and stands in for it only for
+/// GitHub's own issuer.)
+const LEGACY: [(u32, &str); 3] = [
+    (2, "buildTrigger"),
+    (3, "sourceRepositoryDigest"),
+    (6, "sourceRepositoryRef"),
+];
+const LEGACY_REPOSITORY: u32 = 5;
+const GITHUB_ISSUER: &str = "https://token.actions.githubusercontent.com";
+
 /// Who a certificate was issued to, as Fulcio wrote it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
@@ -27,6 +65,8 @@ pub struct Identity {
     pub subjects: Vec<String>,
     /// The OIDC issuer, if the certificate names one.
     pub issuer: Option<String>,
+    /// The build and source extensions present, by name.
+    pub extensions: std::collections::BTreeMap<&'static str, String>,
 }
 
 /// A leaf that chained to the trusted root at the time given.
@@ -62,7 +102,28 @@ pub fn identity(leaf: &[u8]) -> Result<Identity, String> {
     }
     let mut v1 = None;
     let mut v2 = None;
+    let mut extensions = std::collections::BTreeMap::new();
+    let mut legacy = std::collections::BTreeMap::new();
     for ext in cert.extensions() {
+        let arc = ext
+            .oid
+            .to_id_string()
+            .strip_prefix("1.3.6.1.4.1.57264.1.")
+            .and_then(|n| n.parse::<u32>().ok());
+        if let Some((_, name)) = EXTENSIONS.iter().find(|(n, _)| Some(*n) == arc) {
+            let value = utf8_string(ext.value)
+                .ok_or_else(|| format!("the certificate's {name} extension is not a UTF8String"))?;
+            if extensions.insert(*name, value).is_some() {
+                return Err(format!("the certificate has two {name} extensions"));
+            }
+            continue;
+        }
+        if let Some(n @ 2..=6) = arc {
+            let value = String::from_utf8(ext.value.to_vec())
+                .map_err(|_| format!("the certificate's extension .{n} is not UTF-8"))?;
+            legacy.insert(n, value);
+            continue;
+        }
         match ext.oid.to_id_string().as_str() {
             OID_ISSUER_V1 => {
                 v1 = Some(
@@ -87,7 +148,23 @@ pub fn identity(leaf: &[u8]) -> Result<Identity, String> {
         }
         (a, b) => b.or(a),
     };
-    Ok(Identity { subjects, issuer })
+    for (n, name) in LEGACY {
+        if let Some(v) = legacy.remove(&n) {
+            extensions.entry(name).or_insert(v);
+        }
+    }
+    if let Some(repository) = legacy.remove(&LEGACY_REPOSITORY)
+        && issuer.as_deref() == Some(GITHUB_ISSUER)
+    {
+        extensions
+            .entry("sourceRepositoryURI")
+            .or_insert(format!("https://github.com/{repository}"));
+    }
+    Ok(Identity {
+        subjects,
+        issuer,
+        extensions,
+    })
 }
 
 /// A DER UTF8String, possibly inside an explicit `[0]` (otherName).
@@ -326,5 +403,69 @@ mod tests {
         let mut stranger = pg.clone();
         stranger.authorities.clear();
         assert!(verify(&leaf, &chain, &stranger, t).is_err());
+    }
+
+    /// The real 2026 GitHub Actions leaf: every build and source
+    /// extension, by name. A leaf with only the older GitHub extensions
+    /// reads them where they say the same, and `.5` only for GitHub.
+    #[test]
+    fn build_and_source_extensions_are_read() {
+        let m: serde_json::Value = serde_json::from_str(&fixture(
+            "sigstore/image-legacy/gha-keyless-2026/signature-manifest.json",
+        ))
+        .unwrap();
+        let ann = &m["layers"][0]["annotations"];
+        let leaf = pem_certs(ann["dev.sigstore.cosign/certificate"].as_str().unwrap()).remove(0);
+        let id = identity(&leaf).unwrap();
+        let ext = |k: &str| id.extensions.get(k).map(String::as_str);
+        assert_eq!(
+            ext("sourceRepositoryURI"),
+            Some("https://github.com/salrashid123/go-bazel-github-workflow")
+        );
+        assert_eq!(ext("sourceRepositoryRef"), Some("refs/tags/v0.0.30"));
+        assert_eq!(
+            ext("sourceRepositoryDigest"),
+            Some("7624bd5f279fb5d4700ea72c1b2373ee33960700")
+        );
+        assert_eq!(ext("buildTrigger"), Some("push"));
+        assert_eq!(ext("runnerEnvironment"), Some("github-hosted"));
+        assert_eq!(ext("sourceRepositoryVisibilityAtSigning"), Some("public"));
+        assert_eq!(id.extensions.len(), 14);
+
+        let legacy_leaf = |issuer: &str| {
+            let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            let raw = |n: u64, v: &str| {
+                rcgen::CustomExtension::from_oid_content(
+                    &[1, 3, 6, 1, 4, 1, 57264, 1, n],
+                    v.as_bytes().to_vec(),
+                )
+            };
+            p.custom_extensions = vec![
+                raw(1, issuer),
+                raw(2, "push"),
+                raw(3, "abc123"),
+                raw(4, "release"),
+                raw(5, "acme/app"),
+                raw(6, "refs/heads/main"),
+            ];
+            let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+            p.self_signed(&key).unwrap().der().to_vec()
+        };
+        let id = identity(&legacy_leaf("https://token.actions.githubusercontent.com")).unwrap();
+        let ext = |k: &str| id.extensions.get(k).cloned();
+        assert_eq!(ext("buildTrigger").as_deref(), Some("push"));
+        assert_eq!(ext("sourceRepositoryDigest").as_deref(), Some("abc123"));
+        assert_eq!(
+            ext("sourceRepositoryRef").as_deref(),
+            Some("refs/heads/main")
+        );
+        assert_eq!(
+            ext("sourceRepositoryURI").as_deref(),
+            Some("https://github.com/acme/app")
+        );
+        assert_eq!(id.extensions.len(), 4);
+        // Another issuer's `.5` is not a github.com repository.
+        let id = identity(&legacy_leaf("https://ghe.example/_services/token")).unwrap();
+        assert!(!id.extensions.contains_key("sourceRepositoryURI"));
     }
 }

@@ -95,10 +95,31 @@ pub struct Signed {
     pub time: Option<i64>,
     pub time_source: Option<&'static str>,
     pub log_index: Option<i64>,
+    /// The in-toto statement signed (a DSSE payload, exact bytes), for
+    /// attestations; none for a simple-signing payload.
+    pub statement: Option<std::sync::Arc<Vec<u8>>>,
 }
 
 /// Where a signature verified here was.
 const FOUND_IN: &str = "legacy signature";
+/// Where an attestation verified here was (cosign's `.att` image).
+const FOUND_IN_ATT: &str = "legacy attestation";
+/// The payload type of a DSSE envelope holding an in-toto statement.
+const IN_TOTO: &str = "application/vnd.in-toto+json";
+
+/// The `sha256-<hex>.att` tag of a digest: cosign's legacy attestations.
+pub fn attestation_tag(digest: &str) -> String {
+    format!("{}.att", digest.replace(':', "-"))
+}
+
+/// The signer, trusted time and log entry of one layer.
+struct SignerFacts {
+    signer: String,
+    listed: String,
+    time: Option<i64>,
+    time_source: Option<&'static str>,
+    log_index: Option<i64>,
+}
 
 /// Reads the simple-signing payload: (docker-reference, digest signed).
 fn claims(payload: &[u8]) -> Result<(String, String), String> {
@@ -143,8 +164,6 @@ fn claims(payload: &[u8]) -> Result<(String, String), String> {
 
 /// Verifies one layer's signature (`payload` is its blob, already checked
 /// against the layer digest) as a signature of `digest` under `trust`.
-// One function on purpose, cosign's legacy checks in order (payload, signature, bundle promise,
-// certificate, identity), each depending on the one before.
 pub fn verify_layer(
     payload: &[u8],
     annotations: &BTreeMap<String, String>,
@@ -161,6 +180,103 @@ pub fn verify_layer(
     let signature = base64::engine::general_purpose::STANDARD
         .decode(signature.trim())
         .map_err(|_| "a signature that is not base64")?;
+    let f = check_signer(payload, payload, &signature, annotations, trust)?;
+    Ok(Signed {
+        digest: digest.to_string(),
+        signer: f.signer,
+        listed: f.listed,
+        found_in: FOUND_IN,
+        reference,
+        time: f.time,
+        time_source: f.time_source,
+        log_index: f.log_index,
+        statement: None,
+    })
+}
+
+/// Verifies one layer of a `.att` image (`envelope` is its blob, already
+/// checked against the layer digest): a DSSE envelope of an in-toto
+/// statement naming `digest`, its one signature over the envelope's
+/// pre-authentication encoding by a signer `trust` accepts, with the same
+/// log, certificate and time checks as a signature (the log entry is an
+/// `intoto` entry of the statement).
+pub fn verify_attestation_layer(
+    envelope: &[u8],
+    annotations: &BTreeMap<String, String>,
+    digest: &str,
+    trust: &Trust,
+) -> Result<Signed, String> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Envelope {
+        payload_type: String,
+        payload: String,
+        signatures: Vec<Sig>,
+    }
+    #[derive(Deserialize)]
+    struct Sig {
+        sig: String,
+    }
+    let e: Envelope = serde_json::from_slice(envelope)
+        .map_err(|e| format!("the attestation layer is not a DSSE envelope: {e}"))?;
+    if e.payload_type != IN_TOTO {
+        return Err(format!(
+            "a DSSE envelope of type {:?}, not an in-toto statement",
+            e.payload_type
+        ));
+    }
+    let [sig] = e.signatures.as_slice() else {
+        return Err(format!(
+            "a DSSE envelope with {} signatures (exactly one is accepted)",
+            e.signatures.len()
+        ));
+    };
+    let b64 = |s: &str, what: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(s)
+            .map_err(|_| format!("{what} is not base64"))
+    };
+    let payload = b64(&e.payload, "the DSSE payload")?;
+    let signature = b64(&sig.sig, "the DSSE signature")?;
+    let subjects = crate::verify::bundle::subjects(&payload)?;
+    let Some((_, reference)) = subjects.iter().find(|(d, _)| d == digest) else {
+        return Err(format!(
+            "a statement for another digest ({})",
+            subjects
+                .iter()
+                .map(|(d, _)| d.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    };
+    let pae = crate::verify::bundle::pae(&e.payload_type, &payload);
+    let f = check_signer(&pae, &payload, &signature, annotations, trust)?;
+    Ok(Signed {
+        digest: digest.to_string(),
+        signer: f.signer,
+        listed: f.listed,
+        found_in: FOUND_IN_ATT,
+        reference: reference.clone(),
+        time: f.time,
+        time_source: f.time_source,
+        log_index: f.log_index,
+        statement: Some(std::sync::Arc::new(payload)),
+    })
+}
+
+/// Who made `signature` over `signed` (a configured key, or the layer's
+/// certificate, chained and accepted at every trusted time), and the log
+/// entry that logged it (over `logged`: the payload itself, or a DSSE
+/// envelope's statement).
+// One function on purpose, cosign's checks in order (key, bundle promise, certificate, times,
+// chain, SCT, identity), each depending on the one before.
+fn check_signer(
+    signed: &[u8],
+    logged: &[u8],
+    signature: &[u8],
+    annotations: &BTreeMap<String, String>,
+    trust: &Trust,
+) -> Result<SignerFacts, String> {
     let promise = annotations
         .get(ANN_BUNDLE)
         .map(|b| Promise::from_legacy_annotation(b))
@@ -170,7 +286,7 @@ pub fn verify_layer(
         .keys
         .iter()
         .enumerate()
-        .find(|(_, k)| k.key.verify(payload, &signature))
+        .find(|(_, k)| k.key.verify(signed, signature))
     {
         let (time, log_index) = if trust.ignore_tlog {
             (None, None)
@@ -183,15 +299,12 @@ pub fn verify_layer(
                 .as_ref()
                 .ok_or("the signature has no transparency log entry")?;
             p.verify_set(root)?;
-            p.entry()?.matches(payload, &signature, &k.key.spki)?;
+            p.entry()?.matches(logged, signature, &k.key.spki)?;
             (Some(p.integrated_time), Some(p.log_index))
         };
-        return Ok(Signed {
-            digest: digest.to_string(),
+        return Ok(SignerFacts {
             signer: k.words(),
             listed: format!("keys[{i}]"),
-            found_in: FOUND_IN,
-            reference,
             time,
             time_source: time.map(|_| "transparency log (SET)"),
             log_index,
@@ -222,7 +335,7 @@ pub fn verify_layer(
     let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref())
         .map_err(|e| format!("the signing certificate cannot be read: {e}"))?;
     let leaf_key = PublicKey::from_spki(parsed.public_key().raw)?;
-    if !leaf_key.verify(payload, &signature) {
+    if !leaf_key.verify(signed, signature) {
         return Err("the signature does not verify with its certificate's key".into());
     }
     let root = trust
@@ -239,7 +352,7 @@ pub fn verify_layer(
             .as_ref()
             .ok_or("the keyless signature has no transparency log entry")?;
         p.verify_set(root)?;
-        p.entry()?.matches(payload, &signature, leaf.as_ref())?;
+        p.entry()?.matches(logged, signature, leaf.as_ref())?;
         times.push((p.integrated_time, "transparency log (SET)"));
         log_index = Some(p.log_index);
     }
@@ -255,7 +368,7 @@ pub fn verify_layer(
         let token = base64::engine::general_purpose::STANDARD
             .decode(t.signed.trim())
             .map_err(|_| "the RFC 3161 timestamp is not base64")?;
-        match crate::verify::tsa::verify(&token, &signature, root) {
+        match crate::verify::tsa::verify(&token, signature, root) {
             Ok(t) => times.push((t, "RFC 3161 timestamp")),
             Err(e) => tsa_refused = Some(e),
         }
@@ -280,12 +393,9 @@ pub fn verify_layer(
         crate::verify::sct::verify(leaf.as_ref(), &verified.issuer_spkis, root)?;
     }
     let (signer, listed) = trust.accept(&identity)?;
-    Ok(Signed {
-        digest: digest.to_string(),
+    Ok(SignerFacts {
         signer,
         listed,
-        found_in: FOUND_IN,
-        reference,
         time: times.first().map(|(t, _)| *t),
         time_source: times.first().map(|(_, s)| *s),
         log_index,
@@ -309,6 +419,7 @@ mod tests {
         IdentityRule {
             issuer: Matcher::Exact(issuer.into()),
             subject,
+            extensions: Vec::new(),
         }
     }
 
@@ -392,6 +503,56 @@ mod tests {
             ..trust.clone()
         };
         verify_layer(&payload, ann, digest, &t).unwrap();
+        // Pinned to the source repository and ref: the real certificate's
+        // extensions must all be there and equal.
+        let pinned = |extensions: &[(&'static str, &str)]| Trust {
+            identities: vec![IdentityRule {
+                extensions: extensions
+                    .iter()
+                    .map(|(k, v)| (*k, v.to_string()))
+                    .collect(),
+                ..identity(
+                    GHA,
+                    Matcher::regex("https://github.com/salrashid123/.+").unwrap(),
+                )
+            }],
+            ..trust.clone()
+        };
+        let repo = "https://github.com/salrashid123/go-bazel-github-workflow";
+        verify_layer(
+            &payload,
+            ann,
+            digest,
+            &pinned(&[
+                ("sourceRepositoryURI", repo),
+                ("sourceRepositoryRef", "refs/tags/v0.0.30"),
+                ("runnerEnvironment", "github-hosted"),
+            ]),
+        )
+        .unwrap();
+        for (extensions, says) in [
+            (
+                vec![("sourceRepositoryRef", "refs/heads/main")],
+                "sourceRepositoryRef is \"refs/tags/v0.0.30\", not \"refs/heads/main\"",
+            ),
+            (
+                vec![(
+                    "sourceRepositoryURI",
+                    "https://github.com/salrashid123/go-bazel-github-workflo",
+                )],
+                "not accepted: its certificate's sourceRepositoryURI",
+            ),
+            (
+                vec![
+                    ("sourceRepositoryURI", repo),
+                    ("deploymentEnvironment", "prod"),
+                ],
+                "has no deploymentEnvironment",
+            ),
+        ] {
+            let e = verify_layer(&payload, ann, digest, &pinned(&extensions)).unwrap_err();
+            assert!(e.contains(says), "{e}");
+        }
         // No CT logs in the root: the SCT cannot be checked, so refused
         // unless ignoreSCT.
         let mut no_ct = (*trust.root.clone().unwrap()).clone();
@@ -508,6 +669,7 @@ mod tests {
             identities: vec![IdentityRule {
                 issuer: Matcher::regex(".*").unwrap(),
                 subject: Matcher::Exact("flavio@castelli.me".into()),
+                extensions: Vec::new(),
             }],
             root: root("sigstore/trusted-roots/public-good.json"),
             ignore_sct: true,

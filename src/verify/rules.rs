@@ -68,6 +68,23 @@ impl Matcher {
 pub struct IdentityRule {
     pub issuer: Matcher,
     pub subject: Matcher,
+    /// Certificate extensions that must be present with exactly these
+    /// values (`sourceRepositoryURI`, …; see `fulcio::EXTENSIONS`).
+    pub extensions: Vec<(&'static str, String)>,
+}
+
+impl IdentityRule {
+    /// Why a certificate holder with the right issuer and subject still
+    /// is not this signer: the first extension missing or different.
+    fn extensions_differ(&self, identity: &crate::verify::fulcio::Identity) -> Option<String> {
+        self.extensions
+            .iter()
+            .find_map(|(name, want)| match identity.extensions.get(name) {
+                Some(v) if v == want => None,
+                Some(v) => Some(format!("its certificate's {name} is {v:?}, not {want:?}")),
+                None => Some(format!("its certificate has no {name} (expected {want:?})")),
+            })
+    }
 }
 
 /// A key, and where it came from (for reports).
@@ -112,6 +129,7 @@ impl Trust {
         identity: &crate::verify::fulcio::Identity,
     ) -> Result<(String, String), String> {
         let subject = identity.subjects.join(", ");
+        let mut differs = None;
         let matched: Vec<String> = identity
             .issuer
             .as_deref()
@@ -123,6 +141,13 @@ impl Trust {
                         rule.issuer.matches(issuer)
                             && identity.subjects.iter().any(|s| rule.subject.matches(s))
                     })
+                    .filter(|(_, rule)| match rule.extensions_differ(identity) {
+                        Some(why) => {
+                            differs.get_or_insert(why);
+                            false
+                        }
+                        None => true,
+                    })
                     .map(|(i, _)| format!("identities[{i}]"))
                     .collect()
             })
@@ -133,8 +158,9 @@ impl Trust {
                 matched.join(","),
             )),
             (issuer, _) => Err(format!(
-                "identity {subject:?} from issuer {:?} is not accepted",
-                issuer.unwrap_or("(none)")
+                "identity {subject:?} from issuer {:?} is not accepted{}",
+                issuer.unwrap_or("(none)"),
+                differs.map(|why| format!(": {why}")).unwrap_or_default()
             )),
         }
     }
