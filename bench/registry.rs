@@ -472,6 +472,7 @@ fn signatures(
         allow_on_registry_error: false,
         verified_ttl: Duration::from_secs(3600),
         threshold: 1,
+        attestations: Vec::new(),
     }];
     let request = |image: &str| Request {
         images: vec![ImageInput::bare(image)],

@@ -1566,4 +1566,72 @@ mod tests {
             "one line each: {problems:#?}"
         );
     }
+
+    /// Attestation items and pinned extensions: a good entry loads with
+    /// its aliases resolved and its conditions compiled; each mistake is
+    /// reported with its path (and a condition's with its position).
+    #[test]
+    fn attestations_and_extensions_are_read_strictly() {
+        let root = format!(
+            "{}/tests/fixtures/sigstore/trusted-roots/public-good.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let good = format!(
+            r#"{{"verifyImages": [{{"images": ["ghcr.io/acme/*"], "trustedRoot": {root:?},
+                "identities": [{{"issuer": "https://token.actions.githubusercontent.com", "subjectRegExp": "https://github.com/acme/.+",
+                                 "extensions": {{"sourceRepositoryURI": "https://github.com/acme/app", "sourceRepositoryRef": "refs/heads/main"}}}}],
+                "attestations": [
+                  {{"predicateType": "slsaprovenance", "condition": "predicate.buildDefinition.externalParameters.workflow.repository == 'https://github.com/acme/app'"}},
+                  {{"predicateType": "https://example.com/custom/v1"}}]}}]}}"#
+        );
+        let r = rules(&good, PolicyFlags::default(), &[]).unwrap();
+        let a = &r.verify[0].attestations;
+        assert_eq!(a.len(), 2);
+        assert_eq!(a[0].label, "verifyImages[0].attestations[0]");
+        assert_eq!(
+            a[0].predicate_types,
+            [
+                "https://slsa.dev/provenance/v0.2",
+                "https://slsa.dev/provenance/v1"
+            ]
+        );
+        assert!(a[0].condition.is_some() && a[1].condition.is_none());
+        assert_eq!(r.verify[0].trust.identities[0].extensions.len(), 2);
+        // Another condition is another cache key.
+        let other = rules(
+            &good.replace("acme/app'", "acme/app2'"),
+            PolicyFlags::default(),
+            &[],
+        )
+        .unwrap();
+        assert_ne!(
+            r.verify[0].trust.fingerprint,
+            other.verify[0].trust.fingerprint
+        );
+        let problems = parse_rules_problems(&format!(
+            r#"{{"verifyImages": [{{"images": ["*"], "trustedRoot": {root:?},
+                "identities": [{{"issuer": "x", "subject": "y", "extensions": {{"sourceRepository": "a", "buildTrigger": ""}}}}],
+                "attestations": [
+                  {{"predicateType": "slsa"}},
+                  {{"predicateType": "vuln", "condition": "predicate.x >"}},
+                  {{"predicateType": "vuln", "condition": "predicate.a.all(x, predicate.a.all(y, x == y))"}},
+                  {{"condition": "true"}},
+                  {{"predicateType": "vuln", "keys": ["/nonexistent.pub"], "typo": 1}}]}}]}}"#
+        ));
+        for want in [
+            "identities[0].extensions.sourceRepository: unknown certificate extension (expected one of buildSignerURI",
+            "identities[0].extensions.buildTrigger: expected a non-empty string",
+            "attestations[0].predicateType: \"slsa\" is neither a predicate type URI nor one of slsaprovenance",
+            "attestations[1].condition: the condition does not parse: at 1:",
+            "attestations[2].condition: the condition could cost",
+            "attestations[3]: no predicateType",
+            "attestations[4].keys: /nonexistent.pub: cannot open",
+            "attestations[4].typo: unknown key",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.contains(want)),
+                "{want:?} in {problems:#?}"
+            );
+        }
+    }
 }

@@ -10,6 +10,7 @@
 //! once, at the registry the pod will pull from (after any rewrite).
 //! Signatures: `signatures`.
 
+pub mod attestations;
 pub mod record;
 pub mod signatures;
 pub mod step;

@@ -10,6 +10,7 @@
 //! refused connection) reaches `onRegistryError: allow`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,8 @@ use crate::image_ref::ImageRef;
 use crate::policy::{Facts, PolicySet, Request, SignatureFact, Signer};
 use crate::registry::client::{Client, LookupError, MANIFEST_MAX};
 use crate::verify::legacy::{self, Signed};
+
+use super::attestations::{self, Candidate, Collected};
 
 /// A refusal (no signature, a bad one) is remembered briefly: a signature
 /// pushed just now is seen within this.
@@ -36,10 +39,18 @@ const EVICTED_AT_ONCE: usize = VERDICTS_MAX / 16;
 /// together. Each descriptor is fetched at most once per verification.
 pub const FETCH_MAX: usize = 8 << 20;
 
+/// A digest verified under a rule: its signature (or signatures, with a
+/// threshold), and for each attestation item the statements that met it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proven {
+    pub signed: Signed,
+    pub items: Vec<Vec<Candidate>>,
+}
+
 /// What verifying one digest under one rule came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    Verified(Signed),
+    Verified(Arc<Proven>),
     /// Checked and refused (no signature, none valid).
     Refused(String),
     /// Could not be checked because the registry answered with an error
@@ -251,15 +262,29 @@ fn count(rule: &VerifyRule, v: &Verdict, cached: bool) {
 /// denied.
 fn outcome(verdict: Verdict, rule: &VerifyRule, image: &str, what: &str) -> Result<Signer, String> {
     match verdict {
-        Verdict::Verified(s) => Ok(Signer {
-            digest: s.digest.clone(),
-            by: s.signer.clone(),
-            found_in: s.found_in.to_string(),
-            time: s.time,
-            time_source: s.time_source.map(str::to_string),
-            log_index: s.log_index,
-            attestations: Vec::new(),
-        }),
+        Verdict::Verified(p) => {
+            // A condition that reads `now` may have stopped holding since
+            // the verdict was reached.
+            if rule
+                .attestations
+                .iter()
+                .any(|a| a.condition.as_ref().is_some_and(|c| c.uses_now))
+            {
+                let now = crate::time::unix_now();
+                attestations::judge(rule, &p.items, &[], now)
+                    .map_err(|why| format!("{what}{why}"))?;
+            }
+            let s = &p.signed;
+            Ok(Signer {
+                digest: s.digest.clone(),
+                by: s.signer.clone(),
+                found_in: s.found_in.to_string(),
+                time: s.time,
+                time_source: s.time_source.map(str::to_string),
+                log_index: s.log_index,
+                attestations: attestations::attested(rule, &p.items),
+            })
+        }
         Verdict::Refused(why) | Verdict::Unreachable(why) => Err(format!("{what}{why}")),
         Verdict::TimedOut(why) => {
             super::COUNTS.timed_out();
@@ -285,18 +310,18 @@ fn outcome(verdict: Verdict, rule: &VerifyRule, image: &str, what: &str) -> Resu
     }
 }
 
-fn timed_out(image: &str) -> Verdict {
+pub(super) fn timed_out(image: &str) -> Verdict {
     Verdict::TimedOut(format!(
         "the review's time ran out before the signatures of {image} were verified"
     ))
 }
 
 /// Bytes one verification may still fetch, shared by its two lookups.
-struct Allowance(AtomicUsize);
+pub(super) struct Allowance(AtomicUsize);
 
 impl Allowance {
     /// Takes `n` bytes, or nothing when fewer are left.
-    fn take(&self, n: usize) -> bool {
+    pub(super) fn take(&self, n: usize) -> bool {
         self.0
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
                 left.checked_sub(n)
@@ -305,7 +330,7 @@ impl Allowance {
     }
 
     /// Takes up to `n` bytes, as many as are left; returns how many.
-    fn take_up_to(&self, n: usize) -> usize {
+    pub(super) fn take_up_to(&self, n: usize) -> usize {
         match self
             .0
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
@@ -316,7 +341,7 @@ impl Allowance {
     }
 
     /// Gives back what a read took and did not use.
-    fn give_back(&self, n: usize) {
+    pub(super) fn give_back(&self, n: usize) {
         self.0.fetch_add(n, Ordering::SeqCst);
     }
 }
@@ -335,27 +360,92 @@ pub fn verify_digest(
     deadline: Instant,
 ) -> Verdict {
     let allowance = Allowance(AtomicUsize::new(FETCH_MAX));
-    let ((legacy, legacy_found), (bundles, bundles_found)) = std::thread::scope(|s| {
+    let wants_statements = !rule.attestations.is_empty();
+    let mut collected = Collected::new(rule);
+    let (legacy, legacy_found, bundles, bundles_found, att) = std::thread::scope(|s| {
         let legacy_place = || {
             let mut found = Vec::new();
             let v = legacy_verdict(r, digest, rule, client, deadline, &allowance, &mut found);
             (v, found)
         };
+        let att_place = || {
+            let mut c = Collected::new(rule);
+            let v =
+                attestations::att_verdict(r, digest, rule, client, deadline, &allowance, &mut c);
+            (v, c)
+        };
         let legacy = std::thread::Builder::new().spawn_scoped(s, legacy_place);
+        let att = wants_statements.then(|| std::thread::Builder::new().spawn_scoped(s, att_place));
         let mut found = Vec::new();
-        let bundles = bundle_verdict(r, digest, rule, client, deadline, &allowance, &mut found);
+        let bundles = bundle_verdict(
+            r,
+            digest,
+            rule,
+            client,
+            deadline,
+            &allowance,
+            &mut found,
+            &mut collected,
+        );
+        let lost = || Verdict::Refused("the signature lookup failed".into());
         let legacy = match legacy {
-            Ok(handle) => handle.join().unwrap_or_else(|_| {
-                (
-                    Verdict::Refused("the signature lookup failed".into()),
-                    Vec::new(),
-                )
-            }),
+            Ok(handle) => handle.join().unwrap_or_else(|_| (lost(), Vec::new())),
             // Out of threads (a task limit): one place after the other.
             Err(_) => legacy_place(),
         };
-        (legacy, (bundles, found))
+        let att = match att {
+            None => None,
+            Some(Ok(handle)) => Some(
+                handle
+                    .join()
+                    .unwrap_or_else(|_| (lost(), Collected::new(rule))),
+            ),
+            Some(Err(_)) => Some(att_place()),
+        };
+        (legacy.0, legacy.1, bundles, found, att)
     });
+    let signature = signature_verdict(rule, bundles, bundles_found, legacy, legacy_found);
+    let Verdict::Verified(proven) = signature else {
+        return signature;
+    };
+    let Some((att, found)) = att else {
+        return Verdict::Verified(proven);
+    };
+    collected.merge(found);
+    let others = attestations::other_types(&collected).to_vec();
+    match attestations::judge(rule, &collected.items, &others, crate::time::unix_now()) {
+        Ok(kept) => Verdict::Verified(Arc::new(Proven {
+            signed: proven.signed.clone(),
+            items: kept,
+        })),
+        // The `.att` image could not be read to the end: it might have
+        // held what was missing.
+        Err(_)
+            if matches!(
+                att,
+                Verdict::TimedOut(_) | Verdict::Unreachable(_) | Verdict::Unavailable(_)
+            ) =>
+        {
+            att
+        }
+        Err(why) => Verdict::Refused(match att {
+            Verdict::Refused(also) if !also.starts_with("no ") => {
+                format!("{why}; legacy attestations: {also}")
+            }
+            _ => why,
+        }),
+    }
+}
+
+/// The signature's verdict from both places, with a threshold of distinct
+/// signers when the rule has one.
+fn signature_verdict(
+    rule: &VerifyRule,
+    bundles: Verdict,
+    bundles_found: Vec<Signed>,
+    legacy: Verdict,
+    legacy_found: Vec<Signed>,
+) -> Verdict {
     if rule.threshold <= 1 {
         return combine(bundles, legacy);
     }
@@ -365,7 +455,7 @@ pub fn verify_digest(
     }
     let signers = matched(&found);
     if signers.len() >= rule.threshold {
-        return Verdict::Verified(together(&found, &signers));
+        return verified(together(&found, &signers));
     }
     // Too few signers: a place that ran out of time or could not be asked
     // says so (it might have held the rest); otherwise refused, naming who
@@ -394,17 +484,25 @@ pub fn verify_digest(
     }
 }
 
+/// A signature verdict, before attestations are judged.
+fn verified(s: Signed) -> Verdict {
+    Verdict::Verified(Arc::new(Proven {
+        signed: s,
+        items: Vec::new(),
+    }))
+}
+
 /// Adds a verified signature to those found, unless its signer (the key,
 /// or the certificate's identity) signed one already: a signer's second
 /// signature counts once.
-fn found_one(found: &mut Vec<Signed>, s: Signed) {
+pub(super) fn found_one(found: &mut Vec<Signed>, s: Signed) {
     if !found.iter().any(|f| f.signer == s.signer) {
         found.push(s);
     }
 }
 
 /// Whether the signatures found meet `threshold`.
-fn enough(found: &[Signed], threshold: usize) -> bool {
+pub(super) fn enough(found: &[Signed], threshold: usize) -> bool {
     found.len() >= threshold && matched(found).len() >= threshold
 }
 
@@ -413,7 +511,7 @@ fn enough(found: &[Signed], threshold: usize) -> bool {
 /// `identities[i]`): an identity that more than one listed rule accepts
 /// takes the one no other signer needs (a maximum bipartite matching, by
 /// augmenting paths; the signatures are bounded by the layers looked at).
-fn matched(found: &[Signed]) -> Vec<usize> {
+pub(super) fn matched(found: &[Signed]) -> Vec<usize> {
     let ids: Vec<Vec<&str>> = found
         .iter()
         .map(|s| s.listed.split(',').collect())
@@ -491,7 +589,7 @@ fn combine(bundles: Verdict, legacy: Verdict) -> Verdict {
 /// Maps a lookup failure to a verdict: the deadline's end is never an
 /// outage; an error the registry gave (a status, a refused connection)
 /// is; anything else it said is a refusal.
-fn failed(r: &ImageRef, e: LookupError, deadline: Instant) -> Verdict {
+pub(super) fn failed(r: &ImageRef, e: LookupError, deadline: Instant) -> Verdict {
     match e {
         LookupError::TimedOut(_) => timed_out(&r.to_string()),
         _ if Instant::now() >= deadline => timed_out(&r.to_string()),
@@ -510,6 +608,8 @@ fn failed(r: &ImageRef, e: LookupError, deadline: Instant) -> Verdict {
 /// Sigstore bundles among the referrers of `digest`. A referrer that
 /// cannot be fetched or read is skipped (its reason counted) and the
 /// search goes on within the allowance and the deadline.
+// The lookup's context, passed as the legacy one is; a struct for one caller would only rename it.
+#[allow(clippy::too_many_arguments)]
 fn bundle_verdict(
     r: &ImageRef,
     digest: &Digest,
@@ -518,6 +618,7 @@ fn bundle_verdict(
     deadline: Instant,
     allowance: &Allowance,
     found: &mut Vec<Signed>,
+    collected: &mut Collected,
 ) -> Verdict {
     use crate::verify::bundle;
     let left = || deadline.saturating_duration_since(Instant::now());
@@ -607,15 +708,29 @@ fn bundle_verdict(
             Ok(None) => continue,
             Err(v) => return v,
         };
-        match bundle::verify(&blob, &digest_s, &rule.trust) {
+        let entry = bundle::verify(&blob, &digest_s, &rule.trust);
+        attestations::bundle_for_items(
+            rule,
+            &blob,
+            &layer.digest,
+            &digest_s,
+            entry.as_ref().ok(),
+            collected,
+            &mut reasons,
+        );
+        match entry {
             Ok(s) => {
                 found_one(found, s);
-                if enough(found, rule.threshold) {
-                    return Verdict::Verified(found[0].clone());
+                // With attestations to find, every bundle is looked at.
+                if rule.attestations.is_empty() && enough(found, rule.threshold) {
+                    return verified(found[0].clone());
                 }
             }
             Err(e) => *reasons.entry(e.reason).or_default() += 1,
         }
+    }
+    if enough(found, rule.threshold) {
+        return verified(found[0].clone());
     }
     Verdict::Refused(summarise(
         reasons,
@@ -630,7 +745,7 @@ fn bundle_verdict(
 // The Err is the rare out-of-time verdict, met once per verification: not
 // worth a box on the common path.
 #[allow(clippy::too_many_arguments, clippy::result_large_err)]
-fn fetch_capped(
+pub(super) fn fetch_capped(
     client: &Client,
     r: &ImageRef,
     digest: &str,
@@ -671,7 +786,7 @@ fn fetch_capped(
 }
 
 /// Reasons, each once with its count, and what was not looked at.
-fn summarise(reasons: BTreeMap<String, usize>, skipped: usize) -> String {
+pub(super) fn summarise(reasons: BTreeMap<String, usize>, skipped: usize) -> String {
     let mut why: Vec<String> = reasons
         .into_iter()
         .map(|(r, n)| if n > 1 { format!("{r} (×{n})") } else { r })
@@ -745,7 +860,7 @@ fn legacy_verdict(
             Ok(s) => {
                 found_one(found, s);
                 if enough(found, rule.threshold) {
-                    return Verdict::Verified(found[0].clone());
+                    return verified(found[0].clone());
                 }
             }
             Err(e) => *reasons.entry(e).or_default() += 1,
@@ -830,7 +945,7 @@ mod tests {
             log_index: None,
             statement: None,
         };
-        let v = || Verdict::Verified(signed.clone());
+        let v = || verified(signed.clone());
         let r = || Verdict::Refused("no".into());
         let u = || Verdict::Unavailable("down".into());
         assert_eq!(combine(v(), u()), v());
@@ -861,7 +976,7 @@ mod tests {
         let signed = signed();
         let day = Duration::from_secs(86_400);
         for i in 0..VERDICTS_MAX {
-            verdicts.put(key(i), &Verdict::Verified(signed.clone()), day);
+            verdicts.put(key(i), &verified(signed.clone()), day);
         }
         // Entry 0 is in use; then many more distinct signed digests.
         for i in VERDICTS_MAX..VERDICTS_MAX * 3 {
@@ -869,7 +984,7 @@ mod tests {
                 verdicts.get(&key(0)).is_some(),
                 "lost the entry in use at {i}"
             );
-            verdicts.put(key(i), &Verdict::Verified(signed.clone()), day);
+            verdicts.put(key(i), &verified(signed.clone()), day);
         }
         let held = verdicts.0.len();
         assert!(
@@ -888,7 +1003,7 @@ mod tests {
         let key = |i: usize| (format!("r@{i}"), "f".to_string());
         let signed = signed();
         let day = Duration::from_secs(86_400);
-        verdicts.put(key(0), &Verdict::Verified(signed), day);
+        verdicts.put(key(0), &verified(signed), day);
         for i in 1..VERDICTS_MAX + 10 {
             verdicts.put(key(i), &Verdict::Refused("no".into()), day);
         }

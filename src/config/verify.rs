@@ -29,9 +29,51 @@ pub struct VerifyRule {
     /// down.
     pub verified_ttl: std::time::Duration,
     /// How many distinct listed signers (keys, identities) must each have
-    /// a valid signature on the digest (`threshold`, default 1).
+    /// a valid signature on the digest (`threshold`, default 1); of each
+    /// attestation item too.
     pub threshold: usize,
+    /// `attestations`: each item must be satisfied by a statement.
+    pub attestations: Vec<AttestationRule>,
 }
+
+/// One `attestations` item: a statement of one of these predicate types,
+/// signed by the entry's signers (or the item's own), naming the digest,
+/// for which the condition holds.
+#[derive(Debug, Clone)]
+pub struct AttestationRule {
+    /// `verifyImages[<i>].attestations[<j>]`.
+    pub label: String,
+    /// The predicate type as written (an alias, or the type itself).
+    pub written: String,
+    /// The predicate types it accepts, exactly.
+    pub predicate_types: Vec<String>,
+    pub condition: Option<Arc<crate::verify::condition::Condition>>,
+    /// The item's own signers (with the entry's root and options), when
+    /// it lists any.
+    pub trust: Option<Trust>,
+}
+
+/// Short names for the predicate types cosign writes (`cosign attest
+/// --type`) and SLSA's provenance, as policies usually say them.
+pub const PREDICATE_ALIASES: [(&str, &[&str]); 8] = [
+    (
+        "slsaprovenance",
+        &[
+            "https://slsa.dev/provenance/v0.2",
+            "https://slsa.dev/provenance/v1",
+        ],
+    ),
+    ("slsaprovenance02", &["https://slsa.dev/provenance/v0.2"]),
+    ("slsaprovenance1", &["https://slsa.dev/provenance/v1"]),
+    ("spdx", &["https://spdx.dev/Document"]),
+    ("cyclonedx", &["https://cyclonedx.org/bom"]),
+    ("vuln", &["https://cosign.sigstore.dev/attestation/vuln/v1"]),
+    (
+        "openvex",
+        &["https://openvex.dev/ns", "https://openvex.dev/ns/v0.2.0"],
+    ),
+    ("custom", &["https://cosign.sigstore.dev/attestation/v1"]),
+];
 
 /// `verifiedCacheSeconds` when not given: a digest and its signatures
 /// are immutable, and a day covers a registry outage.
@@ -50,6 +92,7 @@ pub(super) const ENTRY_KEYS: &[&str] = &[
     "onRegistryError",
     "verifiedCacheSeconds",
     "threshold",
+    "attestations",
 ];
 
 /// Trusted roots and keys are small; more is not one.
@@ -98,6 +141,7 @@ pub fn build(
         let mut verified_ttl = VERIFIED_TTL_DEFAULT;
         let mut threshold = 1usize;
         let mut root_file: Option<String> = None;
+        let mut attestation_items: Option<(String, &Value)> = None;
         let mut fingerprint = ring::digest::Context::new(&ring::digest::SHA256);
         // The policy file's readers, with their messages.
         let boolean = |k: &str, v: &Value, problems: &mut Vec<String>| {
@@ -133,33 +177,9 @@ pub fn build(
                     )),
                 },
                 "keys" => {
-                    for (n, f) in strings(k, v, problems).into_iter().enumerate() {
-                        signers_written += 1;
-                        // A file, or the PEM itself (a ConfigMap value).
-                        let name = if crate::config::is_inline(&f) {
-                            format!("{}.keys[{n}] (inline)", at(&p))
-                        } else {
-                            f.clone()
-                        };
-                        match crate::config::file_or_inline(&f, FILE_MAX).and_then(|pem| {
-                            PublicKey::from_pem(&pem).map_err(|e| format!("{name}: {e}"))
-                        }) {
-                            // One key listed twice would be one signer
-                            // counted as two toward a threshold.
-                            Ok(key) => match trust.keys.iter().position(|k| k.key.spki == key.spki)
-                            {
-                                Some(first) => problems.push(format!(
-                                    "{}: {name} is the key of keys[{first}] again",
-                                    at(&format!("{p}[{n}]"))
-                                )),
-                                None => {
-                                    fingerprint.update(&key.spki);
-                                    trust.keys.push(NamedKey { name, key });
-                                }
-                            },
-                            Err(e) => problems.push(format!("{}: {e}", at(&p))),
-                        }
-                    }
+                    let files = strings(k, v, problems);
+                    signers_written += files.len();
+                    trust.keys = keys(&at(&p), files, &mut fingerprint, problems);
                 }
                 "identities" => {
                     trust.identities = identities(&at(&p), v, &mut signers_written, problems)
@@ -181,6 +201,7 @@ pub fn build(
                         at(&p)
                     )),
                 },
+                "attestations" => attestation_items = Some((p.clone(), v)),
                 "onRegistryError" => match v.as_str() {
                     Some("deny") => allow = false,
                     Some("allow") => allow = true,
@@ -249,6 +270,33 @@ pub fn build(
         // A verdict reached with fewer signers must not serve a rule
         // that asks for more.
         fingerprint.update(&(threshold as u64).to_be_bytes());
+        let attestations = match attestation_items {
+            Some((p, v)) => {
+                let items = Items {
+                    source,
+                    label: &label,
+                    entry: &trust,
+                    threshold,
+                };
+                items.read(&p, v, problems)
+            }
+            None => Vec::new(),
+        };
+        // Every item's text: a verdict reached for other requirements
+        // must not serve these.
+        for a in &attestations {
+            let own = a.trust.as_ref().map_or("", |t| t.fingerprint.as_str());
+            let condition = a.condition.as_ref().map_or("", |c| c.source());
+            fingerprint.update(
+                format!(
+                    "{}\n{}\n{}\n{own}\n{condition}\n",
+                    a.label,
+                    a.written,
+                    a.predicate_types.join(",")
+                )
+                .as_bytes(),
+            );
+        }
         trust.fingerprint =
             crate::digest::Digest::sha256_of(fingerprint.finish().as_ref()).to_string();
         requirements.push(VerifyRequirement {
@@ -264,9 +312,194 @@ pub fn build(
             allow_on_registry_error: allow,
             verified_ttl: std::time::Duration::from_secs(verified_ttl),
             threshold,
+            attestations,
         });
     }
     (requirements, rules)
+}
+
+/// Keys, each a file or the PEM itself (a ConfigMap value); a key listed
+/// twice is a problem (one signer counted as two toward a threshold).
+fn keys(
+    at: &str,
+    files: Vec<String>,
+    fingerprint: &mut ring::digest::Context,
+    problems: &mut Vec<String>,
+) -> Vec<NamedKey> {
+    let mut out: Vec<NamedKey> = Vec::new();
+    for (n, f) in files.into_iter().enumerate() {
+        let name = if crate::config::is_inline(&f) {
+            format!("{at}.keys[{n}] (inline)")
+        } else {
+            f.clone()
+        };
+        match crate::config::file_or_inline(&f, FILE_MAX)
+            .and_then(|pem| PublicKey::from_pem(&pem).map_err(|e| format!("{name}: {e}")))
+        {
+            Ok(key) => match out.iter().position(|k| k.key.spki == key.spki) {
+                Some(first) => problems.push(format!(
+                    "{at}[{n}]: {name} is the key of keys[{first}] again"
+                )),
+                None => {
+                    fingerprint.update(&key.spki);
+                    out.push(NamedKey { name, key });
+                }
+            },
+            Err(e) => problems.push(format!("{at}: {e}")),
+        }
+    }
+    out
+}
+
+/// What an entry's `attestations` are read against.
+struct Items<'a> {
+    source: &'a str,
+    label: &'a str,
+    entry: &'a Trust,
+    threshold: usize,
+}
+
+impl Items<'_> {
+    /// `attestations`: each `{predicateType, condition?, keys?,
+    /// identities?}`.
+    fn read(&self, p: &str, v: &Value, problems: &mut Vec<String>) -> Vec<AttestationRule> {
+        let at = |p: &str| format!("{}: {p}", self.source);
+        let Some(items) = v.as_array() else {
+            problems.push(format!(
+                "{}: expected a list of attestation items, found {}",
+                at(p),
+                type_name(v)
+            ));
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (j, item) in items.iter().enumerate() {
+            let here = format!("{p}[{j}]");
+            let Some(obj) = item.as_object() else {
+                problems.push(format!(
+                    "{}: expected an object, found {}",
+                    at(&here),
+                    type_name(item)
+                ));
+                continue;
+            };
+            let before = problems.len();
+            let mut written = None;
+            let mut condition = None;
+            let mut own = Trust {
+                root: self.entry.root.clone(),
+                ignore_tlog: self.entry.ignore_tlog,
+                ignore_sct: self.entry.ignore_sct,
+                ..Trust::default()
+            };
+            let mut own_signers = 0usize;
+            let mut fingerprint = ring::digest::Context::new(&ring::digest::SHA256);
+            for (k, v) in obj {
+                let kp = format!("{here}.{k}");
+                match k.as_str() {
+                    k if k.starts_with(COMMENT_PREFIX) => {}
+                    "predicateType" => match v.as_str() {
+                        Some(t) if !t.is_empty() => written = Some(t.to_string()),
+                        _ => problems.push(format!(
+                            "{}: expected a predicate type (a URI, or one of {}), found {v}",
+                            at(&kp),
+                            aliases()
+                        )),
+                    },
+                    "condition" => match v.as_str() {
+                        Some(c) => match crate::verify::condition::Condition::compile(c) {
+                            Ok(c) => condition = Some(Arc::new(c)),
+                            Err(e) => problems.push(format!("{}: {e}", at(&kp))),
+                        },
+                        None => problems.push(format!(
+                            "{}: expected a CEL expression, found {}",
+                            at(&kp),
+                            type_name(v)
+                        )),
+                    },
+                    "keys" => {
+                        let files: Vec<String> = Walker {
+                            source: self.source,
+                            problems,
+                        }
+                        .strings(&kp, v)
+                        .into_iter()
+                        .map(|(_, s)| s)
+                        .collect();
+                        own_signers += files.len();
+                        own.keys = keys(&at(&kp), files, &mut fingerprint, problems);
+                    }
+                    "identities" => {
+                        own.identities = identities(&at(&kp), v, &mut own_signers, problems);
+                        for (issuer, subject, extensions) in own.identities.iter().map(describe) {
+                            fingerprint
+                                .update(format!("{issuer}\n{subject}\n{extensions}\n").as_bytes());
+                        }
+                    }
+                    _ => problems.push(format!(
+                        "{}: unknown key (expected predicateType, condition, keys, identities)",
+                        at(&kp)
+                    )),
+                }
+            }
+            let Some(written) = written else {
+                if problems.len() == before {
+                    problems.push(format!("{}: no predicateType", at(&here)));
+                }
+                continue;
+            };
+            let predicate_types: Vec<String> =
+                match PREDICATE_ALIASES.iter().find(|(a, _)| *a == written) {
+                    Some((_, types)) => types.iter().map(|t| t.to_string()).collect(),
+                    None if written.contains(':') => vec![written.clone()],
+                    None => {
+                        problems.push(format!(
+                            "{}: {written:?} is neither a predicate type URI nor one of {}",
+                            at(&format!("{here}.predicateType")),
+                            aliases()
+                        ));
+                        continue;
+                    }
+                };
+            if own_signers > 0 {
+                if !own.identities.is_empty() && own.root.is_none() {
+                    problems.push(format!(
+                        "{}: identities need the entry's trustedRoot",
+                        at(&here)
+                    ));
+                }
+                if self.threshold > own_signers {
+                    problems.push(format!(
+                        "{}: the entry's threshold {} is more than the {own_signers} signers this item lists",
+                        at(&here),
+                        self.threshold
+                    ));
+                }
+            }
+            if problems.len() > before {
+                continue;
+            }
+            own.fingerprint =
+                crate::digest::Digest::sha256_of(fingerprint.finish().as_ref()).to_string();
+            out.push(AttestationRule {
+                label: format!("{}.attestations[{j}]", self.label),
+                written,
+                predicate_types,
+                condition,
+                trust: (own_signers > 0).then_some(own),
+            });
+        }
+        out
+    }
+}
+
+/// The predicate type aliases, for messages.
+fn aliases() -> String {
+    PREDICATE_ALIASES
+        .iter()
+        .map(|(a, _)| *a)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// An identity rule as text: what a verdict was reached under.

@@ -34,6 +34,9 @@ pub struct Condition {
     program: cel::Program,
     /// Its estimated worst cost, for reports.
     pub cost: f64,
+    /// Whether it reads `now`: its verdict can change with time alone, so
+    /// it is evaluated again at each review.
+    pub uses_now: bool,
 }
 
 impl std::fmt::Debug for Condition {
@@ -76,8 +79,10 @@ impl Condition {
             program: &program,
             scope: Vec::new(),
             level: 0,
+            uses_now: false,
         };
         let est = checker.estimate(program.expression())?;
+        let uses_now = checker.uses_now;
         if !matches!(est.ty, Ty::Bool | Ty::Dyn) {
             return Err(format!(
                 "the condition gives a {}, not a boolean",
@@ -95,6 +100,7 @@ impl Condition {
             source: source.to_string(),
             program,
             cost,
+            uses_now,
         })
     }
 
@@ -262,6 +268,7 @@ struct Checker<'a> {
     scope: Vec<Var>,
     /// Loops entered.
     level: usize,
+    uses_now: bool,
 }
 
 impl Checker<'_> {
@@ -308,7 +315,10 @@ impl Checker<'_> {
                     PREDICATE => Ty::Dyn,
                     PREDICATE_TYPE => Ty::Str,
                     SUBJECT => Ty::List,
-                    NOW => return Ok(Est::of(Ty::Timestamp)),
+                    NOW => {
+                        self.uses_now = true;
+                        return Ok(Est::of(Ty::Timestamp));
+                    }
                     _ => {
                         return Err(self.error(
                             e,
