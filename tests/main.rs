@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod architecture;
+mod attesting;
 mod check;
 mod common;
 mod conformance;

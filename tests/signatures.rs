@@ -336,4 +336,41 @@ fn a_bundle_attached_as_a_referrer_end_to_end() {
     let mut c = Client::tls(server.addr, client_config(&pki.ca_file, None)).unwrap();
     let (ok, why) = validate(&mut c, &image);
     assert!(!ok && why.contains("is not accepted"), "{why}");
+    drop(server);
+    // The same real bundle as an attestation (cosign's `custom` predicate,
+    // `{"Data": "{\"foo\": \"bar\"}\n", ...}`), with conditions.
+    let attested = |items: serde_json::Value, name: &str| {
+        let mut p = policy("cody@soyland.com");
+        p["verifyImages"][0]["attestations"] = items;
+        let file = write_policy(&r.dir, &format!("{name}.json"), p);
+        let (pki, server) = tls_server(name, &["--policy", &file]);
+        let mut c = Client::tls(server.addr, client_config(&pki.ca_file, None)).unwrap();
+        validate(&mut c, &image)
+    };
+    let (ok, why) = attested(
+        serde_json::json!([{"predicateType": "custom",
+            "condition": "predicate.Data.contains('foo') && timestamp(predicate.Timestamp) < now && subject.exists(s, s.digest.sha256 == '732112270d7e59418a8c080b134b24cabd67d250d0d0147a97ed95ba5c280aa4')"}]),
+        "signatures-bundle-att-ok",
+    );
+    assert!(ok, "{why}");
+    let (ok, why) = attested(
+        serde_json::json!([{"predicateType": "custom", "condition": "predicate.Data.contains('baz')"}]),
+        "signatures-bundle-att-false",
+    );
+    assert!(
+        !ok && why.contains(
+            "attestations[0] (custom): its condition is false: predicate.Data.contains('baz')"
+        ),
+        "{why}"
+    );
+    let (ok, why) = attested(
+        serde_json::json!([{"predicateType": "slsaprovenance"}]),
+        "signatures-bundle-att-type",
+    );
+    assert!(
+        !ok && why.contains("no statement of that type")
+            && why
+                .contains("verified statements are of https://cosign.sigstore.dev/attestation/v1"),
+        "{why}"
+    );
 }

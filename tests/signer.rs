@@ -170,6 +170,18 @@ impl Sigstore {
     /// A Fulcio-like leaf for `subject` (a URI) from OIDC `issuer`, valid
     /// on the day `y-m-d` only, with code signing and an embedded SCT.
     pub fn leaf(&self, subject: &str, issuer: &str, day: (i32, u8, u8)) -> Leaf {
+        self.leaf_with(subject, issuer, day, &[])
+    }
+
+    /// The same, with Fulcio's build and source extensions
+    /// (1.3.6.1.4.1.57264.1.<arc>, DER UTF8Strings).
+    pub fn leaf_with(
+        &self,
+        subject: &str,
+        issuer: &str,
+        day: (i32, u8, u8),
+        extensions: &[(u64, &str)],
+    ) -> Leaf {
         let key = Key::p256();
         let params = |sct: Option<Vec<u8>>| {
             let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -191,6 +203,12 @@ impl Sigstore {
                     tlv(0x0C, issuer.as_bytes()),
                 ),
             ];
+            for (arc, value) in extensions {
+                p.custom_extensions.push(CustomExtension::from_oid_content(
+                    &[1, 3, 6, 1, 4, 1, 57264, 1, *arc],
+                    tlv(0x0C, value.as_bytes()),
+                ));
+            }
             if let Some(s) = sct {
                 p.custom_extensions.push(CustomExtension::from_oid_content(
                     &[1, 3, 6, 1, 4, 1, 11129, 2, 4, 2],
@@ -260,6 +278,46 @@ impl Sigstore {
         .to_string()
     }
 
+    /// A legacy `.att` layer: the DSSE envelope of `statement` signed by
+    /// `leaf`, with the certificate and the Rekor `intoto` 0.0.2 entry
+    /// (SET) cosign writes in the layer's annotations.
+    pub fn att_layer(
+        &self,
+        leaf: &Leaf,
+        statement: &str,
+        time: i64,
+    ) -> (Vec<u8>, serde_json::Value) {
+        let ptype = "application/vnd.in-toto+json";
+        let mut pae = format!("DSSEv1 {} {ptype} {} ", ptype.len(), statement.len()).into_bytes();
+        pae.extend_from_slice(statement.as_bytes());
+        let sig = leaf.key.sign(&pae);
+        let envelope =
+            serde_json::json!({"payloadType": ptype, "payload": b64(statement.as_bytes()),
+            "signatures": [{"keyid": "", "sig": b64(&sig)}]})
+            .to_string();
+        let body = serde_json::json!({"apiVersion": "0.0.2", "kind": "intoto", "spec": {"content": {
+            "envelope": {"payloadType": ptype, "signatures": [{"sig": b64(b64(&sig).as_bytes()), "publicKey": b64(leaf.pem().as_bytes())}]},
+            "hash": {"algorithm": "sha256", "value": hex(&sha256(envelope.as_bytes()))},
+            "payloadHash": {"algorithm": "sha256", "value": hex(&sha256(statement.as_bytes()))}}}})
+        .to_string();
+        let body = b64(body.as_bytes());
+        let log_id = hex(&sha256(&self.rekor.spki()));
+        let canonical = format!(
+            r#"{{"body":"{body}","integratedTime":{time},"logID":"{log_id}","logIndex":44}}"#
+        );
+        let set = self.rekor.sign(canonical.as_bytes());
+        let bundle = serde_json::json!({"SignedEntryTimestamp": b64(&set),
+            "Payload": {"body": body, "integratedTime": time, "logIndex": 44, "logID": log_id}})
+        .to_string();
+        let ann = serde_json::json!({
+            "dev.cosignproject.cosign/signature": "",
+            "dev.sigstore.cosign/certificate": leaf.pem(),
+            "dev.sigstore.cosign/bundle": bundle,
+            "predicateType": serde_json::from_str::<serde_json::Value>(statement).unwrap()["predicateType"],
+        });
+        (envelope.into_bytes(), ann)
+    }
+
     /// A sigstore bundle v0.3 around a DSSE envelope of an in-toto
     /// Statement v1 for `digest`, signed with `key` (keyed: `publicKey`
     /// material), logged as a Rekor dsse entry with a SET.
@@ -284,11 +342,23 @@ impl Sigstore {
         )
     }
 
+    /// A keyless bundle around `statement` (an in-toto statement's
+    /// exact bytes): what `cosign attest` attaches.
+    pub fn keyless_statement_bundle(&self, leaf: &Leaf, statement: &str, time: i64) -> String {
+        self.statement_bundle(
+            &|m| leaf.key.sign(m),
+            &leaf.pem(),
+            serde_json::json!({"certificate": {"rawBytes": b64(&leaf.der)}}),
+            statement,
+            time,
+        )
+    }
+
     fn dsse_bundle(
         &self,
         sign: &dyn Fn(&[u8]) -> Vec<u8>,
         verifier_pem: &str,
-        mut material: serde_json::Value,
+        material: serde_json::Value,
         digest: &str,
         time: i64,
     ) -> String {
@@ -296,6 +366,17 @@ impl Sigstore {
         let statement = format!(
             r#"{{"_type":"https://in-toto.io/Statement/v1", "subject":[{{"name":"app","digest":{{"sha256":"{hexd}"}}}}],"predicateType":"https://sigstore.dev/cosign/sign/v1","predicate":{{}}}}"#
         );
+        self.statement_bundle(sign, verifier_pem, material, &statement, time)
+    }
+
+    fn statement_bundle(
+        &self,
+        sign: &dyn Fn(&[u8]) -> Vec<u8>,
+        verifier_pem: &str,
+        mut material: serde_json::Value,
+        statement: &str,
+        time: i64,
+    ) -> String {
         let ptype = "application/vnd.in-toto+json";
         let mut pae = format!("DSSEv1 {} {ptype} {} ", ptype.len(), statement.len()).into_bytes();
         pae.extend_from_slice(statement.as_bytes());

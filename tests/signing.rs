@@ -19,6 +19,24 @@ const DAY: (i32, u8, u8) = (2026, 1, 1);
 
 /// Pushes a signature image with these (payload, annotations) layers.
 fn push_layers(r: &Registry, repo: &str, digest: &str, layers: &[(Vec<u8>, serde_json::Value)]) {
+    push_image_of(
+        r,
+        repo,
+        &format!("{}.sig", digest.replace(':', "-")),
+        "application/vnd.dev.cosign.simplesigning.v1+json",
+        layers,
+    );
+}
+
+/// Pushes an image of these (blob, annotations) layers at `tag`, as
+/// cosign pushes its `.sig` and `.att` images.
+pub fn push_image_of(
+    r: &Registry,
+    repo: &str,
+    tag: &str,
+    media_type: &str,
+    layers: &[(Vec<u8>, serde_json::Value)],
+) {
     let mut descriptors = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
     for (payload, annotations) in layers {
@@ -26,10 +44,8 @@ fn push_layers(r: &Registry, repo: &str, digest: &str, layers: &[(Vec<u8>, serde
         if seen.insert(d.clone()) {
             r.push_blob(repo, payload);
         }
-        descriptors.push(
-            serde_json::json!({"mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
-            "size": payload.len(), "digest": d, "annotations": annotations}),
-        );
+        descriptors.push(serde_json::json!({"mediaType": media_type,
+            "size": payload.len(), "digest": d, "annotations": annotations}));
     }
     let config = br#"{"architecture":"","os":"","config":{}}"#;
     let config_digest = r.push_blob(repo, config);
@@ -38,7 +54,7 @@ fn push_layers(r: &Registry, repo: &str, digest: &str, layers: &[(Vec<u8>, serde
         "layers": descriptors});
     r.push_manifest(
         repo,
-        &format!("{}.sig", digest.replace(':', "-")),
+        tag,
         "application/vnd.oci.image.manifest.v1+json",
         manifest.to_string().as_bytes(),
     );
@@ -78,23 +94,33 @@ fn keyed_layer(s: &Sigstore, key: &Key, payload: Vec<u8>) -> (Vec<u8>, serde_jso
 /// Attaches a bundle to `digest` as cosign does: a referrer manifest
 /// pushed by digest, listed in the `sha256-<hex>` fallback index.
 fn push_bundle(r: &Registry, repo: &str, digest: &str, bundle: &str) {
-    let layer = r.push_blob(repo, bundle.as_bytes());
+    push_bundles(r, repo, digest, &[bundle]);
+}
+
+/// Several bundles attached to one digest, all listed in its fallback
+/// index.
+pub fn push_bundles(r: &Registry, repo: &str, digest: &str, bundles: &[&str]) {
     let empty = r.push_blob(repo, b"{}");
     let at = "application/vnd.dev.sigstore.bundle.v0.3+json";
-    let m = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "artifactType": at,
-        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "size": 2, "digest": empty},
-        "layers": [{"mediaType": at, "size": bundle.len(), "digest": layer}],
-        "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "size": 1, "digest": digest}})
-    .to_string();
-    let md = Digest::sha256_of(m.as_bytes()).to_string();
-    r.push_manifest(
-        repo,
-        &md,
-        "application/vnd.oci.image.manifest.v1+json",
-        m.as_bytes(),
-    );
+    let mut listed = Vec::new();
+    for bundle in bundles {
+        let layer = r.push_blob(repo, bundle.as_bytes());
+        let m = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "artifactType": at,
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "size": 2, "digest": empty},
+            "layers": [{"mediaType": at, "size": bundle.len(), "digest": layer}],
+            "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "size": 1, "digest": digest}})
+        .to_string();
+        let md = Digest::sha256_of(m.as_bytes()).to_string();
+        r.push_manifest(
+            repo,
+            &md,
+            "application/vnd.oci.image.manifest.v1+json",
+            m.as_bytes(),
+        );
+        listed.push(serde_json::json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "size": m.len(), "digest": md, "artifactType": at}));
+    }
     let index = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "size": m.len(), "digest": md, "artifactType": at}]})
+        "manifests": listed})
     .to_string();
     r.push_manifest(
         repo,
@@ -104,24 +130,24 @@ fn push_bundle(r: &Registry, repo: &str, digest: &str, bundle: &str) {
     );
 }
 
-fn digest_of(name: &str) -> String {
+pub fn digest_of(name: &str) -> String {
     Digest::sha256_of(name.as_bytes()).to_string()
 }
 
 /// `/validate` with the apiserver's longest timeout (25 s for lookups):
 /// what is checked here is the verdict, which must not depend on how busy
 /// the machine is (the time verification takes is measured in bench/).
-fn judge(c: &mut Client, image: &str) -> (bool, String) {
+pub fn judge(c: &mut Client, image: &str) -> (bool, String) {
     crate::lookups::validate(c, &[image], "30s")
 }
 
-fn write(dir: &Path, name: &str, text: &str) -> String {
+pub fn write(dir: &Path, name: &str, text: &str) -> String {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
     p.to_str().unwrap().to_string()
 }
 
-fn base_policy(r: &Registry, verify: serde_json::Value) -> serde_json::Value {
+pub fn base_policy(r: &Registry, verify: serde_json::Value) -> serde_json::Value {
     serde_json::json!({
         "registryCredentials": crate::registry::write_dockercfg(r).to_str().unwrap(),
         "registries": {(format!("127.0.0.1:{}", r.port)): {"ca": r.dir.join("pki/ca.crt").to_str().unwrap()}},

@@ -47,6 +47,8 @@ pub(super) struct Collected {
     other_types: Vec<String>,
     /// Each envelope's statement, read once.
     read: HashMap<String, Option<Arc<Statement>>>,
+    /// Why bundles were refused (for an item's refusal).
+    bundle_reasons: BTreeMap<String, usize>,
 }
 
 impl Collected {
@@ -55,7 +57,21 @@ impl Collected {
             items: vec![Vec::new(); rule.attestations.len()],
             other_types: Vec::new(),
             read: HashMap::new(),
+            bundle_reasons: BTreeMap::new(),
         }
+    }
+
+    /// Keeps why bundles were refused.
+    pub(super) fn note(&mut self, reasons: &BTreeMap<String, usize>) {
+        self.bundle_reasons = reasons.clone();
+    }
+
+    /// Those reasons as `bundles: <reasons>; `, or nothing.
+    pub(super) fn noted(&self) -> String {
+        if self.bundle_reasons.is_empty() {
+            return String::new();
+        }
+        format!("bundles: {}; ", summarise(self.bundle_reasons.clone(), 0))
     }
 
     /// Adds what an envelope verified under a trust holds: for the items
@@ -206,7 +222,7 @@ pub(super) fn att_verdict(
             r,
             &layer.digest,
             layer.size,
-            "attestation layer",
+            "DSSE layer of the .att image",
             allowance,
             &mut reasons,
             deadline,

@@ -38,6 +38,10 @@ const EVICTED_AT_ONCE: usize = VERDICTS_MAX / 16;
 /// bundles, the legacy signature manifest and its layers, in both places
 /// together. Each descriptor is fetched at most once per verification.
 pub const FETCH_MAX: usize = 8 << 20;
+/// The same for an entry with attestations: its three places (bundles,
+/// `.sig`, `.att`) are read at once, each first reserving room for a
+/// manifest.
+pub const FETCH_MAX_ATTESTED: usize = 16 << 20;
 
 /// A digest verified under a rule: its signature (or signatures, with a
 /// threshold), and for each attestation item the statements that met it.
@@ -359,8 +363,12 @@ pub fn verify_digest(
     client: &Client,
     deadline: Instant,
 ) -> Verdict {
-    let allowance = Allowance(AtomicUsize::new(FETCH_MAX));
     let wants_statements = !rule.attestations.is_empty();
+    let allowance = Allowance(AtomicUsize::new(if wants_statements {
+        FETCH_MAX_ATTESTED
+    } else {
+        FETCH_MAX
+    }));
     let mut collected = Collected::new(rule);
     let (legacy, legacy_found, bundles, bundles_found, att) = std::thread::scope(|s| {
         let legacy_place = || {
@@ -429,10 +437,16 @@ pub fn verify_digest(
             att
         }
         Err(why) => Verdict::Refused(match att {
-            Verdict::Refused(also) if !also.starts_with("no ") => {
-                format!("{why}; legacy attestations: {also}")
+            Verdict::Refused(also) if !also.starts_with("no ") && also != "nothing to verify" => {
+                format!("{why}; {}legacy attestations: {also}", collected.noted())
             }
-            _ => why,
+            _ => format!(
+                "{why}{}",
+                collected
+                    .noted()
+                    .trim_end_matches("; ")
+                    .replace("bundles: ", "; bundles: ")
+            ),
         }),
     }
 }
@@ -729,6 +743,7 @@ fn bundle_verdict(
             Err(e) => *reasons.entry(e.reason).or_default() += 1,
         }
     }
+    collected.note(&reasons);
     if enough(found, rule.threshold) {
         return verified(found[0].clone());
     }

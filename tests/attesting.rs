@@ -1,0 +1,302 @@
+//! Attestations made here in cosign's formats (tests/signer.rs: a test
+//! Fulcio with the build and source extensions, a test Rekor), in both
+//! places cosign puts them (DSSE bundles among the referrers, the legacy
+//! `.att` image), pushed to the real registry and judged by the real
+//! server under the README's own example entry.
+
+use crate::common::{Client, client_config, tls_server};
+use crate::registry::{Registry, Setup, start_with};
+use crate::signer::{Leaf, Sigstore};
+use crate::signing::{base_policy, digest_of, judge, push_bundles, push_image_of, write};
+
+const ISSUER: &str = "https://token.actions.githubusercontent.com";
+const SUBJECT: &str = "https://github.com/acme/app/.github/workflows/release.yml@refs/heads/main";
+const REPO_URI: &str = "https://github.com/acme/app";
+/// 2026-01-01T01:00:00Z: inside the test leaves' day.
+const SIGNED_AT: i64 = 1_767_229_200;
+const DAY: (i32, u8, u8) = (2026, 1, 1);
+const SLSA: &str = "https://slsa.dev/provenance/v1";
+const VULN: &str = "https://cosign.sigstore.dev/attestation/vuln/v1";
+const DSSE: &str = "application/vnd.dsse.envelope.v1+json";
+
+fn att_tag(digest: &str) -> String {
+    format!("{}.att", digest.replace(':', "-"))
+}
+
+/// The README's example entry, verbatim, for images of this registry.
+fn readme_entry(reg: &str, root: &str) -> serde_json::Value {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let block = readme
+        .split("<!-- attestation-example -->\n```json\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n```").next())
+        .expect("the README's attestation example");
+    let block = block
+        .replace("ghcr.io/acme/*", &format!("{reg}/acme/*"))
+        .replace("/etc/image-bouncer/trusted_root.json", root);
+    serde_json::from_str(&block).expect("the README's example is JSON")
+}
+
+fn statement(digest: &str, predicate_type: &str, predicate: serde_json::Value) -> String {
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    serde_json::json!({"_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": "app", "digest": {"sha256": hex}}],
+        "predicateType": predicate_type, "predicate": predicate})
+    .to_string()
+}
+
+fn provenance(repository: &str) -> serde_json::Value {
+    serde_json::json!({"buildDefinition": {"buildType": "https://actions.github.io/buildtypes/workflow/v1",
+        "externalParameters": {"workflow": {"repository": repository, "ref": "refs/heads/main", "path": ".github/workflows/release.yml"}}},
+        "runDetails": {"builder": {"id": "https://github.com/actions/runner"}}})
+}
+
+fn scan(finished: &str, critical: u32) -> serde_json::Value {
+    serde_json::json!({"scanner": {"uri": "pkg:github/aquasecurity/trivy", "version": "0.58.0",
+        "result": {"summary": {"critical": critical, "high": 3}}},
+        "metadata": {"scanStartedOn": finished, "scanFinishedOn": finished}})
+}
+
+/// One image: its signature (a bundle, as `cosign sign` v3 writes it),
+/// its provenance as a bundle, its scan in the legacy `.att` image.
+struct Image<'a> {
+    s: &'a Sigstore,
+    signer: &'a Leaf,
+    provenance: Option<String>,
+    scan: Option<String>,
+}
+
+impl Image<'_> {
+    fn push(&self, r: &Registry, repo: &str, digest: &str) {
+        let mut bundles = vec![self.s.keyless_bundle(self.signer, digest, SIGNED_AT)];
+        if let Some(p) = &self.provenance {
+            bundles.push(self.s.keyless_statement_bundle(self.signer, p, SIGNED_AT));
+        }
+        let refs: Vec<&str> = bundles.iter().map(String::as_str).collect();
+        push_bundles(r, repo, digest, &refs);
+        if let Some(scan) = &self.scan {
+            push_image_of(
+                r,
+                repo,
+                &att_tag(digest),
+                DSSE,
+                &[self.s.att_layer(self.signer, scan, SIGNED_AT)],
+            );
+        }
+    }
+}
+
+/// The README's example end to end: admitted with provenance and a fresh
+/// clean scan from the pinned repository and branch; refused, each with
+/// its reason, for every requirement broken one at a time.
+#[test]
+fn the_readme_attestation_example_end_to_end() {
+    let Some(r) = start_with("attesting", Setup::default()) else {
+        return;
+    };
+    let reg = format!("127.0.0.1:{}", r.port);
+    let s = Sigstore::new();
+    let root = write(&r.dir, "trusted_root.json", &s.trusted_root());
+    // Fulcio's extensions: .12 sourceRepositoryURI, .14 sourceRepositoryRef.
+    let ci = s.leaf_with(
+        SUBJECT,
+        ISSUER,
+        DAY,
+        &[(12, REPO_URI), (14, "refs/heads/main")],
+    );
+    let branch = s.leaf_with(
+        "https://github.com/acme/app/.github/workflows/release.yml@refs/heads/dev",
+        ISSUER,
+        DAY,
+        &[(12, REPO_URI), (14, "refs/heads/dev")],
+    );
+    let fork = s.leaf_with(
+        "https://github.com/mallory/app/.github/workflows/release.yml@refs/heads/main",
+        ISSUER,
+        DAY,
+        &[
+            (12, "https://github.com/mallory/app"),
+            (14, "refs/heads/main"),
+        ],
+    );
+    let now = image_bouncer::time::unix_now();
+    let fresh = image_bouncer::time::rfc3339(now - 86_400);
+    let stale = image_bouncer::time::rfc3339(now - 10 * 86_400);
+    let good = |d: &str| Image {
+        s: &s,
+        signer: &ci,
+        provenance: Some(statement(d, SLSA, provenance(REPO_URI))),
+        scan: Some(statement(d, VULN, scan(&fresh, 0))),
+    };
+    let mut cases: Vec<(&str, String, &str)> = Vec::new();
+    // Each case: its repository and digest, what it pushes there, what
+    // the refusal says (nothing: admitted).
+    let mut add = |name: &'static str, make: &dyn Fn(&str, &str), says: &'static str| {
+        let d = digest_of(name);
+        make(&format!("acme/{name}"), &d);
+        cases.push((name, format!("{reg}/acme/{name}@{d}"), says));
+    };
+    add("ok", &|repo, d| good(d).push(&r, repo, d), "");
+    add(
+        "no-scan",
+        &|repo, d| {
+            (Image {
+                scan: None,
+                ..good(d)
+            })
+            .push(&r, repo, d)
+        },
+        "attestations[1] (https://cosign.sigstore.dev/attestation/vuln/v1): no statement of that type",
+    );
+    add(
+        "wrong-type",
+        &|repo, d| {
+            Image {
+                provenance: Some(statement(
+                    d,
+                    "https://slsa.dev/provenance/v0.2",
+                    provenance(REPO_URI),
+                )),
+                ..good(d)
+            }
+            .push(&r, repo, d)
+        },
+        "attestations[0] (https://slsa.dev/provenance/v1): no statement of that type, signed by an accepted signer, names this digest (verified statements are of https://sigstore.dev/cosign/sign/v1, https://slsa.dev/provenance/v0.2)",
+    );
+    add(
+        "critical",
+        &|repo, d| {
+            (Image {
+                scan: Some(statement(d, VULN, scan(&fresh, 2))),
+                ..good(d)
+            })
+            .push(&r, repo, d)
+        },
+        "attestations[1] (https://cosign.sigstore.dev/attestation/vuln/v1): its condition is false: timestamp(",
+    );
+    add(
+        "stale",
+        &|repo, d| {
+            (Image {
+                scan: Some(statement(d, VULN, scan(&stale, 0))),
+                ..good(d)
+            })
+            .push(&r, repo, d)
+        },
+        "its condition is false",
+    );
+    add(
+        "unreadable",
+        &|repo, d| {
+            (Image {
+                scan: Some(statement(d, VULN, scan("yesterday", 0))),
+                ..good(d)
+            })
+            .push(&r, repo, d)
+        },
+        "attestations[1] (https://cosign.sigstore.dev/attestation/vuln/v1): its condition could not be evaluated",
+    );
+    add(
+        "other-repo",
+        &|repo, d| {
+            Image {
+                provenance: Some(statement(
+                    d,
+                    SLSA,
+                    provenance("https://github.com/mallory/app"),
+                )),
+                ..good(d)
+            }
+            .push(&r, repo, d)
+        },
+        "attestations[0] (https://slsa.dev/provenance/v1): its condition is false",
+    );
+    add(
+        "other-digest",
+        &|repo, d| {
+            let other = digest_of("somewhere else");
+            Image {
+                provenance: Some(statement(&other, SLSA, provenance(REPO_URI))),
+                ..good(d)
+            }
+            .push(&r, repo, d)
+        },
+        "a signature for another digest",
+    );
+    // The provenance signed by a fork's workflow (the signature and the
+    // scan by CI).
+    add(
+        "fork",
+        &|repo, d| {
+            let sig = s.keyless_bundle(&ci, d, SIGNED_AT);
+            let prov = s.keyless_statement_bundle(
+                &fork,
+                &statement(d, SLSA, provenance(REPO_URI)),
+                SIGNED_AT,
+            );
+            push_bundles(&r, repo, d, &[&sig, &prov]);
+            let att = s.att_layer(&ci, &statement(d, VULN, scan(&fresh, 0)), SIGNED_AT);
+            push_image_of(&r, repo, &att_tag(d), DSSE, &[att]);
+        },
+        "identity \"https://github.com/mallory/app/.github/workflows/release.yml@refs/heads/main\" from issuer \"https://token.actions.githubusercontent.com\" is not accepted",
+    );
+    // A statement that names the digest, in an envelope whose signature
+    // is over another statement.
+    add(
+        "swapped",
+        &|repo, d| {
+            let sig = s.keyless_bundle(&ci, d, SIGNED_AT);
+            let signed = statement(d, SLSA, provenance("https://github.com/mallory/app"));
+            let mut prov: serde_json::Value =
+                serde_json::from_str(&s.keyless_statement_bundle(&ci, &signed, SIGNED_AT)).unwrap();
+            prov["dsseEnvelope"]["payload"] =
+                crate::signer::b64(statement(d, SLSA, provenance(REPO_URI)).as_bytes()).into();
+            push_bundles(&r, repo, d, &[&sig, &prov.to_string()]);
+            let att = s.att_layer(&ci, &statement(d, VULN, scan(&fresh, 0)), SIGNED_AT);
+            push_image_of(&r, repo, &att_tag(d), DSSE, &[att]);
+        },
+        "the signature does not verify with its certificate's key",
+    );
+    // A scan of more than a statement may be.
+    add(
+        "huge",
+        &|repo, d| {
+            let mut big = scan(&fresh, 0);
+            big["vulnerabilities"] = "x".repeat(1_200_000).into();
+            Image {
+                scan: Some(statement(d, VULN, big)),
+                ..good(d)
+            }
+            .push(&r, repo, d)
+        },
+        "a DSSE layer of the .att image larger than accepted",
+    );
+    // Everything from the dev branch: the pinned ref refuses it.
+    add(
+        "branch",
+        &|repo, d| {
+            (Image {
+                signer: &branch,
+                ..good(d)
+            })
+            .push(&r, repo, d)
+        },
+        "sourceRepositoryRef is \"refs/heads/dev\", not \"refs/heads/main\"",
+    );
+    let policy = write(
+        &r.dir,
+        "policy.json",
+        &base_policy(&r, serde_json::json!([readme_entry(&reg, &root)])).to_string(),
+    );
+    let (pki, server) = tls_server("attesting-server", &["--policy", &policy]);
+    let mut c = Client::tls(server.addr, client_config(&pki.ca_file, None)).unwrap();
+    for (name, image, says) in &cases {
+        let (ok, why) = judge(&mut c, image);
+        if says.is_empty() {
+            assert!(ok, "{name}: {why}");
+        } else {
+            assert!(!ok && why.contains(says), "{name}: {why}");
+        }
+    }
+}
