@@ -97,6 +97,21 @@ pub struct SignatureReport {
     pub log_index: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Each attestation item met, with the statement that met it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attestations: Vec<AttestationReport>,
+}
+
+/// An attestation item and the statement that met it.
+#[derive(Serialize, Debug, PartialEq)]
+pub struct AttestationReport {
+    /// `verifyImages[<i>].attestations[<j>]`.
+    pub item: String,
+    pub predicate_type: String,
+    pub signer: String,
+    /// sha256 of the envelope (the bundle, or the `.att` layer).
+    pub envelope: String,
+    pub found_in: String,
 }
 
 /// What `check` prints.
@@ -219,6 +234,17 @@ pub fn run(args: &CheckArgs) -> Result<bool, Error> {
                     time_source: s.time_source.clone(),
                     log_index: s.log_index,
                     error: None,
+                    attestations: s
+                        .attestations
+                        .iter()
+                        .map(|a| AttestationReport {
+                            item: a.item.clone(),
+                            predicate_type: a.predicate_type.clone(),
+                            signer: a.signer.clone(),
+                            envelope: a.envelope.clone(),
+                            found_in: a.found_in.clone(),
+                        })
+                        .collect(),
                 },
                 Err(e) => SignatureReport {
                     rule,
@@ -229,6 +255,7 @@ pub fn run(args: &CheckArgs) -> Result<bool, Error> {
                     time_source: None,
                     log_index: None,
                     error: Some(e.clone()),
+                    attestations: Vec::new(),
                 },
             });
         }

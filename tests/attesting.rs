@@ -299,4 +299,25 @@ fn the_readme_attestation_example_end_to_end() {
             assert!(!ok && why.contains(says), "{name}: {why}");
         }
     }
+    // `check --json` lists each item with the statement that met it.
+    let ok = &cases[0].1;
+    let out = crate::common::run(&["check", "--json", "--policy", &policy, ok], None);
+    let v: serde_json::Value = serde_json::from_str(&crate::common::stdout(&out))
+        .unwrap_or_else(|e| panic!("{e}: {}", crate::common::stderr(&out)));
+    let sig = &v["images"][0]["signature"];
+    assert_eq!(sig["verified"], true, "{v}");
+    let items = sig["attestations"].as_array().expect("attestations listed");
+    assert_eq!(items.len(), 2, "{v}");
+    assert_eq!(items[0]["item"], "verifyImages[0].attestations[0]");
+    assert_eq!(items[0]["predicate_type"], SLSA);
+    assert_eq!(items[0]["found_in"], "sigstore bundle");
+    assert_eq!(items[1]["predicate_type"], VULN);
+    assert_eq!(items[1]["found_in"], "legacy attestation");
+    for item in items {
+        assert!(item["signer"].as_str().unwrap().contains(SUBJECT), "{item}");
+        assert!(
+            item["envelope"].as_str().unwrap().starts_with("sha256:"),
+            "{item}"
+        );
+    }
 }
