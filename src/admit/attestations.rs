@@ -12,13 +12,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::signatures::{
-    Allowance, Verdict, enough, failed, fetch_capped, found_one, matched, summarise, timed_out,
+    Allowance, Verdict, enough, fetch_capped, found_one, matched, summarise, tag_layers, timed_out,
 };
 use crate::config::verify::{AttestationRule, VerifyRule};
 use crate::digest::Digest;
 use crate::image_ref::ImageRef;
 use crate::policy::Attested;
-use crate::registry::client::{Client, LookupError, MANIFEST_MAX};
+use crate::registry::client::Client;
 use crate::verify::legacy::{self, Signed};
 use crate::verify::rules::Trust;
 use crate::verify::statement::Statement;
@@ -192,21 +192,10 @@ pub(super) fn att_verdict(
     let left = || deadline.saturating_duration_since(Instant::now());
     let digest_s = digest.to_string();
     let tag = legacy::attestation_tag(&digest_s);
-    let reserved = allowance.take_up_to(MANIFEST_MAX);
-    let manifest = match client.manifest_capped(r, &tag, reserved, left()) {
-        Ok(m) => {
-            allowance.give_back(reserved.saturating_sub(m.bytes.len()));
-            m
-        }
-        Err(LookupError::Permanent(m)) if m.contains("(404)") => {
-            allowance.give_back(reserved);
-            return Verdict::Refused(format!("no {tag}"));
-        }
-        Err(e) => return failed(r, e, deadline),
-    };
-    let (layers, total) = match legacy::signature_layers(&manifest.bytes) {
-        Ok(x) => x,
-        Err(e) => return Verdict::Refused(e),
+    let (layers, total) = match tag_layers(r, &tag, client, deadline, allowance) {
+        Ok(Some(x)) => x,
+        Ok(None) => return Verdict::Refused(format!("no {tag}")),
+        Err(v) => return v,
     };
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     let mut seen: HashMap<String, ()> = HashMap::new();

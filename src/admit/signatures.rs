@@ -815,6 +815,36 @@ pub(super) fn summarise(reasons: BTreeMap<String, usize>, skipped: usize) -> Str
     why.join("; ")
 }
 
+/// The layers of one of cosign's tag images (`.sig`, `.att`) within the
+/// allowance: `None` when there is no such tag (nothing read, so nothing
+/// taken), `Err` with the verdict when it cannot be read.
+// The Err is the rare failed lookup, met once per verification.
+#[allow(clippy::result_large_err)]
+pub(super) fn tag_layers(
+    r: &ImageRef,
+    tag: &str,
+    client: &Client,
+    deadline: Instant,
+    allowance: &Allowance,
+) -> Result<Option<(Vec<legacy::SigLayer>, usize)>, Verdict> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let reserved = allowance.take_up_to(MANIFEST_MAX);
+    let manifest = match client.manifest_capped(r, tag, reserved, left) {
+        Ok(m) => {
+            allowance.give_back(reserved.saturating_sub(m.bytes.len()));
+            m
+        }
+        Err(LookupError::Permanent(m)) if m.contains("(404)") => {
+            allowance.give_back(reserved);
+            return Ok(None);
+        }
+        Err(e) => return Err(failed(r, e, deadline)),
+    };
+    legacy::signature_layers(&manifest.bytes)
+        .map(Some)
+        .map_err(Verdict::Refused)
+}
+
 /// cosign's legacy `sha256-<hex>.sig` image. Layers that share a payload
 /// (several signatures of one payload) fetch it once.
 fn legacy_verdict(
@@ -829,22 +859,10 @@ fn legacy_verdict(
     let left = || deadline.saturating_duration_since(Instant::now());
     let digest_s = digest.to_string();
     let tag = legacy::signature_tag(&digest_s);
-    let reserved = allowance.take_up_to(MANIFEST_MAX);
-    let manifest = match client.manifest_capped(r, &tag, reserved, left()) {
-        Ok(m) => {
-            allowance.give_back(reserved.saturating_sub(m.bytes.len()));
-            m
-        }
-        Err(LookupError::Permanent(m)) if m.contains("(404)") => {
-            // Nothing was read: the bundles may have the bytes.
-            allowance.give_back(reserved);
-            return Verdict::Refused(format!("no signature found (no {tag})"));
-        }
-        Err(e) => return failed(r, e, deadline),
-    };
-    let (layers, total) = match legacy::signature_layers(&manifest.bytes) {
-        Ok(x) => x,
-        Err(e) => return Verdict::Refused(e),
+    let (layers, total) = match tag_layers(r, &tag, client, deadline, allowance) {
+        Ok(Some(x)) => x,
+        Ok(None) => return Verdict::Refused(format!("no signature found (no {tag})")),
+        Err(v) => return v,
     };
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     let mut payloads: HashMap<String, Option<Vec<u8>>> = HashMap::new();
