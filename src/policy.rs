@@ -267,6 +267,9 @@ pub struct SignatureFact {
     pub rule: usize,
     /// The signer and the digest it signed, or why nothing verified.
     pub outcome: Result<Signer, String>,
+    /// The attestation item (`verifyImages[<i>].attestations[<j>]`) the
+    /// refusal is about, when the signature itself verified.
+    pub unmet: Option<String>,
 }
 
 /// A verified signature, in words.
@@ -329,6 +332,9 @@ pub enum Rule {
     DigestRequired,
     /// A `verifyImages` entry matched and no signature verified.
     SignatureRequired,
+    /// A `verifyImages` entry's signature verified, and an attestation
+    /// item of it was not met.
+    AttestationRequired,
 }
 
 impl Rule {
@@ -342,6 +348,7 @@ impl Rule {
             Rule::Untagged => "untagged",
             Rule::DigestRequired => "digest-required",
             Rule::SignatureRequired => "signature-required",
+            Rule::AttestationRequired => "attestation-required",
         }
     }
 
@@ -356,6 +363,7 @@ impl Rule {
             Rule::Untagged => "no tag, so it resolves to :latest",
             Rule::DigestRequired => "not pinned by digest",
             Rule::SignatureRequired => "no accepted signature",
+            Rule::AttestationRequired => "a required attestation is missing or not met",
         }
     }
 }
@@ -574,6 +582,10 @@ impl Policy {
         // it).
         for req in self.verify_requirements(r).filter(|_| !skip_signatures) {
             let fact = signatures.iter().find(|f| f.rule == req.index);
+            let rule = match fact.and_then(|f| f.unmet.as_ref()) {
+                Some(_) => Rule::AttestationRequired,
+                None => Rule::SignatureRequired,
+            };
             let detail = match fact.map(|f| &f.outcome) {
                 Some(Ok(_)) => None,
                 Some(Err(why)) => Some(format!("{} requires it; {why}", req.label)),
@@ -583,7 +595,7 @@ impl Policy {
                 )),
             };
             if let Some(d) = detail {
-                failures.push((Rule::SignatureRequired, d));
+                failures.push((rule, d));
             }
         }
         (None, failures)
@@ -759,6 +771,7 @@ impl Policy {
                         "{who} resolves to {full}, which is not pinned by digest; use name@sha256:<digest>"
                     ),
                     Rule::SignatureRequired => format!("{who} must be signed: {detail}"),
+                    Rule::AttestationRequired => format!("{who} must be attested: {detail}"),
                 };
                 Violation {
                     rule: *rule,
@@ -1974,7 +1987,14 @@ mod tests {
             ..Request::default()
         };
         let fact = |rule: usize, outcome: Result<Signer, String>| {
-            Facts::from([(image.to_string(), vec![SignatureFact { rule, outcome }])])
+            Facts::from([(
+                image.to_string(),
+                vec![SignatureFact {
+                    rule,
+                    outcome,
+                    unmet: None,
+                }],
+            )])
         };
         let signed = Ok(Signer {
             digest: "sha256:0".into(),
@@ -2129,6 +2149,7 @@ mod tests {
         assert_eq!(verification(&p, "reg.example/acme/other:1"), vec![1]);
         let signed = |rule: usize| SignatureFact {
             rule,
+            unmet: None,
             outcome: Ok(Signer {
                 digest: D.into(),
                 by: "key k".into(),

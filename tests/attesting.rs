@@ -320,4 +320,43 @@ fn the_readme_attestation_example_end_to_end() {
             "{item}"
         );
     }
+    // In a PolicyReport an item not met is its own rule.
+    let critical = &cases.iter().find(|c| c.0 == "critical").unwrap().1;
+    let out = crate::common::run(
+        &[
+            "check",
+            "--output",
+            "policyreport",
+            "--policy",
+            &policy,
+            ok,
+            critical,
+        ],
+        None,
+    );
+    let v: serde_json::Value = serde_json::from_str(&crate::common::stdout(&out))
+        .unwrap_or_else(|e| panic!("{e}: {}", crate::common::stderr(&out)));
+    let results: Vec<&serde_json::Value> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["results"].as_array().unwrap())
+        .collect();
+    let of = |image: &str| {
+        results
+            .iter()
+            .find(|r| r["properties"]["image"] == image)
+            .unwrap_or_else(|| panic!("{image} in {v}"))
+    };
+    assert_eq!(of(ok)["result"], "pass", "{v}");
+    let r = of(critical);
+    assert_eq!(r["result"], "fail", "{v}");
+    assert_eq!(r["rule"], "attestation-required", "{v}");
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("verifyImages[0].attestations[1]"),
+        "{r}"
+    );
 }

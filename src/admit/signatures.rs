@@ -186,11 +186,24 @@ pub fn gather(
             })
             .collect()
     });
-    for ((image, i, _, _), outcome) in wanted.into_iter().zip(outcomes) {
+    for ((image, i, rule, _), outcome) in wanted.into_iter().zip(outcomes) {
+        // An item's refusal begins with its label (attestations::judge).
+        let unmet = match &outcome {
+            Err(why) => rule
+                .attestations
+                .iter()
+                .find(|a| why.starts_with(&format!("{} (", a.label)))
+                .map(|a| a.label.clone()),
+            Ok(_) => None,
+        };
         facts
             .entry(image.to_string())
             .or_default()
-            .push(SignatureFact { rule: i, outcome });
+            .push(SignatureFact {
+                rule: i,
+                outcome,
+                unmet,
+            });
     }
     facts
 }

@@ -127,6 +127,7 @@ impl Admission {
                         .push(SignatureFact {
                             rule,
                             outcome: Err(OFFLINE.to_string()),
+                            unmet: None,
                         });
                 }
             }
