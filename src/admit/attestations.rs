@@ -345,3 +345,92 @@ pub(super) fn attested(rule: &VerifyRule, kept: &[Vec<Candidate>]) -> Vec<Attest
 pub(super) fn other_types(c: &Collected) -> &[String] {
     &c.other_types
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify::condition::Condition;
+
+    fn candidate(signer: &str, listed: &str, finished: &str) -> Candidate {
+        let statement = format!(
+            r#"{{"_type":"https://in-toto.io/Statement/v1","subject":[{{"digest":{{"sha256":"ab"}}}}],"predicateType":"v","predicate":{{"finished":"{finished}"}}}}"#
+        );
+        Candidate {
+            statement: Arc::new(Statement::read(statement.as_bytes()).unwrap()),
+            signed: Signed {
+                digest: "sha256:ab".into(),
+                signer: signer.into(),
+                listed: listed.into(),
+                found_in: "sigstore bundle",
+                reference: String::new(),
+                time: None,
+                time_source: None,
+                log_index: None,
+                statement: None,
+            },
+            envelope: format!("sha256:{signer}{finished}"),
+        }
+    }
+
+    fn rule(threshold: usize) -> VerifyRule {
+        VerifyRule {
+            threshold,
+            attestations: vec![AttestationRule {
+                label: "verifyImages[0].attestations[0]".into(),
+                written: "vuln".into(),
+                predicate_types: vec!["v".into()],
+                condition: Some(Arc::new(
+                    Condition::compile("timestamp(predicate.finished) > now - duration('24h')")
+                        .unwrap(),
+                )),
+                trust: None,
+            }],
+            ..VerifyRule::default()
+        }
+    }
+
+    /// 2026-12-07T00:00:00Z.
+    const NOW: i64 = 1_796_601_600;
+
+    /// A condition on `now` holds until it does not: the same statements
+    /// kept in a cached verdict are refused a day later.
+    #[test]
+    fn conditions_on_now_are_judged_at_the_time_given() {
+        let r = rule(1);
+        let items = vec![vec![candidate("key a", "keys[0]", "2026-12-06T12:00:00Z")]];
+        let kept = judge(&r, &items, &[], NOW).unwrap();
+        assert_eq!(kept[0].len(), 1);
+        let e = judge(&r, &kept, &[], NOW + 86_400).unwrap_err();
+        assert!(
+            e.starts_with("verifyImages[0].attestations[0] (vuln): its condition is false"),
+            "{e}"
+        );
+        let e = judge(&r, &[Vec::new()], &["other/v1".into()], NOW).unwrap_err();
+        assert!(
+            e.contains("no statement of that type") && e.contains("other/v1"),
+            "{e}"
+        );
+    }
+
+    /// With a threshold, distinct listed signers each need a statement
+    /// that meets the item; one signer's two statements count once, and a
+    /// statement that fails its condition counts for nothing.
+    #[test]
+    fn a_threshold_counts_signers_of_statements_that_meet_the_item() {
+        let r = rule(2);
+        let fresh = "2026-12-06T12:00:00Z";
+        let stale = "2026-11-01T00:00:00Z";
+        let a = candidate("key a", "keys[0]", fresh);
+        let a2 = candidate("key a", "keys[0]", "2026-12-06T13:00:00Z");
+        let b = candidate("key b", "keys[1]", fresh);
+        let b_stale = candidate("key b", "keys[1]", stale);
+        assert!(judge(&r, &[vec![a.clone(), b.clone()]], &[], NOW).is_ok());
+        let e = judge(&r, &[vec![a.clone(), a2]], &[], NOW).unwrap_err();
+        assert!(e.contains("only 1 of the 2 distinct signers"), "{e}");
+        let e = judge(&r, &[vec![a, b_stale]], &[], NOW).unwrap_err();
+        assert!(
+            e.contains("only 1 of the 2") && e.contains("its condition is false"),
+            "{e}"
+        );
+    }
+}
