@@ -21,7 +21,10 @@ use crate::policy::Attested;
 use crate::registry::client::Client;
 use crate::verify::legacy::{self, Signed};
 use crate::verify::rules::Trust;
-use crate::verify::statement::Statement;
+use crate::verify::statement::{Needs, Statement};
+
+/// Other predicate types named in a refusal, at most.
+const MAX_OTHER_TYPES: usize = 5;
 
 /// A statement verified for an item: who signed it, where it was.
 #[derive(Debug, Clone)]
@@ -30,6 +33,9 @@ pub struct Candidate {
     pub signed: Signed,
     /// sha256 of the envelope (the bundle, or the `.att` layer).
     pub envelope: String,
+    /// Whether its item's condition reads `now` and it is kept to be
+    /// judged again at each review.
+    pub rejudge: bool,
 }
 
 impl PartialEq for Candidate {
@@ -45,8 +51,8 @@ pub(super) struct Collected {
     pub items: Vec<Vec<Candidate>>,
     /// Predicate types verified that no item asked for (for refusals).
     other_types: Vec<String>,
-    /// Each envelope's statement, read once.
-    read: HashMap<String, Option<Arc<Statement>>>,
+    /// Each envelope's statement, read once for what its items need.
+    read: HashMap<(String, Needs), Option<Arc<Statement>>>,
     /// Why bundles were refused (for an item's refusal).
     bundle_reasons: BTreeMap<String, usize>,
 }
@@ -66,12 +72,9 @@ impl Collected {
         self.bundle_reasons = reasons.clone();
     }
 
-    /// Those reasons as `bundles: <reasons>; `, or nothing.
-    pub(super) fn noted(&self) -> String {
-        if self.bundle_reasons.is_empty() {
-            return String::new();
-        }
-        format!("bundles: {}; ", summarise(self.bundle_reasons.clone(), 0))
+    /// Those reasons, if any.
+    pub(super) fn noted(&self) -> Option<String> {
+        (!self.bundle_reasons.is_empty()).then(|| summarise(self.bundle_reasons.clone(), 0))
     }
 
     /// Adds what an envelope verified under a trust holds: for the items
@@ -88,10 +91,43 @@ impl Collected {
         let Some(payload) = &signed.statement else {
             return;
         };
+        let Some(predicate_type) = crate::verify::statement::predicate_type(payload) else {
+            *reasons
+                .entry("a statement without a predicateType".into())
+                .or_default() += 1;
+            return;
+        };
+        // The items of this trust that want this type; nothing else is
+        // converted.
+        let wanting: Vec<usize> = rule
+            .attestations
+            .iter()
+            .enumerate()
+            .filter(|(j, item)| {
+                let mine = match own {
+                    None => item.trust.is_none(),
+                    Some(o) => o == *j,
+                };
+                mine && item.predicate_types.contains(&predicate_type)
+            })
+            .map(|(j, _)| j)
+            .collect();
+        if wanting.is_empty() {
+            if self.other_types.len() < MAX_OTHER_TYPES
+                && !self.other_types.contains(&predicate_type)
+            {
+                self.other_types.push(predicate_type);
+            }
+            return;
+        }
+        let needs = wanting
+            .iter()
+            .filter_map(|&j| rule.attestations[j].condition.as_ref())
+            .fold(Needs::default(), |n, c| n.or(c.needs));
         let statement = self
             .read
-            .entry(envelope.to_string())
-            .or_insert_with(|| match Statement::read(payload) {
+            .entry((envelope.to_string(), needs))
+            .or_insert_with(|| match Statement::read(payload, needs) {
                 Ok(s) => Some(Arc::new(s)),
                 Err(e) => {
                     *reasons.entry(e).or_default() += 1;
@@ -102,28 +138,13 @@ impl Collected {
         let Some(statement) = statement else {
             return;
         };
-        let mut wanted = false;
-        for (j, item) in rule.attestations.iter().enumerate() {
-            let mine = match own {
-                None => item.trust.is_none(),
-                Some(o) => o == j,
-            };
-            if mine
-                && item
-                    .predicate_types
-                    .iter()
-                    .any(|t| *t == statement.predicate_type)
-            {
-                wanted = true;
-                self.items[j].push(Candidate {
-                    statement: statement.clone(),
-                    signed: signed.clone(),
-                    envelope: envelope.to_string(),
-                });
-            }
-        }
-        if !wanted && !self.other_types.contains(&statement.predicate_type) {
-            self.other_types.push(statement.predicate_type.clone());
+        for j in wanting {
+            self.items[j].push(Candidate {
+                statement: statement.clone(),
+                signed: signed.clone(),
+                envelope: envelope.to_string(),
+                rejudge: false,
+            });
         }
     }
 
@@ -315,6 +336,75 @@ fn item_met(
     })
 }
 
+/// Values a verdict keeps, at most, to judge its conditions on `now` again
+/// at each review (a few hundred KB): beyond, it keeps none and is
+/// remembered for [`NOW_TTL`] at most.
+pub const KEPT_VALUES_MAX: usize = 1024;
+/// How long a verdict whose conditions read `now` is remembered when it
+/// keeps nothing to judge them again with.
+pub const NOW_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// What a verdict keeps of the statements that met its items: for each
+/// item the statements of the distinct signers it needs; their values
+/// only for an item whose condition reads `now` (to be judged again at
+/// each review), and only up to [`KEPT_VALUES_MAX`] in all. Returns the
+/// most the verdict may be remembered, when less than its rule says.
+pub(super) fn keep(
+    rule: &VerifyRule,
+    met: Vec<Vec<Candidate>>,
+) -> (Vec<Vec<Candidate>>, Option<std::time::Duration>) {
+    let mut kept: Vec<Vec<Candidate>> = Vec::new();
+    for (item, candidates) in rule.attestations.iter().zip(met) {
+        let mut signers: Vec<Signed> = Vec::new();
+        let mut firsts: Vec<Candidate> = Vec::new();
+        for c in candidates {
+            if !signers.iter().any(|s| s.signer == c.signed.signer) {
+                signers.push(c.signed.clone());
+                firsts.push(c);
+            }
+        }
+        let chosen = matched(&signers);
+        let now = item.condition.as_ref().is_some_and(|c| c.uses_now);
+        kept.push(
+            firsts
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| chosen.contains(i))
+                .take(rule.threshold.max(1))
+                .map(|(_, c)| Candidate { rejudge: now, ..c })
+                .collect(),
+        );
+    }
+    let values: usize = kept
+        .iter()
+        .flatten()
+        .filter(|c| c.rejudge)
+        .map(|c| c.statement.values)
+        .sum();
+    let cap = values > KEPT_VALUES_MAX;
+    for c in kept.iter_mut().flatten() {
+        if !c.rejudge || cap {
+            c.statement = Arc::new(c.statement.light());
+            c.rejudge = false;
+        }
+    }
+    let judged_for_now = rule
+        .attestations
+        .iter()
+        .any(|a| a.condition.as_ref().is_some_and(|c| c.uses_now));
+    (kept, (cap && judged_for_now).then_some(NOW_TTL))
+}
+
+/// A remembered verdict's conditions on `now`, judged again at `now`.
+pub(super) fn rejudge(rule: &VerifyRule, kept: &[Vec<Candidate>], now: i64) -> Result<(), String> {
+    for (item, candidates) in rule.attestations.iter().zip(kept) {
+        if candidates.iter().any(|c| c.rejudge) {
+            item_met(item, candidates, rule.threshold, &[], now)?;
+        }
+    }
+    Ok(())
+}
+
 /// The items as reports show them: the statements that met each.
 pub(super) fn attested(rule: &VerifyRule, kept: &[Vec<Candidate>]) -> Vec<Attested> {
     rule.attestations
@@ -356,7 +446,16 @@ mod tests {
             r#"{{"_type":"https://in-toto.io/Statement/v1","subject":[{{"digest":{{"sha256":"ab"}}}}],"predicateType":"v","predicate":{{"finished":"{finished}"}}}}"#
         );
         Candidate {
-            statement: Arc::new(Statement::read(statement.as_bytes()).unwrap()),
+            statement: Arc::new(
+                Statement::read(
+                    statement.as_bytes(),
+                    Needs {
+                        predicate: true,
+                        ..Needs::default()
+                    },
+                )
+                .unwrap(),
+            ),
             signed: Signed {
                 digest: "sha256:ab".into(),
                 signer: signer.into(),
@@ -369,6 +468,7 @@ mod tests {
                 statement: None,
             },
             envelope: format!("sha256:{signer}{finished}"),
+            rejudge: false,
         }
     }
 
@@ -410,6 +510,49 @@ mod tests {
             e.contains("no statement of that type") && e.contains("other/v1"),
             "{e}"
         );
+    }
+
+    /// A verdict keeps the statements of the signers it needs, with their
+    /// values only for a condition on `now` and only while they are few;
+    /// otherwise it keeps none and is remembered five minutes at most.
+    #[test]
+    fn a_verdict_keeps_little() {
+        let r = rule(1);
+        let a = candidate("key a", "keys[0]", "2026-12-06T12:00:00Z");
+        let (kept, cap) = keep(&r, vec![vec![a.clone(), a.clone()]]);
+        assert_eq!(
+            kept[0].len(),
+            1,
+            "one signer's second statement is not kept"
+        );
+        assert!(kept[0][0].rejudge && kept[0][0].statement.predicate.is_some());
+        assert_eq!(cap, None);
+        assert!(rejudge(&r, &kept, NOW).is_ok() && rejudge(&r, &kept, NOW + 86_400).is_err());
+        // Many values: none kept, remembered briefly, not judged again.
+        let mut big = a.clone();
+        let list = vec!["0"; KEPT_VALUES_MAX].join(",");
+        big.statement = Arc::new(
+            Statement::read(
+                format!(
+                    r#"{{"_type":"https://in-toto.io/Statement/v1","subject":[],"predicateType":"v","predicate":{{"finished":"2026-12-06T12:00:00Z","l":[{list}]}}}}"#
+                )
+                .as_bytes(),
+                Needs {
+                    predicate: true,
+                    ..Needs::default()
+                },
+            )
+            .unwrap(),
+        );
+        let (kept, cap) = keep(&r, vec![vec![big]]);
+        assert_eq!(cap, Some(NOW_TTL));
+        assert!(!kept[0][0].rejudge && kept[0][0].statement.predicate.is_none());
+        // No condition on `now`: nothing kept to judge again, no cap.
+        let mut plain = rule(1);
+        plain.attestations[0].condition = None;
+        let (kept, cap) = keep(&plain, vec![vec![a]]);
+        assert!(!kept[0][0].rejudge && kept[0][0].statement.predicate.is_none());
+        assert_eq!(cap, None);
     }
 
     /// With a threshold, distinct listed signers each need a statement

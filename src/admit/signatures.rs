@@ -49,7 +49,15 @@ pub const FETCH_MAX_ATTESTED: usize = 16 << 20;
 pub struct Proven {
     pub signed: Signed,
     pub items: Vec<Vec<Candidate>>,
+    /// The most it may be remembered, when less than the rule's time.
+    pub ttl_cap: Option<Duration>,
 }
+
+/// A reason quoted in a refusal, at most (they can hold what a registry
+/// or a signer wrote).
+const REASON_MAX: usize = 300;
+/// Distinct reasons named in a refusal, at most.
+const REASONS_MAX: usize = 8;
 
 /// What verifying one digest under one rule came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,7 +135,7 @@ impl Verdicts {
 /// time, a refusal briefly, an outage or a timeout not at all.
 fn kept_for(v: &Verdict, verified_ttl: Duration) -> Option<Duration> {
     match v {
-        Verdict::Verified(_) => Some(verified_ttl),
+        Verdict::Verified(p) => Some(p.ttl_cap.map_or(verified_ttl, |c| c.min(verified_ttl))),
         Verdict::Refused(_) => Some(REFUSED_TTL),
         Verdict::Unavailable(_) | Verdict::TimedOut(_) | Verdict::Unreachable(_) => None,
     }
@@ -282,15 +290,8 @@ fn outcome(verdict: Verdict, rule: &VerifyRule, image: &str, what: &str) -> Resu
         Verdict::Verified(p) => {
             // A condition that reads `now` may have stopped holding since
             // the verdict was reached.
-            if rule
-                .attestations
-                .iter()
-                .any(|a| a.condition.as_ref().is_some_and(|c| c.uses_now))
-            {
-                let now = crate::time::unix_now();
-                attestations::judge(rule, &p.items, &[], now)
-                    .map_err(|why| format!("{what}{why}"))?;
-            }
+            attestations::rejudge(rule, &p.items, crate::time::unix_now())
+                .map_err(|why| format!("{what}{why}"))?;
             let s = &p.signed;
             Ok(Signer {
                 digest: s.digest.clone(),
@@ -435,32 +436,38 @@ pub fn verify_digest(
     collected.merge(found);
     let others = attestations::other_types(&collected).to_vec();
     match attestations::judge(rule, &collected.items, &others, crate::time::unix_now()) {
-        Ok(kept) => Verdict::Verified(Arc::new(Proven {
-            signed: proven.signed.clone(),
-            items: kept,
-        })),
-        // The `.att` image could not be read to the end: it might have
-        // held what was missing.
-        Err(_)
-            if matches!(
-                att,
-                Verdict::TimedOut(_) | Verdict::Unreachable(_) | Verdict::Unavailable(_)
-            ) =>
-        {
-            att
+        Ok(met) => {
+            let (items, ttl_cap) = attestations::keep(rule, met);
+            Verdict::Verified(Arc::new(Proven {
+                signed: proven.signed.clone(),
+                items,
+                ttl_cap,
+            }))
         }
-        Err(why) => Verdict::Refused(match att {
-            Verdict::Refused(also) if !also.starts_with("no ") && also != "nothing to verify" => {
-                format!("{why}; {}legacy attestations: {also}", collected.noted())
-            }
-            _ => format!(
-                "{why}{}",
-                collected
-                    .noted()
-                    .trim_end_matches("; ")
-                    .replace("bundles: ", "; bundles: ")
-            ),
-        }),
+        Err(why) => unmet(why, att, collected.noted()),
+    }
+}
+
+/// The verdict of a verified signature with an item not met: `why`,
+/// with what the bundles (`bundles`) and the `.att` image (`att`) said.
+/// When the `.att` image could not be read to the end it might have held
+/// what was missing: out of time or unreachable is denied and not
+/// remembered; a registry that answers for the signature and fails for
+/// the `.att` image only is a refusal, never `onRegistryError: allow`
+/// (a registry must not choose to skip a requirement).
+fn unmet(why: String, att: Verdict, bundles: Option<String>) -> Verdict {
+    let bundles = bundles
+        .map(|b| format!("; bundles: {b}"))
+        .unwrap_or_default();
+    match att {
+        v @ (Verdict::TimedOut(_) | Verdict::Unreachable(_)) => v,
+        Verdict::Unavailable(m) => Verdict::Refused(format!(
+            "{why}{bundles}; legacy attestations could not be fetched: {m}"
+        )),
+        Verdict::Refused(also) if !also.starts_with("no ") && also != "nothing to verify" => {
+            Verdict::Refused(format!("{why}{bundles}; legacy attestations: {also}"))
+        }
+        _ => Verdict::Refused(format!("{why}{bundles}")),
     }
 }
 
@@ -516,6 +523,7 @@ fn verified(s: Signed) -> Verdict {
     Verdict::Verified(Arc::new(Proven {
         signed: s,
         items: Vec::new(),
+        ttl_cap: None,
     }))
 }
 
@@ -814,11 +822,21 @@ pub(super) fn fetch_capped(
 }
 
 /// Reasons, each once with its count, and what was not looked at.
+/// Each reason is cut to [`REASON_MAX`] characters, and at most
+/// [`REASONS_MAX`] are named.
 pub(super) fn summarise(reasons: BTreeMap<String, usize>, skipped: usize) -> String {
+    let kinds = reasons.len();
     let mut why: Vec<String> = reasons
         .into_iter()
-        .map(|(r, n)| if n > 1 { format!("{r} (×{n})") } else { r })
+        .take(REASONS_MAX)
+        .map(|(r, n)| {
+            let r = crate::verify::clipped(&r, REASON_MAX);
+            if n > 1 { format!("{r} (×{n})") } else { r }
+        })
         .collect();
+    if kinds > REASONS_MAX {
+        why.push(format!("{} other reasons", kinds - REASONS_MAX));
+    }
     if skipped > 0 {
         why.push(format!("{skipped} more not looked at"));
     }
@@ -976,6 +994,33 @@ mod tests {
         // Two keys: two.
         let keys = vec![by("key a", "keys[0]"), by("key b", "keys[1]")];
         assert!(enough(&keys, 2) && !enough(&keys, 3));
+    }
+
+    /// An item not met with the `.att` image unreadable: never an outage
+    /// that `onRegistryError: allow` would admit; out of time stays out of
+    /// time.
+    #[test]
+    fn an_unmet_item_is_never_an_outage() {
+        let why = || "verifyImages[0].attestations[0] (vuln): no statement".to_string();
+        let v = unmet(why(), Verdict::Unavailable("503".into()), None);
+        assert!(
+            matches!(&v, Verdict::Refused(m) if m.contains("could not be fetched: 503")),
+            "{v:?}"
+        );
+        let v = unmet(why(), Verdict::TimedOut("late".into()), None);
+        assert!(matches!(v, Verdict::TimedOut(_)));
+        let v = unmet(
+            why(),
+            Verdict::Refused("no sha256-x.att".into()),
+            Some("a signature for another digest".into()),
+        );
+        assert_eq!(
+            v,
+            Verdict::Refused(format!(
+                "{}; bundles: a signature for another digest",
+                why()
+            ))
+        );
     }
 
     #[test]

@@ -235,6 +235,25 @@ pub(crate) fn subjects(payload: &[u8]) -> Result<Vec<(String, String)>, String> 
         .collect())
 }
 
+/// The name under which a statement's subjects name `digest`, or why
+/// none does (`what`: "a signature", "a statement"), naming at most three
+/// of the digests it does name.
+pub(crate) fn subject_named(payload: &[u8], digest: &str, what: &str) -> Result<String, String> {
+    let subjects = subjects(payload)?;
+    if let Some((_, reference)) = subjects.iter().find(|(d, _)| d == digest) {
+        return Ok(reference.clone());
+    }
+    let mut named: Vec<String> = subjects
+        .iter()
+        .take(3)
+        .map(|(d, _)| crate::verify::clipped(d, 80))
+        .collect();
+    if subjects.len() > 3 {
+        named.push(format!("and {} more", subjects.len() - 3));
+    }
+    Err(format!("{what} for another digest ({})", named.join(", ")))
+}
+
 /// Verifies a bundle as a signature of `digest` under `trust`.
 pub fn verify(bundle: &[u8], digest: &str, trust: &Trust) -> Result<Signed, BundleError> {
     verify_artifact(bundle, &Artifact::Image(digest), trust)
@@ -454,7 +473,7 @@ fn dsse_statement(dsse: &Dsse, artifact: &Artifact<'_>) -> Result<SignedContent,
     if dsse.payload_type != IN_TOTO {
         return Err(format!(
             "a DSSE envelope of type {:?}, not an in-toto statement",
-            dsse.payload_type
+            crate::verify::clipped(&dsse.payload_type, 80)
         ));
     }
     let [sig] = dsse.signatures.as_slice() else {
@@ -472,24 +491,14 @@ fn dsse_statement(dsse: &Dsse, artifact: &Artifact<'_>) -> Result<SignedContent,
             ring::digest::digest(&ring::digest::SHA256, bytes).as_ref(),
         ),
     };
-    let subjects = subjects(&payload)?;
-    let Some((_, reference)) = subjects.iter().find(|(d, _)| *d == digest) else {
-        return Err(format!(
-            "a signature for another digest ({})",
-            subjects
-                .iter()
-                .map(|(d, _)| d.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-    };
+    let reference = subject_named(&payload, &digest, "a signature")?;
     Ok(SignedContent {
         signed: Content::Bytes(pae(&dsse.payload_type, &payload)),
         logged: ring::digest::digest(&ring::digest::SHA256, &payload)
             .as_ref()
             .to_vec(),
         signature,
-        reference: reference.clone(),
+        reference,
         digest,
         statement: Some(payload),
     })

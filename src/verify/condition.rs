@@ -14,7 +14,7 @@ use std::sync::{Arc, OnceLock};
 use cel::common::ast::{EntryExpr, Expr, IdedExpr, LiteralValue};
 use cel::common::value::{CowVal, Val};
 
-use crate::verify::statement::{MAX_STATEMENT, Statement};
+use crate::verify::statement::{MAX_STATEMENT, Needs, Statement};
 
 /// A condition longer than this is refused.
 pub const MAX_SOURCE: usize = 4096;
@@ -37,6 +37,8 @@ pub struct Condition {
     /// Whether it reads `now`: its verdict can change with time alone, so
     /// it is evaluated again at each review.
     pub uses_now: bool,
+    /// Which of the statement's values it reads.
+    pub needs: Needs,
 }
 
 impl std::fmt::Debug for Condition {
@@ -80,9 +82,11 @@ impl Condition {
             scope: Vec::new(),
             level: 0,
             uses_now: false,
+            needs: Needs::default(),
         };
         let est = checker.estimate(program.expression())?;
         let uses_now = checker.uses_now;
+        let needs = checker.needs;
         if !matches!(est.ty, Ty::Bool | Ty::Dyn) {
             return Err(format!(
                 "the condition gives a {}, not a boolean",
@@ -101,6 +105,7 @@ impl Condition {
             program,
             cost,
             uses_now,
+            needs,
         })
     }
 
@@ -136,10 +141,7 @@ impl Condition {
 
 /// A message cut to [`MAX_QUOTED`] characters.
 fn quoted(s: &str) -> String {
-    match s.char_indices().nth(MAX_QUOTED) {
-        Some((at, _)) => format!("{}…", &s[..at]),
-        None => s.to_string(),
-    }
+    crate::verify::clipped(s, MAX_QUOTED)
 }
 
 /// The variables of one evaluation, borrowed from the statement.
@@ -151,10 +153,10 @@ struct Vars<'a> {
 impl cel::context::VariableResolver for Vars<'_> {
     fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
         let v: &'b dyn Val = match variable {
-            STATEMENT => &*self.statement.statement,
-            PREDICATE => &*self.statement.predicate,
+            STATEMENT => self.statement.statement.as_deref()?,
+            PREDICATE => self.statement.predicate.as_deref()?,
             PREDICATE_TYPE => &*self.statement.predicate_type_val,
-            SUBJECT => &*self.statement.subject,
+            SUBJECT => self.statement.subject.as_deref()?,
             NOW => &*self.now,
             _ => return None,
         };
@@ -207,8 +209,22 @@ impl Ty {
     }
 }
 
-/// Bytes compared or copied per unit of cost.
+/// Bytes of a string compared or copied per unit of cost.
 const BYTES_PER_UNIT: f64 = 16.0;
+/// Bytes per value of anything else (a list, a map, a value of unknown
+/// type): each value of a JSON structure takes at least two bytes, and
+/// copying, converting or comparing it visits each (cel-rust copies a
+/// value into a literal, and converts both operands of a failed
+/// comparison or arithmetic into its error).
+const BYTES_PER_VALUE: f64 = 2.0;
+
+/// Bytes per unit of work over a value of type `ty`.
+fn rate(ty: Ty) -> f64 {
+    match ty {
+        Ty::Str | Ty::Bytes => BYTES_PER_UNIT,
+        _ => BYTES_PER_VALUE,
+    }
+}
 
 /// An upper bound on an expression's cost, on its value's size (the bytes
 /// of a string or of a value's JSON; a list's elements, a map's entries
@@ -243,10 +259,18 @@ impl Est {
     /// Work over `bytes` of `operand`: per loop when the operand is the
     /// loop's element, per evaluation otherwise.
     fn scan(&mut self, operand: &Est, bytes: f64) {
+        let units = bytes / rate(operand.ty);
         if operand.linear {
-            self.elem += bytes / BYTES_PER_UNIT;
+            self.elem += units;
         } else {
-            self.cost += bytes / BYTES_PER_UNIT;
+            self.cost += units;
+        }
+    }
+
+    /// Work over the whole of each operand.
+    fn scan_all(&mut self, operands: &[Est]) {
+        for o in operands {
+            self.scan(o, o.size);
         }
     }
 }
@@ -269,6 +293,7 @@ struct Checker<'a> {
     /// Loops entered.
     level: usize,
     uses_now: bool,
+    needs: Needs,
 }
 
 impl Checker<'_> {
@@ -311,10 +336,19 @@ impl Checker<'_> {
                     });
                 }
                 let ty = match name.as_str() {
-                    STATEMENT => Ty::Map,
-                    PREDICATE => Ty::Dyn,
+                    STATEMENT => {
+                        self.needs.statement = true;
+                        Ty::Map
+                    }
+                    PREDICATE => {
+                        self.needs.predicate = true;
+                        Ty::Dyn
+                    }
                     PREDICATE_TYPE => Ty::Str,
-                    SUBJECT => Ty::List,
+                    SUBJECT => {
+                        self.needs.subject = true;
+                        Ty::List
+                    }
                     NOW => {
                         self.uses_now = true;
                         return Ok(Est::of(Ty::Timestamp));
@@ -360,6 +394,8 @@ impl Checker<'_> {
                     out.elem += x.elem;
                     out.size += x.size + 1.0;
                     out.linear &= x.linear;
+                    // Each element is copied into the list.
+                    out.scan(&x, x.size);
                 }
                 Ok(out)
             }
@@ -377,6 +413,7 @@ impl Checker<'_> {
                         out.cost += x.cost + 1.0;
                         out.elem += x.elem;
                         out.size += x.size + 1.0;
+                        out.scan(&x, x.size);
                     }
                 }
                 Ok(out)
@@ -411,7 +448,10 @@ impl Checker<'_> {
         if !matches!(range.ty, Ty::List | Ty::Map | Ty::Dyn) {
             return Err(self.error(&c.iter_range, format!("a loop over a {}", range.ty.name())));
         }
-        let elements = (range.size / 2.0).ceil().max(1.0);
+        // No more elements than values a statement may hold.
+        let elements = (range.size / 2.0)
+            .ceil()
+            .clamp(1.0, crate::verify::statement::MAX_VALUES as f64);
         let init = self.estimate(&c.accu_init)?;
         let depth = self.scope.len();
         self.level += 1;
@@ -466,7 +506,7 @@ impl Checker<'_> {
     /// accumulator: cel-rust appends in place.
     fn step(&mut self, c: &cel::common::ast::ComprehensionExpr) -> Result<Est, String> {
         let mut est = self.estimate(&c.loop_step)?;
-        let accu = self.scope.last().map_or(0.0, |v| v.size / BYTES_PER_UNIT);
+        let accu = self.scope.last().map_or(0.0, |v| v.size / rate(v.ty));
         let appends = appends_to(&c.loop_step, &c.accu_var) as f64;
         est.cost = (est.cost - appends * accu).max(1.0);
         Ok(est)
@@ -519,9 +559,15 @@ impl Checker<'_> {
                     };
                     return fail(format!("a {} {how} a {}", tys[0].name(), tys[1].name()));
                 }
-                let bytes = ops[0].size.min(ops[1].size);
-                let by = if ops[0].linear { &ops[0] } else { &ops[1] };
-                out.scan(by, bytes);
+                if ordered {
+                    // Operands that cannot be ordered are converted, whole,
+                    // into the error.
+                    out.scan_all(&ops);
+                } else {
+                    let bytes = ops[0].size.min(ops[1].size);
+                    let by = if ops[0].linear { &ops[0] } else { &ops[1] };
+                    out.scan(by, bytes);
+                }
             }
             "_+_" => {
                 out.ty = match (tys[0], tys[1]) {
@@ -549,6 +595,7 @@ impl Checker<'_> {
                     (a, b) if a.numeric() && a == b => a,
                     (a, b) => return fail(format!("a {} taken from a {}", b.name(), a.name())),
                 };
+                out.scan_all(&ops);
             }
             "_*_" | "_/_" | "_%_" | "-_" => {
                 if let Some(t) = tys
@@ -558,12 +605,13 @@ impl Checker<'_> {
                     return fail(format!("arithmetic on a {}", t.name()));
                 }
                 out.ty = tys[0];
+                out.scan_all(&ops);
             }
             "_[_]" => {
                 if !matches!(tys[0], Ty::List | Ty::Map | Ty::Dyn) {
                     return fail(format!("an index into a {}", tys[0].name()));
                 }
-                out.scan(&ops[1], ops[1].size.min(ops[0].size));
+                out.scan(&ops[1], ops[1].size);
                 out.ty = Ty::Dyn;
                 out.size = ops[0].size;
                 out.linear = ops[0].linear;
@@ -575,21 +623,24 @@ impl Checker<'_> {
                 // Each element visited and compared: the elements are no
                 // more than the list's bytes, their comparisons no more
                 // than its bytes either.
-                out.scan(&ops[1], ops[1].size * (BYTES_PER_UNIT / 2.0 + 1.0));
+                out.scan(&ops[1], 2.0 * ops[1].size);
+                out.scan(&ops[0], ops[0].size);
             }
-            "size" => out.ty = Ty::Int,
+            "size" => {
+                // A string's characters are counted (a list's, a map's
+                // entries are not: their size is kept).
+                out.ty = Ty::Int;
+                for o in ops.iter().filter(|o| matches!(o.ty, Ty::Str | Ty::Dyn)) {
+                    out.scan(&Est { ty: Ty::Str, ..*o }, o.size);
+                }
+            }
             "contains" | "startsWith" | "endsWith" => {
                 if let Some(t) = tys.iter().find(|t| !matches!(t, Ty::Str | Ty::Dyn)) {
                     return fail(format!("{name} on a {}", t.name()));
                 }
-                if name == "contains" {
-                    for o in &ops {
-                        out.scan(o, o.size);
-                    }
-                } else {
-                    let by = if ops[0].linear { &ops[0] } else { &ops[1] };
-                    out.scan(by, ops[0].size.min(ops[1].size));
-                }
+                // A target that is not a string is converted into the
+                // error: the whole of each operand, whatever the function.
+                out.scan_all(&ops);
             }
             "matches" => {
                 let pattern = call.args.last().map(|p| &p.expr);
@@ -602,8 +653,11 @@ impl Checker<'_> {
                 if let Err(why) = regex::Regex::new(p) {
                     return fail(format!("{p:?} is not a regular expression: {why}"));
                 }
-                out.cost += REGEX_COST;
-                out.scan(&ops[0], ops[0].size);
+                // Compiled at each call; matching is linear in the text
+                // times the pattern at worst.
+                let written = p.len() as f64;
+                out.cost += REGEX_COST * (1.0 + written / 64.0);
+                out.scan(&ops[0], ops[0].size * (1.0 + written / 8.0));
             }
             "timestamp" | "duration" => {
                 let ok = match name {
@@ -656,6 +710,7 @@ impl Checker<'_> {
                     return fail(format!("{name} of a {}", tys[0].name()));
                 }
                 out.ty = Ty::Int;
+                out.scan_all(&ops);
             }
             other => {
                 return fail(format!(
@@ -725,6 +780,11 @@ mod tests {
                 r#"{{"_type":"https://in-toto.io/Statement/v1","subject":[{{"name":"a","digest":{{"sha256":"ab"}}}}],"predicateType":"https://cosign.sigstore.dev/attestation/vuln/v1","predicate":{predicate}}}"#
             )
             .as_bytes(),
+            Needs {
+                statement: true,
+                predicate: true,
+                subject: true,
+            },
         )
         .unwrap()
     }
@@ -821,6 +881,15 @@ mod tests {
             "predicate.a.all(x, size(predicate.a + predicate.a) > 0)",
             "predicate.a.map(x, predicate.a).size() > 0",
             "predicate.a.all(x, x.matches('a+')) && predicate.b.all(y, y == predicate.c)",
+            // cel-rust converts both operands of a failed comparison or
+            // arithmetic into its error: a whole statement value per element.
+            "predicate.items.all(i, i.score < predicate.max)",
+            "predicate.a.all(x, x * predicate.f <= 10)",
+            // A literal copies what it holds, at each element.
+            "predicate.m.all(m, {'git': predicate.src}[m.scheme] == m.uri)",
+            // A string's size counts its characters; a time zone is parsed.
+            "predicate.a.all(x, size(predicate.note) < 100)",
+            "predicate.a.all(x, now.getHours(predicate.tz) > 1)",
         ] {
             let e = Condition::compile(source).unwrap_err();
             assert!(e.contains("could cost"), "{source}: {e}");
@@ -840,9 +909,19 @@ mod tests {
     /// the largest list a statement can hold.
     #[test]
     fn the_largest_allowed_loop_runs() {
-        let n = (MAX_STATEMENT - 200) / 2;
+        let n = crate::verify::statement::MAX_VALUES - 20;
         let list = vec!["0"; n].join(",");
-        let s = statement(&format!(r#"{{"a":[{list}]}}"#));
+        let s = Statement::read(
+            format!(
+                r#"{{"_type":"https://in-toto.io/Statement/v1","subject":[],"predicateType":"v","predicate":{{"a":[{list}]}}}}"#
+            )
+            .as_bytes(),
+            Needs {
+                predicate: true,
+                ..Needs::default()
+            },
+        )
+        .unwrap();
         let c = Condition::compile("predicate.a.all(x, x == 0)").unwrap();
         assert_eq!(c.holds(&s, NOW), Ok(true));
     }

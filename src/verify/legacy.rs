@@ -172,7 +172,10 @@ pub fn verify_layer(
 ) -> Result<Signed, String> {
     let (reference, signed_digest) = claims(payload)?;
     if signed_digest != digest {
-        return Err(format!("a signature for another digest ({signed_digest})"));
+        return Err(format!(
+            "a signature for another digest ({})",
+            crate::verify::clipped(&signed_digest, 80)
+        ));
     }
     let signature = annotations
         .get(ANN_SIGNATURE)
@@ -222,7 +225,7 @@ pub fn verify_attestation_layer(
     if e.payload_type != IN_TOTO {
         return Err(format!(
             "a DSSE envelope of type {:?}, not an in-toto statement",
-            e.payload_type
+            crate::verify::clipped(&e.payload_type, 80)
         ));
     }
     let [sig] = e.signatures.as_slice() else {
@@ -238,17 +241,7 @@ pub fn verify_attestation_layer(
     };
     let payload = b64(&e.payload, "the DSSE payload")?;
     let signature = b64(&sig.sig, "the DSSE signature")?;
-    let subjects = crate::verify::bundle::subjects(&payload)?;
-    let Some((_, reference)) = subjects.iter().find(|(d, _)| d == digest) else {
-        return Err(format!(
-            "a statement for another digest ({})",
-            subjects
-                .iter()
-                .map(|(d, _)| d.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-    };
+    let reference = crate::verify::bundle::subject_named(&payload, digest, "a statement")?;
     let pae = crate::verify::bundle::pae(&e.payload_type, &payload);
     let f = check_signer(&pae, &payload, &signature, annotations, trust)?;
     Ok(Signed {
@@ -256,7 +249,7 @@ pub fn verify_attestation_layer(
         signer: f.signer,
         listed: f.listed,
         found_in: FOUND_IN_ATT,
-        reference: reference.clone(),
+        reference,
         time: f.time,
         time_source: f.time_source,
         log_index: f.log_index,

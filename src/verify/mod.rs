@@ -19,6 +19,15 @@ pub mod statement;
 pub mod trust;
 pub mod tsa;
 
+/// `s` cut to `max` characters (what a message quotes of something a
+/// registry or a signer wrote).
+pub fn clipped(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &s[..at]),
+        None => s.to_string(),
+    }
+}
+
 /// `<algorithm>:<lowercase hex>`.
 pub fn hex_digest(algorithm: &str, bytes: &[u8]) -> String {
     format!("{algorithm}:{}", crate::digest::hex(bytes))
