@@ -6,8 +6,10 @@
 
 use crate::common::{Client, client_config, tls_server};
 use crate::registry::{Registry, Setup, start_with};
-use crate::signer::{Leaf, Sigstore};
-use crate::signing::{base_policy, digest_of, judge, push_bundles, push_image_of, write};
+use crate::signer::{Key, Leaf, Sigstore};
+use crate::signing::{
+    base_policy, digest_of, judge, push_annotated_bundles, push_bundles, push_image_of, write,
+};
 
 const ISSUER: &str = "https://token.actions.githubusercontent.com";
 const SUBJECT: &str = "https://github.com/acme/app/.github/workflows/release.yml@refs/heads/main";
@@ -272,6 +274,38 @@ fn the_readme_attestation_example_end_to_end() {
         },
         "a DSSE layer of the .att image larger than accepted",
     );
+    // Annotations only ever spare a fetch: a provenance bundle annotated
+    // as an SBOM is not fetched once the signature is found (so the item
+    // is not met), and one annotated as provenance that holds another
+    // type does not meet it either.
+    for (name, annotated, holds) in [
+        ("annotated-sbom", "https://spdx.dev/Document", SLSA),
+        ("annotated-slsa", SLSA, "https://slsa.dev/provenance/v0.2"),
+    ] {
+        add(
+            name,
+            &|repo, d| {
+                let sig = s.keyless_bundle(&ci, d, SIGNED_AT);
+                let prov = s.keyless_statement_bundle(
+                    &ci,
+                    &statement(d, holds, provenance(REPO_URI)),
+                    SIGNED_AT,
+                );
+                push_annotated_bundles(
+                    &r,
+                    repo,
+                    d,
+                    &[
+                        (&sig, Some("https://sigstore.dev/cosign/sign/v1")),
+                        (&prov, Some(annotated)),
+                    ],
+                );
+                let att = s.att_layer(&ci, &statement(d, VULN, scan(&fresh, 0)), SIGNED_AT);
+                push_image_of(&r, repo, &att_tag(d), DSSE, &[att]);
+            },
+            "attestations[0] (https://slsa.dev/provenance/v1): no statement of that type",
+        );
+    }
     // Everything from the dev branch: the pinned ref refuses it.
     add(
         "branch",
@@ -358,5 +392,74 @@ fn the_readme_attestation_example_end_to_end() {
             .unwrap()
             .contains("verifyImages[0].attestations[1]"),
         "{r}"
+    );
+}
+
+/// An item with its own signers: the scan must be signed by the scanner's
+/// key, whoever signed the image; the same scan signed by the image's own
+/// signer does not count for it. A condition that could run long is
+/// refused when the policy loads, before anything runs.
+#[test]
+fn an_items_own_signers_and_a_condition_refused_at_load() {
+    let Some(r) = start_with("attesting-own", Setup::default()) else {
+        return;
+    };
+    let reg = format!("127.0.0.1:{}", r.port);
+    let s = Sigstore::new();
+    let root = write(&r.dir, "trusted_root.json", &s.trusted_root());
+    let ci = s.leaf_with(
+        SUBJECT,
+        ISSUER,
+        DAY,
+        &[(12, REPO_URI), (14, "refs/heads/main")],
+    );
+    let scanner = Key::p256();
+    let scanner_pub = write(&r.dir, "scanner.pub", &scanner.pem());
+    let fresh = image_bouncer::time::rfc3339(image_bouncer::time::unix_now() - 3600);
+    let push = |name: &str, by_scanner: bool| {
+        let d = digest_of(name);
+        let scan = statement(&d, VULN, scan(&fresh, 0));
+        let att = if by_scanner {
+            s.keyed_statement_bundle(&scanner, &scan, SIGNED_AT)
+        } else {
+            s.keyless_statement_bundle(&ci, &scan, SIGNED_AT)
+        };
+        let sig = s.keyless_bundle(&ci, &d, SIGNED_AT);
+        push_bundles(&r, &format!("acme/{name}"), &d, &[&sig, &att]);
+        format!("{reg}/acme/{name}@{d}")
+    };
+    let by_scanner = push("by-scanner", true);
+    let by_ci = push("by-ci", false);
+    let entry = |condition: &str| {
+        serde_json::json!([{ "images": [format!("{reg}/acme/*")], "trustedRoot": root,
+            "identities": [{"issuer": ISSUER, "subject": SUBJECT}],
+            "attestations": [{"predicateType": "vuln", "keys": [scanner_pub], "condition": condition}]}])
+    };
+    let policy = write(
+        &r.dir,
+        "own.json",
+        &base_policy(&r, entry("predicate.scanner.result.summary.critical == 0")).to_string(),
+    );
+    let (pki, server) = tls_server("attesting-own-server", &["--policy", &policy]);
+    let mut c = Client::tls(server.addr, client_config(&pki.ca_file, None)).unwrap();
+    let (ok, why) = judge(&mut c, &by_scanner);
+    assert!(ok, "{why}");
+    let (ok, why) = judge(&mut c, &by_ci);
+    assert!(
+        !ok && why.contains("attestations[0] (vuln): no statement of that type"),
+        "{why}"
+    );
+    drop(server);
+    let slow = write(
+        &r.dir,
+        "slow.json",
+        &base_policy(&r, entry("predicate.a.all(x, predicate.a.all(y, x == y))")).to_string(),
+    );
+    let out = crate::common::run(&["check", "--policy", &slow, "nginx:1"], None);
+    let err = crate::common::stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("attestations[0].condition: the condition could cost"),
+        "{err}"
     );
 }

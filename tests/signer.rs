@@ -342,6 +342,17 @@ impl Sigstore {
         )
     }
 
+    /// A keyed bundle around `statement` (`cosign attest --key`).
+    pub fn keyed_statement_bundle(&self, key: &Key, statement: &str, time: i64) -> String {
+        self.statement_bundle(
+            &|m| key.sign(m),
+            &key.pem(),
+            serde_json::json!({"publicKey": {"hint": b64(&sha256(&key.spki()))}}),
+            statement,
+            time,
+        )
+    }
+
     /// A keyless bundle around `statement` (an in-toto statement's
     /// exact bytes): what `cosign attest` attaches.
     pub fn keyless_statement_bundle(&self, leaf: &Leaf, statement: &str, time: i64) -> String {

@@ -100,16 +100,32 @@ fn push_bundle(r: &Registry, repo: &str, digest: &str, bundle: &str) {
 /// Several bundles attached to one digest, all listed in its fallback
 /// index.
 pub fn push_bundles(r: &Registry, repo: &str, digest: &str, bundles: &[&str]) {
+    let plain: Vec<(&str, Option<&str>)> = bundles.iter().map(|b| (*b, None)).collect();
+    push_annotated_bundles(r, repo, digest, &plain);
+}
+
+/// The same, each referrer manifest annotated with the predicate type
+/// given (`dev.sigstore.bundle.predicateType`, as cosign annotates it).
+pub fn push_annotated_bundles(
+    r: &Registry,
+    repo: &str,
+    digest: &str,
+    bundles: &[(&str, Option<&str>)],
+) {
     let empty = r.push_blob(repo, b"{}");
     let at = "application/vnd.dev.sigstore.bundle.v0.3+json";
     let mut listed = Vec::new();
-    for bundle in bundles {
+    for (bundle, predicate_type) in bundles {
         let layer = r.push_blob(repo, bundle.as_bytes());
-        let m = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "artifactType": at,
+        let mut m = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "artifactType": at,
             "config": {"mediaType": "application/vnd.oci.empty.v1+json", "size": 2, "digest": empty},
             "layers": [{"mediaType": at, "size": bundle.len(), "digest": layer}],
-            "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "size": 1, "digest": digest}})
-        .to_string();
+            "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "size": 1, "digest": digest}});
+        if let Some(t) = predicate_type {
+            m["annotations"] = serde_json::json!({"dev.sigstore.bundle.content": "dsse-envelope",
+                "dev.sigstore.bundle.predicateType": t});
+        }
+        let m = m.to_string();
         let md = Digest::sha256_of(m.as_bytes()).to_string();
         r.push_manifest(
             repo,

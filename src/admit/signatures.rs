@@ -711,15 +711,34 @@ fn bundle_verdict(
         struct M {
             #[serde(default)]
             layers: Vec<crate::registry::client::Descriptor>,
+            #[serde(default)]
+            annotations: BTreeMap<String, String>,
         }
-        let layer = match serde_json::from_slice::<M>(&m.bytes) {
-            Ok(M { layers })
-                if layers.len() == 1 && layers[0].media_type.starts_with(bundle::LAYER_PREFIX) =>
-            {
-                layers.into_iter().next()
+        let (layer, annotations) = match serde_json::from_slice::<M>(&m.bytes) {
+            Ok(M {
+                layers,
+                annotations,
+            }) if layers.len() == 1 && layers[0].media_type.starts_with(bundle::LAYER_PREFIX) => {
+                (layers.into_iter().next(), annotations)
             }
-            _ => None,
+            _ => (None, BTreeMap::new()),
         };
+        // Once the signature is found, a bundle whose annotation names a
+        // predicate type no item asks for is not fetched. The annotation
+        // only ever spares a fetch: what a bundle holds is decided by its
+        // signed statement.
+        if enough(found, rule.threshold)
+            && annotations
+                .get(bundle::PREDICATE_TYPE_ANNOTATION)
+                .is_some_and(|t| {
+                    !rule
+                        .attestations
+                        .iter()
+                        .any(|a| a.predicate_types.contains(t))
+                })
+        {
+            continue;
+        }
         let Some(layer) = layer else {
             *reasons
                 .entry("a referrer that is not one bundle layer".into())

@@ -27,6 +27,9 @@ const MEDIA_TYPES: [&str; 4] = [
 ];
 /// The artifact type cosign attaches bundles with.
 pub const ARTIFACT_TYPE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
+/// The annotation cosign gives a bundle's referrer manifest: the
+/// predicate type of the statement inside (unsigned; a hint only).
+pub const PREDICATE_TYPE_ANNOTATION: &str = "dev.sigstore.bundle.predicateType";
 /// A layer holding a bundle: its media type starts so.
 pub const LAYER_PREFIX: &str = "application/vnd.dev.sigstore.bundle";
 const IN_TOTO: &str = "application/vnd.in-toto+json";
