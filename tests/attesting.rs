@@ -60,6 +60,24 @@ fn scan(finished: &str, critical: u32) -> serde_json::Value {
         "metadata": {"scanStartedOn": finished, "scanFinishedOn": finished}})
 }
 
+/// A registry, its `host:port`, a test sigstore with its trusted root
+/// written there, and the CI's leaf: the release workflow of `acme/app` on
+/// main, with Fulcio's `.12` sourceRepositoryURI and `.14`
+/// sourceRepositoryRef.
+fn set_up(name: &str) -> Option<(Registry, String, Sigstore, String, Leaf)> {
+    let r = start_with(name, Setup::default())?;
+    let reg = format!("127.0.0.1:{}", r.port);
+    let s = Sigstore::new();
+    let root = write(&r.dir, "trusted_root.json", &s.trusted_root());
+    let ci = s.leaf_with(
+        SUBJECT,
+        ISSUER,
+        DAY,
+        &[(12, REPO_URI), (14, "refs/heads/main")],
+    );
+    Some((r, reg, s, root, ci))
+}
+
 /// One image: its signature (a bundle, as `cosign sign` v3 writes it),
 /// its provenance as a bundle, its scan in the legacy `.att` image.
 struct Image<'a> {
@@ -94,19 +112,9 @@ impl Image<'_> {
 /// its reason, for every requirement broken one at a time.
 #[test]
 fn the_readme_attestation_example_end_to_end() {
-    let Some(r) = start_with("attesting", Setup::default()) else {
+    let Some((r, reg, s, root, ci)) = set_up("attesting") else {
         return;
     };
-    let reg = format!("127.0.0.1:{}", r.port);
-    let s = Sigstore::new();
-    let root = write(&r.dir, "trusted_root.json", &s.trusted_root());
-    // Fulcio's extensions: .12 sourceRepositoryURI, .14 sourceRepositoryRef.
-    let ci = s.leaf_with(
-        SUBJECT,
-        ISSUER,
-        DAY,
-        &[(12, REPO_URI), (14, "refs/heads/main")],
-    );
     let branch = s.leaf_with(
         "https://github.com/acme/app/.github/workflows/release.yml@refs/heads/dev",
         ISSUER,
@@ -401,18 +409,9 @@ fn the_readme_attestation_example_end_to_end() {
 /// refused when the policy loads, before anything runs.
 #[test]
 fn an_items_own_signers_and_a_condition_refused_at_load() {
-    let Some(r) = start_with("attesting-own", Setup::default()) else {
+    let Some((r, reg, s, root, ci)) = set_up("attesting-own") else {
         return;
     };
-    let reg = format!("127.0.0.1:{}", r.port);
-    let s = Sigstore::new();
-    let root = write(&r.dir, "trusted_root.json", &s.trusted_root());
-    let ci = s.leaf_with(
-        SUBJECT,
-        ISSUER,
-        DAY,
-        &[(12, REPO_URI), (14, "refs/heads/main")],
-    );
     let scanner = Key::p256();
     let scanner_pub = write(&r.dir, "scanner.pub", &scanner.pem());
     let fresh = image_bouncer::time::rfc3339(image_bouncer::time::unix_now() - 3600);
