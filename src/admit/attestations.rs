@@ -263,6 +263,7 @@ pub(super) fn judge(
     now: i64,
 ) -> Result<Vec<Vec<Candidate>>, String> {
     let mut kept = Vec::new();
+    let mut budget = EVALUATION_BUDGET;
     for (item, candidates) in rule.attestations.iter().zip(items) {
         kept.push(item_met(
             item,
@@ -270,18 +271,26 @@ pub(super) fn judge(
             rule.threshold,
             other_types,
             now,
+            &mut budget,
         )?);
     }
     Ok(kept)
 }
 
 /// The statements that meet one item, or why none do.
+/// What one judgement of a verdict may spend evaluating conditions, in
+/// their estimated costs (twice what one condition may cost: a few
+/// hundred milliseconds of one core at worst); statements beyond it are
+/// not evaluated, and count for nothing.
+const EVALUATION_BUDGET: f64 = 2.0 * crate::verify::condition::MAX_COST;
+
 fn item_met(
     item: &AttestationRule,
     candidates: &[Candidate],
     threshold: usize,
     other_types: &[String],
     now: i64,
+    budget: &mut f64,
 ) -> Result<Vec<Candidate>, String> {
     let named = || format!("{} ({})", item.label, item.written);
     if candidates.is_empty() {
@@ -297,10 +306,18 @@ fn item_met(
     }
     let mut kept: Vec<Candidate> = Vec::new();
     let mut why = None;
+    let mut unjudged = 0;
     for c in candidates {
         let holds = match &item.condition {
             None => Ok(true),
-            Some(cond) => cond.holds(&c.statement, now),
+            Some(cond) if *budget < cond.cost => {
+                unjudged += 1;
+                continue;
+            }
+            Some(cond) => {
+                *budget -= cond.cost;
+                cond.holds(&c.statement, now)
+            }
         };
         match (holds, &item.condition) {
             (Ok(true), _) => kept.push(c.clone()),
@@ -324,6 +341,12 @@ fn item_met(
     }
     if enough(&signers, threshold) {
         return Ok(kept);
+    }
+    if unjudged > 0 {
+        why = Some(format!(
+            "{}{unjudged} statements not evaluated (what one verification may spend on conditions ran out)",
+            why.map(|w| format!("{w}; ")).unwrap_or_default()
+        ));
     }
     Err(match why {
         Some(why) if kept.is_empty() => format!("{}: {why}", named()),
@@ -397,9 +420,10 @@ pub(super) fn keep(
 
 /// A remembered verdict's conditions on `now`, judged again at `now`.
 pub(super) fn rejudge(rule: &VerifyRule, kept: &[Vec<Candidate>], now: i64) -> Result<(), String> {
+    let mut budget = EVALUATION_BUDGET;
     for (item, candidates) in rule.attestations.iter().zip(kept) {
         if candidates.iter().any(|c| c.rejudge) {
-            item_met(item, candidates, rule.threshold, &[], now)?;
+            item_met(item, candidates, rule.threshold, &[], now, &mut budget)?;
         }
     }
     Ok(())
@@ -553,6 +577,40 @@ mod tests {
         let (kept, cap) = keep(&plain, vec![vec![a]]);
         assert!(!kept[0][0].rejudge && kept[0][0].statement.predicate.is_none());
         assert_eq!(cap, None);
+    }
+
+    /// One judgement evaluates conditions up to a budget: statements
+    /// beyond it count for nothing, and the refusal says so.
+    #[test]
+    fn conditions_are_evaluated_within_a_budget() {
+        let mut r = rule(1);
+        let costly = Condition::compile(
+            "predicate.a.all(x, x == 0) && predicate.b.all(x, x == 0) && predicate.c.all(x, x == 0) && predicate.d.all(x, x == 0)",
+        )
+        .unwrap();
+        assert!(costly.cost * 3.0 > EVALUATION_BUDGET, "{}", costly.cost);
+        r.attestations[0].condition = Some(Arc::new(costly));
+        let with = |ok: bool| {
+            let mut c = candidate("key a", "keys[0]", "x");
+            let v = if ok { "[0]" } else { "[1]" };
+            c.statement = Arc::new(
+                Statement::read(
+                    format!(
+                        r#"{{"_type":"https://in-toto.io/Statement/v1","subject":[],"predicateType":"v","predicate":{{"a":{v},"b":[0],"c":[0],"d":[0]}}}}"#
+                    )
+                    .as_bytes(),
+                    Needs {
+                        predicate: true,
+                        ..Needs::default()
+                    },
+                )
+                .unwrap(),
+            );
+            c
+        };
+        assert!(judge(&r, &[vec![with(true)]], &[], NOW).is_ok());
+        let e = judge(&r, &[vec![with(false), with(false), with(true)]], &[], NOW).unwrap_err();
+        assert!(e.contains("statements not evaluated"), "{e}");
     }
 
     /// With a threshold, distinct listed signers each need a statement

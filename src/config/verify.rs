@@ -53,6 +53,10 @@ pub struct AttestationRule {
     pub trust: Option<Trust>,
 }
 
+/// Attestation items of one entry, at most (each may verify every
+/// statement again under its own signers).
+const ITEMS_MAX: usize = 16;
+
 /// Short names for the predicate types cosign writes (`cosign attest
 /// --type`) and SLSA's provenance, as policies usually say them.
 pub const PREDICATE_ALIASES: [(&str, &[&str]); 8] = [
@@ -372,6 +376,14 @@ impl Items<'_> {
             ));
             return Vec::new();
         };
+        if items.len() > ITEMS_MAX {
+            problems.push(format!(
+                "{}: {} attestation items, more than the {ITEMS_MAX} an entry may require",
+                at(p),
+                items.len()
+            ));
+            return Vec::new();
+        }
         let mut out = Vec::new();
         for (j, item) in items.iter().enumerate() {
             let here = format!("{p}[{j}]");
