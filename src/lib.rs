@@ -42,6 +42,7 @@ pub mod review;
 pub mod server;
 pub mod setup;
 pub mod time;
+pub mod tuf;
 pub mod verify;
 pub mod verify_bundle;
 pub mod yaml;

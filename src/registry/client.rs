@@ -384,6 +384,59 @@ impl Client {
         self
     }
 
+    /// A GET of `url` outside any registry's API (TUF metadata and
+    /// targets): the same agents, proxies, timeouts and address guard (a
+    /// loopback or link-local host only when named with
+    /// [`Client::with_named_hosts`]), plain `http://` only to a host given
+    /// to [`Client::with_plain_http`], no credentials, at most `cap`
+    /// bytes, within `within`. A 404 is `Permanent` with "(404)" in it.
+    pub fn get_url(&self, url: &str, cap: usize, within: Duration) -> Result<Vec<u8>, LookupError> {
+        let bad = || LookupError::Permanent(format!("{url:?} is not an http(s) URL"));
+        let uri: ureq::http::Uri = url.parse().map_err(|_| bad())?;
+        let https = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => return Err(bad()),
+        };
+        let authority = uri.authority().ok_or_else(bad)?.as_str();
+        if authority.contains('@') {
+            return Err(bad());
+        }
+        let key = registry_key(authority);
+        if !https && !self.plain.contains(&key) {
+            return Err(LookupError::Permanent(format!(
+                "{url}: plain http to {key} is not configured"
+            )));
+        }
+        let (host, port) = crate::image_ref::split_port(&key);
+        let port = port.and_then(|p| p.parse::<u16>().ok());
+        let t = Target {
+            host: key.clone(),
+            base: String::new(),
+            name: String::new(),
+            plain: !https,
+            registry_host: host.to_string(),
+            registry_port: port,
+        };
+        guard::check_literal(
+            &self.named,
+            &key,
+            port.unwrap_or(if https { 443 } else { 80 }),
+        )
+        .map_err(LookupError::Permanent)?;
+        let deadline = Instant::now() + within;
+        let mut resp = self.call(&t, Method::Get, url, "*/*", None, deadline)?;
+        let status = resp.status().as_u16();
+        match status {
+            200 => {}
+            429 | 500..=599 => {
+                return Err(LookupError::Transient(format!("{url}: ({status})")));
+            }
+            _ => return Err(LookupError::Permanent(format!("{url}: ({status})"))),
+        }
+        read_checked(&mut resp, None, cap, url).map(|(bytes, _)| bytes)
+    }
+
     /// How long a resolved tag is believed (default [`CACHE_TTL`]).
     pub fn with_tag_ttl(mut self, ttl: Duration) -> Self {
         self.tag_ttl = ttl;
