@@ -428,12 +428,42 @@ pub struct TestArgs {
     pub cases: String,
 }
 
+/// Update a sigstore trusted_root.json from a TUF repository (sigstore's by default), verified before it is written.
+#[derive(FromArgs, Debug, PartialEq, Default)]
+pub struct TrustUpdateArgs {
+    /// where to write the trusted root; the TUF metadata trusted is kept beside it, in <out>.tuf/
+    #[argh(option)]
+    pub out: String,
+    /// the TUF root to start from the first time (default: sigstore's public-good root, built in)
+    #[argh(option)]
+    pub tuf_root: Option<String>,
+    /// the TUF repository's metadata URL (default https://tuf-repo-cdn.sigstore.dev; http:// is allowed, metadata is signed)
+    #[argh(option)]
+    pub tuf_url: Option<String>,
+    /// the repository's targets URL (default: <tuf-url>/targets)
+    #[argh(option)]
+    pub targets_url: Option<String>,
+    /// seconds one download may take (default 30)
+    #[argh(option)]
+    pub timeout: Option<u64>,
+}
+
+/// Show what a sigstore trusted_root.json holds: Fulcio CAs, Rekor and CT logs, timestamp authorities, each with its validity.
+#[derive(FromArgs, Debug, PartialEq, Default)]
+pub struct TrustShowArgs {
+    /// the trusted_root.json
+    #[argh(positional)]
+    pub file: String,
+}
+
 /// What the command line asks for.
 #[derive(Debug, PartialEq)]
 pub enum Command {
     Check(Box<CheckArgs>),
     Test(TestArgs),
     VerifyBundle(VerifyBundleArgs),
+    TrustUpdate(TrustUpdateArgs),
+    TrustShow(TrustShowArgs),
     /// With whether the older project's environment is read (drop-in mode).
     Serve(Box<ServeArgs>, bool),
     Certs(CertsArgs),
@@ -463,6 +493,8 @@ Commands:
   config apiserver   write the ImagePolicyWebhook admission config and kubeconfig
   config webhook     print Validating/MutatingWebhookConfiguration with the caBundle
   verify-bundle      verify one sigstore bundle offline (why a signature is refused)
+  trust update       update a sigstore trusted_root.json from its TUF repository (beside the webhook)
+  trust show         show what a trusted_root.json holds (CAs, logs, TSAs, validity)
 
 Run 'image-bouncer <command> --help' for the flags of a command.";
 
@@ -505,6 +537,15 @@ pub fn parse(args: &[String]) -> Result<Command, Early> {
         "verify-bundle" => {
             sub(&["image-bouncer verify-bundle"], &args[1..]).map(Command::VerifyBundle)
         }
+        "trust" => match args.get(1).map(String::as_str) {
+            Some("update") => {
+                sub(&["image-bouncer trust update"], &args[2..]).map(Command::TrustUpdate)
+            }
+            Some("show") => sub(&["image-bouncer trust show"], &args[2..]).map(Command::TrustShow),
+            _ => Err(usage(format!(
+                "usage: image-bouncer trust update|show [--help]\n\n{OVERVIEW}"
+            ))),
+        },
         "serve" => sub(&["image-bouncer serve"], &args[1..]).map(serve_with_env),
         "certs" => sub(&["image-bouncer certs"], &args[1..]).map(Command::Certs),
         "config" => match args.get(1).map(String::as_str) {

@@ -42,6 +42,7 @@ pub mod review;
 pub mod server;
 pub mod setup;
 pub mod time;
+pub mod trust;
 pub mod tuf;
 pub mod verify;
 pub mod verify_bundle;
@@ -148,6 +149,26 @@ pub fn run(args: &[String]) -> ExitCode {
             }
             Err(why) => {
                 eprintln!("not verified: {why}");
+                Ok(ExitCode::from(1))
+            }
+        },
+        cli::Command::TrustUpdate(a) => match trust::update(&a) {
+            Ok(done) => {
+                println!("{done}");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(why) => {
+                eprintln!("not updated: {why}; {} is left as it was", a.out);
+                Ok(ExitCode::from(1))
+            }
+        },
+        cli::Command::TrustShow(a) => match trust::show(&a) {
+            Ok(text) => {
+                println!("{text}");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(why) => {
+                eprintln!("{why}");
                 Ok(ExitCode::from(1))
             }
         },

@@ -19,3 +19,4 @@ mod setup;
 mod signatures;
 mod signer;
 mod signing;
+mod tuf;
