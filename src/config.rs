@@ -45,6 +45,9 @@ pub struct Rules {
     /// The first 12 hex digits of the policy file's SHA-256, as read (to
     /// see which policy a replica holds); empty without a file.
     pub source_sha256: String,
+    /// The files the policies name (keys, trusted roots, registry CAs,
+    /// credentials): a server reloads when one of them changes.
+    pub files: Vec<std::path::PathBuf>,
 }
 
 /// The registry settings of the policy file, read and checked.
@@ -212,6 +215,7 @@ impl PolicyFlags {
         }
         let mut sha = ring::digest::Context::new(&ring::digest::SHA256);
         let mut raws: Vec<(std::sync::Arc<str>, RawPolicy)> = Vec::new();
+        let mut named: Vec<std::path::PathBuf> = Vec::new();
         let mut raw_mutate = RawMutate::default();
         let mut raw_registry = (None, Vec::new());
         // The file that gave the server-wide keys.
@@ -242,9 +246,10 @@ impl PolicyFlags {
             let (mut raw, mutate) = parse_policy_text(&text, &source, is_yaml(path), &mut problems);
             // Files the policy names are read beside it (a ConfigMap key
             // next to the policy's).
-            if let Some(base) = path.parent() {
-                anchor_paths(&mut raw, base);
-            }
+            named.extend(anchor_paths(
+                &mut raw,
+                path.parent().unwrap_or(std::path::Path::new("")),
+            ));
             if !raw.server_wide.is_empty() {
                 match &server_wide_from {
                     Some(first) => problems.push(format!(
@@ -321,12 +326,15 @@ impl PolicyFlags {
         } else {
             crate::digest::hex(&sha.finish().as_ref()[..6])
         };
+        named.sort();
+        named.dedup();
         Ok(Rules {
             policy: PolicySet { policies },
             mutate,
             registry,
             verify,
             source_sha256,
+            files: named,
         })
     }
 
@@ -397,30 +405,61 @@ fn anchor(base: &std::path::Path, value: &mut String) {
 }
 
 /// Every file name the policy file gives (registryCredentials, a
-/// registry's ca, verifyImages keys and trustedRoot), read beside it.
-fn anchor_paths(raw: &mut RawPolicy, base: &std::path::Path) {
+/// registry's ca, verifyImages keys and trustedRoot, attestation items'
+/// keys), read beside it; returns them (not the data written inline), to
+/// be watched for changes.
+fn anchor_paths(raw: &mut RawPolicy, base: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut named: Vec<&mut String> = Vec::new();
     if let Some((_, path)) = &mut raw.registry_credentials {
-        anchor(base, path);
+        named.push(path);
     }
     for (_, _, ca, _) in &mut raw.registries {
         if let Some(ca) = ca {
-            anchor(base, ca);
+            named.push(ca);
         }
     }
-    if let Some((_, Value::Array(entries))) = &mut raw.verify_images {
-        for entry in entries.iter_mut().filter_map(Value::as_object_mut) {
-            if let Some(Value::String(root)) = entry.get_mut("trustedRoot") {
-                anchor(base, root);
-            }
-            if let Some(Value::Array(keys)) = entry.get_mut("keys") {
-                for key in keys.iter_mut() {
-                    if let Value::String(k) = key {
-                        anchor(base, k);
-                    }
+    fn keys<'a>(holder: &'a mut serde_json::Map<String, Value>, named: &mut Vec<&'a mut String>) {
+        if let Some(Value::Array(keys)) = holder.get_mut("keys") {
+            for key in keys.iter_mut() {
+                if let Value::String(k) = key {
+                    named.push(k);
                 }
             }
         }
     }
+    if let Some((_, Value::Array(entries))) = &mut raw.verify_images {
+        for entry in entries.iter_mut().filter_map(Value::as_object_mut) {
+            let mut root = None;
+            let mut items = None;
+            let mut own = None;
+            for (k, v) in entry.iter_mut() {
+                match (k.as_str(), v) {
+                    ("trustedRoot", Value::String(r)) => root = Some(r),
+                    ("attestations", Value::Array(a)) => items = Some(a),
+                    ("keys", v) => own = Some(v),
+                    _ => {}
+                }
+            }
+            named.extend(root);
+            if let Some(Value::Array(list)) = own {
+                named.extend(list.iter_mut().filter_map(|k| match k {
+                    Value::String(k) => Some(k),
+                    _ => None,
+                }));
+            }
+            for item in items.into_iter().flatten().filter_map(Value::as_object_mut) {
+                keys(item, &mut named);
+            }
+        }
+    }
+    named
+        .into_iter()
+        .filter(|v| !is_inline(v))
+        .map(|v| {
+            anchor(base, v);
+            std::path::PathBuf::from(v.as_str())
+        })
+        .collect()
 }
 
 fn parse_policy_text(

@@ -1021,3 +1021,77 @@ fn ring_sha256(bytes: &[u8]) -> Vec<u8> {
         .map(|h| u8::from_str_radix(std::str::from_utf8(h).unwrap(), 16).unwrap())
         .collect()
 }
+
+/// A file a policy names (here its trusted root, as `trust update` would
+/// rewrite it) is watched like the policy: a new root is loaded without a
+/// signal, a root that does not parse is refused (logged and counted)
+/// with the previous one in force, and fixing it loads again.
+#[test]
+fn files_a_policy_names_are_watched() {
+    let dir = crate::common::temp_dir("named-files-watched");
+    let root = dir.join("keys/trusted_root.json");
+    std::fs::create_dir_all(root.parent().unwrap()).unwrap();
+    let fixtures = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/sigstore/trusted-roots"
+    );
+    let swap = |text: &[u8]| {
+        let tmp = root.with_extension("tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &root).unwrap();
+    };
+    swap(&std::fs::read(format!("{fixtures}/public-good.json")).unwrap());
+    let policy = dir.join("policy.json");
+    std::fs::write(
+        &policy,
+        serde_json::json!({"verifyImages": [{"images": ["ghcr.io/acme/*"], "trustedRoot": "keys/trusted_root.json",
+            "identities": [{"issuer": "https://token.actions.githubusercontent.com", "subjectRegExp": "https://github.com/acme/.+"}]}]})
+        .to_string(),
+    )
+    .unwrap();
+    let (pki, server) = tls_server(
+        "named-files",
+        &[
+            "--policy",
+            policy.to_str().unwrap(),
+            "--reload-interval",
+            "100ms",
+        ],
+    );
+    let reloads = || server.log().matches("policy reloaded").count();
+    let wait = |n: usize| {
+        let start = Instant::now();
+        while reloads() < n {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{}",
+                server.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    assert_eq!(reloads(), 0, "{}", server.log());
+    swap(&std::fs::read(format!("{fixtures}/staging.json")).unwrap());
+    wait(1);
+    swap(b"{\"mediaType\": \"not a root\"");
+    server.wait_for_log("policy reload failed", Duration::from_secs(30));
+    assert!(
+        server.log().contains("trusted_root.json"),
+        "{}",
+        server.log()
+    );
+    let metrics = Client::tls(server.addr, client_config(&pki.ca_file, None))
+        .unwrap()
+        .get("/metrics")
+        .unwrap()
+        .text();
+    assert!(
+        metrics.contains("image_bouncer_reloads_total{kind=\"policy\",outcome=\"failure\"} 1"),
+        "{metrics}"
+    );
+    swap(&std::fs::read(format!("{fixtures}/public-good.json")).unwrap());
+    wait(2);
+    // Quiet again: nothing more is reloaded.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(reloads(), 2, "{}", server.log());
+}

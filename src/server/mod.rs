@@ -467,11 +467,27 @@ fn fingerprints(s: &Settings) -> Fingerprints {
     )
 }
 
+/// A fingerprint of the files the policies in force name (keys, trusted
+/// roots, registry CAs): a `trust update` writing a new root is picked up
+/// without a signal.
+fn named_fingerprint(shared: &Shared) -> Fingerprint {
+    let admission = shared.admission();
+    Fingerprint::of(
+        &admission
+            .rules()
+            .files
+            .iter()
+            .map(|p| p.as_path())
+            .collect::<Vec<_>>(),
+    )
+}
+
 /// `initial` was taken before the files were first loaded, so that a change
 /// made while they were being loaded is still seen.
 fn watch(shared: &Shared, signals: &Signals, initial: Fingerprints) {
     let s = &shared.settings;
     let (mut last_policy, mut last_tls) = initial;
+    let mut last_named = named_fingerprint(shared);
     let mut next_check = Instant::now() + s.reload_interval;
     let mut next_expiry_log = Instant::now() + EXPIRY_LOG_EVERY;
     while !signals.term.load(Ordering::Acquire) {
@@ -491,7 +507,8 @@ fn watch(shared: &Shared, signals: &Signals, initial: Fingerprints) {
         }
         next_check = Instant::now() + s.reload_interval;
         let (p, t) = fingerprints(s);
-        let policy_changed = hup || p != last_policy;
+        let named = named_fingerprint(shared);
+        let policy_changed = hup || p != last_policy || named != last_named;
         let tls_changed = hup || t != last_tls;
         if !(policy_changed || tls_changed) {
             continue;
@@ -504,6 +521,10 @@ fn watch(shared: &Shared, signals: &Signals, initial: Fingerprints) {
                 failed.push("policy");
             }
             last_policy = p;
+            // The files the policies now in force name, as they are now (a
+            // failed reload leaves the policy, and so the files, as they
+            // were: the next change to the broken file reloads).
+            last_named = named_fingerprint(shared);
         }
         if tls_changed {
             if !reload_tls(shared) {
