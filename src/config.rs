@@ -66,6 +66,9 @@ pub struct RegistryConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     pub problems: Vec<String>,
+    /// The files the policies that failed name, as far as they were read
+    /// (a server watches them: fixing one loads again).
+    pub files: Vec<std::path::PathBuf>,
 }
 
 impl fmt::Display for ConfigError {
@@ -318,16 +321,19 @@ impl PolicyFlags {
                 directory.map(|d| d.display().to_string()).unwrap_or_default()
             ));
         }
+        named.sort();
+        named.dedup();
         if !problems.is_empty() {
-            return Err(ConfigError { problems });
+            return Err(ConfigError {
+                problems,
+                files: named,
+            });
         }
         let source_sha256 = if files.is_empty() {
             String::new()
         } else {
             crate::digest::hex(&sha.finish().as_ref()[..6])
         };
-        named.sort();
-        named.dedup();
         Ok(Rules {
             policy: PolicySet { policies },
             mutate,

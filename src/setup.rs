@@ -182,7 +182,10 @@ fn names(hosts: &[String], ips: &[String]) -> Result<(Vec<String>, Vec<IpAddr>),
     if problems.is_empty() {
         Ok((hosts, parsed))
     } else {
-        Err(Error::Config(crate::config::ConfigError { problems }))
+        Err(Error::Config(crate::config::ConfigError {
+            problems,
+            files: Vec::new(),
+        }))
     }
 }
 
@@ -270,7 +273,10 @@ pub fn run_apiserver(a: &ApiserverArgs) -> Result<(), Error> {
         }
     }
     if !problems.is_empty() {
-        return Err(Error::Config(crate::config::ConfigError { problems }));
+        return Err(Error::Config(crate::config::ConfigError {
+            problems,
+            files: Vec::new(),
+        }));
     }
     let kubeconfig_path = out.join("kubeconfig.yaml");
     let admission_path = out.join("admission-config.yaml");
@@ -629,7 +635,10 @@ pub fn run_webhook(a: &WebhookArgs) -> Result<(), Error> {
             );
             Ok(())
         }
-        _ => Err(Error::Config(crate::config::ConfigError { problems })),
+        _ => Err(Error::Config(crate::config::ConfigError {
+            problems,
+            files: Vec::new(),
+        })),
     }
 }
 

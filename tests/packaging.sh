@@ -41,6 +41,18 @@ if have systemd-analyze; then
     *) echo "error: with the lookups drop-in, exposure is higher than OK" >&2; exit 1 ;;
   esac
   rm -r "$tmp/image-bouncer.service.d"
+  # The trusted root's updater and its timer.
+  sed "s|/usr/local/bin/image-bouncer|$PWD/target/debug/image-bouncer|" \
+    systemd/image-bouncer-trust.service >"$tmp/image-bouncer-trust.service"
+  cp systemd/image-bouncer-trust.timer "$tmp/"
+  out=$(systemd-analyze verify "$tmp/image-bouncer-trust.service" "$tmp/image-bouncer-trust.timer" 2>&1)
+  if [ -n "$out" ]; then echo "$out" >&2; exit 1; fi
+  score=$(systemd-analyze security --offline=true "$tmp/image-bouncer-trust.service" | tail -n 1)
+  echo "image-bouncer-trust.service: $score"
+  case "$score" in
+    *" OK "* | *" SAFE "*) pass "systemd-analyze verify image-bouncer-trust.service and .timer, security: exposure OK or better" ;;
+    *) echo "error: image-bouncer-trust.service's exposure is higher than OK" >&2; exit 1 ;;
+  esac
 fi
 
 if have nix; then

@@ -1094,4 +1094,29 @@ fn files_a_policy_names_are_watched() {
     // Quiet again: nothing more is reloaded.
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(reloads(), 2, "{}", server.log());
+    // A policy naming a file not there yet: refused; the file appearing
+    // loads it, without a signal.
+    let failures = || server.log().matches("policy reload failed").count();
+    std::fs::write(
+        &policy,
+        std::fs::read_to_string(&policy)
+            .unwrap()
+            .replace("keys/trusted_root.json", "keys/later.json"),
+    )
+    .unwrap();
+    let start = Instant::now();
+    while failures() < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::copy(
+        format!("{fixtures}/public-good.json"),
+        root.with_file_name("later.json"),
+    )
+    .unwrap();
+    wait(3);
 }

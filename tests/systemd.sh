@@ -47,7 +47,9 @@ bin=target/debug/image-bouncer
 work=$(mktemp -d /var/tmp/image-bouncer-systemd.XXXXXX)
 root=$work/rootfs
 nspawn=
+tuf_http=
 cleanup() {
+  [ -n "$tuf_http" ] && kill "$tuf_http" 2>/dev/null || true
   if [ -n "$nspawn" ] && kill -0 "$nspawn" 2>/dev/null; then
     kill "$nspawn" 2>/dev/null || true
     for _ in $(seq 1 100); do kill -0 "$nspawn" 2>/dev/null || break; sleep 0.1; done
@@ -62,7 +64,8 @@ echo ib-systemd-test >"$root/etc/hostname"
 # The clone as the guide's commands expect it (they run from its folder).
 src=$root/root/image-bouncer
 mkdir -p "$src/systemd" "$src/deploy" "$src/target/release"
-cp systemd/image-bouncer.service systemd/image-bouncer.sysusers systemd/lookups.conf "$src/systemd/"
+cp systemd/image-bouncer.service systemd/image-bouncer.sysusers systemd/lookups.conf \
+  systemd/image-bouncer-trust.service systemd/image-bouncer-trust.timer "$src/systemd/"
 install -D -m 0644 tests/fixtures/cosign/keyed-p384/cosign.pub "$root/root/cosign.pub"
 # The staged roll-out's key and trusted root, where the guide's commands
 # (run from the clone) expect the admin's.
@@ -91,6 +94,11 @@ grep -q 'systemctl daemon-reload && systemctl enable --now image-bouncer' "$root
 awk '/^<!-- renew -->/{f=1; next} f && /^```sh/{g=1; next} g && /^```/{exit} g{print}' docs/operations.md >"$root/root/renew.sh"
 grep -q 'certs --out /etc/image-bouncer/pki .*--force' "$root/root/renew.sh" \
   || fail "the renewal block was not found in docs/operations.md"
+# The trusted root's updater and its timer, as README.md prints them.
+awk '/^<!-- trust-update -->/{f=1; next} f && /^```sh/{g=1; next} g && /^```/{exit} g{print}' README.md >"$root/root/trust.sh"
+grep -q 'systemctl enable --now image-bouncer-trust.timer' "$root/root/trust.sh" \
+  || fail "the trust-update block was not found in README.md"
+cp tests/fixtures/sigstore/trusted-roots/staging.json "$root/root/staging.json"
 # The staged roll-out of several policies, as README.md prints it.
 awk '/^<!-- policy-set -->/{f=1; next} f && /^```sh/{g=1; next} g && /^```/{exit} g{print}' README.md >"$root/root/policy-set.sh"
 grep -q 'image-bouncer test /etc/image-bouncer/policy-tests.yaml' "$root/root/policy-set.sh" \
@@ -273,5 +281,52 @@ for want in '/etc/image-bouncer/pki 750 image-bouncer' '/etc/image-bouncer/pki/t
   printf '%s\n' "$perms" | grep -qx "$want" || fail "after the renewal, expected $want: $perms"
 done
 echo "ok: the renewal block of docs/operations.md, verbatim: new leaves from the CA brought back, reloaded, embedded for the apiserver, key gone again"
+
+# The trusted root kept current: README's block verbatim, the updater
+# pointed by a drop-in (the only change) at a TUF repository made here with
+# python-tuf and served in the container's own network (the host's python
+# in its network namespace). Then the repository rotates its root (1 -> 3)
+# and publishes another trusted root: one run of the service fetches it,
+# and the webhook, whose policy names the file, reloads by itself.
+tuf=$work/tuf-repository
+python3 tests/tuf/repo.py init "$tuf" tests/fixtures/sigstore/trusted-roots/public-good.json \
+  || fail "python-tuf could not make the test repository (.ci/run installs it)"
+cp "$tuf/1.root.json" "$root/root/tuf-root.json"
+nsenter -t "$init" -n python3 -m http.server --bind 127.0.0.1 8700 --directory "$tuf" \
+  >"$work/tuf-http.log" 2>&1 &
+tuf_http=$!
+inside 'install -m 0644 /root/tuf-root.json /etc/image-bouncer/tuf-root.json
+  mkdir -p /etc/systemd/system/image-bouncer-trust.service.d
+  printf "[Service]\nExecStart=\nExecStart=/usr/local/bin/image-bouncer trust update --out /etc/image-bouncer/trust/trusted_root.json --tuf-url http://127.0.0.1:8700 --tuf-root /etc/image-bouncer/tuf-root.json\n" \
+    >/etc/systemd/system/image-bouncer-trust.service.d/test-repository.conf
+  cat >/etc/image-bouncer/policy.d/keyless.json <<POLICY
+{"verifyImages": [{"images": ["ghcr.io/keyless/*"], "trustedRoot": "/etc/image-bouncer/trusted_root.json",
+  "identities": [{"issuer": "https://token.actions.githubusercontent.com", "subjectRegExp": "https://github.com/keyless/.+"}]}]}
+POLICY'
+served() { inside 'curl -sf -o /dev/null http://127.0.0.1:8700/1.root.json'; }
+eventually 100 served || fail "the test TUF repository is not served: $(cat "$work/tuf-http.log")"
+out=$(inside 'cd /root/image-bouncer && bash -euo pipefail /root/trust.sh' 2>"$work/trust.err") \
+  || fail "the trust-update block failed: $(cat "$work/trust.err") $(inside 'journalctl -u image-bouncer-trust --no-pager -o cat' || true)"
+printf '%s' "$out" | grep -q 'Fulcio CA        https://fulcio.sigstore.dev' || fail "trust show did not show the root: $out"
+inside 'cmp /etc/image-bouncer/trusted_root.json /root/image-bouncer/trusted_root.json' \
+  || fail "the first update did not write sigstore's trusted root"
+[ "$(inside 'systemctl is-active image-bouncer-trust.timer')" = active ] || fail "the timer is not active"
+next=$(inside 'systemctl show -p NextElapseUSecRealtime --value image-bouncer-trust.timer')
+[ -n "$next" ] || fail "the timer has no next run"
+policy_reloads() { inside 'journalctl -u image-bouncer --no-pager -o cat' | grep -c 'policy reloaded' || true; }
+eventually 100 journal_has 'policy reloaded' || fail "the webhook did not load the new keyless policy"
+before=$(policy_reloads)
+python3 tests/tuf/repo.py rotate "$tuf" && python3 tests/tuf/repo.py rotate "$tuf" \
+  && python3 tests/tuf/repo.py target "$tuf" tests/fixtures/sigstore/trusted-roots/staging.json \
+  || fail "the test repository could not rotate"
+inside 'systemctl start image-bouncer-trust.service' \
+  || fail "the update after the rotation failed: $(inside 'journalctl -u image-bouncer-trust --no-pager -o cat' || true)"
+inside 'cmp /etc/image-bouncer/trusted_root.json /root/staging.json' || fail "the rotated repository's trusted root was not written"
+inside 'journalctl -u image-bouncer-trust --no-pager -o cat' | grep -q 'TUF root version 1 → 3' \
+  || fail "the update did not follow the root rotation: $(inside 'journalctl -u image-bouncer-trust --no-pager -o cat')"
+more_policy_reloads() { [ "$(policy_reloads)" -gt "$before" ]; }
+eventually 100 more_policy_reloads || fail "the webhook did not reload the new trusted root"
+[ "$(inside 'systemctl show -p ProtectSystem --value image-bouncer-trust')" = strict ] || fail "the updater is not ProtectSystem=strict"
+echo "ok: the README's trust-update block, verbatim: timer enabled, sigstore's root written from a TUF repository, a root rotation 1 -> 3 followed, the webhook reloaded by itself"
 
 echo "systemd: all passed"

@@ -356,7 +356,10 @@ pub fn serve_settings(
             drain_timeout,
             reload_interval,
         }),
-        _ => Err(ConfigError { problems }),
+        _ => Err(ConfigError {
+            problems,
+            files: Vec::new(),
+        }),
     }
 }
 

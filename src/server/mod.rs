@@ -156,6 +156,8 @@ pub struct Shared {
     handshake_log: RateLimit,
     next_id: AtomicU64,
     settings: Settings,
+    /// The files the policies name, watched for changes.
+    named: Mutex<Vec<std::path::PathBuf>>,
 }
 
 /// Lends a request's worker permit while its review waits on registries.
@@ -311,7 +313,9 @@ pub fn serve(mut settings: Settings) -> Result<(), ServeError> {
         .local_addr()
         .map_err(|e| ServeError::Bind(settings.listen, e))?;
     settings.max_connections = clamp_to_open_files(settings.max_connections, open_files_limit());
+    let named = Mutex::new(rules.files.clone());
     let shared = Arc::new(Shared {
+        named,
         admission: RwLock::new(Arc::new(Admission::new(rules))),
         tls: RwLock::new(tls_config),
         metrics,
@@ -467,19 +471,17 @@ fn fingerprints(s: &Settings) -> Fingerprints {
     )
 }
 
-/// A fingerprint of the files the policies in force name (keys, trusted
-/// roots, registry CAs): a `trust update` writing a new root is picked up
-/// without a signal.
+/// A fingerprint of the files the policies name (keys, trusted roots,
+/// registry CAs) as last loaded, or as a failed load named them: a `trust
+/// update` writing a new root, or a file a failed policy was missing, is
+/// picked up without a signal.
 fn named_fingerprint(shared: &Shared) -> Fingerprint {
-    let admission = shared.admission();
-    Fingerprint::of(
-        &admission
-            .rules()
-            .files
-            .iter()
-            .map(|p| p.as_path())
-            .collect::<Vec<_>>(),
-    )
+    let files = shared
+        .named
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    Fingerprint::of(&files.iter().map(|p| p.as_path()).collect::<Vec<_>>())
 }
 
 /// `initial` was taken before the files were first loaded, so that a change
@@ -521,9 +523,8 @@ fn watch(shared: &Shared, signals: &Signals, initial: Fingerprints) {
                 failed.push("policy");
             }
             last_policy = p;
-            // The files the policies now in force name, as they are now (a
-            // failed reload leaves the policy, and so the files, as they
-            // were: the next change to the broken file reloads).
+            // The files named now (by the policy in force, or by the one
+            // that failed), as they are now: the next change reloads.
             last_named = named_fingerprint(shared);
         }
         if tls_changed {
@@ -546,7 +547,12 @@ fn watch(shared: &Shared, signals: &Signals, initial: Fingerprints) {
 
 /// Reloads the policy; false when the new one was refused.
 fn reload_policy(shared: &Shared) -> bool {
-    match shared.settings.policy.load_rules() {
+    let loaded = shared.settings.policy.load_rules();
+    *shared.named.lock().unwrap_or_else(PoisonError::into_inner) = match &loaded {
+        Ok(r) => r.files.clone(),
+        Err(e) => e.files.clone(),
+    };
+    match loaded {
         Ok(r) => {
             let summary = if r.source_sha256.is_empty() {
                 r.policy.summary()
