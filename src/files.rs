@@ -182,7 +182,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
             .open(&tmp)?;
         // The umask may have taken bits away; this file is our own.
         f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        if let Some(m) = &old {
+        // Keep the old file's group, when it is not the new file's already
+        // (a process in a user namespace may not change a group at all).
+        if let Some(m) = &old
+            && f.metadata()?.gid() != m.gid()
+        {
             std::os::unix::fs::fchown(&f, None, Some(m.gid()))?;
         }
         f.write_all(bytes)?;

@@ -108,6 +108,15 @@ fn no_import_circles_and_pure_parts_stay_pure() {
             graph["verify"]
         );
     }
+    // The TUF client is pure too: metadata bytes in, a verdict out; the
+    // command that fetches (`trust`) lends it a fetch function.
+    for m in &graph["tuf"] {
+        assert!(
+            ["digest", "time"].contains(&m.as_str()),
+            "tuf imports {m}: {:?}",
+            graph["tuf"]
+        );
+    }
     // The registry client knows no policy, verifier or server either.
     for m in ["policy", "verify", "server", "config", "admit"] {
         assert!(!graph["registry"].contains(m), "registry imports {m}");
