@@ -66,6 +66,24 @@ in
       default = [ ];
       description = "More `image-bouncer serve` flags.";
     };
+    trust = {
+      enable = lib.mkEnableOption "a daily `image-bouncer trust update` of sigstore's trusted root (systemd/image-bouncer-trust.{service,timer})";
+      out = mkOption {
+        type = types.str;
+        default = "/etc/image-bouncer/trust/trusted_root.json";
+        description = "Where the trusted root is written (policies name it); the TUF metadata trusted is kept beside it.";
+      };
+      tufUrl = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        description = "The TUF repository (null: sigstore's, https://tuf-repo-cdn.sigstore.dev).";
+      };
+      tufRoot = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        description = "The TUF root to start from (null: sigstore's, built into the binary).";
+      };
+    };
   };
 
   config = lib.mkIf cfg.enable {
@@ -167,6 +185,88 @@ in
         LimitNOFILE = 16384;
         TasksMax = 4200;
         MemoryMax = "256M";
+      };
+    };
+
+    # The trusted root kept current: systemd/image-bouncer-trust.service
+    # and .timer (see the comments there).
+    systemd.tmpfiles.rules = lib.mkIf cfg.trust.enable [
+      "d ${builtins.dirOf cfg.trust.out} 0755 image-bouncer image-bouncer -"
+    ];
+    systemd.services.image-bouncer-trust = lib.mkIf cfg.trust.enable {
+      description = "image-bouncer: update sigstore's trusted root from its TUF repository";
+      after = [ "network-online.target" ];
+      wants = [ "network-online.target" ];
+      serviceConfig = {
+        Type = "oneshot";
+        ExecStart = utils.escapeSystemdExecArgs (
+          [
+            (lib.getExe cfg.package)
+            "trust"
+            "update"
+            "--out"
+            cfg.trust.out
+          ]
+          ++ lib.optionals (cfg.trust.tufUrl != null) [
+            "--tuf-url"
+            cfg.trust.tufUrl
+          ]
+          ++ lib.optionals (cfg.trust.tufRoot != null) [
+            "--tuf-root"
+            cfg.trust.tufRoot
+          ]
+        );
+        User = "image-bouncer";
+        Group = "image-bouncer";
+        TimeoutStartSec = "5min";
+        ProtectSystem = "strict";
+        ReadWritePaths = [ (builtins.dirOf cfg.trust.out) ];
+        ProtectHome = true;
+        PrivateTmp = true;
+        PrivateMounts = true;
+        PrivateDevices = true;
+        DevicePolicy = "closed";
+        PrivateUsers = true;
+        CapabilityBoundingSet = "";
+        AmbientCapabilities = "";
+        NoNewPrivileges = true;
+        ProtectKernelTunables = true;
+        ProtectKernelModules = true;
+        ProtectKernelLogs = true;
+        ProtectControlGroups = true;
+        ProtectClock = true;
+        ProtectHostname = true;
+        ProtectProc = "invisible";
+        ProcSubset = "pid";
+        RestrictAddressFamilies = [
+          "AF_INET"
+          "AF_INET6"
+          "AF_UNIX"
+        ];
+        RestrictNamespaces = true;
+        RestrictRealtime = true;
+        RestrictSUIDSGID = true;
+        LockPersonality = true;
+        MemoryDenyWriteExecute = true;
+        RemoveIPC = true;
+        SystemCallArchitectures = "native";
+        SystemCallFilter = [
+          "@system-service"
+          "~@privileged @resources"
+        ];
+        SystemCallErrorNumber = "EPERM";
+        UMask = "0022";
+        MemoryMax = "128M";
+        TasksMax = 64;
+      };
+    };
+    systemd.timers.image-bouncer-trust = lib.mkIf cfg.trust.enable {
+      wantedBy = [ "timers.target" ];
+      timerConfig = {
+        OnBootSec = "5min";
+        OnCalendar = "daily";
+        RandomizedDelaySec = "1h";
+        Persistent = true;
       };
     };
   };

@@ -446,6 +446,12 @@ pub struct TrustUpdateArgs {
     /// seconds one download may take (default 30)
     #[argh(option)]
     pub timeout: Option<u64>,
+    /// read the TUF metadata last trusted from this folder (e.g. a mounted ConfigMap) instead of <out>.tuf/
+    #[argh(option)]
+    pub previous: Option<String>,
+    /// also write the trusted root and the TUF metadata as a JSON merge patch of a ConfigMap's data (for `kubectl patch --patch-file`)
+    #[argh(option)]
+    pub configmap_patch: Option<String>,
 }
 
 /// Show what a sigstore trusted_root.json holds: Fulcio CAs, Rekor and CT logs, timestamp authorities, each with its validity.

@@ -40,7 +40,11 @@ pub fn update(a: &TrustUpdateArgs) -> Result<String, String> {
         || format!("{base}/targets"),
         |t| t.trim_end_matches('/').to_string(),
     );
-    let read = |name: &str| std::fs::read(dir.join(name)).ok();
+    let from = a
+        .previous
+        .as_ref()
+        .map_or_else(|| dir.clone(), PathBuf::from);
+    let read = |name: &str| std::fs::read(from.join(name)).ok();
     // The root last trusted, else the one given, else sigstore's.
     let root = match (read("root.json"), &a.tuf_root) {
         (Some(r), _) => r,
@@ -90,6 +94,9 @@ pub fn update(a: &TrustUpdateArgs) -> Result<String, String> {
     keep("timestamp.json", &done.state.timestamp)?;
     keep("snapshot.json", &done.state.snapshot)?;
     keep("targets.json", &done.state.targets)?;
+    if let Some(p) = &a.configmap_patch {
+        write_patch(Path::new(p), &done.state, &done.target)?;
+    }
     let changed = std::fs::read(&out).ok().as_deref() != Some(done.target.as_slice());
     if changed {
         crate::files::write_atomic(&out, &done.target, 0o644)
@@ -108,6 +115,30 @@ pub fn update(a: &TrustUpdateArgs) -> Result<String, String> {
         done.timestamp_version,
         crate::digest::hex(ring::digest::digest(&ring::digest::SHA256, &done.target).as_ref())
     ))
+}
+
+/// The trusted root and the metadata trusted as a JSON merge patch of a
+/// ConfigMap's `data`: the in-cluster CronJob keeps both in one ConfigMap
+/// (read back with `--previous` from its mount).
+fn write_patch(path: &Path, state: &State, target: &[u8]) -> Result<(), String> {
+    let text = |b: &[u8]| {
+        String::from_utf8(b.to_vec()).map_err(|_| "metadata that is not UTF-8".to_string())
+    };
+    let mut data = serde_json::Map::new();
+    data.insert(crate::tuf::TRUSTED_ROOT_TARGET.into(), text(target)?.into());
+    for (name, bytes) in [
+        ("root.json", Some(&state.root)),
+        ("timestamp.json", state.timestamp.as_ref()),
+        ("snapshot.json", state.snapshot.as_ref()),
+        ("targets.json", state.targets.as_ref()),
+    ] {
+        if let Some(b) = bytes {
+            data.insert(name.into(), text(b)?.into());
+        }
+    }
+    let patch = serde_json::json!({ "data": data });
+    crate::files::write_atomic(path, patch.to_string().as_bytes(), 0o644)
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// A client for the repository's hosts: the registry client's settings

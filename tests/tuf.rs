@@ -358,3 +358,131 @@ fn attacks_are_refused_and_the_old_root_kept() {
     // And after all that, a good update still goes through.
     assert!(s.update().0);
 }
+
+/// The in-cluster way (deploy/trust/): the CronJob's own arguments, as
+/// its manifest gives them, with the ConfigMap's data as a mounted folder
+/// between runs. Each run starts from what the last one trusted (so a
+/// replayed timestamp is refused), and writes the merge patch kubectl
+/// applies; the Role reaches that ConfigMap only.
+#[test]
+fn the_cronjob_keeps_its_state_in_the_configmap() {
+    use yaml_rust2::{Yaml, YamlLoader};
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/trust");
+    let load = |f: &str| {
+        YamlLoader::load_from_str(&std::fs::read_to_string(format!("{dir}/{f}")).unwrap()).unwrap()
+    };
+    let cron = &load("cronjob.yaml")[0];
+    let pod = &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    let strings = |y: &Yaml| -> Vec<String> {
+        y.as_vec()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect()
+    };
+    let update = strings(&pod["initContainers"][0]["args"]);
+    let publish = strings(&pod["containers"][0]["args"]);
+    // The binary reads the update's arguments as meant.
+    match image_bouncer::cli::parse(&update) {
+        Ok(image_bouncer::cli::Command::TrustUpdate(a)) => {
+            assert_eq!(a.previous.as_deref(), Some("/previous"));
+            assert_eq!(a.configmap_patch.as_deref(), Some("/work/patch.json"));
+        }
+        other => panic!("{update:?}: {other:?}"),
+    }
+    assert_eq!(
+        publish,
+        [
+            "patch",
+            "configmap",
+            "image-bouncer-trust",
+            "--type",
+            "merge",
+            "--patch-file",
+            "/work/patch.json"
+        ]
+    );
+    assert_eq!(
+        pod["volumes"][1]["configMap"]["name"].as_str(),
+        Some("image-bouncer-trust")
+    );
+    let rbac = load("rbac.yaml");
+    let role = rbac
+        .iter()
+        .find(|d| d["kind"].as_str() == Some("Role"))
+        .unwrap();
+    assert_eq!(
+        strings(&role["rules"][0]["resourceNames"]),
+        ["image-bouncer-trust"]
+    );
+    assert_eq!(strings(&role["rules"][0]["verbs"]), ["get", "patch"]);
+    assert_eq!(
+        pod["serviceAccountName"].as_str(),
+        Some("image-bouncer-trust")
+    );
+
+    let Some(s) = set_up("tuf-cronjob") else {
+        return;
+    };
+    let work = s.out.parent().unwrap().join("cron");
+    let mounted = work.join("previous");
+    std::fs::create_dir_all(&mounted).unwrap();
+    // One run: the job's arguments, with its folders here.
+    let run_job = || {
+        let _ = std::fs::remove_dir_all(work.join("work"));
+        std::fs::create_dir_all(work.join("work")).unwrap();
+        let args: Vec<String> = update
+            .iter()
+            .map(|a| {
+                a.replace("/work", work.join("work").to_str().unwrap())
+                    .replace("/previous", mounted.to_str().unwrap())
+            })
+            .chain([
+                "--tuf-root".into(),
+                s.root1.to_str().unwrap().into(),
+                "--tuf-url".into(),
+                s.files.url(),
+            ])
+            .collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = run(&args, None);
+        (o.status.success(), stderr(&o))
+    };
+    // kubectl's merge patch, then the kubelet's refresh of the mount.
+    let apply = || {
+        let patch: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(work.join("work/patch.json")).unwrap()).unwrap();
+        for (k, v) in patch["data"].as_object().unwrap() {
+            std::fs::write(mounted.join(k), v.as_str().unwrap()).unwrap();
+        }
+    };
+    let (ok, err) = run_job();
+    assert!(ok, "{err}");
+    apply();
+    for key in [
+        "trusted_root.json",
+        "root.json",
+        "timestamp.json",
+        "snapshot.json",
+        "targets.json",
+    ] {
+        assert!(mounted.join(key).exists(), "{key} in the ConfigMap");
+    }
+    assert_eq!(
+        std::fs::read(mounted.join("trusted_root.json")).unwrap(),
+        std::fs::read(fixture("public-good.json")).unwrap()
+    );
+    let old_timestamp = std::fs::read(s.repo.join("timestamp.json")).unwrap();
+    s.r(&["target", &fixture("staging.json")]);
+    let (ok, err) = run_job();
+    assert!(ok, "{err}");
+    apply();
+    assert_eq!(
+        std::fs::read(mounted.join("trusted_root.json")).unwrap(),
+        std::fs::read(fixture("staging.json")).unwrap()
+    );
+    // A replayed timestamp: refused from the state the ConfigMap carries.
+    std::fs::write(s.repo.join("timestamp.json"), old_timestamp).unwrap();
+    let (ok, err) = run_job();
+    assert!(!ok && err.contains("older than the version"), "{err}");
+}
