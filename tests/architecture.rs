@@ -108,6 +108,13 @@ fn no_import_circles_and_pure_parts_stay_pure() {
             graph["verify"]
         );
     }
+    // Admission never fetches a trusted root: neither the server nor the
+    // admission step reaches the TUF client or its command.
+    for m in ["server", "admit"] {
+        for t in ["tuf", "trust"] {
+            assert!(!graph[m].contains(t), "{m} imports {t}");
+        }
+    }
     // The TUF client is pure too: metadata bytes in, a verdict out; the
     // command that fetches (`trust`) lends it a fetch function.
     for m in &graph["tuf"] {

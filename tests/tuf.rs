@@ -338,13 +338,16 @@ fn attacks_are_refused_and_the_old_root_kept() {
         t - 1
     ));
     std::fs::write(&name, &this).unwrap();
-    // Endless data, file by file, and a server that stalls.
+    // Endless data, file by file (the target read to its listed length at
+    // most), and a server that stalls.
+    let target_path = format!("targets/{}", target.file_name().unwrap().to_str().unwrap());
     let snapshot = format!("{}.snapshot.json", s.latest("snapshot"));
     for (path, says) in [
         ("timestamp.json", "sent more than 16384 bytes"),
         (snapshot.as_str(), "sent more than 2000000 bytes"),
         ("2.root.json", "sent more than 512000 bytes"),
         (&format!("{t}.targets.json"), "sent more than 5000000 bytes"),
+        (&target_path, "sent more than"),
     ] {
         s.files.bend(path, Some(Mode::Endless));
         s.refused(says);
