@@ -190,6 +190,18 @@ in
 
     # The trusted root kept current: systemd/image-bouncer-trust.service
     # and .timer (see the comments there).
+    assertions = [
+      {
+        assertion =
+          !cfg.trust.enable
+          || !(builtins.elem (builtins.dirOf cfg.trust.out) [
+            "/"
+            "/etc"
+            "/etc/image-bouncer"
+          ]);
+        message = "services.image-bouncer.trust.out must be in a folder of its own (the updater may write that folder): e.g. /etc/image-bouncer/trust/trusted_root.json";
+      }
+    ];
     systemd.tmpfiles.rules = lib.mkIf cfg.trust.enable [
       "d ${builtins.dirOf cfg.trust.out} 0755 image-bouncer image-bouncer -"
     ];
@@ -221,6 +233,7 @@ in
         TimeoutStartSec = "5min";
         ProtectSystem = "strict";
         ReadWritePaths = [ (builtins.dirOf cfg.trust.out) ];
+        InaccessiblePaths = [ "-${builtins.dirOf cfg.keyFile}" ];
         ProtectHome = true;
         PrivateTmp = true;
         PrivateMounts = true;

@@ -48,6 +48,8 @@ pub struct Rules {
     /// The files the policies name (keys, trusted roots, registry CAs,
     /// credentials): a server reloads when one of them changes.
     pub files: Vec<std::path::PathBuf>,
+    /// Those files as they were just before this load read them.
+    pub files_seen: crate::files::Fingerprint,
 }
 
 /// The registry settings of the policy file, read and checked.
@@ -69,6 +71,7 @@ pub struct ConfigError {
     /// The files the policies that failed name, as far as they were read
     /// (a server watches them: fixing one loads again).
     pub files: Vec<std::path::PathBuf>,
+    pub files_seen: crate::files::Fingerprint,
 }
 
 impl fmt::Display for ConfigError {
@@ -297,6 +300,12 @@ impl PolicyFlags {
                 .into_iter()
                 .map(|e| format!("mutate: {e}")),
         );
+        // The named files as they are before they are read: one changed
+        // while this load reads it is seen as changed afterwards.
+        named.sort();
+        named.dedup();
+        let files_seen =
+            crate::files::Fingerprint::of(&named.iter().map(|p| p.as_path()).collect::<Vec<_>>());
         let mut policies = Vec::new();
         let mut verify = Vec::new();
         for (name, mut raw) in raws {
@@ -321,12 +330,11 @@ impl PolicyFlags {
                 directory.map(|d| d.display().to_string()).unwrap_or_default()
             ));
         }
-        named.sort();
-        named.dedup();
         if !problems.is_empty() {
             return Err(ConfigError {
                 problems,
                 files: named,
+                files_seen,
             });
         }
         let source_sha256 = if files.is_empty() {
@@ -341,6 +349,7 @@ impl PolicyFlags {
             verify,
             source_sha256,
             files: named,
+            files_seen,
         })
     }
 

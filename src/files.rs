@@ -199,6 +199,54 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     result
 }
 
+/// What identifies a file's content: a Kubernetes secret volume swaps a
+/// `..data` symlink (new inode), an in-place rewrite changes size, mtime or
+/// at least the bytes (two same-size writes within one clock tick keep the
+/// mtime, so the content is hashed too; these files are small). Missing
+/// files fingerprint as `None`; anything but a regular file (a device, a
+/// FIFO a policy might name) by its metadata alone, never read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fingerprint(Vec<Option<FileId>>);
+
+/// Device, inode, size, mtime (s, ns) and a hash of the content.
+type FileId = (u64, u64, u64, i64, i64, u64);
+
+/// Bytes of a file hashed at most (beyond, metadata must do).
+const HASH_MAX: u64 = 8 * 1024 * 1024;
+
+impl Fingerprint {
+    pub fn of(paths: &[&Path]) -> Fingerprint {
+        use std::hash::{Hash, Hasher};
+        use std::io::Read;
+        Fingerprint(
+            paths
+                .iter()
+                .map(|p| {
+                    let m = std::fs::metadata(p).ok()?;
+                    let mut h = std::collections::hash_map::DefaultHasher::new();
+                    if m.is_file() && m.size() <= HASH_MAX {
+                        let mut bytes = Vec::new();
+                        std::fs::File::open(p)
+                            .ok()?
+                            .take(HASH_MAX + 1)
+                            .read_to_end(&mut bytes)
+                            .ok()?;
+                        bytes.hash(&mut h);
+                    }
+                    Some((
+                        m.dev(),
+                        m.ino(),
+                        m.size(),
+                        m.mtime(),
+                        m.mtime_nsec(),
+                        h.finish(),
+                    ))
+                })
+                .collect(),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -185,6 +185,7 @@ fn names(hosts: &[String], ips: &[String]) -> Result<(Vec<String>, Vec<IpAddr>),
         Err(Error::Config(crate::config::ConfigError {
             problems,
             files: Vec::new(),
+            files_seen: Default::default(),
         }))
     }
 }
@@ -276,6 +277,7 @@ pub fn run_apiserver(a: &ApiserverArgs) -> Result<(), Error> {
         return Err(Error::Config(crate::config::ConfigError {
             problems,
             files: Vec::new(),
+            files_seen: Default::default(),
         }));
     }
     let kubeconfig_path = out.join("kubeconfig.yaml");
@@ -638,6 +640,7 @@ pub fn run_webhook(a: &WebhookArgs) -> Result<(), Error> {
         _ => Err(Error::Config(crate::config::ConfigError {
             problems,
             files: Vec::new(),
+            files_seen: Default::default(),
         })),
     }
 }

@@ -44,18 +44,26 @@ pub fn update(a: &TrustUpdateArgs) -> Result<String, String> {
         .previous
         .as_ref()
         .map_or_else(|| dir.clone(), PathBuf::from);
-    let read = |name: &str| std::fs::read(from.join(name)).ok();
+    // Only a file that is not there is absent: one that cannot be read
+    // must not quietly drop the rollback protection it gives.
+    let read = |name: &str| -> Result<Option<Vec<u8>>, String> {
+        match std::fs::read(from.join(name)) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("{}: {e}", from.join(name).display())),
+        }
+    };
     // The root last trusted, else the one given, else sigstore's.
-    let root = match (read("root.json"), &a.tuf_root) {
+    let root = match (read("root.json")?, &a.tuf_root) {
         (Some(r), _) => r,
         (None, Some(f)) => std::fs::read(f).map_err(|e| format!("{f}: {e}"))?,
         (None, None) => crate::tuf::PUBLIC_GOOD_ROOT.to_vec(),
     };
     let trusted = State {
         root,
-        timestamp: read("timestamp.json"),
-        snapshot: read("snapshot.json"),
-        targets: read("targets.json"),
+        timestamp: read("timestamp.json")?,
+        snapshot: read("snapshot.json")?,
+        targets: read("targets.json")?,
     };
     let client = client_for(&[&base, &targets])?;
     let within = a.timeout.map_or(DOWNLOAD_TIME, Duration::from_secs);
@@ -65,7 +73,11 @@ pub fn update(a: &TrustUpdateArgs) -> Result<String, String> {
             None => format!("{base}/{path}"),
         };
         client.get_url(&url, cap, within).map_err(|e| match e {
-            LookupError::Permanent(m) if m.ends_with("(404)") => Fetch::NotFound,
+            // Buckets without list permission answer 403 for what they
+            // lack (python-tuf and go-tuf read it so too).
+            LookupError::Permanent(m) if m.ends_with("(404)") || m.ends_with("(403)") => {
+                Fetch::NotFound
+            }
             LookupError::Permanent(m)
             | LookupError::Transient(m)
             | LookupError::Unreachable(m)
@@ -90,10 +102,13 @@ pub fn update(a: &TrustUpdateArgs) -> Result<String, String> {
             None => Ok(()),
         }
     };
-    keep("root.json", &Some(done.state.root.clone()))?;
+    // The root last: a run cut short leaves the old root with newer
+    // metadata, which the next run checks against it (and drops what
+    // that root did not sign).
     keep("timestamp.json", &done.state.timestamp)?;
     keep("snapshot.json", &done.state.snapshot)?;
     keep("targets.json", &done.state.targets)?;
+    keep("root.json", &Some(done.state.root.clone()))?;
     if let Some(p) = &a.configmap_patch {
         write_patch(Path::new(p), &done.state, &done.target)?;
     }
@@ -161,7 +176,11 @@ fn client_for(urls: &[&str]) -> Result<Client, String> {
         if !https {
             plain.push(authority.clone());
         }
-        hosts.push(authority);
+        // Named on its own port only: a redirect to another port of the
+        // host, or elsewhere on loopback, stays refused by the guard.
+        let (host, port) = crate::image_ref::split_port(&authority);
+        let port = port.unwrap_or(if https { "443" } else { "80" });
+        hosts.push(format!("{host}:{port}"));
     }
     let proxies = crate::registry::proxy::ProxyConfig::from_env(&|k| std::env::var(k).ok());
     let client = Client::new(crate::credentials::Credentials::default(), proxies, &[])

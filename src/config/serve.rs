@@ -359,6 +359,7 @@ pub fn serve_settings(
         _ => Err(ConfigError {
             problems,
             files: Vec::new(),
+            files_seen: Default::default(),
         }),
     }
 }

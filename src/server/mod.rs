@@ -156,8 +156,9 @@ pub struct Shared {
     handshake_log: RateLimit,
     next_id: AtomicU64,
     settings: Settings,
-    /// The files the policies name, watched for changes.
-    named: Mutex<Vec<std::path::PathBuf>>,
+    /// The files the policies name, watched for changes, and how they were
+    /// when last read.
+    named: Mutex<(Vec<std::path::PathBuf>, Fingerprint)>,
 }
 
 /// Lends a request's worker permit while its review waits on registries.
@@ -313,7 +314,7 @@ pub fn serve(mut settings: Settings) -> Result<(), ServeError> {
         .local_addr()
         .map_err(|e| ServeError::Bind(settings.listen, e))?;
     settings.max_connections = clamp_to_open_files(settings.max_connections, open_files_limit());
-    let named = Mutex::new(rules.files.clone());
+    let named = Mutex::new((rules.files.clone(), rules.files_seen.clone()));
     let shared = Arc::new(Shared {
         named,
         admission: RwLock::new(Arc::new(Admission::new(rules))),
@@ -480,8 +481,19 @@ fn named_fingerprint(shared: &Shared) -> Fingerprint {
         .named
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
+        .0
         .clone();
     Fingerprint::of(&files.iter().map(|p| p.as_path()).collect::<Vec<_>>())
+}
+
+/// Those files as the last load saw them, just before reading them.
+fn named_seen(shared: &Shared) -> Fingerprint {
+    shared
+        .named
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .1
+        .clone()
 }
 
 /// `initial` was taken before the files were first loaded, so that a change
@@ -489,7 +501,6 @@ fn named_fingerprint(shared: &Shared) -> Fingerprint {
 fn watch(shared: &Shared, signals: &Signals, initial: Fingerprints) {
     let s = &shared.settings;
     let (mut last_policy, mut last_tls) = initial;
-    let mut last_named = named_fingerprint(shared);
     let mut next_check = Instant::now() + s.reload_interval;
     let mut next_expiry_log = Instant::now() + EXPIRY_LOG_EVERY;
     while !signals.term.load(Ordering::Acquire) {
@@ -509,8 +520,8 @@ fn watch(shared: &Shared, signals: &Signals, initial: Fingerprints) {
         }
         next_check = Instant::now() + s.reload_interval;
         let (p, t) = fingerprints(s);
-        let named = named_fingerprint(shared);
-        let policy_changed = hup || p != last_policy || named != last_named;
+        let policy_changed =
+            hup || p != last_policy || named_fingerprint(shared) != named_seen(shared);
         let tls_changed = hup || t != last_tls;
         if !(policy_changed || tls_changed) {
             continue;
@@ -523,9 +534,6 @@ fn watch(shared: &Shared, signals: &Signals, initial: Fingerprints) {
                 failed.push("policy");
             }
             last_policy = p;
-            // The files named now (by the policy in force, or by the one
-            // that failed), as they are now: the next change reloads.
-            last_named = named_fingerprint(shared);
         }
         if tls_changed {
             if !reload_tls(shared) {
@@ -548,9 +556,12 @@ fn watch(shared: &Shared, signals: &Signals, initial: Fingerprints) {
 /// Reloads the policy; false when the new one was refused.
 fn reload_policy(shared: &Shared) -> bool {
     let loaded = shared.settings.policy.load_rules();
+    // The files named (by the policy now in force, or by the one that
+    // failed) and how they were before this load read them: the next
+    // change, even one made while it read them, reloads.
     *shared.named.lock().unwrap_or_else(PoisonError::into_inner) = match &loaded {
-        Ok(r) => r.files.clone(),
-        Err(e) => e.files.clone(),
+        Ok(r) => (r.files.clone(), r.files_seen.clone()),
+        Err(e) => (e.files.clone(), e.files_seen.clone()),
     };
     match loaded {
         Ok(r) => {

@@ -7,7 +7,6 @@
 //! does not watch them or log: `server/mod.rs` does.
 
 use std::fmt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -236,45 +235,7 @@ pub fn client_allowed(
     }
 }
 
-/// What identifies a file's content: a Kubernetes secret volume swaps a
-/// `..data` symlink (new inode), an in-place rewrite changes size, mtime or
-/// at least the bytes (two same-size writes within one clock tick keep the
-/// mtime, so the content is hashed too; these files are small). Missing
-/// files fingerprint as `None`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fingerprint(Vec<Option<FileId>>);
-
-/// Device, inode, size, mtime (s, ns) and a hash of the content.
-type FileId = (u64, u64, u64, i64, i64, u64);
-
-/// Files larger than this are not hashed (metadata must do).
-const HASH_MAX: u64 = 8 * 1024 * 1024;
-
-impl Fingerprint {
-    pub fn of(paths: &[&Path]) -> Fingerprint {
-        use std::hash::{Hash, Hasher};
-        Fingerprint(
-            paths
-                .iter()
-                .map(|p| {
-                    let m = std::fs::metadata(p).ok()?;
-                    let mut h = std::collections::hash_map::DefaultHasher::new();
-                    if m.size() <= HASH_MAX {
-                        std::fs::read(p).ok()?.hash(&mut h);
-                    }
-                    Some((
-                        m.dev(),
-                        m.ino(),
-                        m.size(),
-                        m.mtime(),
-                        m.mtime_nsec(),
-                        h.finish(),
-                    ))
-                })
-                .collect(),
-        )
-    }
-}
+pub use crate::files::Fingerprint;
 
 impl TlsFiles {
     pub fn paths(&self) -> Vec<&Path> {

@@ -175,17 +175,20 @@ impl Envelope {
             .roles
             .get(role)
             .ok_or_else(|| format!("the root has no {role} role"))?;
+        // Distinct key IDs, and distinct keys: one key listed under two
+        // IDs counts once.
         let mut signed_by: BTreeSet<&str> = BTreeSet::new();
+        let mut keys_used: Vec<&Key> = Vec::new();
         for (keyid, sig) in &self.signatures {
             if !r.keyids.iter().any(|k| k == keyid) || signed_by.contains(keyid.as_str()) {
                 continue;
             }
-            if root
-                .keys
-                .get(keyid)
-                .is_some_and(|key| key.verifies(&self.canonical, sig))
+            if let Some(key) = root.keys.get(keyid)
+                && !keys_used.iter().any(|k| k.verifier == key.verifier)
+                && key.verifies(&self.canonical, sig)
             {
                 signed_by.insert(keyid);
+                keys_used.push(key);
             }
         }
         if (signed_by.len() as u64) < r.threshold {
@@ -403,4 +406,72 @@ pub fn targets(e: &Envelope) -> Result<BTreeMap<String, TargetFile>, String> {
             Ok((name.clone(), TargetFile { length, hashes }))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+
+    /// A threshold counts distinct keys: one key listed under two key IDs,
+    /// its signature given under both, is one signature; a signature by a
+    /// key the role does not list, or repeated, counts for nothing.
+    #[test]
+    fn thresholds_count_distinct_keys() {
+        let rng = ring::rand::SystemRandom::new();
+        let pair = |_: u8| {
+            let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+            Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap()
+        };
+        let (a, b) = (pair(0), pair(1));
+        let key = |k: &Ed25519KeyPair| {
+            serde_json::json!({"keytype": "ed25519", "scheme": "ed25519",
+                "keyval": {"public": crate::digest::hex(k.public_key().as_ref())}})
+        };
+        let root_with = |ids: &[(&str, &Ed25519KeyPair)], listed: &[&str], threshold: u64| {
+            let keys: serde_json::Map<String, Value> =
+                ids.iter().map(|(id, k)| (id.to_string(), key(k))).collect();
+            let role = serde_json::json!({"keyids": listed, "threshold": threshold});
+            let signed = serde_json::json!({"_type": "root", "spec_version": "1.0", "version": 1,
+                "expires": "2030-01-01T00:00:00Z", "consistent_snapshot": true, "keys": keys,
+                "roles": {"root": role, "timestamp": role, "snapshot": role, "targets": role}});
+            Root::read(&Envelope {
+                canonical: canonical::encode(&signed).unwrap(),
+                signed,
+                signatures: Vec::new(),
+            })
+            .unwrap()
+        };
+        let signed = serde_json::json!({"_type": "timestamp", "spec_version": "1.0", "version": 1,
+            "expires": "2030-01-01T00:00:00Z", "meta": {"snapshot.json": {"version": 1}}});
+        let bytes = canonical::encode(&signed).unwrap();
+        let envelope = |sigs: &[(&str, &Ed25519KeyPair)]| {
+            let v = serde_json::json!({"signed": signed, "signatures": sigs.iter().map(|(id, k)|
+                serde_json::json!({"keyid": id, "sig": crate::digest::hex(k.sign(&bytes).as_ref())})).collect::<Vec<_>>()});
+            Envelope::read(v.to_string().as_bytes(), "timestamp").unwrap()
+        };
+        // Two keys, two signatures: met.
+        let root = root_with(&[("a", &a), ("b", &b)], &["a", "b"], 2);
+        assert!(
+            envelope(&[("a", &a), ("b", &b)])
+                .verify(&root, "timestamp")
+                .is_ok()
+        );
+        // One signature twice: not met.
+        assert!(
+            envelope(&[("a", &a), ("a", &a)])
+                .verify(&root, "timestamp")
+                .is_err()
+        );
+        // One key under two IDs: not met.
+        let twice = root_with(&[("a", &a), ("a2", &a)], &["a", "a2"], 2);
+        let e = envelope(&[("a", &a), ("a2", &a)])
+            .verify(&twice, "timestamp")
+            .unwrap_err();
+        assert!(e.contains("1 of the 2"), "{e}");
+        // A key the role does not list: not counted.
+        let one = root_with(&[("a", &a), ("b", &b)], &["a"], 1);
+        assert!(envelope(&[("b", &b)]).verify(&one, "timestamp").is_err());
+        assert!(envelope(&[("a", &a)]).verify(&one, "timestamp").is_ok());
+    }
 }

@@ -109,8 +109,13 @@ pub fn update(
     // those roles no reference for rollback.
     let rotated = |role: &str| first.roles.get(role) != root.roles.get(role);
     let forget = rotated("timestamp") || rotated("snapshot");
+    // Metadata kept from before counts only if the root now trusted
+    // signed it (python-tuf's rule): state left half-written, or metadata
+    // of keys since replaced, is no reference.
     let old = |b: &Option<Vec<u8>>, kind: &str| -> Option<Envelope> {
-        b.as_deref().and_then(|b| Envelope::read(b, kind).ok())
+        b.as_deref()
+            .and_then(|b| Envelope::read(b, kind).ok())
+            .filter(|e| e.verify(&root, kind).is_ok())
     };
     let old_timestamp = if forget {
         None
