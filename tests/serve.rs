@@ -1119,4 +1119,30 @@ fn files_a_policy_names_are_watched() {
     )
     .unwrap();
     wait(3);
+    // A device named as a file: refused, never read by the watcher (it
+    // would never end), and the server goes on answering.
+    std::fs::write(
+        &policy,
+        std::fs::read_to_string(&policy)
+            .unwrap()
+            .replace("keys/later.json", "/dev/zero"),
+    )
+    .unwrap();
+    let start = Instant::now();
+    while failures() < 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let ready = Client::tls(server.addr, client_config(&pki.ca_file, None))
+        .unwrap()
+        .get("/readyz")
+        .unwrap()
+        .text();
+    assert_eq!(ready.trim(), "ready");
+    assert_eq!(failures(), 3, "{}", server.log());
 }
