@@ -11,6 +11,45 @@ self:
 let
   cfg = config.services.image-bouncer;
   inherit (lib) mkOption types;
+  # What both units share: no privileges, a read-only system, no devices,
+  # kernel or other processes, ordinary system calls, TCP and AF_UNIX.
+  hardening = {
+    CapabilityBoundingSet = "";
+    AmbientCapabilities = "";
+    NoNewPrivileges = true;
+    ProtectSystem = "strict";
+    ProtectHome = true;
+    PrivateTmp = true;
+    PrivateMounts = true;
+    PrivateDevices = true;
+    DevicePolicy = "closed";
+    PrivateUsers = true;
+    ProtectKernelTunables = true;
+    ProtectKernelModules = true;
+    ProtectKernelLogs = true;
+    ProtectControlGroups = true;
+    ProtectClock = true;
+    ProtectHostname = true;
+    ProtectProc = "invisible";
+    ProcSubset = "pid";
+    RestrictAddressFamilies = [
+      "AF_INET"
+      "AF_INET6"
+      "AF_UNIX"
+    ];
+    RestrictNamespaces = true;
+    RestrictRealtime = true;
+    RestrictSUIDSGID = true;
+    LockPersonality = true;
+    MemoryDenyWriteExecute = true;
+    RemoveIPC = true;
+    SystemCallArchitectures = "native";
+    SystemCallFilter = [
+      "@system-service"
+      "~@privileged @resources"
+    ];
+    SystemCallErrorNumber = "EPERM";
+  };
 in
 {
   options.services.image-bouncer = {
@@ -102,7 +141,7 @@ in
       before = [ "kubelet.service" ];
       after = [ "network-online.target" ];
       wants = [ "network-online.target" ];
-      serviceConfig = {
+      serviceConfig = hardening // {
         # systemd expands % specifiers and $ in ExecStart: escaped for it.
         ExecStart = utils.escapeSystemdExecArgs (
           [
@@ -144,43 +183,8 @@ in
         TimeoutStopSec = "15s";
         User = "image-bouncer";
         Group = "image-bouncer";
-        CapabilityBoundingSet = "";
-        AmbientCapabilities = "";
-        NoNewPrivileges = true;
-        ProtectSystem = "strict";
-        ProtectHome = true;
-        PrivateTmp = true;
-        PrivateMounts = true;
-        PrivateDevices = true;
-        DevicePolicy = "closed";
-        PrivateUsers = true;
-        ProtectKernelTunables = true;
-        ProtectKernelModules = true;
-        ProtectKernelLogs = true;
-        ProtectControlGroups = true;
-        ProtectClock = true;
-        ProtectHostname = true;
-        ProtectProc = "invisible";
-        ProcSubset = "pid";
-        RestrictAddressFamilies = [
-          "AF_INET"
-          "AF_INET6"
-          "AF_UNIX"
-        ];
         IPAddressDeny = "any";
         IPAddressAllow = cfg.allowedAddresses;
-        RestrictNamespaces = true;
-        RestrictRealtime = true;
-        RestrictSUIDSGID = true;
-        LockPersonality = true;
-        MemoryDenyWriteExecute = true;
-        RemoveIPC = true;
-        SystemCallArchitectures = "native";
-        SystemCallFilter = [
-          "@system-service"
-          "~@privileged @resources"
-        ];
-        SystemCallErrorNumber = "EPERM";
         UMask = "0077";
         LimitNOFILE = 16384;
         TasksMax = 4200;
@@ -209,7 +213,7 @@ in
       description = "image-bouncer: update sigstore's trusted root from its TUF repository";
       after = [ "network-online.target" ];
       wants = [ "network-online.target" ];
-      serviceConfig = {
+      serviceConfig = hardening // {
         Type = "oneshot";
         ExecStart = utils.escapeSystemdExecArgs (
           [
@@ -231,43 +235,8 @@ in
         User = "image-bouncer";
         Group = "image-bouncer";
         TimeoutStartSec = "5min";
-        ProtectSystem = "strict";
         ReadWritePaths = [ (builtins.dirOf cfg.trust.out) ];
         InaccessiblePaths = [ "-${builtins.dirOf cfg.keyFile}" ];
-        ProtectHome = true;
-        PrivateTmp = true;
-        PrivateMounts = true;
-        PrivateDevices = true;
-        DevicePolicy = "closed";
-        PrivateUsers = true;
-        CapabilityBoundingSet = "";
-        AmbientCapabilities = "";
-        NoNewPrivileges = true;
-        ProtectKernelTunables = true;
-        ProtectKernelModules = true;
-        ProtectKernelLogs = true;
-        ProtectControlGroups = true;
-        ProtectClock = true;
-        ProtectHostname = true;
-        ProtectProc = "invisible";
-        ProcSubset = "pid";
-        RestrictAddressFamilies = [
-          "AF_INET"
-          "AF_INET6"
-          "AF_UNIX"
-        ];
-        RestrictNamespaces = true;
-        RestrictRealtime = true;
-        RestrictSUIDSGID = true;
-        LockPersonality = true;
-        MemoryDenyWriteExecute = true;
-        RemoveIPC = true;
-        SystemCallArchitectures = "native";
-        SystemCallFilter = [
-          "@system-service"
-          "~@privileged @resources"
-        ];
-        SystemCallErrorNumber = "EPERM";
         UMask = "0022";
         MemoryMax = "128M";
         TasksMax = 64;

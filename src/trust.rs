@@ -215,24 +215,22 @@ pub fn show(a: &TrustShowArgs) -> Result<String, String> {
             valid(&ca.valid)
         ));
     }
-    for log in &root.tlogs {
-        // Rekor v2 logs sign checkpoints with Ed25519; v1 with ECDSA.
-        let kind = if log.key.describe() == "Ed25519" {
+    // Rekor v2 logs sign checkpoints with Ed25519; v1 with ECDSA.
+    let rekor = |log: &crate::verify::trust::Log| {
+        if log.key.describe() == "Ed25519" {
             "Rekor v2"
         } else {
             "Rekor v1"
-        };
+        }
+    };
+    let logs = root
+        .tlogs
+        .iter()
+        .map(|l| (rekor(l), l))
+        .chain(root.ctlogs.iter().map(|l| ("CT log", l)));
+    for (kind, log) in logs {
         out.push(format!(
             "  {kind:<16} {} ({}, log ID {}…), {}",
-            log.base_url,
-            log.key.describe(),
-            id(&log.id),
-            valid(&log.valid)
-        ));
-    }
-    for log in &root.ctlogs {
-        out.push(format!(
-            "  CT log           {} ({}, log ID {}…), {}",
             log.base_url,
             log.key.describe(),
             id(&log.id),

@@ -1058,10 +1058,11 @@ fn files_a_policy_names_are_watched() {
             "100ms",
         ],
     );
-    let reloads = || server.log().matches("policy reloaded").count();
-    let wait = |n: usize| {
+    // How often the log says `what`, and waiting until it has said it n times.
+    let count = |what: &str| server.log().matches(what).count();
+    let until = |what: &str, n: usize| {
         let start = Instant::now();
-        while reloads() < n {
+        while count(what) < n {
             assert!(
                 start.elapsed() < Duration::from_secs(30),
                 "{}",
@@ -1069,6 +1070,14 @@ fn files_a_policy_names_are_watched() {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    };
+    let reloads = || count("policy reloaded");
+    let wait = |n: usize| until("policy reloaded", n);
+    let failures = || count("policy reload failed");
+    // The policy, with one file name changed.
+    let rename = |from: &str, to: &str| {
+        let text = std::fs::read_to_string(&policy).unwrap().replace(from, to);
+        std::fs::write(&policy, text).unwrap();
     };
     assert_eq!(reloads(), 0, "{}", server.log());
     swap(&std::fs::read(format!("{fixtures}/staging.json")).unwrap());
@@ -1096,23 +1105,8 @@ fn files_a_policy_names_are_watched() {
     assert_eq!(reloads(), 2, "{}", server.log());
     // A policy naming a file not there yet: refused; the file appearing
     // loads it, without a signal.
-    let failures = || server.log().matches("policy reload failed").count();
-    std::fs::write(
-        &policy,
-        std::fs::read_to_string(&policy)
-            .unwrap()
-            .replace("keys/trusted_root.json", "keys/later.json"),
-    )
-    .unwrap();
-    let start = Instant::now();
-    while failures() < 2 {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "{}",
-            server.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    rename("keys/trusted_root.json", "keys/later.json");
+    until("policy reload failed", 2);
     std::fs::copy(
         format!("{fixtures}/public-good.json"),
         root.with_file_name("later.json"),
@@ -1121,22 +1115,8 @@ fn files_a_policy_names_are_watched() {
     wait(3);
     // A device named as a file: refused, never read by the watcher (it
     // would never end), and the server goes on answering.
-    std::fs::write(
-        &policy,
-        std::fs::read_to_string(&policy)
-            .unwrap()
-            .replace("keys/later.json", "/dev/zero"),
-    )
-    .unwrap();
-    let start = Instant::now();
-    while failures() < 3 {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "{}",
-            server.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    rename("keys/later.json", "/dev/zero");
+    until("policy reload failed", 3);
     std::thread::sleep(Duration::from_millis(500));
     let ready = Client::tls(server.addr, client_config(&pki.ca_file, None))
         .unwrap()
