@@ -11,9 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::signatures::{
-    Allowance, Verdict, enough, fetch_capped, found_one, matched, summarise, tag_layers, timed_out,
-};
+use super::signatures::{Allowance, Place, Verdict, enough, found_one, matched, summarise};
 use crate::config::verify::{AttestationRule, VerifyRule};
 use crate::digest::Digest;
 use crate::image_ref::ImageRef;
@@ -210,45 +208,38 @@ pub(super) fn att_verdict(
     allowance: &Allowance,
     collected: &mut Collected,
 ) -> Verdict {
-    let left = || deadline.saturating_duration_since(Instant::now());
     let digest_s = digest.to_string();
     let tag = legacy::attestation_tag(&digest_s);
-    let (layers, total) = match tag_layers(r, &tag, client, deadline, allowance) {
+    let place = Place {
+        client,
+        r,
+        deadline,
+        allowance,
+    };
+    let (layers, total) = match place.tag_layers(&tag) {
         Ok(Some(x)) => x,
         Ok(None) => return Verdict::Refused(format!("no {tag}")),
         Err(v) => return v,
     };
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
-    let mut seen: HashMap<String, ()> = HashMap::new();
-    for layer in &layers {
-        if left().is_zero() {
-            return timed_out(&r.to_string());
-        }
-        if seen.insert(layer.digest.clone(), ()).is_some() {
-            continue;
-        }
-        let blob = match fetch_capped(
-            client,
-            r,
-            &layer.digest,
-            layer.size,
-            "DSSE layer of the .att image",
-            allowance,
-            &mut reasons,
-            deadline,
-        ) {
-            Ok(Some(b)) => b,
-            Ok(None) => continue,
-            Err(v) => return v,
-        };
-        for (own, trust) in trusts(rule) {
-            match legacy::verify_attestation_layer(&blob, &layer.annotations, &digest_s, trust) {
-                Ok(s) => collected.add(rule, own, &s, &layer.digest, &mut reasons),
-                // The entry's reason is the one to tell.
-                Err(e) if own.is_none() => *reasons.entry(e).or_default() += 1,
-                Err(_) => {}
+    let walked = place.each_layer(
+        &layers,
+        "DSSE layer of the .att image",
+        &mut reasons,
+        |layer, blob, reasons| {
+            for (own, trust) in trusts(rule) {
+                match legacy::verify_attestation_layer(blob, &layer.annotations, &digest_s, trust) {
+                    Ok(s) => collected.add(rule, own, &s, &layer.digest, reasons),
+                    // The entry's reason is the one to tell.
+                    Err(e) if own.is_none() => *reasons.entry(e).or_default() += 1,
+                    Err(_) => {}
+                }
             }
-        }
+            None
+        },
+    );
+    if let Some(v) = walked {
+        return v;
     }
     Verdict::Refused(summarise(reasons, total - layers.len()))
 }

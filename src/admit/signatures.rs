@@ -865,34 +865,85 @@ pub(super) fn summarise(reasons: BTreeMap<String, usize>, skipped: usize) -> Str
     why.join("; ")
 }
 
-/// The layers of one of cosign's tag images (`.sig`, `.att`) within the
-/// allowance: `None` when there is no such tag (nothing read, so nothing
-/// taken), `Err` with the verdict when it cannot be read.
-// The Err is the rare failed lookup, met once per verification.
-#[allow(clippy::result_large_err)]
-pub(super) fn tag_layers(
-    r: &ImageRef,
-    tag: &str,
-    client: &Client,
-    deadline: Instant,
-    allowance: &Allowance,
-) -> Result<Option<(Vec<legacy::SigLayer>, usize)>, Verdict> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    let reserved = allowance.take_up_to(MANIFEST_MAX);
-    let manifest = match client.manifest_capped(r, tag, reserved, left) {
-        Ok(m) => {
-            allowance.give_back(reserved.saturating_sub(m.bytes.len()));
-            m
+/// Where one of cosign's tag images is read: its registry, the
+/// verification's deadline and allowance.
+pub(super) struct Place<'a> {
+    pub client: &'a Client,
+    pub r: &'a ImageRef,
+    pub deadline: Instant,
+    pub allowance: &'a Allowance,
+}
+
+impl Place<'_> {
+    /// The layers of one of cosign's tag images (`.sig`, `.att`) within
+    /// the allowance: `None` when there is no such tag (nothing read, so
+    /// nothing taken), `Err` with the verdict when it cannot be read.
+    // The Err is the rare failed lookup, met once per verification.
+    #[allow(clippy::result_large_err)]
+    pub(super) fn tag_layers(
+        &self,
+        tag: &str,
+    ) -> Result<Option<(Vec<legacy::SigLayer>, usize)>, Verdict> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        let reserved = self.allowance.take_up_to(MANIFEST_MAX);
+        let manifest = match self.client.manifest_capped(self.r, tag, reserved, left) {
+            Ok(m) => {
+                self.allowance
+                    .give_back(reserved.saturating_sub(m.bytes.len()));
+                m
+            }
+            Err(LookupError::Permanent(m)) if m.contains("(404)") => {
+                self.allowance.give_back(reserved);
+                return Ok(None);
+            }
+            Err(e) => return Err(failed(self.r, e, self.deadline)),
+        };
+        legacy::signature_layers(&manifest.bytes)
+            .map(Some)
+            .map_err(Verdict::Refused)
+    }
+
+    /// The layers of a tag image (`.sig`, `.att`) in order, each with its
+    /// blob: a blob several layers share is fetched once, a layer whose
+    /// blob cannot be had is skipped (its reason counted as `what`'s).
+    /// `each` sees every layer whose blob was had and may end the walk
+    /// with a verdict; so does the deadline.
+    pub(super) fn each_layer(
+        &self,
+        layers: &[legacy::SigLayer],
+        what: &str,
+        reasons: &mut BTreeMap<String, usize>,
+        mut each: impl FnMut(&legacy::SigLayer, &[u8], &mut BTreeMap<String, usize>) -> Option<Verdict>,
+    ) -> Option<Verdict> {
+        let mut blobs: HashMap<&str, Option<Vec<u8>>> = HashMap::new();
+        for layer in layers {
+            if Instant::now() >= self.deadline {
+                return Some(timed_out(&self.r.to_string()));
+            }
+            if !blobs.contains_key(layer.digest.as_str()) {
+                let got = match fetch_capped(
+                    self.client,
+                    self.r,
+                    &layer.digest,
+                    layer.size,
+                    what,
+                    self.allowance,
+                    reasons,
+                    self.deadline,
+                ) {
+                    Ok(b) => b,
+                    Err(v) => return Some(v),
+                };
+                blobs.insert(&layer.digest, got);
+            }
+            if let Some(Some(blob)) = blobs.get(layer.digest.as_str())
+                && let Some(v) = each(layer, blob, reasons)
+            {
+                return Some(v);
+            }
         }
-        Err(LookupError::Permanent(m)) if m.contains("(404)") => {
-            allowance.give_back(reserved);
-            return Ok(None);
-        }
-        Err(e) => return Err(failed(r, e, deadline)),
-    };
-    legacy::signature_layers(&manifest.bytes)
-        .map(Some)
-        .map_err(Verdict::Refused)
+        None
+    }
 }
 
 /// cosign's legacy `sha256-<hex>.sig` image. Layers that share a payload
@@ -906,48 +957,39 @@ fn legacy_verdict(
     allowance: &Allowance,
     found: &mut Vec<Signed>,
 ) -> Verdict {
-    let left = || deadline.saturating_duration_since(Instant::now());
     let digest_s = digest.to_string();
     let tag = legacy::signature_tag(&digest_s);
-    let (layers, total) = match tag_layers(r, &tag, client, deadline, allowance) {
+    let place = Place {
+        client,
+        r,
+        deadline,
+        allowance,
+    };
+    let (layers, total) = match place.tag_layers(&tag) {
         Ok(Some(x)) => x,
         Ok(None) => return Verdict::Refused(format!("no signature found (no {tag})")),
         Err(v) => return v,
     };
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
-    let mut payloads: HashMap<String, Option<Vec<u8>>> = HashMap::new();
-    for layer in &layers {
-        if left().is_zero() {
-            return timed_out(&r.to_string());
-        }
-        if !payloads.contains_key(&layer.digest) {
-            let got = match fetch_capped(
-                client,
-                r,
-                &layer.digest,
-                layer.size,
-                "signature layer",
-                allowance,
-                &mut reasons,
-                deadline,
-            ) {
-                Ok(p) => p,
-                Err(v) => return v,
-            };
-            payloads.insert(layer.digest.clone(), got);
-        }
-        let Some(Some(payload)) = payloads.get(&layer.digest) else {
-            continue;
-        };
-        match legacy::verify_layer(payload, &layer.annotations, &digest_s, &rule.trust) {
-            Ok(s) => {
-                found_one(found, s);
-                if enough(found, rule.threshold) {
-                    return verified(found[0].clone());
+    let walked = place.each_layer(
+        &layers,
+        "signature layer",
+        &mut reasons,
+        |layer, payload, reasons| {
+            match legacy::verify_layer(payload, &layer.annotations, &digest_s, &rule.trust) {
+                Ok(s) => {
+                    found_one(found, s);
+                    if enough(found, rule.threshold) {
+                        return Some(verified(found[0].clone()));
+                    }
                 }
+                Err(e) => *reasons.entry(e).or_default() += 1,
             }
-            Err(e) => *reasons.entry(e).or_default() += 1,
-        }
+            None
+        },
+    );
+    if let Some(v) = walked {
+        return v;
     }
     if layers.is_empty() {
         return Verdict::Refused("the signature image has no layers".into());
