@@ -207,14 +207,15 @@ pub fn show(a: &TrustShowArgs) -> Result<String, String> {
         h.get(..16).unwrap_or(&h).to_string()
     };
     let mut out = vec![format!("{}:", a.file)];
-    for ca in &root.authorities {
-        out.push(format!(
-            "  Fulcio CA        {} ({} certificates), {}",
+    let authority = |kind: &str, ca: &crate::verify::trust::Authority| {
+        format!(
+            "  {kind:<16} {} ({} certificates), {}",
             ca.uri,
             ca.chain.len(),
             valid(&ca.valid)
-        ));
-    }
+        )
+    };
+    out.extend(root.authorities.iter().map(|ca| authority("Fulcio CA", ca)));
     // Rekor v2 logs sign checkpoints with Ed25519; v1 with ECDSA.
     let rekor = |log: &crate::verify::trust::Log| {
         if log.key.describe() == "Ed25519" {
@@ -237,13 +238,10 @@ pub fn show(a: &TrustShowArgs) -> Result<String, String> {
             valid(&log.valid)
         ));
     }
-    for tsa in &root.timestamp_authorities {
-        out.push(format!(
-            "  TSA              {} ({} certificates), {}",
-            tsa.uri,
-            tsa.chain.len(),
-            valid(&tsa.valid)
-        ));
-    }
+    out.extend(
+        root.timestamp_authorities
+            .iter()
+            .map(|tsa| authority("TSA", tsa)),
+    );
     Ok(out.join("\n"))
 }

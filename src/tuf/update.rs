@@ -152,24 +152,14 @@ pub fn update(
     expired(&ts, "timestamp.json", now)?;
 
     // 5.5: the snapshot the timestamp names.
-    let path = if root.consistent_snapshot {
-        format!("{}.snapshot.json", snapshot_meta.version)
-    } else {
-        "snapshot.json".to_string()
-    };
-    let cap = capped(&snapshot_meta, SNAPSHOT_MAX);
-    let snap_bytes = need(fetch, &path, cap)?;
-    snapshot_meta.check(&snap_bytes, &path)?;
-    let snap = Envelope::read(&snap_bytes, "snapshot").map_err(|e| format!("{path}: {e}"))?;
-    snap.verify(&root, "snapshot")
-        .map_err(|why| format!("{path} is not signed by the snapshot role: {why}"))?;
-    if snap.version()? != snapshot_meta.version {
-        return Err(format!(
-            "{path} is version {}, not the {} the timestamp names",
-            snap.version()?,
-            snapshot_meta.version
-        ));
-    }
+    let (path, snap_bytes, snap) = named(
+        fetch,
+        &root,
+        "snapshot",
+        &snapshot_meta,
+        SNAPSHOT_MAX,
+        "the timestamp",
+    )?;
     let listed = metadata::snapshot_meta(&snap)?;
     if let Some(old) = &old_snapshot {
         for (name, was) in metadata::snapshot_meta(old)? {
@@ -191,24 +181,14 @@ pub fn update(
     let targets_meta = listed
         .get("targets.json")
         .ok_or_else(|| format!("{path} does not list targets.json"))?;
-    let path = if root.consistent_snapshot {
-        format!("{}.targets.json", targets_meta.version)
-    } else {
-        "targets.json".to_string()
-    };
-    let targets_bytes = need(fetch, &path, capped(targets_meta, TARGETS_MAX))?;
-    targets_meta.check(&targets_bytes, &path)?;
-    let targets = Envelope::read(&targets_bytes, "targets").map_err(|e| format!("{path}: {e}"))?;
-    targets
-        .verify(&root, "targets")
-        .map_err(|why| format!("{path} is not signed by the targets role: {why}"))?;
-    if targets.version()? != targets_meta.version {
-        return Err(format!(
-            "{path} is version {}, not the {} the snapshot names",
-            targets.version()?,
-            targets_meta.version
-        ));
-    }
+    let (path, targets_bytes, targets) = named(
+        fetch,
+        &root,
+        "targets",
+        targets_meta,
+        TARGETS_MAX,
+        "the snapshot",
+    )?;
     expired(&targets, &path, now)?;
 
     // 5.7: the target.
@@ -242,6 +222,39 @@ pub fn update(
         root_versions: (first.version, root.version),
         timestamp_version: ts_version,
     })
+}
+
+/// The metadata of `role` that `meta` (in `by`, the metadata above it)
+/// names: fetched by version under consistent snapshots, within its
+/// listed length, matching its length and hashes when listed, signed by
+/// the role's threshold, of the version named. Its path, bytes and
+/// envelope; expiry is the caller's, in the specification's order.
+fn named(
+    fetch: &mut Fetcher<'_>,
+    root: &Root,
+    role: &str,
+    meta: &MetaFile,
+    cap: usize,
+    by: &str,
+) -> Result<(String, Vec<u8>, Envelope), String> {
+    let path = if root.consistent_snapshot {
+        format!("{}.{role}.json", meta.version)
+    } else {
+        format!("{role}.json")
+    };
+    let bytes = need(fetch, &path, capped(meta, cap))?;
+    meta.check(&bytes, &path)?;
+    let e = Envelope::read(&bytes, role).map_err(|e| format!("{path}: {e}"))?;
+    e.verify(root, role)
+        .map_err(|why| format!("{path} is not signed by the {role} role: {why}"))?;
+    if e.version()? != meta.version {
+        return Err(format!(
+            "{path} is version {}, not the {} {by} names",
+            e.version()?,
+            meta.version
+        ));
+    }
+    Ok((path, bytes, e))
 }
 
 /// A file within `cap`: `Err(None)` when the repository has none.
