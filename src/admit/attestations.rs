@@ -252,18 +252,24 @@ pub(super) fn judge(
     items: &[Vec<Candidate>],
     other_types: &[String],
     now: i64,
-) -> Result<Vec<Vec<Candidate>>, String> {
+) -> Result<Vec<Vec<Candidate>>, Unmet> {
     let mut kept = Vec::new();
     let mut budget = EVALUATION_BUDGET;
     for (item, candidates) in rule.attestations.iter().zip(items) {
-        kept.push(item_met(
-            item,
-            candidates,
-            rule.threshold,
-            other_types,
-            now,
-            &mut budget,
-        )?);
+        kept.push(
+            item_met(
+                item,
+                candidates,
+                rule.threshold,
+                other_types,
+                now,
+                &mut budget,
+            )
+            .map_err(|why| Unmet {
+                item: item.label.clone(),
+                why,
+            })?,
+        );
     }
     Ok(kept)
 }
@@ -350,6 +356,13 @@ fn item_met(
     })
 }
 
+/// An item not met: its label, and why (a sentence that names it).
+#[derive(Debug)]
+pub struct Unmet {
+    pub item: String,
+    pub why: String,
+}
+
 /// Values a verdict keeps, at most, to judge its conditions on `now` again
 /// at each review (a few hundred KB): beyond, it keeps none and is
 /// remembered for [`NOW_TTL`] at most.
@@ -410,11 +423,16 @@ pub(super) fn keep(
 }
 
 /// A remembered verdict's conditions on `now`, judged again at `now`.
-pub(super) fn rejudge(rule: &VerifyRule, kept: &[Vec<Candidate>], now: i64) -> Result<(), String> {
+pub(super) fn rejudge(rule: &VerifyRule, kept: &[Vec<Candidate>], now: i64) -> Result<(), Unmet> {
     let mut budget = EVALUATION_BUDGET;
     for (item, candidates) in rule.attestations.iter().zip(kept) {
         if candidates.iter().any(|c| c.rejudge) {
-            item_met(item, candidates, rule.threshold, &[], now, &mut budget)?;
+            item_met(item, candidates, rule.threshold, &[], now, &mut budget).map_err(|why| {
+                Unmet {
+                    item: item.label.clone(),
+                    why,
+                }
+            })?;
         }
     }
     Ok(())
@@ -515,12 +533,16 @@ mod tests {
         let items = vec![vec![candidate("key a", "keys[0]", "2026-12-06T12:00:00Z")]];
         let kept = judge(&r, &items, &[], NOW).unwrap();
         assert_eq!(kept[0].len(), 1);
-        let e = judge(&r, &kept, &[], NOW + 86_400).unwrap_err();
+        let u = judge(&r, &kept, &[], NOW + 86_400).unwrap_err();
+        assert_eq!(u.item, "verifyImages[0].attestations[0]");
+        let e = u.why;
         assert!(
             e.starts_with("verifyImages[0].attestations[0] (vuln): its condition is false"),
             "{e}"
         );
-        let e = judge(&r, &[Vec::new()], &["other/v1".into()], NOW).unwrap_err();
+        let e = judge(&r, &[Vec::new()], &["other/v1".into()], NOW)
+            .unwrap_err()
+            .why;
         assert!(
             e.contains("no statement of that type") && e.contains("other/v1"),
             "{e}"
@@ -600,7 +622,9 @@ mod tests {
             c
         };
         assert!(judge(&r, &[vec![with(true)]], &[], NOW).is_ok());
-        let e = judge(&r, &[vec![with(false), with(false), with(true)]], &[], NOW).unwrap_err();
+        let e = judge(&r, &[vec![with(false), with(false), with(true)]], &[], NOW)
+            .unwrap_err()
+            .why;
         assert!(e.contains("statements not evaluated"), "{e}");
     }
 
@@ -617,9 +641,9 @@ mod tests {
         let b = candidate("key b", "keys[1]", fresh);
         let b_stale = candidate("key b", "keys[1]", stale);
         assert!(judge(&r, &[vec![a.clone(), b.clone()]], &[], NOW).is_ok());
-        let e = judge(&r, &[vec![a.clone(), a2]], &[], NOW).unwrap_err();
+        let e = judge(&r, &[vec![a.clone(), a2]], &[], NOW).unwrap_err().why;
         assert!(e.contains("only 1 of the 2 distinct signers"), "{e}");
-        let e = judge(&r, &[vec![a, b_stale]], &[], NOW).unwrap_err();
+        let e = judge(&r, &[vec![a, b_stale]], &[], NOW).unwrap_err().why;
         assert!(
             e.contains("only 1 of the 2") && e.contains("its condition is false"),
             "{e}"

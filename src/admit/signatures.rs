@@ -22,7 +22,7 @@ use crate::policy::{Facts, PolicySet, Request, SignatureFact, Signer};
 use crate::registry::client::{Client, LookupError, MANIFEST_MAX};
 use crate::verify::legacy::{self, Signed};
 
-use super::attestations::{self, Candidate, Collected};
+use super::attestations::{self, Candidate, Collected, Unmet};
 
 /// A refusal (no signature, a bad one) is remembered briefly: a signature
 /// pushed just now is seen within this.
@@ -65,6 +65,12 @@ pub enum Verdict {
     Verified(Arc<Proven>),
     /// Checked and refused (no signature, none valid).
     Refused(String),
+    /// The signature verified and an attestation item (its label) was not
+    /// met: remembered as a refusal is.
+    Unattested {
+        item: String,
+        why: String,
+    },
     /// Could not be checked because the registry answered with an error
     /// or refused the connection: never cached; admitted only with
     /// `onRegistryError: allow`.
@@ -136,7 +142,7 @@ impl Verdicts {
 fn kept_for(v: &Verdict, verified_ttl: Duration) -> Option<Duration> {
     match v {
         Verdict::Verified(p) => Some(p.ttl_cap.map_or(verified_ttl, |c| c.min(verified_ttl))),
-        Verdict::Refused(_) => Some(REFUSED_TTL),
+        Verdict::Refused(_) | Verdict::Unattested { .. } => Some(REFUSED_TTL),
         Verdict::Unavailable(_) | Verdict::TimedOut(_) | Verdict::Unreachable(_) => None,
     }
 }
@@ -190,19 +196,15 @@ pub fn gather(
                 Err(format!(
                     "the review's time ran out before the signatures of {image} were verified ({} reviews were waiting on registries)",
                     super::REVIEWS_LOOKING_UP
-                ))
+                )
+                .into())
             })
             .collect()
     });
-    for ((image, i, rule, _), outcome) in wanted.into_iter().zip(outcomes) {
-        // An item's refusal begins with its label (attestations::judge).
-        let unmet = match &outcome {
-            Err(why) => rule
-                .attestations
-                .iter()
-                .find(|a| why.starts_with(&format!("{} (", a.label)))
-                .map(|a| a.label.clone()),
-            Ok(_) => None,
+    for ((image, i, _, _), outcome) in wanted.into_iter().zip(outcomes) {
+        let (outcome, unmet) = match outcome {
+            Ok(s) => (Ok(s), None),
+            Err(r) => (Err(r.why), r.unmet),
         };
         facts
             .entry(image.to_string())
@@ -224,7 +226,7 @@ fn fact(
     client: &Client,
     verdicts: &Verdicts,
     deadline: Instant,
-) -> Result<Signer, String> {
+) -> Result<Signer, Refusal> {
     let left = || deadline.saturating_duration_since(Instant::now());
     let r = ImageRef::parse(image).map_err(|e| e.reason())?;
     let digest = match r.digest() {
@@ -241,7 +243,8 @@ fn fact(
                     Err(e) => format!(
                         "it names a tag, which can move after admission: pin it by digest (its digest could not be looked up: {e})"
                     ),
-                });
+                }
+                .into());
             }
             match resolved {
                 Ok(d) => d,
@@ -274,7 +277,7 @@ fn count(rule: &VerifyRule, v: &Verdict, cached: bool) {
     let result = match v {
         _ if cached => "cached",
         Verdict::Verified(_) => "verified",
-        Verdict::Refused(_) => "refused",
+        Verdict::Refused(_) | Verdict::Unattested { .. } => "refused",
         Verdict::TimedOut(_) => "timed_out",
         Verdict::Unavailable(_) | Verdict::Unreachable(_) => "registry_error",
     };
@@ -285,13 +288,22 @@ fn count(rule: &VerifyRule, v: &Verdict, cached: bool) {
 /// not be asked is denied, or with `onRegistryError: allow` admitted
 /// unverified (logged and counted); one whose time ran out is always
 /// denied.
-fn outcome(verdict: Verdict, rule: &VerifyRule, image: &str, what: &str) -> Result<Signer, String> {
+fn outcome(
+    verdict: Verdict,
+    rule: &VerifyRule,
+    image: &str,
+    what: &str,
+) -> Result<Signer, Refusal> {
     match verdict {
         Verdict::Verified(p) => {
             // A condition that reads `now` may have stopped holding since
             // the verdict was reached.
-            attestations::rejudge(rule, &p.items, crate::time::unix_now())
-                .map_err(|why| format!("{what}{why}"))?;
+            attestations::rejudge(rule, &p.items, crate::time::unix_now()).map_err(|u| {
+                Refusal {
+                    why: format!("{what}{}", u.why),
+                    unmet: Some(u.item),
+                }
+            })?;
             let s = &p.signed;
             Ok(Signer {
                 digest: s.digest.clone(),
@@ -303,10 +315,14 @@ fn outcome(verdict: Verdict, rule: &VerifyRule, image: &str, what: &str) -> Resu
                 attestations: attestations::attested(rule, &p.items),
             })
         }
-        Verdict::Refused(why) | Verdict::Unreachable(why) => Err(format!("{what}{why}")),
+        Verdict::Refused(why) | Verdict::Unreachable(why) => Err(format!("{what}{why}").into()),
+        Verdict::Unattested { item, why } => Err(Refusal {
+            why: format!("{what}{why}"),
+            unmet: Some(item),
+        }),
         Verdict::TimedOut(why) => {
             super::COUNTS.timed_out();
-            Err(format!("{what}{why}"))
+            Err(format!("{what}{why}").into())
         }
         Verdict::Unavailable(why) if rule.allow_on_registry_error => {
             super::COUNTS.admitted_on_registry_error();
@@ -324,7 +340,20 @@ fn outcome(verdict: Verdict, rule: &VerifyRule, image: &str, what: &str) -> Resu
                 attestations: Vec::new(),
             })
         }
-        Verdict::Unavailable(why) => Err(format!("{what}{why}")),
+        Verdict::Unavailable(why) => Err(format!("{what}{why}").into()),
+    }
+}
+
+/// Why an image's fact is a refusal, and the attestation item it is
+/// about when the signature itself verified.
+pub(super) struct Refusal {
+    why: String,
+    unmet: Option<String>,
+}
+
+impl From<String> for Refusal {
+    fn from(why: String) -> Refusal {
+        Refusal { why, unmet: None }
     }
 }
 
@@ -455,20 +484,22 @@ pub fn verify_digest(
 /// remembered; a registry that answers for the signature and fails for
 /// the `.att` image only is a refusal, never `onRegistryError: allow`
 /// (a registry must not choose to skip a requirement).
-fn unmet(why: String, att: Verdict, bundles: Option<String>) -> Verdict {
+fn unmet(unmet: Unmet, att: Verdict, bundles: Option<String>) -> Verdict {
+    let Unmet { item, why } = unmet;
     let bundles = bundles
         .map(|b| format!("; bundles: {b}"))
         .unwrap_or_default();
-    match att {
-        v @ (Verdict::TimedOut(_) | Verdict::Unreachable(_)) => v,
-        Verdict::Unavailable(m) => Verdict::Refused(format!(
-            "{why}{bundles}; legacy attestations could not be fetched: {m}"
-        )),
-        Verdict::Refused(also) if !also.starts_with("no ") && also != "nothing to verify" => {
-            Verdict::Refused(format!("{why}{bundles}; legacy attestations: {also}"))
+    let why = match att {
+        v @ (Verdict::TimedOut(_) | Verdict::Unreachable(_)) => return v,
+        Verdict::Unavailable(m) => {
+            format!("{why}{bundles}; legacy attestations could not be fetched: {m}")
         }
-        _ => Verdict::Refused(format!("{why}{bundles}")),
-    }
+        Verdict::Refused(also) if !also.starts_with("no ") && also != "nothing to verify" => {
+            format!("{why}{bundles}; legacy attestations: {also}")
+        }
+        _ => format!("{why}{bundles}"),
+    };
+    Verdict::Unattested { item, why }
 }
 
 /// The signature's verdict from both places, with a threshold of distinct
@@ -608,6 +639,8 @@ fn combine(bundles: Verdict, legacy: Verdict) -> Verdict {
         (v @ Verdict::Verified(_), _) | (_, v @ Verdict::Verified(_)) => v,
         (v @ Verdict::TimedOut(_), _) | (_, v @ Verdict::TimedOut(_)) => v,
         (v @ Verdict::Unreachable(_), _) | (_, v @ Verdict::Unreachable(_)) => v,
+        // Not a signature place's verdict (only attestations make one).
+        (v @ Verdict::Unattested { .. }, _) | (_, v @ Verdict::Unattested { .. }) => v,
         (Verdict::Unavailable(b), Verdict::Unavailable(_)) => Verdict::Unavailable(b),
         (Verdict::Refused(b), Verdict::Refused(l)) => {
             Verdict::Refused(format!("no accepted signature: bundles: {b}; legacy: {l}"))
@@ -1062,12 +1095,18 @@ mod tests {
     /// time.
     #[test]
     fn an_unmet_item_is_never_an_outage() {
-        let why = || "verifyImages[0].attestations[0] (vuln): no statement".to_string();
+        let item = "verifyImages[0].attestations[0]";
+        let text = || format!("{item} (vuln): no statement");
+        let why = || Unmet {
+            item: item.into(),
+            why: text(),
+        };
         let v = unmet(why(), Verdict::Unavailable("503".into()), None);
         assert!(
-            matches!(&v, Verdict::Refused(m) if m.contains("could not be fetched: 503")),
+            matches!(&v, Verdict::Unattested { item: i, why: m } if i == item && m.contains("could not be fetched: 503")),
             "{v:?}"
         );
+        assert_eq!(kept_for(&v, Duration::from_secs(86_400)), Some(REFUSED_TTL));
         let v = unmet(why(), Verdict::TimedOut("late".into()), None);
         assert!(matches!(v, Verdict::TimedOut(_)));
         let v = unmet(
@@ -1077,10 +1116,10 @@ mod tests {
         );
         assert_eq!(
             v,
-            Verdict::Refused(format!(
-                "{}; bundles: a signature for another digest",
-                why()
-            ))
+            Verdict::Unattested {
+                item: item.into(),
+                why: format!("{}; bundles: a signature for another digest", text())
+            }
         );
     }
 
