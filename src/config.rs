@@ -433,37 +433,29 @@ fn anchor_paths(raw: &mut RawPolicy, base: &std::path::Path) -> Vec<std::path::P
             named.push(ca);
         }
     }
-    fn keys<'a>(holder: &'a mut serde_json::Map<String, Value>, named: &mut Vec<&'a mut String>) {
-        if let Some(Value::Array(keys)) = holder.get_mut("keys") {
-            for key in keys.iter_mut() {
-                if let Value::String(k) = key {
-                    named.push(k);
-                }
-            }
-        }
+    // The strings of a list (`keys`).
+    fn strings(v: &mut Value) -> impl Iterator<Item = &mut String> {
+        v.as_array_mut()
+            .into_iter()
+            .flatten()
+            .filter_map(|k| match k {
+                Value::String(k) => Some(k),
+                _ => None,
+            })
     }
     if let Some((_, Value::Array(entries))) = &mut raw.verify_images {
         for entry in entries.iter_mut().filter_map(Value::as_object_mut) {
-            let mut root = None;
-            let mut items = None;
-            let mut own = None;
             for (k, v) in entry.iter_mut() {
                 match (k.as_str(), v) {
-                    ("trustedRoot", Value::String(r)) => root = Some(r),
-                    ("attestations", Value::Array(a)) => items = Some(a),
-                    ("keys", v) => own = Some(v),
+                    ("trustedRoot", Value::String(r)) => named.push(r),
+                    ("keys", v) => named.extend(strings(v)),
+                    ("attestations", Value::Array(items)) => {
+                        for item in items.iter_mut().filter_map(Value::as_object_mut) {
+                            named.extend(item.get_mut("keys").into_iter().flat_map(strings));
+                        }
+                    }
                     _ => {}
                 }
-            }
-            named.extend(root);
-            if let Some(Value::Array(list)) = own {
-                named.extend(list.iter_mut().filter_map(|k| match k {
-                    Value::String(k) => Some(k),
-                    _ => None,
-                }));
-            }
-            for item in items.into_iter().flatten().filter_map(Value::as_object_mut) {
-                keys(item, &mut named);
             }
         }
     }
@@ -1670,7 +1662,8 @@ mod tests {
                   {{"predicateType": "vuln", "condition": "predicate.x >"}},
                   {{"predicateType": "vuln", "condition": "predicate.a.all(x, predicate.a.all(y, x == y))"}},
                   {{"condition": "true"}},
-                  {{"predicateType": "vuln", "keys": ["/nonexistent.pub"], "typo": 1}}]}}]}}"#
+                  {{"predicateType": "vuln", "keys": ["/nonexistent.pub"], "typo": 1}},
+                  {{"predicateType": "vuln", "identities": [{{"issuer": "x", "subject": "y"}}, {{"issuer": "x", "subject": "y"}}]}}]}}]}}"#
         ));
         for want in [
             "identities[0].extensions.sourceRepository: unknown certificate extension (expected one of buildSignerURI",
@@ -1681,6 +1674,7 @@ mod tests {
             "attestations[3]: no predicateType",
             "attestations[4].keys: /nonexistent.pub: cannot open",
             "attestations[4].typo: unknown key",
+            "attestations[5].identities[1]: the same identity as identities[0]",
         ] {
             assert!(
                 problems.iter().any(|p| p.contains(want)),

@@ -252,23 +252,17 @@ pub fn build(
             )),
             None => {}
         }
-        for (issuer, subject, extensions) in trust.identities.iter().map(describe) {
-            fingerprint.update(format!("{issuer}\n{subject}\n{extensions}\n").as_bytes());
-        }
+        fingerprint_identities(
+            &at(&format!("{path}.identities")),
+            &trust.identities,
+            &mut fingerprint,
+            problems,
+        );
         if threshold > signers_written.max(1) {
             problems.push(format!(
                 "{}: threshold {threshold} is more than the {signers_written} signers listed: nothing could ever verify",
                 at(&path)
             ));
-        }
-        let described: Vec<_> = trust.identities.iter().map(describe).collect();
-        for (i, d) in described.iter().enumerate() {
-            if let Some(first) = described[..i].iter().position(|e| e == d) {
-                problems.push(format!(
-                    "{}: the same identity as identities[{first}] (one signer counted twice toward a threshold)",
-                    at(&format!("{path}.identities[{i}]"))
-                ));
-            }
         }
         fingerprint.update(&[trust.ignore_tlog as u8, trust.ignore_sct as u8]);
         // A verdict reached with fewer signers must not serve a rule
@@ -443,10 +437,12 @@ impl Items<'_> {
                     }
                     "identities" => {
                         own.identities = identities(&at(&kp), v, &mut own_signers, problems);
-                        for (issuer, subject, extensions) in own.identities.iter().map(describe) {
-                            fingerprint
-                                .update(format!("{issuer}\n{subject}\n{extensions}\n").as_bytes());
-                        }
+                        fingerprint_identities(
+                            &at(&kp),
+                            &own.identities,
+                            &mut fingerprint,
+                            problems,
+                        );
                     }
                     _ => problems.push(format!(
                         "{}: unknown key (expected predicateType, condition, keys, identities)",
@@ -512,6 +508,25 @@ fn aliases() -> String {
         .map(|(a, _)| *a)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Identities into a fingerprint, as text; one written twice is a problem
+/// (`at` names the list).
+fn fingerprint_identities(
+    at: &str,
+    identities: &[IdentityRule],
+    fingerprint: &mut ring::digest::Context,
+    problems: &mut Vec<String>,
+) {
+    let described: Vec<_> = identities.iter().map(describe).collect();
+    for (i, (issuer, subject, extensions)) in described.iter().enumerate() {
+        fingerprint.update(format!("{issuer}\n{subject}\n{extensions}\n").as_bytes());
+        if let Some(first) = described[..i].iter().position(|e| e == &described[i]) {
+            problems.push(format!(
+                "{at}[{i}]: the same identity as identities[{first}] (one signer counted twice toward a threshold)"
+            ));
+        }
+    }
 }
 
 /// An identity rule as text: what a verdict was reached under.
