@@ -200,29 +200,40 @@ pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// What of an in-toto Statement names its subjects.
+#[derive(Deserialize)]
+struct Named {
+    #[serde(rename = "_type")]
+    kind: String,
+    subject: Vec<Subject>,
+}
+
+#[derive(Deserialize)]
+struct Subject {
+    #[serde(default)]
+    name: String,
+    digest: std::collections::BTreeMap<String, String>,
+}
+
 /// The digests an in-toto Statement's subjects name, and their names.
 pub(crate) fn subjects(payload: &[u8]) -> Result<Vec<(String, String)>, String> {
-    #[derive(Deserialize)]
-    struct Statement {
-        #[serde(rename = "_type")]
-        kind: String,
-        subject: Vec<Subject>,
-    }
-    #[derive(Deserialize)]
-    struct Subject {
-        #[serde(default)]
-        name: String,
-        digest: std::collections::BTreeMap<String, String>,
-    }
-    let s: Statement = serde_json::from_slice(payload)
-        .map_err(|e| format!("the signed payload is not an in-toto Statement: {e}"))?;
+    subjects_named(serde_json::from_slice(payload))
+}
+
+/// The same, of a statement already read.
+pub(crate) fn subjects_in(statement: &Value) -> Result<Vec<(String, String)>, String> {
+    subjects_named(Named::deserialize(statement))
+}
+
+fn subjects_named(s: Result<Named, serde_json::Error>) -> Result<Vec<(String, String)>, String> {
+    let s = s.map_err(|e| format!("the signed payload is not an in-toto Statement: {e}"))?;
     if !matches!(
         s.kind.as_str(),
         "https://in-toto.io/Statement/v0.1" | "https://in-toto.io/Statement/v1"
     ) {
         return Err(format!(
             "the signed payload is a {:?}, not an in-toto Statement",
-            s.kind
+            crate::verify::clipped(&s.kind, 80)
         ));
     }
     Ok(s.subject

@@ -73,9 +73,9 @@ impl Statement {
                 payload.len()
             ));
         }
-        let subjects = crate::verify::bundle::subjects(payload)?;
         let json: Json = serde_json::from_slice(payload)
             .map_err(|e| format!("the statement cannot be read: {e}"))?;
+        let subjects = crate::verify::bundle::subjects_in(&json)?;
         let predicate_type = match json.get("predicateType") {
             Some(Json::String(t)) => t.clone(),
             _ => return Err("the statement has no predicateType".into()),
