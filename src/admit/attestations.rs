@@ -48,7 +48,7 @@ impl Eq for Candidate {}
 pub(super) struct Collected {
     pub items: Vec<Vec<Candidate>>,
     /// Predicate types verified that no item asked for (for refusals).
-    other_types: Vec<String>,
+    pub(super) other_types: Vec<String>,
     /// Each envelope's statement, read once for what its items need.
     read: HashMap<(String, Needs), Option<Arc<Statement>>>,
     /// Why bundles were refused (for an item's refusal).
@@ -111,11 +111,7 @@ impl Collected {
             .map(|(j, _)| j)
             .collect();
         if wanting.is_empty() {
-            if self.other_types.len() < MAX_OTHER_TYPES
-                && !self.other_types.contains(&predicate_type)
-            {
-                self.other_types.push(predicate_type);
-            }
+            self.other_type(predicate_type);
             return;
         }
         let needs = wanting
@@ -146,15 +142,21 @@ impl Collected {
         }
     }
 
+    /// A predicate type verified that no item asked for, kept for the
+    /// refusal (at most [`MAX_OTHER_TYPES`]).
+    fn other_type(&mut self, t: String) {
+        if self.other_types.len() < MAX_OTHER_TYPES && !self.other_types.contains(&t) {
+            self.other_types.push(t);
+        }
+    }
+
     /// Another place's findings, added to these.
     pub(super) fn merge(&mut self, other: Collected) {
         for (mine, theirs) in self.items.iter_mut().zip(other.items) {
             mine.extend(theirs);
         }
         for t in other.other_types {
-            if !self.other_types.contains(&t) {
-                self.other_types.push(t);
-            }
+            self.other_type(t);
         }
     }
 }
@@ -462,11 +464,6 @@ pub(super) fn attested(rule: &VerifyRule, kept: &[Vec<Candidate>]) -> Vec<Attest
             })
         })
         .collect()
-}
-
-/// The other predicate types seen, for the refusal.
-pub(super) fn other_types(c: &Collected) -> &[String] {
-    &c.other_types
 }
 
 #[cfg(test)]

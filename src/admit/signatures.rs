@@ -463,8 +463,12 @@ pub fn verify_digest(
         return Verdict::Verified(proven);
     };
     collected.merge(found);
-    let others = attestations::other_types(&collected).to_vec();
-    match attestations::judge(rule, &collected.items, &others, crate::time::unix_now()) {
+    match attestations::judge(
+        rule,
+        &collected.items,
+        &collected.other_types,
+        crate::time::unix_now(),
+    ) {
         Ok(met) => {
             let (items, ttl_cap) = attestations::keep(rule, met);
             Verdict::Verified(Arc::new(Proven {
