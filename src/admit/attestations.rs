@@ -9,14 +9,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Instant;
 
-use super::signatures::{Allowance, Place, Verdict, enough, found_one, matched, summarise};
+use super::signatures::{Place, Verdict, enough, found_one, matched, summarise};
 use crate::config::verify::{AttestationRule, VerifyRule};
 use crate::digest::Digest;
-use crate::image_ref::ImageRef;
 use crate::policy::Attested;
-use crate::registry::client::Client;
 use crate::verify::legacy::{self, Signed};
 use crate::verify::rules::Trust;
 use crate::verify::statement::{Needs, Statement};
@@ -202,22 +199,13 @@ pub(super) fn bundle_for_items(
 /// signature; what it holds goes to `collected`. Refused (with its
 /// reasons) when it was looked through, or why it could not be.
 pub(super) fn att_verdict(
-    r: &ImageRef,
+    place: &Place<'_>,
     digest: &Digest,
     rule: &VerifyRule,
-    client: &Client,
-    deadline: Instant,
-    allowance: &Allowance,
     collected: &mut Collected,
 ) -> Verdict {
     let digest_s = digest.to_string();
     let tag = legacy::attestation_tag(&digest_s);
-    let place = Place {
-        client,
-        r,
-        deadline,
-        allowance,
-    };
     let (layers, total) = match place.tag_layers(&tag) {
         Ok(Some(x)) => x,
         Ok(None) => return Verdict::Refused(format!("no {tag}")),

@@ -412,17 +412,22 @@ pub fn verify_digest(
     } else {
         FETCH_MAX
     }));
+    let place = Place {
+        client,
+        r,
+        deadline,
+        allowance: &allowance,
+    };
     let mut collected = Collected::new(rule);
     let (legacy, legacy_found, bundles, bundles_found, att) = std::thread::scope(|s| {
         let legacy_place = || {
             let mut found = Vec::new();
-            let v = legacy_verdict(r, digest, rule, client, deadline, &allowance, &mut found);
+            let v = legacy_verdict(&place, digest, rule, &mut found);
             (v, found)
         };
         let att_place = || {
             let mut c = Collected::new(rule);
-            let v =
-                attestations::att_verdict(r, digest, rule, client, deadline, &allowance, &mut c);
+            let v = attestations::att_verdict(&place, digest, rule, &mut c);
             (v, c)
         };
         let legacy = std::thread::Builder::new().spawn_scoped(s, legacy_place);
@@ -905,10 +910,10 @@ pub(super) fn summarise(reasons: BTreeMap<String, usize>, skipped: usize) -> Str
 /// Where one of cosign's tag images is read: its registry, the
 /// verification's deadline and allowance.
 pub(super) struct Place<'a> {
-    pub client: &'a Client,
-    pub r: &'a ImageRef,
-    pub deadline: Instant,
-    pub allowance: &'a Allowance,
+    client: &'a Client,
+    r: &'a ImageRef,
+    deadline: Instant,
+    allowance: &'a Allowance,
 }
 
 impl Place<'_> {
@@ -986,22 +991,13 @@ impl Place<'_> {
 /// cosign's legacy `sha256-<hex>.sig` image. Layers that share a payload
 /// (several signatures of one payload) fetch it once.
 fn legacy_verdict(
-    r: &ImageRef,
+    place: &Place<'_>,
     digest: &Digest,
     rule: &VerifyRule,
-    client: &Client,
-    deadline: Instant,
-    allowance: &Allowance,
     found: &mut Vec<Signed>,
 ) -> Verdict {
     let digest_s = digest.to_string();
     let tag = legacy::signature_tag(&digest_s);
-    let place = Place {
-        client,
-        r,
-        deadline,
-        allowance,
-    };
     let (layers, total) = match place.tag_layers(&tag) {
         Ok(Some(x)) => x,
         Ok(None) => return Verdict::Refused(format!("no signature found (no {tag})")),
